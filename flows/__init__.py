@@ -1,0 +1,1 @@
+"""Prefect 3 flows that wire the stages of :mod:`pipeline` together."""

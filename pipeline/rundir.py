@@ -1,0 +1,176 @@
+"""The run directory: atomic writes, content hashes and the per-stage manifest.
+
+A build writes everything under one run directory (``DESIGN.md``). Every file is
+written through :func:`atomic_write` (temporary name in the same folder, then
+``os.replace``), so an interrupted build never leaves a half file that a later run
+mistakes for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+#: Stage folders of a run directory, in build order.
+STAGE_DIRS = (
+    "waveforms",
+    "picks",
+    "association",
+    "location",
+    "relocation",
+    "catalog",
+    "report",
+)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` and rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    ``mode`` is ``"w"`` (text, UTF-8) or ``"wb"`` (binary).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    For writers that insist on a file name (ObsPy, pyarrow, matplotlib). The
+    temporary name keeps the suffix of ``path`` so format detection still works.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_write(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table to Parquet atomically (index dropped) and return the path."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """SHA-256 hex digest of a string (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the main libraries, for the manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("eqcat", "obspy", "numpy", "pandas", "tensorflow-cpu", "keras", "pyocto"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+class RunDir:
+    """A run directory: ``root`` plus its stage folders and ``manifest.json``.
+
+    The manifest maps a stage name to a record with its input hashes, outputs,
+    software versions, wall time (s), counts and free-form ``details``.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory (folders are created on demand)."""
+        target = self.root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def stage_dir(self, stage: str) -> Path:
+        """The folder of ``stage`` (created when missing)."""
+        folder = self.root / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest as a dict (empty when the run has none yet)."""
+        if not self.manifest_path.exists():
+            return {}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def record_stage(
+        self,
+        stage: str,
+        *,
+        inputs: dict[str, str] | None = None,
+        outputs: list[str] | None = None,
+        counts: dict[str, int | float] | None = None,
+        wall_time_s: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Record (replace) the manifest entry of ``stage`` and return it."""
+        manifest = self.read_manifest()
+        entry = {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inputs": inputs or {},
+            "outputs": outputs or [],
+            "counts": counts or {},
+            "wall_time_s": wall_time_s,
+            "versions": software_versions(),
+            "details": details or {},
+        }
+        manifest[stage] = entry
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, default=str))
+        return entry

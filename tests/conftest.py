@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: where ``../shared`` is and how to treat it missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_path(*parts: str) -> Path:
+    """A file in the shared data folder (``EQCAT_SHARED``, default ``../shared``).
+
+    Skips the calling test when the file is missing, except under ``CI=true``,
+    where a missing shared file is a failure.
+    """
+    root = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
+    target = root.joinpath(*parts)
+    if not target.exists():
+        message = f"shared data file missing: {target} (set EQCAT_SHARED)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return target
+
+
+@pytest.fixture
+def shared():
+    """The :func:`shared_path` helper as a fixture."""
+    return shared_path
