@@ -1,0 +1,216 @@
+"""1-D layered velocity models and first-arrival travel times.
+
+A model is a stack of constant-velocity layers over a half-space (flat Earth,
+``hypo_templates/velocity/<name>.yaml``)::
+
+    name: tottori
+    source: "where the numbers come from"
+    vp_vs: 1.71            # used for layers without an explicit vs
+    layers:
+      - {top_km: 0.0, vp: 5.5}          # optional per layer: vs
+      - {top_km: 2.0, vp: 6.05}
+
+:func:`travel_time` returns the first arrival (direct wave or any head wave) from a
+source at depth to a receiver at the surface, through a precomputed table
+(distance × depth) that is interpolated bilinearly; the table is built once per
+model and phase and is exact at its nodes to < 1 ms.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.interpolate import RegularGridInterpolator
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "hypo_templates" / "velocity"
+
+#: Extent and spacing of the travel-time tables (km).
+TABLE_MAX_DISTANCE_KM = 400.0
+TABLE_MAX_DEPTH_KM = 60.0
+TABLE_STEP_KM = 0.5
+
+
+@dataclass(frozen=True)
+class VelocityModel:
+    """A flat 1-D layered model.
+
+    Attributes:
+        name: short name (the YAML file stem for shipped models).
+        layer_tops_km: depth of each layer top, km, shape (L,), increasing, first 0.
+        vp_km_s: P velocity per layer, km/s, shape (L,).
+        vs_km_s: S velocity per layer, km/s, shape (L,).
+        vp_vs: the nominal Vp/Vs ratio (used by locators that take one ratio).
+        source: where the numbers come from.
+    """
+
+    name: str
+    layer_tops_km: np.ndarray
+    vp_km_s: np.ndarray
+    vs_km_s: np.ndarray
+    vp_vs: float
+    source: str = ""
+
+    def velocities(self, phase: str) -> np.ndarray:
+        """Layer velocities (km/s) for ``phase`` ("P" or "S")."""
+        phase = phase.upper()
+        if phase == "P":
+            return self.vp_km_s
+        if phase == "S":
+            return self.vs_km_s
+        raise ValueError(f"phase must be 'P' or 'S', got {phase!r}")
+
+    def __hash__(self) -> int:  # arrays are not hashable; the content is what counts
+        return hash(
+            (
+                self.name,
+                self.layer_tops_km.tobytes(),
+                self.vp_km_s.tobytes(),
+                self.vs_km_s.tobytes(),
+                self.vp_vs,
+            )
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VelocityModel) and hash(self) == hash(other)
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped in ``hypo_templates/velocity``."""
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+
+
+def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
+    """Load a model by shipped name (e.g. ``"tottori"``) or from a YAML path.
+
+    Raises:
+        FileNotFoundError: naming the path and the shipped models when not found.
+        ValueError: naming the file and field when the content is invalid.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"velocity model {str(name_or_path)!r} not found at {path}; "
+            f"shipped models: {', '.join(available_models())}"
+        )
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return _model_from_spec(spec, path)
+
+
+def _model_from_spec(spec: dict, path: Path) -> VelocityModel:
+    layers = spec.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{path}: field 'layers' must be a non-empty list of {{top_km, vp}}")
+    vp_vs = float(spec.get("vp_vs", 1.73))
+    if not 1.4 <= vp_vs <= 2.5:
+        raise ValueError(f"{path}: field 'vp_vs' = {vp_vs} outside the plausible range 1.4–2.5")
+    try:
+        tops = np.array([float(layer["top_km"]) for layer in layers])
+        vp = np.array([float(layer["vp"]) for layer in layers])
+        vs = np.array([float(layer.get("vs", float(layer["vp"]) / vp_vs)) for layer in layers])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: every layer needs numeric 'top_km' and 'vp' ({exc})") from exc
+    if tops[0] != 0.0 or np.any(np.diff(tops) <= 0):
+        raise ValueError(f"{path}: layer 'top_km' must start at 0 and increase strictly")
+    if np.any(vp <= 0) or np.any(vs <= 0) or np.any(vs >= vp):
+        raise ValueError(f"{path}: velocities must be positive with vs < vp in every layer")
+    return VelocityModel(
+        name=str(spec.get("name", path.stem)),
+        layer_tops_km=tops,
+        vp_km_s=vp,
+        vs_km_s=vs,
+        vp_vs=vp_vs,
+        source=str(spec.get("source", "")),
+    )
+
+
+def _thicknesses_above(tops: np.ndarray, depth_km: float) -> np.ndarray:
+    """Thickness (km) of each layer crossed between the surface and ``depth_km``, shape (L,)."""
+    bottoms = np.append(tops[1:], np.inf)
+    return np.clip(np.minimum(bottoms, depth_km) - tops, 0.0, None)
+
+
+def _direct_times(tops, v, depth_km, distances_km) -> np.ndarray:
+    """Direct-wave travel times (s) from ``depth_km`` to surface points at ``distances_km``."""
+    thick = _thicknesses_above(tops, depth_km)
+    used = thick > 0
+    if not used.any():  # source at the surface: straight line in the top layer
+        return distances_km / v[0]
+    h, vel = thick[used], v[used]
+    v_max = vel.max()
+    # Ray parameters from vertical to almost horizontal in the fastest layer crossed.
+    sin_max = 1.0 - np.geomspace(1e-9, 1.0, 4000)[::-1]
+    p = np.unique(np.concatenate([sin_max, [0.0]])) / v_max
+    pv = p[:, None] * vel[None, :]
+    cos = np.sqrt(1.0 - pv**2)
+    x = (h[None, :] * pv / cos).sum(axis=1)
+    t = (h[None, :] / (vel[None, :] * cos)).sum(axis=1)
+    order = np.argsort(x)
+    times = np.interp(distances_km, x[order], t[order], right=np.inf)
+    return times
+
+
+def _head_times(tops, v, depth_km, distances_km) -> np.ndarray:
+    """Earliest head-wave time (s) along any layer top below the source (inf where none)."""
+    best = np.full_like(distances_km, np.inf, dtype=float)
+    src_layer = np.searchsorted(tops, depth_km, side="right") - 1
+    for j in range(src_layer + 1, len(tops)):
+        vj = v[j]
+        if np.any(v[:j] >= vj):
+            continue  # no critical refraction under a faster layer
+        p = 1.0 / vj
+        down = _thicknesses_above(tops, tops[j]) - _thicknesses_above(tops, depth_km)
+        up = _thicknesses_above(tops, tops[j])
+        path = (up + down)[:j]
+        eta = np.sqrt(1.0 / v[:j] ** 2 - p**2)
+        x_crit = (path * p / (eta * v[:j] ** 2)).sum()
+        t = distances_km * p + (path * eta).sum()
+        best = np.where(distances_km >= x_crit, np.minimum(best, t), best)
+    return best
+
+
+@functools.lru_cache(maxsize=16)
+def _table(model: VelocityModel, phase: str) -> RegularGridInterpolator:
+    v = model.velocities(phase)
+    distances = np.arange(0.0, TABLE_MAX_DISTANCE_KM + TABLE_STEP_KM, TABLE_STEP_KM)
+    depths = np.arange(0.0, TABLE_MAX_DEPTH_KM + TABLE_STEP_KM, TABLE_STEP_KM)
+    grid = np.empty((distances.size, depths.size))
+    for k, depth in enumerate(depths):
+        direct = _direct_times(model.layer_tops_km, v, depth, distances)
+        head = _head_times(model.layer_tops_km, v, depth, distances)
+        grid[:, k] = np.minimum(direct, head)
+    return RegularGridInterpolator((distances, depths), grid, bounds_error=False, fill_value=None)
+
+
+def travel_time(
+    model: VelocityModel,
+    phase: str,
+    distance_km: np.ndarray | float,
+    depth_km: np.ndarray | float,
+) -> np.ndarray:
+    """First-arrival travel time (s) from a source at ``depth_km`` to a surface receiver.
+
+    Args:
+        model: the 1-D model.
+        phase: "P" or "S".
+        distance_km: epicentral distance(s), km (broadcast with ``depth_km``),
+            within 0–400 km.
+        depth_km: source depth(s) below the surface, km, within 0–60 km.
+
+    Returns:
+        Travel times, s, with the broadcast shape of the inputs.
+    """
+    distance_km, depth_km = np.broadcast_arrays(
+        np.asarray(distance_km, dtype=float), np.asarray(depth_km, dtype=float)
+    )
+    if np.any(distance_km < 0) or np.any(distance_km > TABLE_MAX_DISTANCE_KM):
+        raise ValueError(f"distance_km must lie in [0, {TABLE_MAX_DISTANCE_KM}] km")
+    if np.any(depth_km < 0) or np.any(depth_km > TABLE_MAX_DEPTH_KM):
+        raise ValueError(f"depth_km must lie in [0, {TABLE_MAX_DEPTH_KM}] km")
+    points = np.stack([distance_km.ravel(), depth_km.ravel()], axis=-1)
+    return _table(model, phase.upper())(points).reshape(distance_km.shape)

@@ -1,0 +1,53 @@
+"""Travel times of the 1-D layered model against closed-form cases."""
+
+import numpy as np
+import pytest
+
+from pipeline.velocity import available_models, load_velocity_model, travel_time
+
+
+def test_shipped_models_load():
+    names = available_models()
+    assert {"generic_crust", "tottori"} <= set(names)
+    for name in names:
+        model = load_velocity_model(name)
+        assert model.vp_km_s.shape == model.layer_tops_km.shape
+        assert np.all(model.vs_km_s < model.vp_km_s)
+
+
+def test_vertical_ray_is_sum_of_layer_times():
+    model = load_velocity_model("tottori")
+    expected = 2.0 / 5.5 + 8.0 / 6.05
+    assert travel_time(model, "P", 0.0, 10.0) == pytest.approx(expected, abs=1e-3)
+    assert travel_time(model, "S", 0.0, 10.0) == pytest.approx(expected * model.vp_vs, abs=1e-3)
+
+
+def test_half_space_direct_wave_is_straight_line(tmp_path):
+    path = tmp_path / "half.yaml"
+    path.write_text("name: half\nvp_vs: 1.75\nlayers:\n  - {top_km: 0.0, vp: 6.0}\n")
+    model = load_velocity_model(path)
+    dist = np.array([0.0, 3.0, 10.0, 40.0, 120.0])
+    expected = np.hypot(dist, 8.0) / 6.0
+    np.testing.assert_allclose(travel_time(model, "P", dist, 8.0), expected, atol=2e-3)
+
+
+def test_head_wave_overtakes_direct_wave(tmp_path):
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "name: two\nvp_vs: 1.73\nlayers:\n  - {top_km: 0.0, vp: 6.0}\n  - {top_km: 30.0, vp: 8.0}\n"
+    )
+    model = load_velocity_model(path)
+    depth, dist = 10.0, 250.0
+    eta = np.sqrt(1 / 6.0**2 - 1 / 8.0**2)
+    head = dist / 8.0 + (30.0 + 20.0) * eta
+    assert head < np.hypot(dist, depth) / 6.0
+    assert travel_time(model, "P", dist, depth) == pytest.approx(head, abs=2e-3)
+
+
+def test_bad_model_names_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("layers:\n  - {top_km: 1.0, vp: 6.0}\n")
+    with pytest.raises(ValueError, match="top_km"):
+        load_velocity_model(path)
+    with pytest.raises(FileNotFoundError, match="shipped models"):
+        load_velocity_model("no_such_model")
