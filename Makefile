@@ -1,0 +1,23 @@
+# eqcat: two commands do everything on a fresh machine.
+#   make demo   set up if needed, then build the embedded synthetic Tottori-like catalog
+#   make test   set up if needed, then run the whole test suite
+.PHONY: setup setup-test demo test lint
+
+VENV := .venv
+PYTEST_ARGS ?=
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test-tools
+
+demo: setup
+	$(VENV)/bin/eqcat demo
+
+test: setup-test
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff format --check pipeline flows tests benchmarks
+	$(VENV)/bin/ruff check pipeline flows tests benchmarks
