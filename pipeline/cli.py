@@ -56,7 +56,7 @@ def validate(config: ConfigArg) -> None:
 
 @app.command("install-weights")
 def install_weights_cmd() -> None:
-    """Install the EQTransformer weights into the user cache (EQCAT_WEIGHTS, ../shared, or download)."""
+    """Install EQTransformer weights into the user cache (EQCAT_WEIGHTS, ../shared, download)."""
     from pipeline.weights import WeightsUnavailableError, install_weights, model_dir
 
     try:
