@@ -1,0 +1,63 @@
+"""Build config validation: good configs pass, bad ones give one readable line each."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_config, write_resolved_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
+MINIMAL = {"name": "t", "starttime": "2000-10-06T00:00:00", "endtime": "2000-10-07T00:00:00"}
+
+
+def _write(tmp_path, content) -> Path:
+    path = tmp_path / "build.yaml"
+    path.write_text(yaml.safe_dump(content) if isinstance(content, dict) else content)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = load_config(path)
+    assert cfg.endtime > cfg.starttime
+
+
+def test_minimal_config_gets_study_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    assert cfg.starttime.tzinfo is not None
+    assert cfg.run_dir == Path("runs") / "t"
+
+
+def test_resolved_config_is_written(tmp_path):
+    cfg = load_config(_write(tmp_path, {**MINIMAL, "output_dir": str(tmp_path / "runs")}))
+    run = write_resolved_config(cfg)
+    text = (run.root / "config.resolved.yaml").read_text()
+    assert text.startswith("# config hash: ")
+    assert yaml.safe_load(text)["name"] == "t"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"starttime": "not a date"}, "starttime = 'not a date'"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
+        ({"name": "../etc"}, "name = '../etc'"),
+        ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
+    ],
+)
+def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {**MINIMAL, **change}))
+    message = str(err.value)
+    assert expected in message
+    assert len(message.splitlines()) == 1
+    assert message.startswith(str(tmp_path / "build.yaml"))
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "name: [unclosed"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")

@@ -1,0 +1,51 @@
+"""Run directory: atomic writes and the manifest."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.rundir import RunDir, atomic_write, sha256_file, write_parquet_atomic
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("finished result")
+    with pytest.raises(RuntimeError), atomic_write(target) as fh:
+        fh.write("half a res")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "finished result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left behind
+
+
+def test_atomic_write_replaces_on_success(tmp_path):
+    target = tmp_path / "deep" / "out.bin"
+    with atomic_write(target, "wb") as fh:
+        fh.write(b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+
+def test_parquet_round_trip_keeps_utc_times(tmp_path):
+    df = pd.DataFrame(
+        {"pick_id": ["a", "b"], "time": pd.to_datetime(["2000-10-06T04:30:00Z"] * 2, utc=True)}
+    )
+    path = write_parquet_atomic(df, tmp_path / "picks" / "picks.parquet")
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, df)
+    assert str(back["time"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_manifest_records_each_stage(tmp_path):
+    run = RunDir(tmp_path / "run")
+    out = run.path("picks", "picks.parquet")
+    out.write_text("x")
+    run.record_stage(
+        "pick", inputs={"cfg": "abc"}, outputs=[str(out)], counts={"picks": 3}, wall_time_s=1.5
+    )
+    run.record_stage("associate", counts={"events": 1})
+    manifest = json.loads(run.manifest_path.read_text())
+    assert list(manifest) == ["pick", "associate"]
+    assert manifest["pick"]["counts"] == {"picks": 3}
+    assert manifest["pick"]["wall_time_s"] == 1.5
+    assert "numpy" in manifest["pick"]["versions"]
+    assert len(sha256_file(out)) == 64
