@@ -1,0 +1,203 @@
+"""Report figures (matplotlib, Agg backend), each written atomically to a PNG file.
+
+Every function takes plain tables / a :class:`~pipeline.completeness.CompletenessResult`
+and an output path, and returns the path. Times are UTC; magnitudes in magnitude units;
+depths in km (positive down).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.completeness import CompletenessResult  # noqa: E402
+from pipeline.rundir import atomic_path  # noqa: E402
+
+DPI = 110
+MC_STYLES = {
+    "maxc": ("tab:orange", "--"),
+    "gft90": ("tab:green", ":"),
+    "gft95": ("tab:olive", "-."),
+    "mbs": ("tab:purple", "--"),
+}
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _empty(path: str | Path, title: str, message: str) -> Path:
+    """A placeholder figure that says why there is nothing to plot."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return _save(fig, path)
+
+
+def plot_fmd(result: CompletenessResult, path: str | Path) -> Path:
+    """Cumulative and incremental FMD with the G–R fit above Mc and every Mc marked."""
+    if not result.fmd:
+        return _empty(path, "Frequency–magnitude distribution", result.reason or "no magnitudes")
+    bins = np.asarray(result.fmd["bins"], dtype=float)
+    inc = np.asarray(result.fmd["incremental"], dtype=float)
+    cum = np.asarray(result.fmd["cumulative"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.semilogy(bins, cum, "o", ms=4, color="black", label="cumulative N(≥M)")
+    ax.semilogy(bins[inc > 0], inc[inc > 0], "s", ms=4, mfc="none", color="tab:blue",
+                label="incremental")  # fmt: skip
+    if result.estimable:
+        fit_m = bins[bins >= result.mc_selected - 1e-9]
+        fit = 10 ** (result.a - result.b * fit_m)
+        label = f"G–R fit: b = {result.b:.2f} ± {result.b_std:.2f}, a = {result.a:.2f}"
+        ax.semilogy(fit_m, fit, "-", color="tab:red", label=label)
+    for key, est in result.mc.items():
+        if math.isfinite(est.mc):
+            color, style = MC_STYLES.get(key, ("gray", ":"))
+            ax.axvline(est.mc, color=color, ls=style, label=f"Mc {key.upper()} = {est.mc:.1f}")
+    ax.set_xlabel(f"Magnitude (bin {result.delta_m:g})")
+    ax.set_ylabel("Number of events")
+    ax.set_title(f"Frequency–magnitude distribution ({result.n_valid} events)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_mc_b_time(result: CompletenessResult, path: str | Path) -> Path:
+    """Mc (every method) and b ± sigma in moving windows of N events against time."""
+    windows = pd.DataFrame(result.time_windows)
+    if windows.empty:
+        return _empty(path, "Mc and b through time", "too few events for one time window")
+    t = pd.to_datetime(windows["median_time"], utc=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for key in result.mc:
+        column = f"mc_{key}"
+        if column in windows:
+            color, style = MC_STYLES.get(key, ("gray", ":"))
+            ax1.plot(t, windows[column], style, color=color, marker=".", label=key.upper())
+    ax1.plot(
+        t, windows["mc"], "-", color="black", lw=2, label=f"used ({result.config['mc_method']})"
+    )
+    ax1.set_ylabel("Mc")
+    ax1.legend(fontsize=8, ncol=3)
+    ax1.grid(alpha=0.3)
+    ax2.errorbar(t, windows["b"], yerr=windows["b_std"], fmt="o-", ms=3, color="tab:red")
+    ax2.set_ylabel("b-value")
+    ax2.set_xlabel("Time (UTC, window median)")
+    ax2.grid(alpha=0.3)
+    n = int(windows["n_events"].iloc[0])
+    ax1.set_title(f"Mc and b in moving windows of {n} events")
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def plot_b_vs_cutoff(result: CompletenessResult, path: str | Path) -> Path:
+    """b ± Shi–Bolt sigma as a function of the cut-off magnitude, with the chosen Mc."""
+    cut = result.b_by_cutoff
+    if not cut:
+        return _empty(path, "b versus cut-off magnitude", result.reason or "no magnitudes")
+    mc = np.asarray(cut["mc"], dtype=float)
+    b = np.asarray(cut["b"], dtype=float)
+    std = np.asarray(cut["b_std"], dtype=float)
+    ok = np.isfinite(b)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.errorbar(mc[ok], b[ok], yerr=std[ok], fmt="o", ms=3, color="tab:red", capsize=2)
+    if result.estimable:
+        ax.axvline(
+            result.mc_selected, color="black", ls="--", label=f"Mc = {result.mc_selected:.1f}"
+        )
+        ax.axhline(result.b, color="gray", ls=":", label=f"b = {result.b:.2f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("Cut-off magnitude")
+    ax.set_ylabel("b-value (Aki–Utsu)")
+    ax.set_title("b versus cut-off magnitude")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_epicentres(events: pd.DataFrame, stations: pd.DataFrame | None, path: str | Path,
+                    color_by: str = "depth_km") -> Path:  # fmt: skip
+    """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲."""
+    if events.empty:
+        return _empty(path, "Epicentres", "no located events")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if color_by == "origin_time":
+        t0 = events["origin_time"].min()
+        colors = (events["origin_time"] - t0).dt.total_seconds() / 86400.0
+        clabel = f"days after {t0:%Y-%m-%d}"
+    else:
+        colors, clabel = events[color_by], color_by.replace("_", " ")
+    mag = events["magnitude"] if "magnitude" in events else pd.Series(np.nan, index=events.index)
+    sizes = np.where(np.isfinite(mag), 4 + 6 * np.clip(mag.fillna(0) + 1, 0, 6) ** 1.5, 8)
+    sc = ax.scatter(events["longitude"], events["latitude"], c=colors, s=sizes, cmap="viridis",
+                    edgecolors="k", linewidths=0.2)  # fmt: skip
+    fig.colorbar(sc, ax=ax, label=clabel)
+    if stations is not None and not stations.empty:
+        ax.plot(stations["longitude"], stations["latitude"], "^", color="tab:red", ms=7,
+                mec="k", label="stations")  # fmt: skip
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("Longitude (°)")
+    ax.set_ylabel("Latitude (°)")
+    ax.set_aspect(1 / max(math.cos(math.radians(float(events["latitude"].mean()))), 0.1))
+    ax.set_title(f"Epicentres ({len(events)} events), size ~ magnitude")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_depth_sections(events: pd.DataFrame, path: str | Path) -> Path:
+    """Depth against longitude and against latitude."""
+    if events.empty:
+        return _empty(path, "Depth sections", "no located events")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, column in ((ax1, "longitude"), (ax2, "latitude")):
+        ax.scatter(events[column], events["depth_km"], s=8, c="tab:blue", alpha=0.7)
+        ax.set_xlabel(f"{column.capitalize()} (°)")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("Depth (km)")
+    ax1.invert_yaxis()
+    fig.suptitle("Depth sections (W–E and S–N)")
+    return _save(fig, path)
+
+
+def plot_events_per_day(events: pd.DataFrame, path: str | Path) -> Path:
+    """Bar chart of events per UTC day, with the cumulative count."""
+    if events.empty:
+        return _empty(path, "Events per day", "no events")
+    days = events["origin_time"].dt.floor("D").value_counts().sort_index()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(days.index, days.values, width=0.8, color="tab:blue")
+    ax.set_ylabel("Events per day")
+    ax2 = ax.twinx()
+    ax2.plot(days.index, days.values.cumsum(), color="black")
+    ax2.set_ylabel("Cumulative")
+    ax.set_title("Events per day (UTC)")
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def plot_histograms(series: dict[str, pd.Series], path: str | Path, title: str,
+                    bins: int = 40) -> Path:  # fmt: skip
+    """Side-by-side histograms of named series (e.g. P and S pick probabilities)."""
+    series = {k: v.dropna() for k, v in series.items() if v is not None and v.notna().any()}
+    if not series:
+        return _empty(path, title, "no values")
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.5), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items(), strict=True):
+        ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_title(f"{name} (n={values.size})", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
