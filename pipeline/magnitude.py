@@ -1,0 +1,485 @@
+"""Local magnitudes from peak amplitudes around the S arrival.
+
+Two amplitude scales (``MagnitudeConfig.method``):
+
+- ``"hutton_boore"`` (default, ML): remove the instrument response (``inventory.xml``) to
+  ground displacement, simulate a Wood–Anderson torsion seismometer (natural period 0.8 s,
+  damping 0.8, static magnification ``wood_anderson_gain``: 2080 after Uhrhammer & Collins
+  1990, or the nominal 2800), take the zero-to-peak amplitude ``A`` (mm) on each horizontal
+  in a window around S and apply Hutton & Boore (1987)::
+
+      ML = log10(A) + n log10(r / 100) + k (r - 100) + 3.0,   n = 1.110, k = 0.00189
+
+  with ``r`` the hypocentral distance (km).
+- ``"watanabe"`` (JMA-style velocity magnitude for short-period velocity data in Japan;
+  Watanabe 1971, *Zisin* 24, 189–200): remove the response to ground velocity and use the
+  peak horizontal velocity ``A`` (cm/s)::
+
+      0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
+
+Both sets of coefficients are config fields. Per station the horizontal peaks are combined
+(``amplitude_combination``: mean of the component peaks, or their maximum) into one
+amplitude and one station magnitude (plus an optional station correction); the event
+magnitude is the median of its station magnitudes, with the median absolute deviation (MAD).
+
+Outputs (``<run>/magnitude/``):
+
+- ``magnitudes.parquet``: event_id, magnitude, magnitude_mad, n_stations, magnitude_type
+  ("ML" or "MJMA-vel"); events without a usable amplitude are absent.
+- ``station_magnitudes.parquet``: event_id, network, station, location, pick_id (the pick
+  the amplitude belongs to: S if picked, else P), distance_km (hypocentral), amplitude,
+  amplitude_unit ("mm" Wood–Anderson or "cm/s"), amplitude_time (UTC), n_components,
+  station_magnitude.
+- ``picks.parquet``: the picks table with the amplitude columns (amplitude, amplitude_unit,
+  amplitude_time, station_magnitude) set on the pick each amplitude belongs to, NaN/NaT
+  elsewhere (the picking stage's own file is left as it was).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from obspy import Inventory, Stream, UTCDateTime, read_inventory
+from obspy.clients.filesystem.sds import Client as SDSClient
+from obspy.geodetics import gps2dist_azimuth
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+#: Wood–Anderson poles (rad/s) for displacement input: T0 = 0.8 s, h = 0.8.
+WOOD_ANDERSON_POLES = [-6.283 + 4.7124j, -6.283 - 4.7124j]
+WOOD_ANDERSON_ZEROS = [0j, 0j]
+
+HORIZONTAL_CODES = ("E", "N", "1", "2")
+
+
+class MagnitudeConfig(BaseModel):
+    """Local-magnitude settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["hutton_boore", "watanabe"] = Field(
+        "hutton_boore", description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity"
+    )
+    wood_anderson_gain: float = Field(
+        2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"
+    )
+    hb_n: float = Field(1.110, description="Hutton & Boore geometric-spreading coefficient")
+    hb_k: float = Field(0.00189, description="Hutton & Boore attenuation coefficient (1/km)")
+    hb_ref_km: float = Field(100.0, gt=0, description="Hutton & Boore reference distance (km)")
+    hb_ref_magnitude: float = Field(3.0, description="ML at the reference distance for A = 1 mm")
+    watanabe_a: float = Field(0.85, gt=0, description="Watanabe: a in a M + b = log A + c log r")
+    watanabe_b: float = Field(-2.50, description="Watanabe: b in a M + b = log A + c log r")
+    watanabe_c: float = Field(1.73, description="Watanabe: c in a M + b = log A + c log r")
+    window_before_s: float = Field(1.0, ge=0, description="window start before S (s)")
+    window_after_s: float = Field(10.0, gt=0, description="window end after S (s)")
+    vp_vs: float = Field(
+        1.73, gt=1, description="predicts S from P and origin time when S is not picked"
+    )
+    padding_s: float = Field(20.0, ge=0, description="extra data each side for response removal")
+    pre_filt_hz: tuple[float, float, float, float] = Field(
+        (0.2, 0.5, 30.0, 40.0),
+        description="cosine pre-filter corners (Hz); upper two capped below Nyquist",
+    )
+    amplitude_combination: Literal["mean", "max"] = Field(
+        "mean", description="how the two horizontal peaks make one station amplitude"
+    )
+    max_distance_km: float = Field(300.0, gt=0, description="ignore stations farther (km)")
+    min_stations: int = Field(1, ge=1, description="fewer station magnitudes: no event magnitude")
+    station_corrections: dict[str, float] = Field(
+        default_factory=dict, description="'NET.STA' -> magnitude correction added"
+    )
+
+    @property
+    def magnitude_type(self) -> str:
+        return "ML" if self.method == "hutton_boore" else "MJMA-vel"
+
+    @property
+    def amplitude_unit(self) -> str:
+        return "mm" if self.method == "hutton_boore" else "cm/s"
+
+
+# --------------------------------------------------------------------------------------
+# Formulas
+
+
+def hutton_boore_ml(
+    amplitude_mm: np.ndarray, distance_km: np.ndarray, cfg: MagnitudeConfig | None = None
+) -> np.ndarray:
+    """Hutton & Boore (1987) ML from Wood–Anderson zero-to-peak amplitude (mm), r in km."""
+    cfg = cfg or MagnitudeConfig()
+    a = np.asarray(amplitude_mm, dtype=float)
+    r = np.asarray(distance_km, dtype=float)
+    return (
+        np.log10(a)
+        + cfg.hb_n * np.log10(r / cfg.hb_ref_km)
+        + cfg.hb_k * (r - cfg.hb_ref_km)
+        + cfg.hb_ref_magnitude
+    )
+
+
+def watanabe_m(
+    velocity_cm_s: np.ndarray, distance_km: np.ndarray, cfg: MagnitudeConfig | None = None
+) -> np.ndarray:
+    """Watanabe (1971) velocity magnitude: (log10 A + c log10 r - b) / a, A in cm/s, r km."""
+    cfg = cfg or MagnitudeConfig()
+    a = np.asarray(velocity_cm_s, dtype=float)
+    r = np.asarray(distance_km, dtype=float)
+    return (np.log10(a) + cfg.watanabe_c * np.log10(r) - cfg.watanabe_b) / cfg.watanabe_a
+
+
+def station_magnitude(
+    amplitude: np.ndarray, distance_km: np.ndarray, cfg: MagnitudeConfig
+) -> np.ndarray:
+    """Station magnitude by the configured scale (amplitude in ``cfg.amplitude_unit``)."""
+    if cfg.method == "hutton_boore":
+        return hutton_boore_ml(amplitude, distance_km, cfg)
+    return watanabe_m(amplitude, distance_km, cfg)
+
+
+def wood_anderson_paz(gain: float = 2080.0) -> dict:
+    """Wood–Anderson poles/zeros (displacement in, displacement out) for ObsPy's simulate."""
+    return {
+        "poles": list(WOOD_ANDERSON_POLES),
+        "zeros": list(WOOD_ANDERSON_ZEROS),
+        "gain": 1.0,
+        "sensitivity": gain,
+    }
+
+
+def median_mad(values: np.ndarray) -> tuple[float, float]:
+    """Median and median absolute deviation (unscaled) of finite values; NaN when none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    med = float(np.median(v))
+    return med, float(np.median(np.abs(v - med)))
+
+
+# --------------------------------------------------------------------------------------
+# Amplitudes
+
+
+def _pre_filt(cfg: MagnitudeConfig, sampling_rate: float) -> tuple[float, float, float, float]:
+    """The configured pre-filter with its upper corners kept below the Nyquist frequency."""
+    f1, f2, f3, f4 = cfg.pre_filt_hz
+    nyquist = sampling_rate / 2
+    return f1, f2, min(f3, 0.8 * nyquist), min(f4, 0.9 * nyquist)
+
+
+def peak_amplitude(
+    stream: Stream,
+    inventory: Inventory,
+    window: tuple[UTCDateTime, UTCDateTime],
+    cfg: MagnitudeConfig,
+) -> tuple[float, UTCDateTime, int]:
+    """Station amplitude from the horizontal traces of ``stream`` inside ``window``.
+
+    The response is removed (to displacement then Wood–Anderson, or to velocity), each
+    horizontal's zero-to-peak amplitude inside ``window`` is measured, and the peaks are
+    combined per ``cfg.amplitude_combination``.
+
+    Returns:
+        (amplitude in ``cfg.amplitude_unit``, time of the largest peak, components used);
+        amplitude NaN when no horizontal covers the window.
+    """
+    peaks: list[tuple[float, UTCDateTime]] = []
+    for tr in stream:
+        if not tr.stats.channel or tr.stats.channel[-1] not in HORIZONTAL_CODES:
+            continue
+        if tr.stats.starttime > window[0] or tr.stats.endtime < window[1]:
+            continue
+        tr = tr.copy()
+        tr.detrend("demean")
+        tr.detrend("linear")
+        pre_filt = _pre_filt(cfg, tr.stats.sampling_rate)
+        if cfg.method == "hutton_boore":
+            tr.remove_response(
+                inventory=inventory,
+                output="DISP",
+                pre_filt=pre_filt,
+                water_level=None,
+                taper=True,
+                taper_fraction=0.05,
+            )
+            tr.simulate(paz_simulate=wood_anderson_paz(cfg.wood_anderson_gain), taper=False)
+            scale = 1000.0  # m -> mm on the Wood-Anderson record
+        else:
+            tr.remove_response(
+                inventory=inventory,
+                output="VEL",
+                pre_filt=pre_filt,
+                water_level=None,
+                taper=True,
+                taper_fraction=0.05,
+            )
+            scale = 100.0  # m/s -> cm/s
+        tr.trim(window[0], window[1])
+        if tr.stats.npts == 0:
+            continue
+        i = int(np.argmax(np.abs(tr.data)))
+        peaks.append((float(abs(tr.data[i])) * scale, tr.stats.starttime + i * tr.stats.delta))
+    if not peaks:
+        return math.nan, UTCDateTime(0), 0
+    values = np.array([p[0] for p in peaks])
+    amplitude = float(values.mean() if cfg.amplitude_combination == "mean" else values.max())
+    return amplitude, peaks[int(np.argmax(values))][1], len(peaks)
+
+
+# --------------------------------------------------------------------------------------
+# Stage
+
+
+def read_events(run: RunDir) -> tuple[pd.DataFrame, Path]:
+    """Located events: relocations when the run has them, else HypoInverse locations."""
+    for path in (
+        run.root / "relocation" / "relocations.parquet",
+        run.root / "location" / "locations.parquet",
+    ):
+        if path.is_file():
+            events = pd.read_parquet(path)
+            missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km"} - set(
+                events.columns
+            )
+            if missing:
+                raise ValueError(f"{path}: missing columns {sorted(missing)}")
+            return events, path
+    raise FileNotFoundError(
+        f"{run.root}: no relocation/relocations.parquet or location/locations.parquet"
+    )
+
+
+@dataclass
+class _Inputs:
+    events: pd.DataFrame
+    events_path: Path
+    picks: pd.DataFrame
+    assignments: pd.DataFrame
+    stations: pd.DataFrame
+    inventory: Inventory
+
+
+def _read_inputs(run: RunDir) -> _Inputs:
+    events, events_path = read_events(run)
+    paths = {
+        "picks": run.root / "picks" / "picks.parquet",
+        "assignments": run.root / "association" / "assignments.parquet",
+        "stations": run.root / "waveforms" / "stations.csv",
+        "inventory": run.root / "waveforms" / "inventory.xml",
+    }
+    for name, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {name} file missing (needed for magnitudes)")
+    picks = pd.read_parquet(paths["picks"])
+    assignments = pd.read_parquet(paths["assignments"])
+    for table, cols, path in (
+        (picks, {"pick_id", "network", "station", "phase", "time"}, paths["picks"]),
+        (assignments, {"event_id", "pick_id"}, paths["assignments"]),
+    ):
+        missing = cols - set(table.columns)
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    stations = pd.read_csv(
+        paths["stations"], dtype={"network": str, "station": str, "location": str}
+    )
+    stations["location"] = stations["location"].fillna("")
+    inventory = read_inventory(str(paths["inventory"]))
+    return _Inputs(events, events_path, picks, assignments, stations, inventory)
+
+
+def _event_station_rows(inp: _Inputs) -> pd.DataFrame:
+    """One row per (event, station) with its P/S pick ids and times."""
+    picks = inp.picks.copy()
+    if "location" not in picks:
+        picks["location"] = ""
+    picks["location"] = picks["location"].fillna("")
+    joined = inp.assignments[["event_id", "pick_id"]].merge(
+        picks[["pick_id", "network", "station", "location", "phase", "time"]], on="pick_id"
+    )
+    joined["phase"] = joined["phase"].str.upper().str[0]
+    keys = ["event_id", "network", "station", "location"]
+    first = joined.sort_values("time").groupby(keys + ["phase"], as_index=False).first()
+    wide = first.pivot(index=keys, columns="phase", values=["pick_id", "time"])
+    wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+    for col in ("pick_id_P", "pick_id_S", "time_P", "time_S"):
+        if col not in wide:
+            wide[col] = pd.NaT if col.startswith("time") else None
+    return wide.reset_index()
+
+
+def _channel_prefix(stations: pd.DataFrame, network: str, station: str, location: str) -> str:
+    rows = stations[(stations["network"] == network) & (stations["station"] == station)]
+    exact = rows[rows["location"] == location]
+    rows = exact if not exact.empty else rows
+    if rows.empty:
+        raise ValueError(f"station {network}.{station}: not in waveforms/stations.csv")
+    return str(rows.iloc[0]["channel_prefix"])
+
+
+def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig) -> pd.DataFrame:
+    """Amplitudes and station magnitudes for every (event, station) pair with a pick."""
+    client = SDSClient(str(sds_root))
+    events = inp.events.set_index("event_id")
+    coords = inp.stations.drop_duplicates(["network", "station"]).set_index(["network", "station"])
+    rows = []
+    for pair in _event_station_rows(inp).itertuples(index=False):
+        if pair.event_id not in events.index:
+            continue
+        ev = events.loc[pair.event_id]
+        key = (pair.network, pair.station)
+        if key not in coords.index:
+            log.warning("station %s.%s: no coordinates in stations.csv, skipped", *key)
+            continue
+        st = coords.loc[key]
+        epi_m, _, _ = gps2dist_azimuth(
+            ev["latitude"], ev["longitude"], st["latitude"], st["longitude"]
+        )
+        depth = float(ev["depth_km"]) + float(st.get("elevation_m", 0.0) or 0.0) / 1000.0
+        distance = math.hypot(epi_m / 1000.0, depth)
+        if distance > cfg.max_distance_km:
+            continue
+        origin = pd.Timestamp(ev["origin_time"])
+        if pd.notna(pair.time_S):
+            s_time, pick_id = pd.Timestamp(pair.time_S), pair.pick_id_S
+        else:
+            s_time = origin + (pd.Timestamp(pair.time_P) - origin) * cfg.vp_vs
+            pick_id = pair.pick_id_P
+        t_s = UTCDateTime(ns=int(s_time.value))
+        window = (t_s - cfg.window_before_s, t_s + cfg.window_after_s)
+        prefix = _channel_prefix(inp.stations, pair.network, pair.station, pair.location)
+        stream = client.get_waveforms(
+            pair.network,
+            pair.station,
+            pair.location,
+            f"{prefix}?",
+            window[0] - cfg.padding_s,
+            window[1] + cfg.padding_s,
+        )
+        stream.merge(fill_value=0)
+        amplitude, amp_time, n_comp = peak_amplitude(stream, inp.inventory, window, cfg)
+        if not (math.isfinite(amplitude) and amplitude > 0):
+            log.info("event %s station %s.%s: no amplitude", pair.event_id, *key)
+            continue
+        mag = float(station_magnitude(amplitude, distance, cfg))
+        mag += cfg.station_corrections.get(f"{pair.network}.{pair.station}", 0.0)
+        rows.append(
+            {
+                "event_id": pair.event_id,
+                "network": pair.network,
+                "station": pair.station,
+                "location": pair.location,
+                "pick_id": pick_id,
+                "distance_km": distance,
+                "amplitude": amplitude,
+                "amplitude_unit": cfg.amplitude_unit,
+                "amplitude_time": pd.Timestamp(amp_time.datetime, tz="UTC"),
+                "n_components": n_comp,
+                "station_magnitude": mag,
+            }
+        )
+    columns = [
+        "event_id",
+        "network",
+        "station",
+        "location",
+        "pick_id",
+        "distance_km",
+        "amplitude",
+        "amplitude_unit",
+        "amplitude_time",
+        "n_components",
+        "station_magnitude",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
+    return table
+
+
+def event_magnitudes(station_mags: pd.DataFrame, cfg: MagnitudeConfig) -> pd.DataFrame:
+    """Median station magnitude per event with its MAD and station count."""
+    rows = []
+    for event_id, group in station_mags.groupby("event_id", sort=True):
+        if len(group) < cfg.min_stations:
+            continue
+        med, mad = median_mad(group["station_magnitude"].to_numpy())
+        rows.append(
+            {
+                "event_id": event_id,
+                "magnitude": med,
+                "magnitude_mad": mad,
+                "n_stations": int(len(group)),
+                "magnitude_type": cfg.magnitude_type,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["event_id", "magnitude", "magnitude_mad", "n_stations", "magnitude_type"]
+    )
+
+
+def picks_with_amplitudes(picks: pd.DataFrame, station_mags: pd.DataFrame) -> pd.DataFrame:
+    """The picks table plus amplitude, amplitude_unit, amplitude_time, station_magnitude."""
+    cols = ["amplitude", "amplitude_unit", "amplitude_time", "station_magnitude"]
+    base = picks.drop(columns=[c for c in cols if c in picks.columns])
+    amps = station_mags.dropna(subset=["pick_id"]).drop_duplicates("pick_id")
+    return base.merge(amps[["pick_id", *cols]], on="pick_id", how="left")
+
+
+def compute_magnitudes(run: RunDir, cfg: MagnitudeConfig | None = None) -> dict:
+    """Stage: station and event magnitudes for every located event of ``run``.
+
+    Reads the located events (relocations if present, else locations), picks,
+    association assignments, ``waveforms/stations.csv``, ``waveforms/inventory.xml`` and the
+    SDS archive under ``waveforms/``; writes ``magnitude/magnitudes.parquet``,
+    ``magnitude/station_magnitudes.parquet`` and ``magnitude/picks.parquet``.
+
+    Returns:
+        the manifest entry recorded for stage ``"magnitude"``.
+    """
+    cfg = cfg or MagnitudeConfig()
+    started = time.monotonic()
+    inp = _read_inputs(run)
+    station_mags = measure_station_magnitudes(inp, run.root / "waveforms", cfg)
+    event_mags = event_magnitudes(station_mags, cfg)
+    out = run.stage_dir("magnitude")
+    outputs = [
+        write_parquet_atomic(event_mags, out / "magnitudes.parquet"),
+        write_parquet_atomic(station_mags, out / "station_magnitudes.parquet"),
+        write_parquet_atomic(picks_with_amplitudes(inp.picks, station_mags), out / "picks.parquet"),
+    ]
+    inputs = {
+        str(p.relative_to(run.root)): sha256_file(p)
+        for p in (
+            inp.events_path,
+            run.root / "picks" / "picks.parquet",
+            run.root / "association" / "assignments.parquet",
+            run.root / "waveforms" / "inventory.xml",
+        )
+    }
+    log.info(
+        "magnitudes: %d of %d events, %d station magnitudes",
+        len(event_mags),
+        len(inp.events),
+        len(station_mags),
+    )
+    return run.record_stage(
+        "magnitude",
+        inputs=inputs,
+        outputs=[str(p.relative_to(run.root)) for p in outputs],
+        counts={
+            "events": int(len(inp.events)),
+            "events_with_magnitude": int(len(event_mags)),
+            "station_magnitudes": int(len(station_mags)),
+        },
+        wall_time_s=time.monotonic() - started,
+        details={"method": cfg.method, "magnitude_type": cfg.magnitude_type},
+    )

@@ -1,0 +1,257 @@
+"""Local magnitudes on generated waveforms whose Wood–Anderson peaks follow Hutton & Boore."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import Stream, Trace, UTCDateTime
+from obspy.core.inventory import Channel, Inventory, Network, Response, Station
+
+from pipeline.magnitude import (
+    WOOD_ANDERSON_POLES,
+    MagnitudeConfig,
+    compute_magnitudes,
+    hutton_boore_ml,
+    median_mad,
+    watanabe_m,
+)
+from pipeline.rundir import RunDir
+
+FS = 100.0
+VP, VS = 6.0, 3.5
+# Broadband-like seismometer: flat to ground velocity above ~0.02 Hz.
+INST_POLES = [-0.037 + 0.037j, -0.037 - 0.037j]
+INST_GAIN = 1.0e9  # counts per m/s
+WA_GAIN = 2080.0
+START = UTCDateTime("2000-10-06T00:00:00")
+STATIONS = {  # code: (lat, lon)
+    "ST01": (35.30, 133.35),
+    "ST02": (35.40, 133.20),
+    "ST03": (35.10, 133.60),
+    "ST04": (35.70, 133.00),
+    "ST05": (34.90, 133.90),
+    "ST06": (35.95, 133.40),
+}
+EVENTS = [  # origin offset s, lat, lon, depth km, magnitude
+    (60.0, 35.27, 133.35, 10.0, 1.2),
+    (360.0, 35.30, 133.30, 8.0, 2.1),
+    (660.0, 35.25, 133.40, 12.0, 2.9),
+    (960.0, 35.35, 133.33, 9.0, 3.6),
+    (1260.0, 35.28, 133.38, 11.0, 1.7),
+]
+
+
+def _h(freqs: np.ndarray, poles: list[complex], n_zeros: int, gain: float) -> np.ndarray:
+    """Laplace-domain response gain * s^n_zeros / prod(s - p) at ``freqs`` (Hz)."""
+    s = 2j * np.pi * freqs
+    out = gain * s**n_zeros
+    for p in poles:
+        out = out / (s - p)
+    return out
+
+
+def _wavelet(t: np.ndarray, t_s: float, freq: float) -> np.ndarray:
+    """Ground displacement (arbitrary units): a Gabor pulse starting at S."""
+    return np.exp(-(((t - t_s - 1.0) / 0.6) ** 2)) * np.sin(2 * np.pi * freq * (t - t_s))
+
+
+def _distance_km(ev, lat, lon) -> float:
+    from obspy.geodetics import gps2dist_azimuth
+
+    epi = gps2dist_azimuth(ev[1], ev[2], lat, lon)[0] / 1000.0
+    return math.hypot(epi, ev[3])
+
+
+def build_run(root, drop_s_station: str = "ST03") -> tuple[RunDir, dict]:
+    """A run directory with SDS waveforms, inventory, stations, picks, events, assignments.
+
+    Returns the run and the true peak horizontal ground velocity (cm/s, mean of E and N)
+    per (event index, station).
+    """
+    run = RunDir(root)
+    n = int(1600 * FS)
+    t = np.arange(n) / FS
+    freqs = np.fft.rfftfreq(n, 1 / FS)
+    h_wa = _h(freqs, WOOD_ANDERSON_POLES, 2, WA_GAIN)  # displacement -> WA displacement
+    h_inst = _h(freqs, INST_POLES, 3, INST_GAIN)  # displacement -> counts (velocity-flat)
+    rng = np.random.default_rng(0)
+    channels, picks, assignments, true_vel = [], [], [], {}
+    stream = Stream()
+    for code, (lat, lon) in STATIONS.items():
+        counts = {c: np.zeros(n) for c in "ENZ"}
+        smallest = []  # peak counts of each event's signal: the noise is 1e-3 of the least
+        for k, ev in enumerate(EVENTS):
+            r = _distance_km(ev, lat, lon)
+            t_p, t_s = ev[0] + r / VP, ev[0] + r / VS
+            target_mm = 10 ** (ev[4] - 3.0 - 1.110 * math.log10(r / 100) - 0.00189 * (r - 100))
+            vel_peaks = []
+            for comp, f0 in (("E", 3.0), ("N", 5.0)):
+                u = np.fft.rfft(_wavelet(t, t_s, f0))
+                wa_peak = np.abs(np.fft.irfft(u * h_wa, n)).max() * 1000.0  # mm
+                u *= target_mm / wa_peak
+                signal = np.fft.irfft(u * h_inst, n)
+                smallest.append(np.abs(signal).max())
+                counts[comp] += signal
+                vel_peaks.append(np.abs(np.fft.irfft(u * 2j * np.pi * freqs, n)).max() * 100)
+            true_vel[(k, code)] = float(np.mean(vel_peaks))
+            eid = f"ev{k:03d}"
+            for phase, when in (("P", t_p), ("S", t_s)):
+                if phase == "S" and code == drop_s_station:
+                    continue
+                pid = f"{code}-{k}-{phase}"
+                picks.append(
+                    {
+                        "pick_id": pid,
+                        "network": "XX",
+                        "station": code,
+                        "location": "",
+                        "phase": phase,
+                        "time": pd.Timestamp((START + when).datetime, tz="UTC"),
+                        "probability": 0.9,
+                        "time_std_s": 0.05,
+                    }
+                )
+                assignments.append({"event_id": eid, "pick_id": pid, "phase": phase})
+        noise = 1e-3 * min(smallest)
+        for comp, data in counts.items():
+            header = {
+                "network": "XX",
+                "station": code,
+                "location": "",
+                "channel": f"HH{comp}",
+                "sampling_rate": FS,
+                "starttime": START,
+            }
+            stream.append(Trace(data + noise * rng.standard_normal(n), header=header))
+        channels.append(
+            Station(
+                code,
+                lat,
+                lon,
+                100.0,
+                channels=[
+                    Channel(
+                        f"HH{comp}",
+                        "",
+                        lat,
+                        lon,
+                        100.0,
+                        0.0,
+                        azimuth={"E": 90.0, "N": 0.0, "Z": 0.0}[comp],
+                        dip=-90.0 if comp == "Z" else 0.0,
+                        sample_rate=FS,
+                        response=Response.from_paz(
+                            [0j, 0j],
+                            INST_POLES,
+                            INST_GAIN,
+                            input_units="M/S",
+                            output_units="COUNTS",
+                        ),
+                    )
+                    for comp in "ENZ"
+                ],
+            )
+        )
+    for tr in stream:
+        s = tr.stats
+        folder = run.stage_dir("waveforms") / "2000" / "XX" / s.station / f"{s.channel}.D"
+        folder.mkdir(parents=True, exist_ok=True)
+        tr.write(
+            str(folder / f"XX.{s.station}..{s.channel}.D.2000.280"),
+            format="MSEED",
+            encoding="FLOAT64",
+        )
+    inv = Inventory(networks=[Network("XX", stations=channels)], source="test")
+    inv.write(str(run.path("waveforms", "inventory.xml")), format="STATIONXML")
+    pd.DataFrame(
+        [
+            {
+                "network": "XX",
+                "station": c,
+                "location": "",
+                "channel_prefix": "HH",
+                "latitude": la,
+                "longitude": lo,
+                "elevation_m": 0.0,
+                "sampling_rate": FS,
+            }
+            for c, (la, lo) in STATIONS.items()
+        ]
+    ).to_csv(run.path("waveforms", "stations.csv"), index=False)
+    pd.DataFrame(picks).to_parquet(run.path("picks", "picks.parquet"), index=False)
+    pd.DataFrame(assignments).to_parquet(run.path("association", "assignments.parquet"))
+    events = pd.DataFrame(
+        [
+            {
+                "event_id": f"ev{k:03d}",
+                "origin_time": pd.Timestamp((START + ev[0]).datetime, tz="UTC"),
+                "latitude": ev[1],
+                "longitude": ev[2],
+                "depth_km": ev[3],
+            }
+            for k, ev in enumerate(EVENTS)
+        ]
+    )
+    events.to_parquet(run.path("location", "locations.parquet"), index=False)
+    return run, true_vel
+
+
+def test_formulas():
+    # Definition of ML: 1 mm at 100 km is ML 3; Hutton & Boore at 17 km, 0.1 mm.
+    assert hutton_boore_ml(1.0, 100.0) == pytest.approx(3.0)
+    expected = math.log10(0.1) + 1.110 * math.log10(0.17) + 0.00189 * (17 - 100) + 3.0
+    assert hutton_boore_ml(0.1, 17.0) == pytest.approx(expected)
+    # Watanabe (1971): 0.85 M - 2.50 = log A + 1.73 log r.
+    m = watanabe_m(1e-3, 50.0)
+    assert 0.85 * m - 2.50 == pytest.approx(-3.0 + 1.73 * math.log10(50.0))
+    assert median_mad(np.array([1.0, 2.0, 4.0, np.nan])) == (2.0, 1.0)
+
+
+def test_recovers_magnitudes(tmp_path):
+    run, _ = build_run(tmp_path / "run")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet")
+    truth = pd.Series({f"ev{k:03d}": ev[4] for k, ev in enumerate(EVENTS)})
+    errors = (mags.set_index("event_id")["magnitude"] - truth).abs()
+    assert len(mags) == len(EVENTS) and entry["counts"]["events_with_magnitude"] == len(EVENTS)
+    assert errors.median() <= 0.1, errors.to_dict()
+    assert errors.max() <= 0.02, errors.to_dict()
+    assert (mags["n_stations"] == len(STATIONS)).all()
+    assert (mags["magnitude_type"] == "ML").all()
+    assert (mags["magnitude_mad"] < 0.02).all()
+
+    stations = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    assert len(stations) == len(EVENTS) * len(STATIONS)
+    assert (stations["amplitude_unit"] == "mm").all()
+    # ST03 has no S picks: its amplitude sits on the P pick, S predicted from P.
+    st03 = stations[stations["station"] == "ST03"]
+    assert st03["pick_id"].str.endswith("-P").all()
+    picks = pd.read_parquet(run.root / "magnitude" / "picks.parquet")
+    with_amp = picks.dropna(subset=["amplitude"])
+    assert len(with_amp) == len(stations)
+    assert set(with_amp["pick_id"]) == set(stations["pick_id"])
+
+
+def test_velocity_amplitudes_match_ground_truth(tmp_path):
+    """JMA-style option: the measured peak velocity is the generated ground velocity."""
+    run, true_vel = build_run(tmp_path / "run")
+    compute_magnitudes(run, MagnitudeConfig(method="watanabe", vp_vs=VP / VS))
+    stations = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    assert (stations["amplitude_unit"] == "cm/s").all()
+    ratios = [
+        row.amplitude / true_vel[(int(row.event_id[2:]), row.station)]
+        for row in stations.itertuples()
+    ]
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.01)
+    assert np.all(np.abs(np.array(ratios) - 1) < 0.02)
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet")
+    assert (mags["magnitude_type"] == "MJMA-vel").all()
+
+
+def test_missing_inputs_named(tmp_path):
+    run = RunDir(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="locations.parquet"):
+        compute_magnitudes(run)
