@@ -56,8 +56,9 @@ def plot_fmd(result: CompletenessResult, path: str | Path) -> Path:
     cum = np.asarray(result.fmd["cumulative"], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.semilogy(bins, cum, "o", ms=4, color="black", label="cumulative N(≥M)")
-    ax.semilogy(bins[inc > 0], inc[inc > 0], "s", ms=4, mfc="none", color="tab:blue",
-                label="incremental")  # fmt: skip
+    ax.semilogy(
+        bins[inc > 0], inc[inc > 0], "s", ms=4, mfc="none", color="tab:blue", label="incremental"
+    )
     if result.estimable:
         fit_m = bins[bins >= result.mc_selected - 1e-9]
         fit = 10 ** (result.a - result.b * fit_m)
@@ -127,8 +128,12 @@ def plot_b_vs_cutoff(result: CompletenessResult, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_epicentres(events: pd.DataFrame, stations: pd.DataFrame | None, path: str | Path,
-                    color_by: str = "depth_km") -> Path:  # fmt: skip
+def plot_epicentres(
+    events: pd.DataFrame,
+    stations: pd.DataFrame | None,
+    path: str | Path,
+    color_by: str = "depth_km",
+) -> Path:
     """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲."""
     if events.empty:
         return _empty(path, "Epicentres", "no located events")
@@ -141,12 +146,26 @@ def plot_epicentres(events: pd.DataFrame, stations: pd.DataFrame | None, path: s
         colors, clabel = events[color_by], color_by.replace("_", " ")
     mag = events["magnitude"] if "magnitude" in events else pd.Series(np.nan, index=events.index)
     sizes = np.where(np.isfinite(mag), 4 + 6 * np.clip(mag.fillna(0) + 1, 0, 6) ** 1.5, 8)
-    sc = ax.scatter(events["longitude"], events["latitude"], c=colors, s=sizes, cmap="viridis",
-                    edgecolors="k", linewidths=0.2)  # fmt: skip
+    sc = ax.scatter(
+        events["longitude"],
+        events["latitude"],
+        c=colors,
+        s=sizes,
+        cmap="viridis",
+        edgecolors="k",
+        linewidths=0.2,
+    )
     fig.colorbar(sc, ax=ax, label=clabel)
     if stations is not None and not stations.empty:
-        ax.plot(stations["longitude"], stations["latitude"], "^", color="tab:red", ms=7,
-                mec="k", label="stations")  # fmt: skip
+        ax.plot(
+            stations["longitude"],
+            stations["latitude"],
+            "^",
+            color="tab:red",
+            ms=7,
+            mec="k",
+            label="stations",
+        )
         ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("Longitude (°)")
     ax.set_ylabel("Latitude (°)")
@@ -187,8 +206,9 @@ def plot_events_per_day(events: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_histograms(series: dict[str, pd.Series], path: str | Path, title: str,
-                    bins: int = 40) -> Path:  # fmt: skip
+def plot_histograms(
+    series: dict[str, pd.Series], path: str | Path, title: str, bins: int = 40
+) -> Path:
     """Side-by-side histograms of named series (e.g. P and S pick probabilities)."""
     series = {k: v.dropna() for k, v in series.items() if v is not None and v.notna().any()}
     if not series:

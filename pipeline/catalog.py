@@ -1,0 +1,463 @@
+"""The final earthquake catalog of a run: one row per event, Parquet / CSV / QuakeML.
+
+Sources (whichever exist in the run, best first): ``relocation/relocations.parquet``
+(HypoDD), ``location/locations.parquet`` (HypoInverse), ``association/events.parquet``
+(associator positions, used only when the run has no location output). A relocated event
+takes its hypocentre from HypoDD and keeps the HypoInverse quality numbers that HypoDD does
+not provide; located events missing from the relocations (HypoDD drops unlinked events)
+keep their HypoInverse location. Rows without a finite time and hypocentre are left out
+(counted in the manifest). Magnitudes come from ``magnitude/magnitudes.parquet``.
+
+Catalog columns (``catalog/catalog.parquet``, ``catalog/catalog.csv``):
+
+=====================  =========================================================
+event_id               identifier shared by every stage (str)
+origin_time            origin time, UTC (Parquet: datetime64[ns, UTC]; CSV: ISO 8601)
+latitude, longitude    epicentre, degrees (WGS84)
+depth_km               depth below sea level, km
+horizontal_error_km    horizontal location uncertainty, km (NaN when unknown)
+vertical_error_km      depth uncertainty, km (NaN when unknown)
+rms_s                  RMS travel-time residual, s
+azimuthal_gap_deg      largest azimuthal gap between stations, degrees
+n_p, n_s               number of P and S picks associated with the event
+magnitude              event magnitude (NaN when none could be measured)
+magnitude_type         "ML", "MJMA-vel", ... ("" when no magnitude)
+location_stage         "hypodd", "hypoinverse" or "association"
+=====================  =========================================================
+
+Input tables may name the quality columns as in :data:`COLUMN_ALIASES` (e.g. ``erh``); a
+boolean ``relocated`` column in the relocations marks rows HypoDD did not move (their
+``location_stage`` becomes "hypoinverse").
+``catalog/catalog.xml`` is QuakeML 1.2 written by ObsPy: per event the origin with its
+uncertainties and quality, the magnitude with its MAD, station magnitudes and amplitudes,
+and the picks (time uncertainty = the pick's ``time_std_s``) with their arrivals
+(residuals and weights when the locator reported them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from obspy import UTCDateTime
+from obspy.core.event import (
+    Amplitude,
+    Arrival,
+    Catalog,
+    Comment,
+    CreationInfo,
+    Event,
+    Magnitude,
+    Origin,
+    OriginQuality,
+    OriginUncertainty,
+    Pick,
+    QuantityError,
+    ResourceIdentifier,
+    StationMagnitude,
+    StationMagnitudeContribution,
+    WaveformStreamID,
+)
+
+from pipeline.rundir import (
+    RunDir,
+    atomic_path,
+    sha256_file,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+CATALOG_COLUMNS = [
+    "event_id",
+    "origin_time",
+    "latitude",
+    "longitude",
+    "depth_km",
+    "horizontal_error_km",
+    "vertical_error_km",
+    "rms_s",
+    "azimuthal_gap_deg",
+    "n_p",
+    "n_s",
+    "magnitude",
+    "magnitude_type",
+    "location_stage",
+]
+
+#: Accepted input names for each catalog column (first match wins).
+COLUMN_ALIASES = {
+    "horizontal_error_km": ["horizontal_error_km", "erh_km", "erh"],
+    "vertical_error_km": ["vertical_error_km", "erz_km", "erz"],
+    "rms_s": ["rms_s", "rms"],
+    "azimuthal_gap_deg": ["azimuthal_gap_deg", "gap_deg", "gap"],
+    "n_p": ["n_p", "np"],
+    "n_s": ["n_s", "ns"],
+}
+#: Accepted names of a per-pick travel-time residual (s) and weight in arrival tables.
+RESIDUAL_ALIASES = ["residual_s", "time_residual_s", "residual"]
+WEIGHT_ALIASES = ["weight", "time_weight"]
+
+QML_PREFIX = "smi:local/eqcat"
+
+
+def _normalise(table: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """Rename alias columns, add the missing ones, tag ``location_stage``."""
+    out = table.copy()
+    for target, aliases in COLUMN_ALIASES.items():
+        source = next((a for a in aliases if a in out.columns), None)
+        out[target] = out[source] if source else np.nan
+    out["event_id"] = out["event_id"].astype(str)
+    out["origin_time"] = pd.to_datetime(out["origin_time"], utc=True)
+    if "location_stage" not in out:
+        out["location_stage"] = stage
+        if stage == "hypodd" and "relocated" in out:  # events HypoDD kept at their HypoInverse
+            out["location_stage"] = np.where(out["relocated"].astype(bool), stage, "hypoinverse")
+    return out
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km"} - set(table)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return table
+
+
+def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Path]]:
+    """The catalog table of ``run`` (columns :data:`CATALOG_COLUMNS`, sorted by time).
+
+    Returns:
+        (catalog, counts of events per source and left out, input files used).
+    """
+    root = run.root
+    paths = {
+        "hypodd": root / "relocation" / "relocations.parquet",
+        "hypoinverse": root / "location" / "locations.parquet",
+        "association": root / "association" / "events.parquet",
+    }
+    tables = {stage: _read(path) for stage, path in paths.items()}
+    used = [paths[s] for s, t in tables.items() if t is not None]
+    if tables["hypoinverse"] is not None:
+        base = _normalise(tables["hypoinverse"], "hypoinverse")
+    elif tables["hypodd"] is not None:
+        base = _normalise(tables["hypodd"], "hypodd").iloc[0:0]
+    elif tables["association"] is not None:
+        base = _normalise(tables["association"], "association")
+    else:
+        raise FileNotFoundError(
+            f"{root}: no relocation/relocations.parquet, location/locations.parquet "
+            "or association/events.parquet to build a catalog from"
+        )
+    base = base.drop_duplicates("event_id", keep="last").set_index("event_id")
+    if tables["hypodd"] is not None:
+        reloc = _normalise(tables["hypodd"], "hypodd").drop_duplicates("event_id", keep="last")
+        reloc = reloc.set_index("event_id")
+        new = reloc.index.difference(base.index)
+        base = pd.concat([base, reloc.loc[new]])
+        for col in ["origin_time", "latitude", "longitude", "depth_km", "location_stage"]:
+            base.loc[reloc.index, col] = reloc[col]
+        for col in COLUMN_ALIASES:  # HypoDD quality numbers replace HypoInverse's when given
+            finite = reloc[col].dropna()
+            base.loc[finite.index, col] = finite
+    base = base.reset_index()
+    base["origin_time"] = pd.to_datetime(base["origin_time"], utc=True)
+
+    assignments = root / "association" / "assignments.parquet"
+    picks_path = _picks_path(run)
+    if assignments.is_file() and picks_path is not None:
+        counts = _phase_counts(pd.read_parquet(assignments), pd.read_parquet(picks_path))
+        for phase in ("n_p", "n_s"):
+            fill = base["event_id"].map(counts[phase])
+            base[phase] = base[phase].where(base[phase].notna(), fill)
+        used.append(assignments)
+    for phase in ("n_p", "n_s"):
+        base[phase] = base[phase].fillna(0).astype(int)
+
+    mags_path = root / "magnitude" / "magnitudes.parquet"
+    if mags_path.is_file():
+        mags = pd.read_parquet(mags_path).drop_duplicates("event_id").set_index("event_id")
+        mags.index = mags.index.astype(str)
+        base["magnitude"] = base["event_id"].map(mags["magnitude"]).astype(float)
+        base["magnitude_type"] = base["event_id"].map(mags["magnitude_type"]).fillna("")
+        used.append(mags_path)
+    else:
+        base["magnitude"] = np.nan
+        base["magnitude_type"] = ""
+
+    located = base["origin_time"].notna() & np.isfinite(
+        base[["latitude", "longitude", "depth_km"]].astype(float)
+    ).all(axis=1)
+    counts = {
+        "events": int(located.sum()),
+        "left_out_no_hypocentre": int((~located).sum()),
+        **{
+            f"events_{stage}": int((base.loc[located, "location_stage"] == stage).sum())
+            for stage in ("hypodd", "hypoinverse", "association")
+        },
+        "events_with_magnitude": int(base.loc[located, "magnitude"].notna().sum()),
+    }
+    catalog = base.loc[located, CATALOG_COLUMNS].sort_values(["origin_time", "event_id"])
+    for col in ["latitude", "longitude", "depth_km", *list(COLUMN_ALIASES)[:4], "magnitude"]:
+        catalog[col] = catalog[col].astype(float)
+    return catalog.reset_index(drop=True), counts, used
+
+
+def _picks_path(run: RunDir) -> Path | None:
+    """Picks with amplitudes (magnitude stage) when present, else the picking output."""
+    for path in (run.root / "magnitude" / "picks.parquet", run.root / "picks" / "picks.parquet"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _phase_counts(assignments: pd.DataFrame, picks: pd.DataFrame) -> dict[str, pd.Series]:
+    """Number of P and S picks per event_id."""
+    phase = assignments.get("phase")
+    if phase is None:
+        phase = assignments["pick_id"].map(picks.set_index("pick_id")["phase"])
+    first = phase.astype(str).str.upper().str[0]
+    ev = assignments["event_id"].astype(str)
+    return {
+        "n_p": ev[first == "P"].value_counts(),
+        "n_s": ev[first == "S"].value_counts(),
+    }
+
+
+def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
+    """Per-pick travel-time residuals (s) from the locator, or None when the run has none.
+
+    Looks in ``location/arrivals.parquet``, ``location/picks.parquet`` and
+    ``association/assignments.parquet`` for a table with ``pick_id`` and a residual column
+    (:data:`RESIDUAL_ALIASES`); returns columns pick_id, residual_s, weight (NaN if absent),
+    source.
+    """
+    for path in (
+        run.root / "location" / "arrivals.parquet",
+        run.root / "location" / "picks.parquet",
+        run.root / "association" / "assignments.parquet",
+    ):
+        if not path.is_file():
+            continue
+        table = pd.read_parquet(path)
+        column = next((c for c in RESIDUAL_ALIASES if c in table.columns), None)
+        if column is None or "pick_id" not in table:
+            continue
+        weight = next((c for c in WEIGHT_ALIASES if c in table.columns), None)
+        out = pd.DataFrame(
+            {
+                "pick_id": table["pick_id"].astype(str),
+                "residual_s": table[column].astype(float),
+                "weight": table[weight].astype(float) if weight else np.nan,
+            }
+        )
+        out["source"] = str(path.relative_to(run.root))
+        return out.dropna(subset=["residual_s"])
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# QuakeML
+
+
+def _rid(kind: str, *parts: object) -> ResourceIdentifier:
+    return ResourceIdentifier(f"{QML_PREFIX}/{kind}/" + "/".join(str(p) for p in parts))
+
+
+def _finite(value: object) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _utc(value: pd.Timestamp) -> UTCDateTime:
+    return UTCDateTime(ns=int(pd.Timestamp(value).value))
+
+
+def to_quakeml_catalog(
+    catalog: pd.DataFrame,
+    picks: pd.DataFrame | None = None,
+    assignments: pd.DataFrame | None = None,
+    residuals: pd.DataFrame | None = None,
+    station_mags: pd.DataFrame | None = None,
+) -> Catalog:
+    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks."""
+    creation = CreationInfo(agency_id="eqcat", creation_time=UTCDateTime())
+    by_event: dict[str, list[dict]] = {}
+    if picks is not None and assignments is not None:
+        joined = (
+            assignments[["event_id", "pick_id"]]
+            .astype(str)
+            .merge(picks.assign(pick_id=picks["pick_id"].astype(str)), on="pick_id")
+        )
+        if residuals is not None:
+            joined = joined.merge(
+                residuals[["pick_id", "residual_s", "weight"]], on="pick_id", how="left"
+            )
+        for record in joined.to_dict("records"):
+            by_event.setdefault(record["event_id"], []).append(record)
+    mags_by_event = (
+        dict(
+            tuple(
+                station_mags.assign(event_id=station_mags["event_id"].astype(str)).groupby(
+                    "event_id"
+                )
+            )
+        )
+        if station_mags is not None and not station_mags.empty
+        else {}
+    )
+    cat = Catalog(resource_id=_rid("catalog", "catalog"), creation_info=creation)
+    for row in catalog.itertuples(index=False):
+        eid = str(row.event_id)
+        origin = Origin(
+            resource_id=_rid("origin", eid, row.location_stage),
+            time=_utc(row.origin_time),
+            latitude=float(row.latitude),
+            longitude=float(row.longitude),
+            depth=float(row.depth_km) * 1000.0,
+            depth_errors=QuantityError(uncertainty=_m(row.vertical_error_km)),
+            method_id=_rid("method", row.location_stage),
+            quality=OriginQuality(
+                standard_error=_finite(row.rms_s),
+                azimuthal_gap=_finite(row.azimuthal_gap_deg),
+                used_phase_count=int(row.n_p + row.n_s),
+            ),
+            evaluation_mode="automatic",
+        )
+        if _finite(row.horizontal_error_km) is not None:
+            origin.origin_uncertainty = OriginUncertainty(
+                horizontal_uncertainty=_m(row.horizontal_error_km),
+                preferred_description="horizontal uncertainty",
+            )
+        event = Event(
+            resource_id=_rid("event", eid), event_type="earthquake", creation_info=creation
+        )
+        event.origins.append(origin)
+        event.preferred_origin_id = origin.resource_id
+        for p in by_event.get(eid, []):
+            pick = Pick(
+                resource_id=_rid("pick", p["pick_id"]),
+                time=_utc(p["time"]),
+                time_errors=QuantityError(uncertainty=_finite(p.get("time_std_s", None))),
+                waveform_id=WaveformStreamID(
+                    p["network"], p["station"], p.get("location", "") or ""
+                ),
+                phase_hint=str(p["phase"]),
+                method_id=_rid("picker", p.get("picker", "unknown")),
+                evaluation_mode="automatic",
+            )
+            prob = _finite(p.get("probability", None))
+            if prob is not None:
+                std = _finite(p.get("probability_std", None))
+                text = f"probability={prob:.4f}" + (f" probability_std={std:.4f}" if std else "")
+                pick.comments.append(Comment(text=text))
+            event.picks.append(pick)
+            origin.arrivals.append(
+                Arrival(
+                    resource_id=_rid("arrival", eid, p["pick_id"]),
+                    pick_id=pick.resource_id,
+                    phase=str(p["phase"]),
+                    time_residual=_finite(p.get("residual_s", None)),
+                    time_weight=_finite(p.get("weight", None)),
+                )
+            )
+        if _finite(row.magnitude) is not None:
+            mag = Magnitude(
+                resource_id=_rid("magnitude", eid),
+                mag=float(row.magnitude),
+                magnitude_type=row.magnitude_type or None,
+                origin_id=origin.resource_id,
+                evaluation_mode="automatic",
+            )
+            sm_rows = mags_by_event.get(eid, pd.DataFrame())
+            mag.station_count = len(sm_rows) or None
+            for s in sm_rows.itertuples(index=False):
+                wid = WaveformStreamID(s.network, s.station, s.location or "")
+                amp = Amplitude(
+                    resource_id=_rid("amplitude", eid, s.network, s.station),
+                    generic_amplitude=float(s.amplitude)
+                    * (1e-3 if s.amplitude_unit == "mm" else 1e-2),
+                    unit="m" if s.amplitude_unit == "mm" else "m/s",
+                    type="AML" if row.magnitude_type == "ML" else "AMJMA",
+                    waveform_id=wid,
+                    pick_id=_rid("pick", s.pick_id) if s.pick_id else None,
+                    scaling_time=_utc(s.amplitude_time),
+                )
+                event.amplitudes.append(amp)
+                sta_mag = StationMagnitude(
+                    resource_id=_rid("stationmagnitude", eid, s.network, s.station),
+                    origin_id=origin.resource_id,
+                    mag=float(s.station_magnitude),
+                    station_magnitude_type=row.magnitude_type,
+                    amplitude_id=amp.resource_id,
+                    waveform_id=wid,
+                )
+                event.station_magnitudes.append(sta_mag)
+                mag.station_magnitude_contributions.append(
+                    StationMagnitudeContribution(station_magnitude_id=sta_mag.resource_id)
+                )
+            event.magnitudes.append(mag)
+            event.preferred_magnitude_id = mag.resource_id
+        cat.append(event)
+    return cat
+
+
+def _m(km: object) -> float | None:
+    value = _finite(km)
+    return None if value is None else value * 1000.0
+
+
+# --------------------------------------------------------------------------------------
+# Stage
+
+
+def export_catalog(run: RunDir) -> dict:
+    """Stage: write ``catalog/catalog.parquet``, ``catalog.csv`` and ``catalog.xml`` (QuakeML).
+
+    Returns:
+        the manifest entry recorded for stage ``"catalog"``.
+    """
+    started = time.monotonic()
+    catalog, counts, used = assemble_catalog(run)
+    out = run.stage_dir("catalog")
+    csv = catalog.assign(
+        origin_time=catalog["origin_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ).to_csv(index=False, float_format="%.6g")
+    picks_path = _picks_path(run)
+    assignments_path = run.root / "association" / "assignments.parquet"
+    station_mags_path = run.root / "magnitude" / "station_magnitudes.parquet"
+    picks = pd.read_parquet(picks_path) if picks_path else None
+    assignments = pd.read_parquet(assignments_path) if assignments_path.is_file() else None
+    station_mags = pd.read_parquet(station_mags_path) if station_mags_path.is_file() else None
+    qml = to_quakeml_catalog(catalog, picks, assignments, arrival_residuals(run), station_mags)
+    outputs = [
+        write_parquet_atomic(catalog, out / "catalog.parquet"),
+        write_text_atomic(out / "catalog.csv", csv),
+    ]
+    with atomic_path(out / "catalog.xml") as tmp:
+        qml.write(str(tmp), format="QUAKEML")
+    outputs.append(out / "catalog.xml")
+    if picks_path:
+        used.append(picks_path)
+    log.info(
+        "catalog: %d events (%d left out without hypocentre)",
+        counts["events"],
+        counts["left_out_no_hypocentre"],
+    )
+    return run.record_stage(
+        "catalog",
+        inputs={str(p.relative_to(run.root)): sha256_file(p) for p in used},
+        outputs=[str(p.relative_to(run.root)) for p in outputs],
+        counts={**counts, "picks_in_quakeml": sum(len(e.picks) for e in qml)},
+        wall_time_s=time.monotonic() - started,
+    )

@@ -1,0 +1,250 @@
+"""Catalog export (Parquet / CSV / QuakeML) and the HTML report on a generated run."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import read_events
+
+from pipeline.catalog import CATALOG_COLUMNS, export_catalog
+from pipeline.completeness import CompletenessConfig
+from pipeline.report.html import ReferenceCatalog, ReportConfig, write_report
+from pipeline.rundir import RunDir
+
+N_EVENTS = 600
+N_RELOCATED = 450
+T0 = pd.Timestamp("2000-10-06T04:30:00", tz="UTC")
+
+
+def make_run(root, n_events: int = N_EVENTS, seed: int = 0) -> RunDir:
+    """A run with stations, picks, association, locations, relocations and magnitudes."""
+    rng = np.random.default_rng(seed)
+    run = RunDir(root)
+    stations = pd.DataFrame(
+        {
+            "network": "XX",
+            "station": [f"S{i:02d}" for i in range(8)],
+            "location": "",
+            "channel_prefix": "HH",
+            "latitude": 35.27 + 0.3 * np.cos(np.arange(8)),
+            "longitude": 133.35 + 0.3 * np.sin(np.arange(8)),
+            "elevation_m": 100.0,
+            "sampling_rate": 100.0,
+        }
+    )
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    ids = [f"ev{k:05d}" for k in range(n_events)]
+    # Aftershock-like times: dense at first (Omori-ish), over ~30 days.
+    days = np.sort(30 * rng.random(n_events) ** 3)
+    origin = T0 + pd.to_timedelta(days, unit="D")
+    lat = 35.27 + 0.05 * rng.standard_normal(n_events)
+    lon = 133.35 + 0.05 * rng.standard_normal(n_events)
+    depth = np.clip(10 + 3 * rng.standard_normal(n_events), 1, 20)
+    picks, assignments, arrivals = [], [], []
+    for k, eid in enumerate(ids):
+        for j in range(4):
+            for phase in ("P", "S") if j < 3 else ("P",):
+                pid = f"{eid}-S{j:02d}-{phase}"
+                picks.append(
+                    {
+                        "pick_id": pid,
+                        "network": "XX",
+                        "station": f"S{j:02d}",
+                        "location": "",
+                        "phase": phase,
+                        "time": origin[k]
+                        + pd.Timedelta(seconds=(3 + j) * (1.7 if phase == "S" else 1)),
+                        "probability": rng.uniform(0.3, 1.0),
+                        "probability_std": rng.uniform(0, 0.1),
+                        "time_std_s": rng.uniform(0.01, 0.2),
+                        "picker": "eqt",
+                        "model": "EqT_conservative",
+                    }
+                )
+                assignments.append({"event_id": eid, "pick_id": pid, "phase": phase})
+                arrivals.append({"pick_id": pid, "residual_s": rng.normal(0, 0.1), "weight": 1.0})
+    pd.DataFrame(picks).to_parquet(run.path("picks", "picks.parquet"), index=False)
+    pd.DataFrame(assignments).to_parquet(run.path("association", "assignments.parquet"))
+    pd.DataFrame(
+        {
+            "event_id": ids,
+            "origin_time": origin,
+            "latitude": lat,
+            "longitude": lon,
+            "depth_km": depth,
+        }
+    ).to_parquet(run.path("association", "events.parquet"))
+    locations = pd.DataFrame(
+        {
+            "event_id": ids,
+            "origin_time": origin,
+            "latitude": lat,
+            "longitude": lon,
+            "depth_km": depth,
+            "erh": rng.uniform(0.2, 2, n_events),
+            "erz": rng.uniform(0.5, 3, n_events),
+            "rms": rng.uniform(0.02, 0.3, n_events),
+            "gap": rng.uniform(40, 200, n_events),
+        }
+    )
+    locations.loc[n_events - 2 :, ["latitude", "longitude", "depth_km"]] = np.nan  # not located
+    locations.to_parquet(run.path("location", "locations.parquet"), index=False)
+    pd.DataFrame(arrivals).to_parquet(run.path("location", "arrivals.parquet"), index=False)
+    n_reloc = min(N_RELOCATED, n_events - 2)
+    reloc = locations.iloc[:n_reloc][
+        ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
+    ].copy()
+    reloc["depth_km"] += 0.5
+    reloc["relocated"] = True
+    reloc.loc[reloc.index[:20], "relocated"] = False
+    reloc.to_parquet(run.path("relocation", "relocations.parquet"), index=False)
+    # Gutenberg–Richter magnitudes (b = 1) complete above 1.0; 5 % without magnitude.
+    mags = 0.95 + rng.exponential(1 / math.log(10), n_events)
+    keep = rng.random(n_events) > 0.05
+    keep[0] = True  # the event with station magnitudes
+    pd.DataFrame(
+        {
+            "event_id": np.array(ids)[keep],
+            "magnitude": mags[keep],
+            "magnitude_mad": 0.1,
+            "n_stations": 4,
+            "magnitude_type": "ML",
+        }
+    ).to_parquet(run.path("magnitude", "magnitudes.parquet"), index=False)
+    pd.DataFrame(
+        {
+            "event_id": ids[0],
+            "network": "XX",
+            "station": ["S00", "S01"],
+            "location": "",
+            "pick_id": [f"{ids[0]}-S00-S", f"{ids[0]}-S01-S"],
+            "distance_km": [10.0, 20.0],
+            "amplitude": [0.5, 0.3],
+            "amplitude_unit": "mm",
+            "amplitude_time": origin[0] + pd.Timedelta(seconds=6),
+            "n_components": 2,
+            "station_magnitude": [mags[0] - 0.05, mags[0] + 0.05],
+        }
+    ).to_parquet(run.path("magnitude", "station_magnitudes.parquet"), index=False)
+    return run
+
+
+def test_export_catalog(tmp_path):
+    n = 200
+    run = make_run(tmp_path / "run", n_events=n)
+    entry = export_catalog(run)
+    cat = pd.read_parquet(run.root / "catalog" / "catalog.parquet")
+    assert list(cat.columns) == CATALOG_COLUMNS
+    assert len(cat) == n - 2 and entry["counts"]["left_out_no_hypocentre"] == 2
+    assert cat["origin_time"].is_monotonic_increasing
+    assert str(cat["origin_time"].dtype) == "datetime64[ns, UTC]"
+    stages = cat["location_stage"].value_counts()
+    # The relocations hold every located event; 20 are flagged as not moved by HypoDD.
+    assert stages["hypodd"] == n - 2 - 20 and stages["hypoinverse"] == 20
+    reloc = cat.set_index("event_id").loc["ev00100"]
+    loc = pd.read_parquet(run.root / "location" / "locations.parquet").set_index("event_id")
+    assert reloc["depth_km"] == pytest.approx(loc.loc["ev00100", "depth_km"] + 0.5)
+    assert reloc["horizontal_error_km"] == pytest.approx(loc.loc["ev00100", "erh"])
+    assert (cat["n_p"] == 4).all() and (cat["n_s"] == 3).all()
+    assert cat["magnitude"].notna().mean() > 0.9
+    assert set(cat.loc[cat["magnitude"].notna(), "magnitude_type"]) == {"ML"}
+
+    csv = pd.read_csv(run.root / "catalog" / "catalog.csv")
+    assert list(csv.columns) == CATALOG_COLUMNS and len(csv) == len(cat)
+    assert pd.to_datetime(csv["origin_time"], utc=True).equals(cat["origin_time"].dt.floor("us"))
+
+    qml = read_events(str(run.root / "catalog" / "catalog.xml"))
+    assert len(qml) == len(cat)
+    first = next(e for e in qml if str(e.resource_id).endswith("/ev00000"))
+    origin = first.preferred_origin()
+    assert origin.depth == pytest.approx(cat.iloc[0]["depth_km"] * 1000, rel=1e-6)
+    assert origin.origin_uncertainty.horizontal_uncertainty == pytest.approx(
+        1000 * cat.iloc[0]["horizontal_error_km"]
+    )
+    assert origin.depth_errors.uncertainty > 0
+    assert len(first.picks) == 7 and len(origin.arrivals) == 7
+    assert all(p.time_errors.uncertainty > 0 for p in first.picks)
+    assert all(a.time_residual is not None for a in origin.arrivals)
+    mag = first.preferred_magnitude()
+    assert mag.magnitude_type == "ML" and len(first.station_magnitudes) == 2
+    assert len(first.amplitudes) == 2 and first.amplitudes[0].unit == "m"
+
+
+def test_report_renders_every_figure(tmp_path):
+    run = make_run(tmp_path / "run")
+    export_catalog(run)
+    ref_csv = tmp_path / "jma.csv"
+    rng = np.random.default_rng(3)
+    pd.DataFrame({"magnitude": 1.45 + rng.exponential(1 / math.log(10), 400)}).to_csv(
+        ref_csv, index=False
+    )
+    cfg = ReportConfig(
+        completeness=CompletenessConfig(window_events=200, window_step=100, n_bootstrap=100),
+        reference=ReferenceCatalog(name="JMA", path=ref_csv),
+    )
+    index = write_report(run, cfg)
+    page = index.read_text()
+    sources = re.findall(r"<img src='([^']+)'", page)
+    assert len(sources) == 9
+    for src in sources:
+        assert not src.startswith(("http", "/")) and (index.parent / src).stat().st_size > 5000
+    numbers = json.loads((index.parent / "completeness.json").read_text())
+    comp = numbers["completeness"]
+    assert comp["estimable"] and abs(comp["b"] - 1.0) < 0.15
+    summary = numbers["summary"]
+    assert comp["n_valid"] == summary["events_with_magnitude"]
+    assert comp["n_nan"] == summary["events"] - summary["events_with_magnitude"] > 0
+    assert set(comp["mc"]) == {"maxc", "gft90", "gft95", "mbs"}
+    assert len(comp["time_windows"]) >= 4
+    assert numbers["reference"]["n_events"] == 400
+    assert abs(numbers["reference"]["mc"] - 1.5) <= 0.2
+    assert "JMA" in page and "b-value" in page and "http" not in page
+
+
+def test_report_with_too_few_events(tmp_path):
+    run = make_run(tmp_path / "run", n_events=30)
+    index = write_report(run)
+    numbers = json.loads((index.parent / "completeness.json").read_text())
+    assert not numbers["completeness"]["estimable"]
+    assert "not estimable" in numbers["completeness"]["reason"]
+    assert "not estimable" in index.read_text()
+
+
+def test_report_screenshot_in_headless_chromium(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    from PIL import Image
+
+    run = make_run(tmp_path / "run")
+    index = write_report(run, ReportConfig(completeness=CompletenessConfig(n_bootstrap=50)))
+    shot = tmp_path / "shot.png"
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        index.resolve().as_uri(),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[:2] == (3000, 1200)
+    non_white = (image < 245).any(axis=2).mean()
+    colours = np.unique(image.reshape(-1, 3), axis=0).shape[0]
+    assert non_white > 0.05, non_white
+    assert colours > 500, colours  # figures, not just text on white
