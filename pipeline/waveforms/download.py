@@ -1,0 +1,380 @@
+"""The waveform stage: station metadata + a resumable, parallel station-day download.
+
+Outputs under ``<run>/waveforms/``:
+
+- ``inventory.xml`` — StationXML of the build's stations (with responses when the source has
+  them);
+- ``stations.csv`` — the stations table (:mod:`pipeline.waveforms.inventory`);
+- ``YYYY/NET/STA/CHA.D/...`` — the SDS archive (FDSN and Hi-net sources; a local SDS source
+  is read in place, see :func:`waveform_root`);
+- ``units/<NET.STA.LOC.PREFIX.YYYY.DOY>.json`` — the unit ledger: one JSON per finished
+  station-day, written atomically, so concurrent workers never overwrite each other;
+- ``quality.parquet`` — the quality table (:mod:`pipeline.waveforms.quality`).
+
+Each station-day is one unit. A unit is finished when its ledger file exists: status ``ok``
+(each channel file with its sample count and SHA-256) or ``nodata``. A rerun skips finished
+units whose files still match their hashes, so an interrupted run resumes and ends with the
+same archive an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from obspy import Stream, UTCDateTime
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
+from pipeline.waveforms.inventory import (
+    StationChoice,
+    load_inventory,
+    select_channels,
+    stations_table,
+    write_inventory,
+    write_stations_csv,
+)
+from pipeline.waveforms.params import (
+    FDSNSource,
+    HinetSource,
+    SDSSource,
+    StationSourceConfig,
+    WaveformConfig,
+)
+from pipeline.waveforms.quality import quality_table
+from pipeline.waveforms.sds import (
+    day_bounds,
+    days_in_span,
+    remove_stale_temporaries,
+    trim_to_window,
+    write_channel_day,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "waveforms"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One station-day: the chosen channels of a station on one UTC day, within the span."""
+
+    choice: StationChoice
+    day: date
+    start: UTCDateTime
+    end: UTCDateTime
+
+    @property
+    def unit_id(self) -> str:
+        """``NET.STA.LOC.PREFIX.YYYY.DOY`` (codes validated, safe as a file name)."""
+        return f"{self.choice.seed_id}.{self.day.year:04d}.{self.day.timetuple().tm_yday:03d}"
+
+
+def waveform_root(run: RunDir, cfg: WaveformConfig) -> Path:
+    """The SDS root later stages read: the local archive for an ``sds`` source, else the run's."""
+    if isinstance(cfg.source, SDSSource):
+        return cfg.source.path
+    return run.root / STAGE
+
+
+def plan_units(choices: list[StationChoice], starttime: datetime, endtime: datetime) -> list[Unit]:
+    """All station-day units of the span, each clipped to ``[starttime, endtime)``."""
+    t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
+    units = []
+    for day in days_in_span(starttime, endtime):
+        start, end = day_bounds(day)
+        for choice in choices:
+            units.append(Unit(choice, day, max(start, t0), min(end, t1)))
+    return units
+
+
+class UnitLedger:
+    """Per-unit JSON records under ``<folder>/units/``, each written atomically."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder / "units"
+
+    def _path(self, unit: Unit) -> Path:
+        return self.folder / f"{unit.unit_id}.json"
+
+    def read(self, unit: Unit) -> dict | None:
+        """The record of ``unit``, or None when it has none (or an unreadable one)."""
+        path = self._path(unit)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("unreadable unit record %s: unit will be redone", path)
+            return None
+
+    def write(self, unit: Unit, record: dict) -> None:
+        """Write the record of ``unit`` atomically."""
+        write_text_atomic(self._path(unit), json.dumps(record, indent=1, sort_keys=True))
+
+    def is_finished(self, unit: Unit, root: Path) -> bool:
+        """True when ``unit`` has a record and every file it lists still has its hash."""
+        record = self.read(unit)
+        if record is None:
+            return False
+        for entry in record.get("files", []):
+            path = root / entry["path"]
+            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+                log.warning("%s changed or vanished since download: unit redone", path)
+                return False
+        return True
+
+
+def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tuple[Stream, int]:
+    """Download one unit in chunks of ``chunk_hours``; raises :class:`NoData` when all are empty.
+
+    Returns the stream (trimmed to the unit's window) and the number of HTTP attempts.
+    """
+    stream, attempts, any_data = Stream(), 0, False
+    step = chunk_hours * 3600.0
+    start = unit.start
+    while start < unit.end:
+        end = min(start + step, unit.end)
+        choice = unit.choice
+        try:
+            fetched = client.get(
+                choice.network,
+                choice.station,
+                choice.location,
+                f"{choice.channel_prefix}?",
+                start,
+                end,
+            )
+            stream += trim_to_window(fetched.stream, start, end)
+            attempts += fetched.attempts
+            any_data = True
+        except NoData:
+            attempts += 1
+        start = end
+    if not any_data or len(stream) == 0:
+        raise NoData(unit.unit_id)
+    return stream, attempts
+
+
+def _record_files(paths: list[Path], root: Path) -> list[dict]:
+    from obspy import read
+
+    return [
+        {
+            "path": p.relative_to(root).as_posix(),
+            "samples": int(sum(tr.stats.npts for tr in read(str(p), format="MSEED"))),
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        }
+        for p in paths
+    ]
+
+
+def run_unit(
+    client: DataselectClient, unit: Unit, root: Path, ledger: UnitLedger, chunk_hours: float
+) -> dict:
+    """Download, write and record one unit; return its record (status ok/nodata/failed)."""
+    base = {"unit": unit.unit_id, "start": str(unit.start), "end": str(unit.end)}
+    wanted = set(unit.choice.channels)
+    try:
+        stream, attempts = fetch_unit(client, unit, chunk_hours)
+    except NoData:
+        record = {**base, "status": "nodata", "files": [], "samples": 0}
+        ledger.write(unit, record)
+        return record
+    except DownloadFailed as exc:
+        log.error("unit %s failed: %s", unit.unit_id, exc)
+        return {**base, "status": "failed", "error": str(exc), "files": [], "samples": 0}
+    stream.traces = [tr for tr in stream if tr.stats.channel in wanted]
+    paths = write_channel_day(stream, root, unit.day)
+    files = _record_files(paths, root)
+    record = {
+        **base,
+        "status": "ok" if files else "nodata",
+        "attempts": attempts,
+        "files": files,
+        "samples": sum(f["samples"] for f in files),
+    }
+    ledger.write(unit, record)
+    return record
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]waveforms"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("station-days"),
+        TextColumn("{task.fields[size]}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+
+
+def download_units(
+    units: list[Unit],
+    source: FDSNSource,
+    root: Path,
+    max_workers: int,
+    progress: bool = True,
+) -> dict[str, list[dict]]:
+    """Download the unfinished ``units`` concurrently; records grouped by status.
+
+    Returns ``{"ok": [...], "nodata": [...], "failed": [...], "skipped": [...]}``; skipped
+    units were finished by an earlier run.
+    """
+    ledger = UnitLedger(root)
+    remove_stale_temporaries(root)
+    results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
+    todo = []
+    for unit in units:
+        if ledger.is_finished(unit, root):
+            results["skipped"].append(ledger.read(unit) or {"unit": unit.unit_id})
+        else:
+            todo.append(unit)
+    client = DataselectClient(source)
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=max_workers) as pool:
+        task = bar.add_task(
+            "download", total=len(units), completed=len(units) - len(todo), size="0 B"
+        )
+        nbytes = 0
+        futures = [
+            pool.submit(run_unit, client, unit, root, ledger, source.chunk_hours) for unit in todo
+        ]
+        for future in as_completed(futures):
+            record = future.result()
+            results[record["status"]].append(record)
+            nbytes += sum(f["bytes"] for f in record["files"])
+            bar.update(task, advance=1, size=decimal(nbytes))
+    for records in results.values():
+        records.sort(key=lambda r: r["unit"])
+    return results
+
+
+def download_waveforms(
+    run: RunDir,
+    stations_cfg: StationSourceConfig | None,
+    waveform_cfg: WaveformConfig,
+    starttime: datetime,
+    endtime: datetime,
+    *,
+    progress: bool = True,
+    secret_loader: Callable[[str], str] | None = None,
+) -> dict:
+    """The waveform stage: inventory, stations table, waveforms, quality; recorded in the manifest.
+
+    ``starttime``/``endtime`` are timezone-aware (naive ones are taken as UTC).
+    ``stations_cfg`` may be None only for the Hi-net source (stations come from its channel
+    table). ``secret_loader`` resolves ``HinetSource.secret_block`` to ``'user:password'``
+    (given by the orchestration layer; the pipeline never imports Prefect).
+
+    Returns a summary: unit counts by status, bytes written, failures and corrupt files.
+    """
+    clock = time.monotonic()
+    starttime = starttime if starttime.tzinfo else starttime.replace(tzinfo=UTC)
+    endtime = endtime if endtime.tzinfo else endtime.replace(tzinfo=UTC)
+    if endtime <= starttime:
+        raise ValueError(f"endtime {endtime} must be after starttime {starttime}")
+    folder = run.stage_dir(STAGE)
+    source = waveform_cfg.source
+    if isinstance(source, HinetSource):
+        from pipeline.waveforms.hinet import download_hinet
+
+        inventory = download_hinet(source, folder, starttime, endtime, secret_loader)
+    else:
+        if stations_cfg is None:
+            raise ValueError("the fdsn and sds waveform sources need a station section")
+        inventory = load_inventory(stations_cfg, starttime, endtime)
+    choices = select_channels(
+        inventory,
+        waveform_cfg.channel_priority,
+        waveform_cfg.location_priority,
+        starttime,
+        endtime,
+    )
+    if not choices:
+        raise ValueError(
+            f"no station has channels matching {waveform_cfg.channel_priority} "
+            f"at locations {waveform_cfg.location_priority} between {starttime} and {endtime}"
+        )
+    write_inventory(inventory, folder / "inventory.xml")
+    write_stations_csv(stations_table(choices), folder / "stations.csv")
+
+    units = plan_units(choices, starttime, endtime)
+    results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
+    if isinstance(source, FDSNSource):
+        results = download_units(units, source, folder, waveform_cfg.max_workers, progress)
+    root = waveform_root(run, waveform_cfg)
+    window = (UTCDateTime(starttime), UTCDateTime(endtime))
+    quality = quality_table(
+        root,
+        choices,
+        days_in_span(starttime, endtime),
+        window,
+        waveform_cfg.quality,
+        waveform_cfg.max_workers,
+    )
+    write_parquet_atomic(quality, folder / "quality.parquet")
+
+    corrupt = quality.loc[quality["status"] == "corrupt", "path"].tolist()
+    downloaded_bytes = sum(f["bytes"] for r in results["ok"] for f in r["files"])
+    summary = {
+        "source": source.kind,
+        "sds_root": str(root),
+        "stations": len(choices),
+        "units_total": len(units),
+        "units_downloaded": len(results["ok"]),
+        "units_nodata": len(results["nodata"]),
+        "units_failed": len(results["failed"]),
+        "units_skipped": len(results["skipped"]),
+        "bytes_downloaded": downloaded_bytes,
+        "channel_days_ok": int((quality["status"] == "ok").sum()),
+        "channel_days_missing": int((quality["status"] == "missing").sum()),
+        "corrupt_files": corrupt,
+        "failures": [f"{r['unit']}: {r['error']}" for r in results["failed"]],
+    }
+    counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+    run.record_stage(
+        STAGE,
+        inputs={
+            "source": source.model_dump_json(),
+            "starttime": starttime.isoformat(),
+            "endtime": endtime.isoformat(),
+        },
+        outputs=[
+            str((folder / name).relative_to(run.root))
+            for name in ("inventory.xml", "stations.csv", "quality.parquet")
+        ],
+        counts=counts,
+        wall_time_s=round(time.monotonic() - clock, 3),
+        details={
+            "sds_root": str(root),
+            "corrupt_files": corrupt,
+            "failures": summary["failures"],
+            "nodata_units": [r["unit"] for r in results["nodata"]],
+        },
+    )
+    log.info(
+        "waveforms: %d units (%d downloaded, %d skipped, %d no data, %d failed), %d bytes",
+        len(units),
+        summary["units_downloaded"],
+        summary["units_skipped"],
+        summary["units_nodata"],
+        summary["units_failed"],
+        downloaded_bytes,
+    )
+    return summary

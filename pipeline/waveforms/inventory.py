@@ -1,0 +1,253 @@
+"""Station metadata: load an inventory, choose channels, write the stations table.
+
+The stations table ``<run>/waveforms/stations.csv`` is derived from the inventory and is the
+single source of station coordinates for every later stage. Columns:
+
+========== ======================================================
+network    SEED network code
+station    SEED station code
+location   SEED location code ('' when empty)
+channel_prefix  band + instrument code of the chosen channels, e.g. 'HH'
+latitude   degrees north
+longitude  degrees east
+elevation_m  metres above sea level
+sampling_rate  samples per second of the chosen channels
+========== ======================================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from obspy import Inventory, UTCDateTime, read_inventory
+from obspy.core.inventory import Channel, Network, Station
+
+from pipeline.rundir import atomic_path, atomic_write
+from pipeline.waveforms.params import (
+    FDSNStationQuery,
+    InlineStations,
+    StationSourceConfig,
+    StationXMLStations,
+    check_code,
+)
+
+log = logging.getLogger(__name__)
+
+STATION_COLUMNS = [
+    "network",
+    "station",
+    "location",
+    "channel_prefix",
+    "latitude",
+    "longitude",
+    "elevation_m",
+    "sampling_rate",
+]
+
+
+@dataclass(frozen=True)
+class StationChoice:
+    """The channels chosen for one station: what a station-day unit requests."""
+
+    network: str
+    station: str
+    location: str
+    channel_prefix: str
+    channels: tuple[str, ...]
+    latitude: float
+    longitude: float
+    elevation_m: float
+    sampling_rate: float
+
+    @property
+    def seed_id(self) -> str:
+        """``NET.STA.LOC.PREFIX`` (validated codes)."""
+        return f"{self.network}.{self.station}.{self.location}.{self.channel_prefix}"
+
+
+def inline_inventory(cfg: InlineStations, starttime: datetime) -> Inventory:
+    """An inventory (no responses) with Z/N/E channels for each inline station."""
+    networks: dict[str, Network] = {}
+    for entry in cfg.stations:
+        station = Station(
+            entry.station,
+            latitude=entry.latitude,
+            longitude=entry.longitude,
+            elevation=entry.elevation_m,
+            start_date=UTCDateTime(starttime),
+        )
+        for component in "ZNE":
+            station.channels.append(
+                Channel(
+                    f"{entry.channel_prefix}{component}",
+                    entry.location,
+                    latitude=entry.latitude,
+                    longitude=entry.longitude,
+                    elevation=entry.elevation_m,
+                    depth=0.0,
+                    sample_rate=entry.sampling_rate,
+                    start_date=UTCDateTime(starttime),
+                )
+            )
+        networks.setdefault(entry.network, Network(entry.network)).stations.append(station)
+    return Inventory(networks=list(networks.values()), source="eqcat inline station list")
+
+
+def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetime) -> Inventory:
+    """Stations with responses from an fdsnws-station service (network access)."""
+    from obspy.clients.fdsn import Client
+
+    client = Client(cfg.base_url, timeout=cfg.timeout_s)
+    kwargs = {
+        "minlatitude": cfg.min_latitude,
+        "maxlatitude": cfg.max_latitude,
+        "minlongitude": cfg.min_longitude,
+        "maxlongitude": cfg.max_longitude,
+        "latitude": cfg.latitude,
+        "longitude": cfg.longitude,
+        "maxradius": cfg.max_radius_deg,
+    }
+    return client.get_stations(
+        network=cfg.network,
+        station=cfg.station,
+        location=cfg.location,
+        channel=cfg.channel,
+        starttime=UTCDateTime(cfg.starttime or starttime),
+        endtime=UTCDateTime(cfg.endtime or endtime),
+        level="response",
+        **{k: v for k, v in kwargs.items() if v is not None},
+    )
+
+
+def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datetime) -> Inventory:
+    """The station inventory of a build from its station section."""
+    if isinstance(cfg, InlineStations):
+        return inline_inventory(cfg, starttime)
+    if isinstance(cfg, StationXMLStations):
+        if not cfg.path.is_file():
+            raise FileNotFoundError(f"StationXML file not found: {cfg.path}")
+        return read_inventory(str(cfg.path))
+    return query_inventory(cfg, starttime, endtime)
+
+
+def _active(item, starttime: UTCDateTime, endtime: UTCDateTime) -> bool:
+    starts_before_end = item.start_date is None or item.start_date < endtime
+    ends_after_start = item.end_date is None or item.end_date > starttime
+    return starts_before_end and ends_after_start
+
+
+def select_channels(
+    inventory: Inventory,
+    channel_priority: list[str],
+    location_priority: list[str],
+    starttime: datetime,
+    endtime: datetime,
+) -> list[StationChoice]:
+    """Choose per station the channels to use, by channel then location priority.
+
+    For each station active in ``[starttime, endtime)``, the first channel pattern (e.g. 'HH?')
+    that has channels at some location wins; among locations, the first matching location
+    pattern wins. Stations with no matching channel are skipped with a warning; stations
+    with invalid SEED codes are skipped with a warning naming them.
+    """
+    t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
+    choices = []
+    for net in inventory:
+        for sta in net:
+            if not _active(sta, t0, t1):
+                continue
+            label = f"{net.code}.{sta.code}"
+            try:
+                check_code("network", net.code)
+                check_code("station", sta.code)
+            except ValueError as exc:
+                log.warning("station %r skipped: %s", label, exc)
+                continue
+            choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
+            if choice is None:
+                log.warning(
+                    "station %s skipped: no channel matches %s at locations %s",
+                    label,
+                    channel_priority,
+                    location_priority,
+                )
+                continue
+            choices.append(choice)
+    return sorted(choices, key=lambda c: c.seed_id)
+
+
+def _choose(
+    network: str,
+    sta: Station,
+    channel_priority: list[str],
+    location_priority: list[str],
+    t0: UTCDateTime,
+    t1: UTCDateTime,
+) -> StationChoice | None:
+    active = [ch for ch in sta.channels if _active(ch, t0, t1)]
+    for channel_pattern in channel_priority:
+        for location_pattern in location_priority:
+            matched = sorted(
+                (
+                    ch
+                    for ch in active
+                    if fnmatch.fnmatchcase(ch.code, channel_pattern)
+                    and fnmatch.fnmatchcase(ch.location_code, location_pattern)
+                ),
+                key=lambda ch: (ch.location_code, ch.code),
+            )
+            if not matched:
+                continue
+            first = matched[0]
+            prefix = first.code[:2]
+            location = check_code("location", first.location_code)
+            group = [ch for ch in matched if ch.location_code == location and ch.code[:2] == prefix]
+            return StationChoice(
+                network=network,
+                station=sta.code,
+                location=location,
+                channel_prefix=check_code("channel_prefix", prefix),
+                channels=tuple(sorted({check_code("channel", ch.code) for ch in group})),
+                latitude=float(first.latitude if first.latitude is not None else sta.latitude),
+                longitude=float(first.longitude if first.longitude is not None else sta.longitude),
+                elevation_m=float(
+                    first.elevation if first.elevation is not None else sta.elevation
+                ),
+                sampling_rate=float(first.sample_rate or 0.0),
+            )
+    return None
+
+
+def stations_table(choices: list[StationChoice]) -> pd.DataFrame:
+    """The stations table (columns :data:`STATION_COLUMNS`) of the chosen channels."""
+    rows = [{col: getattr(c, col) for col in STATION_COLUMNS} for c in choices]
+    return pd.DataFrame(rows, columns=STATION_COLUMNS)
+
+
+def write_inventory(inventory: Inventory, path: Path) -> Path:
+    """Write StationXML atomically."""
+    with atomic_path(path) as tmp:
+        inventory.write(str(tmp), format="STATIONXML")
+    return path
+
+
+def write_stations_csv(table: pd.DataFrame, path: Path) -> Path:
+    """Write the stations table as CSV atomically (location kept as text)."""
+    with atomic_write(path) as fh:
+        table.to_csv(fh, index=False)
+    return path
+
+
+def read_stations_csv(path: Path) -> pd.DataFrame:
+    """Read a stations table written by :func:`write_stations_csv` (codes as strings)."""
+    codes = {c: str for c in ("network", "station", "location", "channel_prefix")}
+    table = pd.read_csv(path, dtype=codes, keep_default_na=False)
+    missing = [c for c in STATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: stations table lacks column(s) {missing}")
+    return table

@@ -1,0 +1,236 @@
+"""Configuration sections of the waveform stage: where stations and waveforms come from.
+
+Two sections, composed into the build config by :mod:`pipeline.config`:
+
+- :data:`StationSourceConfig` — station metadata from an inline list, a StationXML file or an
+  FDSN station query (discriminated by ``kind``).
+- :class:`WaveformConfig` — the waveform source (``fdsn``, ``sds`` or ``hinet``, discriminated by
+  ``kind``), channel/location priorities, parallelism and quality thresholds.
+
+Hi-net credentials never appear here: they come from the environment (``HINET_USER``,
+``HINET_PASSWORD``) or from a secret store the orchestration layer resolves by name.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Strict SEED code patterns; a code that fails them never becomes part of a path.
+CODE_PATTERNS = {
+    "network": re.compile(r"^[A-Z0-9]{1,2}$"),
+    "station": re.compile(r"^[A-Z0-9]{1,5}$"),
+    "location": re.compile(r"^([A-Z0-9]{2})?$"),
+    "channel": re.compile(r"^[A-Z0-9]{3}$"),
+    "channel_prefix": re.compile(r"^[A-Z0-9]{2}$"),
+}
+
+
+def check_code(kind: str, value: str) -> str:
+    """Return ``value`` when it is a valid SEED ``kind`` code, else raise ``ValueError``.
+
+    ``kind`` is one of ``network``, ``station``, ``location``, ``channel``, ``channel_prefix``.
+    The location code ``"--"`` (FDSN notation for empty) is returned as ``""``.
+    """
+    if kind == "location" and value == "--":
+        return ""
+    if not CODE_PATTERNS[kind].match(value):
+        raise ValueError(
+            f"invalid {kind} code {value!r}: expected {CODE_PATTERNS[kind].pattern} "
+            "(upper-case letters and digits)"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InlineStation(_Section):
+    """One station given directly in the config."""
+
+    network: str = Field(description="SEED network code, e.g. 'O2'")
+    station: str = Field(description="SEED station code, e.g. 'WILZ'")
+    location: str = Field("", description="SEED location code ('' or two characters)")
+    latitude: float = Field(ge=-90, le=90, description="degrees north")
+    longitude: float = Field(ge=-180, le=180, description="degrees east")
+    elevation_m: float = Field(0.0, description="metres above sea level")
+    channel_prefix: str = Field("HH", description="band + instrument code, e.g. 'HH', 'EH'")
+    sampling_rate: float = Field(100.0, gt=0, description="samples per second")
+
+    @field_validator("network", "station", "location", "channel_prefix")
+    @classmethod
+    def _seed_code(cls, value: str, info) -> str:
+        return check_code(info.field_name, value)
+
+
+class InlineStations(_Section):
+    """Stations listed in the config."""
+
+    kind: Literal["inline"] = "inline"
+    stations: list[InlineStation] = Field(min_length=1, description="the stations")
+
+
+class StationXMLStations(_Section):
+    """Stations (with responses) from a local StationXML file."""
+
+    kind: Literal["stationxml"] = "stationxml"
+    path: Path = Field(description="StationXML file")
+
+
+class FDSNStationQuery(_Section):
+    """Stations from an fdsnws-station query (level=response)."""
+
+    kind: Literal["fdsn"] = "fdsn"
+    base_url: str = Field("EARTHSCOPE", description="FDSN base URL or ObsPy short name")
+    network: str = Field("*", description="network pattern(s), comma separated")
+    station: str = Field("*", description="station pattern(s)")
+    location: str = Field("*", description="location pattern(s)")
+    channel: str = Field("HH?,BH?,EH?,HN?", description="channel pattern(s)")
+    min_latitude: float | None = Field(None, ge=-90, le=90, description="box, degrees")
+    max_latitude: float | None = Field(None, ge=-90, le=90)
+    min_longitude: float | None = Field(None, ge=-180, le=180)
+    max_longitude: float | None = Field(None, ge=-180, le=180)
+    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees")
+    longitude: float | None = Field(None, ge=-180, le=180)
+    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, deg")
+    starttime: datetime | None = Field(None, description="default: the build's start")
+    endtime: datetime | None = Field(None, description="default: the build's end")
+    timeout_s: float = Field(120.0, gt=0, description="HTTP timeout, seconds")
+
+    @model_validator(mode="after")
+    def _one_region(self) -> FDSNStationQuery:
+        box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
+        circle = (self.latitude, self.longitude, self.max_radius_deg)
+        if any(v is not None for v in box) and any(v is not None for v in circle):
+            raise ValueError("give a box (min/max latitude/longitude) or a circle, not both")
+        if any(v is not None for v in circle) and any(v is None for v in circle):
+            raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+        return self
+
+
+#: The station section: one of the three sources, chosen by ``kind``.
+StationSourceConfig = Annotated[
+    InlineStations | StationXMLStations | FDSNStationQuery, Field(discriminator="kind")
+]
+
+
+class FDSNSource(_Section):
+    """Waveforms from an fdsnws-dataselect service."""
+
+    kind: Literal["fdsn"] = "fdsn"
+    base_url: str = Field("EARTHSCOPE", description="FDSN base URL or ObsPy short name")
+    chunk_hours: float = Field(
+        24.0, gt=0, le=24, description="request length within a station-day; divides 24"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")
+    retries: int = Field(4, ge=0, le=20, description="retries of a transient failure")
+    backoff_s: float = Field(
+        1.0, ge=0, description="first retry delay, seconds; doubles each retry"
+    )
+
+    @field_validator("chunk_hours")
+    @classmethod
+    def _divides_day(cls, value: float) -> float:
+        n = 24.0 / value
+        if abs(n - round(n)) > 1e-9:
+            raise ValueError("must divide 24 hours (e.g. 24, 12, 6, 1)")
+        return value
+
+
+class SDSSource(_Section):
+    """An existing local SDS archive, read in place (never copied)."""
+
+    kind: Literal["sds"] = "sds"
+    path: Path = Field(description="root of the SDS archive (YYYY/NET/STA/CHA.D/...)")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"SDS archive folder not found: {value}")
+        return value
+
+
+class HinetSource(_Section):
+    """NIED Hi-net continuous data through HinetPy (needs the win32tools programs).
+
+    Credentials come from ``HINET_USER`` / ``HINET_PASSWORD`` or the secret named by
+    ``secret_block`` (resolved by the orchestration layer), never from this file.
+    """
+
+    kind: Literal["hinet"] = "hinet"
+    network_code: str = Field("0101", description="Hi-net network code (0101 = Hi-net)")
+    seed_network: str = Field("N", description="SEED network code written into the archive")
+    secret_block: str | None = Field(
+        None, description="name of a secret holding 'user:password' (instead of env vars)"
+    )
+    span_minutes: int = Field(60, ge=1, le=1440, description="minutes per Hi-net request")
+
+    @field_validator("network_code")
+    @classmethod
+    def _hinet_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9A-Za-z]{4}", value):
+            raise ValueError("expected a 4-character Hi-net network code such as '0101'")
+        return value
+
+    @field_validator("seed_network")
+    @classmethod
+    def _seed_network(cls, value: str) -> str:
+        return check_code("network", value)
+
+
+class QualityConfig(_Section):
+    """Thresholds of the per station-day quality table."""
+
+    flat_max_ptp: float = Field(
+        0.0, ge=0, description="a channel-day whose peak-to-peak is at most this is flat (dead)"
+    )
+    clip_level: float | None = Field(
+        None, gt=0, description="absolute amplitude (counts) at/above which a sample is clipped"
+    )
+    clip_run_samples: int = Field(
+        5, ge=2, description="without clip_level: runs this long at the max/min count as clipped"
+    )
+    rate_tolerance: float = Field(
+        1e-4, gt=0, description="relative sampling-rate difference counted as a mismatch"
+    )
+
+
+class WaveformConfig(_Section):
+    """The waveform section: source, channel choice, parallelism, quality thresholds."""
+
+    source: Annotated[FDSNSource | SDSSource | HinetSource, Field(discriminator="kind")] = (
+        FDSNSource()
+    )
+    channel_priority: list[str] = Field(
+        ["HH?", "BH?", "EH?", "HN?"],
+        min_length=1,
+        description="channel patterns; per station the first one that exists is used",
+    )
+    location_priority: list[str] = Field(
+        ["", "00", "10", "*"], min_length=1, description="location patterns, in order"
+    )
+    max_workers: int = Field(4, ge=1, le=64, description="concurrent station-day downloads")
+    quality: QualityConfig = QualityConfig()
+
+    @field_validator("channel_priority")
+    @classmethod
+    def _channel_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"[A-Z0-9?*]{1,3}", pattern):
+                raise ValueError(f"channel pattern {pattern!r}: expected e.g. 'HH?' or 'BH*'")
+        return value
+
+    @field_validator("location_priority")
+    @classmethod
+    def _location_patterns(cls, value: list[str]) -> list[str]:
+        value = ["" if p == "--" else p for p in value]
+        for pattern in value:
+            if not re.fullmatch(r"[A-Z0-9?*]{0,2}", pattern):
+                raise ValueError(f"location pattern {pattern!r}: expected '', '00', '*', ...")
+        return value

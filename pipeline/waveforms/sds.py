@@ -1,0 +1,102 @@
+"""The SDS archive layout: ``YYYY/NET/STA/CHA.D/NET.STA.LOC.CHA.D.YYYY.DOY``.
+
+One file holds one channel-day (UTC). Codes are checked with the strict SEED patterns of
+:func:`pipeline.waveforms.params.check_code` before they become part of a path, so a code from a
+server or a file can never point outside the archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from obspy import Stream, UTCDateTime
+
+from pipeline.rundir import atomic_path
+from pipeline.waveforms.params import check_code
+
+log = logging.getLogger(__name__)
+
+
+def sds_relpath(network: str, station: str, location: str, channel: str, day: date) -> Path:
+    """Path of one channel-day file relative to the SDS root (codes validated)."""
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    loc = check_code("location", location)
+    cha = check_code("channel", channel)
+    doy = day.timetuple().tm_yday
+    return Path(
+        f"{day.year:04d}",
+        net,
+        sta,
+        f"{cha}.D",
+        f"{net}.{sta}.{loc}.{cha}.D.{day.year:04d}.{doy:03d}",
+    )
+
+
+def day_bounds(day: date) -> tuple[UTCDateTime, UTCDateTime]:
+    """UTC start (inclusive) and end (exclusive) of ``day``."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return UTCDateTime(start), UTCDateTime(start + timedelta(days=1))
+
+
+def days_in_span(starttime: datetime, endtime: datetime) -> list[date]:
+    """UTC days that overlap ``[starttime, endtime)`` (timezone-aware datetimes)."""
+    first = starttime.astimezone(UTC).date()
+    last = (endtime.astimezone(UTC) - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def trim_to_window(stream: Stream, start: UTCDateTime, end: UTCDateTime) -> Stream:
+    """Samples of ``stream`` with ``start <= t < end``; empty traces dropped. In place."""
+    for trace in stream:
+        trace.trim(start, end - 0.5 * trace.stats.delta, nearest_sample=False)
+    stream.traces = [tr for tr in stream if tr.stats.npts > 0]
+    return stream
+
+
+def write_channel_day(stream: Stream, root: Path, day: date) -> list[Path]:
+    """Write ``stream`` (data of ``day`` only) as one SDS file per channel, atomically.
+
+    Traces are merged where they fit exactly (``Stream.merge(-1)``) and sorted, so the same
+    input always gives the same bytes. Returns the written paths.
+    """
+    written = []
+    by_channel: dict[tuple[str, str, str, str], Stream] = {}
+    for trace in stream:
+        s = trace.stats
+        by_channel.setdefault((s.network, s.station, s.location, s.channel), Stream()).append(trace)
+    for (net, sta, loc, cha), channel_stream in sorted(by_channel.items()):
+        target = root / sds_relpath(net, sta, loc, cha, day)
+        channel_stream.merge(method=-1)
+        channel_stream.sort(keys=["starttime"])
+        with atomic_path(target) as tmp:
+            channel_stream.write(str(tmp), format="MSEED")
+        written.append(target)
+    return written
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete hidden temporary files an interrupted writer left in the archive; return count.
+
+    Atomic writes create ``.NAME.*`` files beside their target; SDS files are never hidden,
+    so any hidden file under a ``YYYY/NET/STA/CHA.D`` folder is a leftover.
+    """
+    removed = 0
+    for tmp in root.glob("[0-9][0-9][0-9][0-9]/*/*/*.D/.*"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished temporary file(s) under %s", removed, root)
+    return removed
+
+
+def archive_files(root: Path) -> list[Path]:
+    """All channel-day files of an SDS archive (hidden temporaries excluded), sorted."""
+    return sorted(
+        p for p in root.glob("[0-9][0-9][0-9][0-9]/*/*/*.D/*") if not p.name.startswith(".")
+    )

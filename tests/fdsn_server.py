@@ -1,0 +1,177 @@
+"""A real fdsnws-dataselect server on 127.0.0.1 for tests and benchmarks.
+
+:class:`DataselectServer` indexes miniSEED files with ``mseedindex`` (SQLite) and serves them
+with ``portable-fdsnws-dataselect`` on a free port. :class:`FlakyProxy` is a small HTTP proxy
+on 127.0.0.1 in front of it that can answer 503 to the first request(s) of a station, delay
+every request, and count requests — real sockets, so the client's retry path runs unchanged.
+Neither serves station metadata: tests give the client a local StationXML file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found beside {sys.executable} or on PATH")
+    return found
+
+
+class DataselectServer:
+    """portable-fdsnws-dataselect serving ``files`` (miniSEED) from an index in ``workdir``."""
+
+    def __init__(self, files: list[Path], workdir: Path):
+        self.files = [Path(f) for f in files]
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> DataselectServer:
+        """Build the SQLite index, write the server config, start and wait until it answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        index = self.workdir / "timeseries.sqlite"
+        subprocess.run(
+            [_tool("mseedindex"), "-sqlite", str(index), *map(str, self.files)],
+            check=True,
+            capture_output=True,
+        )
+        ini = self.workdir / "server.ini"
+        ini.write_text(
+            "[index_db]\n"
+            f"path = {index}\ntable = tsindex\nsummary_table = tsindex_summary\n"
+            "[server]\n"
+            f"interface = 127.0.0.1\nport = {self.port}\n"
+            "[logging]\n"
+            f"path = {self.workdir / 'dataselect.log'}\nlevel = WARNING\n"
+        )
+        server = _tool("portable-fdsnws-dataselect")
+        subprocess.run([server, "-i", str(ini)], check=True, capture_output=True)
+        self.process = subprocess.Popen(
+            [server, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        version = f"{self.base_url}/fdsnws/dataselect/1/version"
+        while True:
+            try:
+                with urllib.request.urlopen(version, timeout=2):
+                    return self
+            except (urllib.error.URLError, ConnectionError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"dataselect server did not start ({self.workdir})"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Terminate the server process (ours, by its handle)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> DataselectServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class FlakyProxy:
+    """HTTP proxy on 127.0.0.1 forwarding GETs to ``upstream``.
+
+    ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
+    ``delay_s`` sleeps before each forward. ``requests`` lists (station, status) per request.
+    """
+
+    def __init__(self, upstream: str, delay_s: float = 0.0):
+        self.upstream = upstream.rstrip("/")
+        self.delay_s = delay_s
+        self.fail_first: dict[str, int] = {}
+        self.requests: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                return
+
+            def do_GET(self) -> None:
+                station = parse_qs(urlparse(self.path).query).get("station", [""])[0]
+                with proxy._lock:
+                    failing = proxy.fail_first.get(station, 0) > 0
+                    if failing:
+                        proxy.fail_first[station] -= 1
+                if failing:
+                    self._reply(503, b"Service temporarily unavailable (test proxy)")
+                    proxy._log(station, 503)
+                    return
+                time.sleep(proxy.delay_s)
+                try:
+                    with urllib.request.urlopen(proxy.upstream + self.path, timeout=30) as resp:
+                        status, body = resp.status, resp.read()
+                except urllib.error.HTTPError as err:
+                    status, body = err.code, err.read()
+                self._reply(status, body)
+                proxy._log(station, status)
+
+            def _reply(self, status: int, body: bytes) -> None:
+                body = b"" if status == 204 else body
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def _log(self, station: str, status: int) -> None:
+        with self._lock:
+            self.requests.append((station, status))
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
