@@ -1,0 +1,169 @@
+"""PyOcto association (Münchmeyer 2024, ``pyocto``) on the build's 1-D velocity model.
+
+Stations go to PyOcto in the local frame of :mod:`.geometry` (x, y km; z = -elevation km).
+A one-layer model becomes :class:`pyocto.VelocityModel0D`; a layered model becomes
+:class:`pyocto.VelocityModel1D` over a travel-time table in PyOcto's binary format
+(``int32 nx, int32 nz, float64 delta``, then P and S times as float64 arrays of shape
+(nx, nz) in C order: horizontal distance × depth below sea level, node spacing ``delta`` km).
+The table is filled from :func:`pipeline.velocity.travel_time`, so PyOcto, the time-based
+associator and the locators share one set of travel times, and is cached next to the outputs
+under a name that hashes the model and the table extent. PyOcto adds the elevation term
+``elevation / v_surface`` itself; the surface velocities are the model's top layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyocto
+
+from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.geometry import StationGeometry
+from pipeline.association.params import PyOctoConfig
+from pipeline.rundir import atomic_write
+from pipeline.velocity import TABLE_MAX_DEPTH_KM, TABLE_MAX_DISTANCE_KM, VelocityModel, travel_time
+
+log = logging.getLogger(__name__)
+
+
+def _search_volume(stations: StationGeometry, cfg: PyOctoConfig):
+    """(xlim, ylim, zlim) of the search volume, km."""
+    xlim, ylim = stations.bounds(cfg.margin_km)
+    return xlim, ylim, tuple(cfg.zlim_km)
+
+
+def _max_horizontal_km(stations: StationGeometry, cfg: PyOctoConfig) -> float:
+    """Largest horizontal distance (km) between a point of the search volume and a station."""
+    (x0, x1), (y0, y1) = stations.bounds(cfg.margin_km)
+    return float(np.hypot(x1 - x0, y1 - y0))
+
+
+def write_travel_time_table(
+    model: VelocityModel, spacing_km: float, max_distance_km: float, max_depth_km: float, path: Path
+) -> Path:
+    """Write PyOcto's binary 1-D travel-time table for ``model`` (format: module docstring)."""
+    nx = int(np.ceil(max_distance_km / spacing_km)) + 2
+    nz = int(np.ceil(max_depth_km / spacing_km)) + 2
+    distance = np.minimum(np.arange(nx) * spacing_km, TABLE_MAX_DISTANCE_KM)
+    depth = np.minimum(np.arange(nz) * spacing_km, TABLE_MAX_DEPTH_KM)
+    d, z = np.meshgrid(distance, depth, indexing="ij")
+    with atomic_write(path, "wb") as fh:
+        fh.write(struct.pack("iid", nx, nz, float(spacing_km)))
+        for phase in ("P", "S"):
+            fh.write(np.ascontiguousarray(travel_time(model, phase, d, z), dtype="<f8").tobytes())
+    return path
+
+
+def velocity_model_for(
+    model: VelocityModel, stations: StationGeometry, cfg: PyOctoConfig, table_dir: Path
+) -> pyocto.VelocityModel0D | pyocto.VelocityModel1D:
+    """PyOcto's model: 0-D for one layer, else a cached 1-D table in ``table_dir``."""
+    if len(model.layer_tops_km) == 1:
+        return pyocto.VelocityModel0D(
+            p_velocity=float(model.vp_km_s[0]),
+            s_velocity=float(model.vs_km_s[0]),
+            tolerance=cfg.tolerance_s,
+        )
+    max_distance = min(_max_horizontal_km(stations, cfg) + 2 * cfg.table_spacing_km, 400.0)
+    max_depth = min(cfg.zlim_km[1] + 2 * cfg.table_spacing_km, 60.0)
+    key = hashlib.sha256(
+        b"".join(
+            [
+                model.layer_tops_km.tobytes(),
+                model.vp_km_s.tobytes(),
+                model.vs_km_s.tobytes(),
+                struct.pack("ddd", cfg.table_spacing_km, max_distance, max_depth),
+            ]
+        )
+    ).hexdigest()[:16]
+    path = Path(table_dir) / f"pyocto_tt_{key}.bin"
+    if not path.exists():
+        write_travel_time_table(model, cfg.table_spacing_km, max_distance, max_depth, path)
+        log.info("wrote PyOcto travel-time table %s", path)
+    return pyocto.VelocityModel1D(
+        path=str(path),
+        tolerance=cfg.tolerance_s,
+        surface_p_velocity=float(model.vp_km_s[0]),
+        surface_s_velocity=float(model.vs_km_s[0]),
+    )
+
+
+def _time_before(model: VelocityModel, stations: StationGeometry, cfg: PyOctoConfig) -> float:
+    """Largest S travel time (s) from the search volume to a station, plus 10%."""
+    distance = min(_max_horizontal_km(stations, cfg), TABLE_MAX_DISTANCE_KM)
+    return 1.1 * float(travel_time(model, "S", distance, cfg.zlim_km[1]))
+
+
+def associate_pyocto(
+    picks: PickArrays,
+    stations: StationGeometry,
+    model: VelocityModel,
+    cfg: PyOctoConfig,
+    table_dir: Path,
+) -> RawAssociation:
+    """Run PyOcto on usable picks and return its events in the local frame."""
+    if len(picks) == 0:
+        return RawAssociation.empty()
+    xlim, ylim, zlim = _search_volume(stations, cfg)
+    associator = pyocto.OctoAssociator(
+        xlim=xlim,
+        ylim=ylim,
+        zlim=zlim,
+        velocity_model=velocity_model_for(model, stations, cfg, table_dir),
+        time_before=cfg.time_before_s or _time_before(model, stations, cfg),
+        min_node_size=cfg.min_node_size_km,
+        min_node_size_location=cfg.min_node_size_location_km,
+        pick_match_tolerance=cfg.pick_match_tolerance_s,
+        min_interevent_time=cfg.min_interevent_time_s,
+        max_pick_overlap=cfg.max_pick_overlap,
+        n_picks=cfg.n_picks,
+        n_p_picks=cfg.n_p_picks,
+        n_s_picks=cfg.n_s_picks,
+        n_p_and_s_picks=cfg.n_p_and_s_picks,
+        refinement_iterations=cfg.refinement_iterations,
+        time_slicing=cfg.time_slicing_s,
+        min_pick_fraction=cfg.min_pick_fraction,
+        n_threads=cfg.n_threads,
+    )
+    station_df = pd.DataFrame(
+        {
+            "id": stations.ids.astype(str),
+            "x": stations.x_km,
+            "y": stations.y_km,
+            "z": -stations.elevation_km,
+        }
+    )
+    pick_df = pd.DataFrame(
+        {
+            "station": station_df["id"].to_numpy()[picks.station],
+            "time": picks.time_s,
+            "phase": np.where(picks.is_p, "P", "S"),
+        }
+    )
+    events, assignments = associator.associate(pick_df, station_df)
+    log.info("pyocto: %d events, %d assignments", len(events), len(assignments))
+    if len(events) == 0:
+        return RawAssociation.empty()
+    event_row = pd.Series(np.arange(len(events)), index=events["idx"].to_numpy())
+    return RawAssociation(
+        events=pd.DataFrame(
+            {
+                "origin_s": events["time"].to_numpy(dtype=float),
+                "x_km": events["x"].to_numpy(dtype=float),
+                "y_km": events["y"].to_numpy(dtype=float),
+                "depth_km": events["z"].to_numpy(dtype=float),
+            }
+        ),
+        assignments=pd.DataFrame(
+            {
+                "event": event_row.loc[assignments["event_idx"].to_numpy()].to_numpy(),
+                "pick": assignments["pick_idx"].to_numpy(dtype=np.int64),
+                "residual_s": assignments["residual"].to_numpy(dtype=float),
+            }
+        ),
+    )

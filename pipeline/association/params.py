@@ -1,0 +1,148 @@
+"""Configuration of the association stage (one pydantic section, composed into the build config).
+
+Defaults suit a local aftershock network of ~50 km aperture and ~20 stations, like the
+18-station 2000 Western Tottori deployment of the EQTransformer study (Mousavi et al. 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TimeAssociatorConfig(_Section):
+    """Parameters of the time-based associator (:mod:`pipeline.association.timebased`)."""
+
+    moving_window_s: float | None = Field(
+        None,
+        gt=0,
+        description="length (s) of the window after a seed P pick in which P picks of the same "
+        "event may lie; None = largest inter-station distance / slowest P velocity + "
+        "pair_tolerance_s",
+    )
+    pair_tolerance_s: float = Field(
+        0.5,
+        ge=0,
+        description="slack (s) added to the pair window |t_i - t_j| <= d_ij / v_min_P of two "
+        "stations' P picks",
+    )
+    p_tolerance_s: float = Field(
+        0.6, gt=0, description="largest |P residual| (s) at the best grid node for a P pick"
+    )
+    s_tolerance_s: float = Field(
+        1.0, gt=0, description="largest |S residual| (s) at the event's grid node for an S pick"
+    )
+    max_anchors: int = Field(
+        64,
+        ge=1,
+        description="picks of a window tried as the event's first arrival (the seed, then the "
+        "later unused P picks up to the end of the window); the anchor fitting most stations "
+        "wins",
+    )
+    anchor_nearest_stations: int = Field(
+        3,
+        ge=1,
+        description="an anchor's source is searched only at grid nodes that have the anchor's "
+        "station among their this-many nearest stations",
+    )
+    grid_spacing_km: float = Field(
+        2.0, gt=0, le=20, description="horizontal spacing (km) of the coarse origin grid"
+    )
+    grid_margin_km: float = Field(
+        10.0, ge=0, description="how far (km) the origin grid extends beyond the stations"
+    )
+    grid_depths_km: list[float] = Field(
+        [2.0, 6.0, 10.0, 14.0, 18.0],
+        min_length=1,
+        description="depths (km below sea level) of the coarse origin grid",
+    )
+
+    @model_validator(mode="after")
+    def _depths_in_range(self) -> TimeAssociatorConfig:
+        if any(not 0.0 <= d <= 60.0 for d in self.grid_depths_km):
+            raise ValueError("grid_depths_km must lie within 0-60 km")
+        return self
+
+
+class PyOctoConfig(_Section):
+    """Parameters passed to :class:`pyocto.OctoAssociator` (see its documentation).
+
+    Defaults differ from PyOcto's (which target regional networks) where a ~50 km aftershock
+    network needs it: smaller nodes, tighter tolerances, shorter inter-event time.
+    """
+
+    tolerance_s: float = Field(0.5, gt=0, description="velocity-model tolerance (s)")
+    pick_match_tolerance_s: float = Field(
+        0.6, gt=0, description="largest |residual| (s) for matching a pick to a located event"
+    )
+    min_node_size_km: float = Field(2.0, gt=0, description="smallest octree node for association")
+    min_node_size_location_km: float = Field(
+        0.5, gt=0, description="smallest node (km) of the location search"
+    )
+    min_interevent_time_s: float = Field(
+        1.0, ge=0, description="minimum time (s) between two events"
+    )
+    n_picks: int = Field(5, ge=1, description="minimum number of picks per event")
+    n_p_picks: int = Field(3, ge=0, description="minimum number of P picks per event")
+    n_s_picks: int = Field(1, ge=0, description="minimum number of S picks per event")
+    n_p_and_s_picks: int = Field(
+        1, ge=0, description="minimum number of stations with both P and S per event"
+    )
+    min_pick_fraction: float = Field(
+        0.25, ge=0, le=1, description="distance-based pick criterion (0 disables it)"
+    )
+    max_pick_overlap: int = Field(4, ge=0, description="picks two events may share (PyOcto)")
+    refinement_iterations: int = Field(3, ge=1, description="locate / re-match iterations")
+    time_slicing_s: float = Field(1200.0, gt=0, description="length (s) of PyOcto's time blocks")
+    time_before_s: float | None = Field(
+        None,
+        gt=0,
+        description="overlap (s) of time blocks; None = largest S travel time across the "
+        "search volume",
+    )
+    margin_km: float = Field(
+        20.0, ge=0, description="how far (km) the search volume extends beyond the stations"
+    )
+    zlim_km: tuple[float, float] = Field(
+        (0.0, 30.0), description="depth range (km below sea level) of the search volume"
+    )
+    table_spacing_km: float = Field(
+        0.5, gt=0, le=5, description="node spacing (km) of the 1-D travel-time table"
+    )
+    n_threads: int | None = Field(None, ge=1, description="threads; None = all cores")
+
+    @model_validator(mode="after")
+    def _zlim_ordered(self) -> PyOctoConfig:
+        low, high = self.zlim_km
+        if not 0.0 <= low < high <= 60.0:
+            raise ValueError("zlim_km must satisfy 0 <= min < max <= 60")
+        return self
+
+
+class AssociationConfig(_Section):
+    """The association stage: which associator runs and the gates both share."""
+
+    associator: Literal["time", "pyocto"] = Field(
+        "time", description="'time' (the Tottori study's approach) or 'pyocto'"
+    )
+    min_stations: int = Field(
+        3, ge=2, description="minimum number of stations with a pick for an event"
+    )
+    max_probability_std: float | None = Field(
+        0.25,
+        ge=0,
+        description="picks whose MC-dropout probability_std exceeds this stay unassigned; "
+        "None disables the gate (std 0, i.e. MC off, always passes)",
+    )
+    std_weight: float = Field(
+        1.0,
+        ge=0,
+        description="a pick's weight in conflicts is probability - std_weight * probability_std",
+    )
+    time: TimeAssociatorConfig = TimeAssociatorConfig()
+    pyocto: PyOctoConfig = PyOctoConfig()

@@ -1,0 +1,288 @@
+"""The association stage: picks + stations in, events + assignments out.
+
+Reads ``<run>/picks/picks.parquet`` and ``<run>/waveforms/stations.csv``, runs the configured
+associator and writes, whichever associator ran:
+
+``<run>/association/events.parquet``, one row per event:
+    event_id (str, "ev000001"… in origin-time order, unique per run), origin_time
+    (datetime64[ns, UTC]), latitude, longitude (degrees), depth_km (km below sea level; NaN
+    when not given), n_p, n_s, n_stations (assigned picks), associator ("time" | "pyocto").
+
+``<run>/association/assignments.parquet``, one row per assigned pick:
+    event_id, pick_id, phase ("P" | "S"), residual_s (observed - predicted, s; NaN when
+    unknown).
+
+Every pick is either assigned to exactly one event or left unassigned; the manifest counts
+both (``assigned``, ``unassigned``, and among the unassigned ``rejected_uncertain``, picks
+over the MC-dropout std gate). Rules applied to both associators' output: a pick claimed by
+several events stays with the one where its |residual| is smallest; an event keeps at most
+one P and one S pick per station (the higher weight wins, weight = probability -
+std_weight × probability_std); events left with fewer than ``min_stations`` stations are
+dissolved (their picks become unassigned).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.geometry import StationGeometry
+from pipeline.association.octo import associate_pyocto
+from pipeline.association.params import AssociationConfig
+from pipeline.association.timebased import associate_time
+from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.velocity import VelocityModel
+
+log = logging.getLogger(__name__)
+
+PICK_COLUMNS = ("pick_id", "network", "station", "location", "phase", "time", "probability")
+STATION_COLUMNS = ("network", "station", "location", "latitude", "longitude", "elevation_m")
+EVENT_SCHEMA = {
+    "event_id": "object",
+    "origin_time": "datetime64[ns, UTC]",
+    "latitude": "float64",
+    "longitude": "float64",
+    "depth_km": "float64",
+    "n_p": "int64",
+    "n_s": "int64",
+    "n_stations": "int64",
+    "associator": "object",
+}
+ASSIGNMENT_SCHEMA = {
+    "event_id": "object",
+    "pick_id": "object",
+    "phase": "object",
+    "residual_s": "float64",
+}
+
+
+class AssociationInputError(ValueError):
+    """Picks or stations that the associators cannot use; the message names what and where."""
+
+
+def _station_id(table: pd.DataFrame) -> pd.Series:
+    """'NET.STA.LOC' per row (empty location when missing)."""
+    location = table["location"].fillna("").astype(str)
+    return table["network"].astype(str) + "." + table["station"].astype(str) + "." + location
+
+
+def read_stations(path: Path) -> pd.DataFrame:
+    """The station table (``stations.csv``) as id, latitude, longitude, elevation_m.
+
+    Several channel prefixes of one station collapse to one row (the first).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"station table {path} not found (written by the waveform stage)")
+    table = pd.read_csv(
+        path, dtype={"network": str, "station": str, "location": str}, keep_default_na=False
+    )
+    missing = [c for c in STATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise AssociationInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in ("latitude", "longitude", "elevation_m"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any():
+            bad = _station_id(table[values.isna()]).tolist()
+            raise AssociationInputError(f"{path}: non-numeric {column} for station(s) {bad}")
+        table[column] = values
+    table["id"] = _station_id(table)
+    return table.drop_duplicates("id")[["id", "latitude", "longitude", "elevation_m"]]
+
+
+def _validate_picks(picks: pd.DataFrame, label: str) -> None:
+    missing = [c for c in PICK_COLUMNS if c not in picks.columns]
+    if missing:
+        raise AssociationInputError(f"{label}: missing column(s) {', '.join(missing)}")
+    bad_phase = sorted(set(picks["phase"].astype(str)) - {"P", "S"})
+    if bad_phase:
+        raise AssociationInputError(f"{label}: column 'phase' must be 'P' or 'S', got {bad_phase}")
+    if picks["pick_id"].duplicated().any():
+        dup = picks.loc[picks["pick_id"].duplicated(), "pick_id"].head(5).tolist()
+        raise AssociationInputError(f"{label}: pick_id values are not unique, e.g. {dup}")
+    if picks["probability"].isna().any() or picks["time"].isna().any():
+        raise AssociationInputError(f"{label}: columns 'time' and 'probability' must not be NaN")
+
+
+def _empty_outputs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in EVENT_SCHEMA.items()})
+    assignments = pd.DataFrame({c: pd.Series(dtype=t) for c, t in ASSIGNMENT_SCHEMA.items()})
+    return events, assignments
+
+
+def _clean(raw: RawAssociation, arrays: PickArrays, min_stations: int) -> RawAssociation:
+    """The shared rules of the module docstring (one event per pick, one P/S per station)."""
+    a = raw.assignments.copy()
+    a["abs_res"] = a["residual_s"].abs().fillna(np.inf)
+    a = a.sort_values(["pick", "abs_res"], kind="stable").drop_duplicates("pick")
+    a["station"] = arrays.station[a["pick"]]
+    a["is_p"] = arrays.is_p[a["pick"]]
+    a["weight"] = arrays.weight[a["pick"]]
+    a = a.sort_values(["event", "station", "is_p", "weight"], ascending=[True, True, True, False])
+    a = a.drop_duplicates(["event", "station", "is_p"])
+    n_stations = a.groupby("event")["station"].nunique()
+    keep_events = n_stations.index[n_stations >= min_stations]
+    a = a[a["event"].isin(keep_events)]
+    return RawAssociation(
+        events=raw.events,
+        assignments=a[["event", "pick", "residual_s"]].reset_index(drop=True),
+    )
+
+
+def associate_picks(
+    picks: pd.DataFrame,
+    stations: pd.DataFrame,
+    model: VelocityModel,
+    cfg: AssociationConfig,
+    table_dir: Path,
+    picks_label: str = "picks",
+    stations_label: str = "station table",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Associate a picks table (DESIGN.md columns) in memory.
+
+    Args:
+        picks: picks table; ``probability_std`` is optional (missing/NaN = 0).
+        stations: from :func:`read_stations` (id, latitude, longitude, elevation_m).
+        model: the build's 1-D velocity model.
+        cfg: the association section.
+        table_dir: where PyOcto's travel-time table is cached.
+        picks_label, stations_label: names of the inputs in error messages.
+
+    Returns:
+        (events, assignments, counts) with the columns of the module docstring; counts has
+        picks, rejected_uncertain, assigned, unassigned, events.
+
+    Raises:
+        AssociationInputError: missing columns, bad phases, duplicate pick ids, or picks of
+            stations that the station table lacks (all such stations named).
+    """
+    _validate_picks(picks, picks_label)
+    events_out, assignments_out = _empty_outputs()
+    counts = {"picks": len(picks), "rejected_uncertain": 0, "assigned": 0}
+    if len(picks) == 0:
+        return events_out, assignments_out, {**counts, "unassigned": 0, "events": 0}
+    pick_station = _station_id(picks)
+    unknown = sorted(set(pick_station) - set(stations["id"]))
+    if unknown:
+        raise AssociationInputError(
+            f"{picks_label}: picks for {len(unknown)} station(s) not in {stations_label}: "
+            + ", ".join(unknown)
+        )
+    used_stations = stations[stations["id"].isin(set(pick_station))].reset_index(drop=True)
+    geometry = StationGeometry.from_table(used_stations)
+    station_index = pd.Series(np.arange(len(used_stations)), index=used_stations["id"])
+
+    times = pd.to_datetime(picks["time"], utc=True)
+    std = (
+        picks["probability_std"].fillna(0.0).to_numpy(dtype=float)
+        if "probability_std" in picks.columns
+        else np.zeros(len(picks))
+    )
+    usable = np.ones(len(picks), dtype=bool)
+    if cfg.max_probability_std is not None:
+        usable = std <= cfg.max_probability_std
+    counts["rejected_uncertain"] = int((~usable).sum())
+    rows = np.flatnonzero(usable)
+    reference = times.min().floor("s")
+    arrays = PickArrays(
+        time_s=((times - reference).dt.total_seconds().to_numpy())[rows],
+        station=station_index.loc[pick_station.to_numpy()[rows]].to_numpy(dtype=np.int64),
+        is_p=(picks["phase"].to_numpy()[rows] == "P"),
+        weight=picks["probability"].to_numpy(dtype=float)[rows] - cfg.std_weight * std[rows],
+    )
+    if cfg.associator == "time":
+        raw = associate_time(arrays, geometry, model, cfg)
+    else:
+        raw = associate_pyocto(arrays, geometry, model, cfg.pyocto, Path(table_dir))
+    raw = _clean(raw, arrays, cfg.min_stations)
+
+    kept = raw.events.loc[np.unique(raw.assignments["event"])].copy()
+    kept = kept.sort_values("origin_s", kind="stable")
+    kept["event_id"] = [f"ev{i:06d}" for i in range(1, len(kept) + 1)]
+    a = raw.assignments.merge(kept[["event_id"]], left_on="event", right_index=True)
+    a["row"] = rows[a["pick"].to_numpy()]
+    a["is_p"] = arrays.is_p[a["pick"].to_numpy()]
+    a["station"] = arrays.station[a["pick"].to_numpy()]
+    per_event = a.groupby("event_id").agg(
+        n_p=("is_p", "sum"), n_picks=("is_p", "size"), n_stations=("station", "nunique")
+    )
+    lat, lon = geometry.projection.inverse(kept["x_km"].to_numpy(), kept["y_km"].to_numpy())
+    events_out = pd.DataFrame(
+        {
+            "event_id": kept["event_id"].to_numpy(dtype=object),
+            "origin_time": reference
+            + pd.to_timedelta(np.round(kept["origin_s"].to_numpy() * 1e9).astype(np.int64), "ns"),
+            "latitude": lat,
+            "longitude": lon,
+            "depth_km": kept["depth_km"].to_numpy(dtype=float),
+        }
+    )
+    stats = per_event.loc[events_out["event_id"]]
+    events_out["n_p"] = stats["n_p"].to_numpy(dtype=np.int64)
+    events_out["n_s"] = (stats["n_picks"] - stats["n_p"]).to_numpy(dtype=np.int64)
+    events_out["n_stations"] = stats["n_stations"].to_numpy(dtype=np.int64)
+    events_out["associator"] = cfg.associator
+    a = a.sort_values(["event_id", "row"])
+    assignments_out = pd.DataFrame(
+        {
+            "event_id": a["event_id"].to_numpy(dtype=object),
+            "pick_id": picks["pick_id"].to_numpy()[a["row"].to_numpy()].astype(str).astype(object),
+            "phase": picks["phase"].to_numpy()[a["row"].to_numpy()].astype(object),
+            "residual_s": a["residual_s"].to_numpy(dtype=float),
+        }
+    )
+    counts["assigned"] = len(assignments_out)
+    counts["unassigned"] = len(picks) - len(assignments_out)
+    counts["events"] = len(events_out)
+    return events_out.astype(EVENT_SCHEMA), assignments_out.astype(ASSIGNMENT_SCHEMA), counts
+
+
+def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict:
+    """The stage: read picks and stations from ``run``, write the two tables, record manifest.
+
+    Returns:
+        The manifest entry of the stage (its ``counts`` hold picks, assigned, unassigned,
+        rejected_uncertain, events).
+    """
+    started = time.perf_counter()
+    picks_path = run.root / "picks" / "picks.parquet"
+    stations_path = run.root / "waveforms" / "stations.csv"
+    if not picks_path.is_file():
+        raise FileNotFoundError(
+            f"picks table {picks_path} not found (written by the picking stage)"
+        )
+    picks = pd.read_parquet(picks_path)
+    stations = read_stations(stations_path)
+    out_dir = run.stage_dir("association")
+    events, assignments, counts = associate_picks(
+        picks, stations, model, cfg, out_dir, str(picks_path), str(stations_path)
+    )
+    events_path = write_parquet_atomic(events, out_dir / "events.parquet")
+    assignments_path = write_parquet_atomic(assignments, out_dir / "assignments.parquet")
+    log.info(
+        "association (%s): %d events, %d picks assigned, %d unassigned",
+        cfg.associator,
+        counts["events"],
+        counts["assigned"],
+        counts["unassigned"],
+    )
+    return run.record_stage(
+        "association",
+        inputs={
+            str(picks_path.relative_to(run.root)): sha256_file(picks_path),
+            str(stations_path.relative_to(run.root)): sha256_file(stations_path),
+        },
+        outputs=[str(p.relative_to(run.root)) for p in (events_path, assignments_path)],
+        counts=counts,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        details={
+            "associator": cfg.associator,
+            "velocity_model": model.name,
+            "config": cfg.model_dump(mode="json"),
+        },
+    )

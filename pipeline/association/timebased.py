@@ -1,0 +1,332 @@
+"""Time-based phase association (the approach of the EQTransformer Tottori study).
+
+Picks of different stations belong to one event when their times fit within windows that the
+station spacing and the velocity model allow. The algorithm is a sweep over the P picks in
+time order:
+
+1. **Seed and windows.** The earliest P pick not yet assigned is a seed. Candidates are the
+   unassigned P picks in the moving window ``[t_seed - p_tolerance, t_seed + W]`` (``W``
+   defaults to the largest inter-station distance / slowest P velocity + pair tolerance) that
+   also fit the *pair window* of their station and the seed's station:
+   ``|t_k - t_seed| <= d(seed, k) / v_min_P + pair_tolerance``. Fewer than ``min_stations``
+   stations among them: the seed stays unassigned.
+2. **Coarse grid check.** Within the window, the picks must fit one source: on a coarse grid
+   of trial hypocentres (``grid_spacing_km`` × depths) anchored on one pick, the origin time
+   is ``t_anchor - T_P(node, anchor station)`` and a pick fits when its P residual is within
+   ``p_tolerance_s``. The node with the most stations (then the smallest mean |residual|)
+   wins. The seed is the first anchor; the next earliest candidates are tried as anchors when
+   the seed explains fewer stations than the window holds (a false seed inside an event's
+   wavetrain then does not capture the event). With ``min_stations`` or more stations, an
+   event is made; a station contributes its highest-weight fitting P pick.
+3. **S picks.** After all events exist, each S pick goes to the event whose predicted S time
+   (origin + T_S from its node) is nearest within ``s_tolerance_s``; per event and station
+   the highest-weight S pick wins, the others stay unassigned.
+4. **Preliminary origin.** Each event is relocated on the same grid with its P and S picks
+   (origin time = mean of pick time - travel time; the node with the smallest RMS residual);
+   latitude/longitude/depth are that node's, so their precision is the grid spacing.
+
+Cost: sorting is O(n log n); each seed costs O(nodes × picks in its window), which is bounded
+by the pick rate, so the sweep is linear in the number of picks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.geometry import StationGeometry, station_travel_times
+from pipeline.association.params import AssociationConfig
+from pipeline.velocity import VelocityModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OriginGrid:
+    """Trial hypocentres and their travel times.
+
+    Attributes:
+        x_km, y_km, depth_km: node coordinates, shape (G,).
+        tt_p, tt_s: travel times (s) node -> station, shape (G, S).
+    """
+
+    x_km: np.ndarray
+    y_km: np.ndarray
+    depth_km: np.ndarray
+    tt_p: np.ndarray
+    tt_s: np.ndarray
+    near_nodes: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(
+        cls,
+        stations: StationGeometry,
+        model: VelocityModel,
+        spacing_km: float,
+        margin_km: float,
+        depths_km: list[float],
+        nearest: int,
+    ) -> OriginGrid:
+        """A regular grid over the stations' bounding box widened by ``margin_km``.
+
+        ``near_nodes[s]`` lists the nodes that have station ``s`` among their ``nearest``
+        closest stations (where an event whose first P pick is at ``s`` can lie).
+        """
+        (x0, x1), (y0, y1) = stations.bounds(margin_km)
+        xs = np.arange(x0, x1 + spacing_km / 2, spacing_km)
+        ys = np.arange(y0, y1 + spacing_km / 2, spacing_km)
+        gx, gy, gz = np.meshgrid(xs, ys, np.asarray(depths_km, dtype=float), indexing="ij")
+        gx, gy, gz = gx.ravel(), gy.ravel(), gz.ravel()
+        distance = np.hypot(gx[:, None] - stations.x_km, gy[:, None] - stations.y_km)
+        rank = np.argsort(np.argsort(distance, axis=1), axis=1)
+        near = rank < nearest
+        return cls(
+            x_km=gx,
+            y_km=gy,
+            depth_km=gz,
+            tt_p=station_travel_times(model, "P", stations, gx, gy, gz),
+            tt_s=station_travel_times(model, "S", stations, gx, gy, gz),
+            near_nodes=tuple(np.flatnonzero(near[:, k]) for k in range(len(stations))),
+        )
+
+
+def _best_per_station(stations: np.ndarray, weight: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Indices (into the inputs) of the highest-weight masked entry per station."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return idx
+    order = idx[np.lexsort((-weight[idx], stations[idx]))]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = stations[order[1:]] != stations[order[:-1]]
+    return order[first]
+
+
+def _anchored_fit(
+    grid: OriginGrid,
+    times: np.ndarray,
+    stations: np.ndarray,
+    anchor: int,
+    tolerance_s: float,
+) -> tuple[int, int]:
+    """Best grid node for candidate P picks when pick ``anchor`` is the first arrival.
+
+    Only nodes near the anchor's station are tried (``grid.near_nodes``).
+
+    Args:
+        grid: the origin grid.
+        times, stations: candidate P picks, shape (C,), sorted by station.
+        anchor: position of the anchor pick in the candidates.
+        tolerance_s: largest |residual| for a fitting pick.
+
+    Returns:
+        (node, number of stations with a fitting pick).
+    """
+    nodes = grid.near_nodes[stations[anchor]]
+    tt = grid.tt_p[np.ix_(nodes, stations)]  # (G', C)
+    residual = (times - times[anchor])[None, :] - (tt - tt[:, anchor : anchor + 1])
+    fits = np.abs(residual) <= tolerance_s
+    starts = np.flatnonzero(np.r_[True, stations[1:] != stations[:-1]])
+    n_stations = np.logical_or.reduceat(fits, starts, axis=1).sum(axis=1)
+    best_count = n_stations.max()
+    misfit = np.where(fits, np.abs(residual), 0.0).sum(axis=1) / np.maximum(fits.sum(axis=1), 1)
+    misfit = np.where(n_stations == best_count, misfit, np.inf)
+    return int(nodes[int(np.argmin(misfit))]), int(best_count)
+
+
+def _collect(
+    t: np.ndarray,
+    sta: np.ndarray,
+    w: np.ndarray,
+    used: np.ndarray,
+    tt_node: np.ndarray,
+    origin: float,
+    tolerance_s: float,
+) -> np.ndarray:
+    """Unused P picks (indices into the time-sorted arrays) that fit a located source.
+
+    A pick fits when |t - origin - tt_node[station]| <= ``tolerance_s``; per station the
+    highest-weight fitting pick is returned.
+    """
+    lo = np.searchsorted(t, origin + tt_node.min() - tolerance_s, side="left")
+    hi = np.searchsorted(t, origin + tt_node.max() + tolerance_s, side="right")
+    idx = np.arange(lo, hi)
+    idx = idx[~used[idx]]
+    fits = np.abs(t[idx] - origin - tt_node[sta[idx]]) <= tolerance_s
+    return idx[_best_per_station(sta[idx], w[idx], fits)]
+
+
+def _form_p_events(
+    picks: PickArrays,
+    p_index: np.ndarray,
+    grid: OriginGrid,
+    stations: StationGeometry,
+    model: VelocityModel,
+    cfg: AssociationConfig,
+) -> tuple[list[int], list[float], list[np.ndarray]]:
+    """Sweep over P picks (step 1-2). Returns per event: node, origin (s), pick indices."""
+    tcfg = cfg.time
+    t = picks.time_s[p_index]
+    sta = picks.station[p_index]
+    w = picks.weight[p_index]
+    v_min = float(np.min(model.vp_km_s))
+    pair_window = stations.interstation_km() / v_min + tcfg.pair_tolerance_s
+    window = tcfg.moving_window_s or float(pair_window.max())
+    lo_all = np.searchsorted(t, t - tcfg.p_tolerance_s, side="left")
+    hi_all = np.searchsorted(t, t + window, side="right")
+    used = np.zeros(t.size, dtype=bool)
+
+    def candidates(anchor: int) -> np.ndarray:
+        """Unused picks in the anchor's moving and pair windows, by station then time."""
+        cand = np.arange(lo_all[anchor], hi_all[anchor])
+        cand = cand[~used[cand]]
+        cand = cand[np.abs(t[cand] - t[anchor]) <= pair_window[sta[anchor], sta[cand]]]
+        return cand[np.lexsort((t[cand], sta[cand]))]
+
+    def best_event(seed: int) -> tuple[int, float, np.ndarray]:
+        """(node, origin, chosen picks) of the best event among anchors near ``seed``.
+
+        Anchors are the unused picks from the seed to the end of its moving window, and on
+        to the latest pick of the best event so far (whose picks may reach further).
+        """
+        best = (0, -1, np.nan)  # (stations, node, origin)
+        tried: set[int] = set()
+        span_end = t[seed] + window
+        chosen = np.empty(0, dtype=np.int64)
+        while True:
+            span = np.arange(lo_all[seed], np.searchsorted(t, span_end, side="right"))
+            span = [int(a) for a in span[~used[span]] if a not in tried]
+            for anchor in ([seed] if seed not in tried else []) + span:
+                if len(tried) >= tcfg.max_anchors:
+                    break
+                tried.add(anchor)
+                cand = candidates(anchor)
+                pos = int(np.flatnonzero(cand == anchor)[0])
+                node, count = _anchored_fit(grid, t[cand], sta[cand], pos, tcfg.p_tolerance_s)
+                if count > best[0]:
+                    best = (count, node, float(t[anchor] - grid.tt_p[node, sta[anchor]]))
+            count, node, origin = best
+            if count < cfg.min_stations:
+                return node, origin, np.empty(0, dtype=np.int64)
+            chosen = _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
+            for _ in range(2):  # relocate on the collected picks, then collect again
+                node, origin, _ = _relocate(
+                    grid, t[chosen], sta[chosen], np.ones(chosen.size, bool)
+                )
+                chosen = _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
+            if chosen.size == 0 or t[chosen].max() <= span_end or len(tried) >= tcfg.max_anchors:
+                return node, origin, chosen
+            span_end = float(t[chosen].max())
+
+    nodes: list[int] = []
+    origins: list[float] = []
+    members: list[np.ndarray] = []
+    seed = 0
+    while seed < t.size:
+        if used[seed] or np.unique(sta[candidates(seed)]).size < cfg.min_stations:
+            seed += 1
+            continue
+        node, origin, chosen = best_event(seed)
+        if np.unique(sta[chosen]).size < cfg.min_stations:
+            seed += 1
+            continue
+        used[chosen] = True  # the seed is tried again unless the event took it
+        nodes.append(node)
+        origins.append(origin)
+        members.append(p_index[chosen])
+    return nodes, origins, members
+
+
+def _assign_s(
+    picks: PickArrays,
+    s_index: np.ndarray,
+    grid: OriginGrid,
+    nodes: np.ndarray,
+    origins: np.ndarray,
+    tolerance_s: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match S picks to events (step 3). Returns (event per S pick or -1, |residual|)."""
+    n = s_index.size
+    best_event = np.full(n, -1, dtype=np.int64)
+    best_res = np.full(n, np.inf)
+    if n == 0 or origins.size == 0:
+        return best_event, best_res
+    order = np.argsort(origins)
+    origins_sorted = origins[order]
+    t = picks.time_s[s_index]
+    sta = picks.station[s_index]
+    max_tt = float(grid.tt_s.max())
+    lo = np.searchsorted(origins_sorted, t - max_tt - tolerance_s, side="left")
+    hi = np.searchsorted(origins_sorted, t + tolerance_s, side="right")
+    for k in range(int((hi - lo).max(initial=0))):
+        pos = lo + k
+        valid = pos < hi
+        ev = order[np.minimum(pos, order.size - 1)]
+        res = np.abs(t - origins[ev] - grid.tt_s[nodes[ev], sta])
+        better = valid & (res <= tolerance_s) & (res < best_res)
+        best_event[better] = ev[better]
+        best_res[better] = res[better]
+    return best_event, best_res
+
+
+def _relocate(
+    grid: OriginGrid, times: np.ndarray, stations: np.ndarray, is_p: np.ndarray
+) -> tuple[int, float, np.ndarray]:
+    """Grid node with the smallest RMS residual for one event's picks (step 4).
+
+    Returns (node, origin (s), residuals (s) of the picks at the node).
+    """
+    tt = np.where(is_p[None, :], grid.tt_p[:, stations], grid.tt_s[:, stations])
+    origin = (times[None, :] - tt).mean(axis=1)
+    residual = times[None, :] - tt - origin[:, None]
+    node = int(np.argmin((residual**2).sum(axis=1)))
+    return node, float(origin[node]), residual[node]
+
+
+def associate_time(
+    picks: PickArrays,
+    stations: StationGeometry,
+    model: VelocityModel,
+    cfg: AssociationConfig,
+) -> RawAssociation:
+    """Run the time-based associator (module docstring) on usable picks."""
+    if len(picks) == 0:
+        return RawAssociation.empty()
+    tcfg = cfg.time
+    grid = OriginGrid.build(
+        stations,
+        model,
+        tcfg.grid_spacing_km,
+        tcfg.grid_margin_km,
+        tcfg.grid_depths_km,
+        tcfg.anchor_nearest_stations,
+    )
+    p_index = np.flatnonzero(picks.is_p)
+    p_index = p_index[np.argsort(picks.time_s[p_index], kind="stable")]
+    s_index = np.flatnonzero(~picks.is_p)
+    nodes, origins, members = _form_p_events(picks, p_index, grid, stations, model, cfg)
+    log.info("time associator: %d events from %d P picks", len(nodes), p_index.size)
+    if not nodes:
+        return RawAssociation.empty()
+    nodes_arr = np.asarray(nodes, dtype=np.int64)
+    origins_arr = np.asarray(origins)
+    s_event, s_res = _assign_s(picks, s_index, grid, nodes_arr, origins_arr, tcfg.s_tolerance_s)
+    matched = s_event >= 0
+    # Per (event, station) the highest-weight S pick wins.
+    keys = s_event[matched] * len(stations) + picks.station[s_index[matched]]
+    keep = _best_per_station(keys, picks.weight[s_index[matched]], np.ones(keys.size, bool))
+    s_members = pd.Series(s_index[matched][keep]).groupby(s_event[matched][keep]).agg(list)
+
+    rows, assignment_parts = [], []
+    for event, p_members in enumerate(members):
+        idx = np.concatenate([p_members, np.asarray(s_members.get(event, []), dtype=np.int64)])
+        node, origin, residual = _relocate(
+            grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx]
+        )
+        rows.append((origin, grid.x_km[node], grid.y_km[node], grid.depth_km[node]))
+        assignment_parts.append(pd.DataFrame({"event": event, "pick": idx, "residual_s": residual}))
+    events = pd.DataFrame(rows, columns=["origin_s", "x_km", "y_km", "depth_km"])
+    return RawAssociation(events=events, assignments=pd.concat(assignment_parts, ignore_index=True))
