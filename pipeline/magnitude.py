@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from obspy import Inventory, Stream, UTCDateTime, read_inventory
+import scipy.signal
+from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
 from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.geodetics import gps2dist_azimuth
+from obspy.signal.invsim import cosine_sac_taper, cosine_taper
+from obspy.signal.util import _npts2nfft
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
@@ -60,6 +64,23 @@ WOOD_ANDERSON_POLES = [-6.283 + 4.7124j, -6.283 - 4.7124j]
 WOOD_ANDERSON_ZEROS = [0j, 0j]
 
 HORIZONTAL_CODES = ("E", "N", "1", "2")
+SEED_CODE = re.compile(r"^[A-Za-z0-9_-]{0,8}$")
+CHANNEL_PREFIX = re.compile(r"^[A-Za-z0-9]{2}$")
+
+#: Columns of ``magnitude/station_magnitudes.parquet``.
+STATION_MAGNITUDE_COLUMNS = [
+    "event_id",
+    "network",
+    "station",
+    "location",
+    "pick_id",
+    "distance_km",
+    "amplitude",
+    "amplitude_unit",
+    "amplitude_time",
+    "n_components",
+    "station_magnitude",
+]
 
 
 class MagnitudeConfig(BaseModel):
@@ -94,6 +115,9 @@ class MagnitudeConfig(BaseModel):
         "mean", description="how the two horizontal peaks make one station amplitude"
     )
     max_distance_km: float = Field(300.0, gt=0, description="ignore stations farther (km)")
+    read_chunk_s: float = Field(
+        3600.0, gt=0, description="waveforms are read per station in chunks of this span (s)"
+    )
     min_stations: int = Field(1, ge=1, description="fewer station magnitudes: no event magnitude")
     station_corrections: dict[str, float] = Field(
         default_factory=dict, description="'NET.STA' -> magnitude correction added"
@@ -146,16 +170,6 @@ def station_magnitude(
     return watanabe_m(amplitude, distance_km, cfg)
 
 
-def wood_anderson_paz(gain: float = 2080.0) -> dict:
-    """Wood–Anderson poles/zeros (displacement in, displacement out) for ObsPy's simulate."""
-    return {
-        "poles": list(WOOD_ANDERSON_POLES),
-        "zeros": list(WOOD_ANDERSON_ZEROS),
-        "gain": 1.0,
-        "sensitivity": gain,
-    }
-
-
 def median_mad(values: np.ndarray) -> tuple[float, float]:
     """Median and median absolute deviation (unscaled) of finite values; NaN when none."""
     v = np.asarray(values, dtype=float)
@@ -177,63 +191,103 @@ def _pre_filt(cfg: MagnitudeConfig, sampling_rate: float) -> tuple[float, float,
     return f1, f2, min(f3, 0.8 * nyquist), min(f4, 0.9 * nyquist)
 
 
-def peak_amplitude(
-    stream: Stream,
-    inventory: Inventory,
-    window: tuple[UTCDateTime, UTCDateTime],
-    cfg: MagnitudeConfig,
-) -> tuple[float, UTCDateTime, int]:
-    """Station amplitude from the horizontal traces of ``stream`` inside ``window``.
+def wood_anderson_response(freqs: np.ndarray, gain: float = 2080.0) -> np.ndarray:
+    """Wood–Anderson displacement-to-displacement response at ``freqs`` (Hz), shape (F,)."""
+    s = 2j * np.pi * np.asarray(freqs, dtype=float)
+    out = gain * s**2
+    for pole in WOOD_ANDERSON_POLES:
+        out = out / (s - pole)
+    return out
 
-    The response is removed (to displacement then Wood–Anderson, or to velocity), each
-    horizontal's zero-to-peak amplitude inside ``window`` is measured, and the peaks are
-    combined per ``cfg.amplitude_combination``.
 
-    Returns:
-        (amplitude in ``cfg.amplitude_unit``, time of the largest peak, components used);
-        amplitude NaN when no horizontal covers the window.
+class AmplitudeMeter:
+    """Turns raw counts into Wood–Anderson displacement (mm) or ground velocity (cm/s).
+
+    Per trace: demean, remove the linear trend, 5 % cosine taper each end, then in the
+    frequency domain divide by the instrument response (ObsPy ``evalresp`` from the
+    inventory, to displacement or velocity), apply the cosine pre-filter and, for ML,
+    multiply by the Wood–Anderson response — the same operations as ObsPy's
+    ``remove_response`` + ``simulate``, with the combined transfer function cached per
+    channel, sampling interval and length (a catalog measures thousands of equal windows).
     """
-    peaks: list[tuple[float, UTCDateTime]] = []
-    for tr in stream:
-        if not tr.stats.channel or tr.stats.channel[-1] not in HORIZONTAL_CODES:
-            continue
-        if tr.stats.starttime > window[0] or tr.stats.endtime < window[1]:
-            continue
-        tr = tr.copy()
-        tr.detrend("demean")
-        tr.detrend("linear")
-        pre_filt = _pre_filt(cfg, tr.stats.sampling_rate)
-        if cfg.method == "hutton_boore":
-            tr.remove_response(
-                inventory=inventory,
-                output="DISP",
-                pre_filt=pre_filt,
-                water_level=None,
-                taper=True,
-                taper_fraction=0.05,
-            )
-            tr.simulate(paz_simulate=wood_anderson_paz(cfg.wood_anderson_gain), taper=False)
-            scale = 1000.0  # m -> mm on the Wood-Anderson record
-        else:
-            tr.remove_response(
-                inventory=inventory,
-                output="VEL",
-                pre_filt=pre_filt,
-                water_level=None,
-                taper=True,
-                taper_fraction=0.05,
-            )
-            scale = 100.0  # m/s -> cm/s
-        tr.trim(window[0], window[1])
-        if tr.stats.npts == 0:
-            continue
-        i = int(np.argmax(np.abs(tr.data)))
-        peaks.append((float(abs(tr.data[i])) * scale, tr.stats.starttime + i * tr.stats.delta))
-    if not peaks:
-        return math.nan, UTCDateTime(0), 0
-    values = np.array([p[0] for p in peaks])
-    amplitude = float(values.mean() if cfg.amplitude_combination == "mean" else values.max())
-    return amplitude, peaks[int(np.argmax(values))][1], len(peaks)
+
+    def __init__(self, inventory: Inventory, cfg: MagnitudeConfig):
+        self.inventory = inventory
+        self.cfg = cfg
+        self._responses: dict[tuple[str, str], object] = {}
+        self._transfers: dict[tuple[str, str, float, int], np.ndarray] = {}
+
+    def _transfer(self, seed_id: str, when: UTCDateTime, delta: float, nfft: int) -> np.ndarray:
+        day = when.strftime("%Y-%j")
+        key = (seed_id, day)
+        if key not in self._responses:
+            try:
+                self._responses[key] = self.inventory.get_response(seed_id, when)
+            except Exception as exc:  # ObsPy raises a bare Exception when none matches
+                raise ValueError(f"inventory.xml: no response for {seed_id} at {when}") from exc
+        tkey = (seed_id, day, delta, nfft)
+        if tkey not in self._transfers:
+            output = "DISP" if self.cfg.method == "hutton_boore" else "VEL"
+            response, freqs = self._responses[key].get_evalresp_response(delta, nfft, output)
+            inverse = np.zeros_like(response)
+            nonzero = np.abs(response) > 0
+            inverse[nonzero] = 1.0 / response[nonzero]
+            inverse[0] = 0.0
+            transfer = inverse * cosine_sac_taper(freqs, flimit=_pre_filt(self.cfg, 1 / delta))
+            if self.cfg.method == "hutton_boore":
+                transfer = transfer * wood_anderson_response(freqs, self.cfg.wood_anderson_gain)
+                transfer *= 1000.0  # m -> mm
+            else:
+                transfer *= 100.0  # m/s -> cm/s
+            self._transfers[tkey] = transfer
+        return self._transfers[tkey]
+
+    def convert(self, trace: Trace) -> np.ndarray:
+        """The trace in ``cfg.amplitude_unit`` (same length and start as ``trace``)."""
+        x = np.asarray(trace.data, dtype=float)
+        npts = x.size
+        x = scipy.signal.detrend(x - x.mean(), type="linear")
+        x = x * cosine_taper(npts, p=0.1)
+        nfft = _npts2nfft(npts)
+        transfer = self._transfer(trace.id, trace.stats.starttime, trace.stats.delta, nfft)
+        return np.fft.irfft(np.fft.rfft(x, n=nfft) * transfer, n=nfft)[:npts]
+
+    def station_amplitude(
+        self, stream: Stream, window: tuple[UTCDateTime, UTCDateTime]
+    ) -> tuple[float, UTCDateTime, int]:
+        """Station amplitude from the horizontal traces of ``stream`` inside ``window``.
+
+        ``stream`` should extend ``cfg.padding_s`` beyond the window on both sides. Each
+        horizontal's zero-to-peak amplitude inside ``window`` is measured and the peaks are
+        combined per ``cfg.amplitude_combination``; traces with gaps (masked samples) or not
+        covering the window are skipped.
+
+        Returns:
+            (amplitude in ``cfg.amplitude_unit``, time of the largest peak, components used);
+            amplitude NaN when no horizontal covers the window.
+        """
+        peaks: list[tuple[float, UTCDateTime]] = []
+        for tr in stream:
+            if not tr.stats.channel or tr.stats.channel[-1] not in HORIZONTAL_CODES:
+                continue
+            if tr.stats.starttime > window[0] or tr.stats.endtime < window[1]:
+                continue
+            if np.ma.is_masked(tr.data):
+                log.info("%s: gap near %s, component skipped", tr.id, window[0])
+                continue
+            y = self.convert(tr)
+            i0 = int(np.ceil((window[0] - tr.stats.starttime) / tr.stats.delta))
+            i1 = int(np.floor((window[1] - tr.stats.starttime) / tr.stats.delta)) + 1
+            segment = np.abs(y[i0:i1])
+            if segment.size == 0:
+                continue
+            i = int(np.argmax(segment))
+            peaks.append((float(segment[i]), tr.stats.starttime + (i0 + i) * tr.stats.delta))
+        if not peaks:
+            return math.nan, UTCDateTime(0), 0
+        values = np.array([p[0] for p in peaks])
+        combine = values.mean() if self.cfg.amplitude_combination == "mean" else values.max()
+        return float(combine), peaks[int(np.argmax(values))][1], len(peaks)
 
 
 # --------------------------------------------------------------------------------------
@@ -303,8 +357,11 @@ def _event_station_rows(inp: _Inputs) -> pd.DataFrame:
     if "location" not in picks:
         picks["location"] = ""
     picks["location"] = picks["location"].fillna("")
-    joined = inp.assignments[["event_id", "pick_id"]].merge(
-        picks[["pick_id", "network", "station", "location", "phase", "time"]], on="pick_id"
+    picks["pick_id"] = picks["pick_id"].astype(str)
+    joined = (
+        inp.assignments[["event_id", "pick_id"]]
+        .astype(str)
+        .merge(picks[["pick_id", "network", "station", "location", "phase", "time"]], on="pick_id")
     )
     joined["phase"] = joined["phase"].str.upper().str[0]
     keys = ["event_id", "network", "station", "location"]
@@ -323,24 +380,35 @@ def _channel_prefix(stations: pd.DataFrame, network: str, station: str, location
     rows = exact if not exact.empty else rows
     if rows.empty:
         raise ValueError(f"station {network}.{station}: not in waveforms/stations.csv")
-    return str(rows.iloc[0]["channel_prefix"])
+    prefix = str(rows.iloc[0]["channel_prefix"])
+    if not CHANNEL_PREFIX.match(prefix):
+        raise ValueError(
+            f"waveforms/stations.csv: station {network}.{station}: channel_prefix {prefix!r} "
+            "is not two letters/digits"
+        )
+    return prefix
 
 
-def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig) -> pd.DataFrame:
-    """Amplitudes and station magnitudes for every (event, station) pair with a pick."""
-    client = SDSClient(str(sds_root))
-    events = inp.events.set_index("event_id")
+def _check_codes(network: str, station: str, location: str) -> None:
+    """SEED codes become SDS paths: refuse anything but letters, digits, '-' and '_'."""
+    for label, code in (("network", network), ("station", station), ("location", location)):
+        if not SEED_CODE.match(code):
+            raise ValueError(f"picks: {label} code {code!r} of {network}.{station} is not valid")
+
+
+def _pair_windows(inp: _Inputs, cfg: MagnitudeConfig) -> pd.DataFrame:
+    """Every (event, station) pair with a pick: distance, amplitude window, pick id."""
+    events = inp.events.assign(event_id=inp.events["event_id"].astype(str)).set_index("event_id")
     coords = inp.stations.drop_duplicates(["network", "station"]).set_index(["network", "station"])
     rows = []
     for pair in _event_station_rows(inp).itertuples(index=False):
         if pair.event_id not in events.index:
             continue
-        ev = events.loc[pair.event_id]
         key = (pair.network, pair.station)
         if key not in coords.index:
             log.warning("station %s.%s: no coordinates in stations.csv, skipped", *key)
             continue
-        st = coords.loc[key]
+        ev, st = events.loc[pair.event_id], coords.loc[key]
         epi_m, _, _ = gps2dist_azimuth(
             ev["latitude"], ev["longitude"], st["latitude"], st["longitude"]
         )
@@ -355,23 +423,6 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
             s_time = origin + (pd.Timestamp(pair.time_P) - origin) * cfg.vp_vs
             pick_id = pair.pick_id_P
         t_s = UTCDateTime(ns=int(s_time.value))
-        window = (t_s - cfg.window_before_s, t_s + cfg.window_after_s)
-        prefix = _channel_prefix(inp.stations, pair.network, pair.station, pair.location)
-        stream = client.get_waveforms(
-            pair.network,
-            pair.station,
-            pair.location,
-            f"{prefix}?",
-            window[0] - cfg.padding_s,
-            window[1] + cfg.padding_s,
-        )
-        stream.merge(fill_value=0)
-        amplitude, amp_time, n_comp = peak_amplitude(stream, inp.inventory, window, cfg)
-        if not (math.isfinite(amplitude) and amplitude > 0):
-            log.info("event %s station %s.%s: no amplitude", pair.event_id, *key)
-            continue
-        mag = float(station_magnitude(amplitude, distance, cfg))
-        mag += cfg.station_corrections.get(f"{pair.network}.{pair.station}", 0.0)
         rows.append(
             {
                 "event_id": pair.event_id,
@@ -380,29 +431,76 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
                 "location": pair.location,
                 "pick_id": pick_id,
                 "distance_km": distance,
-                "amplitude": amplitude,
-                "amplitude_unit": cfg.amplitude_unit,
-                "amplitude_time": pd.Timestamp(amp_time.datetime, tz="UTC"),
-                "n_components": n_comp,
-                "station_magnitude": mag,
+                "start": t_s - cfg.window_before_s,
+                "end": t_s + cfg.window_after_s,
             }
         )
-    columns = [
-        "event_id",
-        "network",
-        "station",
-        "location",
-        "pick_id",
-        "distance_km",
-        "amplitude",
-        "amplitude_unit",
-        "amplitude_time",
-        "n_components",
-        "station_magnitude",
-    ]
-    table = pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows)
+
+
+def _chunks(windows: pd.DataFrame, max_span_s: float) -> list[pd.DataFrame]:
+    """Split one station's windows (sorted by start) into runs spanning <= ``max_span_s``."""
+    windows = windows.sort_values("start", key=lambda col: col.map(float))
+    out, first = [], 0
+    starts = [float(t) for t in windows["start"]]
+    for i, start in enumerate(starts):
+        if start - starts[first] > max_span_s:
+            out.append(windows.iloc[first:i])
+            first = i
+    out.append(windows.iloc[first:])
+    return [c for c in out if not c.empty]
+
+
+def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig) -> pd.DataFrame:
+    """Amplitudes and station magnitudes for every (event, station) pair with a pick.
+
+    Waveforms are read once per station and chunk of ``cfg.read_chunk_s`` seconds (not once
+    per event), so memory stays bounded and large catalogs do not re-read the archive.
+    """
+    client = SDSClient(str(sds_root))
+    meter = AmplitudeMeter(inp.inventory, cfg)
+    pairs = _pair_windows(inp, cfg)
+    rows = []
+    if not pairs.empty:
+        for (net, sta, loc), windows in pairs.groupby(["network", "station", "location"]):
+            _check_codes(net, sta, loc)
+            prefix = _channel_prefix(inp.stations, net, sta, loc)
+            for chunk in _chunks(windows, cfg.read_chunk_s):
+                stream = client.get_waveforms(
+                    net,
+                    sta,
+                    loc,
+                    f"{prefix}?",
+                    min(chunk["start"]) - cfg.padding_s,
+                    max(chunk["end"]) + cfg.padding_s,
+                )
+                stream.merge()  # gaps become masked samples; such windows are skipped
+                for w in chunk.itertuples(index=False):
+                    part = stream.slice(w.start - cfg.padding_s, w.end + cfg.padding_s)
+                    amplitude, amp_time, n_comp = meter.station_amplitude(part, (w.start, w.end))
+                    if not (math.isfinite(amplitude) and amplitude > 0):
+                        log.info("event %s station %s.%s: no amplitude", w.event_id, net, sta)
+                        continue
+                    mag = float(station_magnitude(amplitude, w.distance_km, cfg))
+                    mag += cfg.station_corrections.get(f"{net}.{sta}", 0.0)
+                    rows.append(
+                        {
+                            "event_id": w.event_id,
+                            "network": net,
+                            "station": sta,
+                            "location": loc,
+                            "pick_id": w.pick_id,
+                            "distance_km": w.distance_km,
+                            "amplitude": amplitude,
+                            "amplitude_unit": cfg.amplitude_unit,
+                            "amplitude_time": pd.Timestamp(amp_time.ns, unit="ns", tz="UTC"),
+                            "n_components": n_comp,
+                            "station_magnitude": mag,
+                        }
+                    )
+    table = pd.DataFrame(rows, columns=STATION_MAGNITUDE_COLUMNS)
     table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
-    return table
+    return table.sort_values(["event_id", "network", "station"]).reset_index(drop=True)
 
 
 def event_magnitudes(station_mags: pd.DataFrame, cfg: MagnitudeConfig) -> pd.DataFrame:

@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from obspy import Stream, Trace, UTCDateTime
+from obspy import Stream, Trace, UTCDateTime, read, read_inventory
 from obspy.core.inventory import Channel, Inventory, Network, Response, Station
 
 from pipeline.magnitude import (
     WOOD_ANDERSON_POLES,
+    WOOD_ANDERSON_ZEROS,
+    AmplitudeMeter,
     MagnitudeConfig,
     compute_magnitudes,
     hutton_boore_ml,
@@ -255,3 +257,29 @@ def test_missing_inputs_named(tmp_path):
     run = RunDir(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="locations.parquet"):
         compute_magnitudes(run)
+
+
+def test_wood_anderson_matches_obspy_remove_response_and_simulate(tmp_path):
+    """The cached frequency-domain path equals ObsPy's remove_response + simulate."""
+    run, _ = build_run(tmp_path / "run")
+    inv = read_inventory(str(run.root / "waveforms" / "inventory.xml"))
+    path = run.root / "waveforms" / "2000" / "XX" / "ST02" / "HHN.D" / "XX.ST02..HHN.D.2000.280"
+    t_s = START + EVENTS[2][0] + 8.0
+    raw = read(str(path), starttime=t_s - 25, endtime=t_s + 35)[0]
+    cfg = MagnitudeConfig()
+    ours = AmplitudeMeter(inv, cfg).convert(raw)
+    ref = raw.copy()
+    ref.detrend("demean")
+    ref.detrend("linear")
+    ref.remove_response(inventory=inv, output="DISP", pre_filt=cfg.pre_filt_hz, water_level=None)
+    wa = {
+        "poles": WOOD_ANDERSON_POLES,
+        "zeros": WOOD_ANDERSON_ZEROS,
+        "gain": 1.0,
+        "sensitivity": cfg.wood_anderson_gain,
+    }
+    ref.simulate(paz_simulate=wa, taper=False)
+    middle = slice(len(ours) // 4, 3 * len(ours) // 4)
+    peak = np.abs(ref.data[middle]).max() * 1000.0
+    assert np.abs(ours[middle]).max() == pytest.approx(peak, rel=0.01)
+    assert np.abs(ours[middle] - ref.data[middle] * 1000.0).max() < 0.02 * peak
