@@ -1,0 +1,190 @@
+"""Association stage: both associators on generated picks, shared output rules, bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+
+from pipeline.association import AssociationConfig, AssociationInputError, associate
+from pipeline.association.octo import write_travel_time_table
+from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA
+from pipeline.association.synthetic import generate, score
+from pipeline.rundir import RunDir
+from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
+
+
+@pytest.fixture(scope="module")
+def tottori() -> VelocityModel:
+    return load_velocity_model("tottori")
+
+
+@pytest.fixture(scope="module")
+def scenario(tottori):
+    """120 events, one per 10 s on average, 18 stations within 40 km of 35.27N 133.35E."""
+    return generate(tottori, 120, interval_s=10.0, seed=3)
+
+
+def _write_run(root, scenario_, picks=None) -> RunDir:
+    run = RunDir(root)
+    (scenario_.picks if picks is None else picks).to_parquet(run.path("picks", "picks.parquet"))
+    scenario_.stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    return run
+
+
+@pytest.fixture(scope="module", params=["time", "pyocto"])
+def result(request, tmp_path_factory, tottori, scenario):
+    """(associator, run, manifest entry, events, assignments) for each associator."""
+    run = _write_run(tmp_path_factory.mktemp(request.param), scenario)
+    entry = associate(run, AssociationConfig(associator=request.param), tottori)
+    events = pd.read_parquet(run.root / "association" / "events.parquet")
+    assignments = pd.read_parquet(run.root / "association" / "assignments.parquet")
+    return request.param, run, entry, events, assignments
+
+
+def test_recovers_generated_events(result, scenario):
+    name, _, _, events, assignments = result
+    scores = score(scenario, events, assignments, min_stations=4)
+    print(f"\n{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    assert scores["event_recall"] >= 0.95
+    assert scores["event_precision"] >= 0.95
+    assert scores["pick_precision"] >= 0.9
+    assert scores["pick_recall"] >= 0.9
+    assert scores["origin_error_median_s"] < 0.5
+
+
+def test_output_tables_follow_the_contract(result, scenario):
+    name, run, entry, events, assignments = result
+    assert list(events.columns) == list(EVENT_SCHEMA)
+    assert list(assignments.columns) == list(ASSIGNMENT_SCHEMA)
+    assert str(events["origin_time"].dtype) == "datetime64[ns, UTC]"
+    assert events["event_id"].is_unique and events["event_id"].str.match(r"^ev\d{6}$").all()
+    assert events["origin_time"].is_monotonic_increasing
+    assert (events["associator"] == name).all()
+    assert set(assignments["event_id"]) == set(events["event_id"])
+    # Every pick is assigned at most once, and the counts add up.
+    assert assignments["pick_id"].is_unique
+    assert set(assignments["pick_id"]) <= set(scenario.picks["pick_id"])
+    counts = entry["counts"]
+    assert counts["assigned"] == len(assignments)
+    assert counts["assigned"] + counts["unassigned"] == len(scenario.picks)
+    assert counts["events"] == len(events)
+    assert run.read_manifest()["association"]["counts"] == counts
+    # At most one P and one S per station and event; n_p/n_s/n_stations agree.
+    picks = scenario.picks.set_index("pick_id")
+    joined = assignments.join(picks[["station"]], on="pick_id")
+    assert not joined.duplicated(["event_id", "station", "phase"]).any()
+    per_event = joined.groupby("event_id").agg(
+        n_p=("phase", lambda p: int((p == "P").sum())),
+        n_s=("phase", lambda p: int((p == "S").sum())),
+        n_stations=("station", "nunique"),
+    )
+    ev = events.set_index("event_id")[["n_p", "n_s", "n_stations"]]
+    pd.testing.assert_frame_equal(ev, per_event.loc[ev.index], check_dtype=False)
+    assert (events["n_stations"] >= 3).all()
+    # Locations lie near the generated aftershock zone.
+    assert events["latitude"].between(34.8, 35.8).all()
+    assert events["depth_km"].between(0, 30).all()
+    assert assignments["residual_s"].abs().median() < 0.3
+
+
+def test_uncertain_picks_are_rejected_and_counted(result, scenario):
+    _, _, entry, _, assignments = result
+    gate = AssociationConfig().max_probability_std
+    uncertain = scenario.picks.loc[scenario.picks["probability_std"] > gate, "pick_id"]
+    assert len(uncertain) > 0
+    assert entry["counts"]["rejected_uncertain"] == len(uncertain)
+    assert not set(uncertain) & set(assignments["pick_id"])
+
+
+def test_higher_probability_pick_wins_a_station_conflict(tmp_path, tottori):
+    scenario_ = generate(tottori, 5, interval_s=30.0, false_fraction=0.0, seed=5)
+    picks = scenario_.picks.copy()
+    first_p = picks[picks["phase"] == "P"].iloc[0]
+    rival = first_p.copy()
+    rival["pick_id"] = "rival"
+    rival["time"] = first_p["time"] + pd.Timedelta("50ms")
+    rival["probability"] = 0.99
+    rival["probability_std"] = 0.0
+    picks.loc[picks["pick_id"] == first_p["pick_id"], "probability"] = 0.35
+    picks = pd.concat([picks, rival.to_frame().T], ignore_index=True).astype(picks.dtypes)
+    run = _write_run(tmp_path, scenario_, picks)
+    associate(run, AssociationConfig(associator="time"), tottori)
+    assigned = set(pd.read_parquet(run.root / "association" / "assignments.parquet")["pick_id"])
+    assert "rival" in assigned
+    assert first_p["pick_id"] not in assigned
+
+
+def test_unknown_station_is_named(tmp_path, tottori, scenario):
+    picks = scenario.picks.copy()
+    picks.loc[picks.index[:3], "station"] = "ZZZ9"
+    run = _write_run(tmp_path, scenario, picks)
+    with pytest.raises(AssociationInputError, match=r"stations\.csv: SY\.ZZZ9\."):
+        associate(run, AssociationConfig(), tottori)
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_empty_picks_give_empty_tables(tmp_path, tottori, scenario, associator):
+    run = _write_run(tmp_path, scenario, scenario.picks.iloc[:0])
+    entry = associate(run, AssociationConfig(associator=associator), tottori)
+    events = pd.read_parquet(run.root / "association" / "events.parquet")
+    assignments = pd.read_parquet(run.root / "association" / "assignments.parquet")
+    assert events.empty and list(events.columns) == list(EVENT_SCHEMA)
+    assert assignments.empty and list(assignments.columns) == list(ASSIGNMENT_SCHEMA)
+    assert entry["counts"] == {
+        "picks": 0,
+        "rejected_uncertain": 0,
+        "assigned": 0,
+        "unassigned": 0,
+        "events": 0,
+    }
+
+
+def test_bad_phase_is_reported(tmp_path, tottori, scenario):
+    picks = scenario.picks.copy()
+    picks.loc[picks.index[0], "phase"] = "Pg"
+    run = _write_run(tmp_path, scenario, picks)
+    with pytest.raises(AssociationInputError, match="phase.*Pg"):
+        associate(run, AssociationConfig(), tottori)
+
+
+def test_pyocto_table_matches_velocity_model(tmp_path, tottori):
+    path = write_travel_time_table(tottori, 0.5, 20.0, 10.0, tmp_path / "tt.bin")
+    raw = path.read_bytes()
+    nx, nz, delta = struct.unpack("iid", raw[:16])
+    times = np.frombuffer(raw[16:], dtype="<f8").reshape(2, nx, nz)
+    assert (nx, nz, delta) == (42, 22, 0.5)
+    for phase, table in zip("PS", times, strict=True):
+        assert table[10, 6] == pytest.approx(float(travel_time(tottori, phase, 5.0, 3.0)))
+
+
+def test_pyocto_constant_model_and_cached_table(tmp_path, tottori):
+    constant = VelocityModel(
+        name="halfspace",
+        layer_tops_km=np.array([0.0]),
+        vp_km_s=np.array([6.0]),
+        vs_km_s=np.array([6.0 / 1.73]),
+        vp_vs=1.73,
+    )
+    scenario_ = generate(constant, 30, interval_s=10.0, seed=7)
+    run = _write_run(tmp_path, scenario_)
+    associate(run, AssociationConfig(associator="pyocto"), constant)
+    events = pd.read_parquet(run.root / "association" / "events.parquet")
+    assignments = pd.read_parquet(run.root / "association" / "assignments.parquet")
+    assert score(scenario_, events, assignments)["event_recall"] >= 0.95
+    assert not list((run.root / "association").glob("pyocto_tt_*.bin"))  # 0-D: no table
+    # A layered model writes its table once into the association folder.
+    associate(run, AssociationConfig(associator="pyocto"), tottori)
+    assert len(list((run.root / "association").glob("pyocto_tt_*.bin"))) == 1
+
+
+def test_config_rejects_unknown_associator_and_keys():
+    with pytest.raises(pydantic.ValidationError):
+        AssociationConfig(associator="gamma")
+    with pytest.raises(pydantic.ValidationError):
+        AssociationConfig.model_validate({"min_station": 3})
+    with pytest.raises(pydantic.ValidationError):
+        AssociationConfig.model_validate({"pyocto": {"zlim_km": [10, 5]}})
