@@ -61,6 +61,17 @@ def test_sharp_ramp_recovers_mc_and_b(n, seed):
     assert res.b_ci_low <= res.b <= res.b_ci_high
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_gft_on_counts_per_bin(seed):
+    """The stricter per-bin GFT: both levels within 0.1 of the truth on 20,000 events."""
+    mags = gr_catalog(20000, 0.3, seed)
+    cfg = CompletenessConfig(gft_counts="incremental", n_bootstrap=0)
+    res = analyze_magnitudes(mags, cfg=cfg)
+    for method in ("gft90", "gft95"):
+        assert abs(res.mc[method].mc - TRUE_MC) <= 0.1 + 1e-9, (method, res.mc[method])
+    assert abs(res.b - TRUE_B) <= 0.05
+
+
 @pytest.mark.parametrize("n", [2000, 20000])
 def test_gradual_ramp_maxc_needs_its_correction(n):
     """A gradual ramp (0.65) puts the FMD peak ~0.2 below Mc: MAXC+0.2 and MBS recover Mc."""
