@@ -234,13 +234,15 @@ def _phase_counts(assignments: pd.DataFrame, picks: pd.DataFrame) -> dict[str, p
 def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
     """Per-pick travel-time residuals (s) from the locator, or None when the run has none.
 
-    Looks in ``location/arrivals.parquet``, ``location/picks.parquet`` and
-    ``association/assignments.parquet`` for a table with ``pick_id`` and a residual column
+    Looks in ``location/arrivals.parquet``, ``location/phases.parquet``,
+    ``location/picks.parquet`` and ``association/assignments.parquet`` (in that order) for a
+    table with ``pick_id`` and a residual column
     (:data:`RESIDUAL_ALIASES`); returns columns pick_id, residual_s, weight (NaN if absent),
     source.
     """
     for path in (
         run.root / "location" / "arrivals.parquet",
+        run.root / "location" / "phases.parquet",
         run.root / "location" / "picks.parquet",
         run.root / "association" / "assignments.parquet",
     ):
