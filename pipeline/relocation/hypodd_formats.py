@@ -1,0 +1,386 @@
+"""HypoDD 2 file formats: writers for its inputs, readers for its outputs.
+
+Tables used throughout :mod:`pipeline.relocation` (pandas, one row each):
+
+events
+    hypodd_id (int, > 0), origin_time (datetime64[ns, UTC], rounded to 0.01 s as event.dat
+    stores it), latitude, longitude (degrees), depth_km (km below sea level), magnitude,
+    erh_km, erz_km (horizontal / vertical error, km), rms_s (s).
+phases
+    hypodd_id, station (HypoDD label, <= 7 characters), phase ("P" | "S"), travel_time_s (pick
+    time - origin time, s), weight (a-priori weight 0-1; negative = "always use", as in ph2dt).
+stations
+    station (label), latitude, longitude (degrees), elevation_m (m).
+catalog differential times (dt.ct)
+    id1, id2, station, t1, t2 (travel times, s), weight, phase.
+cross-correlation differential times (dt.cc)
+    id1, id2, station, dt (t1 - t2, differential travel time, s), weight (coefficient), phase.
+
+Readers of HypoDD's own outputs (``hypoDD.reloc`` / ``.loc`` / ``.sta`` / ``.res``) split on
+whitespace and name the columns as the HypoDD 2 manual (appendix B) does, lower-cased.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from pipeline.rundir import atomic_write
+from pipeline.velocity import VelocityModel
+
+#: Longest station label HypoDD 2 keeps (it reads ``a7``).
+MAX_LABEL = 7
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "hypo_templates" / "hypoDD.inp.tmpl"
+
+RELOC_COLUMNS = (
+    "hypodd_id latitude longitude depth_km x_m y_m z_m ex_m ey_m ez_m year month day hour "
+    "minute second magnitude n_cc_p n_cc_s n_ct_p n_ct_s rms_cc_s rms_ct_s cluster_id"
+).split()
+LOC_COLUMNS = (
+    "hypodd_id latitude longitude depth_km x_m y_m z_m ex_m ey_m ez_m year month day hour "
+    "minute second magnitude cluster_id"
+).split()
+STA_COLUMNS = (
+    "station latitude longitude distance_m azimuth_deg n_cc_p n_cc_s n_ct_p n_ct_s rms_cc_s "
+    "rms_ct_s cluster_id"
+).split()
+RES_COLUMNS = "station dt id1 id2 data_type weight residual_ms final_weight offset_m".split()
+
+
+class HypoDDFormatError(ValueError):
+    """A HypoDD file does not have the layout its format requires."""
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _time_fields(times: pd.Series) -> pd.DataFrame:
+    t = pd.DatetimeIndex(times).tz_convert("UTC")
+    seconds = t.second + t.microsecond / 1e6 + t.nanosecond / 1e9
+    return pd.DataFrame(
+        {
+            "year": t.year,
+            "month": t.month,
+            "day": t.day,
+            "hour": t.hour,
+            "minute": t.minute,
+            "second": np.round(seconds, 2),
+        }
+    )
+
+
+def write_station_dat(path: Path, stations: pd.DataFrame) -> Path:
+    """``station.dat``: ``LABEL LAT LON ELEV_M`` per line."""
+    with atomic_write(path) as fh:
+        for row in stations.itertuples(index=False):
+            fh.write(
+                f"{row.station:<7s} {row.latitude:10.5f} {row.longitude:11.5f} "
+                f"{row.elevation_m:7.1f}\n"
+            )
+    return Path(path)
+
+
+def _event_header(ev, tf) -> str:
+    return (
+        f"# {tf.year:4d} {tf.month:2d} {tf.day:2d} {tf.hour:2d} {tf.minute:2d} {tf.second:5.2f} "
+        f"{ev.latitude:10.6f} {ev.longitude:11.6f} {ev.depth_km:8.3f} {ev.magnitude:5.2f} "
+        f"{ev.erh_km:6.2f} {ev.erz_km:6.2f} {ev.rms_s:5.2f} {ev.hypodd_id:10d}\n"
+    )
+
+
+def write_phase_dat(path: Path, events: pd.DataFrame, phases: pd.DataFrame) -> Path:
+    """``phase.dat``: per event a ``#`` line, then ``STA TT WGHT PHA`` lines."""
+    by_event = {eid: grp for eid, grp in phases.groupby("hypodd_id", sort=False)}
+    fields = _time_fields(events["origin_time"])
+    with atomic_write(path) as fh:
+        for ev, tf in zip(
+            events.itertuples(index=False), fields.itertuples(index=False), strict=True
+        ):
+            fh.write(_event_header(ev, tf))
+            grp = by_event.get(ev.hypodd_id)
+            if grp is None:
+                continue
+            for ph in grp.itertuples(index=False):
+                fh.write(
+                    f"{ph.station:<7s} {ph.travel_time_s:9.4f} {ph.weight:7.3f}   {ph.phase}\n"
+                )
+    return Path(path)
+
+
+def write_event_dat(path: Path, events: pd.DataFrame) -> Path:
+    """``event.dat``: ``YYYYMMDD HHMMSSss LAT LON DEP MAG EH EZ RMS ID`` per line."""
+    fields = _time_fields(events["origin_time"])
+    with atomic_write(path) as fh:
+        for ev, tf in zip(
+            events.itertuples(index=False), fields.itertuples(index=False), strict=True
+        ):
+            hhmmss = int(round(tf.hour * 1e6 + tf.minute * 1e4 + tf.second * 100))
+            fh.write(
+                f"{tf.year:04d}{tf.month:02d}{tf.day:02d} {hhmmss:8d} {ev.latitude:10.6f} "
+                f"{ev.longitude:11.6f} {ev.depth_km:8.3f} {ev.magnitude:5.2f} {ev.erh_km:6.2f} "
+                f"{ev.erz_km:6.2f} {ev.rms_s:5.2f} {ev.hypodd_id:10d}\n"
+            )
+    return Path(path)
+
+
+def write_dt_ct(path: Path, dt: pd.DataFrame) -> Path:
+    """``dt.ct``: ``# ID1 ID2`` per pair, then ``STA T1 T2 WGHT PHA`` lines."""
+    with atomic_write(path) as fh:
+        for (id1, id2), grp in dt.groupby(["id1", "id2"], sort=False):
+            fh.write(f"# {id1:9d} {id2:9d}\n")
+            fh.writelines(
+                f"{s:<7s} {a:9.4f} {b:9.4f} {w:6.4f} {p}\n"
+                for s, a, b, w, p in zip(
+                    grp["station"], grp["t1"], grp["t2"], grp["weight"], grp["phase"], strict=True
+                )
+            )
+    return Path(path)
+
+
+def write_dt_cc(path: Path, dt: pd.DataFrame) -> Path:
+    """``dt.cc``: ``# ID1 ID2 0.0`` per pair (no origin-time correction), then
+    ``STA DT CC PHA`` lines."""
+    with atomic_write(path) as fh:
+        for (id1, id2), grp in dt.groupby(["id1", "id2"], sort=False):
+            fh.write(f"# {id1:9d} {id2:9d} 0.0\n")
+            fh.writelines(
+                f"{s:<7s} {d:10.5f} {w:6.4f} {p}\n"
+                for s, d, w, p in zip(
+                    grp["station"], grp["dt"], grp["weight"], grp["phase"], strict=True
+                )
+            )
+    return Path(path)
+
+
+def _numbers(values) -> str:
+    return " ".join(f"{v:.3f}" for v in values)
+
+
+def render_hypodd_inp(
+    cfg,
+    model: VelocityModel,
+    *,
+    n_events: int,
+    has_cc: bool,
+    files: dict[str, str] | None = None,
+) -> str:
+    """Text of a version-2 ``hypoDD.inp`` from ``hypo_templates/hypoDD.inp.tmpl``.
+
+    Args:
+        cfg: a :class:`pipeline.relocation.params.HypoDDConfig`.
+        model: the 1-D model; written as IMOD 1 (layer tops, Vp, Vp/Vs per layer).
+        n_events: catalog size (chooses SVD or LSQR when ``cfg.solver`` is "auto").
+        has_cc: whether dt.cc holds data (IDAT 3, else IDAT 2 = catalog only).
+        files: file names overriding the defaults (keys as in the template: fn_cc, fn_ct,
+            fn_event, fn_station, fn_loc, fn_reloc, fn_sta, fn_res, fn_src).
+    """
+    names = {
+        "fn_cc": "dt.cc",
+        "fn_ct": "dt.ct",
+        "fn_event": "event.dat",
+        "fn_station": "station.dat",
+        "fn_loc": "hypoDD.loc",
+        "fn_reloc": "hypoDD.reloc",
+        "fn_sta": "hypoDD.sta",
+        "fn_res": "hypoDD.res",
+        "fn_src": "hypoDD.src",
+    }
+    names.update(files or {})
+    solver = cfg.solver
+    if solver == "auto":
+        solver = "svd" if n_events <= cfg.svd_max_events else "lsqr"
+    iteration_lines = "\n".join(
+        f"  {it.niter:3d} {it.wtccp:7.3f} {it.wtccs:7.3f} {it.wrcc:7.1f} {it.wdcc:7.1f} "
+        f"{it.wtctp:7.3f} {it.wtcts:7.3f} {it.wrct:7.1f} {it.wdct:7.1f} {it.damp:6.1f}"
+        for it in cfg.iterations
+    )
+    ratios = model.vp_km_s / model.vs_km_s
+    values = {
+        **names,
+        "idat": 3 if has_cc else 2,
+        "ipha": {"P": 1, "S": 2, "PS": 3}[cfg.phases],
+        "maxdist": f"{cfg.max_dist_km:.1f}",
+        "obscc": cfg.obs_cc,
+        "obsct": cfg.obs_ct,
+        "mindist": f"{cfg.min_pair_station_km:.1f}",
+        "maxdist_pair": f"{cfg.max_pair_station_km:.1f}",
+        "maxgap": f"{cfg.max_gap_deg:.1f}",
+        "istart": 2 if cfg.start == "network" else 1,
+        "isolv": 1 if solver == "svd" else 2,
+        "iaq": int(cfg.remove_airquakes),
+        "nset": len(cfg.iterations),
+        "iterations": iteration_lines,
+        "model_name": model.name,
+        "tops": _numbers(model.layer_tops_km),
+        "vp": _numbers(model.vp_km_s),
+        "ratios": _numbers(ratios),
+        "cid": cfg.cluster_id,
+    }
+    return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_inp_files(path: Path) -> dict[str, str]:
+    """The nine file names of a version-2 ``hypoDD.inp`` (keys as in the template; "" = none).
+
+    Raises:
+        HypoDDFormatError: naming ``path`` when it is not a version-2 control file.
+    """
+    lines = [
+        line.strip()
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        if not line.strip().startswith("*")
+    ]
+    if not lines or not lines[0].startswith("hypoDD_2"):
+        raise HypoDDFormatError(
+            f"{path}: first non-comment line must be 'hypoDD_2' (version-2 hypoDD.inp)"
+        )
+    keys = ["fn_cc", "fn_ct", "fn_event", "fn_station"]
+    keys += ["fn_loc", "fn_reloc", "fn_sta", "fn_res", "fn_src"]
+    if len(lines) < 1 + len(keys):
+        raise HypoDDFormatError(f"{path}: fewer than {len(keys)} file-name lines")
+    return dict(zip(keys, lines[1 : 1 + len(keys)], strict=True))
+
+
+def read_station_dat(path: Path) -> pd.DataFrame:
+    """``station.dat`` -> stations table (elevation 0 when the file has none)."""
+    rows = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 3:
+            raise HypoDDFormatError(f"{path}:{lineno}: expected 'LABEL LAT LON [ELEV]'")
+        elev = float(parts[3]) if len(parts) > 3 else 0.0
+        rows.append((parts[0][:MAX_LABEL], float(parts[1]), float(parts[2]), elev))
+    return pd.DataFrame(rows, columns=["station", "latitude", "longitude", "elevation_m"])
+
+
+def read_phase_dat(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``phase.dat`` -> (events, phases) tables (see the module docstring)."""
+    events, phases = [], []
+    current = None
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "#":
+                yr, mo, dy, hr, mn = (int(v) for v in parts[1:6])
+                sec = float(parts[6])
+                origin = pd.Timestamp(year=yr, month=mo, day=dy, hour=hr, minute=mn, tz="UTC")
+                origin += pd.Timedelta(seconds=sec)
+                lat, lon, dep, mag, eh, ez, rms = (float(v) for v in parts[7:14])
+                current = int(parts[14])
+                events.append((current, origin, lat, lon, dep, mag, eh, ez, rms))
+            else:
+                if current is None:
+                    raise HypoDDFormatError(f"{path}:{lineno}: phase line before any '#' line")
+                phases.append(
+                    (current, parts[0][:MAX_LABEL], parts[3], float(parts[1]), float(parts[2]))
+                )
+        except (ValueError, IndexError) as exc:
+            raise HypoDDFormatError(f"{path}:{lineno}: cannot parse {line!r} ({exc})") from exc
+    ev = pd.DataFrame(
+        events,
+        columns=[
+            "hypodd_id",
+            "origin_time",
+            "latitude",
+            "longitude",
+            "depth_km",
+            "magnitude",
+            "erh_km",
+            "erz_km",
+            "rms_s",
+        ],
+    )
+    ph = pd.DataFrame(phases, columns=["hypodd_id", "station", "phase", "travel_time_s", "weight"])
+    return ev, ph
+
+
+def _read_pairs(path: Path, n_fields: int, names: list[str]) -> pd.DataFrame:
+    """Read a ``#``-headed pair file (dt.ct / dt.cc) into a long table."""
+    ids, rows = [], []
+    id1 = id2 = None
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "#":
+            id1, id2 = int(parts[1]), int(parts[2])
+            continue
+        if id1 is None or len(parts) < n_fields:
+            raise HypoDDFormatError(f"{path}:{lineno}: unexpected line {line!r}")
+        ids.append((id1, id2))
+        rows.append(parts[:n_fields])
+    table = pd.DataFrame(rows, columns=names)
+    table.insert(0, "id2", [b for _, b in ids])
+    table.insert(0, "id1", [a for a, _ in ids])
+    for col in names[1:-1]:
+        table[col] = table[col].astype(float)
+    return table.astype({"id1": int, "id2": int})
+
+
+def read_dt_ct(path: Path) -> pd.DataFrame:
+    """``dt.ct`` -> catalog differential-time table."""
+    return _read_pairs(path, 5, ["station", "t1", "t2", "weight", "phase"])
+
+
+def read_dt_cc(path: Path) -> pd.DataFrame:
+    """``dt.cc`` -> cross-correlation table (origin-time corrections are not applied)."""
+    return _read_pairs(path, 4, ["station", "dt", "weight", "phase"])
+
+
+def _read_columns(path: Path, columns: list[str], str_columns=()) -> pd.DataFrame:
+    text = Path(path).read_text(errors="replace")
+    if not text.strip():
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    dtypes = {c: str for c in str_columns}
+    try:
+        return pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, names=columns, dtype=dtypes)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise HypoDDFormatError(
+            f"{path}: not a {len(columns)}-column HypoDD table ({exc})"
+        ) from exc
+
+
+def _with_times(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``origin_time`` (UTC) from the year … second columns (seconds may reach 60)."""
+    if table.empty:
+        table["origin_time"] = pd.Series(dtype="datetime64[ns, UTC]")
+        return table
+    base = pd.to_datetime(table[["year", "month", "day", "hour", "minute"]].astype(int), utc=True)
+    table["origin_time"] = base + pd.to_timedelta(table["second"].astype(float), unit="s")
+    return table
+
+
+def read_reloc(path: Path) -> pd.DataFrame:
+    """``hypoDD.reloc`` -> table (errors in m; rms in s; ``origin_time`` added)."""
+    table = _read_columns(path, RELOC_COLUMNS)
+    table["hypodd_id"] = table["hypodd_id"].astype(int)
+    return _with_times(table)
+
+
+def read_loc(path: Path) -> pd.DataFrame:
+    """``hypoDD.loc`` (HypoDD's copy of the starting locations) -> table."""
+    table = _read_columns(path, LOC_COLUMNS)
+    table["hypodd_id"] = table["hypodd_id"].astype(int)
+    return _with_times(table)
+
+
+def read_sta(path: Path) -> pd.DataFrame:
+    """``hypoDD.sta`` -> per-station residual table."""
+    return _read_columns(path, STA_COLUMNS, str_columns=("station",))
+
+
+def read_res(path: Path) -> pd.DataFrame:
+    """``hypoDD.res`` -> per-observation residual table (data_type 1/2 cc P/S, 3/4 ct P/S)."""
+    return _read_columns(path, RES_COLUMNS, str_columns=("station",))
