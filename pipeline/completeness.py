@@ -507,6 +507,13 @@ def analyze_magnitudes(
             f"(fewer than min_events_above_mc={cfg.min_events_above_mc})"
         )
         return result
+    occupied = int(((bins >= selected - 1e-9) & (counts > 0)).sum())
+    if occupied < 3:
+        result.reason = (
+            f"not estimable: magnitudes at or above Mc={selected:g} occupy {occupied} bin(s) "
+            f"of {cfg.delta_m:g}; a b-value needs a magnitude range"
+        )
+        return result
     if cfg.n_bootstrap:
         boot_b = _b_at(bins, boot_stats, _select(boot_mcs, cfg.mc_method))[0]
         result.b_ci_low, result.b_ci_high, _, _ = _interval(boot_b, cfg.confidence)
@@ -571,8 +578,8 @@ def completeness_report_for_csv(
         magnitude_column: column holding magnitudes.
         time_column: column of origin times (ISO 8601) for Mc(t)/b(t); None to skip.
         cfg: estimation settings (defaults when None).
-        output_dir: when given, writes ``completeness.json``, ``fmd.png`` and, with times,
-            ``mc_b_time.png`` there.
+        output_dir: when given, writes ``completeness.json``, ``fmd.png``,
+            ``b_vs_cutoff.png`` and, with times, ``mc_b_time.png`` there.
 
     Returns:
         the JSON-serialisable result dict (plus ``source`` and, when written, ``outputs``).
@@ -582,12 +589,13 @@ def completeness_report_for_csv(
     out = result.to_dict()
     out["source"] = str(path)
     if output_dir is not None:
-        from pipeline.report.figures import plot_fmd, plot_mc_b_time
+        from pipeline.report.figures import plot_b_vs_cutoff, plot_fmd, plot_mc_b_time
 
         folder = Path(output_dir)
-        outputs = []
-        if result.estimable or result.n_valid:
-            outputs.append(str(plot_fmd(result, folder / "fmd.png")))
+        outputs = [
+            str(plot_fmd(result, folder / "fmd.png")),
+            str(plot_b_vs_cutoff(result, folder / "b_vs_cutoff.png")),
+        ]
         if result.time_windows:
             outputs.append(str(plot_mc_b_time(result, folder / "mc_b_time.png")))
         json_path = folder / "completeness.json"

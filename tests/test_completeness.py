@@ -123,6 +123,12 @@ def test_too_few_events_is_not_estimable_and_nan_counted():
     assert out["b"] is None
 
 
+def test_single_magnitude_value_is_not_estimable():
+    res = analyze_magnitudes(np.full(200, 2.0))
+    assert not res.estimable and "bin" in res.reason
+    assert res.mc["maxc"].mc == pytest.approx(2.2)
+
+
 def test_nan_magnitudes_excluded_not_fatal():
     mags = gr_catalog(3000, 0.3, seed=7)
     with_nan = mags.copy()
@@ -191,6 +197,8 @@ def test_csv_report(tmp_path):
     assert out["estimable"] and out["time_windows"]
     assert (tmp_path / "mc" / "fmd.png").stat().st_size > 10_000
     assert (tmp_path / "mc" / "mc_b_time.png").is_file()
+    assert (tmp_path / "mc" / "b_vs_cutoff.png").is_file()
+    assert len(out["outputs"]) == 4
     saved = json.loads((tmp_path / "mc" / "completeness.json").read_text())
     assert saved["b"] == pytest.approx(out["b"])
 
