@@ -135,7 +135,12 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
 
     Uses the run's catalog (``catalog/catalog.parquet``, or assembled from the stage outputs
     when the catalog stage has not run), picks, stations and locator residuals. Missing
-    inputs give placeholder figures, never a failure.
+    picks, stations or residuals leave their figures out; too few events or magnitudes give
+    placeholder figures and a "not estimable" line, never a failure.
+
+    Raises:
+        FileNotFoundError: the run has no event table at all (no relocation, location or
+            association output).
 
     Returns:
         the path of ``index.html``.
