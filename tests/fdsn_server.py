@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -41,6 +42,21 @@ def _tool(name: str) -> str:
     return found
 
 
+def _drop_latest_token(index: Path) -> None:
+    """Remove the ``latest=>N`` entry from every ``timeindex`` of an mseedindex SQLite index.
+
+    Works around a bug in portable-fdsnws-dataselect 2.0.2: it reads that entry's value as a
+    byte offset, so a request ending inside a row's last sub-index interval is cut after one
+    record (an empty HTTP 200 when the window lies inside one file). Without the entry the
+    server uses the end of the row, which is correct.
+    """
+    with sqlite3.connect(index) as db:
+        rows = db.execute("SELECT rowid, timeindex FROM tsindex").fetchall()
+        for rowid, timeindex in rows:
+            kept = ",".join(e for e in (timeindex or "").split(",") if not e.startswith("latest"))
+            db.execute("UPDATE tsindex SET timeindex = ? WHERE rowid = ?", (kept or None, rowid))
+
+
 class DataselectServer:
     """portable-fdsnws-dataselect serving ``files`` (miniSEED) from an index in ``workdir``."""
 
@@ -63,6 +79,7 @@ class DataselectServer:
             check=True,
             capture_output=True,
         )
+        _drop_latest_token(index)
         ini = self.workdir / "server.ini"
         ini.write_text(
             "[index_db]\n"
@@ -112,6 +129,7 @@ class FlakyProxy:
     """HTTP proxy on 127.0.0.1 forwarding GETs to ``upstream``.
 
     ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
+    ``always[station] = status`` answers every request for that station with ``status``;
     ``delay_s`` sleeps before each forward. ``requests`` lists (station, status) per request.
     """
 
@@ -119,6 +137,7 @@ class FlakyProxy:
         self.upstream = upstream.rstrip("/")
         self.delay_s = delay_s
         self.fail_first: dict[str, int] = {}
+        self.always: dict[str, int] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -139,12 +158,13 @@ class FlakyProxy:
             def do_GET(self) -> None:
                 station = parse_qs(urlparse(self.path).query).get("station", [""])[0]
                 with proxy._lock:
-                    failing = proxy.fail_first.get(station, 0) > 0
-                    if failing:
+                    status = proxy.always.get(station)
+                    if status is None and proxy.fail_first.get(station, 0) > 0:
                         proxy.fail_first[station] -= 1
-                if failing:
-                    self._reply(503, b"Service temporarily unavailable (test proxy)")
-                    proxy._log(station, 503)
+                        status = 503
+                if status is not None:
+                    self._reply(status, f"HTTP {status} from the test proxy".encode())
+                    proxy._log(station, status)
                     return
                 time.sleep(proxy.delay_s)
                 try:

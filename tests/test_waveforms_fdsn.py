@@ -303,3 +303,25 @@ def test_corrupt_file_is_reported_and_repaired(served, tmp_path):
     again = download_waveforms(run, stations, waveforms, START, END, progress=False)
     assert again["units_downloaded"] == 1 and again["corrupt_files"] == []
     assert sha256_file(victim) == good
+
+
+def test_http_404_is_no_data_and_not_retried(served, tmp_path):
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.always["CCC"] = 404
+        stations, waveforms = _configs(served, proxy.base_url, retries=3)
+        summary = download_waveforms(
+            RunDir(tmp_path / "run"), stations, waveforms, START, END, progress=False
+        )
+    assert summary["units_nodata"] == 3 and summary["units_failed"] == 0
+    assert [s for s, _ in proxy.requests].count("CCC") == 2  # one request per day, no retry
+
+
+def test_chunked_requests_give_the_same_archive(served, tmp_path):
+    stations, daily = _configs(served, served["url"])
+    _, hourly = _configs(served, served["url"], chunk_hours=1.0)
+    whole, chunked = RunDir(tmp_path / "daily"), RunDir(tmp_path / "hourly")
+    download_waveforms(whole, stations, daily, START, END, progress=False)
+    download_waveforms(chunked, stations, hourly, START, END, progress=False)
+    want = _archive_hashes(whole.root / "waveforms")
+    assert len(want) == 18
+    assert _archive_hashes(chunked.root / "waveforms") == want

@@ -252,11 +252,17 @@ def download_units(
             "download", total=len(units), completed=len(units) - len(todo), size="0 B"
         )
         nbytes = 0
-        futures = [
-            pool.submit(run_unit, client, unit, root, ledger, source.chunk_hours) for unit in todo
-        ]
+        futures = {
+            pool.submit(run_unit, client, unit, root, ledger, source.chunk_hours): unit
+            for unit in todo
+        }
         for future in as_completed(futures):
-            record = future.result()
+            try:
+                record = future.result()
+            except Exception as exc:  # one broken unit (bad codes, disk error) is reported
+                unit_id = futures[future].unit_id
+                log.exception("unit %s failed", unit_id)
+                record = {"unit": unit_id, "status": "failed", "error": repr(exc), "files": []}
             results[record["status"]].append(record)
             nbytes += sum(f["bytes"] for f in record["files"])
             bar.update(task, advance=1, size=decimal(nbytes))

@@ -3,8 +3,10 @@
 Outcome of one request, as the downloader needs it:
 
 - data: an ObsPy :class:`~obspy.Stream`;
-- no data (HTTP 204 or 404): :class:`NoData`, final, never retried;
-- transient failure (timeout, connection error, HTTP 429/500/502/503): retried with
+- no data (HTTP 204 or 404, or HTTP 200 with an empty body, which some servers send when
+  nothing is left after trimming): :class:`NoData`, final, never retried;
+- transient failure (timeout, connection error, HTTP 429/500/502/503, a body that does not
+  parse as miniSEED, e.g. a truncated transfer): retried with
   exponential backoff (``backoff_s``, ``2 * backoff_s``, ...) up to ``retries`` times, then
   :class:`DownloadFailed`;
 - any other error (HTTP 400/401/403/413, bad data): :class:`DownloadFailed` at once.
@@ -28,6 +30,7 @@ from obspy.clients.fdsn.header import (
     FDSNTimeoutException,
     FDSNTooManyRequestsException,
 )
+from obspy.io.mseed import ObsPyMSEEDFilesizeTooSmallError
 
 from pipeline.waveforms.params import FDSNSource
 
@@ -77,9 +80,8 @@ class DataselectClient:
     by ObsPy as usual.
     """
 
-    def __init__(self, cfg: FDSNSource, sleep=time.sleep):
+    def __init__(self, cfg: FDSNSource):
         self.cfg = cfg
-        self._sleep = sleep
         self._local = threading.local()
 
     def _client(self) -> Client:
@@ -113,16 +115,20 @@ class DataselectClient:
                     network, station, location or "--", channel, start, end
                 )
                 return Fetched(stream, attempts)
+            except ObsPyMSEEDFilesizeTooSmallError:
+                log.warning("%s: HTTP 200 without miniSEED data, taken as no data", label)
+                raise NoData(label) from None
             except FDSNException as exc:
                 message = str(exc).splitlines()[0]
                 if _is_no_data(exc):
                     raise NoData(label) from None
                 if not _is_transient(exc):
                     raise DownloadFailed(f"{label}: {message}") from None
-                if attempts > self.cfg.retries:
-                    raise DownloadFailed(
-                        f"{label}: gave up after {attempts} attempts: {message}"
-                    ) from None
-                delay = self.cfg.backoff_s * 2 ** (attempts - 1)
-                log.warning("%s: %s; retry in %.1f s", label, message, delay)
-                self._sleep(delay)
+                retry = message
+            except Exception as exc:  # the body did not parse: treat as a broken transfer
+                retry = f"unreadable response ({type(exc).__name__}: {exc})"
+            if attempts > self.cfg.retries:
+                raise DownloadFailed(f"{label}: gave up after {attempts} attempts: {retry}")
+            delay = self.cfg.backoff_s * 2 ** (attempts - 1)
+            log.warning("%s: %s; retry in %.1f s", label, retry, delay)
+            time.sleep(delay)
