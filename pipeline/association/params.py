@@ -50,6 +50,12 @@ class TimeAssociatorConfig(_Section):
         description="an anchor's source is searched only at grid nodes that have the anchor's "
         "station among their this-many nearest stations",
     )
+    relocations: int = Field(
+        1,
+        ge=0,
+        description="relocate-and-collect rounds when an event is formed (each adds the P "
+        "picks that fit the relocated source)",
+    )
     grid_spacing_km: float = Field(
         2.0, gt=0, le=20, description="horizontal spacing (km) of the coarse origin grid"
     )

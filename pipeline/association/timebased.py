@@ -4,26 +4,34 @@ Picks of different stations belong to one event when their times fit within wind
 station spacing and the velocity model allow. The algorithm is a sweep over the P picks in
 time order:
 
-1. **Seed and windows.** The earliest P pick not yet assigned is a seed. Candidates are the
-   unassigned P picks in the moving window ``[t_seed - p_tolerance, t_seed + W]`` (``W``
-   defaults to the largest inter-station distance / slowest P velocity + pair tolerance) that
-   also fit the *pair window* of their station and the seed's station:
-   ``|t_k - t_seed| <= d(seed, k) / v_min_P + pair_tolerance``. Fewer than ``min_stations``
-   stations among them: the seed stays unassigned.
-2. **Coarse grid check.** Within the window, the picks must fit one source: on a coarse grid
-   of trial hypocentres (``grid_spacing_km`` × depths) anchored on one pick, the origin time
-   is ``t_anchor - T_P(node, anchor station)`` and a pick fits when its P residual is within
-   ``p_tolerance_s``. The node with the most stations (then the smallest mean |residual|)
-   wins. The seed is the first anchor; the next earliest candidates are tried as anchors when
-   the seed explains fewer stations than the window holds (a false seed inside an event's
-   wavetrain then does not capture the event). With ``min_stations`` or more stations, an
-   event is made; a station contributes its highest-weight fitting P pick.
+1. **Seed and windows.** The earliest P pick not yet assigned is a seed. The unassigned P
+   picks of its moving window ``[t_seed - p_tolerance, t_seed + W]`` (``W`` defaults to the
+   largest inter-station distance / slowest P velocity + pair tolerance) must come from at
+   least ``min_stations`` stations that also fit the seed's *pair windows*
+   ``|t_k - t_seed| <= d(seed, k) / v_min_P + pair_tolerance``; otherwise the seed stays
+   unassigned.
+2. **Anchored coarse-grid check.** Each P pick of the window (the seed first, at most
+   ``max_anchors``) is tried as an event's first arrival: on a coarse grid of trial
+   hypocentres (``grid_spacing_km`` × ``grid_depths_km``, restricted to nodes that have the
+   anchor's station among their ``anchor_nearest_stations`` nearest), the origin time is
+   ``t_anchor - T_P(node, anchor station)`` and a pick of the anchor's pair windows fits when
+   its P residual is within ``p_tolerance_s``. The anchor and node fitting the most stations
+   win, so a false pick or a pick of an overlapping event that happens to be earlier does not
+   capture the event. The winner collects every unassigned P pick that fits its source (a
+   station contributes its highest-weight fitting pick), is relocated on the grid and
+   collects again (``relocations`` rounds); when its picks reach past the window, the anchors
+   up to its last pick are tried too. With ``min_stations`` or more stations it becomes an
+   event and the sweep retries the seed.
 3. **S picks.** After all events exist, each S pick goes to the event whose predicted S time
    (origin + T_S from its node) is nearest within ``s_tolerance_s``; per event and station
    the highest-weight S pick wins, the others stay unassigned.
 4. **Preliminary origin.** Each event is relocated on the same grid with its P and S picks
    (origin time = mean of pick time - travel time; the node with the smallest RMS residual);
    latitude/longitude/depth are that node's, so their precision is the grid spacing.
+
+Picks over the MC-dropout std gate never reach the associator; a pick's weight (used where
+a station has several fitting picks) is probability - std_weight × probability_std
+(:mod:`.stage`).
 
 Cost: sorting is O(n log n); each seed costs O(nodes × picks in its window), which is bounded
 by the pick rate, so the sweep is linear in the number of picks.
@@ -132,9 +140,10 @@ def _anchored_fit(
     starts = np.flatnonzero(np.r_[True, stations[1:] != stations[:-1]])
     n_stations = np.logical_or.reduceat(fits, starts, axis=1).sum(axis=1)
     best_count = n_stations.max()
+    top = np.flatnonzero(n_stations == best_count)
+    fits, residual = fits[top], residual[top]
     misfit = np.where(fits, np.abs(residual), 0.0).sum(axis=1) / np.maximum(fits.sum(axis=1), 1)
-    misfit = np.where(n_stations == best_count, misfit, np.inf)
-    return int(nodes[int(np.argmin(misfit))]), int(best_count)
+    return int(nodes[top[int(np.argmin(misfit))]]), int(best_count)
 
 
 def _collect(
@@ -212,7 +221,7 @@ def _form_p_events(
             if count < cfg.min_stations:
                 return node, origin, np.empty(0, dtype=np.int64)
             chosen = _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
-            for _ in range(2):  # relocate on the collected picks, then collect again
+            for _ in range(tcfg.relocations):  # relocate on the collected picks, collect again
                 node, origin, _ = _relocate(
                     grid, t[chosen], sta[chosen], np.ones(chosen.size, bool)
                 )
