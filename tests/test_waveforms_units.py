@@ -1,0 +1,267 @@
+"""Waveform stage pieces without a server: codes, SDS paths, channel choice, quality, config."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import Inventory, Stream, Trace, UTCDateTime
+from obspy.core.inventory import Channel, Network, Station
+from pydantic import TypeAdapter, ValidationError
+
+from pipeline.rundir import RunDir, sha256_file
+from pipeline.waveforms import StationSourceConfig, WaveformConfig, download_waveforms
+from pipeline.waveforms.download import Unit, UnitLedger, plan_units
+from pipeline.waveforms.inventory import (
+    inline_inventory,
+    read_stations_csv,
+    select_channels,
+    stations_table,
+    write_stations_csv,
+)
+from pipeline.waveforms.params import (
+    FDSNSource,
+    FDSNStationQuery,
+    InlineStations,
+    QualityConfig,
+    SDSSource,
+    check_code,
+)
+from pipeline.waveforms.quality import assess_stream
+from pipeline.waveforms.sds import days_in_span, sds_relpath, write_channel_day
+
+T0 = datetime(2024, 2, 3, tzinfo=UTC)
+T1 = datetime(2024, 2, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("network", "../"),
+        ("station", "A/B"),
+        ("station", "wilz"),
+        ("channel", "HH"),
+        ("location", "0"),
+        ("network", "ABC"),
+    ],
+)
+def test_bad_codes_never_become_paths(kind, value):
+    with pytest.raises(ValueError, match=f"invalid {kind} code"):
+        check_code(kind, value)
+    codes = {"network": "XX", "station": "AAA", "location": "", "channel": "HHZ", kind: value}
+    with pytest.raises(ValueError):
+        sds_relpath(
+            codes["network"],
+            codes["station"],
+            codes["location"],
+            codes["channel"],
+            date(2024, 2, 3),
+        )
+
+
+def test_sds_path_layout():
+    path = sds_relpath("O2", "WILZ", "--", "EHZ", date(2024, 2, 3))
+    assert path.as_posix() == "2024/O2/WILZ/EHZ.D/O2.WILZ..EHZ.D.2024.034"
+    assert sds_relpath("XX", "A1", "00", "HHN", date(2024, 12, 31)).name.endswith(".2024.366")
+
+
+def test_days_in_span_excludes_an_end_at_midnight():
+    assert days_in_span(datetime(2024, 2, 2, 22, tzinfo=UTC), T1) == [
+        date(2024, 2, 2),
+        date(2024, 2, 3),
+    ]
+    assert days_in_span(T0, datetime(2024, 2, 3, 0, 0, 1, tzinfo=UTC)) == [date(2024, 2, 3)]
+
+
+def _station(code, channels, end=None):
+    sta = Station(code, 35.0, 135.0, 10.0, start_date=UTCDateTime(2020, 1, 1), end_date=end)
+    for loc, cha, rate in channels:
+        sta.channels.append(Channel(cha, loc, 35.0, 135.0, 10.0, 0.0, sample_rate=rate))
+    return sta
+
+
+def test_channel_then_location_priority(caplog):
+    inv = Inventory(
+        networks=[
+            Network(
+                "XX",
+                stations=[
+                    _station(
+                        "A",
+                        [
+                            ("00", "BHZ", 40),
+                            ("00", "BHN", 40),
+                            ("10", "HHZ", 100),
+                            ("10", "HHE", 100),
+                            ("20", "HHZ", 100),
+                        ],
+                    ),
+                    _station("B", [("", "EHZ", 100), ("00", "EHZ", 100)]),
+                    _station("C", [("", "LHZ", 1)]),  # nothing matches: skipped
+                    _station("D", [("", "HHZ", 100)], end=UTCDateTime(2021, 1, 1)),  # closed
+                    _station("BAD_1", [("", "HHZ", 100)]),  # invalid code: skipped
+                ],
+            )
+        ]
+    )
+    caplog.set_level(logging.WARNING)
+    choices = select_channels(inv, ["HH?", "BH?", "EH?"], ["", "00", "10", "*"], T0, T1)
+    by_station = {c.station: c for c in choices}
+    assert set(by_station) == {"A", "B"}
+    assert (by_station["A"].location, by_station["A"].channels) == ("10", ("HHE", "HHZ"))
+    assert by_station["A"].sampling_rate == 100
+    assert (by_station["B"].location, by_station["B"].channel_prefix) == ("", "EH")
+    assert "XX.C skipped" in caplog.text and "'XX.BAD_1' skipped" in caplog.text
+
+
+def test_stations_csv_round_trip_keeps_codes(tmp_path):
+    cfg = TypeAdapter(StationSourceConfig).validate_python(
+        {
+            "kind": "inline",
+            "stations": [
+                {"network": "XX", "station": "AAA", "latitude": 35.1, "longitude": 133.4},
+                {
+                    "network": "XX",
+                    "station": "BBB",
+                    "location": "00",
+                    "latitude": 35.2,
+                    "longitude": 133.5,
+                    "elevation_m": 120.0,
+                    "channel_prefix": "EH",
+                    "sampling_rate": 200.0,
+                },
+            ],
+        }
+    )
+    assert isinstance(cfg, InlineStations)
+    choices = select_channels(inline_inventory(cfg, T0), ["HH?", "EH?"], ["*"], T0, T1)
+    path = write_stations_csv(stations_table(choices), tmp_path / "stations.csv")
+    table = read_stations_csv(path)
+    assert list(table["location"]) == ["", "00"]
+    assert list(table["channel_prefix"]) == ["HH", "EH"]
+    assert table.loc[1, ["elevation_m", "sampling_rate"]].tolist() == [120.0, 200.0]
+
+
+def _trace(data, start=None, rate=100.0, channel="HHZ"):
+    return Trace(
+        np.asarray(data),
+        header={
+            "network": "XX",
+            "station": "AAA",
+            "channel": channel,
+            "sampling_rate": rate,
+            "starttime": start or UTCDateTime(T0),
+        },
+    )
+
+
+def test_quality_flags():
+    cfg = QualityConfig()
+    rng = np.random.default_rng(1)
+    noise = rng.integers(-1000, 1000, 6000).astype(np.int32)
+
+    clean = assess_stream(Stream([_trace(noise)]), 100.0, 60.0, cfg)
+    assert clean["coverage"] == 1.0 and not (clean["flat"] or clean["clipped"])
+    assert clean["n_gaps"] == clean["n_overlaps"] == 0 and not clean["rate_mismatch"]
+
+    flat = assess_stream(Stream([_trace(np.full(6000, 7, np.int32))]), 100.0, 60.0, cfg)
+    assert flat["flat"] and not flat["clipped"]
+
+    clipped_data = noise.copy()
+    clipped_data[100:110] = 5000
+    clipped_data[3000:3006] = -5000
+    clipped = assess_stream(Stream([_trace(clipped_data)]), 100.0, 60.0, cfg)
+    assert clipped["clipped"] and clipped["clipped_samples"] == 16
+    by_level = assess_stream(
+        Stream([_trace(clipped_data)]), 100.0, 60.0, QualityConfig(clip_level=4000)
+    )
+    assert by_level["clipped_samples"] == 16
+
+    t = UTCDateTime(T0)
+    pieces = Stream(
+        [_trace(noise[:1000], t), _trace(noise[:1000], t + 15.0), _trace(noise[:1000], t + 20.0)]
+    )
+    gaps = assess_stream(pieces, 100.0, 60.0, cfg)
+    assert (gaps["n_gaps"], gaps["n_overlaps"]) == (1, 1)
+    assert gaps["gap_s"] == pytest.approx(5.0) and gaps["overlap_s"] == pytest.approx(5.0)
+    assert gaps["coverage"] == pytest.approx(0.5)
+
+    mixed = Stream([_trace(noise[:1000]), _trace(noise[:500], t + 10.0, rate=50.0)])
+    assert assess_stream(mixed, 100.0, 60.0, cfg)["rate_mismatch"]
+    assert assess_stream(Stream([_trace(noise)]), 40.0, 60.0, cfg)["rate_mismatch"]
+
+
+def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
+    cfg = InlineStations(
+        stations=[{"network": "XX", "station": "AAA", "latitude": 1, "longitude": 2}]
+    )
+    (choice,) = select_channels(inline_inventory(cfg, T0), ["HH?"], ["*"], T0, T1)
+    (unit,) = plan_units([choice], T0, T1)
+    assert isinstance(unit, Unit) and unit.unit_id == "XX.AAA..HH.2024.034"
+    (path,) = write_channel_day(
+        Stream([_trace(np.arange(100, dtype=np.int32))]), tmp_path, unit.day
+    )
+    ledger = UnitLedger(tmp_path)
+    record = {
+        "unit": unit.unit_id,
+        "status": "ok",
+        "files": [{"path": path.relative_to(tmp_path).as_posix(), "sha256": sha256_file(path)}],
+    }
+    ledger.write(unit, record)
+    assert ledger.is_finished(unit, tmp_path)
+    path.write_bytes(path.read_bytes()[:-10])
+    assert not ledger.is_finished(unit, tmp_path)
+
+
+def test_sds_source_reads_in_place_with_inline_stations(tmp_path):
+    archive = tmp_path / "archive"
+    day = date(2024, 2, 3)
+    for comp in "ZNE":
+        write_channel_day(
+            Stream([_trace(np.arange(8640, dtype=np.int32) % 50, rate=0.1, channel=f"HH{comp}")]),
+            archive,
+            day,
+        )
+    stations = InlineStations(
+        stations=[
+            {
+                "network": "XX",
+                "station": "AAA",
+                "latitude": 1.0,
+                "longitude": 2.0,
+                "sampling_rate": 0.1,
+            }
+        ]
+    )
+    cfg = WaveformConfig(source=SDSSource(path=archive))
+    run = RunDir(tmp_path / "run")
+    summary = download_waveforms(run, stations, cfg, T0, T1, progress=False)
+    assert summary["sds_root"] == str(archive) and summary["channel_days_ok"] == 3
+    assert not any((run.root / "waveforms").glob("2024"))
+    quality = pd.read_parquet(run.root / "waveforms" / "quality.parquet")
+    assert quality["coverage"].tolist() == [1.0, 1.0, 1.0]
+    assert run.read_manifest()["waveforms"]["details"]["sds_root"] == str(archive)
+
+
+def test_config_validation_messages(tmp_path):
+    with pytest.raises(ValidationError, match="must divide 24 hours"):
+        FDSNSource(chunk_hours=5)
+    with pytest.raises(ValidationError, match="a box .* or a circle, not both"):
+        FDSNStationQuery(min_latitude=30, latitude=35, longitude=135, max_radius_deg=1)
+    with pytest.raises(ValidationError, match="needs latitude, longitude and max_radius_deg"):
+        FDSNStationQuery(latitude=35)
+    with pytest.raises(ValidationError, match="invalid station code"):
+        InlineStations(
+            stations=[{"network": "XX", "station": "../x", "latitude": 0, "longitude": 0}]
+        )
+    with pytest.raises(ValidationError, match="SDS archive folder not found"):
+        SDSSource(path=tmp_path / "nope")
+    with pytest.raises(ValidationError, match="channel pattern"):
+        WaveformConfig(channel_priority=["HH?; rm"])
+    assert WaveformConfig(location_priority=["--", "00"]).location_priority == ["", "00"]
+    defaults = WaveformConfig()
+    assert defaults.channel_priority == ["HH?", "BH?", "EH?", "HN?"]
+    assert defaults.max_workers == 4 and defaults.source.chunk_hours == 24.0
