@@ -1,0 +1,89 @@
+"""Configuration of the location stage (HypoInverse 1.40)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class LocationConfig(BaseModel):
+    """HypoInverse settings: pick weighting, trial hypocentre and the program's weighting commands.
+
+    The numbers go into the command file rendered from ``hypo_templates/hypoinverse.hyp.tmpl``;
+    command names are those of the HypoInverse-2000 manual (Klein 2002, hyp1.40 notes).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    crust_model_type: Literal["CRH", "CRE"] = Field(
+        "CRH",
+        description="CRH: layers below a flat station datum (elevations ignored); CRE: "
+        "hypoellipse layers with station elevations and depths below sea level",
+    )
+    max_elevation_km: float = Field(
+        3.0, ge=0, le=9, description="CRE only: highest elevation (km) a hypocentre may reach"
+    )
+    probability_thresholds: list[float] = Field(
+        [0.9, 0.7, 0.5, 0.3],
+        min_length=4,
+        max_length=4,
+        description="pick probability at or above which weight codes 0, 1, 2, 3 are assigned "
+        "(below the last: code 4, unweighted)",
+    )
+    probability_std_factor: float = Field(
+        1.0,
+        ge=0,
+        description="the probability used for the weight code is mean - factor * MC-dropout std",
+    )
+    time_std_thresholds_s: list[float] = Field(
+        [0.02, 0.05, 0.1, 0.2],
+        min_length=4,
+        max_length=4,
+        description="pick-time std (s) at or below which codes 0, 1, 2, 3 are assigned; the "
+        "worse of the probability and time-std codes is used where time_std_s is known",
+    )
+    weights: list[float] = Field(
+        [1.0, 0.5, 0.2, 0.1],
+        min_length=4,
+        max_length=4,
+        description="WET: weight factors of codes 0-3 (codes 4-9 get no weight)",
+    )
+    trial_depth_km: float = Field(10.0, ge=0, le=60, description="ZTR: trial depth (km)")
+    fix_depth: bool = Field(False, description="ZTR: hold every depth at the trial depth")
+    use_association_trial: bool = Field(
+        True,
+        description="start from the associator's origin time, epicentre and depth (when known) "
+        "instead of HypoInverse's default (2 s before the first arrival, under that station)",
+    )
+    min_stations: int = Field(
+        4, ge=4, description="MIN: stations needed to attempt a location (HypoInverse: >= 4)"
+    )
+    reading_error_s: float = Field(0.10, gt=0, description="ERR: reading and timing error (s)")
+    distance_weighting: list[float] = Field(
+        [4, 50, 1, 3],
+        min_length=4,
+        max_length=4,
+        description="DIS: start iteration, DISCUT (km), DISW1, DISW2",
+    )
+    residual_weighting: list[float] = Field(
+        [4, 0.16, 1.5, 3],
+        min_length=4,
+        max_length=4,
+        description="RMS: start iteration, RMSCUT (s), RMSW1, RMSW2",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="wall-clock limit of one HypoInverse run")
+
+    @field_validator("probability_thresholds")
+    @classmethod
+    def _probabilities_decrease(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= p <= 1 for p in value) or sorted(value, reverse=True) != value:
+            raise ValueError("probability_thresholds must lie in [0, 1] and decrease")
+        return value
+
+    @field_validator("time_std_thresholds_s")
+    @classmethod
+    def _stds_increase(cls, value: list[float]) -> list[float]:
+        if any(s <= 0 for s in value) or sorted(value) != value:
+            raise ValueError("time_std_thresholds_s must be positive and increase")
+        return value

@@ -1,0 +1,444 @@
+"""The location stage: associated events -> HypoInverse 1.40 -> ``location/locations.parquet``.
+
+Inputs (run directory, DESIGN.md): ``association/events.parquet`` (event_id, origin_time,
+latitude, longitude, depth_km), ``association/assignments.parquet`` (event_id, pick_id),
+``picks/picks.parquet`` and ``waveforms/stations.csv``.
+
+Outputs in ``<run>/location/``: the program's inputs (``stations.sta``, ``model_p.crh``
+[+ ``model_s.crh``], ``phases.arc``, ``hypoinverse.hyp``) and outputs (``hypoinverse.arc``,
+``hypoinverse.sum``, ``hypoinverse.prt``, ``hypoinverse.log``) as the program reads and
+writes them, ``event_ids.csv`` (HypoInverse numeric id <-> event_id), and
+
+- ``locations.parquet``: one row per associated event: event_id, origin_time
+  (datetime64[ns, UTC]), latitude, longitude (deg, east positive), depth_km, rms_s, erh_km,
+  erz_km, gap_deg, nearest_km, n_p, n_s (P / S times with final weight > 0.1), quality
+  (HypoInverse's A-D), located (bool), reason (why an event was not located, or which of
+  its picks were left out; empty otherwise).
+- ``phase_residuals.parquet``: one row per pick HypoInverse used: event_id, pick_id,
+  network, station, phase, residual_s, weight (normalised weight used), weight_code
+  (assigned 0-4), distance_km.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as wall_clock
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.location.hypoinverse_formats import (
+    FormatError,
+    PhasePick,
+    crh_models,
+    location_code,
+    parse_archive,
+    parse_hypo71_summary,
+    phase_event_lines,
+    phase_line,
+    station_line,
+)
+from pipeline.location.params import LocationConfig
+from pipeline.location.runner import render_command_file, run_hypoinverse
+from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.velocity import VelocityModel
+
+log = logging.getLogger(__name__)
+
+STATION_FILE = "stations.sta"
+PHASE_FILE = "phases.arc"
+ARCHIVE_FILE = "hypoinverse.arc"
+SUMMARY_FILE = "hypoinverse.sum"
+PRINT_FILE = "hypoinverse.prt"
+
+LOCATION_COLUMNS = [
+    "event_id", "origin_time", "latitude", "longitude", "depth_km", "rms_s", "erh_km",
+    "erz_km", "gap_deg", "nearest_km", "n_p", "n_s", "quality", "located", "reason",
+]  # fmt: skip
+RESIDUAL_COLUMNS = [
+    "event_id", "pick_id", "network", "station", "phase", "residual_s", "weight",
+    "weight_code", "distance_km",
+]  # fmt: skip
+
+
+def weight_codes(picks: pd.DataFrame, cfg: LocationConfig) -> np.ndarray:
+    """HypoInverse weight codes 0-4 of picks, shape (N,).
+
+    The probability code uses ``probability - probability_std_factor * probability_std``
+    against ``cfg.probability_thresholds``; where ``time_std_s`` is known the time-std code
+    (``cfg.time_std_thresholds_s``) is computed too and the worse (larger) code is kept.
+    Picks without a probability get code 0 from the probability side.
+    """
+    n = len(picks)
+    prob = picks["probability"].to_numpy(float) if "probability" in picks else np.ones(n)
+    prob_std = (
+        picks["probability_std"].fillna(0).to_numpy(float)
+        if "probability_std" in picks
+        else np.zeros(n)
+    )
+    effective = np.where(np.isnan(prob), 1.0, prob - cfg.probability_std_factor * prob_std)
+    thresholds = np.asarray(cfg.probability_thresholds)
+    codes = (effective[:, None] < thresholds[None, :]).sum(axis=1)
+    if "time_std_s" in picks:
+        std = picks["time_std_s"].to_numpy(float)
+        std_codes = (std[:, None] > np.asarray(cfg.time_std_thresholds_s)[None, :]).sum(axis=1)
+        codes = np.where(np.isnan(std), codes, np.maximum(codes, std_codes))
+    return codes.astype(int)
+
+
+@dataclass
+class StationTable:
+    """Stations HypoInverse can use (station-file text) and why others were left out."""
+
+    text: str
+    keys: set[tuple[str, str, str]]  # (network, station, location code)
+    rejected: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+
+def _key(network: object, station: object, location: object) -> tuple[str, str, str]:
+    net = "" if pd.isna(network) else str(network).strip()
+    sta = "" if pd.isna(station) else str(station).strip()
+    try:
+        loc = location_code(location)
+    except FormatError:
+        loc = str(location)
+    return net, sta, loc
+
+
+def station_table(stations: pd.DataFrame) -> StationTable:
+    """Station file #2 text from a ``stations.csv`` table (one line per net.sta.loc).
+
+    Rows with missing coordinates or codes HypoInverse cannot hold are left out and listed
+    in ``rejected`` with the reason.
+    """
+    lines: list[str] = []
+    keys: set[tuple[str, str, str]] = set()
+    rejected: dict[tuple[str, str, str], str] = {}
+    for row in stations.itertuples(index=False):
+        key = _key(row.network, row.station, getattr(row, "location", ""))
+        if key in keys or key in rejected:
+            continue
+        prefix = getattr(row, "channel_prefix", "")
+        component = (("" if pd.isna(prefix) else str(prefix).strip())[:2] or "HH") + "Z"
+        elevation = getattr(row, "elevation_m", 0.0)
+        delay = getattr(row, "p_delay_s", 0.0)
+        try:
+            lines.append(
+                station_line(
+                    key[1],
+                    key[0],
+                    component,
+                    key[2],
+                    float(row.latitude),
+                    float(row.longitude),
+                    0.0 if pd.isna(elevation) else float(elevation),
+                    0.0 if pd.isna(delay) else float(delay),
+                )  # fmt: skip
+            )
+            keys.add(key)
+        except (FormatError, TypeError, ValueError) as exc:
+            rejected[key] = f"station {key[0]}.{key[1]}: unusable in stations.csv ({exc})"
+    return StationTable("\n".join(lines) + "\n", keys, rejected)
+
+
+@dataclass
+class PhaseInput:
+    """The phase file and the bookkeeping to map HypoInverse's output back."""
+
+    text: str
+    ids: pd.DataFrame  # hypoinverse_id, event_id
+    reasons: dict[str, list[str]]  # event_id -> notes
+    not_sent: set[str]  # event_ids not given to HypoInverse
+    pick_keys: dict[tuple, list[tuple[str, str, int]]]  # output key -> [(event_id, pick_id, code)]
+
+
+def _pick_key(hyp_id: int, network: str, station: str, location: str, phase: str, t) -> tuple:
+    """Identity of a pick across HypoInverse's input and output (time to 0.01 s)."""
+    centis = int(round(pd.Timestamp(t).value / 1e7))
+    return (int(hyp_id), network, station, location, phase, centis)
+
+
+def phase_input(
+    events: pd.DataFrame,
+    picks: pd.DataFrame,
+    stations: StationTable,
+    cfg: LocationConfig,
+) -> PhaseInput:
+    """Validate picks per event and write the Y2000 archive phase file text.
+
+    Args:
+        events: event_id, origin_time, latitude, longitude, depth_km (trial values; NaN ok).
+        picks: event_id, pick_id, network, station, location, phase, time, weight_code and
+            optionally component (default ``HHZ``).
+        stations: the usable stations.
+        cfg: the stage config (min_stations, use_association_trial).
+
+    Picks with a station not in ``stations``, a missing time or one before 1900, or a phase
+    other than P/S are left out with a note; an event with fewer than ``cfg.min_stations``
+    stations with weighted picks (code < 4) left is not sent, with the reason.
+    """
+    reasons: dict[str, list[str]] = defaultdict(list)
+    not_sent: set[str] = set()
+    lines: list[str] = []
+    ids: list[tuple[int, str]] = []
+    pick_keys: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
+    by_event = dict(tuple(picks.groupby("event_id", sort=False)))
+    for event in events.itertuples(index=False):
+        event_id = str(event.event_id)
+        group = by_event.get(event.event_id, picks.iloc[:0])
+        usable: list[tuple[str, PhasePick]] = []
+        for pick in group.itertuples(index=False):
+            key = _key(pick.network, pick.station, pick.location)
+            if key not in stations.keys:
+                why = stations.rejected.get(key, f"station {key[0]}.{key[1]}.{key[2]}: no "
+                                            "coordinates in stations.csv")  # fmt: skip
+                reasons[event_id].append(f"pick {pick.pick_id} left out ({why})")
+                continue
+            if pick.phase not in ("P", "S"):
+                reasons[event_id].append(f"pick {pick.pick_id} left out (phase {pick.phase!r})")
+                continue
+            component = getattr(pick, "component", None)
+            phase_pick = PhasePick(
+                station=key[1], network=key[0], location=key[2], phase=pick.phase,
+                component=component if isinstance(component, str) and component else "HHZ",
+                time=pick.time, weight_code=int(pick.weight_code),
+                onset="I" if int(pick.weight_code) <= 1 else "E",
+            )  # fmt: skip
+            try:
+                phase_line(phase_pick)
+            except FormatError as exc:
+                reasons[event_id].append(f"pick {pick.pick_id} left out ({exc})")
+                continue
+            usable.append((str(pick.pick_id), phase_pick))
+        weighted = {(p.network, p.station, p.location) for _, p in usable if p.weight_code < 4}
+        if len(weighted) < cfg.min_stations:
+            reasons[event_id].insert(
+                0,
+                f"not located: {len(weighted)} stations with weighted picks, "
+                f"fewer than the minimum {cfg.min_stations}",
+            )
+            not_sent.add(event_id)
+            continue
+        hyp_id = len(ids) + 1
+        ids.append((hyp_id, event_id))
+        trial = (
+            {
+                "trial_time": event.origin_time,
+                "trial_latitude": _float(getattr(event, "latitude", np.nan)),
+                "trial_longitude": _float(getattr(event, "longitude", np.nan)),
+                "trial_depth_km": _float(getattr(event, "depth_km", np.nan)),
+            }
+            if cfg.use_association_trial
+            else {}
+        )
+        lines += phase_event_lines([p for _, p in usable], hyp_id, **trial)
+        for pick_id, p in usable:
+            key = _pick_key(hyp_id, p.network, p.station, p.location, p.phase, p.time)
+            pick_keys[key].append((event_id, pick_id, p.weight_code))
+    id_table = pd.DataFrame(ids, columns=["hypoinverse_id", "event_id"])
+    return PhaseInput("\n".join(lines) + "\n", id_table, reasons, not_sent, pick_keys)
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def command_values(cfg: LocationConfig, model: VelocityModel, has_s_model: bool) -> dict:
+    """Placeholder values of ``hypoinverse.hyp.tmpl``."""
+    if cfg.crust_model_type == "CRH":
+        crust = ["CRH 1 'model_p.crh'"] + (["CRH 2 'model_s.crh'"] if has_s_model else [])
+    else:
+        elev = f"{cfg.max_elevation_km:.3f}"
+        crust = [f"CRE 1 'model_p.crh' {elev} T"] + (
+            [f"CRE 2 'model_s.crh' {elev} T"] if has_s_model else []
+        )
+    crust.append(f"POS {model.vp_vs:.3f}")
+    if has_s_model:
+        crust.append("SAL 1 2")
+    return {
+        "station_file": STATION_FILE,
+        "crust_commands": "\n".join(crust),
+        "trial_depth_km": f"{cfg.trial_depth_km:.2f}",
+        "fix_depth": "T" if cfg.fix_depth else "F",
+        "min_stations": cfg.min_stations,
+        "reading_error_s": f"{cfg.reading_error_s:.3f}",
+        "weights": " ".join(f"{w:g}" for w in cfg.weights),
+        "distance_weighting": " ".join(f"{w:g}" for w in cfg.distance_weighting),
+        "residual_weighting": " ".join(f"{w:g}" for w in cfg.residual_weighting),
+        "phase_file": PHASE_FILE,
+        "print_file": PRINT_FILE,
+        "summary_file": SUMMARY_FILE,
+        "archive_file": ARCHIVE_FILE,
+    }
+
+
+def locate_picks(
+    events: pd.DataFrame,
+    picks: pd.DataFrame,
+    stations: pd.DataFrame,
+    cfg: LocationConfig,
+    model: VelocityModel,
+    folder: Path,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Locate ``events`` from their ``picks`` with HypoInverse, in ``folder``.
+
+    Args:
+        events: event_id, origin_time, latitude, longitude, depth_km (trial; NaN allowed).
+        picks: event_id, pick_id, network, station, location, phase, time, weight_code
+            (0-9), optionally component.
+        stations: the ``stations.csv`` table.
+        cfg, model: stage config and 1-D velocity model.
+        folder: where the program's files go.
+
+    Returns:
+        (locations, residuals) with the columns :data:`LOCATION_COLUMNS` and
+        :data:`RESIDUAL_COLUMNS`; every event of ``events`` has a locations row.
+    """
+    table = station_table(stations)
+    phases = phase_input(events, picks, table, cfg)
+    p_text, s_text = crh_models(model)
+    inputs = {STATION_FILE: table.text, "model_p.crh": p_text, PHASE_FILE: phases.text}
+    if s_text is not None:
+        inputs["model_s.crh"] = s_text
+    write_text_atomic(folder / "event_ids.csv", phases.ids.to_csv(index=False))
+
+    located = pd.DataFrame(columns=["hypoinverse_id"])
+    out_phases = pd.DataFrame()
+    if len(phases.ids):
+        command = render_command_file(command_values(cfg, model, s_text is not None))
+        run_hypoinverse(
+            command, inputs, [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], folder, cfg.timeout_s
+        )
+        located, out_phases = parse_archive(folder / ARCHIVE_FILE)
+        quality = parse_hypo71_summary(folder / SUMMARY_FILE)[["hypoinverse_id", "quality"]]
+        located = located.merge(quality, on="hypoinverse_id", how="left")
+    else:
+        for name, text in inputs.items():
+            write_text_atomic(folder / name, text)
+    return (
+        _locations(events, phases, located),
+        _residuals(phases, out_phases),
+    )
+
+
+def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) -> pd.DataFrame:
+    merged = phases.ids.merge(located, on="hypoinverse_id", how="inner")
+    by_event = merged.set_index("event_id")
+    rows = []
+    for event_id in events["event_id"].astype(str):
+        notes = list(phases.reasons.get(event_id, []))
+        if event_id in by_event.index:
+            row = by_event.loc[event_id]
+            record = {c: row[c] for c in LOCATION_COLUMNS if c in row.index}
+            record.update(event_id=event_id, located=True, reason="; ".join(notes))
+        else:
+            if event_id not in phases.not_sent:
+                notes.insert(0, "not located: HypoInverse wrote no solution (see hypoinverse.prt)")
+            record = {"event_id": event_id, "located": False, "reason": "; ".join(notes)}
+        rows.append(record)
+    table = pd.DataFrame(rows, columns=LOCATION_COLUMNS)
+    table["origin_time"] = pd.to_datetime(table["origin_time"], utc=True).astype(
+        "datetime64[ns, UTC]"
+    )
+    for column in ("n_p", "n_s"):
+        table[column] = table[column].astype("Int64")
+    for column in ("latitude", "longitude", "depth_km", "rms_s", "erh_km", "erz_km", "gap_deg",
+                   "nearest_km"):  # fmt: skip
+        table[column] = table[column].astype(float)
+    table["quality"] = table["quality"].fillna("").astype(str)
+    table["located"] = table["located"].astype(bool)
+    return table
+
+
+def _residuals(phases: PhaseInput, out: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    pending = {key: list(values) for key, values in phases.pick_keys.items()}
+    for row in out.itertuples(index=False):
+        key = _pick_key(
+            row.hypoinverse_id, row.network, row.station, location_code(row.location),
+            row.phase, row.time,
+        )  # fmt: skip
+        if not pending.get(key):
+            continue
+        event_id, pick_id, code = pending[key].pop(0)
+        rows.append(
+            {
+                "event_id": event_id,
+                "pick_id": pick_id,
+                "network": row.network,
+                "station": row.station,
+                "phase": row.phase,
+                "residual_s": row.residual_s,
+                "weight": row.weight,
+                "weight_code": code,
+                "distance_km": row.distance_km,
+            }  # fmt: skip
+        )
+    return pd.DataFrame(rows, columns=RESIDUAL_COLUMNS)
+
+
+def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
+    """Locate every associated event of ``run`` with HypoInverse and record the stage.
+
+    Returns:
+        The counts recorded in the manifest: events, located, not_located, picks_used,
+        picks_left_out.
+    """
+    started = wall_clock.perf_counter()
+    paths = {
+        "events": run.path("association", "events.parquet"),
+        "assignments": run.path("association", "assignments.parquet"),
+        "picks": run.path("picks", "picks.parquet"),
+        "stations": run.path("waveforms", "stations.csv"),
+    }
+    for name, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"location stage needs {path} ({name}); run earlier stages")
+    events = pd.read_parquet(paths["events"])
+    assignments = pd.read_parquet(paths["assignments"])[["event_id", "pick_id"]]
+    picks = pd.read_parquet(paths["picks"])
+    stations = pd.read_csv(paths["stations"], dtype={"network": str, "station": str,
+                                                     "location": str}, keep_default_na=False,
+                           na_values={"latitude": [""], "longitude": [""],
+                                      "elevation_m": [""]})  # fmt: skip
+    picks = picks.assign(pick_id=picks["pick_id"].astype(str))
+    assignments = assignments.assign(pick_id=assignments["pick_id"].astype(str))
+    event_picks = assignments.merge(picks, on="pick_id", how="inner")
+    event_picks["weight_code"] = weight_codes(event_picks, cfg)
+
+    folder = run.stage_dir("location")
+    locations, residuals = locate_picks(events, event_picks, stations, cfg, model, folder)
+    write_parquet_atomic(locations, folder / "locations.parquet")
+    write_parquet_atomic(residuals, folder / "phase_residuals.parquet")
+    counts = {
+        "events": len(locations),
+        "located": int(locations["located"].sum()),
+        "not_located": int((~locations["located"]).sum()),
+        "picks_used": len(residuals),
+        "picks_left_out": len(event_picks) - len(residuals),
+    }
+    outputs = [
+        str(p.relative_to(run.root))
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    ]
+    run.record_stage(
+        "location",
+        inputs={name: sha256_file(path) for name, path in paths.items()},
+        outputs=outputs,
+        counts=counts,
+        wall_time_s=round(wall_clock.perf_counter() - started, 3),
+        details={
+            "program": "HypoInverse 1.40",
+            "velocity_model": model.name,
+            "config": cfg.model_dump(),
+        },  # fmt: skip
+    )
+    log.info("location: %d of %d events located", counts["located"], counts["events"])
+    return counts
