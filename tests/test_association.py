@@ -188,3 +188,20 @@ def test_config_rejects_unknown_associator_and_keys():
         AssociationConfig.model_validate({"min_station": 3})
     with pytest.raises(pydantic.ValidationError):
         AssociationConfig.model_validate({"pyocto": {"zlim_km": [10, 5]}})
+
+
+def test_all_picks_over_the_std_gate_leave_everything_unassigned(tmp_path, tottori, scenario):
+    picks = scenario.picks.assign(probability_std=0.5)
+    run = _write_run(tmp_path, scenario, picks)
+    entry = associate(run, AssociationConfig(associator="time"), tottori)
+    assert entry["counts"]["events"] == 0
+    assert entry["counts"]["rejected_uncertain"] == len(picks)
+    assert entry["counts"]["unassigned"] == len(picks)
+    assert pd.read_parquet(run.root / "association" / "events.parquet").empty
+
+
+def test_oversized_time_grid_is_refused_with_advice(tmp_path, tottori, scenario):
+    run = _write_run(tmp_path, scenario)
+    cfg = AssociationConfig(time={"grid_spacing_km": 0.05})
+    with pytest.raises(ValueError, match="grid_spacing_km"):
+        associate(run, cfg, tottori)

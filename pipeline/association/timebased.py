@@ -52,6 +52,9 @@ from pipeline.velocity import VelocityModel
 
 log = logging.getLogger(__name__)
 
+#: Largest nodes × stations of the origin grid (two float64 tables of this size are kept).
+MAX_GRID_ENTRIES = 20_000_000
+
 
 @dataclass(frozen=True)
 class OriginGrid:
@@ -87,6 +90,13 @@ class OriginGrid:
         (x0, x1), (y0, y1) = stations.bounds(margin_km)
         xs = np.arange(x0, x1 + spacing_km / 2, spacing_km)
         ys = np.arange(y0, y1 + spacing_km / 2, spacing_km)
+        n_nodes = xs.size * ys.size * len(depths_km)
+        if n_nodes * len(stations) > MAX_GRID_ENTRIES:
+            raise ValueError(
+                f"time associator grid of {n_nodes} nodes x {len(stations)} stations is too "
+                f"large (limit {MAX_GRID_ENTRIES:.0e} entries): raise time.grid_spacing_km "
+                f"(now {spacing_km}) or lower time.grid_margin_km, or use associator: pyocto"
+            )
         gx, gy, gz = np.meshgrid(xs, ys, np.asarray(depths_km, dtype=float), indexing="ij")
         gx, gy, gz = gx.ravel(), gy.ravel(), gz.ravel()
         distance = np.hypot(gx[:, None] - stations.x_km, gy[:, None] - stations.y_km)
