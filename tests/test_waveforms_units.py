@@ -201,9 +201,11 @@ def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
     (choice,) = select_channels(inline_inventory(cfg, T0), ["HH?"], ["*"], T0, T1)
     (unit,) = plan_units([choice], T0, T1)
     assert isinstance(unit, Unit) and unit.unit_id == "XX.AAA..HH.2024.034"
-    (path,) = write_channel_day(
+    written = write_channel_day(
         Stream([_trace(np.arange(100, dtype=np.int32))]), tmp_path, unit.day
     )
+    assert list(written.values()) == [100]
+    (path,) = written
     ledger = UnitLedger(tmp_path)
     record = {
         "unit": unit.unit_id,

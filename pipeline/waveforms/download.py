@@ -170,17 +170,15 @@ def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tupl
     return stream, attempts
 
 
-def _record_files(paths: list[Path], root: Path) -> list[dict]:
-    from obspy import read
-
+def _record_files(written: dict[Path, int], root: Path) -> list[dict]:
     return [
         {
-            "path": p.relative_to(root).as_posix(),
-            "samples": int(sum(tr.stats.npts for tr in read(str(p), format="MSEED"))),
-            "bytes": p.stat().st_size,
-            "sha256": sha256_file(p),
+            "path": path.relative_to(root).as_posix(),
+            "samples": samples,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
         }
-        for p in paths
+        for path, samples in written.items()
     ]
 
 
@@ -200,8 +198,7 @@ def run_unit(
         log.error("unit %s failed: %s", unit.unit_id, exc)
         return {**base, "status": "failed", "error": str(exc), "files": [], "samples": 0}
     stream.traces = [tr for tr in stream if tr.stats.channel in wanted]
-    paths = write_channel_day(stream, root, unit.day)
-    files = _record_files(paths, root)
+    files = _record_files(write_channel_day(stream, root, unit.day), root)
     record = {
         **base,
         "status": "ok" if files else "nodata",

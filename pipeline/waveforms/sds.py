@@ -58,13 +58,13 @@ def trim_to_window(stream: Stream, start: UTCDateTime, end: UTCDateTime) -> Stre
     return stream
 
 
-def write_channel_day(stream: Stream, root: Path, day: date) -> list[Path]:
+def write_channel_day(stream: Stream, root: Path, day: date) -> dict[Path, int]:
     """Write ``stream`` (data of ``day`` only) as one SDS file per channel, atomically.
 
     Traces are merged where they fit exactly (``Stream.merge(-1)``) and sorted, so the same
-    input always gives the same bytes. Returns the written paths.
+    input always gives the same bytes. Returns the written paths with their sample counts.
     """
-    written = []
+    written = {}
     by_channel: dict[tuple[str, str, str, str], Stream] = {}
     for trace in stream:
         s = trace.stats
@@ -75,7 +75,7 @@ def write_channel_day(stream: Stream, root: Path, day: date) -> list[Path]:
         channel_stream.sort(keys=["starttime"])
         with atomic_path(target) as tmp:
             channel_stream.write(str(tmp), format="MSEED")
-        written.append(target)
+        written[target] = sum(tr.stats.npts for tr in channel_stream)
     return written
 
 
