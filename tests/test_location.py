@@ -1,0 +1,363 @@
+"""Location stage: HypoInverse 1.40 formats, runner and stage, with the real program."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.location import LocationConfig, locate, locate_picks
+from pipeline.location.hypoinverse_formats import (
+    PhasePick,
+    parse_archive,
+    parse_hypo71_summary,
+    phase_event_lines,
+    station_line,
+)
+from pipeline.location.runner import HypoInverseError, find_hypoinverse, run_hypoinverse
+from pipeline.location.stage import weight_codes
+from pipeline.rundir import RunDir
+from pipeline.velocity import load_velocity_model, travel_time
+
+EARTH_RADIUS_KM = 6371.0
+
+
+@pytest.fixture
+def hyp_binary() -> Path:
+    """The built ``hyp1.40``; skips when missing, except under CI=true."""
+    try:
+        return find_hypoinverse()
+    except HypoInverseError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def epicentral_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance (km) between points given in degrees (haversine)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dlat, dlon = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
+    a = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a))
+
+
+# ------------------------------------------------------------------ formats, no program
+
+
+def test_station_line_columns():
+    line = station_line("TOT01", "JP", "HHZ", "", 35.2751, 133.35, 245.4, p_delay_s=-0.12)
+    assert len(line) == 85
+    assert line[0:5] == "TOT01" and line[6:8] == "JP" and line[10:13] == "HHZ"
+    assert int(line[15:17]) == 35 and abs(float(line[18:25]) - 0.2751 * 60) < 1e-4
+    assert int(line[26:29]) == 133 and line[37] == "E" and abs(float(line[30:37]) - 21.0) < 1e-4
+    assert int(line[38:42]) == 245
+    assert line[49:54] == "  -12" and line[80:82] == "--"
+
+
+def test_phase_file_round_trip_through_parser(tmp_path):
+    t0 = pd.Timestamp("2000-10-06 13:30:17.98", tz="UTC")
+    picks = [
+        PhasePick("TOT01", "JP", "HHZ", "", "P", t0 + pd.Timedelta(seconds=3.456), 1),
+        PhasePick("TOT01", "JP", "HHZ", "", "S", t0 + pd.Timedelta(seconds=45.0), 3),
+        PhasePick("TOT02", "JP", "HHZ", "00", "P", t0 + pd.Timedelta(seconds=5.0), 0),
+    ]
+    lines = phase_event_lines(picks, 42, t0, 35.27, 133.35, 9.5)
+    (tmp_path / "one.arc").write_text("\n".join(lines) + "\n")
+    events, phases = parse_archive(tmp_path / "one.arc")
+    assert events.loc[0, "hypoinverse_id"] == 42
+    assert abs(events.loc[0, "origin_time"] - t0) < pd.Timedelta(milliseconds=5)
+    assert abs(events.loc[0, "latitude"] - 35.27) < 1e-3
+    assert abs(events.loc[0, "longitude"] - 133.35) < 1e-3
+    assert events.loc[0, "depth_km"] == 9.5
+    assert list(phases["phase"]) == ["P", "P", "S"]  # written in time order
+    assert list(phases["weight_code"]) == [1, 0, 3]
+    expected = sorted(p.time.round("10ms") for p in picks)
+    assert list(phases["time"]) == expected
+    assert list(phases["location"]) == ["--", "00", "--"]
+
+
+def test_weight_codes_from_probability_and_time_std():
+    picks = pd.DataFrame(
+        {
+            "probability": [0.95, 0.95, 0.75, 0.55, 0.35, 0.1, np.nan],
+            "probability_std": [0.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0],
+            "time_std_s": [0.01, np.nan, 0.01, 0.5, np.nan, np.nan, np.nan],
+        }
+    )
+    codes = weight_codes(picks, LocationConfig())
+    assert list(codes) == [0, 1, 1, 4, 3, 4, 0]
+
+
+# ------------------------------------------------------------------ runner
+
+
+def test_missing_binary_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.delenv("EQCAT_HYPOINVERSE", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HypoInverseError, match="make setup.*build_hypoinverse.sh"):
+        find_hypoinverse()
+    monkeypatch.setenv("EQCAT_HYPOINVERSE", str(tmp_path / "nothing"))
+    with pytest.raises(HypoInverseError, match="EQCAT_HYPOINVERSE"):
+        find_hypoinverse()
+
+
+def test_program_error_fails_with_log_path(hyp_binary, tmp_path):
+    with pytest.raises(HypoInverseError, match="STATION FILE DOES NOT EXIST.*hypoinverse.log"):
+        run_hypoinverse("STA 'absent.sta'\nSTO\n", {}, [], tmp_path, timeout_s=30)
+    assert "STATION FILE DOES NOT EXIST" in (tmp_path / "hypoinverse.log").read_text()
+
+
+def test_testone_reproduces_reference_summary(hyp_binary, tmp_path):
+    """HypoInverse's own test event, run through our runner, gives its reference solution."""
+    testone = Path(sys.prefix) / "share" / "hypoinverse" / "testone"
+    if not testone.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{testone} missing: run scripts/build_hypoinverse.sh")
+        pytest.skip(f"{testone} missing: run scripts/build_hypoinverse.sh")
+    outputs = ["testone.prt", "testone.sum", "testone.arc"]
+    inputs = {p.name: p for p in testone.iterdir() if p.is_file() and p.name not in outputs}
+    # testone.hyp asks for file names with bare PHS/PRT/SUM/ARC commands: drop those prompts.
+    commands = [
+        line
+        for line in (testone / "testone.hyp").read_text().splitlines()
+        if line.strip() not in ("PHS", "PRT", "SUM", "ARC")
+    ]
+    run_hypoinverse("\n".join([*commands, "LOC", "STO"]) + "\n", inputs, outputs, tmp_path)
+    ours = parse_hypo71_summary(tmp_path / "testone.sum").iloc[0]
+    reference = parse_hypo71_summary(testone / "testone.sum").iloc[0]
+    dt = abs((ours["origin_time"] - reference["origin_time"]).total_seconds())
+    dlat_min = abs(ours["latitude"] - reference["latitude"]) * 60
+    dlon_min = abs(ours["longitude"] - reference["longitude"]) * 60
+    ddepth = abs(ours["depth_km"] - reference["depth_km"])
+    print(f"testone: dt={dt:.3f} s dlat={dlat_min:.3f}' dlon={dlon_min:.3f}' dz={ddepth:.2f} km")
+    assert dt <= 0.01 and dlat_min <= 0.01 and dlon_min <= 0.01 and ddepth <= 0.1
+    assert ours["hypoinverse_id"] == reference["hypoinverse_id"] == 71329580
+    assert ours["quality"] == reference["quality"]
+    _, phases = parse_archive(tmp_path / "testone.arc")
+    _, reference_phases = parse_archive(testone / "testone.arc")
+    assert len(phases) == len(reference_phases)
+
+
+# ------------------------------------------------------------------ real archive: El16
+
+
+def test_parser_reads_every_event_and_phase_of_el16(shared):
+    arc = shared("data", "hypodd_example1", "El16.arc")
+    events, phases = parse_archive(arc)
+    lines = arc.read_text().splitlines()
+    assert len(events) == 16 == sum(1 for line in lines if not line[:4].strip())
+    station_lines = len(lines) - 2 * len(events)
+    assert station_lines == 855
+    assert phases["phase"].value_counts().to_dict() == {"P": 833, "S": 28}
+    assert events["hypoinverse_id"].is_unique and events["hypoinverse_id"].min() > 0
+    # Independent check: every pick of the HypoDD phase file made from the same events.
+    pha = shared("data", "hypodd_example1", "El16.pha")
+    origins = events.set_index("hypoinverse_id")["origin_time"]
+    n_checked = 0
+    for line in pha.read_text().splitlines():
+        parts = line.split()
+        if parts[0] == "#":
+            event_id = int(parts[-1])
+            t0 = origins.loc[event_id]
+            continue
+        code, travel, phase = parts[0], float(parts[1]), parts[3]
+        match = phases[
+            (phases["hypoinverse_id"] == event_id)
+            & (phases["network"] + phases["station"] == code)
+            & (phases["phase"] == phase)
+        ]
+        offsets = (match["time"] - t0).dt.total_seconds() - travel
+        assert (offsets.abs() < 0.006).any(), (event_id, code, phase, travel)
+        n_checked += 1
+    assert n_checked == 563
+
+
+def test_el16_round_trip_relocation(hyp_binary, shared, tmp_path):
+    """Parse El16.arc, write its picks back, relocate with the generic model."""
+    folder = shared("data", "hypodd_example1")
+    archived, phases = parse_archive(folder / "El16.arc")
+    stations = pd.read_csv(
+        folder / "station.dat", sep=r"\s+", header=None, names=["code", "latitude", "longitude"]
+    )
+    stations = stations.assign(
+        network=stations["code"].str[:2], station=stations["code"].str[2:], location="",
+        elevation_m=0.0, channel_prefix="VH",
+    )  # fmt: skip
+    # The archived solutions used NCSN station delays; they are in the archive: keep them.
+    delays = phases.groupby(["network", "station"])["p_delay_s"].median().reset_index()
+    stations = stations.merge(delays, on=["network", "station"], how="left")
+    events = archived.assign(event_id=archived["hypoinverse_id"].astype(str))
+    picks = phases.assign(
+        event_id=phases["hypoinverse_id"].astype(str),
+        pick_id=[f"p{i}" for i in range(len(phases))],
+        location="",
+    )
+    model = load_velocity_model("generic_crust")
+    locations, residuals = locate_picks(events, picks, stations, LocationConfig(), model, tmp_path)
+    assert locations["located"].all()
+    known = set(stations["station"])
+    with_coordinates = picks[picks["station"].isin(known)]
+    assert set(residuals["pick_id"]) == set(with_coordinates["pick_id"])  # every pick kept
+    left_out = picks[~picks["station"].isin(known)]
+    assert len(left_out) == 16 and set(left_out["station"]) == {"CCH1", "CGP1", "CMW1"}
+    reasons = " ".join(locations["reason"])
+    assert all(f"pick {pick_id} left out" in reasons for pick_id in left_out["pick_id"])
+
+    merged = locations.merge(events, on="event_id", suffixes=("", "_archived"))
+    distance = epicentral_km(
+        merged["latitude"], merged["longitude"],
+        merged["latitude_archived"], merged["longitude_archived"],
+    )  # fmt: skip
+    depth = merged["depth_km"] - merged["depth_km_archived"]
+    print(
+        f"El16 round trip: {len(residuals)} of {len(picks)} picks kept; epicentre shifts km "
+        f"{np.round(distance, 2).tolist()}; depth shifts km {np.round(depth, 2).tolist()}"
+    )
+    assert distance.max() < 2.0
+
+
+# ------------------------------------------------------------------ stage on a run directory
+
+CENTER = (35.30, 133.35)  # western Tottori
+
+
+def _offset(lat, lon, north_km, east_km):
+    dlat = north_km / (np.pi * EARTH_RADIUS_KM / 180)
+    dlon = east_km / (np.pi * EARTH_RADIUS_KM / 180 * np.cos(np.radians(lat)))
+    return lat + dlat, lon + dlon
+
+
+def _write_run(tmp_path, stations, events, picks, assignments) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    events.to_parquet(run.path("association", "events.parquet"), index=False)
+    assignments.to_parquet(run.path("association", "assignments.parquet"), index=False)
+    picks.to_parquet(run.path("picks", "picks.parquet"), index=False)
+    return run
+
+
+def _scenario(seed: int = 7, n_events: int = 10):
+    """Stations around western Tottori, events with known hypocentres, noisy exact picks."""
+    rng = np.random.default_rng(seed)
+    model = load_velocity_model("tottori")
+    azimuths = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    radii = np.tile([8.0, 25.0, 40.0], 4)
+    rows = []
+    for k, (az, r) in enumerate(zip(azimuths, radii, strict=True)):
+        lat, lon = _offset(*CENTER, r * np.cos(az), r * np.sin(az))
+        rows.append(("TT", f"S{k:02d}", "", "HH", lat, lon, 150.0, 100.0))
+    stations = pd.DataFrame(
+        rows,
+        columns=["network", "station", "location", "channel_prefix", "latitude", "longitude",
+                 "elevation_m", "sampling_rate"],
+    )  # fmt: skip
+    t0 = pd.Timestamp("2000-10-06 13:30:00", tz="UTC")
+    truth, events, picks, assignments = [], [], [], []
+    for i in range(n_events):
+        north, east = rng.uniform(-12, 12, 2)
+        lat, lon = _offset(*CENTER, north, east)
+        depth = rng.uniform(4, 15)
+        origin = t0 + pd.Timedelta(minutes=10 * i, seconds=float(rng.uniform(0, 50)))
+        event_id = f"ev{i:03d}"
+        truth.append((event_id, lat, lon, depth))
+        trial_lat, trial_lon = _offset(lat, lon, *rng.uniform(-3, 3, 2))
+        events.append((event_id, origin + pd.Timedelta(seconds=0.4), trial_lat, trial_lon, np.nan))
+        dist = epicentral_km(lat, lon, stations["latitude"], stations["longitude"])
+        for phase in ("P", "S"):
+            times = travel_time(model, phase, dist, depth) + rng.normal(0, 0.05, len(dist))
+            for sta, tt in zip(stations["station"], times, strict=True):
+                pick_id = f"{event_id}.{sta}.{phase}"
+                picks.append(
+                    (pick_id, "TT", sta, "", phase, origin + pd.Timedelta(seconds=float(tt)),
+                     0.92, 0.02, 0.03)
+                )  # fmt: skip
+                assignments.append((event_id, pick_id, phase, 0.0))
+    picks = pd.DataFrame(
+        picks,
+        columns=["pick_id", "network", "station", "location", "phase", "time", "probability",
+                 "probability_std", "time_std_s"],
+    )  # fmt: skip
+    picks["time"] = picks["time"].astype("datetime64[ns, UTC]")
+    events = pd.DataFrame(
+        events, columns=["event_id", "origin_time", "latitude", "longitude", "depth_km"]
+    )
+    events["origin_time"] = events["origin_time"].astype("datetime64[ns, UTC]")
+    assignments = pd.DataFrame(assignments, columns=["event_id", "pick_id", "phase", "residual_s"])
+    truth = pd.DataFrame(truth, columns=["event_id", "latitude", "longitude", "depth_km"])
+    return model, stations, events, picks, assignments, truth
+
+
+def test_generated_events_locate_accurately(hyp_binary, tmp_path):
+    model, stations, events, picks, assignments, truth = _scenario()
+    run = _write_run(tmp_path, stations, events, picks, assignments)
+    counts = locate(run, LocationConfig(), model)
+    assert counts["located"] == len(events) and counts["picks_used"] == len(picks)
+
+    locations = pd.read_parquet(run.path("location", "locations.parquet"))
+    assert str(locations["origin_time"].dtype) == "datetime64[ns, UTC]"
+    assert locations["located"].all() and (locations["reason"] == "").all()
+    assert set(locations["quality"]) <= set("ABCD") and (locations["n_s"] > 0).all()
+    merged = locations.merge(truth, on="event_id", suffixes=("", "_true"))
+    epicentral = epicentral_km(
+        merged["latitude"], merged["longitude"], merged["latitude_true"], merged["longitude_true"]
+    )
+    depth = (merged["depth_km"] - merged["depth_km_true"]).abs()
+    print(f"generated: median epicentral error {np.median(epicentral):.3f} km "
+          f"(max {epicentral.max():.3f}), median depth error {np.median(depth):.3f} km "
+          f"(max {depth.max():.3f}), median rms {locations['rms_s'].median():.3f} s")  # fmt: skip
+    assert np.median(epicentral) <= 0.5
+    assert np.median(depth) <= 1.0
+
+    residuals = pd.read_parquet(run.path("location", "phase_residuals.parquet"))
+    assert set(residuals["pick_id"]) == set(picks["pick_id"])
+    assert residuals["residual_s"].abs().median() < 0.1
+    ids = pd.read_csv(run.path("location", "event_ids.csv"))
+    assert list(ids["event_id"]) == list(events["event_id"])
+    manifest = run.read_manifest()["location"]
+    assert manifest["counts"]["located"] == len(events)
+    assert "location/hypoinverse.arc" in manifest["outputs"]
+
+
+def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
+    model, stations, events, picks, assignments, _ = _scenario(seed=3, n_events=4)
+    # A station without coordinates, used by a pick of ev000.
+    stations.loc[len(stations)] = ["TT", "NOLOC", "", "HH", np.nan, np.nan, 0.0, 100.0]
+    extra = picks.iloc[[0]].assign(pick_id="ev000.NOLOC.P", station="NOLOC")
+    # ev001: one pick before 1900 and one without a time.
+    picks = picks.set_index("pick_id")
+    picks.loc["ev001.S00.P", "time"] = pd.Timestamp("1850-01-01", tz="UTC")
+    picks.loc["ev001.S01.P", "time"] = pd.NaT
+    picks = pd.concat([picks.reset_index(), extra], ignore_index=True)
+    # ev002: only three stations keep their picks (below MIN 4).
+    few = assignments["event_id"].eq("ev002") & ~assignments["pick_id"].str.contains(r"\.S0[0-2]\.")
+    assignments = pd.concat(
+        [assignments[~few], pd.DataFrame([("ev000", "ev000.NOLOC.P", "P", 0.0)],
+                                         columns=assignments.columns)],
+        ignore_index=True,
+    )  # fmt: skip
+    run = _write_run(tmp_path, stations, events, picks, assignments)
+
+    counts = locate(run, LocationConfig(), model)
+    locations = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
+    assert counts == {
+        "events": 4, "located": 3, "not_located": 1,
+        "picks_used": len(assignments) - 6 - 3, "picks_left_out": 3 + 6,
+    }  # fmt: skip
+    assert list(locations.index) == ["ev000", "ev001", "ev002", "ev003"]
+    assert locations.loc[["ev000", "ev001", "ev003"], "located"].all()
+    assert "pick ev000.NOLOC.P left out" in locations.loc["ev000", "reason"]
+    assert "TT.NOLOC" in locations.loc["ev000", "reason"]
+    assert "pick ev001.S00.P left out" in locations.loc["ev001", "reason"]
+    assert "1850" in locations.loc["ev001", "reason"]
+    assert "pick ev001.S01.P left out" in locations.loc["ev001", "reason"]
+    assert "time is missing" in locations.loc["ev001", "reason"]
+    assert not locations.loc["ev002", "located"]
+    assert "3 stations" in locations.loc["ev002", "reason"]
+    assert "minimum 4" in locations.loc["ev002", "reason"]
+    assert np.isnan(locations.loc["ev002", "latitude"])
+    assert locations.loc["ev003", "reason"] == ""
