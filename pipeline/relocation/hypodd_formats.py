@@ -224,6 +224,46 @@ def render_hypodd_inp(
     return Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
 
 
+def _empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+
+
+def empty_dt_ct() -> pd.DataFrame:
+    """A dt.ct table without rows."""
+    return _empty(
+        {
+            "id1": "int64",
+            "id2": "int64",
+            "station": "object",
+            "t1": "float64",
+            "t2": "float64",
+            "weight": "float64",
+            "phase": "object",
+        }
+    )
+
+
+def empty_dt_cc() -> pd.DataFrame:
+    """A dt.cc table without rows."""
+    return _empty(
+        {
+            "id1": "int64",
+            "id2": "int64",
+            "station": "object",
+            "dt": "float64",
+            "weight": "float64",
+            "phase": "object",
+        }
+    )
+
+
+def empty_reloc() -> pd.DataFrame:
+    """A hypoDD.reloc table without rows (as :func:`read_reloc` returns)."""
+    table = _empty({c: "float64" for c in RELOC_COLUMNS})
+    table["hypodd_id"] = table["hypodd_id"].astype("int64")
+    return _with_times(table)
+
+
 # --------------------------------------------------------------------------- readers
 
 

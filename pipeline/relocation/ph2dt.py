@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from pipeline.relocation.hypodd_formats import empty_dt_ct
 from pipeline.relocation.params import Ph2dtConfig
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def catalog_differential_times(
     cat = _Catalog(events.reset_index(drop=True), phases, stations)
     n = len(cat.ids)
     if n < 2:
-        return _empty_dt(), stats
+        return empty_dt_ct(), stats
     lat0, lon0 = float(np.mean(cat.lat)), float(np.mean(cat.lon))
     xyz = np.column_stack([_local_xy(cat.lat, cat.lon, lat0, lon0), cat.dep])
     tree = cKDTree(xyz)
@@ -225,25 +226,11 @@ def catalog_differential_times(
             stats.weakly_linked_events += 1
     dt = pd.DataFrame(out_rows, columns=["id1", "id2", "sidx", "t1", "t2", "weight", "phase"])
     if dt.empty:
-        return _empty_dt(), stats
+        return empty_dt_ct(), stats
     dt.insert(2, "station", cat.labels[dt.pop("sidx").to_numpy()])
     stats.p_pairs_selected = int((dt["phase"] == "P").sum())
     stats.s_pairs_selected = int((dt["phase"] == "S").sum())
     return dt, stats
-
-
-def _empty_dt() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "id1": pd.Series(dtype=np.int64),
-            "id2": pd.Series(dtype=np.int64),
-            "station": pd.Series(dtype=object),
-            "t1": pd.Series(dtype=float),
-            "t2": pd.Series(dtype=float),
-            "weight": pd.Series(dtype=float),
-            "phase": pd.Series(dtype=object),
-        }
-    )
 
 
 def format_log(stats: Ph2dtStats, cfg: Ph2dtConfig) -> str:

@@ -1,0 +1,138 @@
+"""Running HypoDD: the ``hypoDD`` program when present, else the ``hypodd`` Python package.
+
+Both read a version-2 ``hypoDD.inp`` in their working folder and write their outputs there.
+The package is run as ``python -m hypodd.hypoDD hypoDD.inp`` with this interpreter (its
+console script is broken in 0.2.1). The engine's standard output and error go to
+``hypoDD.engine.log`` in the folder; HypoDD writes its own ``hypoDD.log`` beside it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.relocation.hypodd_formats import read_inp_files
+from pipeline.relocation.params import RelocationConfig
+from pipeline.rundir import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+ENGINE_LOG = "hypoDD.engine.log"
+
+
+class HypoDDError(RuntimeError):
+    """HypoDD could not be run or did not produce its relocations."""
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One engine run: what ran, where, and what it wrote."""
+
+    engine: str  # "binary" | "python"
+    command: tuple[str, ...]
+    folder: Path
+    log_path: Path
+    reloc_path: Path
+    wall_time_s: float
+
+
+def engine_command(cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> tuple[str, list[str]]:
+    """(engine kind, command line) for ``cfg.engine``.
+
+    Raises:
+        HypoDDError: "binary" asked for but no such program on PATH, or the package missing.
+    """
+    program = shutil.which(cfg.binary)
+    if cfg.engine == "binary" or (cfg.engine == "auto" and program):
+        if not program:
+            raise HypoDDError(
+                f"relocation.engine = 'binary' but no program {cfg.binary!r} is on PATH; "
+                "install HypoDD 2 or set relocation.engine to 'python' or 'auto'"
+            )
+        return "binary", [program, inp_name]
+    if importlib.util.find_spec("hypodd") is None:
+        raise HypoDDError(
+            "no HypoDD engine: neither a program on PATH nor the 'hypodd' package is installed"
+        )
+    return "python", [sys.executable, "-m", "hypodd.hypoDD", inp_name]
+
+
+def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
+    if not inp.is_file():
+        raise HypoDDError(f"{inp} not found: a HypoDD folder needs its hypoDD.inp")
+    files = read_inp_files(inp)
+    for key in ("fn_cc", "fn_ct", "fn_event", "fn_station"):
+        name = files[key]
+        if name and not (folder / name).is_file():
+            raise HypoDDError(f"{inp} names input {name!r} ({key}), not found in {folder}")
+    if not files["fn_reloc"]:
+        raise HypoDDError(f"{inp} names no relocation output file")
+    return files
+
+
+def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> EngineRun:
+    """Run the configured engine in ``folder`` on its ``inp_name``.
+
+    Returns:
+        The run record; ``reloc_path`` exists.
+
+    Raises:
+        HypoDDError: inputs missing, time limit exceeded, non-zero exit or no relocation file;
+            the message names the captured log.
+    """
+    folder = Path(folder).resolve()
+    files = _check_inputs(folder, folder / inp_name)
+    reloc = folder / files["fn_reloc"]
+    reloc.unlink(missing_ok=True)  # a stale file must not pass for this run's output
+    kind, command = engine_command(cfg, inp_name)
+    log_path = folder / ENGINE_LOG
+    log.info("running HypoDD (%s) in %s: %s", kind, folder, " ".join(command))
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=cfg.timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        partial = (exc.stdout or b"") + (exc.stderr or b"")
+        text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        write_text_atomic(log_path, text)
+        raise HypoDDError(
+            f"HypoDD ({kind}) exceeded relocation.timeout_s = {cfg.timeout_s} s in {folder}; "
+            f"see {log_path}"
+        ) from exc
+    wall = time.perf_counter() - started
+    write_text_atomic(log_path, proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise HypoDDError(
+            f"HypoDD ({kind}) failed with exit status {proc.returncode} in {folder}: {tail[0]}; "
+            f"see {log_path}"
+        )
+    if not reloc.is_file():
+        raise HypoDDError(
+            f"HypoDD ({kind}) wrote no {reloc.name} in {folder} (no cluster formed?); "
+            f"see {log_path} and {folder / 'hypoDD.log'}"
+        )
+    log.info("HypoDD (%s) finished in %.1f s", kind, wall)
+    return EngineRun(kind, tuple(command), folder, log_path, reloc, round(wall, 3))
+
+
+def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
+    """Run the configured engine on a folder that already holds HypoDD inputs + hypoDD.inp.
+
+    The outputs are written into ``folder`` as the engine names them. Returns the path of the
+    relocation file (``hypoDD.reloc`` unless hypoDD.inp names another).
+    """
+    return run_engine(Path(folder), cfg).reloc_path

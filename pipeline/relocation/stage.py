@@ -1,0 +1,336 @@
+"""The relocation stage: HypoInverse locations + picks (+ waveforms) in, HypoDD relocations out.
+
+Reads ``<run>/location/locations.parquet`` (event_id, origin_time, latitude, longitude,
+depth_km, located, rms_s, erh_km, erz_km, …), ``<run>/association/assignments.parquet``
+(event_id, pick_id, phase), ``<run>/picks/picks.parquet`` (pick_id, network, station, phase,
+time, probability, …), ``<run>/waveforms/stations.csv`` and, for dt.cc, the SDS archive under
+``<run>/waveforms``. Writes HypoDD's own files to ``<run>/relocation/`` (station.dat,
+phase.dat, event.dat, dt.ct, dt.cc, ph2dt.log, hypoDD.inp, and the engine's outputs), the ID
+tables ``event_ids.csv`` (event_id ↔ hypodd_id, 1… in origin-time order) and
+``station_labels.csv`` (network, station ↔ HypoDD label), and
+
+``<run>/relocation/relocations.parquet``, one row per event of locations.parquet:
+    event_id, hypodd_id (Int64, <NA> when not passed to HypoDD), origin_time, latitude,
+    longitude, depth_km (relocated where ``relocated``, else the HypoInverse values),
+    relocated (bool), flag ("relocated" | "not_linked": no differential times |
+    "dropped_by_hypodd": linked but not in hypoDD.reloc — outside the clusters or an air quake
+    | "not_located": HypoInverse gave no location), cluster_id (Int64), ex_km, ey_km, ez_km
+    (HypoDD errors; LSQR's are known to be too small), rms_ct_s, rms_cc_s, n_ct_p, n_ct_s,
+    n_cc_p, n_cc_s, and start_origin_time, start_latitude, start_longitude, start_depth_km
+    (the HypoInverse location).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.relocation import hypodd_formats as fmt
+from pipeline.relocation.engine import run_engine
+from pipeline.relocation.params import RelocationConfig
+from pipeline.relocation.ph2dt import catalog_differential_times, format_log
+from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
+from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.velocity import VelocityModel
+from pipeline.waveforms.inventory import read_stations_csv
+
+log = logging.getLogger(__name__)
+
+LOCATION_COLUMNS = ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
+ASSIGNMENT_COLUMNS = ["event_id", "pick_id"]
+PICK_COLUMNS = ["pick_id", "network", "station", "phase", "time", "probability"]
+
+
+class RelocationInputError(ValueError):
+    """An input table the relocation stage cannot use; the message names file and field."""
+
+
+def _require(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise RelocationInputError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def _read_parquet(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (written by the {writer} stage)")
+    table = pd.read_parquet(path)
+    _require(table, columns, path)
+    return table
+
+
+def station_labels(stations: pd.DataFrame) -> pd.DataFrame:
+    """HypoDD labels (<= 7 characters, unique) for the (network, station) rows of ``stations``.
+
+    The station code when it is unique across networks, else network + station, else
+    ``S0001``… Returns columns network, station, label.
+    """
+    table = stations[["network", "station"]].drop_duplicates().reset_index(drop=True)
+    dup = table["station"].duplicated(keep=False)
+    label = table["station"].where(~dup, table["network"] + table["station"])
+    bad = (label.str.len() > fmt.MAX_LABEL) | label.duplicated(keep=False)
+    label = label.where(~bad, [f"S{i:04d}" for i in range(1, len(table) + 1)])
+    return table.assign(label=label)
+
+
+def _events(locations: pd.DataFrame) -> pd.DataFrame:
+    """Located events in origin-time order with HypoDD IDs and 0.01-s origin times."""
+    ok = locations[["latitude", "longitude", "depth_km"]].notna().all(axis=1)
+    if "located" in locations.columns:
+        ok &= locations["located"].fillna(False).astype(bool)
+    events = locations[ok].sort_values("origin_time", kind="stable").reset_index(drop=True)
+    origin = pd.to_datetime(events["origin_time"], utc=True).dt.round("10ms")
+    out = pd.DataFrame(
+        {
+            "event_id": events["event_id"].astype(str),
+            "hypodd_id": np.arange(1, len(events) + 1, dtype=np.int64),
+            "origin_time": origin,
+            "latitude": events["latitude"].astype(float),
+            "longitude": events["longitude"].astype(float),
+            "depth_km": events["depth_km"].astype(float).clip(lower=0.0),
+        }
+    )
+    for column in ("magnitude", "erh_km", "erz_km", "rms_s"):
+        values = events[column] if column in events.columns else pd.Series(0.0, index=events.index)
+        out[column] = pd.to_numeric(values, errors="coerce").fillna(0.0).astype(float)
+    return out
+
+
+def _phases(
+    events: pd.DataFrame,
+    assignments: pd.DataFrame,
+    picks: pd.DataFrame,
+    labels: pd.DataFrame,
+    cfg: RelocationConfig,
+) -> pd.DataFrame:
+    """Assigned picks of the events: hypodd_id, station (label), phase, time,
+    travel_time_s, weight; one per event, station and phase (the most probable)."""
+    pick_cols = ["pick_id", "network", "station", "time", "probability"]
+    table = assignments[["event_id", "pick_id"]].merge(events, on="event_id", how="inner")
+    table = table.merge(picks[pick_cols + ["phase"]], on="pick_id", how="inner")
+    if "phase" in assignments.columns:  # the association's phase wins
+        table["phase"] = table["pick_id"].map(assignments.set_index("pick_id")["phase"])
+    table = table.merge(labels, on=["network", "station"], how="left")
+    unknown = table["label"].isna()
+    if unknown.any():
+        names = sorted(set(table.loc[unknown, "network"] + "." + table.loc[unknown, "station"]))
+        log.warning("relocation: picks at stations missing from stations.csv skipped: %s", names)
+        table = table[~unknown]
+    time_utc = pd.to_datetime(table["time"], utc=True)
+    if cfg.weight_from == "probability":
+        weight = table["probability"].astype(float).clip(0.01, 1.0).round(3)
+    else:
+        weight = pd.Series(1.0, index=table.index)
+    out = pd.DataFrame(
+        {
+            "hypodd_id": table["hypodd_id"].to_numpy(),
+            "station": table["label"].to_numpy(),
+            "phase": table["phase"].str.upper().to_numpy(),
+            "time": time_utc.to_numpy(),
+            "travel_time_s": ((time_utc - table["origin_time"]).dt.total_seconds()).to_numpy(),
+            "weight": weight.to_numpy(),
+        }
+    )
+    out = out[out["phase"].isin(["P", "S"])]
+    out = out.sort_values(["hypodd_id", "weight"], ascending=[True, False], kind="stable")
+    out = out.drop_duplicates(["hypodd_id", "station", "phase"]).reset_index(drop=True)
+    out["time"] = pd.to_datetime(out["time"], utc=True)
+    return out
+
+
+def _join(
+    locations: pd.DataFrame, events: pd.DataFrame, reloc: pd.DataFrame, linked: set[int]
+) -> pd.DataFrame:
+    """relocations.parquet (module docstring) from the inputs and hypoDD.reloc."""
+    base = locations.copy()
+    base["event_id"] = base["event_id"].astype(str)
+    base = base.merge(events[["event_id", "hypodd_id"]], on="event_id", how="left")
+    base["hypodd_id"] = base["hypodd_id"].astype("Int64")
+    r = reloc.rename(columns={c: f"r_{c}" for c in reloc.columns if c != "hypodd_id"})
+    r["hypodd_id"] = r["hypodd_id"].astype("Int64")
+    table = base.merge(r, on="hypodd_id", how="left")
+    relocated = table["r_latitude"].notna()
+    flag = np.where(
+        relocated,
+        "relocated",
+        np.where(
+            table["hypodd_id"].isna(),
+            "not_located",
+            np.where(table["hypodd_id"].isin(list(linked)), "dropped_by_hypodd", "not_linked"),
+        ),
+    )
+    start_time = pd.to_datetime(table["origin_time"], utc=True)
+    out = pd.DataFrame(
+        {
+            "event_id": table["event_id"],
+            "hypodd_id": table["hypodd_id"],
+            "origin_time": start_time.where(~relocated, table["r_origin_time"]),
+            "latitude": table["latitude"].where(~relocated, table["r_latitude"]).astype(float),
+            "longitude": table["longitude"].where(~relocated, table["r_longitude"]).astype(float),
+            "depth_km": table["depth_km"].where(~relocated, table["r_depth_km"]).astype(float),
+            "relocated": relocated.to_numpy(),
+            "flag": flag,
+            "cluster_id": table["r_cluster_id"].astype("Int64"),
+            "ex_km": table["r_ex_m"] / 1000.0,
+            "ey_km": table["r_ey_m"] / 1000.0,
+            "ez_km": table["r_ez_m"] / 1000.0,
+            "rms_ct_s": table["r_rms_ct_s"],
+            "rms_cc_s": table["r_rms_cc_s"],
+        }
+    )
+    for column in ("n_ct_p", "n_ct_s", "n_cc_p", "n_cc_s"):
+        out[column] = table[f"r_{column}"].astype("Int64")
+    out["start_origin_time"] = start_time
+    out["start_latitude"] = table["latitude"].astype(float)
+    out["start_longitude"] = table["longitude"].astype(float)
+    out["start_depth_km"] = table["depth_km"].astype(float)
+    out["origin_time"] = pd.to_datetime(out["origin_time"], utc=True)
+    return out
+
+
+def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
+    """The stage: write HypoDD inputs, compute dt.ct and dt.cc, run HypoDD, join results.
+
+    Returns:
+        The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
+        not_linked, dropped_by_hypodd, not_located, dt_ct_p, dt_ct_s, dt_cc_p, dt_cc_s.
+    """
+    started = time.perf_counter()
+    paths = {
+        "location/locations.parquet": run.root / "location" / "locations.parquet",
+        "association/assignments.parquet": run.root / "association" / "assignments.parquet",
+        "picks/picks.parquet": run.root / "picks" / "picks.parquet",
+        "waveforms/stations.csv": run.root / "waveforms" / "stations.csv",
+    }
+    locations = _read_parquet(paths["location/locations.parquet"], LOCATION_COLUMNS, "location")
+    assignments = _read_parquet(
+        paths["association/assignments.parquet"], ASSIGNMENT_COLUMNS, "association"
+    )
+    picks = _read_parquet(paths["picks/picks.parquet"], PICK_COLUMNS, "picking")
+    if not paths["waveforms/stations.csv"].is_file():
+        raise FileNotFoundError(f"{paths['waveforms/stations.csv']} not found (waveform stage)")
+    stations = read_stations_csv(paths["waveforms/stations.csv"])
+    out = run.stage_dir("relocation")
+    timings: dict[str, float] = {}
+
+    labels = station_labels(stations)
+    first = stations.drop_duplicates(["network", "station"])
+    sta = first.merge(labels, on=["network", "station"])
+    events = _events(locations)
+    phases = _phases(events, assignments, picks, labels, cfg)
+    written = [
+        fmt.write_station_dat(
+            out / "station.dat", sta.rename(columns={"station": "code", "label": "station"})
+        ),
+        fmt.write_phase_dat(out / "phase.dat", events, phases),
+        fmt.write_event_dat(out / "event.dat", events),
+    ]
+    with_labels = events[["event_id", "hypodd_id"]]
+    written.append(_write_csv(out / "event_ids.csv", with_labels))
+    written.append(_write_csv(out / "station_labels.csv", labels))
+
+    t = time.perf_counter()
+    station_table = sta[["label", "latitude", "longitude"]].rename(columns={"label": "station"})
+    dt_ct, stats = catalog_differential_times(events, phases, station_table, cfg.ph2dt)
+    written.append(fmt.write_dt_ct(out / "dt.ct", dt_ct))
+    written.append(write_text_atomic(out / "ph2dt.log", format_log(stats, cfg.ph2dt)))
+    timings["dt_ct_s"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    dt_cc = _cross_correlate(run, cfg, events, phases, sta, dt_ct)
+    written.append(fmt.write_dt_cc(out / "dt.cc", dt_cc))
+    timings["dt_cc_s"] = round(time.perf_counter() - t, 3)
+
+    inp = fmt.render_hypodd_inp(cfg.hypodd, model, n_events=len(events), has_cc=not dt_cc.empty)
+    written.append(write_text_atomic(out / "hypoDD.inp", inp))
+
+    linked = set(dt_ct["id1"]) | set(dt_ct["id2"]) | set(dt_cc["id1"]) | set(dt_cc["id2"])
+    engine = None
+    reloc = fmt.empty_reloc()
+    if dt_ct.empty:
+        log.warning("relocation: no linked event pairs; HypoDD not run, locations kept")
+    else:
+        t = time.perf_counter()
+        run_record = run_engine(out, cfg)
+        timings["engine_s"] = round(time.perf_counter() - t, 3)
+        engine = run_record.engine
+        reloc = fmt.read_reloc(run_record.reloc_path)
+        written.append(run_record.reloc_path)
+
+    table = _join(locations, events, reloc, {int(i) for i in linked})
+    written.append(write_parquet_atomic(table, out / "relocations.parquet"))
+    flags = table["flag"].value_counts()
+    counts = {
+        "events": len(table),
+        "linked": len(linked),
+        "relocated": int(flags.get("relocated", 0)),
+        "not_linked": int(flags.get("not_linked", 0)),
+        "dropped_by_hypodd": int(flags.get("dropped_by_hypodd", 0)),
+        "not_located": int(flags.get("not_located", 0)),
+        "dt_ct_p": int((dt_ct["phase"] == "P").sum()),
+        "dt_ct_s": int((dt_ct["phase"] == "S").sum()),
+        "dt_cc_p": int((dt_cc["phase"] == "P").sum()),
+        "dt_cc_s": int((dt_cc["phase"] == "S").sum()),
+    }
+    log.info("relocation: %s", counts)
+    return run.record_stage(
+        "relocation",
+        inputs={k: sha256_file(p) for k, p in paths.items()},
+        outputs=sorted({str(Path(p).relative_to(run.root)) for p in written}),
+        counts=counts,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        details={
+            "engine": engine,
+            "timings_s": timings,
+            "ph2dt": stats.as_dict(),
+            "velocity_model": model.name,
+            "config": cfg.model_dump(mode="json"),
+        },
+    )
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> Path:
+    write_text_atomic(path, table.to_csv(index=False))
+    return path
+
+
+def _cross_correlate(
+    run: RunDir,
+    cfg: RelocationConfig,
+    events: pd.DataFrame,
+    phases: pd.DataFrame,
+    sta: pd.DataFrame,
+    dt_ct: pd.DataFrame,
+) -> pd.DataFrame:
+    """dt.cc table for the pairs of dt.ct (empty when disabled or nothing correlates)."""
+    cc_cfg = cfg.cross_correlation
+    pairs = dt_ct[["id1", "id2"]].drop_duplicates()
+    if not cc_cfg.enabled or pairs.empty:
+        return fmt.empty_dt_cc()
+    if cc_cfg.max_sep_km is not None:
+        pos = events.set_index("hypodd_id")
+        lat1, lat2 = (
+            pos.loc[pairs["id1"], "latitude"].to_numpy(),
+            pos.loc[pairs["id2"], "latitude"].to_numpy(),
+        )
+        dx = (
+            pos.loc[pairs["id1"], "longitude"].to_numpy()
+            - pos.loc[pairs["id2"], "longitude"].to_numpy()
+        )
+        dx = dx * 111.19 * np.cos(np.radians(0.5 * (lat1 + lat2)))
+        dy = (lat1 - lat2) * 111.19
+        dz = (
+            pos.loc[pairs["id1"], "depth_km"].to_numpy()
+            - pos.loc[pairs["id2"], "depth_km"].to_numpy()
+        )
+        pairs = pairs[np.sqrt(dx**2 + dy**2 + dz**2) <= cc_cfg.max_sep_km]
+    infos = [
+        StationInfo(r.label, r.network, r.station, r.location, r.channel_prefix)
+        for r in sta.itertuples(index=False)
+    ]
+    origins = events.set_index("hypodd_id")["origin_time"]
+    return cross_correlation_times(pairs, phases, origins, infos, run.root / "waveforms", cc_cfg)
