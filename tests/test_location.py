@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from pipeline.location.hypoinverse_formats import (
 from pipeline.location.runner import HypoInverseError, find_hypoinverse, run_hypoinverse
 from pipeline.location.stage import weight_codes
 from pipeline.rundir import RunDir
-from pipeline.velocity import load_velocity_model, travel_time
+from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
 
 EARTH_RADIUS_KM = 6371.0
 
@@ -241,10 +242,10 @@ def _write_run(tmp_path, stations, events, picks, assignments) -> RunDir:
     return run
 
 
-def _scenario(seed: int = 7, n_events: int = 10):
+def _scenario(seed: int = 7, n_events: int = 10, model: VelocityModel | None = None):
     """Stations around western Tottori, events with known hypocentres, noisy exact picks."""
     rng = np.random.default_rng(seed)
-    model = load_velocity_model("tottori")
+    model = model or load_velocity_model("tottori")
     azimuths = np.linspace(0, 2 * np.pi, 12, endpoint=False)
     radii = np.tile([8.0, 25.0, 40.0], 4)
     rows = []
@@ -292,8 +293,17 @@ def _scenario(seed: int = 7, n_events: int = 10):
     return model, stations, events, picks, assignments, truth
 
 
-def test_generated_events_locate_accurately(hyp_binary, tmp_path):
-    model, stations, events, picks, assignments, truth = _scenario()
+def _layer_vp_vs_model() -> VelocityModel:
+    """The Tottori P model with a different Vp/Vs per layer (HypoInverse gets an S model)."""
+    tottori = load_velocity_model("tottori")
+    ratios = np.array([1.90, 1.75, 1.72, 1.76])
+    return dataclasses.replace(tottori, name="tottori_vs", vs_km_s=tottori.vp_km_s / ratios)
+
+
+@pytest.mark.parametrize("vp_vs", ["constant", "per_layer"])
+def test_generated_events_locate_accurately(hyp_binary, tmp_path, vp_vs):
+    model = load_velocity_model("tottori") if vp_vs == "constant" else _layer_vp_vs_model()
+    model, stations, events, picks, assignments, truth = _scenario(model=model)
     run = _write_run(tmp_path, stations, events, picks, assignments)
     counts = locate(run, LocationConfig(), model)
     assert counts["located"] == len(events) and counts["picks_used"] == len(picks)
@@ -307,7 +317,7 @@ def test_generated_events_locate_accurately(hyp_binary, tmp_path):
         merged["latitude"], merged["longitude"], merged["latitude_true"], merged["longitude_true"]
     )
     depth = (merged["depth_km"] - merged["depth_km_true"]).abs()
-    print(f"generated: median epicentral error {np.median(epicentral):.3f} km "
+    print(f"generated ({vp_vs} Vp/Vs): median epicentral error {np.median(epicentral):.3f} km "
           f"(max {epicentral.max():.3f}), median depth error {np.median(depth):.3f} km "
           f"(max {depth.max():.3f}), median rms {locations['rms_s'].median():.3f} s")  # fmt: skip
     assert np.median(epicentral) <= 0.5
@@ -321,6 +331,8 @@ def test_generated_events_locate_accurately(hyp_binary, tmp_path):
     manifest = run.read_manifest()["location"]
     assert manifest["counts"]["located"] == len(events)
     assert "location/hypoinverse.arc" in manifest["outputs"]
+    command = run.path("location", "hypoinverse.hyp").read_text()
+    assert ("SAL 1 2" in command) == (vp_vs == "per_layer")
 
 
 def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
