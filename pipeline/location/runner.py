@@ -76,8 +76,9 @@ def run_hypoinverse(
     The program runs in a fresh temporary folder inside ``folder``: the input files (name ->
     text, or name -> a file to copy) and the command file ``hypoinverse.hyp`` are written
     there, and after a successful run every input and output file is moved into ``folder``
-    (one atomic rename each), so ``folder`` never holds a half-written result. stdout and
-    stderr go to ``folder/log_name``.
+    (one atomic rename each), so ``folder`` never holds a half-written result; after a
+    failure the inputs and whatever the program wrote are moved there too, for inspection.
+    stdout and stderr go to ``folder/log_name``.
 
     Args:
         command_text: the commands, ending with ``STO``; file names relative to the run folder.
@@ -124,15 +125,22 @@ def run_hypoinverse(
         missing = [name for name in outputs if not (work / name).is_file()]
         errors = [line.strip() for line in done.stdout.splitlines() if "*** ERROR" in line]
         if done.returncode != 0 or missing or errors:
+            _move(work, folder, [*inputs, "hypoinverse.hyp", *outputs])  # keep for inspection
             raise HypoInverseError(
                 f"HypoInverse failed (exit status {done.returncode}"
                 + (f", no {', '.join(missing)}" if missing else "")
                 + (f", {errors[0]!r}" if errors else "")
                 + f"); see {log_path}"
             )
-        for name in [*inputs, "hypoinverse.hyp", *outputs]:
-            os.replace(work / name, folder / name)
+        _move(work, folder, [*inputs, "hypoinverse.hyp", *outputs])
     return log_path
+
+
+def _move(source: Path, target: Path, names: list[str]) -> None:
+    """Rename the files ``names`` that exist in ``source`` into ``target`` (atomic each)."""
+    for name in names:
+        if (source / name).is_file():
+            os.replace(source / name, target / name)
 
 
 def _text(stream: bytes | str | None) -> str:

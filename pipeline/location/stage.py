@@ -321,10 +321,12 @@ def locate_picks(
     else:
         for name, text in inputs.items():
             write_text_atomic(folder / name, text)
-    return (
-        _locations(events, phases, located),
-        _residuals(phases, out_phases),
-    )
+    residuals, unmatched = _residuals(phases, out_phases)
+    for event_id, pick_ids in unmatched.items():
+        phases.reasons[event_id] += [
+            f"pick {pick_id} not in HypoInverse's output (see {PRINT_FILE})" for pick_id in pick_ids
+        ]
+    return _locations(events, phases, located), residuals
 
 
 def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) -> pd.DataFrame:
@@ -356,7 +358,8 @@ def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) 
     return table
 
 
-def _residuals(phases: PhaseInput, out: pd.DataFrame) -> pd.DataFrame:
+def _residuals(phases: PhaseInput, out: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Output phases matched back to pick ids, and per event the sent picks not matched."""
     rows = []
     pending = {key: list(values) for key, values in phases.pick_keys.items()}
     for row in out.itertuples(index=False):
@@ -380,7 +383,11 @@ def _residuals(phases: PhaseInput, out: pd.DataFrame) -> pd.DataFrame:
                 "distance_km": row.distance_km,
             }  # fmt: skip
         )
-    return pd.DataFrame(rows, columns=RESIDUAL_COLUMNS)
+    unmatched: dict[str, list[str]] = defaultdict(list)
+    for values in pending.values():
+        for event_id, pick_id, _ in values:
+            unmatched[event_id].append(pick_id)
+    return pd.DataFrame(rows, columns=RESIDUAL_COLUMNS), dict(unmatched)
 
 
 def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
