@@ -131,11 +131,16 @@ class FlakyProxy:
     ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
     ``always[station] = status`` answers every request for that station with ``status``;
     ``delay_s`` sleeps before each forward. ``requests`` lists (station, status) per request.
+    With ``stationxml``, it is also a minimal fdsnws-station endpoint: every
+    ``/fdsnws/station/1/query`` gets that file (unfiltered); the queries land in
+    ``station_queries`` (parsed parameters).
     """
 
-    def __init__(self, upstream: str, delay_s: float = 0.0):
+    def __init__(self, upstream: str, delay_s: float = 0.0, stationxml: Path | None = None):
         self.upstream = upstream.rstrip("/")
         self.delay_s = delay_s
+        self.stationxml = stationxml
+        self.station_queries: list[dict[str, list[str]]] = []
         self.fail_first: dict[str, int] = {}
         self.always: dict[str, int] = {}
         self.requests: list[tuple[str, int]] = []
@@ -156,7 +161,12 @@ class FlakyProxy:
                 return
 
             def do_GET(self) -> None:
-                station = parse_qs(urlparse(self.path).query).get("station", [""])[0]
+                url = urlparse(self.path)
+                if proxy.stationxml and url.path == "/fdsnws/station/1/query":
+                    proxy.station_queries.append(parse_qs(url.query))
+                    self._reply(200, proxy.stationxml.read_bytes())
+                    return
+                station = parse_qs(url.query).get("station", [""])[0]
                 with proxy._lock:
                     status = proxy.always.get(station)
                     if status is None and proxy.fail_first.get(station, 0) > 0:

@@ -30,6 +30,7 @@ from pipeline.rundir import RunDir, sha256_file
 from pipeline.waveforms import download_waveforms, waveform_root
 from pipeline.waveforms.params import (
     FDSNSource,
+    FDSNStationQuery,
     SDSSource,
     StationXMLStations,
     WaveformConfig,
@@ -185,7 +186,9 @@ def test_clean_download_rerun_and_no_data(served, tmp_path):
             ("CCC", "034"),
             ("WILZ", "033"),
         }
-        assert run.read_manifest()["waveforms"]["counts"]["units_downloaded"] == 6
+        stage = run.read_manifest()["waveforms"]
+        assert stage["counts"]["units_downloaded"] == 6
+        assert stage["inputs"]["stations"] == f"sha256:{sha256_file(served['stationxml'])}"
 
         # A rerun sends no request and changes nothing.
         before = _archive_hashes(root)
@@ -325,3 +328,23 @@ def test_chunked_requests_give_the_same_archive(served, tmp_path):
     want = _archive_hashes(whole.root / "waveforms")
     assert len(want) == 18
     assert _archive_hashes(chunked.root / "waveforms") == want
+
+
+def test_station_query_through_fdsnws_station(served, tmp_path):
+    """Stations from an FDSN station query (the test proxy serves the StationXML file)."""
+    with FlakyProxy(served["url"], stationxml=served["stationxml"]) as proxy:
+        stations = FDSNStationQuery(
+            base_url=proxy.base_url,
+            network="XX,O2",
+            latitude=35.3,
+            longitude=-97.3,
+            max_radius_deg=1.0,
+        )
+        _, waveforms = _configs(served, proxy.base_url)
+        run = RunDir(tmp_path / "run")
+        summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
+    (query,) = proxy.station_queries
+    assert query["level"] == ["response"] and query["maxradius"] == ["1.0"]
+    assert query["network"] == ["XX,O2"] and query["starttime"][0].startswith("2024-02-02T22")
+    assert summary["stations"] == 4 and summary["units_downloaded"] == 6
+    assert (run.root / "waveforms" / "inventory.xml").is_file()

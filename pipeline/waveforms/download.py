@@ -53,6 +53,7 @@ from pipeline.waveforms.params import (
     HinetSource,
     SDSSource,
     StationSourceConfig,
+    StationXMLStations,
     WaveformConfig,
 )
 from pipeline.waveforms.quality import quality_table
@@ -268,6 +269,13 @@ def download_units(
     return results
 
 
+def _stations_input(cfg: StationSourceConfig | None) -> str:
+    """Manifest input of the station section: the StationXML file's hash, else its JSON."""
+    if isinstance(cfg, StationXMLStations):
+        return f"sha256:{sha256_file(cfg.path)}"
+    return cfg.model_dump_json() if cfg is not None else "hinet channel tables"
+
+
 def download_waveforms(
     run: RunDir,
     stations_cfg: StationSourceConfig | None,
@@ -354,6 +362,7 @@ def download_waveforms(
     run.record_stage(
         STAGE,
         inputs={
+            "stations": _stations_input(stations_cfg),
             "source": source.model_dump_json(),
             "starttime": starttime.isoformat(),
             "endtime": endtime.isoformat(),

@@ -99,10 +99,14 @@ def inline_inventory(cfg: InlineStations, starttime: datetime) -> Inventory:
 
 
 def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetime) -> Inventory:
-    """Stations with responses from an fdsnws-station service (network access)."""
+    """Stations with responses from an fdsnws-station service (network access).
+
+    An http(s) base URL is used without service discovery, like the dataselect client.
+    """
     from obspy.clients.fdsn import Client
 
-    client = Client(cfg.base_url, timeout=cfg.timeout_s)
+    is_url = cfg.base_url.startswith(("http://", "https://"))
+    client = Client(cfg.base_url, timeout=cfg.timeout_s, _discover_services=not is_url)
     kwargs = {
         "minlatitude": cfg.min_latitude,
         "maxlatitude": cfg.max_latitude,
