@@ -1,0 +1,264 @@
+"""Write a synthetic scenario: SDS archive, inventory, stations table and ground truth.
+
+Layout under ``out`` (a run directory or any folder)::
+
+    waveforms/YYYY/NET/STA/CHA.D/NET.STA..CHA.D.YYYY.DOY   miniSEED int32 counts, channel-days
+    waveforms/inventory.xml      StationXML (flat-velocity response, ``sensitivity`` counts/(m/s))
+    waveforms/stations.csv       stations table (``pipeline.waveforms.inventory.STATION_COLUMNS``)
+    truth/catalog.csv            event_id, origin_time, latitude, longitude, depth_km, magnitude
+    truth/picks.csv              event_id, network, station, phase, time, distance_km, snr, in_gap
+    truth/scenario.json          the config and the summary
+
+True picks exist for every event–station pair (visible or not): ``snr`` is the peak signal
+velocity (P: first second on any component, S: first two seconds on the horizontals) over
+the station's median noise rms above 1 Hz (estimated from the ML law for pairs too weak to be
+synthesised); ``in_gap`` marks arrivals inside a data gap. Records are generated one UTC day
+at a time (event signals crossing midnight are carried over), so memory stays bounded by
+one station-day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from obspy import Stream, Trace, UTCDateTime
+
+from pipeline.rundir import write_text_atomic
+from pipeline.synthetic.noise import gap_intervals, station_noise
+from pipeline.synthetic.params import ScenarioConfig
+from pipeline.synthetic.sequence import simulate_sequence
+from pipeline.synthetic.stations import scenario_inventory, scenario_stations
+from pipeline.synthetic.waveforms import (
+    LEAD_S,
+    arrival_table,
+    predicted_peak_velocity,
+    segment_samples,
+    synthesize_pairs,
+)
+from pipeline.velocity import load_velocity_model
+from pipeline.waveforms.inventory import write_inventory, write_stations_csv
+from pipeline.waveforms.sds import write_channel_day
+
+log = logging.getLogger(__name__)
+
+#: Pairs whose predicted S peak velocity is below this fraction of the noise are not synthesised.
+INVISIBLE_FRACTION = 0.2
+#: Samples synthesised per batch (memory bound of the signal synthesis).
+BATCH_SAMPLES = 1 << 20
+PICK_COLUMNS = ["event_id", "network", "station", "phase", "time", "distance_km", "snr", "in_gap"]
+
+
+@dataclass
+class ScenarioSummary:
+    """What :func:`generate_scenario` wrote."""
+
+    out: str
+    start_time: str
+    end_time: str
+    n_events: int
+    n_events_in_span: int
+    n_stations: int
+    n_picks: int
+    n_pairs_synthesised: int
+    n_files: int
+    bytes_written: int
+    wall_time_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _day_chunks(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut at UTC midnights."""
+    chunks, t = [], start
+    while t < end:
+        midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
+        chunks.append((t, min(midnight, end)))
+        t = min(midnight, end)
+    return chunks
+
+
+def _write_station_day(
+    data: np.ndarray,
+    gaps: list[tuple[int, int]],
+    start: datetime,
+    row,
+    cfg: ScenarioConfig,
+    root: Path,
+) -> list[Path]:
+    """Write (3, n) ground velocity of one station as int32 counts, leaving out the gaps."""
+    keep = np.ones(data.shape[1], dtype=bool)
+    for i0, i1 in gaps:
+        keep[i0:i1] = False
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.view(np.int8), [0]])))
+    counts = np.clip(np.rint(data * cfg.sensitivity), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+    stream = Stream()
+    for comp, channel in zip(range(3), "ENZ", strict=True):
+        for i0, i1 in zip(edges[::2], edges[1::2], strict=True):
+            header = {
+                "network": row.network,
+                "station": row.station,
+                "location": row.location,
+                "channel": f"{row.channel_prefix}{channel}",
+                "sampling_rate": cfg.sampling_rate,
+                "starttime": UTCDateTime(start) + i0 / cfg.sampling_rate,
+            }
+            stream.append(Trace(counts[comp, i0:i1].copy(), header=header))
+    return write_channel_day(stream, root, start.date())
+
+
+def generate_scenario(out: Path, cfg: ScenarioConfig | None = None) -> ScenarioSummary:
+    """Generate the scenario ``cfg`` into ``out`` (see the module docstring for the layout).
+
+    The same config (incl. ``seed``) always gives the same truth and the same waveforms.
+    """
+    cfg = cfg or ScenarioConfig()
+    t_start = time.perf_counter()
+    out = Path(out)
+    wf_root = out / "waveforms"
+    fs = cfg.sampling_rate
+    catalog = simulate_sequence(cfg)
+    stations = scenario_stations(cfg)
+    model = load_velocity_model(cfg.velocity_model)
+    pairs = arrival_table(catalog, stations, model)
+    pairs["magnitude"] = catalog.magnitude.to_numpy()[pairs.event]
+    origin_s = (catalog.origin_time - pd.Timestamp(cfg.start_time)).dt.total_seconds().to_numpy()
+    pairs["p_abs"] = origin_s[pairs.event] + pairs.t_p  # s after record start
+    pairs["s_abs"] = origin_s[pairs.event] + pairs.t_s
+    rng_levels = np.random.default_rng([cfg.seed, 3])
+    levels = cfg.noise_velocity_m_s * 10 ** rng_levels.normal(
+        0, cfg.noise_station_spread, len(stations)
+    )
+    station_level = levels[pairs.station]
+    predicted = predicted_peak_velocity(pairs.magnitude, pairs.hypo_km, cfg)
+    pairs["snr_p"] = predicted * cfg.p_to_s_ratio * 0.65 / station_level
+    pairs["snr_s"] = predicted / station_level
+    visible = predicted >= INVISIBLE_FRACTION * station_level
+    pairs["n"] = segment_samples(
+        pairs.magnitude.to_numpy(),
+        (pairs.t_s - pairs.t_p).to_numpy(),
+        pairs.snr_s.to_numpy(),
+        cfg.coda_ratio,
+        fs,
+    )
+    pairs["in_gap_p"] = False
+    pairs["in_gap_s"] = False
+
+    chunks = _day_chunks(cfg.start_time, cfg.end_time)
+    written: list[Path] = []
+    n_synth = 0
+    for s_idx, row in enumerate(stations.itertuples()):
+        carry = np.zeros((3, 0))
+        mine = pairs[(pairs.station == s_idx) & visible]
+        for c_idx, (c_start, c_end) in enumerate(chunks):
+            off = (c_start - cfg.start_time).total_seconds()
+            n = int(round((c_end - c_start).total_seconds() * fs))
+            rng = np.random.default_rng([cfg.seed, 4, s_idx, c_idx])
+            data = station_noise(rng, c_start, n, levels[s_idx], cfg)
+            m = min(n, carry.shape[1])
+            data[:, :m] += carry[:, :m]
+            carry = carry[:, m:]
+            seg_start = mine.p_abs - LEAD_S - off
+            lo = -np.inf if c_idx == 0 else 0.0
+            todo = mine[(seg_start >= lo) & (seg_start < n / fs)]
+            spill_end = n
+            pieces = []
+            for length, group in todo.groupby("n"):
+                step = max(1, BATCH_SAMPLES // int(length))
+                for b0 in range(0, len(group), step):
+                    batch = group.iloc[b0 : b0 + step]
+                    vel, p_peak, s_peak = synthesize_pairs(rng, batch, int(length), cfg)
+                    pairs.loc[batch.index, "snr_p"] = p_peak / levels[s_idx]
+                    pairs.loc[batch.index, "snr_s"] = s_peak / levels[s_idx]
+                    i0s = np.rint((batch.p_abs.to_numpy() - LEAD_S - off) * fs).astype(int)
+                    for v, i0 in zip(vel, i0s, strict=True):
+                        pieces.append((i0, v))
+                        spill_end = max(spill_end, i0 + v.shape[1])
+                    n_synth += len(batch)
+            new_carry = np.zeros((3, spill_end - n))
+            new_carry[:, : carry.shape[1]] += carry
+            for i0, v in pieces:
+                a0, a1 = max(i0, 0), min(i0 + v.shape[1], n)
+                if a1 > a0:
+                    data[:, a0:a1] += v[:, a0 - i0 : a1 - i0]
+                if i0 + v.shape[1] > n:
+                    b0 = max(i0, n)
+                    new_carry[:, b0 - n : i0 + v.shape[1] - n] += v[:, b0 - i0 :]
+            carry = new_carry
+            gaps = gap_intervals(rng, n, cfg)
+            for i0, i1 in gaps:
+                for phase, col in (("p_abs", "in_gap_p"), ("s_abs", "in_gap_s")):
+                    t_rel = pairs.loc[pairs.station == s_idx, phase] - off
+                    hit = t_rel.index[(t_rel >= i0 / fs) & (t_rel < i1 / fs)]
+                    pairs.loc[hit, col] = True
+            written += _write_station_day(data, gaps, c_start, row, cfg, wf_root)
+        log.info("synthetic: station %s.%s written", row.network, row.station)
+
+    written.append(write_inventory(scenario_inventory(stations, cfg), wf_root / "inventory.xml"))
+    written.append(write_stations_csv(stations, wf_root / "stations.csv"))
+    truth = out / "truth"
+    catalog_out = catalog.copy()
+    catalog_out["origin_time"] = catalog.origin_time.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    written.append(write_text_atomic(truth / "catalog.csv", catalog_out.to_csv(index=False)))
+    picks = _truth_picks(catalog, stations, pairs, cfg)
+    written.append(write_text_atomic(truth / "picks.csv", picks.to_csv(index=False)))
+    in_span = int(
+        (
+            (catalog.origin_time >= pd.Timestamp(cfg.start_time))
+            & (catalog.origin_time < pd.Timestamp(cfg.end_time))
+        ).sum()
+    )
+    summary = ScenarioSummary(
+        out=str(out),
+        start_time=cfg.start_time.isoformat(),
+        end_time=cfg.end_time.isoformat(),
+        n_events=len(catalog),
+        n_events_in_span=in_span,
+        n_stations=len(stations),
+        n_picks=len(picks),
+        n_pairs_synthesised=n_synth,
+        n_files=len(written) + 1,
+        bytes_written=int(sum(p.stat().st_size for p in written)),
+        wall_time_s=round(time.perf_counter() - t_start, 3),
+    )
+    record = {"config": cfg.model_dump(mode="json"), "summary": summary.to_dict()}
+    write_text_atomic(truth / "scenario.json", json.dumps(record, indent=2))
+    return summary
+
+
+def _truth_picks(
+    catalog: pd.DataFrame, stations: pd.DataFrame, pairs: pd.DataFrame, cfg: ScenarioConfig
+) -> pd.DataFrame:
+    """The true picks table (columns :data:`PICK_COLUMNS`), times as ISO UTC strings."""
+    origin = catalog.origin_time.to_numpy()[pairs.event]
+    rows = []
+    for phase, col, gap, snr in (
+        ("P", "t_p", "in_gap_p", "snr_p"),
+        ("S", "t_s", "in_gap_s", "snr_s"),
+    ):
+        when = pd.DatetimeIndex(origin) + pd.to_timedelta(pairs[col].to_numpy(), "s")
+        rows.append(
+            pd.DataFrame(
+                {
+                    "event_id": catalog.event_id.to_numpy()[pairs.event],
+                    "network": stations.network.to_numpy()[pairs.station],
+                    "station": stations.station.to_numpy()[pairs.station],
+                    "phase": phase,
+                    "time": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "distance_km": pairs.distance_km.round(3).to_numpy(),
+                    "snr": pairs[snr].round(3).to_numpy(),
+                    "in_gap": pairs[gap].to_numpy(),
+                }
+            )
+        )
+    picks = pd.concat(rows, ignore_index=True)
+    return picks.sort_values(["time", "station", "phase"], kind="stable").reset_index(drop=True)[
+        PICK_COLUMNS
+    ]

@@ -1,0 +1,99 @@
+"""The true aftershock sequence: Omori–Utsu times, Gutenberg–Richter sizes, fault hypocentres.
+
+- Times: a non-homogeneous Poisson process with the Omori–Utsu rate
+  ``n(t) = K (t + c)^-p`` events/day (``t`` days after the mainshock, ``M >= magnitude_min``),
+  ``K`` being the rate at ``t + c = 1`` day. The number of events in ``[t1, t2)`` is Poisson
+  with mean ``Λ(t2) - Λ(t1)``, ``Λ(t) = K ((t + c)^(1-p) - c^(1-p)) / (1 - p)`` (``K ln(1 + t/c)``
+  for ``p = 1``); times are drawn by inverting ``Λ``.
+- Magnitudes: Gutenberg–Richter with slope ``b`` between ``magnitude_min`` and
+  ``magnitude_max`` (truncated exponential, continuous; rounded to 0.01).
+- Hypocentres: uniform along strike over ``fault_length_km`` and in depth over
+  ``[depth_min_km, depth_max_km]`` on the plane (strike, dip) through the fault centre at
+  mid-depth, plus isotropic Gaussian scatter ``scatter_km``; depths clipped to the range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.synthetic.params import ScenarioConfig
+
+KM_PER_DEG = 111.195
+
+#: Columns of the true catalog (``truth/catalog.csv``).
+CATALOG_COLUMNS = ["event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"]
+
+
+def omori_cumulative(t_days: np.ndarray, k: float, c: float, p: float) -> np.ndarray:
+    """Expected number of events in ``[0, t_days)`` after the mainshock (Omori–Utsu)."""
+    t = np.asarray(t_days, dtype=float)
+    if abs(p - 1.0) < 1e-9:
+        return k * np.log1p(t / c)
+    return k * ((t + c) ** (1 - p) - c ** (1 - p)) / (1 - p)
+
+
+def omori_inverse(n: np.ndarray, k: float, c: float, p: float) -> np.ndarray:
+    """Time (days) at which the expected cumulative count reaches ``n`` (inverse of Λ)."""
+    n = np.asarray(n, dtype=float)
+    if abs(p - 1.0) < 1e-9:
+        return c * np.expm1(n / k)
+    return (n * (1 - p) / k + c ** (1 - p)) ** (1 / (1 - p)) - c
+
+
+def gutenberg_richter(rng: np.random.Generator, size: int, b: float, m_min: float, m_max: float):
+    """``size`` magnitudes from a G–R law truncated to ``[m_min, m_max]``."""
+    beta = b * np.log(10)
+    u = rng.random(size)
+    span = 1 - np.exp(-beta * (m_max - m_min))
+    return m_min - np.log(1 - u * span) / beta
+
+
+def fault_hypocentres(rng: np.random.Generator, size: int, cfg: ScenarioConfig) -> pd.DataFrame:
+    """Latitude, longitude (°) and depth (km) of ``size`` hypocentres on the scenario fault."""
+    along = (rng.random(size) - 0.5) * cfg.fault_length_km
+    depth_on_plane = rng.uniform(cfg.depth_min_km, cfg.depth_max_km, size)
+    dip = np.radians(cfg.fault_dip_deg)
+    mid = 0.5 * (cfg.depth_min_km + cfg.depth_max_km)
+    # horizontal offset across strike (towards the dip direction, strike + 90°)
+    across = (depth_on_plane - mid) / np.tan(dip)
+    scatter = rng.normal(0.0, cfg.scatter_km, (3, size))
+    strike = np.radians(cfg.fault_strike_deg)
+    east = along * np.sin(strike) + across * np.cos(strike) + scatter[0]
+    north = along * np.cos(strike) - across * np.sin(strike) + scatter[1]
+    depth = np.clip(depth_on_plane + scatter[2], cfg.depth_min_km, cfg.depth_max_km)
+    lat = cfg.fault_latitude + north / KM_PER_DEG
+    lon = cfg.fault_longitude + east / (KM_PER_DEG * np.cos(np.radians(cfg.fault_latitude)))
+    return pd.DataFrame({"latitude": lat, "longitude": lon, "depth_km": depth})
+
+
+def simulate_sequence(cfg: ScenarioConfig) -> pd.DataFrame:
+    """The true catalog (columns :data:`CATALOG_COLUMNS`) of events in the record span.
+
+    Events are sorted by origin time; ``event_id`` is ``syn000001``, ``syn000002``, ...
+    Events up to 60 s before the records start are included (their coda reaches the
+    records); origin times are UTC ``datetime64[ns, UTC]``.
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    day = 86400.0
+    t1 = ((cfg.start_time - cfg.mainshock_time).total_seconds() - 60.0) / day
+    t1 = max(t1, 0.0)
+    t2 = (cfg.end_time - cfg.mainshock_time).total_seconds() / day
+    k, c, p = cfg.omori_k, cfg.omori_c_days, cfg.omori_p
+    lam1, lam2 = omori_cumulative(np.array([t1, t2]), k, c, p)
+    n = int(rng.poisson(lam2 - lam1))
+    t_days = np.sort(omori_inverse(rng.uniform(lam1, lam2, n), k, c, p))
+    mags = np.round(gutenberg_richter(rng, n, cfg.b_value, cfg.magnitude_min, cfg.magnitude_max), 2)
+    hypo = fault_hypocentres(rng, n, cfg)
+    origin = pd.Timestamp(cfg.mainshock_time) + pd.to_timedelta(np.round(t_days * day, 3), "s")
+    catalog = pd.DataFrame(
+        {
+            "event_id": [f"syn{i + 1:06d}" for i in range(n)],
+            "origin_time": origin.astype("datetime64[ns, UTC]"),
+            "latitude": hypo.latitude.round(5),
+            "longitude": hypo.longitude.round(5),
+            "depth_km": hypo.depth_km.round(3),
+            "magnitude": mags,
+        }
+    )
+    return catalog[CATALOG_COLUMNS]
