@@ -209,11 +209,15 @@ def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
     ledger = UnitLedger(tmp_path)
     record = {
         "unit": unit.unit_id,
+        "start": str(unit.start),
+        "end": str(unit.end),
         "status": "ok",
         "files": [{"path": path.relative_to(tmp_path).as_posix(), "sha256": sha256_file(path)}],
     }
     ledger.write(unit, record)
     assert ledger.is_finished(unit, tmp_path)
+    (shorter,) = plan_units([choice], T0, datetime(2024, 2, 3, 12, tzinfo=UTC))
+    assert not ledger.is_finished(shorter, tmp_path)  # same day, other window
     path.write_bytes(path.read_bytes()[:-10])
     assert not ledger.is_finished(unit, tmp_path)
 

@@ -128,9 +128,15 @@ class UnitLedger:
         write_text_atomic(self._path(unit), json.dumps(record, indent=1, sort_keys=True))
 
     def is_finished(self, unit: Unit, root: Path) -> bool:
-        """True when ``unit`` has a record and every file it lists still has its hash."""
+        """True when ``unit`` has a record for the same window and its files still match.
+
+        A record for another part of the day (the span changed) does not count.
+        """
         record = self.read(unit)
         if record is None:
+            return False
+        if (record.get("start"), record.get("end")) != (str(unit.start), str(unit.end)):
+            log.info("unit %s was recorded for another window: redone", unit.unit_id)
             return False
         for entry in record.get("files", []):
             path = root / entry["path"]
