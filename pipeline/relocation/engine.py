@@ -125,6 +125,8 @@ def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp"
             f"HypoDD ({kind}) wrote no {reloc.name} in {folder} (no cluster formed?); "
             f"see {log_path} and {folder / 'hypoDD.log'}"
         )
+    if not reloc.read_text(errors="replace").strip():
+        log.warning("HypoDD (%s) relocated no event in %s; see %s", kind, folder, log_path)
     log.info("HypoDD (%s) finished in %.1f s", kind, wall)
     return EngineRun(kind, tuple(command), folder, log_path, reloc, round(wall, 3))
 

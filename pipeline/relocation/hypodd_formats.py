@@ -128,10 +128,21 @@ def write_event_dat(path: Path, events: pd.DataFrame) -> Path:
     return Path(path)
 
 
+def _blocks(dt: pd.DataFrame):
+    """(id1, id2, rows) per run of consecutive rows of one event pair, in table order."""
+    if dt.empty:
+        return
+    ids = dt[["id1", "id2"]].to_numpy()
+    starts = np.flatnonzero(np.r_[True, (ids[1:] != ids[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(dt)]
+    for a, b in zip(starts, ends, strict=True):
+        yield int(ids[a, 0]), int(ids[a, 1]), dt.iloc[a:b]
+
+
 def write_dt_ct(path: Path, dt: pd.DataFrame) -> Path:
     """``dt.ct``: ``# ID1 ID2`` per pair, then ``STA T1 T2 WGHT PHA`` lines."""
     with atomic_write(path) as fh:
-        for (id1, id2), grp in dt.groupby(["id1", "id2"], sort=False):
+        for id1, id2, grp in _blocks(dt):
             fh.write(f"# {id1:9d} {id2:9d}\n")
             fh.writelines(
                 f"{s:<7s} {a:9.4f} {b:9.4f} {w:6.4f} {p}\n"
@@ -146,7 +157,7 @@ def write_dt_cc(path: Path, dt: pd.DataFrame) -> Path:
     """``dt.cc``: ``# ID1 ID2 0.0`` per pair (no origin-time correction), then
     ``STA DT CC PHA`` lines."""
     with atomic_write(path) as fh:
-        for (id1, id2), grp in dt.groupby(["id1", "id2"], sort=False):
+        for id1, id2, grp in _blocks(dt):
             fh.write(f"# {id1:9d} {id2:9d} 0.0\n")
             fh.writelines(
                 f"{s:<7s} {d:10.5f} {w:6.4f} {p}\n"
@@ -347,19 +358,24 @@ def read_phase_dat(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _read_pairs(path: Path, n_fields: int, names: list[str]) -> pd.DataFrame:
-    """Read a ``#``-headed pair file (dt.ct / dt.cc) into a long table."""
+    """Read a ``#``-headed pair file (dt.ct / dt.cc) into a long table; a header's third
+    value (dt.cc origin-time correction) is subtracted from the second column."""
     ids, rows = [], []
     id1 = id2 = None
+    otc = 0.0
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if parts[0] == "#":
             id1, id2 = int(parts[1]), int(parts[2])
+            otc = float(parts[3]) if len(parts) > 3 and float(parts[3]) != -999 else 0.0
             continue
         if id1 is None or len(parts) < n_fields:
             raise HypoDDFormatError(f"{path}:{lineno}: unexpected line {line!r}")
         ids.append((id1, id2))
+        if otc:
+            parts[1] = str(float(parts[1]) - otc)
         rows.append(parts[:n_fields])
     table = pd.DataFrame(rows, columns=names)
     table.insert(0, "id2", [b for _, b in ids])
@@ -375,7 +391,7 @@ def read_dt_ct(path: Path) -> pd.DataFrame:
 
 
 def read_dt_cc(path: Path) -> pd.DataFrame:
-    """``dt.cc`` -> cross-correlation table (origin-time corrections are not applied)."""
+    """``dt.cc`` -> cross-correlation table; dt = DT - OTC as HypoDD uses it."""
     return _read_pairs(path, 4, ["station", "dt", "weight", "phase"])
 
 

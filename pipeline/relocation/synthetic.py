@@ -183,7 +183,7 @@ def write_waveforms(
     t_first = scenario.truth["origin_time"].min() - pd.Timedelta(seconds=5)
     t_last = scenario.arrivals["time"].max() + pd.Timedelta(seconds=10)
     npts = int((t_last - t_first).total_seconds() * rate)
-    t0 = UTCDateTime(t_first.to_pydatetime())
+    t0 = UTCDateTime(ns=int(t_first.value))
     event_shape = {
         e: (rng.uniform(5, 9), rng.uniform(2.5, 4.5)) for e in scenario.truth["event_id"]
     }

@@ -1,0 +1,253 @@
+"""Relocation stage: HypoDD formats, ph2dt-equivalent, cross-correlation, engine, stage.
+
+Real data: the official HypoDD example 1 (``../shared/data/hypodd_example1``) through our
+ph2dt-equivalent (against its reference dt.ct and ph2dt.log) and through the engine layer
+(against its reference hypoDD.reloc). Generated data: a tight synthetic cluster with
+waveforms in an SDS archive, relocated end to end.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypodd.config import parse_inp
+
+from pipeline.relocation import hypodd_formats as fmt
+from pipeline.relocation.engine import HypoDDError, engine_command, relocate_dir
+from pipeline.relocation.params import Ph2dtConfig, RelocationConfig
+from pipeline.relocation.ph2dt import catalog_differential_times
+from pipeline.relocation.stage import relocate, station_labels
+from pipeline.relocation.synthetic import make_cluster, relative_errors_km, write_run
+from pipeline.relocation.xcorr import normalised_cc, parabolic_peak
+from pipeline.rundir import RunDir
+from pipeline.velocity import load_velocity_model
+
+EXAMPLE = ("data", "hypodd_example1")
+#: ph2dt.inp of example 1: MINWGHT MAXDIST MAXSEP MAXNGH MINLNK MINOBS MAXOBS = 0 120 10 10 8 1 100
+EXAMPLE_PH2DT = Ph2dtConfig(
+    min_weight=0,
+    max_dist_km=120,
+    max_sep_km=10,
+    max_neighbours=10,
+    min_links=8,
+    min_obs=1,
+    max_obs=100,
+)
+EXAMPLE_INPUTS = ("hypoDD.inp", "dt.cc", "dt.ct", "event.sel", "station.sel")
+
+
+def _example_dt(shared):
+    events, phases = fmt.read_phase_dat(shared(*EXAMPLE, "El16.pha"))
+    stations = fmt.read_station_dat(shared(*EXAMPLE, "station.dat"))
+    return catalog_differential_times(events, phases, stations, EXAMPLE_PH2DT)
+
+
+def _keys(dt: pd.DataFrame) -> set:
+    return set(
+        zip(dt.id1, dt.id2, dt.station, dt.phase, dt.t1.round(3), dt.t2.round(3), strict=True)
+    )
+
+
+def test_ph2dt_reproduces_example1_dt_ct(shared):
+    ours, stats = _example_dt(shared)
+    ref = fmt.read_dt_ct(shared(*EXAMPLE, "dt.ct"))
+    overlap = len(_keys(ours) & _keys(ref)) / len(_keys(ref))
+    assert overlap >= 0.95
+    assert set(zip(ours.id1, ours.id2, strict=True)) == set(
+        zip(ref.id1, ref.id2, strict=True)
+    )  # the same 101 pairs
+    merged = ours.merge(ref, on=["id1", "id2", "station", "phase"])
+    assert np.allclose(merged.weight_x, merged.weight_y, atol=1e-4)
+    # the statistics ph2dt.log reports for this run
+    assert (stats.p_pairs_total, stats.s_pairs_total, stats.outliers) == (1988, 28, 4)
+    assert (stats.p_pairs_selected, stats.s_pairs_selected) == (1984, 28)
+    assert stats.weakly_linked_events == 0
+    assert stats.as_dict()["max_offset_strong_km"] == pytest.approx(1.899, abs=0.01)
+
+
+def test_ph2dt_max_obs_keeps_nearest_stations_and_flagged_picks(shared):
+    cfg = EXAMPLE_PH2DT.model_copy(update={"max_obs": 5, "min_obs": 5, "min_links": 5})
+    events, phases = fmt.read_phase_dat(shared(*EXAMPLE, "El16.pha"))
+    stations = fmt.read_station_dat(shared(*EXAMPLE, "station.dat"))
+    dt, _ = catalog_differential_times(events, phases, stations, cfg)
+    negative = phases[phases.weight < 0].set_index(["hypodd_id", "station", "phase"]).index
+    for (id1, id2), grp in dt.groupby(["id1", "id2"]):
+        flagged = [
+            (id1, s, p) in negative or (id2, s, p) in negative
+            for s, p in zip(grp.station, grp.phase, strict=True)
+        ]
+        assert len(grp) - sum(flagged) <= 5  # MAXOBS counts positive-weight pairs only
+        assert len(grp) >= 5
+
+
+def test_formats_round_trip(shared, tmp_path):
+    events, phases = fmt.read_phase_dat(shared(*EXAMPLE, "El16.pha"))
+    fmt.write_phase_dat(tmp_path / "phase.dat", events, phases)
+    events2, phases2 = fmt.read_phase_dat(tmp_path / "phase.dat")
+    pd.testing.assert_frame_equal(phases, phases2)
+    assert np.allclose(events.latitude, events2.latitude)
+    assert (events.origin_time == events2.origin_time).all()
+    fmt.write_event_dat(tmp_path / "event.dat", events)
+    line = (tmp_path / "event.dat").read_text().splitlines()[0].split()
+    assert line[:2] == ["19850124", "2195871"] and line[-1] == "38542"
+    ref = fmt.read_dt_ct(shared(*EXAMPLE, "dt.ct"))
+    fmt.write_dt_ct(tmp_path / "dt.ct", ref)
+    pd.testing.assert_frame_equal(fmt.read_dt_ct(tmp_path / "dt.ct"), ref)
+    cc = fmt.read_dt_cc(shared(*EXAMPLE, "dt.cc"))
+    fmt.write_dt_cc(tmp_path / "dt.cc", cc)
+    assert np.allclose(fmt.read_dt_cc(tmp_path / "dt.cc").dt, cc.dt, atol=1e-5)
+
+
+def test_hypodd_inp_is_read_by_the_engine_parser(tmp_path):
+    model = load_velocity_model("tottori")
+    cfg = RelocationConfig().hypodd
+    text = fmt.render_hypodd_inp(cfg, model, n_events=500, has_cc=True)
+    (tmp_path / "hypoDD.inp").write_text(text)
+    parsed = parse_inp(tmp_path / "hypoDD.inp")
+    assert (parsed.fn_cc, parsed.fn_ct, parsed.fn_eve, parsed.fn_reloc) == (
+        "dt.cc",
+        "dt.ct",
+        "event.dat",
+        "hypoDD.reloc",
+    )
+    assert (parsed.idata, parsed.iphase, parsed.isolv, parsed.nset) == (3, 3, 2, 5)
+    assert parsed.imod == 1
+    assert np.allclose(parsed.vel_model.top, model.layer_tops_km)
+    assert np.allclose(parsed.vel_model.v, model.vp_km_s)
+    assert np.allclose(parsed.vel_model.ratio, model.vp_km_s / model.vs_km_s, atol=1e-3)
+    assert parsed.niter == [it.niter for it in cfg.iterations]
+    small = fmt.render_hypodd_inp(cfg, model, n_events=20, has_cc=False)
+    (tmp_path / "small.inp").write_text(small)
+    assert (parse_inp(tmp_path / "small.inp").isolv, parse_inp(tmp_path / "small.inp").idata) == (
+        1,
+        2,
+    )
+    assert fmt.read_inp_files(tmp_path / "hypoDD.inp")["fn_station"] == "station.dat"
+
+
+def test_engine_reproduces_example1_reloc(shared, tmp_path):
+    for name in EXAMPLE_INPUTS:
+        shutil.copy(shared(*EXAMPLE, name), tmp_path / name)
+    reloc_path = relocate_dir(tmp_path, RelocationConfig(engine="python"))
+    ours = fmt.read_reloc(reloc_path)
+    ref = fmt.read_reloc(shared(*EXAMPLE, "hypoDD.reloc"))
+    both = ours.merge(ref, on="hypodd_id", suffixes=("", "_ref"))
+    assert len(both) == len(ref) == 16
+    kx = 111.19e3 * np.cos(np.radians(both.latitude_ref))
+    dh = np.hypot(
+        (both.latitude - both.latitude_ref) * 111.19e3, (both.longitude - both.longitude_ref) * kx
+    )
+    dz = (both.depth_km - both.depth_km_ref).abs() * 1e3
+    assert dh.max() < 10.0 and dz.max() < 10.0
+    assert (tmp_path / "hypoDD.engine.log").read_text().strip()
+
+
+def test_engine_errors_are_clear(tmp_path):
+    with pytest.raises(HypoDDError, match="hypoDD.inp not found"):
+        relocate_dir(tmp_path, RelocationConfig())
+    with pytest.raises(HypoDDError, match="no program 'no-such-hypoDD' is on PATH"):
+        engine_command(RelocationConfig(engine="binary", binary="no-such-hypoDD"))
+    model = load_velocity_model("generic_crust")
+    inp = fmt.render_hypodd_inp(RelocationConfig().hypodd, model, n_events=2, has_cc=False)
+    (tmp_path / "hypoDD.inp").write_text(inp)
+    with pytest.raises(HypoDDError, match="names input 'dt.cc'"):
+        relocate_dir(tmp_path, RelocationConfig())
+    for name in ("dt.cc", "dt.ct"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "event.dat").write_text("20001006 5000000 35.27 133.35 10.0 0 0 0 0 1\n")
+    (tmp_path / "station.dat").write_text("ST1 not-a-latitude 133.0\n")
+    with pytest.raises(HypoDDError, match="exit status 1.*ValueError.*hypoDD.engine.log"):
+        relocate_dir(tmp_path, RelocationConfig(engine="python", timeout_s=120))
+    assert (tmp_path / "hypoDD.engine.log").is_file()
+
+
+def test_cross_correlation_recovers_known_lags():
+    rng = np.random.default_rng(3)
+    rate, n, m = 100.0, 120, 40
+    lags = rng.uniform(-0.35, 0.35, 64)  # s, deliberately off the sample grid
+
+    def wavelet(t):
+        return np.exp(-((t / 0.1) ** 2)) * np.sin(2 * np.pi * 6.0 * t)
+
+    t_template = np.arange(n) / rate - 0.3
+    t_search = np.arange(n + 2 * m) / rate - 0.3 - m / rate
+    template = np.stack([wavelet(t_template) + rng.normal(0, 0.02, n) for _ in lags])
+    search = np.stack([wavelet(t_search - lag) + rng.normal(0, 0.02, n + 2 * m) for lag in lags])
+    cc = normalised_cc(template, search)
+    assert cc.shape == (len(lags), 2 * m + 1)
+    pos, value = parabolic_peak(cc)
+    recovered = (pos - m) / rate
+    assert np.abs(recovered - lags).max() < 0.005
+    assert value.min() > 0.9
+    # a peak on the edge of the lag range is rejected, not reported
+    edge, _ = parabolic_peak(np.linspace(0, 1, 11)[None, :])
+    assert np.isnan(edge[0])
+
+
+def test_station_labels_are_short_and_unique():
+    stations = pd.DataFrame(
+        {"network": ["AA", "BB", "AA", "CC"], "station": ["X1", "X1", "LONGNAME", "Y2"]}
+    )
+    labels = station_labels(stations)
+    assert labels.label.tolist() == ["AAX1", "BBX1", "S0003", "Y2"]
+    assert labels.label.str.len().max() <= fmt.MAX_LABEL
+
+
+def test_stage_end_to_end_on_generated_cluster(tmp_path):
+    """Known cluster, noisy picks, waveforms: relocation beats the perturbed starting locations;
+    an isolated event and an unlocated one stay in the table with their flags."""
+    model = load_velocity_model("tottori")
+    scenario = make_cluster(model, n_events=20, n_stations=8, seed=7)
+    loc = scenario.locations
+    loc.loc[loc.index[-1], ["latitude", "longitude"]] += [0.3, 0.3]  # ~40 km away: unlinked
+    loc.loc[loc.index[-2], "located"] = False
+    run = RunDir(tmp_path / "run")
+    write_run(run, scenario)
+    entry = relocate(run, RelocationConfig(engine="python"), model)
+
+    out = run.root / "relocation"
+    for name in (
+        "station.dat",
+        "phase.dat",
+        "event.dat",
+        "dt.ct",
+        "dt.cc",
+        "hypoDD.inp",
+        "hypoDD.reloc",
+        "event_ids.csv",
+        "relocations.parquet",
+    ):
+        assert (out / name).is_file(), name
+    table = pd.read_parquet(out / "relocations.parquet")
+    assert len(table) == 20 and set(table.event_id) == set(loc.event_id)
+    flags = table.set_index("event_id").flag
+    assert flags[loc.event_id.iloc[-1]] == "not_linked"
+    assert flags[loc.event_id.iloc[-2]] == "not_located"
+    kept = table.set_index("event_id").loc[loc.event_id.iloc[-1]]
+    assert kept.latitude == pytest.approx(loc.latitude.iloc[-1])  # HypoInverse location kept
+    assert (flags == "relocated").sum() >= 16
+    assert entry["counts"]["relocated"] == (flags == "relocated").sum()
+    assert run.read_manifest()["relocation"]["counts"]["dt_cc_p"] > 0
+
+    # dt.cc against the true differential travel times
+    ids = pd.read_csv(out / "event_ids.csv").set_index("hypodd_id").event_id
+    events, _ = fmt.read_phase_dat(out / "phase.dat")
+    origin = events.set_index("hypodd_id").origin_time
+    arrivals = scenario.arrivals.set_index(["event_id", "station", "phase"]).time
+    cc = fmt.read_dt_cc(out / "dt.cc")
+    true = [
+        (
+            (arrivals[(ids[a], s, p)] - origin[a]) - (arrivals[(ids[b], s, p)] - origin[b])
+        ).total_seconds()
+        for a, b, s, p in zip(cc.id1, cc.id2, cc.station, cc.phase, strict=True)
+    ]
+    assert np.quantile(np.abs(cc.dt - np.array(true)), 0.95) < 0.005
+
+    relocated = table[table.relocated]
+    start = loc[loc.event_id.isin(relocated.event_id)]
+    before = np.median(relative_errors_km(scenario.truth, start))
+    after = np.median(relative_errors_km(scenario.truth, relocated))
+    assert after < 0.5 * before
