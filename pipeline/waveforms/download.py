@@ -151,12 +151,12 @@ def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tupl
 
     Returns the stream (trimmed to the unit's window) and the number of HTTP attempts.
     """
-    stream, attempts, any_data = Stream(), 0, False
+    choice = unit.choice
+    stream, attempts = Stream(), 0
     step = chunk_hours * 3600.0
     start = unit.start
     while start < unit.end:
         end = min(start + step, unit.end)
-        choice = unit.choice
         try:
             fetched = client.get(
                 choice.network,
@@ -168,11 +168,10 @@ def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tupl
             )
             stream += trim_to_window(fetched.stream, start, end)
             attempts += fetched.attempts
-            any_data = True
         except NoData:
             attempts += 1
         start = end
-    if not any_data or len(stream) == 0:
+    if len(stream) == 0:
         raise NoData(unit.unit_id)
     return stream, attempts
 
