@@ -271,3 +271,34 @@ def test_config_validation_messages(tmp_path):
     defaults = WaveformConfig()
     assert defaults.channel_priority == ["HH?", "BH?", "EH?", "HN?"]
     assert defaults.max_workers == 4 and defaults.source.chunk_hours == 24.0
+
+
+def test_sections_compose_and_round_trip_through_yaml(tmp_path):
+    """The sections as the build config embeds them: YAML in, resolved YAML out, same model."""
+    import yaml
+    from pydantic import BaseModel
+
+    class Build(BaseModel):
+        stations: StationSourceConfig | None = None
+        waveforms: WaveformConfig = WaveformConfig()
+
+    text = f"""
+stations:
+  kind: fdsn
+  base_url: http://127.0.0.1:8080
+  network: BO,N
+  min_latitude: 34.5
+  max_latitude: 36.0
+  min_longitude: 132.5
+  max_longitude: 134.5
+waveforms:
+  source: {{kind: sds, path: {tmp_path}}}
+  channel_priority: [HH?, EH?]
+  max_workers: 8
+"""
+    build = Build.model_validate(yaml.safe_load(text))
+    assert isinstance(build.stations, FDSNStationQuery) and build.stations.network == "BO,N"
+    assert isinstance(build.waveforms.source, SDSSource) and build.waveforms.max_workers == 8
+    resolved = yaml.safe_dump(build.model_dump(mode="json"))
+    assert Build.model_validate(yaml.safe_load(resolved)) == build
+    assert isinstance(Build().waveforms.source, FDSNSource)
