@@ -293,7 +293,7 @@ stations:
   max_longitude: 134.5
 waveforms:
   source: {{kind: sds, path: {tmp_path}}}
-  channel_priority: [HH?, EH?]
+  channel_priority: ["HH?", "EH?"]  # quoted: a bare ? starts a YAML key
   max_workers: 8
 """
     build = Build.model_validate(yaml.safe_load(text))
