@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 from fdsn_server import DataselectServer, FlakyProxy
 from obspy import Inventory, Stream, Trace, UTCDateTime, read
+from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.core.inventory import Channel, Network, Station
 
 from pipeline.rundir import RunDir, sha256_file
@@ -158,6 +159,12 @@ def test_clean_download_rerun_and_no_data(served, tmp_path):
         assert ledger[f"XX.AAA..HH.{DAY1}"]["samples"] == 3 * 2 * 3600 * RATE
         for entry in ledger[f"XX.AAA..HH.{DAY1}"]["files"]:
             assert sha256_file(root / entry["path"]) == entry["sha256"]
+
+        # ObsPy's SDS client reads the archive across the day boundary.
+        sds = SDSClient(str(root))
+        t0 = UTCDateTime(START)
+        across = sds.get_waveforms("XX", "AAA", "", "HHZ", t0, t0 + 4 * 3600 - 1 / RATE)
+        assert len(across.merge()) == 1 and across[0].stats.npts == 4 * 3600 * RATE
 
         # The real WILZ record arrives sample for sample.
         for original in served["wilz"]:

@@ -31,7 +31,13 @@ from pipeline.waveforms.params import (
     check_code,
 )
 from pipeline.waveforms.quality import assess_stream
-from pipeline.waveforms.sds import days_in_span, sds_relpath, write_channel_day
+from pipeline.waveforms.sds import (
+    archive_files,
+    days_in_span,
+    remove_stale_temporaries,
+    sds_relpath,
+    write_channel_day,
+)
 
 T0 = datetime(2024, 2, 3, tzinfo=UTC)
 T1 = datetime(2024, 2, 4, tzinfo=UTC)
@@ -302,3 +308,13 @@ waveforms:
     resolved = yaml.safe_dump(build.model_dump(mode="json"))
     assert Build.model_validate(yaml.safe_load(resolved)) == build
     assert isinstance(Build().waveforms.source, FDSNSource)
+
+
+def test_stale_temporaries_are_removed_and_never_listed(tmp_path):
+    day = date(2024, 2, 3)
+    (path,) = write_channel_day(Stream([_trace(np.arange(10, dtype=np.int32))]), tmp_path, day)
+    leftover = path.parent / f".{path.stem}.abc123{path.suffix}"  # as atomic_path names it
+    leftover.write_bytes(b"half a record")
+    assert archive_files(tmp_path) == [path]
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not leftover.exists() and path.exists()
