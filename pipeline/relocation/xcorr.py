@@ -25,13 +25,13 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from obspy import Stream, UTCDateTime, read
+from obspy import read
 from scipy.signal import butter, sosfiltfilt
 
 from pipeline.relocation.hypodd_formats import empty_dt_cc
@@ -108,59 +108,84 @@ class StationInfo:
     channel_prefix: str
 
 
+@dataclass(frozen=True)
+class _Channel:
+    """One channel's samples: epoch time (s) of the first, sampling rate (Hz), data."""
+
+    start: float
+    rate: float
+    data: np.ndarray
+
+
+def _utc_date(epoch_s: float) -> date:
+    return datetime.fromtimestamp(epoch_s, UTC).date()
+
+
 class _Archive:
     """Channel-day reader for one station of an SDS archive (at most two days cached)."""
 
     def __init__(self, root: Path, info: StationInfo):
         self.root = root
         self.info = info
-        self._days: dict[date, Stream] = {}
+        self._days: dict[date, dict[str, _Channel]] = {}
 
-    def _day(self, day: date) -> Stream:
+    def _day(self, day: date) -> dict[str, _Channel]:
         if day not in self._days:
             if len(self._days) >= 2:
                 self._days.pop(min(self._days))
-            stream = Stream()
+            channels = {}
+            i = self.info
             for comp in ("Z", "N", "E", "1", "2", "3"):
-                i = self.info
-                rel = sds_relpath(i.network, i.station, i.location, i.channel_prefix + comp, day)
-                path = self.root / rel
+                cha = i.channel_prefix + comp
+                path = self.root / sds_relpath(i.network, i.station, i.location, cha, day)
                 if path.is_file():
-                    stream += read(str(path), format="MSEED")
-            stream.merge(method=1, fill_value=0)
-            self._days[day] = stream
+                    stream = read(str(path), format="MSEED").merge(method=1, fill_value=0)
+                    tr = stream[0]
+                    channels[cha] = _Channel(
+                        tr.stats.starttime.timestamp, tr.stats.sampling_rate, tr.data
+                    )
+            self._days[day] = channels
         return self._days[day]
 
-    def cut(self, start: UTCDateTime, end: UTCDateTime, components: tuple[str, ...]):
-        """(data (C, N) float64, actual start UTCDateTime, rate) or None when data lack.
+    def _channels(self, start: float, end: float) -> dict[str, _Channel]:
+        days = sorted({_utc_date(start), _utc_date(end)})
+        if len(days) == 1:
+            return self._day(days[0])
+        first, second = self._day(days[0]), self._day(days[1])
+        joined = {}
+        for cha in first.keys() & second.keys():
+            a, b = first[cha], second[cha]
+            if a.rate == b.rate and abs(a.start + len(a.data) / a.rate - b.start) < 0.5 / a.rate:
+                joined[cha] = _Channel(a.start, a.rate, np.concatenate([a.data, b.data]))
+        return joined
 
-        N = round((end - start) × rate). Uses the vertical for P and the two horizontals
-        (N/E or 1/2, else the vertical) for S.
+    def cut(self, start: float, end: float, components: tuple[str, ...]):
+        """(data (C, N) float64, actual start (epoch s), rate) or None when data lack.
+
+        ``start``, ``end`` are epoch seconds; N = round((end - start) × rate). Uses the
+        vertical for P and the two horizontals (N/E or 1/2, else the vertical) for S.
         """
-        stream = Stream()
-        for day in sorted({start.date, end.date}):
-            stream += self._day(day)
-        chosen = _choose_channels(stream, components)
+        channels = self._channels(start, end)
+        chosen = _choose_channels(set(channels), components)
         if not chosen:
             return None
         out, t0, rate = [], None, None
         for cha in chosen:
-            tr = stream.select(channel=cha).merge(method=1, fill_value=0)[0]
-            rate = tr.stats.sampling_rate
+            ch = channels[cha]
+            rate = ch.rate
             npts = int(round((end - start) * rate))
-            i0 = int(round((start - tr.stats.starttime) * rate))
-            if i0 < 0 or i0 + npts > tr.stats.npts:
+            i0 = int(round((start - ch.start) * rate))
+            if i0 < 0 or i0 + npts > len(ch.data):
                 return None
-            first = tr.stats.starttime + i0 / rate
+            first = ch.start + i0 / rate
             if t0 is not None and abs(first - t0) > 0.5 / rate:
                 return None
             t0 = first
-            out.append(np.asarray(tr.data[i0 : i0 + npts], dtype=float))
+            out.append(np.asarray(ch.data[i0 : i0 + npts], dtype=float))
         return np.stack(out), t0, rate
 
 
-def _choose_channels(stream: Stream, components: tuple[str, ...]) -> list[str]:
-    present = {tr.stats.channel for tr in stream}
+def _choose_channels(present: set[str], components: tuple[str, ...]) -> list[str]:
     if components[0] == "Z":
         for comp in components:
             for cha in present:
@@ -171,7 +196,7 @@ def _choose_channels(stream: Stream, components: tuple[str, ...]) -> list[str]:
         chans = [c for c in present for comp in pair if c.endswith(comp)]
         if len(chans) == 2:
             return sorted(chans)
-    return _choose_channels(stream, ("Z", "3"))
+    return _choose_channels(present, ("Z", "3"))
 
 
 def _windows(
@@ -184,13 +209,13 @@ def _windows(
     raw: dict[int, tuple[np.ndarray, float, float]] = {}
     rates = set()
     for eid, t in zip(picks["hypodd_id"], picks["time"], strict=True):
-        pick = UTCDateTime(ns=int(pd.Timestamp(t).value))
+        pick = pd.Timestamp(t).value / 1e9
         reach = cfg.max_lag_s + FILTER_PAD_S
         got = archive.cut(pick - before - reach, pick + after + reach, components)
         if got is None:
             continue
         data, t0, rate = got
-        raw[int(eid)] = (data, float(t0.timestamp), rate)
+        raw[int(eid)] = (data, t0, rate)
         rates.add(rate)
     if len(rates) > 1:
         log.warning("%s: several sampling rates %s; cross-correlation skipped", archive.info, rates)
