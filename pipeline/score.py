@@ -1,0 +1,444 @@
+"""Score a run against ground truth (a synthetic scenario's ``truth/`` folder): the truth table.
+
+Inputs: ``TRUTH/catalog.csv`` (event_id, origin_time, latitude, longitude, depth_km,
+magnitude), ``TRUTH/picks.csv`` (event_id, network, station, phase, time, ...) and, when
+present, ``TRUTH/scenario.json`` (the generator's config: record span and b-value). From the
+run: ``picks/picks.parquet``, ``location/locations.parquet``,
+``relocation/relocations.parquet``, ``catalog/catalog.parquet`` (else
+``magnitude/magnitudes.parquet`` for magnitudes) and, for the detected events, the catalog
+(else relocations, locations or ``association/events.parquet``). A missing stage gives
+``None`` values and a line in ``notes``.
+
+Matching (one-to-one, greedy by ``|Δt| / time_tol + distance / distance_tol``): a run event
+matches a true event when their origin times differ by at most ``time_tol_s`` (2 s) and their
+epicentres by at most ``distance_tol_km`` (10 km). A run pick matches the nearest true
+arrival of the same network, station and phase within ``pick_tol_s`` (0.5 s). True events
+count when their origin lies in the record span (``scenario.json``; else all).
+
+Keys of ``score.json`` (``None`` when a stage is missing or a value is undefined):
+
+- ``n_true_events``, ``n_detected_events`` (rows of the event table), ``n_matched_events``,
+  ``event_source`` (which table was scored), ``recall``, ``precision``;
+- ``mc_true``: Mc (completeness module, MAXC+0.2 / GFT "best") of the *true* magnitudes of
+  the matched events (the completeness the build reached, free of magnitude errors);
+  ``recall_above_mc_true``, ``precision_above_mc_true`` (precision counts a run event
+  ``>= mc_true`` by its own magnitude); ``m_recall90``: smallest magnitude bin edge from
+  which every 0.5-wide bin has recall >= 0.9;
+- ``by_magnitude``: list of {``m_low``, ``m_high``, ``n_true``, ``n_detected``, ``recall``};
+- ``picks``: {``P``: {...}, ``S``: {...}} each with ``n_picks``, ``n_matched``,
+  ``precision``, ``n_true_visible`` (true arrivals with snr >= 5 outside gaps),
+  ``recall_visible`` (of those, matched), ``mean_s``, ``std_s``, ``mae_s`` (run − true);
+- ``hypoinverse`` and ``hypodd``: {``n_located`` (rows with located / relocated true),
+  ``n_matched``, ``median_epicentral_error_km``, ``median_abs_depth_error_km``,
+  ``median_depth_bias_km`` (run − true)};
+- ``magnitude``: {``n``, ``bias`` (median run − true), ``mean``, ``mad`` (median absolute
+  deviation of the differences about their median)};
+- ``b_true`` (scenario), ``mc_recovered``, ``b_recovered``, ``b_recovered_std`` (from the
+  run's catalog magnitudes);
+- ``tolerances``: the matching tolerances; ``notes``: what was missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.rundir import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+EARTH_RADIUS_KM = 6371.0
+MAGNITUDE_BIN = 0.5
+VISIBLE_SNR = 5.0
+
+
+def _epicentral_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dlat, dlon = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
+    h = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+
+
+def _finite(value) -> float | None:
+    """A float for JSON, or None when missing / not finite."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, utc=True, format="ISO8601")
+
+
+def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """True catalog, true picks and the scenario record (``{}`` without scenario.json)."""
+    truth_dir = Path(truth_dir)
+    paths = {name: truth_dir / f"{name}.csv" for name in ("catalog", "picks")}
+    for path in paths.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"truth file {path} not found (expected a scenario's truth/)")
+    catalog = pd.read_csv(paths["catalog"])
+    missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"}
+    missing -= set(catalog.columns)
+    if missing:
+        raise ValueError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
+    catalog["origin_time"] = _utc(catalog.origin_time)
+    picks = pd.read_csv(paths["picks"], dtype={"network": str, "station": str})
+    missing = {"event_id", "network", "station", "phase", "time"} - set(picks.columns)
+    if missing:
+        raise ValueError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
+    picks["time"] = _utc(picks.time)
+    scenario_path = truth_dir / "scenario.json"
+    scenario = json.loads(scenario_path.read_text()) if scenario_path.is_file() else {}
+    return catalog, picks, scenario
+
+
+def match_events(
+    run_events: pd.DataFrame, truth: pd.DataFrame, time_tol_s: float, distance_tol_km: float
+) -> pd.DataFrame:
+    """One-to-one matches: columns ``run`` and ``truth`` (row positions), ``dt_s``, ``epi_km``."""
+    empty = pd.DataFrame({"run": [], "truth": [], "dt_s": [], "epi_km": []})
+    if run_events.empty or truth.empty:
+        return empty
+    t_true = truth.origin_time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    order = np.argsort(t_true)
+    t_sorted = t_true[order]
+    t_run = run_events.origin_time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    lo = np.searchsorted(t_sorted, t_run - time_tol_s, side="left")
+    hi = np.searchsorted(t_sorted, t_run + time_tol_s, side="right")
+    counts = hi - lo
+    run_idx = np.repeat(np.arange(len(run_events)), counts)
+    if run_idx.size == 0:
+        return empty
+    offsets = np.arange(run_idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    truth_idx = order[np.repeat(lo, counts) + offsets]
+    dt = t_run[run_idx] - t_true[truth_idx]
+    epi = _epicentral_km(
+        run_events.latitude.to_numpy(float)[run_idx],
+        run_events.longitude.to_numpy(float)[run_idx],
+        truth.latitude.to_numpy(float)[truth_idx],
+        truth.longitude.to_numpy(float)[truth_idx],
+    )
+    ok = np.isfinite(epi) & (epi <= distance_tol_km)
+    cand = pd.DataFrame({"run": run_idx, "truth": truth_idx, "dt_s": dt, "epi_km": epi})[ok]
+    cand = cand.assign(cost=cand.dt_s.abs() / time_tol_s + cand.epi_km / distance_tol_km)
+    used_run, used_truth, rows = set(), set(), []
+    for row in cand.sort_values("cost", kind="stable").itertuples(index=False):
+        if row.run in used_run or row.truth in used_truth:
+            continue
+        used_run.add(row.run)
+        used_truth.add(row.truth)
+        rows.append((row.run, row.truth, row.dt_s, row.epi_km))
+    return pd.DataFrame(rows, columns=["run", "truth", "dt_s", "epi_km"])
+
+
+def pick_residuals(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: float) -> dict:
+    """Per phase: counts, precision, recall of visible true arrivals, residual statistics."""
+    out = {}
+    for phase in ("P", "S"):
+        run = run_picks[run_picks.phase.str.upper() == phase]
+        true = truth_picks[truth_picks.phase == phase]
+        visible = np.ones(len(true), dtype=bool)
+        if "snr" in true.columns:
+            visible &= true.snr.to_numpy(float) >= VISIBLE_SNR
+        if "in_gap" in true.columns:
+            visible &= ~true.in_gap.astype(bool).to_numpy()
+        residuals, matched_true = [], set()
+        true_groups = {k: g for k, g in true.groupby(["network", "station"])}
+        for key, group in run.groupby(["network", "station"]):
+            if key not in true_groups:
+                continue
+            tg = true_groups[key].sort_values("time")
+            t_true = tg.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+            t_run = group.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+            pos = np.clip(np.searchsorted(t_true, t_run), 1, max(len(t_true) - 1, 1))
+            cand = np.stack([pos - 1, np.minimum(pos, len(t_true) - 1)])
+            diffs = t_run[None, :] - t_true[cand]
+            best = np.argmin(np.abs(diffs), axis=0)
+            chosen = cand[best, np.arange(len(t_run))]
+            res = diffs[best, np.arange(len(t_run))]
+            ok = np.abs(res) <= tol_s
+            residuals.append(res[ok])
+            matched_true.update(tg.index[chosen[ok]])
+        res = np.concatenate(residuals) if residuals else np.array([])
+        n_visible = int(visible.sum())
+        visible_idx = set(true.index[visible])
+        out[phase] = {
+            "n_picks": len(run),
+            "n_matched": int(res.size),
+            "precision": _finite(res.size / len(run)) if len(run) else None,
+            "n_true_visible": n_visible,
+            "recall_visible": (
+                _finite(len(matched_true & visible_idx) / n_visible) if n_visible else None
+            ),
+            "mean_s": _finite(res.mean()) if res.size else None,
+            "std_s": _finite(res.std()) if res.size > 1 else None,
+            "mae_s": _finite(np.abs(res).mean()) if res.size else None,
+        }
+    return out
+
+
+def _read_table(path: Path, notes: list[str], what: str) -> pd.DataFrame | None:
+    if not path.is_file():
+        notes.append(f"{what}: {path} missing")
+        return None
+    table = pd.read_parquet(path)
+    if "origin_time" in table.columns:
+        table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
+    return table
+
+
+def location_errors(
+    table: pd.DataFrame | None, truth: pd.DataFrame, flag: str, tol: tuple[float, float]
+) -> dict | None:
+    """Median epicentral and depth errors of the rows with ``flag`` true, matched to truth."""
+    if table is None:
+        return None
+    rows = table[table[flag].astype(bool)] if flag in table.columns else table
+    rows = rows[np.isfinite(rows.latitude.to_numpy(float))].reset_index(drop=True)
+    matches = match_events(rows, truth, *tol)
+    out = {"n_located": len(rows), "n_matched": len(matches)}
+    if matches.empty:
+        return out | dict.fromkeys(
+            ["median_epicentral_error_km", "median_abs_depth_error_km", "median_depth_bias_km"]
+        )
+    dz = rows.depth_km.to_numpy(float)[matches.run] - truth.depth_km.to_numpy(float)[matches.truth]
+    return out | {
+        "median_epicentral_error_km": _finite(np.median(matches.epi_km)),
+        "median_abs_depth_error_km": _finite(np.median(np.abs(dz))),
+        "median_depth_bias_km": _finite(np.median(dz)),
+    }
+
+
+def _mc_b(magnitudes: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """(Mc, b, σb) by the completeness module (no bootstrap); Nones when not estimable."""
+    try:
+        from pipeline.completeness import CompletenessConfig, analyze_magnitudes
+    except ImportError:
+        return None, None, None
+    result = analyze_magnitudes(magnitudes, cfg=CompletenessConfig(n_bootstrap=0))
+    if result.mc_selected is None or not math.isfinite(result.mc_selected or math.nan):
+        return None, None, None
+    return _finite(result.mc_selected), _finite(result.b), _finite(result.b_std)
+
+
+def _by_magnitude(truth_m: np.ndarray, detected: np.ndarray) -> list[dict]:
+    if truth_m.size == 0:
+        return []
+    edges = np.arange(
+        np.floor(truth_m.min() / MAGNITUDE_BIN) * MAGNITUDE_BIN,
+        truth_m.max() + MAGNITUDE_BIN,
+        MAGNITUDE_BIN,
+    )
+    rows = []
+    for lo in edges:
+        inside = (truth_m >= lo - 1e-9) & (truth_m < lo + MAGNITUDE_BIN - 1e-9)
+        n = int(inside.sum())
+        if n:
+            d = int(detected[inside].sum())
+            rows.append(
+                {
+                    "m_low": round(float(lo), 2),
+                    "m_high": round(float(lo + MAGNITUDE_BIN), 2),
+                    "n_true": n,
+                    "n_detected": d,
+                    "recall": d / n,
+                }
+            )
+    return rows
+
+
+def _m_recall90(bins: list[dict]) -> float | None:
+    for i, row in enumerate(bins):
+        if all(b["recall"] >= 0.9 for b in bins[i:]):
+            return row["m_low"]
+    return None
+
+
+def _event_table(run_dir: Path, notes: list[str]) -> tuple[pd.DataFrame | None, str | None]:
+    for rel in (
+        "catalog/catalog.parquet",
+        "relocation/relocations.parquet",
+        "location/locations.parquet",
+        "association/events.parquet",
+    ):
+        path = run_dir / rel
+        if path.is_file():
+            table = pd.read_parquet(path)
+            table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
+            return table.reset_index(drop=True), rel
+    notes.append("events: the run has no catalog, relocations, locations or association events")
+    return None, None
+
+
+def _magnitudes(run_dir: Path, events: pd.DataFrame | None, notes: list[str]) -> pd.Series | None:
+    """Run magnitudes aligned with ``events`` rows (NaN where none)."""
+    if events is None:
+        return None
+    if "magnitude" in events.columns:
+        return events.magnitude.astype(float)
+    path = run_dir / "magnitude" / "magnitudes.parquet"
+    if not path.is_file():
+        notes.append(f"magnitudes: {path} missing")
+        return None
+    mags = pd.read_parquet(path).set_index("event_id").magnitude
+    return events.event_id.map(mags).astype(float)
+
+
+def score_run(
+    run_dir: Path,
+    truth_dir: Path,
+    time_tol_s: float = 2.0,
+    distance_tol_km: float = 10.0,
+    pick_tol_s: float = 0.5,
+) -> dict:
+    """Compute the truth table of ``run_dir`` against ``truth_dir``; write ``score.json``.
+
+    Returns the dict written (keys in the module docstring).
+    """
+    run_dir, notes = Path(run_dir), []
+    truth, truth_picks, scenario = read_truth(truth_dir)
+    summary = scenario.get("summary", {})
+    if summary:
+        start = pd.Timestamp(summary["start_time"]).tz_convert("UTC")
+        end = pd.Timestamp(summary["end_time"]).tz_convert("UTC")
+        truth = truth[(truth.origin_time >= start) & (truth.origin_time < end)]
+    truth = truth.reset_index(drop=True)
+    tol = (time_tol_s, distance_tol_km)
+    score: dict = {
+        "run_dir": str(run_dir),
+        "truth_dir": str(truth_dir),
+        "tolerances": {
+            "time_tol_s": time_tol_s,
+            "distance_tol_km": distance_tol_km,
+            "pick_tol_s": pick_tol_s,
+        },
+        "n_true_events": len(truth),
+    }
+    events, source = _event_table(run_dir, notes)
+    score["event_source"] = source
+    score["n_detected_events"] = None if events is None else len(events)
+    matches = match_events(events, truth, *tol) if events is not None else None
+    true_m = truth.magnitude.to_numpy(float)
+    detected = np.zeros(len(truth), dtype=bool)
+    if matches is not None:
+        detected[matches.truth.to_numpy(int)] = True
+        score["n_matched_events"] = len(matches)
+        score["recall"] = _finite(len(matches) / len(truth)) if len(truth) else None
+        score["precision"] = _finite(len(matches) / len(events)) if len(events) else None
+    else:
+        score |= {"n_matched_events": None, "recall": None, "precision": None}
+    bins = _by_magnitude(true_m, detected) if matches is not None else []
+    score["by_magnitude"] = bins
+    score["m_recall90"] = _m_recall90(bins)
+    mc_true = _mc_b(true_m[detected])[0] if detected.sum() else None
+    score["mc_true"] = mc_true
+    run_m = _magnitudes(run_dir, events, notes)
+    score["recall_above_mc_true"] = score["precision_above_mc_true"] = None
+    if mc_true is not None and matches is not None:
+        above = true_m >= mc_true - 0.05
+        score["recall_above_mc_true"] = _finite(detected[above].mean()) if above.any() else None
+        if run_m is not None:
+            run_above = run_m.to_numpy(float) >= mc_true - 0.05
+            matched_run = np.zeros(len(events), dtype=bool)
+            matched_run[matches.run.to_numpy(int)] = True
+            if run_above.any():
+                score["precision_above_mc_true"] = _finite(matched_run[run_above].mean())
+
+    picks_path = run_dir / "picks" / "picks.parquet"
+    if picks_path.is_file():
+        run_picks = pd.read_parquet(picks_path)
+        run_picks["time"] = pd.to_datetime(run_picks.time, utc=True)
+        score["picks"] = pick_residuals(run_picks, truth_picks, pick_tol_s)
+    else:
+        notes.append(f"picks: {picks_path} missing")
+        score["picks"] = None
+
+    locations = _read_table(run_dir / "location" / "locations.parquet", notes, "hypoinverse")
+    score["hypoinverse"] = location_errors(locations, truth, "located", tol)
+    relocations = _read_table(run_dir / "relocation" / "relocations.parquet", notes, "hypodd")
+    score["hypodd"] = location_errors(relocations, truth, "relocated", tol)
+
+    score["magnitude"] = None
+    if run_m is not None and matches is not None and len(matches):
+        diff = run_m.to_numpy(float)[matches.run] - true_m[matches.truth]
+        diff = diff[np.isfinite(diff)]
+        if diff.size:
+            med = float(np.median(diff))
+            score["magnitude"] = {
+                "n": int(diff.size),
+                "bias": _finite(med),
+                "mean": _finite(diff.mean()),
+                "mad": _finite(np.median(np.abs(diff - med))),
+            }
+    config = scenario.get("config", {})
+    score["b_true"] = _finite(config.get("b_value")) if config else None
+    mc, b, b_std = (None, None, None)
+    if run_m is not None:
+        finite = run_m.to_numpy(float)
+        mc, b, b_std = _mc_b(finite[np.isfinite(finite)])
+    score |= {"mc_recovered": mc, "b_recovered": b, "b_recovered_std": b_std}
+    score["notes"] = notes
+    write_text_atomic(run_dir / "score.json", json.dumps(score, indent=2))
+    return score
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def format_truth_table(score: dict) -> str:
+    """The truth table as plain text (events by magnitude, picks, locations, magnitudes)."""
+    lines = [
+        f"Truth table  (events from {score.get('event_source') or '—'})",
+        f"  events: true {score['n_true_events']}, detected {_fmt(score['n_detected_events'], 'd')}"
+        f", matched {_fmt(score['n_matched_events'], 'd')}; recall {_fmt(score['recall'])},"
+        f" precision {_fmt(score['precision'])}",
+        f"  at/above true Mc {_fmt(score['mc_true'], '.1f')}: recall "
+        f"{_fmt(score['recall_above_mc_true'])}, precision {_fmt(score['precision_above_mc_true'])}"
+        f"; 90% recall from M {_fmt(score['m_recall90'], '.1f')}",
+        "  magnitude bin   true  detected  recall",
+    ]
+    for row in score["by_magnitude"]:
+        lines.append(
+            f"  [{row['m_low']:4.1f}, {row['m_high']:4.1f})  {row['n_true']:6d}  "
+            f"{row['n_detected']:8d}  {row['recall']:6.2f}"
+        )
+    lines.append("  picks     n   matched  precision  recall(snr>=5)  mean(s)  std(s)  MAE(s)")
+    for phase, p in (score.get("picks") or {}).items():
+        lines.append(
+            f"  {phase}  {p['n_picks']:7d}  {p['n_matched']:7d}  {_fmt(p['precision']):>9}  "
+            f"{_fmt(p['recall_visible']):>14}  {_fmt(p['mean_s'], '+.3f'):>7}  "
+            f"{_fmt(p['std_s'], '.3f'):>6}  {_fmt(p['mae_s'], '.3f'):>6}"
+        )
+    for name in ("hypoinverse", "hypodd"):
+        loc = score.get(name)
+        if loc is None:
+            lines.append(f"  {name}: —")
+            continue
+        lines.append(
+            f"  {name}: {loc['n_located']} located, {loc['n_matched']} matched; median "
+            f"epicentral error {_fmt(loc['median_epicentral_error_km'])} km, |depth error| "
+            f"{_fmt(loc['median_abs_depth_error_km'])} km (bias "
+            f"{_fmt(loc['median_depth_bias_km'], '+.2f')} km)"
+        )
+    mag = score.get("magnitude")
+    lines.append(
+        "  magnitude: —"
+        if mag is None
+        else f"  magnitude: n {mag['n']}, bias {mag['bias']:+.2f}, MAD {mag['mad']:.2f}"
+    )
+    lines.append(
+        f"  Mc recovered {_fmt(score['mc_recovered'], '.1f')}"
+        f" vs true {_fmt(score['mc_true'], '.1f')}"
+        f";  b recovered {_fmt(score['b_recovered'])} ± {_fmt(score['b_recovered_std'])}"
+        f" vs true {_fmt(score['b_true'])}"
+    )
+    lines += [f"  note: {n}" for n in score.get("notes", [])]
+    return "\n".join(lines)
