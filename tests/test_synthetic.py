@@ -1,0 +1,168 @@
+"""The synthetic scenario generator: sequence statistics, files, truth and amplitudes."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import UTCDateTime, read, read_inventory
+from obspy.clients.filesystem.sds import Client as SDSClient
+
+from pipeline.magnitude import AmplitudeMeter, MagnitudeConfig, hutton_boore_ml
+from pipeline.synthetic import ScenarioConfig, generate_scenario, preset
+from pipeline.synthetic.noise import station_noise
+from pipeline.synthetic.sequence import omori_cumulative, simulate_sequence
+from pipeline.synthetic.stations import scenario_stations
+from pipeline.synthetic.waveforms import LEAD_S, synthesize_pairs
+from pipeline.velocity import load_velocity_model, travel_time
+from pipeline.waveforms.inventory import STATION_COLUMNS, read_stations_csv
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """30 minutes on the 8 stations nearest the fault, one day after the mainshock."""
+    out = tmp_path_factory.mktemp("scenario")
+    cfg = preset("smoke", duration_s=1800.0, max_stations=8)
+    summary = generate_scenario(out, cfg)
+    return out, cfg, summary
+
+
+def test_sequence_follows_omori_gr_and_fault():
+    cfg = ScenarioConfig(
+        start_time=datetime(2000, 10, 6, 6, 0, tzinfo=UTC), duration_s=20 * 86400, omori_k=500
+    )
+    cat = simulate_sequence(cfg)
+    t = (cat.origin_time - pd.Timestamp(cfg.mainshock_time)).dt.total_seconds() / 86400
+    t_end = (cfg.end_time - cfg.mainshock_time).total_seconds() / 86400
+    edges = np.array([t.min(), 0.5, 2.0, 6.0, t_end])
+    expected = np.diff(omori_cumulative(edges, cfg.omori_k, cfg.omori_c_days, cfg.omori_p))
+    observed = np.histogram(t, edges)[0]
+    assert np.all(np.abs(observed - expected) < 4 * np.sqrt(expected) + 1)
+    m = cat.magnitude.to_numpy()
+    b = math.log10(math.e) / (m.mean() - cfg.magnitude_min)  # Aki (continuous magnitudes)
+    assert b == pytest.approx(cfg.b_value, abs=0.05)
+    assert m.min() >= cfg.magnitude_min and m.max() <= cfg.magnitude_max
+    assert cat.depth_km.between(cfg.depth_min_km, cfg.depth_max_km).all()
+    # epicentres lie along the N150°E strike: across-strike spread << along-strike spread
+    east = (cat.longitude - cfg.fault_longitude) * 111.195 * math.cos(math.radians(35.27))
+    north = (cat.latitude - cfg.fault_latitude) * 111.195
+    strike = math.radians(cfg.fault_strike_deg)
+    along = east * math.sin(strike) + north * math.cos(strike)
+    across = east * math.cos(strike) - north * math.sin(strike)
+    assert along.abs().max() < cfg.fault_length_km / 2 + 4 * cfg.scatter_km
+    assert across.std() == pytest.approx(cfg.scatter_km, rel=0.2)
+
+
+def test_files_layout_and_metadata(scenario):
+    out, cfg, summary = scenario
+    stations = read_stations_csv(out / "waveforms" / "stations.csv")
+    assert list(stations.columns) == STATION_COLUMNS
+    assert len(stations) == 8 == summary.n_stations
+    assert set(stations.network) == {"N"} and (stations.channel_prefix == "HH").all()
+    inv = read_inventory(str(out / "waveforms" / "inventory.xml"))
+    assert len(inv.get_contents()["channels"]) == 24
+    sens = inv.get_response("N.HINH..HHZ", UTCDateTime(cfg.start_time)).instrument_sensitivity
+    assert sens.value == pytest.approx(cfg.sensitivity) and sens.input_units == "M/S"
+    files = sorted((out / "waveforms" / "2000" / "N").glob("*/*.D/*"))
+    assert len(files) == 24 and files[0].name.endswith(".2000.281")  # 2000-10-07
+    st = read(str(files[0]))
+    assert st[0].stats.sampling_rate == 100.0 and st[0].data.dtype == np.int32
+    assert not list((out / "waveforms").rglob(".*"))  # no temporaries left behind
+    record = json.loads((out / "truth" / "scenario.json").read_text())
+    assert record["config"]["seed"] == cfg.seed and record["summary"]["n_events"] > 100
+
+
+def test_truth_picks_are_model_arrivals(scenario):
+    out, cfg, _ = scenario
+    cat = pd.read_csv(out / "truth" / "catalog.csv", parse_dates=["origin_time"])
+    picks = pd.read_csv(out / "truth" / "picks.csv", parse_dates=["time"])
+    stations = scenario_stations(cfg).set_index("station")
+    model = load_velocity_model("tottori")
+    assert len(picks) == 2 * len(cat) * len(stations)
+    sample = picks.sample(50, random_state=0).merge(cat, on="event_id")
+    for row in sample.itertuples():
+        sta = stations.loc[row.station]
+        depth = row.depth_km
+        tt = travel_time(model, row.phase, row.distance_km, depth)
+        v_top = model.vp_km_s[0] if row.phase == "P" else model.vs_km_s[0]
+        tt += sta.elevation_m / 1000 / v_top
+        got = (row.time - row.origin_time).total_seconds()
+        assert got == pytest.approx(float(tt), abs=2e-3)
+
+
+def test_same_seed_same_bytes(tmp_path):
+    cfg = preset("smoke", duration_s=300.0, max_stations=2, gaps_per_day=0)
+    a = generate_scenario(tmp_path / "a", cfg)
+    b = generate_scenario(tmp_path / "b", cfg)
+    assert a.n_events == b.n_events
+    for name in ("truth/catalog.csv", "truth/picks.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    fa = sorted((tmp_path / "a" / "waveforms").rglob("*.D/*"))
+    fb = sorted((tmp_path / "b" / "waveforms").rglob("*.D/*"))
+    assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb]
+
+
+def test_onsets_are_causal_and_p_on_vertical():
+    cfg = ScenarioConfig()
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame(
+        {
+            "magnitude": [1.0, 2.5, 3.5],
+            "hypo_km": [15.0, 30.0, 50.0],
+            "azimuth_deg": [30.0, 120.0, 250.0],
+            "t_p": [2.6, 5.2, 8.4],
+            "t_s": [4.5, 8.9, 14.4],
+        }
+    )
+    vel, p_peak, s_peak = synthesize_pairs(rng, pairs, 8192, cfg)
+    onset = int(LEAD_S * cfg.sampling_rate)
+    assert np.all(vel[:, :, :onset] == 0)  # nothing before the true P arrival
+    assert np.all(np.abs(vel[:, :, onset + 2 : onset + 50]).max(axis=-1) > 0)
+    i_s = (LEAD_S + pairs.t_s - pairs.t_p).to_numpy() * cfg.sampling_rate
+    for k in range(3):
+        p_part = np.abs(vel[k, :, onset : int(i_s[k])]).max(axis=-1)
+        assert p_part[2] > p_part[0] and p_part[2] > p_part[1]  # P strongest on Z
+    assert np.all(s_peak > p_peak)  # S larger than P
+
+
+def test_noise_diurnal_and_level():
+    cfg = ScenarioConfig(glitches_per_day=0)
+    rng = np.random.default_rng(1)
+    n = 60_000
+    day = station_noise(rng, datetime(2000, 10, 7, 5, 0, tzinfo=UTC), n, 1e-7, cfg)  # 14 h JST
+    night = station_noise(rng, datetime(2000, 10, 7, 17, 0, tzinfo=UTC), n, 1e-7, cfg)  # 02 h
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(4, [1.0, 45.0], "bandpass", fs=100.0, output="sos")
+    rms_day = np.sqrt(np.mean(sosfiltfilt(sos, day[2]) ** 2))
+    rms_night = np.sqrt(np.mean(sosfiltfilt(sos, night[2]) ** 2))
+    assert rms_day == pytest.approx(1.3e-7, rel=0.15)
+    assert rms_day / rms_night == pytest.approx(1.3 / 0.7, rel=0.15)
+
+
+def test_magnitudes_recoverable_by_the_ml_stage(scenario):
+    """The ML stage's own amplitude meter recovers the true magnitudes of clear events."""
+    out, cfg, _ = scenario
+    mcfg = MagnitudeConfig()
+    meter = AmplitudeMeter(read_inventory(str(out / "waveforms" / "inventory.xml")), mcfg)
+    sds = SDSClient(str(out / "waveforms"))
+    cat = pd.read_csv(out / "truth" / "catalog.csv").set_index("event_id")
+    picks = pd.read_csv(out / "truth" / "picks.csv")
+    s_picks = picks[(picks.phase == "S") & (picks.snr > 20) & ~picks.in_gap]
+    s_picks = s_picks[s_picks.event_id.map(cat.magnitude) >= 1.3]
+    diffs = []
+    for p in s_picks.itertuples():
+        t_s = UTCDateTime(p.time)
+        st = sds.get_waveforms(p.network, p.station, "", "HH?", t_s - 21, t_s + 31)
+        amp, _, n = meter.station_amplitude(st, (t_s - 1, t_s + 10))
+        if n == 2:
+            ev = cat.loc[p.event_id]
+            r = math.hypot(p.distance_km, ev.depth_km)
+            diffs.append(float(hutton_boore_ml(amp, r, mcfg)) - ev.magnitude)
+    assert len(diffs) >= 20
+    assert np.median(diffs) == pytest.approx(0.0, abs=0.1)
+    assert np.std(diffs) < 2.5 * cfg.magnitude_scatter
