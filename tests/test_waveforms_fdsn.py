@@ -315,15 +315,24 @@ def test_corrupt_file_is_reported_and_repaired(served, tmp_path):
     assert sha256_file(victim) == good
 
 
-def test_http_404_is_no_data_and_not_retried(served, tmp_path):
+def test_http_404_is_no_data_not_retried_and_rechecked_on_request(served, tmp_path):
     with FlakyProxy(served["url"]) as proxy:
         proxy.always["CCC"] = 404
         stations, waveforms = _configs(served, proxy.base_url, retries=3)
         summary = download_waveforms(
             RunDir(tmp_path / "run"), stations, waveforms, START, END, progress=False
         )
-    assert summary["units_nodata"] == 3 and summary["units_failed"] == 0
-    assert [s for s, _ in proxy.requests].count("CCC") == 2  # one request per day, no retry
+        assert summary["units_nodata"] == 3 and summary["units_failed"] == 0
+        assert [s for s, _ in proxy.requests].count("CCC") == 2  # one request per day, no retry
+
+        # Data that arrives later is fetched only when asked to recheck 'no data' units.
+        del proxy.always["CCC"]
+        run = RunDir(tmp_path / "run")
+        again = download_waveforms(run, stations, waveforms, START, END, progress=False)
+        assert again["units_downloaded"] == 0 and again["units_skipped"] == UNITS
+        _, recheck = _configs(served, proxy.base_url, recheck_nodata=True)
+        again = download_waveforms(run, stations, recheck, START, END, progress=False)
+    assert again["units_downloaded"] == 1 and again["units_nodata"] == 2
 
 
 def test_chunked_requests_give_the_same_archive(served, tmp_path):

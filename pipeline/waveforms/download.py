@@ -127,13 +127,14 @@ class UnitLedger:
         """Write the record of ``unit`` atomically."""
         write_text_atomic(self._path(unit), json.dumps(record, indent=1, sort_keys=True))
 
-    def is_finished(self, unit: Unit, root: Path) -> bool:
+    def is_finished(self, unit: Unit, root: Path, recheck_nodata: bool = False) -> bool:
         """True when ``unit`` has a record for the same window and its files still match.
 
-        A record for another part of the day (the span changed) does not count.
+        A record for another part of the day (the span changed) does not count, nor does a
+        'nodata' record when ``recheck_nodata`` is set.
         """
         record = self.read(unit)
-        if record is None:
+        if record is None or (recheck_nodata and record.get("status") == "nodata"):
             return False
         if (record.get("start"), record.get("end")) != (str(unit.start), str(unit.end)):
             log.info("unit %s was recorded for another window: redone", unit.unit_id)
@@ -245,7 +246,7 @@ def download_units(
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     todo = []
     for unit in units:
-        if ledger.is_finished(unit, root):
+        if ledger.is_finished(unit, root, source.recheck_nodata):
             results["skipped"].append(ledger.read(unit) or {"unit": unit.unit_id})
         else:
             todo.append(unit)

@@ -132,6 +132,9 @@ class FDSNSource(_Section):
     backoff_s: float = Field(
         1.0, ge=0, description="first retry delay, seconds; doubles each retry"
     )
+    recheck_nodata: bool = Field(
+        False, description="ask again for station-days an earlier run found without data"
+    )
 
     @field_validator("chunk_hours")
     @classmethod
