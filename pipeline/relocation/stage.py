@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import pandas as pd
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import run_engine
 from pipeline.relocation.params import RelocationConfig
-from pipeline.relocation.ph2dt import catalog_differential_times, format_log
+from pipeline.relocation.ph2dt import Ph2dtStats, catalog_differential_times, format_log
 from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.velocity import VelocityModel
@@ -192,14 +193,25 @@ def _join(
     return out
 
 
-def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
-    """The stage: write HypoDD inputs, compute dt.ct and dt.cc, run HypoDD, join results.
+@dataclass
+class PreparedInputs:
+    """HypoDD inputs written to ``<run>/relocation`` by :func:`prepare_inputs`."""
 
-    Returns:
-        The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
-        not_linked, dropped_by_hypodd, not_located, dt_ct_p, dt_ct_s, dt_cc_p, dt_cc_s.
-    """
-    started = time.perf_counter()
+    folder: Path
+    input_hashes: dict[str, str]  # run-relative input path -> sha256
+    locations: pd.DataFrame  # locations.parquet as read
+    events: pd.DataFrame  # events table (hypodd_formats) with event_id
+    dt_ct: pd.DataFrame
+    dt_cc: pd.DataFrame
+    ph2dt: Ph2dtStats
+    written: list[Path]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_inputs(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> PreparedInputs:
+    """Read the earlier stages' tables and write every HypoDD input (station.dat, phase.dat,
+    event.dat, dt.ct, ph2dt.log, dt.cc, hypoDD.inp) and the ID tables; the engine does not
+    run."""
     paths = {
         "location/locations.parquet": run.root / "location" / "locations.parquet",
         "association/assignments.parquet": run.root / "association" / "assignments.parquet",
@@ -228,10 +240,9 @@ def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
         ),
         fmt.write_phase_dat(out / "phase.dat", events, phases),
         fmt.write_event_dat(out / "event.dat", events),
+        _write_csv(out / "event_ids.csv", events[["event_id", "hypodd_id"]]),
+        _write_csv(out / "station_labels.csv", labels),
     ]
-    with_labels = events[["event_id", "hypodd_id"]]
-    written.append(_write_csv(out / "event_ids.csv", with_labels))
-    written.append(_write_csv(out / "station_labels.csv", labels))
 
     t = time.perf_counter()
     station_table = sta[["label", "latitude", "longitude"]].rename(columns={"label": "station"})
@@ -247,7 +258,20 @@ def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
 
     inp = fmt.render_hypodd_inp(cfg.hypodd, model, n_events=len(events), has_cc=not dt_cc.empty)
     written.append(write_text_atomic(out / "hypoDD.inp", inp))
+    hashes = {k: sha256_file(p) for k, p in paths.items()}
+    return PreparedInputs(out, hashes, locations, events, dt_ct, dt_cc, stats, written, timings)
 
+
+def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
+    """The stage: write HypoDD inputs, compute dt.ct and dt.cc, run HypoDD, join results.
+
+    Returns:
+        The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
+        not_linked, dropped_by_hypodd, not_located, dt_ct_p, dt_ct_s, dt_cc_p, dt_cc_s.
+    """
+    started = time.perf_counter()
+    prep = prepare_inputs(run, cfg, model)
+    dt_ct, dt_cc, written = prep.dt_ct, prep.dt_cc, prep.written
     linked = set(dt_ct["id1"]) | set(dt_ct["id2"]) | set(dt_cc["id1"]) | set(dt_cc["id2"])
     engine = None
     reloc = fmt.empty_reloc()
@@ -255,14 +279,14 @@ def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
         log.warning("relocation: no linked event pairs; HypoDD not run, locations kept")
     else:
         t = time.perf_counter()
-        run_record = run_engine(out, cfg)
-        timings["engine_s"] = round(time.perf_counter() - t, 3)
+        run_record = run_engine(prep.folder, cfg)
+        prep.timings_s["engine_s"] = round(time.perf_counter() - t, 3)
         engine = run_record.engine
         reloc = fmt.read_reloc(run_record.reloc_path)
         written.append(run_record.reloc_path)
 
-    table = _join(locations, events, reloc, {int(i) for i in linked})
-    written.append(write_parquet_atomic(table, out / "relocations.parquet"))
+    table = _join(prep.locations, prep.events, reloc, {int(i) for i in linked})
+    written.append(write_parquet_atomic(table, prep.folder / "relocations.parquet"))
     flags = table["flag"].value_counts()
     counts = {
         "events": len(table),
@@ -279,14 +303,14 @@ def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
     log.info("relocation: %s", counts)
     return run.record_stage(
         "relocation",
-        inputs={k: sha256_file(p) for k, p in paths.items()},
+        inputs=prep.input_hashes,
         outputs=sorted({str(Path(p).relative_to(run.root)) for p in written}),
         counts=counts,
         wall_time_s=round(time.perf_counter() - started, 3),
         details={
             "engine": engine,
-            "timings_s": timings,
-            "ph2dt": stats.as_dict(),
+            "timings_s": prep.timings_s,
+            "ph2dt": prep.ph2dt.as_dict(),
             "velocity_model": model.name,
             "config": cfg.model_dump(mode="json"),
         },
