@@ -54,7 +54,11 @@ class MockHinetClient:
     def __init__(self, user: str, password: str):
         self.user, self.password = user, password
         self.requests: list[tuple[str, datetime, int]] = []
+        self.selected: list[tuple[str, list[str]]] = []
         MockHinetClient.instances.append(self)
+
+    def select_stations(self, code, stations):
+        self.selected.append((code, list(stations)))
 
     def get_continuous_waveform(self, code, starttime, span, max_span=None, outdir="."):
         self.requests.append((code, starttime, span))
@@ -124,11 +128,13 @@ def test_hinet_download_to_sds_with_env_credentials(
     monkeypatch.setenv("HINET_PASSWORD", PASSWORD)
     caplog.set_level("DEBUG")
     run = RunDir(tmp_path / "run")
-    cfg = WaveformConfig(source=HinetSource(network_code="0101"), max_workers=2)
+    source = HinetSource(network_code="0101", stations=list(CTABLE))
+    cfg = WaveformConfig(source=source, max_workers=2)
     summary = download_waveforms(run, None, cfg, START, END, progress=False)
 
     (client,) = MockHinetClient.instances
     assert (client.user, client.password) == ("tottori-user", PASSWORD)
+    assert client.selected == [("0101", ["N.HKTH", "N.TTRH"])]
     # Requests are in JST (UTC+9), one per UTC day of the span.
     assert client.requests == [
         ("0101", datetime(2000, 10, 6, 8, 55), 5),
@@ -198,6 +204,8 @@ def test_hinet_config_never_holds_credentials():
         HinetSource(password="x")
     with pytest.raises(ValidationError, match="network_code"):
         HinetSource(network_code="01/01")
+    with pytest.raises(ValidationError, match="expected a name like 'N.TTRH'"):
+        HinetSource(stations=["TTRH"])
 
 
 def test_channel_table_errors_name_file_and_line(tmp_path):

@@ -287,6 +287,8 @@ def download_hinet(
         else:
             if client is None:
                 client = _hinetpy_client(credentials)
+                if cfg.stations:
+                    client.select_stations(cfg.network_code, cfg.stations)
             record = _fetch_day(client, cfg, folder, raw, start, end, day)
             write_text_atomic(unit, json.dumps(record, indent=1, sort_keys=True))
         rate = record.get("sampling_rate", rate)

@@ -172,13 +172,28 @@ class HinetSource(_Section):
     secret_block: str | None = Field(
         None, description="name of a secret holding 'user:password' (instead of env vars)"
     )
-    span_minutes: int = Field(60, ge=1, le=1440, description="minutes per Hi-net request")
+    stations: list[str] = Field(
+        [],
+        description="Hi-net station names to select first, e.g. ['N.TTRH']; [] = the account's "
+        "current selection (selecting changes the account's setting on the Hi-net server)",
+    )
+    span_minutes: int | None = Field(
+        None, ge=1, le=60, description="minutes per sub-request; None = HinetPy's choice"
+    )
 
     @field_validator("network_code")
     @classmethod
     def _hinet_code(cls, value: str) -> str:
         if not re.fullmatch(r"[0-9A-Za-z]{4}", value):
             raise ValueError("expected a 4-character Hi-net network code such as '0101'")
+        return value
+
+    @field_validator("stations")
+    @classmethod
+    def _hinet_stations(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"N\.[A-Z0-9]{1,5}", name):
+                raise ValueError(f"Hi-net station {name!r}: expected a name like 'N.TTRH'")
         return value
 
     @field_validator("seed_network")
