@@ -204,6 +204,7 @@ def test_hinet_config_never_holds_credentials():
         HinetSource(password="x")
     with pytest.raises(ValidationError, match="network_code"):
         HinetSource(network_code="01/01")
+    assert HinetSource(network_code="0103A").network_code == "0103A"  # F-net
     with pytest.raises(ValidationError, match="expected a name like 'N.TTRH'"):
         HinetSource(stations=["TTRH"])
 

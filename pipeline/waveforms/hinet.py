@@ -43,7 +43,13 @@ from obspy.core.inventory import Channel, Network, Response, Station
 
 from pipeline.rundir import write_text_atomic
 from pipeline.waveforms.params import HinetSource, check_code
-from pipeline.waveforms.sds import day_bounds, days_in_span, trim_to_window, write_channel_day
+from pipeline.waveforms.sds import (
+    day_bounds,
+    days_in_span,
+    remove_stale_temporaries,
+    trim_to_window,
+    write_channel_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +280,7 @@ def download_hinet(
     """
     credentials = hinet_credentials(cfg, secret_loader)
     require_win32tools()
+    remove_stale_temporaries(folder)
     client = None
     tables, rate = [], 100.0
     for day in days_in_span(starttime, endtime):

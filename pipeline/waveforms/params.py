@@ -184,8 +184,8 @@ class HinetSource(_Section):
     @field_validator("network_code")
     @classmethod
     def _hinet_code(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9A-Za-z]{4}", value):
-            raise ValueError("expected a 4-character Hi-net network code such as '0101'")
+        if not re.fullmatch(r"[0-9]{4}[A-Z]?", value):
+            raise ValueError("expected a Hi-net network code such as '0101' or '0103A'")
         return value
 
     @field_validator("stations")
