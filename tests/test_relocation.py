@@ -83,6 +83,45 @@ def test_ph2dt_max_obs_keeps_nearest_stations_and_flagged_picks(shared):
         assert len(grp) >= 5
 
 
+def test_ph2dt_weak_neighbours_do_not_count_toward_maxngh():
+    """With MINLNK out of reach no neighbour is strong, so every pair within MAXSEP is formed
+    (the neighbour search must widen beyond its first k-nearest query)."""
+    rng = np.random.default_rng(5)
+    n = 60
+    events = pd.DataFrame(
+        {
+            "hypodd_id": np.arange(1, n + 1),
+            "latitude": 35.0 + rng.uniform(0, 0.05, n),
+            "longitude": 133.0 + rng.uniform(0, 0.05, n),
+            "depth_km": rng.uniform(5, 10, n),
+        }
+    )
+    stations = pd.DataFrame(
+        {
+            "station": ["A", "B", "C"],
+            "latitude": [35.2, 34.8, 35.0],
+            "longitude": [133.0, 133.0, 133.3],
+        }
+    )
+    phases = pd.DataFrame(
+        [(i, s, "P", 3.0, 1.0) for i in events.hypodd_id for s in stations.station],
+        columns=["hypodd_id", "station", "phase", "travel_time_s", "weight"],
+    )
+    cfg = Ph2dtConfig(max_sep_km=3.0, max_neighbours=2, min_links=8, min_obs=1, max_obs=10)
+    dt, stats = catalog_differential_times(events, phases, stations, cfg)
+    lat, lon, dep = (events[c].to_numpy() for c in ("latitude", "longitude", "depth_km"))
+    i, j = np.triu_indices(n, k=1)
+    kx = 111.19 * np.cos(np.radians(0.5 * (lat[i] + lat[j])))
+    sep = np.sqrt(
+        ((lat[i] - lat[j]) * 111.19) ** 2 + ((lon[i] - lon[j]) * kx) ** 2 + (dep[i] - dep[j]) ** 2
+    )
+    expected = {(a + 1, b + 1) for a, b, d in zip(i, j, sep, strict=True) if d <= 3.0}
+    got = {(min(a, b), max(a, b)) for a, b in zip(dt.id1, dt.id2, strict=True)}
+    assert got == expected
+    assert stats.weakly_linked_events == n
+    assert (dt.groupby(["id1", "id2"]).size() == 3).all()
+
+
 def test_formats_round_trip(shared, tmp_path):
     events, phases = fmt.read_phase_dat(shared(*EXAMPLE, "El16.pha"))
     fmt.write_phase_dat(tmp_path / "phase.dat", events, phases)
@@ -206,7 +245,8 @@ def test_stage_end_to_end_on_generated_cluster(tmp_path):
     loc.loc[loc.index[-2], "located"] = False
     run = RunDir(tmp_path / "run")
     write_run(run, scenario)
-    entry = relocate(run, RelocationConfig(engine="python"), model)
+    cfg = RelocationConfig(engine="python", cross_correlation={"max_sep_km": 5.0})
+    entry = relocate(run, cfg, model)
 
     out = run.root / "relocation"
     for name in (

@@ -33,7 +33,7 @@ import pandas as pd
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import run_engine
 from pipeline.relocation.params import RelocationConfig
-from pipeline.relocation.ph2dt import Ph2dtStats, catalog_differential_times, format_log
+from pipeline.relocation.ph2dt import KM_PER_DEG, Ph2dtStats, catalog_differential_times, format_log
 from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.velocity import VelocityModel
@@ -336,21 +336,10 @@ def _cross_correlate(
     if not cc_cfg.enabled or pairs.empty:
         return fmt.empty_dt_cc()
     if cc_cfg.max_sep_km is not None:
-        pos = events.set_index("hypodd_id")
-        lat1, lat2 = (
-            pos.loc[pairs["id1"], "latitude"].to_numpy(),
-            pos.loc[pairs["id2"], "latitude"].to_numpy(),
-        )
-        dx = (
-            pos.loc[pairs["id1"], "longitude"].to_numpy()
-            - pos.loc[pairs["id2"], "longitude"].to_numpy()
-        )
-        dx = dx * 111.19 * np.cos(np.radians(0.5 * (lat1 + lat2)))
-        dy = (lat1 - lat2) * 111.19
-        dz = (
-            pos.loc[pairs["id1"], "depth_km"].to_numpy()
-            - pos.loc[pairs["id2"], "depth_km"].to_numpy()
-        )
+        pos = events.set_index("hypodd_id")[["latitude", "longitude", "depth_km"]]
+        a, b = pos.loc[pairs["id1"]].to_numpy(), pos.loc[pairs["id2"]].to_numpy()
+        kx = KM_PER_DEG * np.cos(np.radians(0.5 * (a[:, 0] + b[:, 0])))
+        dy, dx, dz = (a[:, 0] - b[:, 0]) * KM_PER_DEG, (a[:, 1] - b[:, 1]) * kx, a[:, 2] - b[:, 2]
         pairs = pairs[np.sqrt(dx**2 + dy**2 + dz**2) <= cc_cfg.max_sep_km]
     infos = [
         StationInfo(r.label, r.network, r.station, r.location, r.channel_prefix)

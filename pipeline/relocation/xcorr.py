@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -269,7 +270,9 @@ def _station_dt(
             full1 = np.stack([windows[i][0] for i in id1])
             search = np.stack([windows[i][0] for i in id2])
             template = full1[..., m : full1.shape[-1] - m]
-            cc = np.nanmean(normalised_cc(template, search), axis=1)
+            with warnings.catch_warnings():  # all-NaN rows (dead channels) stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cc = np.nanmean(normalised_cc(template, search), axis=1)
             pos, value = parabolic_peak(cc)
             keep = np.isfinite(pos) & (value >= cfg.min_cc)
             if not keep.any():
