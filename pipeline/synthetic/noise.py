@@ -2,12 +2,12 @@
 
 Ground velocity (m/s), per component independent:
 
-- above 1 Hz ("cultural + site" noise, what the picker sees): two equal-power parts, white
-  noise band-passed 1–40 Hz and 1–6 Hz (2nd-order Butterworth), so the spectrum is red
-  inside the band; its rms is ``level`` times the diurnal factor
+- above 1 Hz ("cultural + site" noise, what the picker sees): white noise through a
+  1–40 Hz band-pass (2nd-order Butterworth) and a shelf that lowers the spectrum by 5×
+  from 3 to 15 Hz (red inside the band); its rms is ``level`` times the diurnal factor
   ``1 + diurnal_amplitude * cos(2π (local hour - 14) / 24)`` (loudest at 14:00 local);
-- the microseism: white noise band-passed 0.1–0.5 Hz (made at 2 Hz and interpolated), rms
-  ``microseism_ratio * level``;
+- the microseism: white noise band-passed 0.1–0.5 Hz, made at 10 Hz and linearly
+  interpolated, rms ``microseism_ratio * level``;
 - glitches: isolated spikes of 1–3 samples, 50–500 times ``level``, Poisson in time.
 
 Gaps (telemetry outages, all components of a station at once) are returned as sample
@@ -24,22 +24,36 @@ import scipy.signal
 
 from pipeline.synthetic.params import ScenarioConfig
 
-MICROSEISM_FS = 2.0
+MICROSEISM_FS = 10.0
 
 
 @functools.lru_cache(maxsize=8)
-def _band(fs: float, low: float, high: float) -> tuple[np.ndarray, float]:
-    """Butterworth band-pass (SOS) and the rms of its output for unit white input."""
-    sos = scipy.signal.butter(2, [low, min(high, 0.45 * fs)], "bandpass", fs=fs, output="sos")
-    impulse = np.zeros(int(200 * fs / low))
+def _coloured_filter(fs: float) -> tuple[np.ndarray, float]:
+    """SOS of the >1 Hz noise (band-pass + shelf) and its output rms for unit white input."""
+    band = scipy.signal.butter(2, [1.0, min(40.0, 0.45 * fs)], "bandpass", fs=fs, output="sos")
+    w1, w2 = 2 * np.pi * 3.0, 2 * np.pi * 15.0  # shelf (1 + s/w2) / (1 + s/w1)
+    z, p, k = scipy.signal.bilinear_zpk([-w2], [-w1], w1 / w2, fs)
+    sos = np.vstack([band, scipy.signal.zpk2sos(z, p, k)])
+    return sos, _rms_gain(sos, fs, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _microseism_filter() -> tuple[np.ndarray, float]:
+    sos = scipy.signal.butter(2, [0.1, 0.5], "bandpass", fs=MICROSEISM_FS, output="sos")
+    return sos, _rms_gain(sos, MICROSEISM_FS, 0.1)
+
+
+def _rms_gain(sos: np.ndarray, fs: float, low_hz: float) -> float:
+    impulse = np.zeros(int(200 * fs / low_hz))
     impulse[0] = 1.0
-    gain = float(np.sqrt(np.sum(scipy.signal.sosfilt(sos, impulse) ** 2)))
-    return sos, gain
+    return float(np.sqrt(np.sum(scipy.signal.sosfilt(sos, impulse) ** 2)))
 
 
-def _filtered(rng: np.random.Generator, n: int, fs: float, low: float, high: float) -> np.ndarray:
-    sos, gain = _band(fs, low, high)
-    return scipy.signal.sosfilt(sos, rng.standard_normal(n)) / gain
+def _upsample(x: np.ndarray, factor: int, n: int) -> np.ndarray:
+    """Linear interpolation of ``x`` by an integer ``factor`` to ``n`` samples."""
+    i = np.arange(n) // factor
+    frac = (np.arange(n) % factor / factor).astype(np.float32)
+    return x[i] + (x[i + 1] - x[i]) * frac
 
 
 def diurnal_factor(start: datetime, n: int, fs: float, cfg: ScenarioConfig) -> np.ndarray:
@@ -54,14 +68,16 @@ def station_noise(
 ) -> np.ndarray:
     """Noise velocity (m/s), shape (3, n) in E, N, Z order, for ``n`` samples from ``start``."""
     fs = cfg.sampling_rate
-    diurnal = diurnal_factor(start, n, fs, cfg)
+    diurnal = diurnal_factor(start, n, fs, cfg).astype(np.float32)
     out = np.empty((3, n), dtype=np.float64)
-    n_micro = int(np.ceil(n / fs * MICROSEISM_FS)) + 2
-    t_micro = np.arange(n_micro) / MICROSEISM_FS
-    t = np.arange(n) / fs
+    sos, gain = _coloured_filter(fs)
+    micro_sos, micro_gain = _microseism_filter()
+    factor = max(int(round(fs / MICROSEISM_FS)), 1)
+    n_micro = n // factor + 2
     for comp in range(3):
-        hf = (_filtered(rng, n, fs, 1.0, 40.0) + _filtered(rng, n, fs, 1.0, 6.0)) / np.sqrt(2)
-        micro = np.interp(t, t_micro, _filtered(rng, n_micro, MICROSEISM_FS, 0.1, 0.5))
+        hf = scipy.signal.sosfilt(sos, rng.standard_normal(n, dtype=np.float32)) / gain
+        micro = scipy.signal.sosfilt(micro_sos, rng.standard_normal(n_micro)) / micro_gain
+        micro = _upsample(micro.astype(np.float32), factor, n)
         out[comp] = level * (hf * diurnal + cfg.microseism_ratio * micro)
         add_glitches(rng, out[comp], level, cfg)
     return out

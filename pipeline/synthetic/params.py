@@ -65,7 +65,7 @@ class ScenarioConfig(BaseModel):
     q_eta: float = Field(0.6, ge=0, le=1, description="Q frequency exponent")
     kappa_s: float = Field(0.02, ge=0, description="site high-frequency decay kappa (s)")
     p_to_s_ratio: float = Field(
-        0.2, gt=0, le=2, description="mean P/S peak-velocity ratio (before radiation factors)"
+        0.3, gt=0, le=2, description="P/S peak-velocity scale (real NCEDC records: median 0.3)"
     )
     coda_ratio: float = Field(0.35, ge=0, le=1, description="coda level / direct-wave peak")
     magnitude_scatter: float = Field(
@@ -80,7 +80,7 @@ class ScenarioConfig(BaseModel):
         0.25, ge=0, description="1σ log10 spread of the noise level between stations"
     )
     microseism_ratio: float = Field(
-        4.0, ge=0, description="rms of the 0.1–0.5 Hz microseism / rms of the >1 Hz noise"
+        2.0, ge=0, description="rms of the 0.1–0.5 Hz microseism / rms of the >1 Hz noise"
     )
     diurnal_amplitude: float = Field(
         0.3, ge=0, lt=1, description="relative day/night variation of the >1 Hz noise"
