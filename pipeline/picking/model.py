@@ -1,0 +1,494 @@
+"""EQTransformer (Mousavi et al. 2020, Nature Communications 11:3952) for inference.
+
+The network is rebuilt in Keras 3 from the architecture of the paper and the layer list of the
+published weights, and loads the authors' weights from either
+
+- a Keras 3 ``.keras`` file (``config.json`` + ``model.weights.h5``; variables stored per
+  layer under ``layers/<class_snake_case>[_<k>]/vars/<i>``, numbered in config order), or
+- a legacy Keras 2 HDF5 file (``EqT_original_model.h5``, ``EqT_model_conservative.h5``;
+  ``model_weights/<layer>/<layer>/<var>:0`` with a ``weight_names`` list per layer).
+
+Architecture (input (batch, 6000, 3): 60 s of E, N, Z at 100 Hz, standardised per channel):
+
+- encoder: 7 x [Conv1D + ReLU, MaxPool 2] (6000 -> 47 samples), 7 residual CNN blocks
+  (BatchNorm, ReLU, SpatialDropout1D, Conv1D, twice, plus the skip), 3 BiLSTM blocks
+  (BiLSTM 16, Conv1D 1x1, BatchNorm), 2 transformer blocks (additive self-attention,
+  feed-forward, each with a residual connection and layer normalisation);
+- decoders, each upsampling 47 -> 6000 through 7 x [UpSampling 2, Conv1D + ReLU] (cropping
+  752 -> 750 once) and a sigmoid Conv1D head: ``detector`` from the encoder output,
+  ``picker_P`` and ``picker_S`` each after an LSTM 16 and local self-attention (width 3).
+
+Only the 14 SpatialDropout1D layers are stochastic, and only when Monte-Carlo dropout is
+requested: the deterministic pass has dropout off (the authors' code always kept these layers
+active, so its single pass is one random draw). BatchNormalization always uses its moving
+statistics, and the dropout that LSTMs and the feed-forward blocks use in training is absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from pipeline.picking.layers import (
+    LSTM_GATES,
+    FeedForward,
+    LayerNormalization,
+    SeqSelfAttention,
+)
+from pipeline.rundir import sha256_file
+from pipeline.weights import WeightsUnavailableError, default_weights_path
+
+log = logging.getLogger(__name__)
+
+#: Samples per input window (60 s at 100 Hz) and input channels (E, N, Z).
+WINDOW_SAMPLES = 6000
+CHANNELS = 3
+#: Output traces, one probability per input sample.
+OUTPUT_NAMES = ("detector", "picker_P", "picker_S")
+#: SpatialDropout1D rate of the trained model.
+DROP_RATE = 0.1
+
+#: (filters, kernel size) of the encoder's downsampling convolutions.
+ENCODER_CONVS = ((8, 11), (16, 9), (16, 7), (32, 7), (32, 5), (64, 5), (64, 3))
+#: Kernel sizes of the 7 residual CNN blocks (64 filters each).
+RESIDUAL_KERNELS = (3, 3, 3, 3, 2, 3, 2)
+#: BiLSTM blocks and their units.
+BILSTM_BLOCKS = 3
+LSTM_UNITS = 16
+#: Additive-attention units and feed-forward units of the transformer blocks.
+ATTENTION_UNITS = 32
+FEED_FORWARD_UNITS = 128
+#: Local attention width of the phase pickers.
+PICKER_ATTENTION_WIDTH = 3
+#: (filters, kernel size) of each decoder's upsampling convolutions.
+DECODER_CONVS = ((64, 3), (64, 5), (32, 5), (32, 7), (16, 7), (16, 9), (8, 11))
+#: The decoder crops one sample at each end before this (0-based) convolution: 752 -> 750.
+DECODER_CROP_AT = 3
+#: Numbering of each decoder's layers in the authors' model: (first conv1d index, head name).
+DECODERS = {"detector": 25, "picker_P": 32, "picker_S": 39}
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not fit the network; the message names the file and the layer."""
+
+
+def _conv(filters: int, kernel: int, name: str, activation: str | None = "relu") -> keras.Layer:
+    return keras.layers.Conv1D(filters, kernel, padding="same", activation=activation, name=name)
+
+
+def _lstm(name: str, gate: str) -> keras.Layer:
+    return keras.layers.LSTM(
+        LSTM_UNITS, return_sequences=True, recurrent_activation=LSTM_GATES[gate], name=name
+    )
+
+
+class EqTNetwork(keras.Model):
+    """The EQTransformer network; layer names are those of the authors' model.
+
+    ``call(x, mc_dropout=False)`` maps (batch, 6000, 3) float32 to a dict of three
+    (batch, 6000) probabilities named as in :data:`OUTPUT_NAMES`. With ``mc_dropout=True``
+    the SpatialDropout1D layers drop whole channels at rate 0.1, independently for each
+    batch element; nothing else changes.
+
+    Args:
+        lstm_gate: the LSTM gate activation, a key of
+            :data:`~pipeline.picking.layers.LSTM_GATES` (``"keras3"`` or ``"keras2"``).
+    """
+
+    def __init__(self, lstm_gate: str = "keras3", **kwargs):
+        super().__init__(**kwargs)
+        if lstm_gate not in LSTM_GATES:
+            raise ValueError(f"lstm_gate must be one of {sorted(LSTM_GATES)}, got {lstm_gate!r}")
+        self.lstm_gate = lstm_gate
+        self.weighted: list[keras.Layer] = []
+        self.encoder_convs = [
+            self._add(_conv(f, k, f"conv1d_{i + 1}")) for i, (f, k) in enumerate(ENCODER_CONVS)
+        ]
+        n_res = 2 * len(RESIDUAL_KERNELS)
+        self.res_norms = [
+            self._add(
+                keras.layers.BatchNormalization(epsilon=1e-3, name=f"batch_normalization_{i}")
+            )
+            for i in range(1, n_res + 1)
+        ]
+        self.res_drops = [
+            keras.layers.SpatialDropout1D(DROP_RATE, name=f"spatial_dropout1d_{i}")
+            for i in range(1, n_res + 1)
+        ]
+        first = len(ENCODER_CONVS) + 1
+        self.res_convs = [
+            self._add(_conv(64, RESIDUAL_KERNELS[i // 2], f"conv1d_{first + i}", activation=None))
+            for i in range(n_res)
+        ]
+        self.bilstms = [
+            self._add(
+                keras.layers.Bidirectional(_lstm(f"lstm_{i}", lstm_gate), name=f"bidirectional_{i}")
+            )
+            for i in range(1, BILSTM_BLOCKS + 1)
+        ]
+        first += n_res
+        self.bilstm_convs = [
+            self._add(_conv(LSTM_UNITS, 1, f"conv1d_{first + i}", activation=None))
+            for i in range(BILSTM_BLOCKS)
+        ]
+        self.bilstm_norms = [
+            self._add(
+                keras.layers.BatchNormalization(
+                    epsilon=1e-3, name=f"batch_normalization_{n_res + 1 + i}"
+                )
+            )
+            for i in range(BILSTM_BLOCKS)
+        ]
+        self.attentions = [
+            self._add(SeqSelfAttention(ATTENTION_UNITS, name=name))
+            for name in ("attentionD0", "attentionD")
+        ]
+        self.feed_forwards = [
+            self._add(FeedForward(FEED_FORWARD_UNITS, name=f"feed_forward_{i}")) for i in (1, 2)
+        ]
+        self.layer_norms = [
+            self._add(LayerNormalization(name=f"layer_normalization_{i}")) for i in range(1, 5)
+        ]
+        self.picker_lstms = [self._add(_lstm(name, lstm_gate)) for name in ("lstm_4", "lstm_5")]
+        self.picker_attentions = [
+            self._add(
+                SeqSelfAttention(ATTENTION_UNITS, PICKER_ATTENTION_WIDTH, name=f"attention{phase}")
+            )
+            for phase in "PS"
+        ]
+        self.decoder_convs = [
+            [
+                self._add(_conv(f, k, f"conv1d_{first_index + j}"))
+                for j, (f, k) in enumerate(DECODER_CONVS)
+            ]
+            for first_index in DECODERS.values()
+        ]
+        self.heads = [self._add(_conv(1, 11, name, activation="sigmoid")) for name in DECODERS]
+
+    def _add(self, layer: keras.Layer) -> keras.Layer:
+        """Register a layer that holds weights (the unit of weight loading)."""
+        self.weighted.append(layer)
+        return layer
+
+    def weighted_layers(self) -> dict[str, keras.Layer]:
+        """The layers holding weights, by their name in the authors' model."""
+        return {layer.name: layer for layer in self.weighted}
+
+    def _encode(self, x, mc_dropout: bool):
+        for conv in self.encoder_convs:
+            x = ops.max_pool(conv(x), pool_size=2, strides=2, padding="same")
+        for i in range(0, len(self.res_convs), 2):
+            y = x
+            for j in (i, i + 1):
+                y = ops.relu(self.res_norms[j](y, training=False))
+                y = self.res_convs[j](self.res_drops[j](y, training=mc_dropout))
+            x = x + y
+        for bilstm, conv, norm in zip(
+            self.bilstms, self.bilstm_convs, self.bilstm_norms, strict=True
+        ):
+            x = norm(conv(bilstm(x, training=False)), training=False)
+        norms = iter(self.layer_norms)
+        for attention, feed_forward in zip(self.attentions, self.feed_forwards, strict=True):
+            x = next(norms)(x + attention(x))
+            x = next(norms)(x + feed_forward(x))
+        return x
+
+    @staticmethod
+    def _decode(x, convs, head):
+        for j, conv in enumerate(convs):
+            x = ops.repeat(x, 2, axis=1)
+            if j == DECODER_CROP_AT:
+                x = x[:, 1:-1, :]
+            x = conv(x)
+        return ops.squeeze(head(x), -1)
+
+    def call(self, inputs, mc_dropout: bool = False):
+        encoded = self._encode(inputs, mc_dropout)
+        branches = [encoded] + [
+            attention(lstm(encoded, training=False))
+            for lstm, attention in zip(self.picker_lstms, self.picker_attentions, strict=True)
+        ]
+        return {
+            name: self._decode(branch, convs, head)
+            for name, branch, convs, head in zip(
+                OUTPUT_NAMES, branches, self.decoder_convs, self.heads, strict=True
+            )
+        }
+
+
+def build_network(lstm_gate: str = "keras3") -> EqTNetwork:
+    """A built :class:`EqTNetwork` with untrained weights."""
+    network = EqTNetwork(lstm_gate, name="EQTransformer")
+    # Weight shapes do not depend on the window length: a short eager call builds them fast.
+    network(np.zeros((1, 128, CHANNELS), dtype=np.float32))
+    return network
+
+
+# ----------------------------------------------------------------------------- weight files
+
+
+def _snake_case(class_name: str) -> str:
+    """Keras's file key of a class name: ``Conv1D`` -> ``conv1d``, ``LSTM`` -> ``lstm``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _keras3_file_keys(config: dict) -> dict[str, str]:
+    """Layer name -> its group under ``layers/`` in a ``.keras`` weights file.
+
+    Keras numbers the groups per class in the order the config lists the layers:
+    the first ``Conv1D`` is ``conv1d``, the second ``conv1d_1``, and so on.
+    """
+    counts: Counter[str] = Counter()
+    keys = {}
+    for layer in config["config"]["layers"]:
+        base = _snake_case(layer["class_name"])
+        keys[layer["config"]["name"]] = base if counts[base] == 0 else f"{base}_{counts[base]}"
+        counts[base] += 1
+    return keys
+
+
+#: Order of the sub-groups of one layer's group in a ``.keras`` weights file.
+_KERAS3_SUBGROUPS = ("vars", "forward_layer", "backward_layer", "cell")
+
+
+def _keras3_layer_arrays(group: h5py.Group, where: str) -> list[np.ndarray]:
+    """The arrays of one layer's group, in the layer's variable order."""
+    unknown = set(group) - set(_KERAS3_SUBGROUPS)
+    if unknown:
+        raise WeightsMismatchError(f"{where}: unexpected groups {sorted(unknown)}")
+    arrays = []
+    for sub in _KERAS3_SUBGROUPS:
+        if sub == "vars" and sub in group:
+            arrays += [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
+        elif sub in group:
+            arrays += _keras3_layer_arrays(group[sub], f"{where}/{sub}")
+    return arrays
+
+
+def read_keras3_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Arrays of every layer with weights in a Keras 3 ``.keras`` file, by layer name."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            payload = archive.read("model.weights.h5")
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise WeightsMismatchError(
+            f"{path}: not a Keras 3 model archive with config.json and model.weights.h5 ({exc})"
+        ) from exc
+    weights = {}
+    with h5py.File(io.BytesIO(payload), "r") as store:
+        for name, key in _keras3_file_keys(config).items():
+            if key in store["layers"]:
+                arrays = _keras3_layer_arrays(store["layers"][key], f"{path}:layers/{key}")
+                if arrays:
+                    weights[name] = arrays
+    return weights
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def read_legacy_h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Arrays of every layer with weights in a Keras 2 HDF5 file, by layer name.
+
+    Reads full-model files (``model_weights/<layer>/...``) and weights-only files (layer
+    groups at the root); each layer group lists its datasets in order in ``weight_names``.
+    """
+    weights = {}
+    with h5py.File(path, "r") as store:
+        root = store["model_weights"] if "model_weights" in store else store
+        names = [_text(n) for n in root.attrs.get("layer_names", list(root))]
+        for name in names:
+            group = root[name]
+            weight_names = [_text(w) for w in group.attrs.get("weight_names", [])]
+            if weight_names:
+                weights[name] = [np.asarray(group[w]) for w in weight_names]
+    if not weights:
+        raise WeightsMismatchError(
+            f"{path}: no Keras 2 weights found (expected model_weights/<layer>/<layer>/<var>:0 "
+            "with a weight_names attribute per layer)"
+        )
+    return weights
+
+
+def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], source: Path) -> int:
+    """Assign every variable of ``network`` exactly once from ``weights``; return the count.
+
+    Raises:
+        WeightsMismatchError: a layer missing from the file or from the network, a differing
+            number of variables, or a differing shape (naming the file, layer and variable).
+    """
+    layers = network.weighted_layers()
+    missing = sorted(set(layers) - set(weights))
+    extra = sorted(set(weights) - set(layers))
+    if missing or extra:
+        raise WeightsMismatchError(
+            f"{source}: layers with weights differ from EQTransformer's; "
+            f"missing in the file: {missing}; unknown to the network: {extra}"
+        )
+    assigned = 0
+    for name, layer in layers.items():
+        variables, arrays = layer.weights, weights[name]
+        if len(variables) != len(arrays):
+            raise WeightsMismatchError(
+                f"{source}: layer {name} has {len(arrays)} arrays, expected {len(variables)}"
+            )
+        for variable, array in zip(variables, arrays, strict=True):
+            if tuple(variable.shape) != array.shape:
+                raise WeightsMismatchError(
+                    f"{source}: layer {name} variable {variable.path} has shape {array.shape}, "
+                    f"expected {tuple(variable.shape)}"
+                )
+            variable.assign(array.astype(variable.dtype))
+            assigned += array.size
+    total = sum(int(np.prod(v.shape)) for v in network.weights)
+    if assigned != total:
+        raise WeightsMismatchError(f"{source}: assigned {assigned} of {total} values")
+    return assigned
+
+
+def read_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Arrays by layer name from a ``.keras`` or legacy Keras 2 ``.h5`` weights file."""
+    if zipfile.is_zipfile(path):
+        return read_keras3_weights(path)
+    if h5py.is_hdf5(path):
+        return read_legacy_h5_weights(path)
+    raise WeightsMismatchError(
+        f"{path}: neither a Keras 3 .keras archive nor a Keras 2 HDF5 weights file"
+    )
+
+
+# ------------------------------------------------------------------------------- inference
+
+
+class EQTransformer:
+    """A loaded EQTransformer: deterministic and Monte-Carlo-dropout window predictions.
+
+    Attributes:
+        name: model name for the picks table (the weights file's stem).
+        sha256: SHA-256 of the weights file.
+        path: the weights file.
+        device: ``"GPU"`` when TensorFlow sees one (it then runs there), else ``"CPU"``.
+    """
+
+    def __init__(self, network: EqTNetwork, path: Path, sha256: str):
+        self.network = network
+        self.path = path
+        self.name = path.stem
+        self.sha256 = sha256
+        self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+        spec = tf.TensorSpec((None, WINDOW_SAMPLES, CHANNELS), tf.float32)
+        self._deterministic = tf.function(self._forward, input_signature=[spec])
+        self._stochastic = tf.function(
+            self._mc_statistics, input_signature=[spec, tf.TensorSpec((), tf.int32)]
+        )
+
+    def __repr__(self) -> str:
+        return f"EQTransformer(name={self.name!r}, path='{self.path}', device={self.device!r})"
+
+    def _forward(self, x):
+        return self.network(x, mc_dropout=False)
+
+    def _mc_statistics(self, x, passes):
+        """Mean and std over ``passes`` stochastic passes of each window, run as one batch."""
+        n = tf.shape(x)[0]
+        outputs = self.network(tf.tile(x, [passes, 1, 1]), mc_dropout=True)
+        stats = {}
+        for name, values in outputs.items():
+            values = tf.reshape(values, [passes, n, WINDOW_SAMPLES])
+            stats[name] = tf.reduce_mean(values, axis=0)
+            stats[f"{name}_std"] = tf.math.reduce_std(values, axis=0)
+        return stats
+
+    def predict_windows(
+        self, x: np.ndarray, mc_samples: int = 0, batch_size: int = 500
+    ) -> dict[str, np.ndarray]:
+        """Probabilities for standardised windows.
+
+        Args:
+            x: (N, 6000, 3) windows, channels E, N, Z, each standardised (float32).
+            mc_samples: 0 for one deterministic pass (dropout off); M > 0 for M stochastic
+                passes with dropout active, returning their mean and standard deviation
+                (population std, ddof 0).
+            batch_size: network passes per forward call; with MC dropout each call holds
+                ``max(1, batch_size // M)`` windows, each repeated M times.
+
+        Returns:
+            ``detector``, ``picker_P``, ``picker_S``: (N, 6000) float32 in [0, 1]; with
+            ``mc_samples > 0`` also ``detector_std``, ``picker_P_std``, ``picker_S_std``.
+        """
+        x = self._check_windows(x)
+        if mc_samples < 0 or batch_size < 1:
+            raise ValueError(
+                f"need mc_samples >= 0 and batch_size >= 1, got {mc_samples}, {batch_size}"
+            )
+        keys = (
+            OUTPUT_NAMES
+            if mc_samples == 0
+            else OUTPUT_NAMES + tuple(f"{name}_std" for name in OUTPUT_NAMES)
+        )
+        out = {k: np.empty((len(x), WINDOW_SAMPLES), dtype=np.float32) for k in keys}
+        step = batch_size if mc_samples == 0 else max(1, batch_size // mc_samples)
+        for start in range(0, len(x), step):
+            chunk = tf.constant(x[start : start + step])
+            if mc_samples == 0:
+                result = self._deterministic(chunk)
+            else:
+                result = self._stochastic(chunk, tf.constant(mc_samples, tf.int32))
+            for k in keys:
+                out[k][start : start + step] = result[k].numpy()
+        return out
+
+    @staticmethod
+    def _check_windows(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (WINDOW_SAMPLES, CHANNELS):
+            raise ValueError(
+                f"windows must have shape (N, {WINDOW_SAMPLES}, {CHANNELS}), got {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError("windows contain NaN or infinite values")
+        return x
+
+
+def load_eqt(path: str | Path | None = None) -> EQTransformer:
+    """Load EQTransformer with the weights of a ``.keras`` or legacy Keras 2 ``.h5`` file.
+
+    Args:
+        path: weights file; None for the installed default in the user cache
+            (``~/.cache/eqcat/models/EqT_conservative.keras``; ``EQCAT_MODEL_DIR`` overrides
+            the folder).
+
+    Raises:
+        FileNotFoundError: the file is missing (the message says to run ``make setup``).
+        WeightsMismatchError: the file's weights do not fit the network.
+    """
+    if path is None:
+        try:
+            path = default_weights_path()
+        except WeightsUnavailableError as exc:
+            raise FileNotFoundError(str(exc)) from None
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"EQTransformer weights not found: {path}; run `make setup` to install the "
+            "default weights, or pass the path of a .keras or Keras 2 .h5 weights file"
+        )
+    network = build_network()
+    count = assign_weights(network, read_weights(path), path)
+    model = EQTransformer(network, path, sha256_file(path))
+    log.info("loaded %s (%d weights) from %s; running on %s", model.name, count, path, model.device)
+    return model
