@@ -1,0 +1,139 @@
+"""Configuration of the picking stage (one pydantic section, composed into the build config).
+
+Defaults follow the EQTransformer study of the 2000 Western Tottori aftershocks (Mousavi et al.
+2020): detection threshold 0.5, P and S thresholds 0.3, 30 % window overlap, batches of 500
+windows, 1-45 Hz band-pass on 100 Hz data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StaLtaConfig(_Section):
+    """The classic baseline picker: recursive STA/LTA triggers refined by an AIC onset pick."""
+
+    sta_s: float = Field(0.5, gt=0, description="short-term average length (s)")
+    lta_s: float = Field(10.0, gt=0, description="long-term average length (s)")
+    p_trigger_on: float = Field(
+        4.0, gt=1, description="STA/LTA ratio on the vertical that opens a P trigger"
+    )
+    p_trigger_off: float = Field(
+        1.5, gt=0, description="STA/LTA ratio on the vertical that closes a P trigger"
+    )
+    s_trigger_on: float = Field(
+        3.0,
+        gt=1,
+        description="STA/LTA ratio (larger of the two horizontals) an S candidate must reach",
+    )
+    s_min_delay_s: float = Field(0.8, ge=0, description="earliest S candidate after its P pick (s)")
+    s_max_delay_s: float = Field(30.0, gt=0, description="latest S candidate after its P pick (s)")
+    aic_before_s: float = Field(
+        2.0, gt=0, description="AIC search starts this long (s) before the trigger sample"
+    )
+    aic_after_s: float = Field(
+        0.5, ge=0, description="AIC search ends this long (s) after the trigger sample"
+    )
+    min_trigger_s: float = Field(
+        0.2, ge=0, description="shorter P triggers (s) are discarded as spikes"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StaLtaConfig:
+        if self.lta_s <= self.sta_s:
+            raise ValueError("lta_s must be longer than sta_s")
+        if self.p_trigger_off >= self.p_trigger_on:
+            raise ValueError("p_trigger_off must be below p_trigger_on")
+        if self.s_max_delay_s <= self.s_min_delay_s:
+            raise ValueError("s_max_delay_s must exceed s_min_delay_s")
+        return self
+
+
+class PickerConfig(_Section):
+    """Detection and P/S picking on continuous data (EQTransformer or STA/LTA)."""
+
+    picker: Literal["eqt", "stalta"] = Field(
+        "eqt", description="'eqt' (EQTransformer) or 'stalta' (recursive STA/LTA + AIC baseline)"
+    )
+    weights: Path | None = Field(
+        None,
+        description="EQTransformer weights (.keras or the authors' Keras-2 .h5); None = the "
+        "default weights installed by set-up",
+    )
+    detection_threshold: float = Field(
+        0.5, ge=0, le=1, description="detector probability that makes a detection"
+    )
+    p_threshold: float = Field(0.3, ge=0, le=1, description="P probability of a P pick")
+    s_threshold: float = Field(0.3, ge=0, le=1, description="S probability of an S pick")
+    extra_pick_threshold: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="a detection keeps its strongest P and S; a further, separate probability "
+        "peak of the same phase is kept only when it reaches this value (a second arrival)",
+    )
+    detection_margin_s: float = Field(
+        1.0, ge=0, description="a pick may lie this far (s) outside its detection"
+    )
+    min_detection_s: float = Field(0.1, ge=0, description="shorter detections (s) are discarded")
+    min_pick_separation_s: float = Field(
+        0.5,
+        ge=0,
+        description="of two picks of one phase closer than this (s), the weaker is dropped",
+    )
+    overlap: float = Field(
+        0.3, ge=0, le=0.9, description="fraction of a 60 s window shared with the next window"
+    )
+    blind_samples: int = Field(
+        500,
+        ge=0,
+        le=2000,
+        description="outputs this close to a window edge are ignored when windows are combined "
+        "(except at the ends of the record); capped at half the overlap so that every sample "
+        "stays covered",
+    )
+    batch_size: int = Field(500, ge=1, description="windows per model call")
+    mc_samples: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Monte-Carlo dropout passes on windows with a detection (0 = off; >= 2)",
+    )
+    mc_time_window_s: float = Field(
+        0.5,
+        gt=0,
+        description="half-width (s) of the interval around a pick in which each MC pass's "
+        "peak is sought (for time_std_s)",
+    )
+    max_probability_std: float | None = Field(
+        None,
+        ge=0,
+        description="drop picks whose MC-dropout probability std exceeds this (None = keep all)",
+    )
+    freqmin_hz: float = Field(1.0, gt=0, description="band-pass lower corner (Hz)")
+    freqmax_hz: float = Field(45.0, gt=0, description="band-pass upper corner (Hz)")
+    chunk_s: float = Field(
+        3600.0,
+        ge=300,
+        le=86400,
+        description="a station-day is processed in chunks of this length (s), each read with "
+        "one window of extra data on both sides; bounds memory",
+    )
+    stalta: StaLtaConfig = Field(
+        default_factory=StaLtaConfig, description="parameters of the STA/LTA baseline"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PickerConfig:
+        if self.mc_samples == 1:
+            raise ValueError("mc_samples must be 0 (off) or at least 2")
+        if self.freqmax_hz <= self.freqmin_hz:
+            raise ValueError("freqmax_hz must exceed freqmin_hz")
+        return self

@@ -1,0 +1,191 @@
+"""Continuous waveforms -> a gap-aware, band-passed 100 Hz E/N/Z record for the picker.
+
+The steps follow the EQTransformer continuous-data predictor: detrend, band-pass 1-45 Hz
+(2 corners, zero phase), resample to 100 Hz, order the components E, N, Z. Each contiguous
+segment is detrended, tapered and filtered on its own before gaps are filled with zeros, so a
+gap never becomes a step that rings through the filter; the gap samples are remembered
+(:attr:`Record.gap_mask`) and no pick is made inside them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from obspy import Stream, Trace, UTCDateTime
+from obspy.clients.filesystem.sds import Client as SDSClient
+
+from pipeline.waveforms.params import check_code
+
+log = logging.getLogger(__name__)
+
+#: Sampling rate (Hz) the model expects.
+MODEL_RATE = 100.0
+#: Component order of the model input.
+COMPONENTS = ("E", "N", "Z")
+#: Last letter of a channel code -> column of the model input (1/2 accepted for E/N).
+COMPONENT_SLOT = {"E": 0, "1": 0, "N": 1, "2": 1, "Z": 2}
+#: Segments shorter than this (s) are treated as missing data.
+MIN_SEGMENT_S = 1.0
+#: Longest cosine taper (s) at each end of a segment.
+TAPER_S = 1.0
+
+
+@dataclass
+class Record:
+    """Preprocessed 3-component data of one station on a regular 100 Hz grid.
+
+    Attributes:
+        label: 'NET.STA.LOC' (for messages).
+        starttime: time of sample 0.
+        sampling_rate: samples per second (always :data:`MODEL_RATE`).
+        data: (n, 3) float32, columns E, N, Z; zeros where a component has no data.
+        gap_mask: (n,) bool, True where a component that the station has lacked data.
+        channels: channel code used per column (None where the component is missing).
+    """
+
+    label: str
+    starttime: UTCDateTime
+    sampling_rate: float
+    data: np.ndarray
+    gap_mask: np.ndarray
+    channels: tuple[str | None, str | None, str | None]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def endtime(self) -> UTCDateTime:
+        """Time just after the last sample."""
+        return self.starttime + self.n_samples / self.sampling_rate
+
+    @property
+    def missing_components(self) -> list[str]:
+        """Components ('E', 'N', 'Z') without any data (filled with zeros)."""
+        return [c for c, ch in zip(COMPONENTS, self.channels, strict=True) if ch is None]
+
+
+def read_sds(
+    sds_root: Path,
+    network: str,
+    station: str,
+    location: str,
+    channel_prefix: str,
+    starttime: UTCDateTime,
+    endtime: UTCDateTime,
+) -> Stream:
+    """All ``<prefix>?`` channels of one station in ``[starttime, endtime]`` from an SDS archive.
+
+    Codes are validated (SEED patterns) before they reach the file system.
+    """
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    loc = check_code("location", location)
+    prefix = check_code("channel_prefix", channel_prefix)
+    client = SDSClient(str(sds_root))
+    return client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
+
+
+def _slot_traces(stream: Stream, label: str) -> dict[int, list[Trace]]:
+    """Traces per model-input column; 'E'/'N' win over '1'/'2' when both exist.
+
+    Raises:
+        ValueError: traces of several channel prefixes or location codes are mixed.
+    """
+    ids = {(tr.stats.location, tr.stats.channel[:2]) for tr in stream}
+    if len(ids) > 1:
+        raise ValueError(
+            f"{label}: traces of several location/channel prefixes {sorted(ids)}; "
+            "select one before picking"
+        )
+    by_channel: dict[str, list[Trace]] = {}
+    for tr in stream:
+        by_channel.setdefault(tr.stats.channel, []).append(tr)
+    slots: dict[int, list[Trace]] = {}
+    for channel in sorted(by_channel, key=lambda c: c[-1] in "12"):
+        slot = COMPONENT_SLOT.get(channel[-1])
+        if slot is None:
+            log.warning("%s: channel %s ignored (not E/N/Z/1/2)", label, channel)
+            continue
+        slots.setdefault(slot, by_channel[channel])
+    return slots
+
+
+def _filtered_segments(
+    traces: list[Trace], freqmin: float, freqmax: float, label: str
+) -> list[Trace]:
+    """Contiguous segments, each detrended, tapered, band-passed and resampled to 100 Hz."""
+    segments = Stream([tr.copy() for tr in traces])
+    segments.merge(method=1, fill_value=None)
+    out = []
+    for tr in segments.split():
+        if tr.stats.npts * tr.stats.delta < MIN_SEGMENT_S:
+            continue
+        tr.data = tr.data.astype(np.float64)
+        nyquist = 0.5 * tr.stats.sampling_rate
+        high = min(freqmax, 0.9 * nyquist)
+        if high < freqmax:
+            log.info(
+                "%s: %s at %.1f Hz: band-pass upper corner lowered to %.1f Hz",
+                label,
+                tr.id,
+                tr.stats.sampling_rate,
+                high,
+            )
+        tr.detrend("linear")
+        duration = tr.stats.npts * tr.stats.delta
+        tr.taper(max_percentage=0.5, type="cosine", max_length=min(TAPER_S, 0.25 * duration))
+        tr.filter("bandpass", freqmin=freqmin, freqmax=high, corners=2, zerophase=True)
+        if tr.stats.sampling_rate != MODEL_RATE:
+            tr.resample(MODEL_RATE, window=None)  # already band-limited by the filter
+        out.append(tr)
+    return out
+
+
+def preprocess_stream(
+    stream: Stream,
+    label: str,
+    freqmin: float = 1.0,
+    freqmax: float = 45.0,
+) -> Record | None:
+    """Turn the raw traces of one station into a :class:`Record` (None when no data).
+
+    Components map E/1 -> column 0, N/2 -> column 1, Z -> column 2; a missing component
+    becomes zeros and is logged and listed in :attr:`Record.notes`. Segments are placed on
+    the grid of the earliest sample by nearest-sample rounding (sub-sample offsets between
+    components are ignored).
+
+    Raises:
+        ValueError: mixed location/channel prefixes (message names ``label``).
+    """
+    slots = _slot_traces(stream, label)
+    segments = {
+        slot: _filtered_segments(traces, freqmin, freqmax, label) for slot, traces in slots.items()
+    }
+    segments = {slot: segs for slot, segs in segments.items() if segs}
+    if not segments:
+        return None
+    start = min(tr.stats.starttime for segs in segments.values() for tr in segs)
+    end = max(tr.stats.endtime for segs in segments.values() for tr in segs)
+    n = int(round((end - start) * MODEL_RATE)) + 1
+    data = np.zeros((n, 3), dtype=np.float32)
+    covered = np.zeros((n, 3), dtype=bool)
+    for slot, segs in segments.items():
+        for tr in segs:
+            i0 = int(round((tr.stats.starttime - start) * MODEL_RATE))
+            i1 = min(n, i0 + tr.stats.npts)
+            data[i0:i1, slot] = tr.data[: i1 - i0]
+            covered[i0:i1, slot] = True
+    present = sorted(segments)
+    gap_mask = ~covered[:, present].all(axis=1)
+    channels = tuple(segments[s][0].stats.channel if s in segments else None for s in range(3))
+    record = Record(label, start, MODEL_RATE, data, gap_mask, channels)
+    if record.missing_components:
+        note = f"{label}: component(s) {', '.join(record.missing_components)} missing (zeros)"
+        log.warning(note)
+        record.notes.append(note)
+    return record

@@ -1,0 +1,490 @@
+"""The picking stage: SDS archive -> per station-day picks tables -> ``picks/picks.parquet``.
+
+A station-day is streamed in chunks of ``chunk_s`` seconds; each chunk is read with one window
+(60 s) plus :data:`EDGE_S` of extra data on both sides, preprocessed, picked, and only the picks
+whose time falls inside the chunk itself are kept, so seams neither lose nor double picks (a
+final thinning by ``min_pick_separation_s`` removes near-twins from the two sides of a seam).
+Data of the neighbouring days are read where they exist, so picks near midnight are found.
+
+Outputs, one row per pick (``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``, then all of them
+concatenated in ``<run>/picks/picks.parquet``):
+
+    pick_id (str, ``NET.STA.LOC.PHASE.<ISO time to the microsecond>Z``, unique and stable),
+    network, station, location, phase ("P" | "S"), time (datetime64[ns, UTC]),
+    probability (mean over MC passes; the deterministic value without MC), probability_std
+    (0 without MC), time_std_s (std of the pick time over MC passes, s; NaN without MC),
+    detection_probability (mean detector value over the detection; NaN for STA/LTA),
+    detection_probability_std (its std over MC passes), detection_start, detection_end
+    (datetime64[ns, UTC]), picker ("eqt" | "stalta"), model (weights name or "stalta").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from obspy import Stream, UTCDateTime
+
+from pipeline.picking.extract import extract_picks, thin
+from pipeline.picking.params import PickerConfig
+from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream, read_sds
+from pipeline.picking.stalta import stalta_picks
+from pipeline.picking.windows import (
+    OUTPUTS,
+    WINDOW,
+    WindowPredictor,
+    combine,
+    combined_passes,
+    cut_windows,
+    effective_blind,
+    predict,
+    standardise,
+    window_starts,
+    window_step,
+)
+from pipeline.rundir import RunDir, sha256_text, write_parquet_atomic
+from pipeline.waveforms.params import check_code
+
+log = logging.getLogger(__name__)
+
+STAGE = "picks"
+#: Extra data (s) read beyond one window at each chunk edge (filter and taper transients).
+EDGE_S = 10.0
+#: Columns and dtypes of the picks table.
+PICKS_SCHEMA = {
+    "pick_id": "object",
+    "network": "object",
+    "station": "object",
+    "location": "object",
+    "phase": "object",
+    "time": "datetime64[ns, UTC]",
+    "probability": "float64",
+    "probability_std": "float64",
+    "time_std_s": "float64",
+    "detection_probability": "float64",
+    "detection_probability_std": "float64",
+    "detection_start": "datetime64[ns, UTC]",
+    "detection_end": "datetime64[ns, UTC]",
+    "picker": "object",
+    "model": "object",
+}
+_DAY_FILE = re.compile(r"^[A-Z0-9]{1,2}\.[A-Z0-9]{1,5}\.\d{4}-\d{2}-\d{2}\.parquet$")
+
+Reader = Callable[[UTCDateTime, UTCDateTime], Stream]
+
+
+class PickingError(RuntimeError):
+    """A station-day that could not be picked; the message names it and the cause."""
+
+
+@dataclass
+class SpanStats:
+    """What a picking run over a span saw (summed over chunks)."""
+
+    chunks: int = 0
+    data_seconds: float = 0.0
+    gap_seconds: float = 0.0
+    windows: int = 0
+    mc_windows: int = 0
+    rejected_uncertain: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def empty_picks() -> pd.DataFrame:
+    """A picks table without rows (the schema of the module docstring)."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PICKS_SCHEMA.items()})
+
+
+def eqt_record_picks(
+    record: Record, model: WindowPredictor, cfg: PickerConfig, stats: SpanStats | None = None
+) -> pd.DataFrame:
+    """EQTransformer picks of one record (positions in samples, see ``extract_picks``).
+
+    Windows, standardisation, batched prediction, combination, then (``mc_samples > 0``) the
+    stochastic passes on the windows whose detector reached the detection threshold.
+    """
+    n = record.n_samples
+    step = window_step(cfg.overlap)
+    blind = effective_blind(cfg.blind_samples, step)
+    starts = window_starts(n, record.starttime.timestamp, record.sampling_rate, step)
+    windows = standardise(cut_windows(record.data, starts))
+    outputs = predict(model, windows, cfg.batch_size)
+    curves = {k: combine(outputs[k], starts, n, blind) for k in OUTPUTS}
+    passes = None
+    if cfg.mc_samples:
+        active = outputs["detector"].max(axis=1) >= cfg.detection_threshold
+        passes = {}
+        for k in OUTPUTS:
+            quiet = combine(outputs[k][~active], starts[~active], n, blind)
+            passes[k] = np.repeat(quiet[None], cfg.mc_samples, axis=0)
+        combined_passes(
+            model,
+            windows[active],
+            starts[active],
+            n,
+            blind,
+            cfg.mc_samples,
+            cfg.batch_size,
+            out=passes,
+        )
+        if stats is not None:
+            stats.mc_windows += int(active.sum())
+    if stats is not None:
+        stats.windows += len(starts)
+    return extract_picks(curves, cfg, record.sampling_rate, record.gap_mask, passes)
+
+
+def _to_times(record: Record, samples: np.ndarray) -> pd.DatetimeIndex:
+    """Sample positions (may be fractional) of ``record`` as UTC timestamps (ns)."""
+    ns = record.starttime.ns + np.round(np.asarray(samples, float) * 1e9 / record.sampling_rate)
+    return pd.to_datetime(ns.astype(np.int64), unit="ns", utc=True)
+
+
+def _table(
+    picks: pd.DataFrame, record: Record, codes: tuple[str, str, str], picker: str, model: str
+) -> pd.DataFrame:
+    """Sample-based picks of ``record`` -> the picks table (pick_id filled later)."""
+    net, sta, loc = codes
+    table = pd.DataFrame(
+        {
+            "network": net,
+            "station": sta,
+            "location": loc,
+            "phase": picks["phase"].to_numpy(),
+            "time": _to_times(record, picks["sample"].to_numpy()),
+            "probability": picks["probability"].to_numpy(float),
+            "probability_std": picks["probability_std"].to_numpy(float),
+            "time_std_s": picks["time_std_s"].to_numpy(float),
+            "detection_probability": picks["detection_probability"].to_numpy(float),
+            "detection_probability_std": picks["detection_probability_std"].to_numpy(float),
+            "detection_start": _to_times(record, picks["detection_start"].to_numpy()),
+            "detection_end": _to_times(record, picks["detection_end"].to_numpy()),
+            "picker": picker,
+            "model": model,
+        }
+    )
+    return table
+
+
+def pick_ids(table: pd.DataFrame) -> pd.Series:
+    """``NET.STA.LOC.PHASE.<time ISO, µs>Z`` per row."""
+    iso = table["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        table["network"]
+        + "."
+        + table["station"]
+        + "."
+        + table["location"]
+        + "."
+        + table["phase"]
+        + "."
+        + iso
+    )
+
+
+def pick_span(
+    read: Reader,
+    codes: tuple[str, str, str],
+    start: UTCDateTime,
+    end: UTCDateTime,
+    cfg: PickerConfig,
+    model: WindowPredictor | None = None,
+    stats: SpanStats | None = None,
+) -> pd.DataFrame:
+    """Picks of one station with times in ``[start, end)``, streamed in chunks.
+
+    Args:
+        read: returns the raw traces of the station between two times (e.g. from SDS).
+        codes: (network, station, location) for the table.
+        start, end: the span to pick.
+        cfg: the picking section; ``cfg.picker`` chooses EQTransformer or STA/LTA.
+        model: the loaded EQTransformer (required for ``picker='eqt'``).
+        stats: filled with what was seen (chunks, windows, gaps, notes).
+
+    Returns:
+        The picks table (module docstring), sorted by time, with unique pick ids.
+    """
+    if cfg.picker == "eqt" and model is None:
+        raise ValueError("picker 'eqt' needs a model (pipeline.picking.load_eqt)")
+    stats = stats if stats is not None else SpanStats()
+    label = ".".join(codes)
+    model_name = model.name if cfg.picker == "eqt" else "stalta"
+    pad = WINDOW / MODEL_RATE + EDGE_S
+    tables = []
+    c0 = start
+    while c0 < end:
+        c1 = min(end, c0 + cfg.chunk_s)
+        record = preprocess_stream(read(c0 - pad, c1 + pad), label, cfg.freqmin_hz, cfg.freqmax_hz)
+        c0_prev, c0 = c0, c1
+        if record is None:
+            continue
+        stats.chunks += 1
+        stats.notes.extend(n for n in record.notes if n not in stats.notes)
+        inside = _core_mask(record, c0_prev, c1)
+        stats.data_seconds += float((inside & ~record.gap_mask).sum()) / record.sampling_rate
+        stats.gap_seconds += float((inside & record.gap_mask).sum()) / record.sampling_rate
+        if cfg.picker == "eqt":
+            picks = eqt_record_picks(record, model, cfg, stats)
+        else:
+            picks = stalta_picks(record, cfg.stalta)
+        table = _table(picks, record, codes, cfg.picker, model_name)
+        keep = (table["time"] >= _ts(c0_prev)) & (table["time"] < _ts(c1))
+        tables.append(table[keep])
+    table = pd.concat([empty_picks().drop(columns="pick_id"), *tables], ignore_index=True)
+    if cfg.max_probability_std is not None:
+        uncertain = table["probability_std"] > cfg.max_probability_std
+        stats.rejected_uncertain += int(uncertain.sum())
+        table = table[~uncertain]
+    table = _thin_phases(table, cfg.min_pick_separation_s)
+    table.insert(0, "pick_id", pick_ids(table) if len(table) else pd.Series(dtype=object))
+    return table.astype(PICKS_SCHEMA)
+
+
+def _ts(t: UTCDateTime) -> pd.Timestamp:
+    return pd.Timestamp(t.ns, unit="ns", tz="UTC")
+
+
+def _core_mask(record: Record, start: UTCDateTime, end: UTCDateTime) -> np.ndarray:
+    """Samples of ``record`` with ``start <= t < end``."""
+    i0 = int(np.ceil((start - record.starttime) * record.sampling_rate - 1e-6))
+    i1 = int(np.ceil((end - record.starttime) * record.sampling_rate - 1e-6))
+    mask = np.zeros(record.n_samples, dtype=bool)
+    mask[max(0, i0) : max(0, i1)] = True
+    return mask
+
+
+def _thin_phases(table: pd.DataFrame, min_separation_s: float) -> pd.DataFrame:
+    """Per phase, drop the weaker of two picks closer than ``min_separation_s``."""
+    parts = []
+    for _, part in table.groupby("phase", sort=True):
+        seconds = (part["time"] - part["time"].min()).dt.total_seconds().to_numpy()
+        parts.append(part.iloc[thin(seconds, part["probability"].to_numpy(), min_separation_s)])
+    if not parts:
+        return table
+    return pd.concat(parts).sort_values(["time", "phase"], kind="stable").reset_index(drop=True)
+
+
+def station_day_path(run_root: Path, network: str, station: str, day: date) -> Path:
+    """``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet`` (codes validated)."""
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    return Path(run_root) / STAGE / f"{net}.{sta}.{day.isoformat()}.parquet"
+
+
+def station_channels(run_root: Path, network: str, station: str) -> tuple[str, str]:
+    """(location, channel_prefix) of a station from ``<run>/waveforms/stations.csv``.
+
+    Raises:
+        PickingError: no stations table or the station is not in it.
+    """
+    path = Path(run_root) / "waveforms" / "stations.csv"
+    if not path.is_file():
+        raise PickingError(f"{path} not found (written by the waveform stage)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rows = table[(table["network"] == network) & (table["station"] == station)]
+    if rows.empty:
+        raise PickingError(f"{network}.{station}: not in {path}")
+    return rows.iloc[0]["location"], rows.iloc[0]["channel_prefix"]
+
+
+def pick_station_day(
+    run_root: Path,
+    network: str,
+    station: str,
+    day: date,
+    cfg: PickerConfig,
+    model: WindowPredictor | None = None,
+    *,
+    location: str | None = None,
+    channel_prefix: str | None = None,
+    sds_root: Path | None = None,
+) -> dict[str, Any]:
+    """Pick one station-day and write ``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``.
+
+    Args:
+        run_root: the run directory.
+        network, station: SEED codes (validated before they become paths).
+        day: the UTC day.
+        cfg: the picking section.
+        model: a loaded EQTransformer (None: loaded from ``cfg.weights`` for ``picker='eqt'``).
+        location, channel_prefix: the channels to read (None: from ``waveforms/stations.csv``).
+        sds_root: the SDS archive (None: ``<run>/waveforms``).
+
+    Returns:
+        Summary: station_day, path, n_p, n_s, chunks, windows, mc_windows, data_seconds,
+        gap_seconds, rejected_uncertain, notes, wall_time_s. A day without data writes an
+        empty table.
+
+    Raises:
+        PickingError: anything that stops this station-day; the message names it.
+    """
+    label = f"{network}.{station}.{day.isoformat()}"
+    began = time.perf_counter()
+    try:
+        target = station_day_path(run_root, network, station, day)
+        if location is None or channel_prefix is None:
+            location, channel_prefix = station_channels(run_root, network, station)
+        if cfg.picker == "eqt" and model is None:
+            from pipeline.picking import load_eqt
+
+            model = load_eqt(cfg.weights)
+        read = partial(
+            read_sds,
+            Path(sds_root) if sds_root is not None else Path(run_root) / "waveforms",
+            network,
+            station,
+            location,
+            channel_prefix,
+        )
+        start = UTCDateTime(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        stats = SpanStats()
+        table = pick_span(
+            read, (network, station, location), start, start + 86400, cfg, model, stats
+        )
+        write_parquet_atomic(table, target)
+    except PickingError as exc:
+        raise PickingError(f"station-day {label}: {exc}") from exc
+    except Exception as exc:
+        raise PickingError(f"station-day {label}: {type(exc).__name__}: {exc}") from exc
+    if stats.chunks == 0:
+        log.warning("%s: no waveform data; wrote an empty picks table", label)
+    return {
+        "station_day": label,
+        "path": str(target),
+        "n_p": int((table["phase"] == "P").sum()),
+        "n_s": int((table["phase"] == "S").sum()),
+        "chunks": stats.chunks,
+        "windows": stats.windows,
+        "mc_windows": stats.mc_windows,
+        "data_seconds": stats.data_seconds,
+        "gap_seconds": stats.gap_seconds,
+        "rejected_uncertain": stats.rejected_uncertain,
+        "notes": stats.notes,
+        "wall_time_s": time.perf_counter() - began,
+    }
+
+
+def merge_picks(run: RunDir | Path) -> Path:
+    """Concatenate the station-day tables into ``<run>/picks/picks.parquet`` (sorted by time).
+
+    Raises:
+        PickingError: a station-day table lacks columns or pick ids repeat across tables.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    folder = run.stage_dir(STAGE)
+    tables = []
+    for path in sorted(folder.glob("*.parquet")):
+        if not _DAY_FILE.match(path.name):
+            continue
+        table = pd.read_parquet(path)
+        missing = [c for c in PICKS_SCHEMA if c not in table.columns]
+        if missing:
+            raise PickingError(f"{path}: missing column(s) {', '.join(missing)}")
+        tables.append(table)
+    merged = pd.concat([empty_picks(), *tables], ignore_index=True).astype(PICKS_SCHEMA)
+    merged = merged.sort_values(["time", "network", "station", "phase"], kind="stable")
+    if merged["pick_id"].duplicated().any():
+        dup = merged.loc[merged["pick_id"].duplicated(), "pick_id"].head(3).tolist()
+        raise PickingError(f"{folder}: pick ids repeat across station-day tables, e.g. {dup}")
+    return write_parquet_atomic(merged.reset_index(drop=True), folder / "picks.parquet")
+
+
+def pick_all(
+    run: RunDir,
+    cfg: PickerConfig,
+    stations: pd.DataFrame,
+    days: Iterable[date],
+    model: WindowPredictor | None = None,
+    sds_root: Path | None = None,
+) -> dict[str, Any]:
+    """Pick every station-day of a build, merge the tables and record the stage.
+
+    Args:
+        run: the run directory.
+        cfg: the picking section.
+        stations: the stations table (network, station, location, channel_prefix, ...);
+            one row per station is used.
+        days: the UTC days.
+        model: a loaded EQTransformer (None: loaded once from ``cfg.weights``).
+        sds_root: the SDS archive (None: ``<run>/waveforms``).
+
+    Returns:
+        Summary with counts (station_days, failed, picks, p, s), the per station-day
+        summaries and the failures (station-day -> message). A failed station-day is
+        logged and skipped; the others go on.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    began = time.perf_counter()
+    if cfg.picker == "eqt" and model is None:
+        from pipeline.picking import load_eqt
+
+        model = load_eqt(cfg.weights)
+    rows = stations.drop_duplicates(["network", "station"]).fillna({"location": ""})
+    units = [(r, d) for d in sorted(set(days)) for r in rows.itertuples(index=False)]
+    summaries, failures = [], {}
+    with Progress(
+        TextColumn("picking {task.fields[unit]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+    ) as progress:
+        task = progress.add_task("pick", total=len(units), unit="")
+        for row, day in units:
+            progress.update(task, unit=f"{row.network}.{row.station} {day}")
+            try:
+                summaries.append(
+                    pick_station_day(
+                        run.root,
+                        row.network,
+                        row.station,
+                        day,
+                        cfg,
+                        model,
+                        location=str(row.location),
+                        channel_prefix=row.channel_prefix,
+                        sds_root=sds_root,
+                    )
+                )
+            except PickingError as exc:
+                log.error("%s", exc)
+                failures[f"{row.network}.{row.station}.{day}"] = str(exc)
+            progress.advance(task)
+    merged = merge_picks(run)
+    table = pd.read_parquet(merged, columns=["phase"])
+    counts = {
+        "station_days": len(units),
+        "failed": len(failures),
+        "picks": len(table),
+        "p": int((table["phase"] == "P").sum()),
+        "s": int((table["phase"] == "S").sum()),
+        "windows": sum(s["windows"] for s in summaries),
+        "mc_windows": sum(s["mc_windows"] for s in summaries),
+        "rejected_uncertain": sum(s["rejected_uncertain"] for s in summaries),
+    }
+    wall = time.perf_counter() - began
+    run.record_stage(
+        STAGE,
+        inputs={"picker_config": sha256_text(cfg.model_dump_json())},
+        outputs=[str(merged.relative_to(run.root))]
+        + [str(Path(s["path"]).relative_to(run.root)) for s in summaries],
+        counts=counts,
+        wall_time_s=wall,
+        details={
+            "picker": cfg.picker,
+            "model": model.name if cfg.picker == "eqt" else "stalta",
+            "config": cfg.model_dump(mode="json"),
+            "failures": failures,
+            "notes": sorted({n for s in summaries for n in s["notes"]}),
+        },
+    )
+    return {"counts": counts, "station_days": summaries, "failures": failures, "path": merged}

@@ -1,0 +1,151 @@
+"""60 s windows of a continuous record: placement, standardisation, prediction, combination.
+
+Windows start on a global grid (multiples of the window step since the Unix epoch), so two
+overlapping chunks of a day place the same windows where they overlap and give the same
+outputs there. One extra window is aligned with each end of the record so both ends are
+covered. Overlapping outputs are combined by their maximum; outputs within
+``blind`` samples of a window edge are ignored unless that edge is an end of the record.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+#: Samples per model window (60 s at 100 Hz).
+WINDOW = 6000
+#: Output traces of the model.
+OUTPUTS = ("detector", "picker_P", "picker_S")
+
+
+class WindowPredictor(Protocol):
+    """What the picker needs from a model (see :func:`pipeline.picking.load_eqt`)."""
+
+    name: str
+
+    def predict_windows(
+        self, x: np.ndarray, mc_samples: int = 0, batch_size: int = 500
+    ) -> dict[str, np.ndarray]: ...
+
+
+def window_step(overlap: float, window: int = WINDOW) -> int:
+    """Samples between window starts for an overlap fraction (at least 1)."""
+    return max(1, int(round(window * (1.0 - overlap))))
+
+
+def effective_blind(blind: int, step: int, window: int = WINDOW) -> int:
+    """Blinding (samples) capped so the unblinded parts of consecutive windows still touch."""
+    return max(0, min(blind, (window - step) // 2))
+
+
+def window_starts(
+    n_samples: int, start_timestamp: float, sampling_rate: float, step: int, window: int = WINDOW
+) -> np.ndarray:
+    """Start samples of the windows covering a record of ``n_samples``.
+
+    Args:
+        n_samples: record length (samples).
+        start_timestamp: time of sample 0 (s since the Unix epoch).
+        sampling_rate: samples per second.
+        step: samples between grid windows.
+
+    Returns:
+        Sorted unique int64 starts; ``[0]`` for a record shorter than one window.
+    """
+    if n_samples <= window:
+        return np.array([0], dtype=np.int64)
+    step_s = step / sampling_rate
+    first_k = int(np.ceil(start_timestamp / step_s - 1e-9))
+    first = int(np.ceil((first_k * step_s - start_timestamp) * sampling_rate - 1e-6))
+    grid = np.arange(first, n_samples - window + 1, step, dtype=np.int64)
+    return np.unique(np.concatenate(([0], grid, [n_samples - window])))
+
+
+def cut_windows(data: np.ndarray, starts: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """(N, window, C) float32 copies of ``data`` (n, C) at ``starts``; zero-padded at the end."""
+    n, channels = data.shape
+    out = np.zeros((len(starts), window, channels), dtype=np.float32)
+    for i, s in enumerate(starts):
+        piece = data[s : s + window]
+        out[i, : len(piece)] = piece
+    return out
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Per window and channel: subtract the mean, divide by the std (EQTransformer "std" mode).
+
+    ``x`` is (N, samples, channels) and is changed in place; all-zero channels stay zero.
+    """
+    x -= x.mean(axis=1, keepdims=True)
+    std = x.std(axis=1, keepdims=True)
+    std[std == 0] = 1.0
+    x /= std
+    return x
+
+
+def combine(
+    outputs: np.ndarray,
+    starts: np.ndarray,
+    n_samples: int,
+    blind: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Combine per-window outputs into one trace by the maximum.
+
+    Args:
+        outputs: (N, ..., window) values of N windows (extra axes, e.g. MC passes, are kept).
+        starts: (N,) window start samples.
+        n_samples: record length; samples beyond it (zero padding) are dropped.
+        blind: samples ignored at each window edge that is not an end of the record.
+        out: (..., n_samples) float32 array to combine into (in place); None = new zeros.
+
+    Returns:
+        (..., n_samples) float32 (``out`` when given).
+    """
+    window = outputs.shape[-1]
+    if out is None:
+        out = np.zeros(outputs.shape[1:-1] + (n_samples,), dtype=np.float32)
+    for values, s in zip(outputs, starts, strict=True):
+        lo = 0 if s == 0 else blind
+        hi = window if s + window >= n_samples else window - blind
+        hi = min(hi, n_samples - s)
+        target = out[..., s + lo : s + hi]
+        np.maximum(target, values[..., lo:hi], out=target)
+    return out
+
+
+def predict(model: WindowPredictor, windows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Deterministic outputs (N, window) of standardised windows (N, window, 3)."""
+    if len(windows) == 0:
+        return {k: np.zeros((0, windows.shape[1]), dtype=np.float32) for k in OUTPUTS}
+    result = model.predict_windows(windows, mc_samples=0, batch_size=batch_size)
+    return {k: np.asarray(result[k], dtype=np.float32) for k in OUTPUTS}
+
+
+def combined_passes(
+    model: WindowPredictor,
+    windows: np.ndarray,
+    starts: np.ndarray,
+    n_samples: int,
+    blind: int,
+    passes: int,
+    batch_size: int,
+    out: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Combine ``passes`` MC-dropout passes of each window into ``out[k]`` (passes, n_samples).
+
+    The passes are batched together: each window is repeated ``passes`` times in one input
+    array and the model draws an independent dropout mask per batch element (one stochastic
+    pass each). Windows go in groups of ``batch_size // passes`` so the repeated input stays
+    near one batch in memory.
+    """
+    window = windows.shape[1]
+    group = max(1, batch_size // passes)
+    for g in range(0, len(windows), group):
+        repeated = np.repeat(windows[g : g + group], passes, axis=0)
+        result = model.predict_windows(repeated, mc_samples=1, batch_size=batch_size)
+        for k in OUTPUTS:
+            values = np.asarray(result[k], dtype=np.float32).reshape(-1, passes, window)
+            combine(values, starts[g : g + group], n_samples, blind, out=out[k])
+    return out

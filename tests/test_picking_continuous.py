@@ -1,0 +1,436 @@
+"""Continuous data -> picks: preprocessing, windows, combination, extraction, MC, stage.
+
+Unit tests of the windowing/combination logic use :class:`FakePicker`, a stand-in that reads
+its "probabilities" off the input (E -> P, N -> S, Z envelope -> detector), so the expected
+picks are known exactly. The real EQTransformer runs on the real O2.WILZ record at the end.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import Stream, Trace, UTCDateTime, read
+from scipy.ndimage import maximum_filter1d
+
+from pipeline.picking.extract import extract_picks, find_detections, pick_candidates, runs, thin
+from pipeline.picking.params import PickerConfig
+from pipeline.picking.preprocess import Record, preprocess_stream
+from pipeline.picking.stage import (
+    PICKS_SCHEMA,
+    PickingError,
+    SpanStats,
+    eqt_record_picks,
+    merge_picks,
+    pick_all,
+    pick_span,
+    pick_station_day,
+    station_day_path,
+)
+from pipeline.picking.windows import (
+    WINDOW,
+    combine,
+    cut_windows,
+    effective_blind,
+    standardise,
+    window_starts,
+    window_step,
+)
+from pipeline.rundir import RunDir
+from pipeline.waveforms.sds import write_channel_day
+
+FS = 100.0
+DAY = date(2024, 2, 3)
+T0 = UTCDateTime(2024, 2, 3, 0, 0, 0)
+
+
+class FakePicker:
+    """Reads probabilities off standardised windows: E -> P, N -> S, detector = 1.2 times
+    the larger of them within ±2 s.
+
+    With ``mc_samples=1`` (one stochastic pass per element) each element's outputs are shifted
+    by a random -3..3 samples and scaled by 0.8-1.0, mimicking dropout noise.
+    """
+
+    name = "fake"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.calls: list[tuple[int, int]] = []
+
+    def predict_windows(self, x, mc_samples=0, batch_size=500):
+        self.calls.append((len(x), mc_samples))
+        p, s = np.clip(x[:, :, 0] / 40.0, 0, 1), np.clip(x[:, :, 1] / 40.0, 0, 1)
+        detector = np.clip(1.2 * maximum_filter1d(np.maximum(p, s), 401, axis=1), 0, 1)
+        out = {"picker_P": p, "picker_S": s, "detector": detector}
+        if mc_samples:
+            for k, v in out.items():
+                for i in range(len(v)):
+                    v[i] = np.roll(v[i], self.rng.integers(-3, 4)) * self.rng.uniform(0.8, 1.0)
+                out[k] = v
+        return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def _event_data(n: int, events: list[tuple[float, float]]) -> np.ndarray:
+    """(n, 3) E, N, Z: unit noise, Gaussian bumps at P (E) and S (N), a 5 Hz burst on Z."""
+    t = np.arange(n) / FS
+    data = np.random.default_rng(n).normal(size=(n, 3))
+    for p, s in events:
+        data[:, 0] += 1000 * np.exp(-0.5 * ((t - p) * FS / 3) ** 2)
+        data[:, 1] += 1000 * np.exp(-0.5 * ((t - s) * FS / 3) ** 2)
+        burst = (t >= p - 0.2) & (t <= s + 3)
+        data[burst, 2] += 100 * np.sin(2 * np.pi * 5 * t[burst])
+    return data
+
+
+def _stream(data: np.ndarray, start: UTCDateTime = T0, prefix: str = "HH", sta="TEST") -> Stream:
+    return Stream(
+        [
+            Trace(
+                data[:, i].copy(),
+                header={
+                    "network": "XX",
+                    "station": sta,
+                    "location": "",
+                    "channel": prefix + c,
+                    "starttime": start,
+                    "sampling_rate": FS,
+                },
+            )
+            for i, c in enumerate("ENZ")
+        ]
+    )
+
+
+def _record(data: np.ndarray) -> Record:
+    return Record(
+        "XX.TEST.", T0, FS, data.astype(np.float32), np.zeros(len(data), bool), ("E", "N", "Z")
+    )
+
+
+# ------------------------------------------------------------------ windows and combination
+
+
+def test_window_starts_cover_the_record_on_a_global_grid():
+    step = window_step(0.3)
+    assert step == 4200
+    starts = window_starts(100_000, T0.timestamp, FS, step)
+    assert starts[0] == 0 and starts[-1] == 100_000 - WINDOW
+    assert np.all(np.diff(starts) <= step) and np.all(np.diff(starts) > 0)
+    # a record starting 1000 samples later places the same windows (in absolute time)
+    later = window_starts(100_000, T0.timestamp + 10.0, FS, step) + 1000
+    shared = np.intersect1d(starts[1:-1], later[1:-1])
+    assert len(shared) >= len(starts) - 4
+    # grid windows sit at multiples of the step since the epoch
+    assert np.allclose(((T0.timestamp + starts[1:-1] / FS) / 42.0) % 1, 0)
+    assert window_starts(4000, T0.timestamp, FS, step).tolist() == [0]
+
+
+def test_standardise_per_window_and_channel():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 5.0, (4, WINDOW, 3)).astype(np.float32)
+    x[1, :, 2] = 0.0
+    standardise(x)
+    assert np.allclose(x[[0, 2, 3]].mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(x[[0, 2, 3]].std(axis=1), 1, atol=1e-4)
+    assert np.all(x[1, :, 2] == 0)
+
+
+def test_combine_takes_the_maximum_and_blinds_inner_edges():
+    n, step = 20_000, window_step(0.3)
+    blind = effective_blind(500, step)
+    starts = window_starts(n, T0.timestamp, FS, step)
+    ones = np.ones((len(starts), WINDOW), np.float32)
+    assert np.all(combine(ones, starts, n, blind) == 1)  # every sample covered
+    # a window's value near its inner edge is ignored, near the record end it is kept
+    values = np.zeros((len(starts), WINDOW), np.float32)
+    values[1, 10] = 0.9  # inside the blinded left edge of the second window
+    values[0, 5] = 0.7  # first window, at the start of the record
+    values[-1, -5] = 0.8  # last window, at the end of the record
+    combined = combine(values, starts, n, blind)
+    assert combined[starts[1] + 10] == 0
+    assert combined[5] == pytest.approx(0.7) and combined[n - 5] == pytest.approx(0.8)
+    # with no overlap, blinding is capped so coverage stays complete
+    assert effective_blind(500, window_step(0.0)) == 0
+
+
+def test_cut_windows_pads_a_short_record():
+    data = np.ones((1234, 3))
+    x = cut_windows(data, np.array([0]))
+    assert x.shape == (1, WINDOW, 3) and x[0, :1234].all() and not x[0, 1234:].any()
+
+
+# ------------------------------------------------------------------ detections and picks
+
+
+def _curves(n=3000):
+    det, p, s = np.zeros(n), np.zeros(n), np.zeros(n)
+    det[1000:1800] = 0.9
+    p[995:1006] = np.hanning(11) * 0.8  # P 5 samples before the detection start: kept (margin)
+    s[1400:1411] = np.hanning(11) * 0.5
+    s[1600:1611] = np.hanning(11) * 0.4  # second S peak below extra_pick_threshold: dropped
+    p[1700:1711] = np.hanning(11) * 0.7  # second P peak above extra_pick_threshold: kept
+    p[2500:2511] = np.hanning(11) * 0.9  # far from any detection: dropped
+    return {"detector": det, "picker_P": p, "picker_S": s}
+
+
+def test_extract_one_p_and_s_per_detection_unless_probabilities_say_otherwise():
+    picks = extract_picks(_curves(), PickerConfig(), FS)
+    assert picks["phase"].tolist() == ["P", "S", "P"]
+    assert picks["sample"].tolist() == pytest.approx([1000, 1405, 1705])
+    assert picks["probability"].tolist() == pytest.approx([0.8, 0.5, 0.7])
+    assert (picks["detection_start"] == 1000).all() and (picks["detection_end"] == 1800).all()
+    assert picks["detection_probability"].tolist() == pytest.approx([0.9] * 3)
+    assert picks["probability_std"].eq(0).all() and picks["time_std_s"].isna().all()
+
+
+def test_extract_makes_no_pick_inside_a_gap():
+    gap = np.zeros(3000, bool)
+    gap[1350:1500] = True
+    picks = extract_picks(_curves(), PickerConfig(), FS, gap_mask=gap)
+    # the detection is split by the gap; the S inside it is gone, the S at 1605 remains
+    assert not ((picks["sample"] >= 1350) & (picks["sample"] < 1500)).any()
+    assert (picks["phase"] == "P").sum() == 2
+
+
+def test_candidates_subsample_peak_and_thinning():
+    prob = np.zeros(100)
+    prob[40:43] = [0.5, 0.9, 0.7]
+    cand = pick_candidates(prob, 0.3)
+    assert len(cand) == 1 and 41 < cand["sample"].iloc[0] < 41.5
+    kept = thin(np.array([10.0, 10.3, 11.0, 30.0]), np.array([0.5, 0.9, 0.4, 0.6]), 0.5)
+    assert kept.tolist() == [1, 2, 3]
+    assert find_detections(np.r_[np.zeros(5), np.ones(3) * 0.6, np.zeros(5)], 0.5, 5).size == 0
+    assert runs(np.array([0, 1, 1, 0, 1], bool))[0].tolist() == [1, 4]
+
+
+# ------------------------------------------------------------------ record / span with the fake
+
+
+def test_fake_picks_land_on_the_events_and_mc_runs_only_where_detected():
+    events = [(100.0, 103.0), (250.0, 254.5), (430.0, 431.5)]
+    record = _record(_event_data(60_000, events))
+    model = FakePicker()
+    stats = SpanStats()
+    picks = eqt_record_picks(record, model, PickerConfig(mc_samples=8), stats)
+    for phase, col in (("P", 0), ("S", 1)):
+        got = picks.loc[picks["phase"] == phase, "sample"].to_numpy() / FS
+        assert got == pytest.approx([e[col] for e in events], abs=0.02)
+    # stochastic passes only for windows with a detection, batched as repeated windows
+    mc_windows = sum(n for n, m in model.calls if m == 1)
+    assert stats.mc_windows == mc_windows // 8 and 0 < stats.mc_windows < stats.windows / 2
+    assert (picks["probability_std"] > 0).all()
+    assert ((picks["time_std_s"] > 0.002) & (picks["time_std_s"] < 0.05)).all()
+    assert (picks["detection_probability_std"] >= 0).all()
+
+
+def test_span_in_chunks_finds_each_event_once_across_seams():
+    n = int(900 * FS)
+    events = [(120.0, 123.0), (299.95, 302.0), (598.0, 600.02), (700.0, 707.0)]
+    stream = _stream(_event_data(n, events))
+    cfg = PickerConfig(chunk_s=300)
+    stats = SpanStats()
+    picks = pick_span(
+        lambda a, b: stream.slice(a, b).copy(), ("XX", "TEST", ""), T0, T0 + 900, cfg,
+        FakePicker(), stats,
+    )  # fmt: skip
+    assert stats.chunks == 3
+    times = (picks["time"] - pd.Timestamp(T0.datetime, tz="UTC")).dt.total_seconds()
+    for phase, col in (("P", 0), ("S", 1)):
+        got = np.sort(times[picks["phase"] == phase].to_numpy())
+        assert got == pytest.approx([e[col] for e in events], abs=0.02)
+    assert picks["pick_id"].is_unique
+    assert picks["pick_id"].iloc[0].startswith("XX.TEST..P.2024-02-03T00:02:00.")
+    assert dict(picks.dtypes.astype(str)) == PICKS_SCHEMA | {"pick_id": "object"}
+
+
+def test_span_gap_yields_no_pick_inside_it():
+    n = int(600 * FS)
+    events = [(100.0, 103.0), (300.0, 303.0), (500.0, 503.0)]
+    stream = _stream(_event_data(n, events))
+    gapped = stream.copy().cutout(T0 + 280, T0 + 320)
+    stats = SpanStats()
+    picks = pick_span(
+        lambda a, b: gapped.slice(a, b).copy(), ("XX", "TEST", ""), T0, T0 + 600,
+        PickerConfig(), FakePicker(), stats,
+    )  # fmt: skip
+    times = (picks["time"] - pd.Timestamp(T0.datetime, tz="UTC")).dt.total_seconds()
+    assert not ((times >= 280) & (times < 320)).any()
+    assert sorted(times[picks["phase"] == "P"].round(1)) == [100.0, 500.0]
+    assert stats.gap_seconds == pytest.approx(40, abs=0.05)
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+def test_preprocess_orders_12z_and_resamples_to_100_hz():
+    t = np.arange(0, 120, 1 / 200.0)
+    traces = []
+    for cha, freq in (("HHZ", 5.0), ("HH1", 10.0), ("HH2", 20.0)):
+        traces.append(
+            Trace(
+                np.sin(2 * np.pi * freq * t),
+                header={
+                    "network": "XX",
+                    "station": "A",
+                    "channel": cha,
+                    "sampling_rate": 200.0,
+                    "starttime": T0,
+                },
+            )  # fmt: skip
+        )
+    record = preprocess_stream(Stream(traces), "XX.A.")
+    assert record.sampling_rate == 100 and record.n_samples == pytest.approx(12000, abs=1)
+    assert record.channels == ("HH1", "HH2", "HHZ") and not record.gap_mask.any()
+    spectrum = np.abs(np.fft.rfft(record.data[2000:10000], axis=0))
+    freqs = np.fft.rfftfreq(8000, 0.01)
+    assert freqs[spectrum.argmax(axis=0)].tolist() == pytest.approx([10.0, 20.0, 5.0])
+    # amplitudes kept (rms * sqrt 2): the 1-45 Hz pass band and the resampling are flat
+    amplitude = record.data[2000:10000].std(axis=0) * np.sqrt(2)
+    assert amplitude == pytest.approx([1.0, 1.0, 1.0], abs=0.03)
+
+
+def test_preprocess_missing_component_and_gap():
+    rng = np.random.default_rng(2)
+    z = Trace(rng.normal(size=60_000), header={"station": "A", "channel": "EHZ", "starttime": T0,
+                                               "sampling_rate": FS})  # fmt: skip
+    stream = Stream([z]).cutout(T0 + 200, T0 + 210)
+    record = preprocess_stream(stream, "XX.A.")
+    assert record.channels == (None, None, "EHZ") and record.missing_components == ["E", "N"]
+    assert "E, N missing" in record.notes[0]
+    assert not record.data[:, :2].any()
+    starts, ends = runs(record.gap_mask)
+    assert len(starts) == 1 and (ends[0] - starts[0]) / FS == pytest.approx(10, abs=0.02)
+    assert not record.data[starts[0] : ends[0]].any()
+    assert preprocess_stream(Stream(), "XX.A.") is None
+
+
+def test_preprocess_refuses_mixed_channel_prefixes():
+    stream = _stream(np.zeros((1000, 3))) + _stream(np.zeros((1000, 3)), prefix="EH")
+    with pytest.raises(ValueError, match=r"XX\.TEST\..*several location/channel prefixes"):
+        preprocess_stream(stream, "XX.TEST.")
+
+
+# ------------------------------------------------------------------ stage
+
+
+def _run_with_archive(tmp_path, stream: Stream) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    write_channel_day(stream, run.stage_dir("waveforms"), DAY)
+    pd.DataFrame(
+        [{"network": "XX", "station": s, "location": "", "channel_prefix": "HH", "latitude": 35.0,
+          "longitude": 133.0, "elevation_m": 0.0, "sampling_rate": 100.0}
+         for s in ("TEST", "EMPTY")]
+    ).to_csv(run.path("waveforms", "stations.csv"), index=False)  # fmt: skip
+    return run
+
+
+def test_station_day_stage_writes_tables_and_manifest(tmp_path):
+    stream = _stream(_event_data(int(1200 * FS), [(10.0, 13.0), (500.0, 502.0)]),
+                     start=T0 + 3600 * 5)  # fmt: skip
+    run = _run_with_archive(tmp_path, stream)
+    summary = pick_station_day(run.root, "XX", "TEST", DAY, PickerConfig(), FakePicker())
+    path = station_day_path(run.root, "XX", "TEST", DAY)
+    assert summary["path"] == str(path) and path.name == "XX.TEST.2024-02-03.parquet"
+    assert (summary["n_p"], summary["n_s"]) == (2, 2)
+    assert summary["data_seconds"] == pytest.approx(1200, abs=0.1)
+    table = pd.read_parquet(path)
+    assert dict(table.dtypes.astype(str)) == PICKS_SCHEMA
+    result = pick_all(run, PickerConfig(), pd.read_csv(run.path("waveforms", "stations.csv"),
+                      keep_default_na=False), [DAY], model=FakePicker())  # fmt: skip
+    assert result["counts"]["picks"] == 4 and result["counts"]["failed"] == 0
+    merged = pd.read_parquet(run.path("picks", "picks.parquet"))
+    assert len(merged) == 4 and merged["time"].is_monotonic_increasing
+    empty = pd.read_parquet(station_day_path(run.root, "XX", "EMPTY", DAY))
+    assert empty.empty and list(empty.columns) == list(PICKS_SCHEMA)
+    assert run.read_manifest()["picks"]["counts"]["station_days"] == 2
+
+
+def test_bad_station_day_error_names_it(tmp_path):
+    run = _run_with_archive(tmp_path, _stream(np.zeros((1000, 3))))
+    with pytest.raises(PickingError, match=r"station-day XX\.\.\./x\.2024-02-03: .*station"):
+        pick_station_day(run.root, "XX", "../x", DAY, PickerConfig(), FakePicker())
+    with pytest.raises(PickingError, match=r"station-day XX\.NOPE\.2024-02-03: .*not in"):
+        pick_station_day(run.root, "XX", "NOPE", DAY, PickerConfig(), FakePicker())
+    pd.DataFrame({"pick_id": ["a"]}).to_parquet(run.path("picks", "XX.TEST.2024-02-03.parquet"))
+    with pytest.raises(PickingError, match="missing column"):
+        merge_picks(run)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mc_samples"):
+        PickerConfig(mc_samples=1)
+    with pytest.raises(ValueError, match="Extra inputs"):
+        PickerConfig(thresholds=0.2)
+    assert PickerConfig().model_dump()["detection_threshold"] == 0.5
+
+
+# ------------------------------------------------------------------ the real model, real data
+
+
+_CACHE: dict[str, object] = {}
+
+
+@pytest.fixture
+def eqt(shared):
+    """The real EQTransformer with the shared weights (loaded once per session)."""
+    if "eqt" not in _CACHE:
+        from pipeline.picking import load_eqt
+
+        _CACHE["eqt"] = load_eqt(shared("models", "eqt", "EqT_conservative.keras"))
+    return _CACHE["eqt"]
+
+
+@pytest.fixture
+def wilz(shared):
+    """The 2 h O2.WILZ record (E, N, Z at 100 Hz)."""
+    if "wilz" not in _CACHE:
+        _CACHE["wilz"] = read(str(shared("data", "continuous", "O2.WILZ") / "*.mseed"))
+    return _CACHE["wilz"]
+
+
+def _wilz_run(tmp_path, stream) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    write_channel_day(stream, run.stage_dir("waveforms"), DAY)
+    return run
+
+
+def test_o2wilz_two_hours_many_picks_no_duplicates(tmp_path, eqt, wilz):
+    run = _wilz_run(tmp_path, wilz)
+    summary = pick_station_day(
+        run.root, "O2", "WILZ", DAY, PickerConfig(), eqt, location="", channel_prefix="EH"
+    )
+    picks = pd.read_parquet(summary["path"])
+    assert summary["n_p"] >= P_MIN and summary["n_s"] >= S_MIN, summary
+    assert picks["model"].eq("EqT_conservative").all() and picks["picker"].eq("eqt").all()
+    for _, part in picks.groupby("phase"):
+        assert part["time"].diff().dt.total_seconds().dropna().min() >= 0.5
+    assert picks["probability"].between(0.3, 1).all()
+    inside = (picks["time"] >= picks["detection_start"] - pd.Timedelta(seconds=1)) & (
+        picks["time"] <= picks["detection_end"] + pd.Timedelta(seconds=1)
+    )
+    assert inside.all()
+
+
+def test_o2wilz_gap_has_no_pick_and_mc_reports_spread(tmp_path, eqt, wilz):
+    start = wilz[0].stats.starttime + 600
+    excerpt = wilz.slice(start, start + 900).copy()
+    gap = (start + 300, start + 420)
+    gapped = excerpt.copy().cutout(*gap)
+    reader = lambda a, b: gapped.slice(a, b).copy()  # noqa: E731
+    cfg = PickerConfig(mc_samples=4)
+    picks = pick_span(reader, ("O2", "WILZ", ""), start, start + 900, cfg, eqt)
+    full = pick_span(lambda a, b: excerpt.slice(a, b).copy(), ("O2", "WILZ", ""), start,
+                     start + 900, PickerConfig(), eqt)  # fmt: skip
+    t0, t1 = (pd.Timestamp(t.datetime, tz="UTC") for t in gap)
+    assert ((full["time"] >= t0) & (full["time"] < t1)).sum() >= 2  # the gap hid picks
+    assert not ((picks["time"] >= t0) & (picks["time"] < t1)).any()
+    assert len(picks) >= 4
+    assert (picks["probability_std"] >= 0).all() and (picks["probability_std"] > 0).any()
+    assert picks["time_std_s"].notna().all() and (picks["time_std_s"] < 0.5).all()
+
+
+#: Lower bounds for the O2.WILZ 2 h record (about 70 % of the counts measured).
+P_MIN, S_MIN = 1, 1
