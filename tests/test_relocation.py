@@ -291,3 +291,18 @@ def test_stage_end_to_end_on_generated_cluster(tmp_path):
     before = np.median(relative_errors_km(scenario.truth, start))
     after = np.median(relative_errors_km(scenario.truth, relocated))
     assert after < 0.5 * before
+
+
+def test_output_readers_on_example1_reference(shared):
+    reloc = fmt.read_reloc(shared(*EXAMPLE, "hypoDD.reloc"))
+    assert len(reloc) == 16 and reloc.cluster_id.eq(1).all()
+    first = reloc.iloc[0]
+    assert first.hypodd_id == 38542 and first.latitude == pytest.approx(37.878642)
+    assert str(first.origin_time) == "1985-01-24 02:19:58.740000+00:00"
+    sta = fmt.read_sta(shared(*EXAMPLE, "hypoDD.sta"))
+    assert sta.station.iloc[1] == "NCCAI" and sta.n_ct_p.iloc[1] == 91
+    res = fmt.read_res(shared(*EXAMPLE, "hypoDD.res"))
+    assert set(res.data_type) <= {1, 2, 3, 4}
+    assert res.iloc[0].station == "NCCAI" and res.iloc[0].residual_ms == pytest.approx(1.394783)
+    loc = fmt.read_loc(shared(*EXAMPLE, "hypoDD.loc"))
+    assert set(loc.hypodd_id) == set(reloc.hypodd_id)

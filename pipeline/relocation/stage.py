@@ -79,7 +79,8 @@ def station_labels(stations: pd.DataFrame) -> pd.DataFrame:
 
 
 def _events(locations: pd.DataFrame) -> pd.DataFrame:
-    """Located events in origin-time order with HypoDD IDs and 0.01-s origin times."""
+    """Located events in origin-time order with HypoDD IDs and 0.01-s origin times (the
+    precision of event.dat); depths above sea level enter HypoDD at 0 km."""
     ok = locations[["latitude", "longitude", "depth_km"]].notna().all(axis=1)
     if "located" in locations.columns:
         ok &= locations["located"].fillna(False).astype(bool)
