@@ -83,8 +83,12 @@ class WeightsMismatchError(ValueError):
     """A weights file does not fit the network; the message names the file and the layer."""
 
 
-def _conv(filters: int, kernel: int, name: str, activation: str | None = "relu") -> keras.Layer:
-    return keras.layers.Conv1D(filters, kernel, padding="same", activation=activation, name=name)
+def _conv(
+    filters: int, kernel: int, name: str, activation: str | None = "relu", dtype=None
+) -> keras.Layer:
+    return keras.layers.Conv1D(
+        filters, kernel, padding="same", activation=activation, name=name, dtype=dtype
+    )
 
 
 def _lstm(name: str, gate: str) -> keras.Layer:
@@ -104,52 +108,53 @@ class EqTNetwork(keras.Model):
     Args:
         lstm_gate: the LSTM gate activation, a key of
             :data:`~pipeline.picking.layers.LSTM_GATES` (``"keras3"`` or ``"keras2"``).
+        mixed_precision: compute the convolutions and batch normalisations in float16
+            (``mixed_float16``; variables stay float32). LSTMs, attention, feed-forward, layer
+            normalisation and the sigmoid heads stay float32.
     """
 
-    def __init__(self, lstm_gate: str = "keras3", **kwargs):
+    def __init__(self, lstm_gate: str = "keras3", mixed_precision: bool = False, **kwargs):
         super().__init__(**kwargs)
         if lstm_gate not in LSTM_GATES:
             raise ValueError(f"lstm_gate must be one of {sorted(LSTM_GATES)}, got {lstm_gate!r}")
         self.lstm_gate = lstm_gate
-        self.weighted: list[keras.Layer] = []
-        self.encoder_convs = [
-            self._add(_conv(f, k, f"conv1d_{i + 1}")) for i, (f, k) in enumerate(ENCODER_CONVS)
-        ]
-        n_res = 2 * len(RESIDUAL_KERNELS)
-        self.res_norms = [
-            self._add(
-                keras.layers.BatchNormalization(epsilon=1e-3, name=f"batch_normalization_{i}")
+        fast = "mixed_float16" if mixed_precision else None
+
+        def conv(filters, kernel, index, activation="relu"):
+            return self._add(_conv(filters, kernel, f"conv1d_{index}", activation, dtype=fast))
+
+        def norm(index):
+            return self._add(
+                keras.layers.BatchNormalization(
+                    epsilon=1e-3, name=f"batch_normalization_{index}", dtype=fast
+                )
             )
-            for i in range(1, n_res + 1)
-        ]
-        self.res_drops = [
-            keras.layers.SpatialDropout1D(DROP_RATE, name=f"spatial_dropout1d_{i}")
-            for i in range(1, n_res + 1)
-        ]
+
+        self.weighted: list[keras.Layer] = []
+        self.encoder_convs = [conv(f, k, i + 1) for i, (f, k) in enumerate(ENCODER_CONVS)]
+        n_res = 2 * len(RESIDUAL_KERNELS)
         first = len(ENCODER_CONVS) + 1
-        self.res_convs = [
-            self._add(_conv(64, RESIDUAL_KERNELS[i // 2], f"conv1d_{first + i}", activation=None))
+        self.res_norms = [norm(i + 1) for i in range(n_res)]
+        self.res_drops = [
+            keras.layers.SpatialDropout1D(DROP_RATE, name=f"spatial_dropout1d_{i + 1}", dtype=fast)
             for i in range(n_res)
         ]
-        self.bilstms = [
-            self._add(
-                keras.layers.Bidirectional(_lstm(f"lstm_{i}", lstm_gate), name=f"bidirectional_{i}")
-            )
-            for i in range(1, BILSTM_BLOCKS + 1)
+        self.res_convs = [
+            conv(64, RESIDUAL_KERNELS[i // 2], first + i, activation=None) for i in range(n_res)
         ]
         first += n_res
-        self.bilstm_convs = [
-            self._add(_conv(LSTM_UNITS, 1, f"conv1d_{first + i}", activation=None))
-            for i in range(BILSTM_BLOCKS)
-        ]
-        self.bilstm_norms = [
+        self.bilstms = [
             self._add(
-                keras.layers.BatchNormalization(
-                    epsilon=1e-3, name=f"batch_normalization_{n_res + 1 + i}"
+                keras.layers.Bidirectional(
+                    _lstm(f"lstm_{i + 1}", lstm_gate), name=f"bidirectional_{i + 1}"
                 )
             )
             for i in range(BILSTM_BLOCKS)
         ]
+        self.bilstm_convs = [
+            conv(LSTM_UNITS, 1, first + i, activation=None) for i in range(BILSTM_BLOCKS)
+        ]
+        self.bilstm_norms = [norm(n_res + 1 + i) for i in range(BILSTM_BLOCKS)]
         self.attentions = [
             self._add(SeqSelfAttention(ATTENTION_UNITS, name=name))
             for name in ("attentionD0", "attentionD")
@@ -168,10 +173,7 @@ class EqTNetwork(keras.Model):
             for phase in "PS"
         ]
         self.decoder_convs = [
-            [
-                self._add(_conv(f, k, f"conv1d_{first_index + j}"))
-                for j, (f, k) in enumerate(DECODER_CONVS)
-            ]
+            [conv(f, k, first_index + j) for j, (f, k) in enumerate(DECODER_CONVS)]
             for first_index in DECODERS.values()
         ]
         self.heads = [self._add(_conv(1, 11, name, activation="sigmoid")) for name in DECODERS]
@@ -198,6 +200,7 @@ class EqTNetwork(keras.Model):
             self.bilstms, self.bilstm_convs, self.bilstm_norms, strict=True
         ):
             x = norm(conv(bilstm(x, training=False)), training=False)
+        x = ops.cast(x, "float32")  # the transformer runs in float32 (matters if mixed)
         norms = iter(self.layer_norms)
         for attention, feed_forward in zip(self.attentions, self.feed_forwards, strict=True):
             x = next(norms)(x + attention(x))
@@ -227,9 +230,9 @@ class EqTNetwork(keras.Model):
         }
 
 
-def build_network(lstm_gate: str = "keras3") -> EqTNetwork:
-    """A built :class:`EqTNetwork` with untrained weights."""
-    network = EqTNetwork(lstm_gate, name="EQTransformer")
+def build_network(lstm_gate: str = "keras3", mixed_precision: bool = False) -> EqTNetwork:
+    """A built :class:`EqTNetwork` with untrained weights (arguments as for the class)."""
+    network = EqTNetwork(lstm_gate, mixed_precision, name="EQTransformer")
     # Weight shapes do not depend on the window length: a short eager call builds them fast.
     network(np.zeros((1, 128, CHANNELS), dtype=np.float32))
     return network
@@ -378,16 +381,16 @@ class EQTransformer:
     """A loaded EQTransformer: deterministic and Monte-Carlo-dropout window predictions.
 
     Attributes:
-        name: model name for the picks table (the weights file's stem).
+        name: model name for the picks table (default: the weights file's stem).
         sha256: SHA-256 of the weights file.
         path: the weights file.
         device: ``"GPU"`` when TensorFlow sees one (it then runs there), else ``"CPU"``.
     """
 
-    def __init__(self, network: EqTNetwork, path: Path, sha256: str):
+    def __init__(self, network: EqTNetwork, path: Path, sha256: str, name: str | None = None):
         self.network = network
         self.path = path
-        self.name = path.stem
+        self.name = name or path.stem
         self.sha256 = sha256
         self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
         spec = tf.TensorSpec((None, WINDOW_SAMPLES, CHANNELS), tf.float32)
@@ -464,13 +467,25 @@ class EQTransformer:
         return x
 
 
-def load_eqt(path: str | Path | None = None) -> EQTransformer:
+def load_eqt(
+    path: str | Path | None = None, *, lstm_gate: str = "keras3", mixed_precision: bool = False
+) -> EQTransformer:
     """Load EQTransformer with the weights of a ``.keras`` or legacy Keras 2 ``.h5`` file.
+
+    Runs on the GPU when TensorFlow sees one, else on all CPU cores (TensorFlow's default
+    thread pools).
 
     Args:
         path: weights file; None for the installed default in the user cache
             (``~/.cache/eqcat/models/EqT_conservative.keras``; ``EQCAT_MODEL_DIR`` overrides
             the folder).
+        lstm_gate: ``"keras3"`` (default) computes what the converted ``.keras`` model computes
+            in Keras 3 and matches the parity reference; ``"keras2"`` uses the gate the
+            weights were trained with (see :data:`~pipeline.picking.layers.LSTM_GATES`).
+        mixed_precision: GPU only (ignored with a warning on CPU): float16 convolutions.
+            Off by default because it does not keep parity: on the 16 reference windows it
+            changed the outputs by up to 4e-3 (tolerance 1e-4). With it off, TensorFloat-32
+            is disabled on the GPU so float32 results match the CPU's.
 
     Raises:
         FileNotFoundError: the file is missing (the message says to run ``make setup``).
@@ -487,8 +502,17 @@ def load_eqt(path: str | Path | None = None) -> EQTransformer:
             f"EQTransformer weights not found: {path}; run `make setup` to install the "
             "default weights, or pass the path of a .keras or Keras 2 .h5 weights file"
         )
-    network = build_network()
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if mixed_precision and not on_gpu:
+        log.warning("mixed precision requested but no GPU is visible; running in float32")
+        mixed_precision = False
+    if on_gpu and not mixed_precision:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    network = build_network(lstm_gate, mixed_precision)
     count = assign_weights(network, read_weights(path), path)
-    model = EQTransformer(network, path, sha256_file(path))
+    name = path.stem + ("" if lstm_gate == "keras3" else f"+{lstm_gate}-gate")
+    model = EQTransformer(
+        network, path, sha256_file(path), name=name + ("+fp16" if mixed_precision else "")
+    )
     log.info("loaded %s (%d weights) from %s; running on %s", model.name, count, path, model.device)
     return model

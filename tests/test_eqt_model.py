@@ -1,0 +1,199 @@
+"""EQTransformer network: weights loading, parity with an independent implementation, MC dropout."""
+
+from __future__ import annotations
+
+import functools
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.picking import EQTransformer, load_eqt
+from pipeline.picking.model import (
+    OUTPUT_NAMES,
+    WeightsMismatchError,
+    assign_weights,
+    build_network,
+    read_keras3_weights,
+    read_legacy_h5_weights,
+)
+
+#: Values in the published weights (README of ../shared).
+TOTAL_WEIGHTS = 378_311
+SHARED_SHA256 = "ba3846abf793c693e5ab9ee2f793ed0e801007dfda57523cb7c200553aa7ae9b"
+PARITY_TOLERANCE = 1e-4
+
+
+@functools.cache
+def _load(path: str, lstm_gate: str = "keras3") -> EQTransformer:
+    return load_eqt(path, lstm_gate=lstm_gate)
+
+
+@pytest.fixture
+def weights_path(shared):
+    return shared("models", "eqt", "EqT_conservative.keras")
+
+
+@pytest.fixture
+def eqt(weights_path) -> EQTransformer:
+    """The shared conservative model, loaded once per test session."""
+    return _load(str(weights_path))
+
+
+@pytest.fixture
+def reference(shared):
+    return np.load(shared("reference", "eqt_parity_o2wilz.npz"))
+
+
+def test_parity_with_reference_implementation(eqt, reference):
+    out = eqt.predict_windows(reference["x"], batch_size=8)
+    diffs = {k: float(np.abs(out[k] - reference[k]).max()) for k in OUTPUT_NAMES}
+    print("max |ours - reference|:", diffs)
+    assert all(d <= PARITY_TOLERANCE for d in diffs.values()), diffs
+    # The reference windows hold events: the detector fires on most of them.
+    assert (out["detector"].max(axis=1) > 0.5).sum() >= 10
+
+
+def test_outputs_names_shapes_and_identity(eqt, reference):
+    out = eqt.predict_windows(reference["x"][:3])
+    assert set(out) == set(OUTPUT_NAMES)
+    for values in out.values():
+        assert values.shape == (3, 6000)
+        assert values.dtype == np.float32
+        assert values.min() >= 0.0 and values.max() <= 1.0
+    assert eqt.name == "EqT_conservative"
+    assert eqt.sha256 == SHARED_SHA256
+    assert eqt.device in ("CPU", "GPU")
+
+
+def test_every_weight_assigned_once_with_matching_shape(weights_path):
+    weights = read_keras3_weights(weights_path)
+    assert sum(a.size for arrays in weights.values() for a in arrays) == TOTAL_WEIGHTS
+    network = build_network()
+    assert assign_weights(network, weights, weights_path) == TOTAL_WEIGHTS
+    assert sum(int(np.prod(v.shape)) for v in network.weights) == TOTAL_WEIGHTS
+    # No BatchNormalization in the network is left with its initial statistics.
+    norms = [layer for layer in network.weighted if "batch_normalization" in layer.name]
+    assert len(norms) == 17
+    assert all(not np.allclose(n.moving_variance.numpy(), 1.0) for n in norms)
+
+
+def test_mismatched_weights_name_the_layer(weights_path):
+    weights = read_keras3_weights(weights_path)
+    network = build_network()
+    wrong_shape = dict(weights, attentionP=[a.T for a in weights["attentionP"]])
+    with pytest.raises(WeightsMismatchError, match="attentionP"):
+        assign_weights(network, wrong_shape, weights_path)
+    missing = {k: v for k, v in weights.items() if k != "lstm_5"}
+    with pytest.raises(WeightsMismatchError, match="lstm_5"):
+        assign_weights(network, missing, weights_path)
+
+
+def _write_keras2_h5(path, weights: dict[str, list[np.ndarray]], full_model: bool) -> None:
+    """Write ``weights`` in the Keras 2 HDF5 layout (``model_weights/<layer>/<layer>/<var>:0``).
+
+    The variable names are made up; Keras 2 readers (and ours) follow ``weight_names``.
+    A weightless layer is included, as Keras 2 lists every layer.
+    """
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights") if full_model else f
+        names = ["input", *weights]
+        root.attrs["layer_names"] = [n.encode() for n in names]
+        root.create_group("input").attrs["weight_names"] = []
+        for name, arrays in weights.items():
+            group = root.create_group(name)
+            weight_names = [f"{name}/var_{len(arrays) - i}:0" for i in range(len(arrays))]
+            group.attrs["weight_names"] = [w.encode() for w in weight_names]
+            for weight_name, array in zip(weight_names, arrays, strict=True):
+                group.create_dataset(weight_name, data=array)
+
+
+def test_legacy_keras2_h5_round_trip(tmp_path, weights_path, eqt, reference):
+    weights = read_keras3_weights(weights_path)
+    legacy = tmp_path / "EqT_model_conservative.h5"
+    _write_keras2_h5(legacy, weights, full_model=True)
+    weights_only = tmp_path / "weights_only.h5"
+    _write_keras2_h5(weights_only, weights, full_model=False)
+    for path in (legacy, weights_only):
+        read = read_legacy_h5_weights(path)
+        assert read.keys() == weights.keys()
+        assert all(
+            np.array_equal(a, b)
+            for name in weights
+            for a, b in zip(read[name], weights[name], strict=True)
+        )
+
+    model = load_eqt(legacy)
+    assert model.name == "EqT_model_conservative"
+    x = reference["x"][:2]
+    ours, expected = model.predict_windows(x), eqt.predict_windows(x)
+    for k in OUTPUT_NAMES:
+        np.testing.assert_array_equal(ours[k], expected[k])
+
+
+def test_mc_dropout_mean_and_std(eqt, reference):
+    x = reference["x"][[3, 5]]  # two windows with an event
+    det = eqt.predict_windows(x)
+    mc = eqt.predict_windows(x, mc_samples=5, batch_size=10)
+    assert set(mc) == set(OUTPUT_NAMES) | {f"{k}_std" for k in OUTPUT_NAMES}
+    for k in OUTPUT_NAMES:
+        assert mc[k].shape == mc[f"{k}_std"].shape == (2, 6000)
+        assert mc[f"{k}_std"].max() > 1e-3  # the passes differ
+        assert mc[f"{k}_std"].min() >= 0.0
+        assert np.abs(mc[k] - det[k]).mean() < 0.01
+        np.testing.assert_allclose(mc[k].max(axis=1), det[k].max(axis=1), atol=0.05)
+        assert np.all(np.abs(mc[k].argmax(axis=1) - det[k].argmax(axis=1)) <= 5)
+    # Two calls draw different masks.
+    again = eqt.predict_windows(x, mc_samples=5, batch_size=10)
+    assert not np.array_equal(again["picker_P"], mc["picker_P"])
+
+
+def test_mc_mode_changes_nothing_but_dropout(weights_path, reference):
+    """With the dropout rates at zero the stochastic pass equals the deterministic one.
+
+    This shows batch normalisation keeps its moving statistics in MC mode.
+    """
+    model = load_eqt(weights_path)
+    for layer in model.network.res_drops:
+        layer.rate = 0.0
+    x = reference["x"][:2]
+    det = model.predict_windows(x)
+    mc = model.predict_windows(x, mc_samples=3)
+    for k in OUTPUT_NAMES:
+        np.testing.assert_allclose(mc[k], det[k], atol=1e-6)
+        assert mc[f"{k}_std"].max() <= 1e-6
+
+
+def test_keras2_gate_is_a_different_model(weights_path, reference):
+    """The gate the weights were trained with (Keras 2) changes the outputs substantially."""
+    model = _load(str(weights_path), lstm_gate="keras2")
+    assert model.name == "EqT_conservative+keras2-gate"
+    out = model.predict_windows(reference["x"][:4])
+    assert np.abs(out["detector"] - reference["detector"][:4]).max() > 0.01
+
+
+def test_bad_windows_are_rejected(eqt):
+    with pytest.raises(ValueError, match=r"\(N, 6000, 3\)"):
+        eqt.predict_windows(np.zeros((2, 3000, 3), dtype=np.float32))
+    bad = np.zeros((1, 6000, 3), dtype=np.float32)
+    bad[0, 10, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        eqt.predict_windows(bad)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path, monkeypatch):
+    missing = tmp_path / "EqT_conservative.keras"
+    with pytest.raises(FileNotFoundError, match="make setup") as excinfo:
+        load_eqt(missing)
+    assert str(missing) in str(excinfo.value)
+    monkeypatch.setenv("EQCAT_MODEL_DIR", str(tmp_path / "models"))
+    with pytest.raises(FileNotFoundError, match="make setup") as excinfo:
+        load_eqt()
+    assert str(tmp_path / "models") in str(excinfo.value)
+
+
+def test_not_a_weights_file(tmp_path):
+    junk = tmp_path / "model.keras"
+    junk.write_text("not a model")
+    with pytest.raises(WeightsMismatchError, match="model.keras"):
+        load_eqt(junk)
