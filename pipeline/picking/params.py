@@ -36,10 +36,16 @@ class StaLtaConfig(_Section):
     s_min_delay_s: float = Field(0.8, ge=0, description="earliest S candidate after its P pick (s)")
     s_max_delay_s: float = Field(30.0, gt=0, description="latest S candidate after its P pick (s)")
     aic_before_s: float = Field(
-        2.0, gt=0, description="AIC search starts this long (s) before the trigger sample"
+        2.0, gt=0, description="P: AIC search starts this long (s) before the trigger sample"
+    )
+    s_aic_before_s: float = Field(
+        1.0,
+        gt=0,
+        description="S: AIC search starts this long (s) before the STA/LTA maximum (shorter "
+        "than for P: the P coda before it is not stationary)",
     )
     aic_after_s: float = Field(
-        0.5, ge=0, description="AIC search ends this long (s) after the trigger sample"
+        0.5, ge=0, description="AIC search ends this long (s) after the trigger sample / maximum"
     )
     min_trigger_s: float = Field(
         0.2, ge=0, description="shorter P triggers (s) are discarded as spikes"

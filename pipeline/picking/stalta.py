@@ -9,7 +9,8 @@ On a preprocessed :class:`~pipeline.picking.preprocess.Record` (band-passed, 100
 - S: recursive STA/LTA on each horizontal, the larger of the two per sample. Between
   ``s_min_delay_s`` and ``s_max_delay_s`` after a P pick (and before the next P trigger) the
   maximum of that function is the S candidate when it reaches ``s_trigger_on``; its onset is
-  the minimum of the summed AIC functions of the horizontals around it.
+  the minimum of the summed AIC functions of the horizontals from ``s_aic_before_s`` before
+  to ``aic_after_s`` after it.
 - The probability column carries ``1 - 1/peak ratio`` (0.75 at a ratio of 4), a monotonic
   stand-in for the deep-learning probabilities; the detection bounds are the P trigger's
   on/off samples. The STA/LTA is zeroed inside gaps and for one LTA length after each.
@@ -75,6 +76,7 @@ def stalta_picks(record: Record, cfg: StaLtaConfig) -> pd.DataFrame:
         if off + 1 - on >= cfg.min_trigger_s * fs
     ]
     before, after = int(round(cfg.aic_before_s * fs)), int(round(cfg.aic_after_s * fs))
+    s_before = int(round(cfg.s_aic_before_s * fs))
     s_min, s_max = int(round(cfg.s_min_delay_s * fs)), int(round(cfg.s_max_delay_s * fs))
 
     def add(sample: int, phase: str, ratio: float, on: int, off: int) -> None:
@@ -105,7 +107,7 @@ def stalta_picks(record: Record, cfg: StaLtaConfig) -> pd.DataFrame:
         peak = s_lo + int(np.argmax(cf_s[s_lo:s_hi]))
         if cf_s[peak] < cfg.s_trigger_on:
             continue
-        a_lo, a_hi = max(s_lo, peak - before), min(n, peak + after + 1)
+        a_lo, a_hi = max(s_lo, peak - s_before), min(n, peak + after + 1)
         s = _aic_onset(horizontals, a_lo, a_hi) if a_hi - a_lo > 3 else peak
         add(s, "S", float(cf_s[peak]), on, off)
     table = pd.DataFrame(columns)
