@@ -19,7 +19,7 @@ from obspy import Stream, Trace, UTCDateTime
 from pipeline.picking.extract import extract_picks, pick_candidates
 from pipeline.picking.params import PickerConfig
 from pipeline.picking.preprocess import COMPONENT_SLOT, preprocess_stream
-from pipeline.picking.windows import WINDOW, cut_windows, standardise
+from pipeline.picking.windows import WINDOW, standardised_windows
 
 FS = 100.0
 THRESHOLD = 0.3
@@ -52,9 +52,9 @@ def _windows(folder, rng) -> tuple[np.ndarray, np.ndarray]:
         lo = max(0, row.its + EDGE - WINDOW)
         hi = min(row.itp - EDGE, record.n_samples - WINDOW)
         start = int(rng.integers(lo, hi + 1))
-        windows.append(cut_windows(record.data, np.array([start]))[0])
+        windows.append(standardised_windows(record.data, np.array([start]))[0])
         truth.append((row.itp - start, row.its - start))
-    return standardise(np.stack(windows)), np.array(truth, dtype=float)
+    return np.stack(windows), np.array(truth, dtype=float)
 
 
 def _stats(residuals: np.ndarray) -> dict[str, float]:

@@ -31,10 +31,7 @@ from pipeline.picking.stage import (
 )
 from pipeline.picking.windows import (
     WINDOW,
-    combine,
-    cut_windows,
-    effective_blind,
-    standardise,
+    standardised_windows,
     window_starts,
     window_step,
 )
@@ -131,38 +128,25 @@ def test_window_starts_cover_the_record_on_a_global_grid():
     assert window_starts(4000, T0.timestamp, FS, step).tolist() == [0]
 
 
-def test_standardise_per_window_and_channel():
+def test_standardised_windows_per_window_and_channel():
     rng = np.random.default_rng(1)
-    x = rng.normal(3.0, 5.0, (4, WINDOW, 3)).astype(np.float32)
-    x[1, :, 2] = 0.0
-    standardise(x)
-    assert np.allclose(x[[0, 2, 3]].mean(axis=1), 0, atol=1e-4)
-    assert np.allclose(x[[0, 2, 3]].std(axis=1), 1, atol=1e-4)
-    assert np.all(x[1, :, 2] == 0)
-
-
-def test_combine_takes_the_maximum_and_blinds_inner_edges():
-    n, step = 20_000, window_step(0.3)
-    blind = effective_blind(500, step)
-    starts = window_starts(n, T0.timestamp, FS, step)
-    ones = np.ones((len(starts), WINDOW), np.float32)
-    assert np.all(combine(ones, starts, n, blind) == 1)  # every sample covered
-    # a window's value near its inner edge is ignored, near the record end it is kept
-    values = np.zeros((len(starts), WINDOW), np.float32)
-    values[1, 10] = 0.9  # inside the blinded left edge of the second window
-    values[0, 5] = 0.7  # first window, at the start of the record
-    values[-1, -5] = 0.8  # last window, at the end of the record
-    combined = combine(values, starts, n, blind)
-    assert combined[starts[1] + 10] == 0
-    assert combined[5] == pytest.approx(0.7) and combined[n - 5] == pytest.approx(0.8)
-    # with no overlap, blinding is capped so coverage stays complete
-    assert effective_blind(500, window_step(0.0)) == 0
-
-
-def test_cut_windows_pads_a_short_record():
-    data = np.ones((1234, 3))
-    x = cut_windows(data, np.array([0]))
-    assert x.shape == (1, WINDOW, 3) and x[0, :1234].all() and not x[0, 1234:].any()
+    data = rng.normal(3.0, 5.0, (20_000, 3)).astype(np.float32)
+    data[:, 2] *= np.linspace(1, 10, 20_000, dtype=np.float32)  # changing scale
+    data[7000:14000, 1] = 0.0  # a dead channel in the second window
+    starts = np.array([0, 7000, 14_000])
+    x = standardised_windows(data, starts)
+    assert x.shape == (3, WINDOW, 3) and x.dtype == np.float32
+    for i, s in enumerate(starts):
+        piece = data[s : s + WINDOW].astype(np.float64)
+        std = piece.std(axis=0)
+        expected = (piece - piece.mean(axis=0)) / np.where(std > 0, std, 1)
+        assert np.allclose(x[i], expected, atol=1e-4)
+    assert not x[1, :, 1].any()
+    # a record shorter than one window is zero-padded; the padding counts in the statistics
+    short = standardised_windows(np.ones((1234, 3)) + np.arange(1234)[:, None], np.array([0]))
+    assert short.shape == (1, WINDOW, 3)
+    assert short[0].mean(axis=0) == pytest.approx([0, 0, 0], abs=1e-4)
+    assert np.all(short[0, 1234:] == short[0, 1234])
 
 
 # ------------------------------------------------------------------ detections and picks

@@ -44,10 +44,9 @@ from pipeline.picking.windows import (
     WindowPredictor,
     combine,
     combined_passes,
-    cut_windows,
     effective_blind,
     predict,
-    standardise,
+    standardised_windows,
     window_starts,
     window_step,
 )
@@ -116,7 +115,7 @@ def eqt_record_picks(
     step = window_step(cfg.overlap)
     blind = effective_blind(cfg.blind_samples, step)
     starts = window_starts(n, record.starttime.timestamp, record.sampling_rate, step)
-    windows = standardise(cut_windows(record.data, starts))
+    windows = standardised_windows(record.data, starts)
     outputs = predict(model, windows, cfg.batch_size)
     curves = {k: combine(outputs[k], starts, n, blind) for k in OUTPUTS}
     passes = None

@@ -62,26 +62,33 @@ def window_starts(
     return np.unique(np.concatenate(([0], grid, [n_samples - window])))
 
 
-def cut_windows(data: np.ndarray, starts: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """(N, window, C) float32 copies of ``data`` (n, C) at ``starts``; zero-padded at the end."""
-    n, channels = data.shape
-    out = np.zeros((len(starts), window, channels), dtype=np.float32)
-    for i, s in enumerate(starts):
-        piece = data[s : s + window]
-        out[i, : len(piece)] = piece
-    return out
+def standardised_windows(data: np.ndarray, starts: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Windows of ``data`` (n, C) at ``starts``, each standardised per channel: (N, window, C).
 
-
-def standardise(x: np.ndarray) -> np.ndarray:
-    """Per window and channel: subtract the mean, divide by the std (EQTransformer "std" mode).
-
-    ``x`` is (N, samples, channels) and is changed in place; all-zero channels stay zero.
+    Per window and channel the mean is subtracted and the result divided by the standard
+    deviation (EQTransformer's "std" normalisation); an all-zero channel stays zero. A record
+    shorter than one window is zero-padded at the end (the padding counts in the statistics,
+    as in EQTransformer). Means and variances come from running sums (float64) over the
+    record, so the cost is one pass over the data plus one copy per window. Returns float32.
     """
-    x -= x.mean(axis=1, keepdims=True)
-    std = x.std(axis=1, keepdims=True)
-    std[std == 0] = 1.0
-    x /= std
-    return x
+    n, channels = data.shape
+    if n < window:
+        data = np.vstack([data, np.zeros((window - n, channels), dtype=data.dtype)])
+    starts = np.asarray(starts, dtype=np.int64)
+    sums = np.zeros((len(data) + 1, channels))
+    squares = np.zeros((len(data) + 1, channels))
+    np.cumsum(data, axis=0, dtype=np.float64, out=sums[1:])
+    np.cumsum(np.square(data, dtype=np.float64), axis=0, out=squares[1:])
+    mean = (sums[starts + window] - sums[starts]) / window
+    power = (squares[starts + window] - squares[starts]) / window
+    variance = power - mean**2
+    std = np.sqrt(np.where(variance > 1e-12 * power, variance, 0.0))
+    scale = 1.0 / np.where(std > 0, std, 1.0)
+    view = np.lib.stride_tricks.sliding_window_view(data, (window, channels))[:, 0]
+    out = view[starts].astype(np.float32)
+    out -= mean[:, None, :].astype(np.float32)
+    out *= scale[:, None, :].astype(np.float32)
+    return out
 
 
 def combine(
