@@ -26,8 +26,10 @@ Keys of ``score.json`` (``None`` when a stage is missing or a value is undefined
   which every 0.5-wide bin has recall >= 0.9;
 - ``by_magnitude``: list of {``m_low``, ``m_high``, ``n_true``, ``n_detected``, ``recall``};
 - ``picks``: {``P``: {...}, ``S``: {...}} each with ``n_picks``, ``n_matched``,
-  ``precision``, ``n_true_visible`` (true arrivals with snr >= 5 outside gaps),
-  ``recall_visible`` (of those, matched), ``mean_s``, ``std_s``, ``mae_s`` (run − true);
+  ``precision``, ``recall_high_snr`` (share of the true arrivals with snr >= 50 outside
+  gaps that were picked; ``n_true_high_snr`` of them), ``recall_by_snr`` (list of
+  {``snr_low``, ``snr_high``, ``n_true``, ``recall``}), ``mean_s``, ``std_s``, ``mae_s``
+  (run − true). ``snr``: the true peak velocity over the noise rms (``truth/picks.csv``);
 - ``hypoinverse`` and ``hypodd``: {``n_located`` (rows with located / relocated true),
   ``n_matched``, ``median_epicentral_error_km``, ``median_abs_depth_error_km``,
   ``median_depth_bias_km`` (run − true)};
@@ -54,7 +56,10 @@ log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0
 MAGNITUDE_BIN = 0.5
-VISIBLE_SNR = 5.0
+#: SNR bins (true S/P peak velocity over noise rms, ``truth/picks.csv`` column snr) of the
+#: pick recall; events "well above the noise" are those with snr >= HIGH_SNR.
+SNR_EDGES = (5.0, 10.0, 20.0, 50.0, math.inf)
+HIGH_SNR = 50.0
 
 
 def _epicentral_km(lat1, lon1, lat2, lon2) -> np.ndarray:
@@ -139,16 +144,14 @@ def match_events(
 
 
 def pick_residuals(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: float) -> dict:
-    """Per phase: counts, precision, recall of visible true arrivals, residual statistics."""
+    """Per phase: counts, precision, recall by true SNR, residual statistics (run − true)."""
     out = {}
     for phase in ("P", "S"):
         run = run_picks[run_picks.phase.str.upper() == phase]
         true = truth_picks[truth_picks.phase == phase]
-        visible = np.ones(len(true), dtype=bool)
-        if "snr" in true.columns:
-            visible &= true.snr.to_numpy(float) >= VISIBLE_SNR
-        if "in_gap" in true.columns:
-            visible &= ~true.in_gap.astype(bool).to_numpy()
+        snr = true.snr.to_numpy(float) if "snr" in true.columns else np.full(len(true), np.inf)
+        usable = ~true.in_gap.astype(bool).to_numpy() if "in_gap" in true.columns else True
+        usable = np.ones(len(true), dtype=bool) & usable
         residuals, matched_true = [], set()
         true_groups = {k: g for k, g in true.groupby(["network", "station"])}
         for key, group in run.groupby(["network", "station"]):
@@ -167,16 +170,27 @@ def pick_residuals(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: fl
             residuals.append(res[ok])
             matched_true.update(tg.index[chosen[ok]])
         res = np.concatenate(residuals) if residuals else np.array([])
-        n_visible = int(visible.sum())
-        visible_idx = set(true.index[visible])
+        picked = true.index.isin(list(matched_true))
+        by_snr = []
+        for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:], strict=True):
+            inside = usable & (snr >= lo) & (snr < hi)
+            if inside.any():
+                by_snr.append(
+                    {
+                        "snr_low": lo,
+                        "snr_high": None if math.isinf(hi) else hi,
+                        "n_true": int(inside.sum()),
+                        "recall": float(picked[inside].mean()),
+                    }
+                )
+        high = usable & (snr >= HIGH_SNR)
         out[phase] = {
             "n_picks": len(run),
             "n_matched": int(res.size),
             "precision": _finite(res.size / len(run)) if len(run) else None,
-            "n_true_visible": n_visible,
-            "recall_visible": (
-                _finite(len(matched_true & visible_idx) / n_visible) if n_visible else None
-            ),
+            "n_true_high_snr": int(high.sum()),
+            "recall_high_snr": _finite(picked[high].mean()) if high.any() else None,
+            "recall_by_snr": by_snr,
             "mean_s": _finite(res.mean()) if res.size else None,
             "std_s": _finite(res.std()) if res.size > 1 else None,
             "mae_s": _finite(np.abs(res).mean()) if res.size else None,
@@ -410,11 +424,11 @@ def format_truth_table(score: dict) -> str:
             f"  [{row['m_low']:4.1f}, {row['m_high']:4.1f})  {row['n_true']:6d}  "
             f"{row['n_detected']:8d}  {row['recall']:6.2f}"
         )
-    lines.append("  picks     n   matched  precision  recall(snr>=5)  mean(s)  std(s)  MAE(s)")
+    lines.append("  picks     n   matched  precision  recall(snr>=50)  mean(s)  std(s)  MAE(s)")
     for phase, p in (score.get("picks") or {}).items():
         lines.append(
             f"  {phase}  {p['n_picks']:7d}  {p['n_matched']:7d}  {_fmt(p['precision']):>9}  "
-            f"{_fmt(p['recall_visible']):>14}  {_fmt(p['mean_s'], '+.3f'):>7}  "
+            f"{_fmt(p['recall_high_snr']):>15}  {_fmt(p['mean_s'], '+.3f'):>7}  "
             f"{_fmt(p['std_s'], '.3f'):>6}  {_fmt(p['mae_s'], '.3f'):>6}"
         )
     for name in ("hypoinverse", "hypodd"):

@@ -121,7 +121,10 @@ def test_picks_locations_magnitudes(scored):
     assert s["mae_s"] == pytest.approx(0.1, abs=1e-6)
     assert p["std_s"] == pytest.approx(0.0, abs=1e-6)
     assert p["precision"] == pytest.approx(3 * n / (3 * n + 1))  # one spurious P, one S
-    assert p["recall_visible"] == pytest.approx(n / N_TRUE)
+    assert p["n_true_high_snr"] == 0  # the hand-built truth has snr 10 everywhere
+    assert p["recall_by_snr"] == [
+        {"snr_low": 10.0, "snr_high": 20.0, "n_true": 3 * N_TRUE, "recall": n / N_TRUE}
+    ]
     hyp = score["hypoinverse"]
     assert hyp["median_epicentral_error_km"] == pytest.approx(1.0, abs=0.01)
     assert hyp["median_depth_bias_km"] == pytest.approx(2.0, abs=1e-6)

@@ -56,11 +56,16 @@ def _upsample(x: np.ndarray, factor: int, n: int) -> np.ndarray:
     return x[i] + (x[i + 1] - x[i]) * frac
 
 
+def diurnal_factor_at(hours_utc: np.ndarray, cfg: ScenarioConfig) -> np.ndarray:
+    """Noise multiplier at UTC hours of day (any shape; values may exceed 24)."""
+    local = np.asarray(hours_utc, dtype=float) + cfg.utc_offset_hours
+    return 1.0 + cfg.diurnal_amplitude * np.cos(2 * np.pi * (local - 14.0) / 24.0)
+
+
 def diurnal_factor(start: datetime, n: int, fs: float, cfg: ScenarioConfig) -> np.ndarray:
     """Noise multiplier per sample, shape (n,), for records starting at ``start`` (UTC)."""
-    start_h = start.hour + start.minute / 60 + start.second / 3600 + cfg.utc_offset_hours
-    hours = start_h + np.arange(n) / fs / 3600.0
-    return 1.0 + cfg.diurnal_amplitude * np.cos(2 * np.pi * (hours - 14.0) / 24.0)
+    start_h = start.hour + start.minute / 60 + start.second / 3600
+    return diurnal_factor_at(start_h + np.arange(n) / fs / 3600.0, cfg)
 
 
 def station_noise(

@@ -67,7 +67,13 @@ class ScenarioConfig(BaseModel):
     p_to_s_ratio: float = Field(
         0.3, gt=0, le=2, description="P/S peak-velocity scale (real NCEDC records: median 0.3)"
     )
-    coda_ratio: float = Field(0.35, ge=0, le=1, description="coda level / direct-wave peak")
+    path_duration_s_per_km: float = Field(
+        0.05, ge=0, description="direct-wave duration added per km of hypocentral distance (s)"
+    )
+    rise_fraction: float = Field(
+        0.05, gt=0, le=1, description="onset rise time as a fraction of the direct duration"
+    )
+    coda_ratio: float = Field(0.2, ge=0, le=1, description="coda level / direct-wave peak")
     magnitude_scatter: float = Field(
         0.15, ge=0, description="1σ log10 scatter of station amplitudes about the ML law"
     )
@@ -116,13 +122,16 @@ class ScenarioConfig(BaseModel):
 def preset(name: str, **overrides) -> ScenarioConfig:
     """A named scenario, optionally with fields overridden.
 
-    - ``smoke``: 1 hour, 18 stations, one day after the mainshock (tests; a few seconds).
-    - ``demo``: 2 hours, the 10 stations nearest the fault (``make demo``).
-    - ``replica``: the case-study span 2000-10-06 05:00 – 2000-11-17, 18 stations (benchmark).
+    - ``smoke``: 1 hour, 18 stations, one day after the mainshock (dense: ~380 events/h
+      with M >= 0.5), for tests; a few seconds to generate.
+    - ``demo``: 3 hours, 18 stations, three days after the mainshock (~120 events/h), the
+      embedded default of ``eqcat demo``.
+    - ``replica``: the case-study span 2000-10-06 05:00 – 2000-11-17, 18 stations
+      (~60,000 events with M >= 0.5), for ``benchmarks/replica_full.py``.
     """
     base: dict = {
         "smoke": {"duration_s": 3600.0},
-        "demo": {"duration_s": 7200.0, "max_stations": 10},
+        "demo": {"start_time": datetime(2000, 10, 9, 5, 0, tzinfo=UTC), "duration_s": 10800.0},
         "replica": {
             "start_time": datetime(2000, 10, 6, 5, 0, tzinfo=UTC),
             "duration_s": (

@@ -10,9 +10,15 @@ Layout under ``out`` (a run directory or any folder)::
     truth/scenario.json          the config and the summary
 
 True picks exist for every event–station pair (visible or not): ``snr`` is the peak signal
-velocity (P: first second on any component, S: first two seconds on the horizontals) over
-the station's median noise rms above 1 Hz (estimated from the ML law for pairs too weak to be
-synthesised); ``in_gap`` marks arrivals inside a data gap. Records are generated one UTC day
+velocity (P: first second on Z, S: first two seconds on the horizontals) over the
+station's noise rms above 1 Hz at that hour (estimated from the ML law for pairs too weak to
+be synthesised); ``in_gap`` marks arrivals inside a data gap.
+
+How well EQTransformer ("conservative" weights, picking stage defaults) finds these
+arrivals was measured on this generator (``tests/test_synthetic.py``): recall rises from
+~5 % at snr 5–10 to ~0.3–0.7 at snr 20–50 and ~0.85+ above 50, as for real records (NCEDC
+events scaled into this noise: ~30 % at snr 20, ~90 % at 50); overlapping aftershocks in
+the dense early sequence lower it further. Records are generated one UTC day
 at a time (event signals crossing midnight are carried over), so memory stays bounded by
 one station-day.
 """
@@ -31,7 +37,7 @@ import pandas as pd
 from obspy import Stream, Trace, UTCDateTime
 
 from pipeline.rundir import write_text_atomic
-from pipeline.synthetic.noise import gap_intervals, station_noise
+from pipeline.synthetic.noise import diurnal_factor_at, gap_intervals, station_noise
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.synthetic.sequence import simulate_sequence
 from pipeline.synthetic.stations import scenario_inventory, scenario_stations
@@ -201,6 +207,10 @@ def generate_scenario(out: Path, cfg: ScenarioConfig | None = None) -> ScenarioS
             written += _write_station_day(data, gaps, c_start, row, cfg, wf_root)
         log.info("synthetic: station %s.%s written", row.network, row.station)
 
+    start_h = cfg.start_time.hour + cfg.start_time.minute / 60 + cfg.start_time.second / 3600
+    for phase in ("p", "s"):  # SNR against the noise at the arrival's hour
+        hours = start_h + pairs[f"{phase}_abs"].to_numpy() / 3600.0
+        pairs[f"snr_{phase}"] /= diurnal_factor_at(hours, cfg)
     written.append(write_inventory(scenario_inventory(stations, cfg), wf_root / "inventory.xml"))
     written.append(write_stations_csv(stations, wf_root / "stations.csv"))
     truth = out / "truth"

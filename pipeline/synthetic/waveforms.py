@@ -7,7 +7,8 @@ For every event–station pair (the "stochastic method" of Boore 1983, per phase
    ``elevation / v_top`` (the vertical path through the top layer above sea level).
 2. **Envelope** per phase (``τ`` = time after the onset):
    ``direct = (1 - exp(-τ/ρ)) exp(-τ/D)`` with duration ``D = 1/fc + 0.05 r`` (source +
-   path, s) and rise time ``ρ = 0.1 D`` (sharp onset), plus a coda
+   path, s; ``path_duration_s_per_km``) and rise time ``ρ = rise_fraction D`` (sharp
+   onset), plus a coda
    ``coda_ratio (1 - exp(-τ/3ρ)) exp(-τ/τc)`` whose decay time follows the Tsumura (1967)
    duration relation ``M = 2.85 log10 T - 2.53``: ``τc = T / ln 100`` (down to 1 % at ``T``).
 3. **Spectrum**: Gaussian white noise times the envelope is filtered with the Brune (1970)
@@ -17,8 +18,9 @@ For every event–station pair (the "stochastic method" of Boore 1983, per phase
    ``log10 M0 = 1.5 M + 16.05`` dyne·cm), ``1.5 fc`` for P. The result is then multiplied by
    the onset mask again so that nothing precedes the true arrival.
 4. **Polarisation** with random radiation factors: P on Z (``r_p``) and radially on the
-   horizontals (``U(0.2, 0.5) r_p``), S on the horizontals (random SV/SH angle, ``r_s``)
-   and ``U(0.2, 0.5) r_s`` on Z; ``r_p, r_s ~ U(0.3, 1)``, P scaled by ``p_to_s_ratio``.
+   horizontals (``U(0.4, 1) r_p``), S on the horizontals (random SV/SH angle, ``r_s``)
+   and ``U(0.4, 0.8) r_s`` on Z; ``r_p, r_s ~ U(0.3, 1)``, P scaled by ``p_to_s_ratio``
+   (real records show P clearly on the horizontals too: scattering, site response).
 5. **Amplitude** (so the ML stage recovers the magnitude): the unit-scale horizontal ground
    velocity is converted to Wood–Anderson displacement (poles and gain of
    :mod:`pipeline.magnitude`), the two horizontal zero-to-peak amplitudes in
@@ -134,10 +136,10 @@ def _wa_from_velocity(n: int, fs: float, gain: float) -> np.ndarray:
     return out
 
 
-def _envelopes(tau: np.ndarray, duration: np.ndarray, tau_c: np.ndarray, coda: float):
+def _envelopes(tau: np.ndarray, duration: np.ndarray, tau_c: np.ndarray, coda: float, rise: float):
     """Direct + coda envelope for onset-relative times ``tau`` (B, n); zero before onset."""
     d = duration[:, None].astype(np.float32)
-    rho = 0.1 * d
+    rho = rise * d
     t = np.maximum(tau, 0.0)
     env = (1 - np.exp(-t / rho)) * np.exp(-t / d)
     env += coda * (1 - np.exp(-t / (3 * rho))) * np.exp(-t / tau_c[:, None].astype(np.float32))
@@ -178,8 +180,8 @@ def synthesize_pairs(
     phases = []
     for k, (travel, q_phase) in enumerate(((t_p, 1.5 * q), (t_s, q))):
         tau = time[None, :] - onset[k][:, None].astype(np.float32)
-        duration = np.maximum(1.0 / fc[k] + 0.05 * hypo, 0.3)
-        env = _envelopes(tau, duration, tau_c, cfg.coda_ratio).astype(np.float32)
+        duration = np.maximum(1.0 / fc[k] + cfg.path_duration_s_per_km * hypo, 0.3)
+        env = _envelopes(tau, duration, tau_c, cfg.coda_ratio, cfg.rise_fraction).astype(np.float32)
         white = rng.standard_normal((b, 3, n), dtype=np.float32) * env[:, None, :]
         spec = (f / (1 + (f[None, :] / fc[k][:, None]) ** 2)) * np.exp(
             -np.pi * f * (travel[:, None] / q_phase + cfg.kappa_s)
@@ -194,7 +196,7 @@ def synthesize_pairs(
     az = np.radians(pairs.azimuth_deg.to_numpy(float))
     r_p = rng.uniform(0.3, 1.0, b) * cfg.p_to_s_ratio
     r_s = rng.uniform(0.3, 1.0, b)
-    h_p, v_s = rng.uniform(0.2, 0.5, b), rng.uniform(0.2, 0.5, b)
+    h_p, v_s = rng.uniform(0.4, 1.0, b), rng.uniform(0.4, 0.8, b)
     psi = rng.uniform(0, np.pi, b)  # SV/SH polarisation angle
     p_fac = np.stack([r_p * h_p * np.abs(np.sin(az)), r_p * h_p * np.abs(np.cos(az)), r_p], 1)
     radial, transverse = np.cos(psi), np.sin(psi)
