@@ -97,9 +97,9 @@ def test_truth_picks_are_model_arrivals(scenario):
 def test_same_seed_same_bytes(tmp_path):
     cfg = preset("smoke", duration_s=300.0, max_stations=2, gaps_per_day=0)
     a = generate_scenario(tmp_path / "a", cfg)
-    b = generate_scenario(tmp_path / "b", cfg)
+    b = generate_scenario(tmp_path / "b", cfg, workers=2)  # stations in two processes
     assert a.n_events == b.n_events
-    for name in ("truth/catalog.csv", "truth/picks.csv"):
+    for name in ("truth/catalog.csv", "truth/picks.csv", "waveforms/inventory.xml"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     fa = sorted((tmp_path / "a" / "waveforms").rglob("*.D/*"))
     fb = sorted((tmp_path / "b" / "waveforms").rglob("*.D/*"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,16 +121,97 @@ def _write_station_day(
     return write_channel_day(stream, root, start.date())
 
 
-def generate_scenario(out: Path, cfg: ScenarioConfig | None = None) -> ScenarioSummary:
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.array([], dtype=dtype)
+
+
+def _add_segment(data: np.ndarray, carry: np.ndarray, i0: int, v: np.ndarray) -> None:
+    """Add segment ``v`` (3, L) starting at sample ``i0`` to ``data`` and its spill to ``carry``."""
+    n = data.shape[1]
+    a0, a1 = max(i0, 0), min(i0 + v.shape[1], n)
+    if a1 > a0:
+        data[:, a0:a1] += v[:, a0 - i0 : a1 - i0]
+    if i0 + v.shape[1] > n:
+        b0 = max(i0, n)
+        carry[:, b0 - n : i0 + v.shape[1] - n] += v[:, b0 - i0 :]
+
+
+def _generate_station(
+    s_idx: int,
+    row: dict,
+    pairs: pd.DataFrame,
+    level: float,
+    cfg: ScenarioConfig,
+    wf_root: Path,
+) -> dict:
+    """Noise + event signals of one station, day by day, written to the SDS archive.
+
+    ``pairs`` holds this station's rows of the pair table (with ``visible``). Returns the
+    written paths, the measured SNRs of the synthesised pairs (index, snr_p, snr_s), the
+    indexes of the P and S arrivals inside gaps, and the number of pairs synthesised.
+    """
+    fs = cfg.sampling_rate
+    row = pd.Series(row)
+    mine = pairs[pairs.visible]
+    carry = np.zeros((3, 0))
+    written, snr_index, snr_p, snr_s, gap_p, gap_s = [], [], [], [], [], []
+    n_synth = 0
+    for c_idx, (c_start, c_end) in enumerate(_day_chunks(cfg.start_time, cfg.end_time)):
+        off = (c_start - cfg.start_time).total_seconds()
+        n = int(round((c_end - c_start).total_seconds() * fs))
+        rng = np.random.default_rng([cfg.seed, 4, s_idx, c_idx])
+        data = station_noise(rng, c_start, n, level, cfg)
+        m = min(n, carry.shape[1])
+        data[:, :m] += carry[:, :m]
+        seg_start = np.rint((mine.p_abs.to_numpy() - LEAD_S - off) * fs).astype(int)
+        lo = np.iinfo(np.int64).min if c_idx == 0 else 0
+        take = (seg_start >= lo) & (seg_start < n)
+        todo = mine[take].assign(i0=seg_start[take])
+        spill = max([n, carry.shape[1], *(todo.i0 + todo.n)]) - n
+        new_carry = np.zeros((3, spill))
+        new_carry[:, : max(carry.shape[1] - m, 0)] += carry[:, m:]
+        for length, group in todo.groupby("n"):
+            step = max(1, BATCH_SAMPLES // int(length))
+            for b0 in range(0, len(group), step):
+                batch = group.iloc[b0 : b0 + step]
+                vel, p_peak, s_peak = synthesize_pairs(rng, batch, int(length), cfg)
+                snr_index.append(batch.index.to_numpy())
+                snr_p.append(p_peak / level)
+                snr_s.append(s_peak / level)
+                for v, i0 in zip(vel, batch.i0.to_numpy(), strict=True):
+                    _add_segment(data, new_carry, int(i0), v)
+                n_synth += len(batch)
+        carry = new_carry
+        gaps = gap_intervals(rng, n, cfg)
+        for i0, i1 in gaps:
+            for phase, hits in (("p_abs", gap_p), ("s_abs", gap_s)):
+                t_rel = pairs[phase].to_numpy() - off
+                hits.append(pairs.index[(t_rel >= i0 / fs) & (t_rel < i1 / fs)].to_numpy())
+        written += [str(p) for p in _write_station_day(data, gaps, c_start, row, cfg, wf_root)]
+    log.info("synthetic: station %s.%s written", row.network, row.station)
+    return {
+        "written": written,
+        "snr_index": _concat(snr_index, int),
+        "snr_p": _concat(snr_p, float),
+        "snr_s": _concat(snr_s, float),
+        "gap_p": _concat(gap_p, int),
+        "gap_s": _concat(gap_s, int),
+        "n_synth": n_synth,
+    }
+
+
+def generate_scenario(
+    out: Path, cfg: ScenarioConfig | None = None, workers: int = 1
+) -> ScenarioSummary:
     """Generate the scenario ``cfg`` into ``out`` (see the module docstring for the layout).
 
-    The same config (incl. ``seed``) always gives the same truth and the same waveforms.
+    The same config (incl. ``seed``) always gives the same truth and the same waveforms,
+    whatever ``workers`` (processes generating stations in parallel; 1 = in this process).
     """
     cfg = cfg or ScenarioConfig()
     t_start = time.perf_counter()
     out = Path(out)
     wf_root = out / "waveforms"
-    fs = cfg.sampling_rate
     catalog = simulate_sequence(cfg)
     stations = scenario_stations(cfg)
     model = load_velocity_model(cfg.velocity_model)
@@ -146,66 +228,33 @@ def generate_scenario(out: Path, cfg: ScenarioConfig | None = None) -> ScenarioS
     predicted = predicted_peak_velocity(pairs.magnitude, pairs.hypo_km, cfg)
     pairs["snr_p"] = predicted * cfg.p_to_s_ratio * 0.65 / station_level
     pairs["snr_s"] = predicted / station_level
-    visible = predicted >= INVISIBLE_FRACTION * station_level
+    pairs["visible"] = predicted >= INVISIBLE_FRACTION * station_level
     pairs["n"] = segment_samples(
         pairs.magnitude.to_numpy(),
         (pairs.t_s - pairs.t_p).to_numpy(),
         pairs.snr_s.to_numpy(),
         cfg.coda_ratio,
-        fs,
+        cfg.sampling_rate,
     )
     pairs["in_gap_p"] = False
     pairs["in_gap_s"] = False
 
-    chunks = _day_chunks(cfg.start_time, cfg.end_time)
-    written: list[Path] = []
-    n_synth = 0
-    for s_idx, row in enumerate(stations.itertuples()):
-        carry = np.zeros((3, 0))
-        mine = pairs[(pairs.station == s_idx) & visible]
-        for c_idx, (c_start, c_end) in enumerate(chunks):
-            off = (c_start - cfg.start_time).total_seconds()
-            n = int(round((c_end - c_start).total_seconds() * fs))
-            rng = np.random.default_rng([cfg.seed, 4, s_idx, c_idx])
-            data = station_noise(rng, c_start, n, levels[s_idx], cfg)
-            m = min(n, carry.shape[1])
-            data[:, :m] += carry[:, :m]
-            carry = carry[:, m:]
-            seg_start = mine.p_abs - LEAD_S - off
-            lo = -np.inf if c_idx == 0 else 0.0
-            todo = mine[(seg_start >= lo) & (seg_start < n / fs)]
-            spill_end = n
-            pieces = []
-            for length, group in todo.groupby("n"):
-                step = max(1, BATCH_SAMPLES // int(length))
-                for b0 in range(0, len(group), step):
-                    batch = group.iloc[b0 : b0 + step]
-                    vel, p_peak, s_peak = synthesize_pairs(rng, batch, int(length), cfg)
-                    pairs.loc[batch.index, "snr_p"] = p_peak / levels[s_idx]
-                    pairs.loc[batch.index, "snr_s"] = s_peak / levels[s_idx]
-                    i0s = np.rint((batch.p_abs.to_numpy() - LEAD_S - off) * fs).astype(int)
-                    for v, i0 in zip(vel, i0s, strict=True):
-                        pieces.append((i0, v))
-                        spill_end = max(spill_end, i0 + v.shape[1])
-                    n_synth += len(batch)
-            new_carry = np.zeros((3, spill_end - n))
-            new_carry[:, : carry.shape[1]] += carry
-            for i0, v in pieces:
-                a0, a1 = max(i0, 0), min(i0 + v.shape[1], n)
-                if a1 > a0:
-                    data[:, a0:a1] += v[:, a0 - i0 : a1 - i0]
-                if i0 + v.shape[1] > n:
-                    b0 = max(i0, n)
-                    new_carry[:, b0 - n : i0 + v.shape[1] - n] += v[:, b0 - i0 :]
-            carry = new_carry
-            gaps = gap_intervals(rng, n, cfg)
-            for i0, i1 in gaps:
-                for phase, col in (("p_abs", "in_gap_p"), ("s_abs", "in_gap_s")):
-                    t_rel = pairs.loc[pairs.station == s_idx, phase] - off
-                    hit = t_rel.index[(t_rel >= i0 / fs) & (t_rel < i1 / fs)]
-                    pairs.loc[hit, col] = True
-            written += _write_station_day(data, gaps, c_start, row, cfg, wf_root)
-        log.info("synthetic: station %s.%s written", row.network, row.station)
+    jobs = [
+        (s_idx, row._asdict(), pairs[pairs.station == s_idx], levels[s_idx], cfg, wf_root)
+        for s_idx, row in enumerate(stations.itertuples(index=False))
+    ]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_generate_station, *zip(*jobs, strict=True)))
+    else:
+        results = [_generate_station(*job) for job in jobs]
+    written = [Path(p) for r in results for p in r["written"]]
+    n_synth = sum(r["n_synth"] for r in results)
+    for r in results:
+        pairs.loc[r["snr_index"], "snr_p"] = r["snr_p"]
+        pairs.loc[r["snr_index"], "snr_s"] = r["snr_s"]
+        pairs.loc[r["gap_p"], "in_gap_p"] = True
+        pairs.loc[r["gap_s"], "in_gap_s"] = True
 
     start_h = cfg.start_time.hour + cfg.start_time.minute / 60 + cfg.start_time.second / 3600
     for phase in ("p", "s"):  # SNR against the noise at the arrival's hour

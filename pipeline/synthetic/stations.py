@@ -135,4 +135,6 @@ def scenario_inventory(stations: pd.DataFrame, cfg: ScenarioConfig) -> Inventory
         networks.setdefault(
             row.network, Network(row.network, description="eqcat synthetic scenario")
         ).stations.append(station)
-    return Inventory(networks=list(networks.values()), source="eqcat synthetic scenario")
+    return Inventory(
+        networks=list(networks.values()), source="eqcat synthetic scenario", created=start
+    )
