@@ -5,15 +5,18 @@ from __future__ import annotations
 import functools
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
 from pipeline.picking import EQTransformer, load_eqt
+from pipeline.picking.layers import LSTM_GATES, hard_sigmoid_keras2
 from pipeline.picking.model import (
+    DROP_RATE,
     OUTPUT_NAMES,
+    EqTNetwork,
     WeightsMismatchError,
     assign_weights,
-    build_network,
     read_keras3_weights,
     read_legacy_h5_weights,
 )
@@ -25,8 +28,8 @@ PARITY_TOLERANCE = 1e-4
 
 
 @functools.cache
-def _load(path: str, lstm_gate: str = "keras3") -> EQTransformer:
-    return load_eqt(path, lstm_gate=lstm_gate)
+def _load(path: str) -> EQTransformer:
+    return load_eqt(path)
 
 
 @pytest.fixture
@@ -66,10 +69,10 @@ def test_outputs_names_shapes_and_identity(eqt, reference):
     assert eqt.device in ("CPU", "GPU")
 
 
-def test_every_weight_assigned_once_with_matching_shape(weights_path):
+def test_every_weight_assigned_once_with_matching_shape(weights_path, eqt):
     weights = read_keras3_weights(weights_path)
     assert sum(a.size for arrays in weights.values() for a in arrays) == TOTAL_WEIGHTS
-    network = build_network()
+    network = eqt.network  # reassigning the same values leaves the shared model unchanged
     assert assign_weights(network, weights, weights_path) == TOTAL_WEIGHTS
     assert sum(int(np.prod(v.shape)) for v in network.weights) == TOTAL_WEIGHTS
     # No BatchNormalization in the network is left with its initial statistics.
@@ -78,15 +81,19 @@ def test_every_weight_assigned_once_with_matching_shape(weights_path):
     assert all(not np.allclose(n.moving_variance.numpy(), 1.0) for n in norms)
 
 
-def test_mismatched_weights_name_the_layer(weights_path):
+def test_mismatched_weights_name_the_layer_and_assign_nothing(weights_path, eqt):
     weights = read_keras3_weights(weights_path)
-    network = build_network()
-    wrong_shape = dict(weights, attentionP=[a.T for a in weights["attentionP"]])
+    before = [v.numpy().copy() for v in eqt.network.weights]
+    zeros = {k: [np.zeros_like(a) for a in arrays] for k, arrays in weights.items()}
+    wrong_shape = dict(zeros, attentionP=[a.T for a in weights["attentionP"]])
     with pytest.raises(WeightsMismatchError, match="attentionP"):
-        assign_weights(network, wrong_shape, weights_path)
-    missing = {k: v for k, v in weights.items() if k != "lstm_5"}
+        assign_weights(eqt.network, wrong_shape, weights_path)
+    missing = {k: v for k, v in zeros.items() if k != "lstm_5"}
     with pytest.raises(WeightsMismatchError, match="lstm_5"):
-        assign_weights(network, missing, weights_path)
+        assign_weights(eqt.network, missing, weights_path)
+    assert all(
+        np.array_equal(v.numpy(), b) for v, b in zip(eqt.network.weights, before, strict=True)
+    )
 
 
 def _write_keras2_h5(path, weights: dict[str, list[np.ndarray]], full_model: bool) -> None:
@@ -148,28 +155,45 @@ def test_mc_dropout_mean_and_std(eqt, reference):
     assert not np.array_equal(again["picker_P"], mc["picker_P"])
 
 
-def test_mc_mode_changes_nothing_but_dropout(weights_path, reference):
+def test_mc_mode_changes_nothing_but_dropout(eqt, reference):
     """With the dropout rates at zero the stochastic pass equals the deterministic one.
 
-    This shows batch normalisation keeps its moving statistics in MC mode.
+    This shows batch normalisation keeps its moving statistics in MC mode. The rates are
+    read when a new wrapper compiles its functions; the shared model's are left as they were.
     """
-    model = load_eqt(weights_path)
-    for layer in model.network.res_drops:
-        layer.rate = 0.0
-    x = reference["x"][:2]
-    det = model.predict_windows(x)
-    mc = model.predict_windows(x, mc_samples=3)
+    drops = eqt.network.res_drops
+    try:
+        for layer in drops:
+            layer.rate = 0.0
+        model = EQTransformer(eqt.network, eqt.path, eqt.sha256)
+        x = reference["x"][:2]
+        det = model.predict_windows(x)
+        mc = model.predict_windows(x, mc_samples=3)
+    finally:
+        for layer in drops:
+            layer.rate = DROP_RATE
     for k in OUTPUT_NAMES:
         np.testing.assert_allclose(mc[k], det[k], atol=1e-6)
         assert mc[f"{k}_std"].max() <= 1e-6
 
 
-def test_keras2_gate_is_a_different_model(weights_path, reference):
-    """The gate the weights were trained with (Keras 2) changes the outputs substantially."""
-    model = _load(str(weights_path), lstm_gate="keras2")
-    assert model.name == "EqT_conservative+keras2-gate"
-    out = model.predict_windows(reference["x"][:4])
-    assert np.abs(out["detector"] - reference["detector"][:4]).max() > 0.01
+def test_lstm_gates():
+    """Keras 2 and Keras 3 define ``hard_sigmoid`` differently; the gate is selectable."""
+    x = np.array([-3.0, -1.0, 0.0, 1.0, 2.0], dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(hard_sigmoid_keras2(x)), [0.0, 0.3, 0.5, 0.7, 0.9])
+    np.testing.assert_allclose(
+        np.asarray(keras.activations.get(LSTM_GATES["keras3"])(x)),
+        [0.0, 1 / 3, 0.5, 2 / 3, 5 / 6],
+        rtol=1e-6,
+    )
+    network = EqTNetwork("keras2")
+    cells = [lstm.cell for lstm in network.picker_lstms] + [
+        layer.cell for b in network.bilstms for layer in (b.forward_layer, b.backward_layer)
+    ]
+    assert len(cells) == 8
+    assert all(cell.recurrent_activation is hard_sigmoid_keras2 for cell in cells)
+    with pytest.raises(ValueError, match="lstm_gate"):
+        EqTNetwork("sigmoid")
 
 
 def test_bad_windows_are_rejected(eqt):

@@ -17,6 +17,7 @@ All tensors are ``(batch, time, features)``.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 #: Keras 2's ``K.epsilon()``, added to the attention softmax denominator.
@@ -142,3 +143,60 @@ class LayerNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="eqcat")
+class UpsamplingConv1D(keras.layers.Layer):
+    """``Conv1D(padding="same")`` of the input upsampled 2x by repeating each sample.
+
+    The result equals ``Conv1D(UpSampling1D(2)(x))`` but is computed at the input rate:
+    output sample ``2 i + r`` (phase ``r`` = 0, 1) is a convolution of ``x`` around ``i``
+    whose taps are sums of the original taps, so one convolution with ``2 * filters``
+    outputs and about ``kernel_size / 2 + 1`` taps gives both phases, which a reshape
+    interleaves. That halves the multiply-adds of the full-rate decoder convolutions.
+
+    Weights, in file order, as ``Conv1D``: ``kernel`` (kernel_size, in, filters),
+    ``bias`` (filters,). Input (batch, T, in) -> output (batch, 2 T, filters).
+    """
+
+    def __init__(self, filters: int, kernel_size: int, activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.activation = keras.activations.get(activation)
+        # Keras "same" padding puts (K - 1) // 2 zeros before the signal.
+        left = (kernel_size - 1) // 2
+        offsets = [[(r + j - left) // 2 for j in range(kernel_size)] for r in (0, 1)]
+        self.first_offset = min(min(o) for o in offsets)
+        self.last_offset = max(max(o) for o in offsets)
+        taps = self.last_offset - self.first_offset + 1
+        # scatter[r, d, j] = 1 where original tap j of phase r reads x[i + first_offset + d].
+        scatter = np.zeros((2, taps, kernel_size), dtype="float32")
+        for r in (0, 1):
+            for j, offset in enumerate(offsets[r]):
+                scatter[r, offset - self.first_offset, j] = 1.0
+        self.scatter = scatter
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, input_shape[-1], self.filters)
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, inputs):
+        taps = self.scatter.shape[1]
+        # (phase, tap, in, filters) -> (tap, in, phase * filters)
+        fused = ops.einsum("rdk,kcf->dcrf", self.scatter, self.kernel)
+        fused = ops.reshape(fused, (taps, ops.shape(self.kernel)[1], 2 * self.filters))
+        padded = ops.pad(inputs, ((0, 0), (-self.first_offset, self.last_offset), (0, 0)))
+        both = ops.conv(padded, fused, padding="valid") + ops.tile(self.bias, [2])
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        return self.activation(ops.reshape(both, (batch, 2 * length, self.filters)))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "activation": keras.activations.serialize(self.activation),
+        }

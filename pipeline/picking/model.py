@@ -45,6 +45,7 @@ from pipeline.picking.layers import (
     FeedForward,
     LayerNormalization,
     SeqSelfAttention,
+    UpsamplingConv1D,
 )
 from pipeline.rundir import sha256_file
 from pipeline.weights import WeightsUnavailableError, default_weights_path
@@ -58,6 +59,9 @@ CHANNELS = 3
 OUTPUT_NAMES = ("detector", "picker_P", "picker_S")
 #: SpatialDropout1D rate of the trained model.
 DROP_RATE = 0.1
+#: Most passes per forward call on CPU: larger batches ran slower (2 cores, measured with
+#: ``benchmarks/eqt_inference.py``: 32-64 fastest, 256 about 35% slower).
+CPU_MAX_BATCH = 64
 
 #: (filters, kernel size) of the encoder's downsampling convolutions.
 ENCODER_CONVS = ((8, 11), (16, 9), (16, 7), (32, 7), (32, 5), (64, 5), (64, 3))
@@ -173,7 +177,12 @@ class EqTNetwork(keras.Model):
             for phase in "PS"
         ]
         self.decoder_convs = [
-            [conv(f, k, first_index + j) for j, (f, k) in enumerate(DECODER_CONVS)]
+            [
+                conv(f, k, first_index + j)
+                if j == DECODER_CROP_AT
+                else self._add(UpsamplingConv1D(f, k, name=f"conv1d_{first_index + j}", dtype=fast))
+                for j, (f, k) in enumerate(DECODER_CONVS)
+            ]
             for first_index in DECODERS.values()
         ]
         self.heads = [self._add(_conv(1, 11, name, activation="sigmoid")) for name in DECODERS]
@@ -187,9 +196,13 @@ class EqTNetwork(keras.Model):
         """The layers holding weights, by their name in the authors' model."""
         return {layer.name: layer for layer in self.weighted}
 
-    def _encode(self, x, mc_dropout: bool):
+    def downsample(self, x):
+        """The deterministic encoder stem: (batch, 6000, 3) -> (batch, 47, 64)."""
         for conv in self.encoder_convs:
             x = ops.max_pool(conv(x), pool_size=2, strides=2, padding="same")
+        return x
+
+    def _encode(self, x, mc_dropout: bool):
         for i in range(0, len(self.res_convs), 2):
             y = x
             for j in (i, i + 1):
@@ -209,15 +222,20 @@ class EqTNetwork(keras.Model):
 
     @staticmethod
     def _decode(x, convs, head):
+        """Upsample 2x and convolve 7 times (fused except at the crop), then the head."""
         for j, conv in enumerate(convs):
-            x = ops.repeat(x, 2, axis=1)
             if j == DECODER_CROP_AT:
-                x = x[:, 1:-1, :]
-            x = conv(x)
+                x = conv(ops.repeat(x, 2, axis=1)[:, 1:-1, :])
+            else:
+                x = conv(x)
         return ops.squeeze(head(x), -1)
 
     def call(self, inputs, mc_dropout: bool = False):
-        encoded = self._encode(inputs, mc_dropout)
+        return self.from_downsampled(self.downsample(inputs), mc_dropout)
+
+    def from_downsampled(self, x, mc_dropout: bool = False):
+        """The network after :meth:`downsample`, where the first dropout layer acts."""
+        encoded = self._encode(x, mc_dropout)
         branches = [encoded] + [
             attention(lstm(encoded, training=False))
             for lstm, attention in zip(self.picker_lstms, self.picker_attentions, strict=True)
@@ -330,6 +348,9 @@ def read_legacy_h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
 def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], source: Path) -> int:
     """Assign every variable of ``network`` exactly once from ``weights``; return the count.
 
+    Everything is checked before anything is assigned, so a mismatch leaves the network as
+    it was.
+
     Raises:
         WeightsMismatchError: a layer missing from the file or from the network, a differing
             number of variables, or a differing shape (naming the file, layer and variable).
@@ -342,7 +363,7 @@ def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], so
             f"{source}: layers with weights differ from EQTransformer's; "
             f"missing in the file: {missing}; unknown to the network: {extra}"
         )
-    assigned = 0
+    pairs = []
     for name, layer in layers.items():
         variables, arrays = layer.weights, weights[name]
         if len(variables) != len(arrays):
@@ -355,11 +376,13 @@ def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], so
                     f"{source}: layer {name} variable {variable.path} has shape {array.shape}, "
                     f"expected {tuple(variable.shape)}"
                 )
-            variable.assign(array.astype(variable.dtype))
-            assigned += array.size
+            pairs.append((variable, array))
     total = sum(int(np.prod(v.shape)) for v in network.weights)
-    if assigned != total:
-        raise WeightsMismatchError(f"{source}: assigned {assigned} of {total} values")
+    assigned = sum(array.size for _, array in pairs)
+    if assigned != total or len({id(v) for v, _ in pairs}) != len(network.weights):
+        raise WeightsMismatchError(f"{source}: the file covers {assigned} of {total} values")
+    for variable, array in pairs:
+        variable.assign(array.astype(variable.dtype))
     return assigned
 
 
@@ -406,9 +429,14 @@ class EQTransformer:
         return self.network(x, mc_dropout=False)
 
     def _mc_statistics(self, x, passes):
-        """Mean and std over ``passes`` stochastic passes of each window, run as one batch."""
+        """Mean and std over ``passes`` stochastic passes of each window, run as one batch.
+
+        The encoder stem before the first dropout layer is the same in every pass, so it runs
+        once per window and only its (47-sample) output is repeated.
+        """
         n = tf.shape(x)[0]
-        outputs = self.network(tf.tile(x, [passes, 1, 1]), mc_dropout=True)
+        features = tf.tile(self.network.downsample(x), [passes, 1, 1])
+        outputs = self.network.from_downsampled(features, mc_dropout=True)
         stats = {}
         for name, values in outputs.items():
             values = tf.reshape(values, [passes, n, WINDOW_SAMPLES])
@@ -426,8 +454,9 @@ class EQTransformer:
             mc_samples: 0 for one deterministic pass (dropout off); M > 0 for M stochastic
                 passes with dropout active, returning their mean and standard deviation
                 (population std, ddof 0).
-            batch_size: network passes per forward call; with MC dropout each call holds
-                ``max(1, batch_size // M)`` windows, each repeated M times.
+            batch_size: most network passes per forward call (on CPU at most
+                :data:`CPU_MAX_BATCH`); with MC dropout each call holds
+                ``max(1, passes_per_call // M)`` windows, each repeated M times.
 
         Returns:
             ``detector``, ``picker_P``, ``picker_S``: (N, 6000) float32 in [0, 1]; with
@@ -444,7 +473,8 @@ class EQTransformer:
             else OUTPUT_NAMES + tuple(f"{name}_std" for name in OUTPUT_NAMES)
         )
         out = {k: np.empty((len(x), WINDOW_SAMPLES), dtype=np.float32) for k in keys}
-        step = batch_size if mc_samples == 0 else max(1, batch_size // mc_samples)
+        passes_per_call = batch_size if self.device == "GPU" else min(batch_size, CPU_MAX_BATCH)
+        step = max(1, passes_per_call // max(mc_samples, 1))
         for start in range(0, len(x), step):
             chunk = tf.constant(x[start : start + step])
             if mc_samples == 0:
@@ -508,8 +538,9 @@ def load_eqt(
         mixed_precision = False
     if on_gpu and not mixed_precision:
         tf.config.experimental.enable_tensor_float_32_execution(False)
+    weights = read_weights(path)
     network = build_network(lstm_gate, mixed_precision)
-    count = assign_weights(network, read_weights(path), path)
+    count = assign_weights(network, weights, path)
     name = path.stem + ("" if lstm_gate == "keras3" else f"+{lstm_gate}-gate")
     model = EQTransformer(
         network, path, sha256_file(path), name=name + ("+fp16" if mixed_precision else "")

@@ -1,0 +1,84 @@
+"""EQTransformer inference speed: windows per second, plain and with MC dropout, and peak memory.
+
+Run: ``.venv/bin/python benchmarks/eqt_inference.py [--weights PATH] [--windows 64]
+[--mc 20] [--repeats 3] [--batch-size 500]``. The inputs are the 16 real preprocessed O2.WILZ
+windows of ``../shared/reference/eqt_parity_o2wilz.npz`` repeated to ``--windows``. Each mode
+is run once to compile (reported as "first call") and then ``--repeats`` times; the best time
+counts. "x real time" is the data a window adds at 30% overlap (42 s) times windows/s. Peak
+RSS is the process's maximum resident memory after all runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.picking import load_eqt
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
+SECONDS_PER_WINDOW_AT_30_PERCENT = 42.0
+
+
+def _time(call, repeats: int) -> tuple[float, float]:
+    """(first call, best of ``repeats`` further calls) in seconds."""
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return first, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--weights", type=Path, default=SHARED / "models/eqt/EqT_conservative.keras"
+    )
+    parser.add_argument("--windows", type=int, default=64)
+    parser.add_argument("--mc", type=int, default=20, help="MC-dropout passes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+
+    model = load_eqt(args.weights)
+    reference = np.load(SHARED / "reference/eqt_parity_o2wilz.npz")["x"]
+    x = np.resize(reference, (args.windows, *reference.shape[1:])).astype(np.float32)
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "default (all)"
+    print(
+        f"model={model.name} device={model.device} cpus={os.cpu_count()} "
+        f"intra-op threads={threads} windows={args.windows} batch_size={args.batch_size}"
+    )
+    rows = []
+    for label, passes in (("plain", 0), (f"MC M={args.mc}", args.mc)):
+        first, best = _time(
+            lambda p=passes: model.predict_windows(x, mc_samples=p, batch_size=args.batch_size),
+            args.repeats,
+        )
+        rate = args.windows / best
+        rows.append((label, first, best, rate, rate * max(passes, 1)))
+    print(
+        f"{'mode':<10} {'first call s':>12} {'best s':>8} {'windows/s':>10} "
+        f"{'passes/s':>9} {'x real time':>12}"
+    )
+    for label, first, best, rate, passes_rate in rows:
+        print(
+            f"{label:<10} {first:>12.2f} {best:>8.3f} {rate:>10.1f} {passes_rate:>9.1f} "
+            f"{rate * SECONDS_PER_WINDOW_AT_30_PERCENT:>12.0f}"
+        )
+    print(f"MC/plain time ratio: {rows[1][2] / rows[0][2]:.1f}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
