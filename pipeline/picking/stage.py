@@ -119,8 +119,8 @@ def eqt_record_picks(
     outputs = predict(model, windows, cfg.batch_size)
     curves = {k: combine(outputs[k], starts, n, blind) for k in OUTPUTS}
     passes = None
-    if cfg.mc_samples:
-        active = outputs["detector"].max(axis=1) >= cfg.detection_threshold
+    active = outputs["detector"].max(axis=1) >= cfg.detection_threshold
+    if cfg.mc_samples and active.any():  # no active window: no detection, no pick
         passes = {}
         for k in OUTPUTS:
             quiet = combine(outputs[k][~active], starts[~active], n, blind)
