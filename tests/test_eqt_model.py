@@ -17,6 +17,7 @@ from pipeline.picking.model import (
     EqTNetwork,
     WeightsMismatchError,
     assign_weights,
+    build_network,
     read_keras3_weights,
     read_legacy_h5_weights,
 )
@@ -194,6 +195,16 @@ def test_lstm_gates():
     assert all(cell.recurrent_activation is hard_sigmoid_keras2 for cell in cells)
     with pytest.raises(ValueError, match="lstm_gate"):
         EqTNetwork("sigmoid")
+
+
+def test_mixed_precision_network_runs_close_to_float32(weights_path, reference):
+    """The float16 variant (GPU opt-in) computes, on CPU here, within 1e-2 of the reference."""
+    network = build_network(mixed_precision=True)
+    assign_weights(network, read_keras3_weights(weights_path), weights_path)
+    out = network(reference["x"][:1])
+    for k in OUTPUT_NAMES:
+        assert out[k].dtype == "float32"
+        assert np.abs(np.asarray(out[k]) - reference[k][:1]).max() < 1e-2
 
 
 def test_bad_windows_are_rejected(eqt):

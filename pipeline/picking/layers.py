@@ -186,7 +186,8 @@ class UpsamplingConv1D(keras.layers.Layer):
     def call(self, inputs):
         taps = self.scatter.shape[1]
         # (phase, tap, in, filters) -> (tap, in, phase * filters)
-        fused = ops.einsum("rdk,kcf->dcrf", self.scatter, self.kernel)
+        scatter = ops.convert_to_tensor(self.scatter, dtype=self.compute_dtype)
+        fused = ops.einsum("rdk,kcf->dcrf", scatter, self.kernel)
         fused = ops.reshape(fused, (taps, ops.shape(self.kernel)[1], 2 * self.filters))
         padded = ops.pad(inputs, ((0, 0), (-self.first_offset, self.last_offset), (0, 0)))
         both = ops.conv(padded, fused, padding="valid") + ops.tile(self.bias, [2])

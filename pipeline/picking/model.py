@@ -15,13 +15,16 @@ Architecture (input (batch, 6000, 3): 60 s of E, N, Z at 100 Hz, standardised pe
   (BiLSTM 16, Conv1D 1x1, BatchNorm), 2 transformer blocks (additive self-attention,
   feed-forward, each with a residual connection and layer normalisation);
 - decoders, each upsampling 47 -> 6000 through 7 x [UpSampling 2, Conv1D + ReLU] (cropping
-  752 -> 750 once) and a sigmoid Conv1D head: ``detector`` from the encoder output,
-  ``picker_P`` and ``picker_S`` each after an LSTM 16 and local self-attention (width 3).
+  752 -> 750 once; the other six pairs are computed at the lower rate by
+  :class:`~pipeline.picking.layers.UpsamplingConv1D`) and a sigmoid Conv1D head:
+  ``detector`` from the encoder output, ``picker_P`` and ``picker_S`` each after an LSTM 16
+  and local self-attention (width 3).
 
 Only the 14 SpatialDropout1D layers are stochastic, and only when Monte-Carlo dropout is
-requested: the deterministic pass has dropout off (the authors' code always kept these layers
-active, so its single pass is one random draw). BatchNormalization always uses its moving
-statistics, and the dropout that LSTMs and the feed-forward blocks use in training is absent.
+requested: the deterministic pass has dropout off. (The published model's config calls them
+with ``training=True``, so running that file as-is in Keras gives one random draw per pass.)
+BatchNormalization always uses its moving statistics, and the dropout that LSTMs and the
+feed-forward blocks use in training is absent.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ PICKER_ATTENTION_WIDTH = 3
 DECODER_CONVS = ((64, 3), (64, 5), (32, 5), (32, 7), (16, 7), (16, 9), (8, 11))
 #: The decoder crops one sample at each end before this (0-based) convolution: 752 -> 750.
 DECODER_CROP_AT = 3
-#: Numbering of each decoder's layers in the authors' model: (first conv1d index, head name).
+#: Each decoder's head (output name) -> number of its first conv1d in the authors' model.
 DECODERS = {"detector": 25, "picker_P": 32, "picker_S": 39}
 
 
@@ -514,8 +517,9 @@ def load_eqt(
             weights were trained with (see :data:`~pipeline.picking.layers.LSTM_GATES`).
         mixed_precision: GPU only (ignored with a warning on CPU): float16 convolutions.
             Off by default because it does not keep parity: on the 16 reference windows it
-            changed the outputs by up to 4e-3 (tolerance 1e-4). With it off, TensorFloat-32
-            is disabled on the GPU so float32 results match the CPU's.
+            changed the outputs by up to 4.4e-3 (tolerance 1e-4; float16 measured on CPU).
+            With it off, TensorFloat-32 is disabled on the GPU so float32 results match the
+            CPU's (not yet measured on a GPU).
 
     Raises:
         FileNotFoundError: the file is missing (the message says to run ``make setup``).
