@@ -74,6 +74,8 @@ def test_files_layout_and_metadata(scenario):
     assert not list((out / "waveforms").rglob(".*"))  # no temporaries left behind
     record = json.loads((out / "truth" / "scenario.json").read_text())
     assert record["config"]["seed"] == cfg.seed and record["summary"]["n_events"] > 100
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["synthetic"]["counts"]["events"] == summary.n_events
 
 
 def test_truth_picks_are_model_arrivals(scenario):
