@@ -176,7 +176,7 @@ def test_extract_one_p_and_s_per_detection_unless_probabilities_say_otherwise():
 def test_extract_makes_no_pick_inside_a_gap():
     gap = np.zeros(3000, bool)
     gap[1350:1500] = True
-    picks = extract_picks(_curves(), PickerConfig(), FS, gap_mask=gap)
+    picks = extract_picks(_curves(), PickerConfig(), FS, blocked=gap)
     # the detection is split by the gap; the S inside it is gone, the S at 1605 remains
     assert not ((picks["sample"] >= 1350) & (picks["sample"] < 1500)).any()
     assert (picks["phase"] == "P").sum() == 2
@@ -292,6 +292,16 @@ def test_preprocess_missing_component_and_gap():
     assert len(starts) == 1 and (ends[0] - starts[0]) / FS == pytest.approx(10, abs=0.02)
     assert not record.data[starts[0] : ends[0]].any()
     assert preprocess_stream(Stream(), "XX.A.") is None
+
+
+def test_near_gaps_guards_data_edges():
+    gap = np.zeros(2000, bool)
+    gap[1000:1100] = True
+    record = Record("XX.A.", T0, FS, np.zeros((2000, 3), np.float32), gap, ("E", "N", "Z"))
+    blocked = record.near_gaps(1.5)
+    starts, ends = runs(blocked)
+    assert starts.tolist() == [0, 850, 1850] and ends.tolist() == [150, 1250, 2000]
+    assert (record.near_gaps(0.0) == gap).all()
 
 
 def test_preprocess_refuses_mixed_channel_prefixes():
@@ -413,7 +423,8 @@ def test_o2wilz_gap_has_no_pick_and_mc_reports_spread(tmp_path, eqt, wilz):
                      start + 900, PickerConfig(), eqt)  # fmt: skip
     t0, t1 = (pd.Timestamp(t.datetime, tz="UTC") for t in gap)
     assert ((full["time"] >= t0) & (full["time"] < t1)).sum() >= 2  # the gap hid picks
-    assert not ((picks["time"] >= t0) & (picks["time"] < t1)).any()
+    guard = pd.Timedelta(seconds=cfg.gap_guard_s)  # nor next to it (tapered data edges)
+    assert not ((picks["time"] >= t0 - guard) & (picks["time"] < t1 + guard)).any()
     assert len(picks) >= 4
     assert (picks["probability_std"] >= 0).all() and (picks["probability_std"] > 0).any()
     assert picks["time_std_s"].notna().all() and (picks["time_std_s"] < 0.5).all()

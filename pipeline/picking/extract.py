@@ -9,7 +9,8 @@
   Each detection keeps its strongest P and S; a further, separate candidate of the same phase
   is kept only when its peak reaches ``extra_pick_threshold`` (the probabilities show a second
   arrival). Of two picks of one phase closer than ``min_pick_separation_s``, the weaker goes.
-- Inside gaps all probabilities are zero: no detection or pick is made there.
+- Inside gaps, and within ``gap_guard_s`` of a gap or of the ends of the data, the
+  probabilities are set to zero: no detection or pick is made there.
 
 With MC dropout, positions come from the deterministic pass; the reported probability is the
 mean over the passes at the pick sample, ``probability_std`` the std there, and ``time_std_s``
@@ -141,7 +142,7 @@ def extract_picks(
     curves: dict[str, np.ndarray],
     cfg: PickerConfig,
     sampling_rate: float,
-    gap_mask: np.ndarray | None = None,
+    blocked: np.ndarray | None = None,
     passes: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Picks of one combined record.
@@ -150,17 +151,17 @@ def extract_picks(
         curves: ``detector``, ``picker_P``, ``picker_S``, each (n,) deterministic probabilities.
         cfg: thresholds and rules (module docstring).
         sampling_rate: samples per second.
-        gap_mask: (n,) True inside gaps (probabilities there are treated as zero).
+        blocked: (n,) True where no detection or pick may be made (gaps and a guard around
+            data edges, :meth:`Record.near_gaps`); the curves are zeroed there in place.
         passes: the same keys, each (M, n), the combined MC-dropout passes (None = MC off).
 
     Returns:
         Table with :data:`PICK_FIELDS`, sorted by sample; positions and detection bounds in
         samples, ``time_std_s`` in seconds (NaN without MC), stds 0 without MC.
     """
-    if gap_mask is not None and gap_mask.any():
-        curves = {k: np.where(gap_mask, 0.0, v).astype(np.float32) for k, v in curves.items()}
-        if passes is not None:
-            passes = {k: np.where(gap_mask[None], 0.0, v) for k, v in passes.items()}
+    if blocked is not None:
+        for values in curves.values():
+            values[blocked] = 0.0
     detections = find_detections(
         curves["detector"], cfg.detection_threshold, int(round(cfg.min_detection_s * sampling_rate))
     )

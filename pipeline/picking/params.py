@@ -94,6 +94,12 @@ class PickerConfig(_Section):
         ge=0,
         description="of two picks of one phase closer than this (s), the weaker is dropped",
     )
+    gap_guard_s: float = Field(
+        1.5,
+        ge=0,
+        description="no pick within this many seconds of a gap or of the ends of the data (the "
+        "tapered data there rises like an emergent onset)",
+    )
     overlap: float = Field(
         0.3, ge=0, le=0.9, description="fraction of a 60 s window shared with the next window"
     )

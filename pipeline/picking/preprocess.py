@@ -65,6 +65,23 @@ class Record:
         """Time just after the last sample."""
         return self.starttime + self.n_samples / self.sampling_rate
 
+    def near_gaps(self, guard_s: float) -> np.ndarray:
+        """(n,) bool: gap samples plus ``guard_s`` seconds either side of every data edge.
+
+        Data edges are the gap edges and the two ends of the record. The tapered data next to
+        an edge rises from zero like an emergent onset, so picks there are not trusted.
+        """
+        guard = int(round(guard_s * self.sampling_rate))
+        blocked = self.gap_mask.copy()
+        if guard == 0:
+            return blocked
+        blocked[:guard] = True
+        blocked[-guard:] = True
+        edges = np.flatnonzero(np.diff(self.gap_mask.astype(np.int8))) + 1
+        for e in edges:
+            blocked[max(0, e - guard) : e + guard] = True
+        return blocked
+
     @property
     def missing_components(self) -> list[str]:
         """Components ('E', 'N', 'Z') without any data (filled with zeros)."""

@@ -139,7 +139,9 @@ def eqt_record_picks(
             stats.mc_windows += int(active.sum())
     if stats is not None:
         stats.windows += len(starts)
-    return extract_picks(curves, cfg, record.sampling_rate, record.gap_mask, passes)
+    return extract_picks(
+        curves, cfg, record.sampling_rate, record.near_gaps(cfg.gap_guard_s), passes
+    )
 
 
 def _to_times(record: Record, samples: np.ndarray) -> pd.DatetimeIndex:

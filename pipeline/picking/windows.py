@@ -57,7 +57,7 @@ def window_starts(
         return np.array([0], dtype=np.int64)
     step_s = step / sampling_rate
     first_k = int(np.ceil(start_timestamp / step_s - 1e-9))
-    first = int(np.ceil((first_k * step_s - start_timestamp) * sampling_rate - 1e-6))
+    first = int(np.ceil((first_k * step_s - start_timestamp) * sampling_rate - 1e-3))
     grid = np.arange(first, n_samples - window + 1, step, dtype=np.int64)
     return np.unique(np.concatenate(([0], grid, [n_samples - window])))
 
