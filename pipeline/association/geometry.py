@@ -86,12 +86,6 @@ class StationGeometry:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def max_interstation_km(self) -> float:
-        """Largest horizontal distance (km) between two stations (0 for one station)."""
-        dx = self.x_km[:, None] - self.x_km[None, :]
-        dy = self.y_km[:, None] - self.y_km[None, :]
-        return float(np.hypot(dx, dy).max())
-
     def interstation_km(self) -> np.ndarray:
         """Horizontal distances (km) between stations, shape (S, S)."""
         return np.hypot(
