@@ -354,6 +354,9 @@ def test_bad_station_day_error_names_it(tmp_path):
     pd.DataFrame({"pick_id": ["a"]}).to_parquet(run.path("picks", "XX.TEST.2024-02-03.parquet"))
     with pytest.raises(PickingError, match="missing column"):
         merge_picks(run)
+    with pytest.raises(PickingError, match="stations table: missing column.*channel_prefix"):
+        pick_all(run, PickerConfig(), pd.DataFrame({"network": ["XX"], "station": ["TEST"],
+                 "location": [""]}), [DAY], model=FakePicker())  # fmt: skip
 
 
 def test_config_validation():

@@ -422,10 +422,16 @@ def pick_all(
         Summary with counts (station_days, failed, picks, p, s), the per station-day
         summaries and the failures (station-day -> message). A failed station-day is
         logged and skipped; the others go on.
+
+    Raises:
+        PickingError: the stations table lacks network, station, location or channel_prefix.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     began = time.perf_counter()
+    missing = [c for c in ("network", "station", "location", "channel_prefix") if c not in stations]
+    if missing:
+        raise PickingError(f"stations table: missing column(s) {', '.join(missing)}")
     if cfg.picker == "eqt" and model is None:
         from pipeline.picking import load_eqt
 
