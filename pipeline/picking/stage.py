@@ -221,16 +221,14 @@ def pick_span(
     model_name = model.name if cfg.picker == "eqt" else "stalta"
     pad = WINDOW / MODEL_RATE + EDGE_S
     tables = []
-    c0 = start
-    while c0 < end:
-        c1 = min(end, c0 + cfg.chunk_s)
+    bounds = [start + k * cfg.chunk_s for k in range(int(np.ceil((end - start) / cfg.chunk_s)))]
+    for c0, c1 in zip(bounds, [*bounds[1:], end], strict=True):
         record = preprocess_stream(read(c0 - pad, c1 + pad), label, cfg.freqmin_hz, cfg.freqmax_hz)
-        c0_prev, c0 = c0, c1
         if record is None:
             continue
         stats.chunks += 1
         stats.notes.extend(n for n in record.notes if n not in stats.notes)
-        inside = _core_mask(record, c0_prev, c1)
+        inside = _core_mask(record, c0, c1)
         stats.data_seconds += float((inside & ~record.gap_mask).sum()) / record.sampling_rate
         stats.gap_seconds += float((inside & record.gap_mask).sum()) / record.sampling_rate
         if cfg.picker == "eqt":
@@ -238,7 +236,7 @@ def pick_span(
         else:
             picks = stalta_picks(record, cfg.stalta)
         table = _table(picks, record, codes, cfg.picker, model_name)
-        keep = (table["time"] >= _ts(c0_prev)) & (table["time"] < _ts(c1))
+        keep = (table["time"] >= _ts(c0)) & (table["time"] < _ts(c1))
         tables.append(table[keep])
     table = pd.concat([empty_picks().drop(columns="pick_id"), *tables], ignore_index=True)
     if cfg.max_probability_std is not None:
