@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import h5py
 import keras
@@ -18,6 +19,7 @@ from pipeline.picking.model import (
     WeightsMismatchError,
     assign_weights,
     build_network,
+    lstm_gate_for,
     read_keras3_weights,
     read_legacy_h5_weights,
 )
@@ -71,8 +73,14 @@ def test_outputs_names_shapes_and_identity(eqt, reference):
 
 
 def test_every_weight_assigned_once_with_matching_shape(weights_path, eqt):
-    weights = read_keras3_weights(weights_path)
-    assert sum(a.size for arrays in weights.values() for a in arrays) == TOTAL_WEIGHTS
+    contents = read_keras3_weights(weights_path)
+    assert (contents.keras_format, contents.bilstm_blocks, contents.lstm_gate) == (
+        "keras3",
+        3,
+        "hard_sigmoid",
+    )
+    assert contents.size == TOTAL_WEIGHTS
+    weights = contents.weights
     network = eqt.network  # reassigning the same values leaves the shared model unchanged
     assert assign_weights(network, weights, weights_path) == TOTAL_WEIGHTS
     assert sum(int(np.prod(v.shape)) for v in network.weights) == TOTAL_WEIGHTS
@@ -83,7 +91,7 @@ def test_every_weight_assigned_once_with_matching_shape(weights_path, eqt):
 
 
 def test_mismatched_weights_name_the_layer_and_assign_nothing(weights_path, eqt):
-    weights = read_keras3_weights(weights_path)
+    weights = read_keras3_weights(weights_path).weights
     before = [v.numpy().copy() for v in eqt.network.weights]
     zeros = {k: [np.zeros_like(a) for a in arrays] for k, arrays in weights.items()}
     wrong_shape = dict(zeros, attentionP=[a.T for a in weights["attentionP"]])
@@ -97,13 +105,29 @@ def test_mismatched_weights_name_the_layer_and_assign_nothing(weights_path, eqt)
     )
 
 
-def _write_keras2_h5(path, weights: dict[str, list[np.ndarray]], full_model: bool) -> None:
+def _keras2_config(gate: str) -> str:
+    """A (much shortened) Keras 2 model config with LSTM gates ``gate``."""
+    lstm = {"class_name": "LSTM", "config": {"name": "lstm_4", "recurrent_activation": gate}}
+    layers = [
+        {"class_name": "InputLayer", "config": {"name": "input"}},
+        {"class_name": "Bidirectional", "config": {"name": "bidirectional_1", "layer": lstm}},
+        lstm,
+    ]
+    return json.dumps({"class_name": "Model", "config": {"name": "model", "layers": layers}})
+
+
+def _write_keras2_h5(
+    path, weights: dict[str, list[np.ndarray]], full_model: bool, gate: str = "hard_sigmoid"
+) -> None:
     """Write ``weights`` in the Keras 2 HDF5 layout (``model_weights/<layer>/<layer>/<var>:0``).
 
     The variable names are made up; Keras 2 readers (and ours) follow ``weight_names``.
-    A weightless layer is included, as Keras 2 lists every layer.
+    A weightless layer is included, as Keras 2 lists every layer. A full-model file carries
+    a model config.
     """
     with h5py.File(path, "w") as f:
+        if full_model:
+            f.attrs["model_config"] = _keras2_config(gate)
         root = f.create_group("model_weights") if full_model else f
         names = ["input", *weights]
         root.attrs["layer_names"] = [n.encode() for n in names]
@@ -117,22 +141,30 @@ def _write_keras2_h5(path, weights: dict[str, list[np.ndarray]], full_model: boo
 
 
 def test_legacy_keras2_h5_round_trip(tmp_path, weights_path, eqt, reference):
-    weights = read_keras3_weights(weights_path)
+    weights = read_keras3_weights(weights_path).weights
     legacy = tmp_path / "EqT_model_conservative.h5"
     _write_keras2_h5(legacy, weights, full_model=True)
     weights_only = tmp_path / "weights_only.h5"
     _write_keras2_h5(weights_only, weights, full_model=False)
     for path in (legacy, weights_only):
         read = read_legacy_h5_weights(path)
-        assert read.keys() == weights.keys()
+        assert (read.keras_format, read.bilstm_blocks, read.lstm_gate) == (
+            "keras2",
+            3,
+            "hard_sigmoid",
+        )
+        assert read.weights.keys() == weights.keys()
         assert all(
             np.array_equal(a, b)
             for name in weights
-            for a, b in zip(read[name], weights[name], strict=True)
+            for a, b in zip(read.weights[name], weights[name], strict=True)
         )
+        # A Keras 2 file runs with Keras 2's hard sigmoid unless told otherwise.
+        assert lstm_gate_for(read) == "hard_sigmoid_keras2"
+        assert lstm_gate_for(read, "keras3") == "hard_sigmoid_keras3"
 
-    model = load_eqt(legacy)
-    assert model.name == "EqT_model_conservative"
+    model = load_eqt(legacy, hard_sigmoid="keras3")
+    assert model.name == "EqT_model_conservative+hard_sigmoid_keras3"
     x = reference["x"][:2]
     ours, expected = model.predict_windows(x), eqt.predict_windows(x)
     for k in OUTPUT_NAMES:
@@ -183,24 +215,46 @@ def test_lstm_gates():
     x = np.array([-3.0, -1.0, 0.0, 1.0, 2.0], dtype=np.float32)
     np.testing.assert_allclose(np.asarray(hard_sigmoid_keras2(x)), [0.0, 0.3, 0.5, 0.7, 0.9])
     np.testing.assert_allclose(
-        np.asarray(keras.activations.get(LSTM_GATES["keras3"])(x)),
+        np.asarray(keras.activations.get(LSTM_GATES["hard_sigmoid_keras3"])(x)),
         [0.0, 1 / 3, 0.5, 2 / 3, 5 / 6],
         rtol=1e-6,
     )
-    network = EqTNetwork("keras2")
+    network = EqTNetwork(lstm_gate="hard_sigmoid_keras2")
     cells = [lstm.cell for lstm in network.picker_lstms] + [
         layer.cell for b in network.bilstms for layer in (b.forward_layer, b.backward_layer)
     ]
     assert len(cells) == 8
     assert all(cell.recurrent_activation is hard_sigmoid_keras2 for cell in cells)
     with pytest.raises(ValueError, match="lstm_gate"):
-        EqTNetwork("sigmoid")
+        EqTNetwork(lstm_gate="tanh")
+
+
+def test_original_model_architecture_from_the_file(tmp_path, weights_path):
+    """A Keras 2 file with 2 BiLSTM blocks and sigmoid gates (the authors' original model's
+    architecture) builds that network; its weights are borrowed from the conservative model.
+    """
+    conservative = read_keras3_weights(weights_path).weights
+    three, two = EqTNetwork(3), EqTNetwork(2)
+    third_block = {"bidirectional_3", "conv1d_24", "batch_normalization_17"}
+    names3 = [layer.name for layer in three.weighted if layer.name not in third_block]
+    names2 = [layer.name for layer in two.weighted]
+    assert names2[-3:] == list(OUTPUT_NAMES)
+    assert {"lstm_3", "lstm_4", "conv1d_24", "conv1d_44"} <= set(names2)
+    renamed = {n2: conservative[n3] for n2, n3 in zip(names2, names3, strict=True)}
+    original = tmp_path / "EqT_original_model.h5"
+    _write_keras2_h5(original, renamed, full_model=True, gate="sigmoid")
+
+    model = load_eqt(original)
+    assert (model.network.bilstm_blocks, model.network.lstm_gate) == (2, "sigmoid")
+    assert model.name == "EqT_original_model"
+    dropped = sum(a.size for name in third_block for a in conservative[name])
+    assert sum(int(np.prod(v.shape)) for v in model.network.weights) == TOTAL_WEIGHTS - dropped
 
 
 def test_mixed_precision_network_runs_close_to_float32(weights_path, reference):
     """The float16 variant (GPU opt-in) computes, on CPU here, within 1e-2 of the reference."""
     network = build_network(mixed_precision=True)
-    assign_weights(network, read_keras3_weights(weights_path), weights_path)
+    assign_weights(network, read_keras3_weights(weights_path).weights, weights_path)
     out = network(reference["x"][:1])
     for k in OUTPUT_NAMES:
         assert out[k].dtype == "float32"

@@ -32,11 +32,16 @@ def hard_sigmoid_keras2(x):
     return ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
 
-#: Recurrent (gate) activations of the LSTMs. The published weights were trained with
-#: Keras 2, whose ``hard_sigmoid`` is ``clip(0.2 x + 0.5, 0, 1)``; Keras 3 redefined
-#: ``hard_sigmoid`` as ``clip(x / 6 + 0.5, 0, 1)``, which is what the converted ``.keras``
-#: model (and the parity reference) compute when run in Keras 3.
-LSTM_GATES = {"keras3": "hard_sigmoid", "keras2": hard_sigmoid_keras2}
+#: Gate (recurrent) activations of the LSTMs, by name. The authors' original model uses
+#: ``"sigmoid"``; their conservative model ``hard_sigmoid``, which Keras 2 (where the
+#: weights were trained) defines as ``clip(0.2 x + 0.5, 0, 1)`` and Keras 3 redefined as
+#: ``clip(x / 6 + 0.5, 0, 1)``. Running a converted ``.keras`` file in Keras 3 therefore
+#: computes the latter, and so does the parity reference.
+LSTM_GATES = {
+    "sigmoid": "sigmoid",
+    "hard_sigmoid_keras2": hard_sigmoid_keras2,
+    "hard_sigmoid_keras3": "hard_sigmoid",
+}
 
 
 @keras.saving.register_keras_serializable(package="eqcat")

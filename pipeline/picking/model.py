@@ -35,6 +35,7 @@ import logging
 import re
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -70,8 +71,7 @@ CPU_MAX_BATCH = 64
 ENCODER_CONVS = ((8, 11), (16, 9), (16, 7), (32, 7), (32, 5), (64, 5), (64, 3))
 #: Kernel sizes of the 7 residual CNN blocks (64 filters each).
 RESIDUAL_KERNELS = (3, 3, 3, 3, 2, 3, 2)
-#: BiLSTM blocks and their units.
-BILSTM_BLOCKS = 3
+#: LSTM units; the conservative model has 3 BiLSTM blocks, the original model 2.
 LSTM_UNITS = 16
 #: Additive-attention units and feed-forward units of the transformer blocks.
 ATTENTION_UNITS = 32
@@ -82,8 +82,6 @@ PICKER_ATTENTION_WIDTH = 3
 DECODER_CONVS = ((64, 3), (64, 5), (32, 5), (32, 7), (16, 7), (16, 9), (8, 11))
 #: The decoder crops one sample at each end before this (0-based) convolution: 752 -> 750.
 DECODER_CROP_AT = 3
-#: Each decoder's head (output name) -> number of its first conv1d in the authors' model.
-DECODERS = {"detector": 25, "picker_P": 32, "picker_S": 39}
 
 
 class WeightsMismatchError(ValueError):
@@ -112,18 +110,31 @@ class EqTNetwork(keras.Model):
     the SpatialDropout1D layers drop whole channels at rate 0.1, independently for each
     batch element; nothing else changes.
 
+    Layers are numbered per class in the order the authors' code creates them (Keras
+    naming), so the numbers after the BiLSTM blocks depend on how many there are.
+
     Args:
-        lstm_gate: the LSTM gate activation, a key of
-            :data:`~pipeline.picking.layers.LSTM_GATES` (``"keras3"`` or ``"keras2"``).
+        bilstm_blocks: BiLSTM blocks (3 in the conservative model, 2 in the original).
+        lstm_gate: the LSTMs' gate activation, a key of
+            :data:`~pipeline.picking.layers.LSTM_GATES`.
         mixed_precision: compute the convolutions and batch normalisations in float16
             (``mixed_float16``; variables stay float32). LSTMs, attention, feed-forward, layer
             normalisation and the sigmoid heads stay float32.
     """
 
-    def __init__(self, lstm_gate: str = "keras3", mixed_precision: bool = False, **kwargs):
+    def __init__(
+        self,
+        bilstm_blocks: int = 3,
+        lstm_gate: str = "hard_sigmoid_keras3",
+        mixed_precision: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if lstm_gate not in LSTM_GATES:
             raise ValueError(f"lstm_gate must be one of {sorted(LSTM_GATES)}, got {lstm_gate!r}")
+        if bilstm_blocks < 1:
+            raise ValueError(f"bilstm_blocks must be at least 1, got {bilstm_blocks}")
+        self.bilstm_blocks = bilstm_blocks
         self.lstm_gate = lstm_gate
         fast = "mixed_float16" if mixed_precision else None
 
@@ -156,12 +167,13 @@ class EqTNetwork(keras.Model):
                     _lstm(f"lstm_{i + 1}", lstm_gate), name=f"bidirectional_{i + 1}"
                 )
             )
-            for i in range(BILSTM_BLOCKS)
+            for i in range(bilstm_blocks)
         ]
         self.bilstm_convs = [
-            conv(LSTM_UNITS, 1, first + i, activation=None) for i in range(BILSTM_BLOCKS)
+            conv(LSTM_UNITS, 1, first + i, activation=None) for i in range(bilstm_blocks)
         ]
-        self.bilstm_norms = [norm(n_res + 1 + i) for i in range(BILSTM_BLOCKS)]
+        first += bilstm_blocks
+        self.bilstm_norms = [norm(n_res + 1 + i) for i in range(bilstm_blocks)]
         self.attentions = [
             self._add(SeqSelfAttention(ATTENTION_UNITS, name=name))
             for name in ("attentionD0", "attentionD")
@@ -172,7 +184,9 @@ class EqTNetwork(keras.Model):
         self.layer_norms = [
             self._add(LayerNormalization(name=f"layer_normalization_{i}")) for i in range(1, 5)
         ]
-        self.picker_lstms = [self._add(_lstm(name, lstm_gate)) for name in ("lstm_4", "lstm_5")]
+        self.picker_lstms = [
+            self._add(_lstm(f"lstm_{bilstm_blocks + i}", lstm_gate)) for i in (1, 2)
+        ]
         self.picker_attentions = [
             self._add(
                 SeqSelfAttention(ATTENTION_UNITS, PICKER_ATTENTION_WIDTH, name=f"attention{phase}")
@@ -186,9 +200,9 @@ class EqTNetwork(keras.Model):
                 else self._add(UpsamplingConv1D(f, k, name=f"conv1d_{first_index + j}", dtype=fast))
                 for j, (f, k) in enumerate(DECODER_CONVS)
             ]
-            for first_index in DECODERS.values()
+            for first_index in range(first, first + 3 * len(DECODER_CONVS), len(DECODER_CONVS))
         ]
-        self.heads = [self._add(_conv(1, 11, name, activation="sigmoid")) for name in DECODERS]
+        self.heads = [self._add(_conv(1, 11, name, activation="sigmoid")) for name in OUTPUT_NAMES]
 
     def _add(self, layer: keras.Layer) -> keras.Layer:
         """Register a layer that holds weights (the unit of weight loading)."""
@@ -251,9 +265,11 @@ class EqTNetwork(keras.Model):
         }
 
 
-def build_network(lstm_gate: str = "keras3", mixed_precision: bool = False) -> EqTNetwork:
+def build_network(
+    bilstm_blocks: int = 3, lstm_gate: str = "hard_sigmoid_keras3", mixed_precision: bool = False
+) -> EqTNetwork:
     """A built :class:`EqTNetwork` with untrained weights (arguments as for the class)."""
-    network = EqTNetwork(lstm_gate, mixed_precision, name="EQTransformer")
+    network = EqTNetwork(bilstm_blocks, lstm_gate, mixed_precision, name="EQTransformer")
     # Weight shapes do not depend on the window length: a short eager call builds them fast.
     network(np.zeros((1, 128, CHANNELS), dtype=np.float32))
     return network
@@ -301,8 +317,62 @@ def _keras3_layer_arrays(group: h5py.Group, where: str) -> list[np.ndarray]:
     return arrays
 
 
-def read_keras3_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Arrays of every layer with weights in a Keras 3 ``.keras`` file, by layer name."""
+@dataclass(frozen=True)
+class WeightsFile:
+    """The contents of a weights file that the network needs.
+
+    Attributes:
+        path: the file.
+        keras_format: ``"keras3"`` (``.keras`` archive) or ``"keras2"`` (legacy HDF5).
+        weights: arrays of every layer with weights, by layer name, in variable order.
+        bilstm_blocks: number of BiLSTM blocks (``bidirectional_*`` layers).
+        lstm_gate: the LSTMs' ``recurrent_activation`` in the file's model config,
+            ``"sigmoid"`` or ``"hard_sigmoid"`` (``"hard_sigmoid"`` when the file has none).
+    """
+
+    path: Path
+    keras_format: str
+    weights: dict[str, list[np.ndarray]]
+    bilstm_blocks: int
+    lstm_gate: str
+
+    @property
+    def size(self) -> int:
+        """Number of values in the file's weights."""
+        return sum(a.size for arrays in self.weights.values() for a in arrays)
+
+
+def _activation_name(value) -> str:
+    """``"hard_sigmoid"`` from a Keras 2 string or a Keras 3 serialised function."""
+    return value["config"] if isinstance(value, dict) else str(value)
+
+
+def _lstm_gate(config: dict | None, path: Path) -> str:
+    """The single ``recurrent_activation`` of the LSTMs of a model config."""
+    if config is None:
+        log.warning("%s has no model config; assuming hard-sigmoid LSTM gates", path)
+        return "hard_sigmoid"
+    gates = set()
+    for layer in config["config"]["layers"]:
+        inner = layer["config"].get("layer", {}) if layer["class_name"] == "Bidirectional" else {}
+        for cfg in (layer["config"], inner.get("config", {})):
+            if "recurrent_activation" in cfg:
+                gates.add(_activation_name(cfg["recurrent_activation"]))
+    if len(gates) != 1 or not gates <= {"sigmoid", "hard_sigmoid"}:
+        raise WeightsMismatchError(
+            f"{path}: expected one LSTM recurrent_activation, sigmoid or hard_sigmoid; "
+            f"found {sorted(gates)}"
+        )
+    return gates.pop()
+
+
+def _weights_file(path: Path, keras_format: str, weights, config) -> WeightsFile:
+    blocks = sum(1 for name in weights if name.startswith("bidirectional"))
+    return WeightsFile(path, keras_format, weights, blocks, _lstm_gate(config, path))
+
+
+def read_keras3_weights(path: Path) -> WeightsFile:
+    """The weights and architecture of a Keras 3 ``.keras`` file."""
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -318,21 +388,23 @@ def read_keras3_weights(path: Path) -> dict[str, list[np.ndarray]]:
                 arrays = _keras3_layer_arrays(store["layers"][key], f"{path}:layers/{key}")
                 if arrays:
                     weights[name] = arrays
-    return weights
+    return _weights_file(path, "keras3", weights, config)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
 
-def read_legacy_h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Arrays of every layer with weights in a Keras 2 HDF5 file, by layer name.
+def read_legacy_h5_weights(path: Path) -> WeightsFile:
+    """The weights (and architecture, from ``model_config``) of a Keras 2 HDF5 file.
 
-    Reads full-model files (``model_weights/<layer>/...``) and weights-only files (layer
-    groups at the root); each layer group lists its datasets in order in ``weight_names``.
+    Reads full-model files (``model_weights/<layer>/...``, the model config in the
+    ``model_config`` attribute) and weights-only files (layer groups at the root); each
+    layer group lists its datasets in order in ``weight_names``.
     """
     weights = {}
     with h5py.File(path, "r") as store:
+        config = store.attrs.get("model_config")
         root = store["model_weights"] if "model_weights" in store else store
         names = [_text(n) for n in root.attrs.get("layer_names", list(root))]
         for name in names:
@@ -345,7 +417,7 @@ def read_legacy_h5_weights(path: Path) -> dict[str, list[np.ndarray]]:
             f"{path}: no Keras 2 weights found (expected model_weights/<layer>/<layer>/<var>:0 "
             "with a weight_names attribute per layer)"
         )
-    return weights
+    return _weights_file(path, "keras2", weights, None if config is None else json.loads(config))
 
 
 def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], source: Path) -> int:
@@ -389,8 +461,8 @@ def assign_weights(network: EqTNetwork, weights: dict[str, list[np.ndarray]], so
     return assigned
 
 
-def read_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Arrays by layer name from a ``.keras`` or legacy Keras 2 ``.h5`` weights file."""
+def read_weights(path: Path) -> WeightsFile:
+    """Weights and architecture from a ``.keras`` or legacy Keras 2 ``.h5`` weights file."""
     if zipfile.is_zipfile(path):
         return read_keras3_weights(path)
     if h5py.is_hdf5(path):
@@ -500,21 +572,40 @@ class EQTransformer:
         return x
 
 
+def lstm_gate_for(weights: WeightsFile, hard_sigmoid: str | None = None) -> str:
+    """The :data:`~pipeline.picking.layers.LSTM_GATES` key to run a weights file with.
+
+    ``hard_sigmoid`` picks the definition of a hard-sigmoid gate: ``"keras2"`` (the one the
+    published weights were trained with), ``"keras3"``, or None for the definition of the
+    file's own Keras version (Keras 3 for ``.keras``, Keras 2 for ``.h5``).
+    """
+    if hard_sigmoid not in (None, "keras2", "keras3"):
+        raise ValueError(f"hard_sigmoid must be 'keras2', 'keras3' or None, got {hard_sigmoid!r}")
+    if weights.lstm_gate == "sigmoid":
+        return "sigmoid"
+    return f"hard_sigmoid_{hard_sigmoid or weights.keras_format}"
+
+
 def load_eqt(
-    path: str | Path | None = None, *, lstm_gate: str = "keras3", mixed_precision: bool = False
+    path: str | Path | None = None,
+    *,
+    hard_sigmoid: str | None = None,
+    mixed_precision: bool = False,
 ) -> EQTransformer:
     """Load EQTransformer with the weights of a ``.keras`` or legacy Keras 2 ``.h5`` file.
 
-    Runs on the GPU when TensorFlow sees one, else on all CPU cores (TensorFlow's default
-    thread pools).
+    The number of BiLSTM blocks and the LSTM gate come from the file (the conservative model:
+    3 blocks, hard-sigmoid gates; the original model: 2 blocks, sigmoid gates). Runs on the
+    GPU when TensorFlow sees one, else on all CPU cores (TensorFlow's default thread pools).
 
     Args:
         path: weights file; None for the installed default in the user cache
             (``~/.cache/eqcat/models/EqT_conservative.keras``; ``EQCAT_MODEL_DIR`` overrides
             the folder).
-        lstm_gate: ``"keras3"`` (default) computes what the converted ``.keras`` model computes
-            in Keras 3 and matches the parity reference; ``"keras2"`` uses the gate the
-            weights were trained with (see :data:`~pipeline.picking.layers.LSTM_GATES`).
+        hard_sigmoid: how to compute hard-sigmoid LSTM gates (see :func:`lstm_gate_for`).
+            The default runs a ``.keras`` file as Keras 3 does, which is what the parity
+            reference computes; ``"keras2"`` is what the authors trained with and what their
+            legacy ``.h5`` files compute by default. The model name records an override.
         mixed_precision: GPU only (ignored with a warning on CPU): float16 convolutions.
             Off by default because it does not keep parity: on the 16 reference windows it
             changed the outputs by up to 4.4e-3 (tolerance 1e-4; float16 measured on CPU).
@@ -543,11 +634,22 @@ def load_eqt(
     if on_gpu and not mixed_precision:
         tf.config.experimental.enable_tensor_float_32_execution(False)
     weights = read_weights(path)
-    network = build_network(lstm_gate, mixed_precision)
-    count = assign_weights(network, weights, path)
-    name = path.stem + ("" if lstm_gate == "keras3" else f"+{lstm_gate}-gate")
-    model = EQTransformer(
-        network, path, sha256_file(path), name=name + ("+fp16" if mixed_precision else "")
+    gate = lstm_gate_for(weights, hard_sigmoid)
+    network = build_network(weights.bilstm_blocks, gate, mixed_precision)
+    count = assign_weights(network, weights.weights, path)
+    name = path.stem
+    if gate != lstm_gate_for(weights):
+        name += f"+{gate}"
+    if mixed_precision:
+        name += "+fp16"
+    model = EQTransformer(network, path, sha256_file(path), name=name)
+    log.info(
+        "loaded %s (%d weights, %d BiLSTM blocks, %s gates) from %s; running on %s",
+        model.name,
+        count,
+        weights.bilstm_blocks,
+        gate,
+        path,
+        model.device,
     )
-    log.info("loaded %s (%d weights) from %s; running on %s", model.name, count, path, model.device)
     return model
