@@ -208,3 +208,30 @@ def test_eqtransformer_picks_the_scenario_events(shared, tmp_path):
     assert 0.0 <= p["mean_s"] < 0.06 and p["mae_s"] < 0.08  # measured 0.024, 0.040
     assert 0.0 <= s["mean_s"] < 0.1 and s["mae_s"] < 0.1  # measured 0.049, 0.051
     assert p["precision"] > 0.9 and s["precision"] > 0.9
+
+
+def test_neighbouring_events_have_similar_waveforms():
+    """Events of one source cell correlate at a station (for dt.cc); others do not."""
+    cfg = ScenarioConfig(magnitude_scatter=0)
+    pairs = pd.DataFrame(
+        {
+            "magnitude": [1.5, 1.7, 1.6],
+            "hypo_km": [15.0, 15.3, 15.0],
+            "azimuth_deg": [30.0, 31.0, 30.0],
+            "t_p": [2.6, 2.65, 2.6],
+            "t_s": [4.5, 4.58, 4.5],
+            "station": [0, 0, 0],
+            "cell": [1, 1, 2],
+        }
+    )
+    vel, _, _ = synthesize_pairs(np.random.default_rng(0), pairs, 4096, cfg)
+
+    def max_cc(a, b):
+        return max(
+            float(np.dot(a[10:-10], np.roll(b, k)[10:-10]) / np.linalg.norm(a) / np.linalg.norm(b))
+            for k in range(-10, 11)
+        )
+
+    p = slice(200, 380)  # P window on Z (onset at LEAD_S = 2 s)
+    assert max_cc(vel[0, 2, p], vel[1, 2, p]) > 0.6
+    assert max_cc(vel[0, 2, p], vel[2, 2, p]) < 0.45

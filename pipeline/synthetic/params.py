@@ -77,6 +77,12 @@ class ScenarioConfig(BaseModel):
     magnitude_scatter: float = Field(
         0.15, ge=0, description="1σ log10 scatter of station amplitudes about the ML law"
     )
+    waveform_similarity: float = Field(
+        0.8, ge=0, le=1, description="variance fraction shared by events of one source cell"
+    )
+    similarity_cell_km: float = Field(
+        2.0, gt=0, description="source cell size (along strike and depth, km)"
+    )
     wood_anderson_gain: float = Field(2080.0, gt=0, description="must match the ML stage")
     # --- background noise
     noise_velocity_m_s: float = Field(

@@ -41,7 +41,7 @@ from obspy import Stream, Trace, UTCDateTime
 from pipeline.rundir import RunDir, write_text_atomic
 from pipeline.synthetic.noise import diurnal_factor_at, gap_intervals, station_noise
 from pipeline.synthetic.params import ScenarioConfig
-from pipeline.synthetic.sequence import simulate_sequence
+from pipeline.synthetic.sequence import simulate_sequence, source_cells
 from pipeline.synthetic.stations import scenario_inventory, scenario_stations
 from pipeline.synthetic.waveforms import (
     LEAD_S,
@@ -218,6 +218,7 @@ def generate_scenario(
     model = load_velocity_model(cfg.velocity_model)
     pairs = arrival_table(catalog, stations, model)
     pairs["magnitude"] = catalog.magnitude.to_numpy()[pairs.event]
+    pairs["cell"] = source_cells(catalog, cfg)[pairs.event]
     origin_s = (catalog.origin_time - pd.Timestamp(cfg.start_time)).dt.total_seconds().to_numpy()
     pairs["p_abs"] = origin_s[pairs.event] + pairs.t_p  # s after record start
     pairs["s_abs"] = origin_s[pairs.event] + pairs.t_s

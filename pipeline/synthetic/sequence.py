@@ -67,6 +67,21 @@ def fault_hypocentres(rng: np.random.Generator, size: int, cfg: ScenarioConfig) 
     return pd.DataFrame({"latitude": lat, "longitude": lon, "depth_km": depth})
 
 
+def source_cells(catalog: pd.DataFrame, cfg: ScenarioConfig) -> np.ndarray:
+    """Integer id of each event's source cell (``similarity_cell_km`` along strike × depth)."""
+    east = (
+        (catalog.longitude.to_numpy() - cfg.fault_longitude)
+        * KM_PER_DEG
+        * np.cos(np.radians(cfg.fault_latitude))
+    )
+    north = (catalog.latitude.to_numpy() - cfg.fault_latitude) * KM_PER_DEG
+    strike = np.radians(cfg.fault_strike_deg)
+    along = east * np.sin(strike) + north * np.cos(strike)
+    i_along = np.floor(along / cfg.similarity_cell_km).astype(np.int64)
+    i_depth = np.floor(catalog.depth_km.to_numpy() / cfg.similarity_cell_km).astype(np.int64)
+    return (i_along + 10_000) * 10_000 + i_depth
+
+
 def simulate_sequence(cfg: ScenarioConfig) -> pd.DataFrame:
     """The true catalog (columns :data:`CATALOG_COLUMNS`) of events in the record span.
 

@@ -17,6 +17,9 @@ For every event–station pair (the "stochastic method" of Boore 1983, per phase
    ``exp(-π κ f)``; ``fc`` is Brune's S corner (``4.906e6 β (Δσ / M0)^(1/3)``, β = 3.5 km/s,
    ``log10 M0 = 1.5 M + 16.05`` dyne·cm), ``1.5 fc`` for P. The result is then multiplied by
    the onset mask again so that nothing precedes the true arrival.
+   The random excitation is partly shared by the events of one source cell
+   (``similarity_cell_km`` along strike × depth) at a station (``waveform_similarity`` of
+   its variance), so neighbouring aftershocks have similar waveforms as real ones do.
 4. **Polarisation** with random radiation factors: P on Z (``r_p``) and radially on the
    horizontals (``U(0.4, 1) r_p``), S on the horizontals (random SV/SH angle, ``r_s``)
    and ``U(0.4, 0.8) r_s`` on Z; ``r_p, r_s ~ U(0.3, 1)``, P scaled by ``p_to_s_ratio``
@@ -146,6 +149,35 @@ def _envelopes(tau: np.ndarray, duration: np.ndarray, tau_c: np.ndarray, coda: f
     return env * (tau >= 0)
 
 
+def _excitation(
+    rng: np.random.Generator,
+    pairs: pd.DataFrame,
+    phase: int,
+    onset_s: np.ndarray,
+    n: int,
+    cfg: ScenarioConfig,
+) -> np.ndarray:
+    """Unit-variance random excitation (B, 3, n) of one phase, shared within a source cell.
+
+    ``waveform_similarity`` of the variance is a sequence fixed per (station, source cell,
+    phase), aligned on the phase onset, so neighbouring events look alike at a station (what
+    waveform cross-correlation measures); the rest is event-specific. Without ``station`` /
+    ``cell`` columns the excitation is all event-specific.
+    """
+    b = len(pairs)
+    own = rng.standard_normal((b, 3, n), dtype=np.float32)
+    share = cfg.waveform_similarity
+    if share <= 0 or "cell" not in pairs.columns:
+        return own
+    fs = cfg.sampling_rate
+    shared = np.zeros((b, 3, n), dtype=np.float32)
+    for i, (station, cell) in enumerate(zip(pairs.station, pairs.cell, strict=True)):
+        i0 = int(round(onset_s[i] * fs))
+        g = np.random.default_rng([cfg.seed, 5, int(station), int(cell), phase])
+        shared[i, :, i0:] = g.standard_normal((3, n - i0), dtype=np.float32)
+    return np.sqrt(share) * shared + np.sqrt(1 - share) * own
+
+
 def synthesize_pairs(
     rng: np.random.Generator, pairs: pd.DataFrame, n: int, cfg: ScenarioConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,7 +186,8 @@ def synthesize_pairs(
     Args:
         rng: random generator (consumed).
         pairs: B rows with ``magnitude``, ``hypo_km``, ``azimuth_deg``, ``t_p``, ``t_s``
-            (travel times, s); the segment starts ``LEAD_S`` before P.
+            (travel times, s) and optionally ``station`` and ``cell`` (source cell id, for
+            waveform similarity); the segment starts ``LEAD_S`` before P.
         n: samples per segment.
         cfg: scenario settings.
 
@@ -182,7 +215,7 @@ def synthesize_pairs(
         tau = time[None, :] - onset[k][:, None].astype(np.float32)
         duration = np.maximum(1.0 / fc[k] + cfg.path_duration_s_per_km * hypo, 0.3)
         env = _envelopes(tau, duration, tau_c, cfg.coda_ratio, cfg.rise_fraction).astype(np.float32)
-        white = rng.standard_normal((b, 3, n), dtype=np.float32) * env[:, None, :]
+        white = _excitation(rng, pairs, k, onset[k], n, cfg) * env[:, None, :]
         spec = (f / (1 + (f[None, :] / fc[k][:, None]) ** 2)) * np.exp(
             -np.pi * f * (travel[:, None] / q_phase + cfg.kappa_s)
         )
