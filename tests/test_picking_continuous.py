@@ -233,6 +233,21 @@ def test_span_in_chunks_finds_each_event_once_across_seams():
     assert dict(picks.dtypes.astype(str)) == PICKS_SCHEMA | {"pick_id": "object"}
 
 
+def test_span_std_gate_drops_uncertain_picks():
+    stream = _stream(_event_data(int(300 * FS), [(100.0, 103.0), (200.0, 201.0)]))
+    reader = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
+    codes = ("XX", "TEST", "")
+    kept = pick_span(reader, codes, T0, T0 + 300, PickerConfig(mc_samples=6), FakePicker())
+    gate = float(kept["probability_std"].median())
+    stats = SpanStats()
+    gated = pick_span(
+        reader, codes, T0, T0 + 300, PickerConfig(mc_samples=6, max_probability_std=gate),
+        FakePicker(), stats,
+    )  # fmt: skip
+    assert (gated["probability_std"] <= gate).all()
+    assert stats.rejected_uncertain == len(kept) - len(gated) > 0
+
+
 def test_span_gap_yields_no_pick_inside_it():
     n = int(600 * FS)
     events = [(100.0, 103.0), (300.0, 303.0), (500.0, 503.0)]
