@@ -186,6 +186,11 @@ def test_mc_dropout_mean_and_std(eqt, reference):
     # Two calls draw different masks.
     again = eqt.predict_windows(x, mc_samples=5, batch_size=10)
     assert not np.array_equal(again["picker_P"], mc["picker_P"])
+    # The single passes: (windows, passes, samples), all different.
+    passes = eqt.predict_passes(x, passes=3, batch_size=4)
+    assert passes["picker_P"].shape == (2, 3, 6000)
+    assert len({p.tobytes() for p in passes["picker_P"].reshape(6, 6000)}) == 6
+    assert np.abs(passes["picker_P"].mean(axis=1) - det["picker_P"]).mean() < 0.01
 
 
 def test_mc_mode_changes_nothing_but_dropout(eqt, reference):
@@ -202,12 +207,14 @@ def test_mc_mode_changes_nothing_but_dropout(eqt, reference):
         x = reference["x"][:2]
         det = model.predict_windows(x)
         mc = model.predict_windows(x, mc_samples=3)
+        passes = model.predict_passes(x, passes=2)
     finally:
         for layer in drops:
             layer.rate = DROP_RATE
     for k in OUTPUT_NAMES:
         np.testing.assert_allclose(mc[k], det[k], atol=1e-6)
         assert mc[f"{k}_std"].max() <= 1e-6
+        np.testing.assert_allclose(passes[k], np.stack([det[k]] * 2, axis=1), atol=1e-6)
 
 
 def test_lstm_gates():

@@ -493,9 +493,9 @@ class EQTransformer:
         self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
         spec = tf.TensorSpec((None, WINDOW_SAMPLES, CHANNELS), tf.float32)
         self._deterministic = tf.function(self._forward, input_signature=[spec])
-        self._stochastic = tf.function(
-            self._mc_statistics, input_signature=[spec, tf.TensorSpec((), tf.int32)]
-        )
+        passes = tf.TensorSpec((), tf.int32)
+        self._stochastic = tf.function(self._mc_statistics, input_signature=[spec, passes])
+        self._passes = tf.function(self._mc_passes, input_signature=[spec, passes])
 
     def __repr__(self) -> str:
         return f"EQTransformer(name={self.name!r}, path='{self.path}', device={self.device!r})"
@@ -503,8 +503,8 @@ class EQTransformer:
     def _forward(self, x):
         return self.network(x, mc_dropout=False)
 
-    def _mc_statistics(self, x, passes):
-        """Mean and std over ``passes`` stochastic passes of each window, run as one batch.
+    def _mc_passes(self, x, passes):
+        """(passes, n, 6000) outputs of ``passes`` stochastic passes of n windows, one batch.
 
         The encoder stem before the first dropout layer is the same in every pass, so it runs
         once per window and only its (47-sample) output is repeated.
@@ -512,12 +512,48 @@ class EQTransformer:
         n = tf.shape(x)[0]
         features = tf.tile(self.network.downsample(x), [passes, 1, 1])
         outputs = self.network.from_downsampled(features, mc_dropout=True)
+        return {k: tf.reshape(v, [passes, n, WINDOW_SAMPLES]) for k, v in outputs.items()}
+
+    def _mc_statistics(self, x, passes):
+        """Mean and std over ``passes`` stochastic passes of each window."""
         stats = {}
-        for name, values in outputs.items():
-            values = tf.reshape(values, [passes, n, WINDOW_SAMPLES])
+        for name, values in self._mc_passes(x, passes).items():
             stats[name] = tf.reduce_mean(values, axis=0)
             stats[f"{name}_std"] = tf.math.reduce_std(values, axis=0)
         return stats
+
+    def _passes_per_call(self, batch_size: int, passes: int) -> int:
+        """Windows per forward call so that a call holds about ``batch_size`` passes."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        per_call = batch_size if self.device == "GPU" else min(batch_size, CPU_MAX_BATCH)
+        return max(1, per_call // max(passes, 1))
+
+    def predict_passes(
+        self, x: np.ndarray, passes: int, batch_size: int = 500
+    ) -> dict[str, np.ndarray]:
+        """Every one of ``passes`` stochastic (MC-dropout) passes of each window.
+
+        For statistics beyond mean and std, e.g. the spread of pick times across passes.
+
+        Args:
+            x: (N, 6000, 3) standardised windows, as for :meth:`predict_windows`.
+            passes: stochastic passes per window (at least 1).
+            batch_size: as for :meth:`predict_windows`.
+
+        Returns:
+            ``detector``, ``picker_P``, ``picker_S``: (N, passes, 6000) float32.
+        """
+        x = self._check_windows(x)
+        if passes < 1:
+            raise ValueError(f"passes must be at least 1, got {passes}")
+        out = {k: np.empty((len(x), passes, WINDOW_SAMPLES), np.float32) for k in OUTPUT_NAMES}
+        step = self._passes_per_call(batch_size, passes)
+        for start in range(0, len(x), step):
+            result = self._passes(tf.constant(x[start : start + step]), tf.constant(passes))
+            for k in OUTPUT_NAMES:
+                out[k][start : start + step] = np.swapaxes(result[k].numpy(), 0, 1)
+        return out
 
     def predict_windows(
         self, x: np.ndarray, mc_samples: int = 0, batch_size: int = 500
@@ -538,18 +574,15 @@ class EQTransformer:
             ``mc_samples > 0`` also ``detector_std``, ``picker_P_std``, ``picker_S_std``.
         """
         x = self._check_windows(x)
-        if mc_samples < 0 or batch_size < 1:
-            raise ValueError(
-                f"need mc_samples >= 0 and batch_size >= 1, got {mc_samples}, {batch_size}"
-            )
+        if mc_samples < 0:
+            raise ValueError(f"mc_samples must be at least 0, got {mc_samples}")
         keys = (
             OUTPUT_NAMES
             if mc_samples == 0
             else OUTPUT_NAMES + tuple(f"{name}_std" for name in OUTPUT_NAMES)
         )
         out = {k: np.empty((len(x), WINDOW_SAMPLES), dtype=np.float32) for k in keys}
-        passes_per_call = batch_size if self.device == "GPU" else min(batch_size, CPU_MAX_BATCH)
-        step = max(1, passes_per_call // max(mc_samples, 1))
+        step = self._passes_per_call(batch_size, mc_samples)
         for start in range(0, len(x), step):
             chunk = tf.constant(x[start : start + step])
             if mc_samples == 0:
