@@ -68,5 +68,183 @@ def install_weights_cmd() -> None:
         typer.echo(f"weights: {model_dir() / name} sha256={digest}")
 
 
+def _run_build(
+    config: Path,
+    stage: str | None = None,
+    from_stage: str | None = None,
+    dask: str | None = None,
+) -> dict:
+    """Validate ``config`` then run the ``build_catalog`` flow (Prefect's ephemeral mode)."""
+    cfg = _load(config)
+    from flows.build import build_catalog, stages_to_run
+
+    try:
+        stages_to_run(stage, from_stage)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    results = build_catalog(str(config), stage=stage, from_stage=from_stage, dask_address=dask)
+    for name, summary in results.items():
+        counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
+        typer.echo(f"{name}: {counts}")
+    report = cfg.run_dir / "report" / "index.html"
+    if report.exists():
+        typer.echo(f"report: {report.resolve()}")
+    return results
+
+
+@app.command()
+def build(
+    config: ConfigArg,
+    stage: Annotated[str | None, typer.Option("--stage", help="run only this stage")] = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="resume from this stage on")
+    ] = None,
+    dask: Annotated[
+        str | None, typer.Option("--dask", help="Dask scheduler address for mapped tasks")
+    ] = None,
+) -> None:
+    """Build a catalog: download → pick → associate → locate → relocate → magnitude → report.
+
+    Stages: download, pick, associate, locate, relocate, magnitude, report. Reruns reuse
+    cached work (Prefect task caching keyed on inputs, config and code).
+    """
+    _run_build(config, stage, from_stage, dask)
+
+
+def _stage_command(name: str, doc: str) -> None:
+    def command(config: ConfigArg) -> None:
+        _run_build(config, stage=name)
+
+    command.__doc__ = f"{doc} (same as `eqcat build CONFIG --stage {name}`)."
+    app.command(name)(command)
+
+
+for _name, _doc in (
+    ("download", "Download station metadata and waveforms (or generate the scenario)"),
+    ("pick", "Detect and pick P/S with EQTransformer (or STA/LTA) on every station-day"),
+    ("associate", "Associate picks into events (time-based or PyOcto)"),
+    ("locate", "Locate events with HypoInverse 1.40"),
+    ("magnitude", "Compute local magnitudes"),
+    ("report", "Export the catalog (CSV, Parquet, QuakeML) and write the HTML report"),
+):
+    _stage_command(_name, _doc)
+
+
+@app.command()
+def relocate(
+    config: Annotated[Path | None, typer.Argument(help="build config YAML")] = None,
+    hypodd_dir: Annotated[
+        Path | None,
+        typer.Option("--hypodd-dir", help="run the engine on a folder with HypoDD inputs"),
+    ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="auto | binary | python")] = None,
+) -> None:
+    """Relocate with HypoDD (dt.ct + dt.cc), or run it on your own folder (--hypodd-dir)."""
+    if hypodd_dir is None:
+        if config is None:
+            console.print("[red]error:[/red] give a CONFIG or --hypodd-dir DIR")
+            raise typer.Exit(code=2)
+        _run_build(config, stage="relocate")
+        return
+    from pipeline.relocation.engine import relocate_dir
+    from pipeline.relocation.params import RelocationConfig
+
+    cfg = _load(config).relocation if config else RelocationConfig()
+    if engine:
+        cfg = cfg.model_copy(update={"engine": engine})
+    typer.echo(f"relocations: {relocate_dir(hypodd_dir, cfg)}")
+
+
+@app.command()
+def mc(
+    catalog: Annotated[Path, typer.Argument(help="catalog CSV with a magnitude column")],
+    magnitude_column: Annotated[str, typer.Option(help="magnitude column")] = "magnitude",
+    time_column: Annotated[
+        str | None, typer.Option(help="origin-time column ('' for none)")
+    ] = "origin_time",
+    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
+    out: Annotated[Path | None, typer.Option(help="folder for completeness.json + figures")] = None,
+) -> None:
+    """Completeness magnitude (MAXC, GFT, MBS) and b-value of any catalog CSV."""
+    from pipeline.completeness import CompletenessConfig, completeness_report_for_csv
+
+    try:
+        result = completeness_report_for_csv(
+            catalog,
+            magnitude_column,
+            time_column or None,
+            CompletenessConfig(delta_m=delta_m),
+            output_dir=out,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if not result.get("estimable", True):
+        typer.echo(f"{catalog}: Mc/b not estimable: {result.get('reason')}")
+        return
+    for method, est in (result.get("mc") or {}).items():
+        typer.echo(
+            f"Mc {method:6s} {est['mc']}  [{est['ci_low']}, {est['ci_high']}]"
+            + (f"  ({est['reason']})" if est.get("reason") else "")
+        )
+    typer.echo(
+        f"b = {result['b']:.3f} ± {result['b_std']:.3f} (Shi & Bolt) at Mc = "
+        f"{result['mc_selected']} ({result['mc_method']}), a = {result['a']:.2f}, "
+        f"{result['n_above_mc']} events ≥ Mc"
+    )
+    if out:
+        typer.echo(f"written: {out / 'completeness.json'}")
+
+
+@app.command()
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    truth: Annotated[Path, typer.Argument(help="truth folder (catalog.csv, picks.csv)")],
+) -> None:
+    """Score a run against a truth catalog; writes RUN_DIR/score.json and prints the table."""
+    from pipeline.score import format_truth_table, score_run
+
+    typer.echo(format_truth_table(score_run(run_dir, truth)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="parent folder of the demo run")] = Path("runs"),
+) -> None:
+    """Build the embedded synthetic Tottori-like replica end to end and print its truth table."""
+    import yaml
+
+    from pipeline.config import REPO_ROOT
+    from pipeline.score import format_truth_table, score_run
+
+    spec = yaml.safe_load((REPO_ROOT / "station_configs" / "demo.yaml").read_text())
+    spec["output_dir"] = str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "demo.yaml"
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    cfg = _load(config)
+    _run_build(config)
+    typer.echo(format_truth_table(score_run(cfg.run_dir, cfg.run_dir / "truth")))
+    typer.echo(f"score: {cfg.run_dir / 'score.json'}")
+
+
+@app.command()
+def serve(
+    config: ConfigArg,
+    cron: Annotated[str, typer.Option(help="cron schedule (UTC)")] = "0 2 * * *",
+    days: Annotated[int, typer.Option(help="each run builds the last N days up to now")] = 2,
+) -> None:
+    """Serve a scheduled deployment that extends the catalog (last N days up to now)."""
+    _load(config)
+    from flows.scheduled import extend_catalog
+
+    extend_catalog.serve(
+        name=f"eqcat-{config.stem}",
+        cron=cron,
+        parameters={"config_path": str(config.resolve()), "days": days},
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -19,8 +19,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.association import AssociationConfig
+from pipeline.location import LocationConfig
+from pipeline.magnitude import MagnitudeConfig
+from pipeline.picking.params import PickerConfig
+from pipeline.relocation.params import RelocationConfig
+from pipeline.report.html import ReportConfig
 from pipeline.rundir import RunDir, sha256_text, write_text_atomic
+from pipeline.synthetic.params import ScenarioConfig
+from pipeline.waveforms.params import HinetSource, StationSourceConfig, WaveformConfig
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -69,6 +78,19 @@ class BuildConfig(Section):
     )
     output_dir: Path = Field(Path("runs"), description="parent folder of run directories")
     dask: DaskConfig = DaskConfig()
+    stations: StationSourceConfig | None = Field(
+        None, description="inline list, StationXML file or FDSN query (not for hinet/scenario)"
+    )
+    waveforms: WaveformConfig = WaveformConfig()
+    scenario: ScenarioConfig | None = Field(
+        None, description="generate a synthetic scenario instead of downloading (offline)"
+    )
+    picking: PickerConfig = PickerConfig()
+    association: AssociationConfig = AssociationConfig()
+    location: LocationConfig = LocationConfig()
+    relocation: RelocationConfig = RelocationConfig()
+    magnitude: MagnitudeConfig = MagnitudeConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("name")
     @classmethod
@@ -97,6 +119,11 @@ class BuildConfig(Section):
     def _span(self) -> BuildConfig:
         if self.endtime <= self.starttime:
             raise ValueError("endtime must be after starttime")
+        needs_stations = self.scenario is None and not isinstance(
+            self.waveforms.source, HinetSource
+        )
+        if needs_stations and self.stations is None:
+            raise ValueError("stations: required for fdsn and sds waveform sources")
         return self
 
     @property

@@ -464,10 +464,32 @@ def pick_all(
                 log.error("%s", exc)
                 failures[f"{row.network}.{row.station}.{day}"] = str(exc)
             progress.advance(task)
+    model_name = model.name if cfg.picker == "eqt" else "stalta"
+    return finish_picking(run, cfg, summaries, failures, model_name, len(units), began)
+
+
+def finish_picking(
+    run: RunDir,
+    cfg: PickerConfig,
+    summaries: list[dict[str, Any]],
+    failures: dict[str, str],
+    model_name: str,
+    n_units: int,
+    began: float,
+) -> dict[str, Any]:
+    """Merge the station-day tables and record the picking stage in the manifest.
+
+    Args:
+        summaries: the :func:`pick_station_day` results of the finished station-days.
+        failures: station-day label -> error message of the failed ones.
+        model_name: the picker's model name (``"stalta"`` for the baseline).
+        n_units: number of station-days attempted.
+        began: ``time.perf_counter()`` at the start of the stage.
+    """
     merged = merge_picks(run)
     table = pd.read_parquet(merged, columns=["phase"])
     counts = {
-        "station_days": len(units),
+        "station_days": n_units,
         "failed": len(failures),
         "picks": len(table),
         "p": int((table["phase"] == "P").sum()),
@@ -486,7 +508,7 @@ def pick_all(
         wall_time_s=wall,
         details={
             "picker": cfg.picker,
-            "model": model.name if cfg.picker == "eqt" else "stalta",
+            "model": model_name,
             "config": cfg.model_dump(mode="json"),
             "failures": failures,
             "notes": sorted({n for s in summaries for n in s["notes"]}),

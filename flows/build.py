@@ -1,0 +1,413 @@
+"""Prefect flows: one per stage, and the parent ``build_catalog`` that runs them in order.
+
+Flows are wiring only: every task calls one function of :mod:`pipeline` that reads and
+writes the run directory, and tasks pass paths, config file names and small summaries —
+never waveforms. Each task is cached on a key made of its config section, the
+fingerprints of its input files and the code version (:mod:`flows.caching`), so a rerun of
+a finished build does no work and a build extended by new days only picks the new
+station-days (and reruns the stages downstream of picking, whose inputs changed).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from flows.caching import cache_inputs, stage_cache_key
+from pipeline.config import BuildConfig, load_config, write_resolved_config
+from pipeline.rundir import RunDir
+from pipeline.velocity import load_velocity_model
+
+#: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
+STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
+
+CACHED = {"cache_key_fn": stage_cache_key, "persist_result": True}
+
+
+def _run(cfg: BuildConfig) -> RunDir:
+    return RunDir(cfg.run_dir)
+
+
+def _artifact(cfg: BuildConfig, stage: str, summary: dict[str, Any]) -> None:
+    counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
+    rows = [{"quantity": k, "value": v} for k, v in counts.items()]
+    rows.append({"quantity": "wall_time_s", "value": summary.get("wall_time_s")})
+    key = f"{cfg.name}-{stage}".lower().replace("_", "-").replace(".", "-")
+    create_table_artifact(table=rows, key=key, description=f"eqcat {cfg.name}: {stage}")
+
+
+# --------------------------------------------------------------------------- download
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), **CACHED)
+def download_task(config_path: str, cache: dict) -> dict:
+    """Fill ``<run>/waveforms`` (FDSN / SDS / Hi-net download, or the synthetic scenario)."""
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    if cfg.scenario is not None:
+        from pipeline.synthetic import generate_scenario
+
+        began = time.perf_counter()
+        summary = generate_scenario(run.root, cfg.scenario, workers=os.cpu_count() or 1)
+        return {"counts": {"events": summary.n_events}, "wall_time_s": time.perf_counter() - began}
+    from prefect.blocks.system import Secret
+
+    from pipeline.waveforms import download_waveforms
+
+    return download_waveforms(
+        run,
+        cfg.stations,
+        cfg.waveforms,
+        cfg.starttime,
+        cfg.endtime,
+        progress=False,
+        secret_loader=lambda name: Secret.load(name).get(),
+    )
+
+
+@flow(name="download")
+def download_flow(config_path: str) -> dict:
+    """Waveforms and station metadata into the run directory."""
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    outputs = [run.root / "waveforms" / "stations.csv"]
+    summary = download_task(
+        config_path,
+        cache=cache_inputs(
+            section={
+                "stations": cfg.stations,
+                "waveforms": cfg.waveforms,
+                "scenario": cfg.scenario,
+                "span": [cfg.starttime, cfg.endtime],
+            },
+            outputs=outputs,
+        ),
+    )
+    _artifact(cfg, "download", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- picking
+
+
+@functools.lru_cache(maxsize=2)
+def _model(weights: str | None):
+    from pipeline.picking import load_eqt
+
+    return load_eqt(weights)
+
+
+@task(retries=1, retry_delay_seconds=5, **CACHED)
+def pick_station_day_task(
+    config_path: str,
+    network: str,
+    station: str,
+    location: str,
+    channel_prefix: str,
+    day: date,
+    cache: dict,
+) -> dict:
+    """Pick one station-day (EQTransformer or STA/LTA) into its own Parquet table."""
+    from pipeline.picking import pick_station_day
+    from pipeline.waveforms import waveform_root
+
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    model = (
+        _model(str(cfg.picking.weights) if cfg.picking.weights else None)
+        if cfg.picking.picker == "eqt"
+        else None
+    )
+    summary = pick_station_day(
+        run.root,
+        network,
+        station,
+        day,
+        cfg.picking,
+        model,
+        location=location,
+        channel_prefix=channel_prefix,
+        sds_root=waveform_root(run, cfg.waveforms),
+    )
+    summary["path"] = str(summary["path"])
+    return summary
+
+
+def _station_day_files(sds_root: Path, network: str, station: str, day: date) -> list[Path]:
+    doy = day.timetuple().tm_yday
+    pattern = f"{day.year}/{network}/{station}/*.D/{network}.{station}.*.{day.year}.{doy:03d}"
+    return sorted(sds_root.glob(pattern))
+
+
+@flow(name="pick")
+def pick_flow(config_path: str) -> dict:
+    """Pick every station-day (mapped tasks), merge, record the stage; failures are reported."""
+    from pipeline.picking.stage import finish_picking, station_day_path
+    from pipeline.waveforms import waveform_root
+    from pipeline.waveforms.inventory import read_stations_csv
+    from pipeline.waveforms.sds import days_in_span
+
+    logger = get_run_logger()
+    began = time.perf_counter()
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    sds_root = waveform_root(run, cfg.waveforms)
+    stations = read_stations_csv(run.root / "waveforms" / "stations.csv")
+    stations = stations.drop_duplicates(["network", "station"])
+    units = [
+        (row, day)
+        for day in days_in_span(cfg.starttime, cfg.endtime)
+        for row in stations.itertuples(index=False)
+    ]
+    weights = None
+    if cfg.picking.picker == "eqt":
+        from pipeline.weights import default_weights_path
+
+        weights = str(cfg.picking.weights or default_weights_path())
+    futures = [
+        pick_station_day_task.submit(
+            config_path,
+            row.network,
+            row.station,
+            row.location,
+            row.channel_prefix,
+            day,
+            cache=cache_inputs(
+                section=cfg.picking,
+                inputs=_station_day_files(sds_root, row.network, row.station, day),
+                outputs=[station_day_path(run.root, row.network, row.station, day)],
+                extra={"weights": weights},
+            ),
+        )
+        for row, day in units
+    ]
+    wait(futures)
+    summaries, failures = [], {}
+    for (row, day), future in zip(units, futures, strict=True):
+        state = future.state
+        if state.is_completed():
+            summaries.append(future.result())
+        else:
+            label = f"{row.network}.{row.station}.{day}"
+            failures[label] = str(state.message or state.name)
+            logger.error("station-day %s failed: %s", label, failures[label])
+    model_name = "stalta" if cfg.picking.picker == "stalta" else Path(weights).stem
+    summary = finish_picking(run, cfg.picking, summaries, failures, model_name, len(units), began)
+    summary = {
+        "counts": summary["counts"],
+        "failures": failures,
+        "wall_time_s": time.perf_counter() - began,
+    }
+    _artifact(cfg, "pick", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- later stages
+
+
+def _stage_task(stage: str, config_path: str) -> dict:
+    """Run one whole-catalog stage function (the body of :func:`stage_task`)."""
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    model = load_velocity_model(cfg.velocity_model)
+    if stage == "associate":
+        from pipeline.association import associate
+
+        return associate(run, cfg.association, model)
+    if stage == "locate":
+        from pipeline.location import locate
+
+        return locate(run, cfg.location, model)
+    if stage == "relocate":
+        from pipeline.relocation.stage import relocate
+
+        return relocate(run, cfg.relocation, model)
+    if stage == "magnitude":
+        from pipeline.magnitude import compute_magnitudes
+
+        return compute_magnitudes(run, cfg.magnitude)
+    if stage == "report":
+        from pipeline.catalog import export_catalog
+        from pipeline.report.html import write_report
+
+        exported = export_catalog(run)
+        return {**exported, "report": str(write_report(run, cfg.report))}
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+@task(retries=1, retry_delay_seconds=5, **CACHED)
+def stage_task(stage: str, config_path: str, cache: dict) -> dict:
+    """One whole-catalog stage; cached on its section, its input tables and the code."""
+    return _stage_task(stage, config_path)
+
+
+#: For each later stage: its config section, the tables it reads, the tables it writes.
+STAGE_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "associate": (
+        "association",
+        ("picks/picks.parquet", "waveforms/stations.csv"),
+        ("association/events.parquet", "association/assignments.parquet"),
+    ),
+    "locate": (
+        "location",
+        (
+            "association/events.parquet",
+            "association/assignments.parquet",
+            "picks/picks.parquet",
+            "waveforms/stations.csv",
+        ),
+        ("location/locations.parquet",),
+    ),
+    "relocate": (
+        "relocation",
+        (
+            "location/locations.parquet",
+            "association/assignments.parquet",
+            "picks/picks.parquet",
+            "waveforms/stations.csv",
+        ),
+        ("relocation/relocations.parquet",),
+    ),
+    "magnitude": (
+        "magnitude",
+        (
+            "relocation/relocations.parquet",
+            "location/locations.parquet",
+            "association/assignments.parquet",
+            "picks/picks.parquet",
+            "waveforms/inventory.xml",
+        ),
+        ("magnitude/magnitudes.parquet",),
+    ),
+    "report": (
+        "report",
+        (
+            "relocation/relocations.parquet",
+            "location/locations.parquet",
+            "magnitude/magnitudes.parquet",
+            "association/events.parquet",
+        ),
+        ("catalog/catalog.parquet", "report/index.html"),
+    ),
+}
+
+
+def _run_stage(stage: str, config_path: str) -> dict:
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    section, inputs, outputs = STAGE_FILES[stage]
+    summary = stage_task(
+        stage,
+        config_path,
+        cache=cache_inputs(
+            section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
+            inputs=[run.root / p for p in inputs],
+            outputs=[run.root / p for p in outputs],
+        ),
+    )
+    _artifact(cfg, stage, summary)
+    return summary
+
+
+@flow(name="associate")
+def associate_flow(config_path: str) -> dict:
+    """Picks → events (time-based or PyOcto)."""
+    return _run_stage("associate", config_path)
+
+
+@flow(name="locate")
+def locate_flow(config_path: str) -> dict:
+    """Events → HypoInverse locations."""
+    return _run_stage("locate", config_path)
+
+
+@flow(name="relocate")
+def relocate_flow(config_path: str) -> dict:
+    """HypoInverse locations → HypoDD relocations (dt.ct + dt.cc)."""
+    return _run_stage("relocate", config_path)
+
+
+@flow(name="magnitude")
+def magnitude_flow(config_path: str) -> dict:
+    """Local magnitudes from Wood–Anderson amplitudes."""
+    return _run_stage("magnitude", config_path)
+
+
+@flow(name="report")
+def report_flow(config_path: str) -> dict:
+    """Catalog export (Parquet, CSV, QuakeML) and the HTML report with Mc / b."""
+    return _run_stage("report", config_path)
+
+
+STAGE_FLOWS = {
+    "download": download_flow,
+    "pick": pick_flow,
+    "associate": associate_flow,
+    "locate": locate_flow,
+    "relocate": relocate_flow,
+    "magnitude": magnitude_flow,
+    "report": report_flow,
+}
+
+
+def stages_to_run(stage: str | None = None, from_stage: str | None = None) -> list[str]:
+    """The stages a build runs: all, one (``stage``) or from one on (``from_stage``)."""
+    for name in (stage, from_stage):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if stage is not None:
+        return [stage]
+    start = STAGES.index(from_stage) if from_stage else 0
+    return list(STAGES[start:])
+
+
+@flow(name="build_catalog")
+def build_catalog(
+    config_path: str,
+    stage: str | None = None,
+    from_stage: str | None = None,
+    dask_address: str | None = None,
+) -> dict[str, Any]:
+    """Build a catalog: every stage in order (or one, or from one on), summarised at the end."""
+    logger = get_run_logger()
+    cfg = load_config(config_path)
+    run = write_resolved_config(cfg)
+    results: dict[str, Any] = {}
+    for name in stages_to_run(stage, from_stage):
+        began = time.perf_counter()
+        stage_flow = STAGE_FLOWS[name]
+        if name == "pick":  # the mapped stage runs on the build's task runner (Dask or threads)
+            stage_flow = with_runner(stage_flow, cfg, dask_address)
+        results[name] = stage_flow(config_path)
+        logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
+    lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
+    lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]
+    report = run.root / "report" / "index.html"
+    if report.exists():
+        lines += ["", f"Report: `{report.resolve()}`"]
+    create_markdown_artifact(
+        markdown="\n".join(lines),
+        key=f"{cfg.name}-summary".lower().replace("_", "-").replace(".", "-"),
+    )
+    return results
+
+
+def with_runner(flow_obj, cfg: BuildConfig, dask_address: str | None = None):
+    """``flow_obj`` with the build's task runner: Dask when an address is given, else threads."""
+    address = dask_address or cfg.dask.address
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return flow_obj.with_options(task_runner=DaskTaskRunner(address=address))
+    workers = cfg.dask.local_workers or os.cpu_count() or 1
+    return flow_obj.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
