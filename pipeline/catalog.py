@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -269,8 +270,14 @@ def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
 # QuakeML
 
 
+#: Characters a QuakeML resource-identifier segment may not hold (':' of ISO times, spaces...).
+_QML_UNSAFE = re.compile(r"[^\w.\-*()~'=+;]")
+
+
 def _rid(kind: str, *parts: object) -> ResourceIdentifier:
-    return ResourceIdentifier(f"{QML_PREFIX}/{kind}/" + "/".join(str(p) for p in parts))
+    """A valid QuakeML URI ``smi:local/eqcat/<kind>/<part>/...`` (unsafe characters → '_')."""
+    safe = (_QML_UNSAFE.sub("_", str(p)) for p in parts)
+    return ResourceIdentifier(f"{QML_PREFIX}/{kind}/" + "/".join(safe))
 
 
 def _finite(value: object) -> float | None:

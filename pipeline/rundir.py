@@ -21,6 +21,9 @@ from typing import IO, Any
 
 import pandas as pd
 
+#: Permissions of every file a stage writes (mkstemp alone would give 0600).
+FILE_MODE = 0o644
+
 #: Stage folders of a run directory, in build order.
 STAGE_DIRS = (
     "waveforms",
@@ -28,6 +31,7 @@ STAGE_DIRS = (
     "association",
     "location",
     "relocation",
+    "magnitude",
     "catalog",
     "report",
 )
@@ -43,6 +47,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, FILE_MODE)
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
@@ -67,6 +72,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

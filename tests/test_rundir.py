@@ -49,3 +49,10 @@ def test_manifest_records_each_stage(tmp_path):
     assert manifest["pick"]["wall_time_s"] == 1.5
     assert "numpy" in manifest["pick"]["versions"]
     assert len(sha256_file(out)) == 64
+
+
+def test_written_files_are_world_readable(tmp_path):
+    target = tmp_path / "report.html"
+    with atomic_write(target) as fh:
+        fh.write("<html></html>")
+    assert target.stat().st_mode & 0o777 == 0o644
