@@ -210,23 +210,21 @@ def score(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="parent folder of the demo run")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="parent folder of the demo runs")] = Path("runs"),
 ) -> None:
-    """Build the embedded synthetic Tottori-like replica end to end and print its truth table."""
-    import yaml
+    """Build the synthetic Tottori-like replica with EQTransformer and with STA/LTA, score both."""
+    from flows.demo import format_comparison, run_demo
+    from pipeline.score import format_truth_table
 
-    from pipeline.config import REPO_ROOT
-    from pipeline.score import format_truth_table, score_run
-
-    spec = yaml.safe_load((REPO_ROOT / "station_configs" / "demo.yaml").read_text())
-    spec["output_dir"] = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / "demo.yaml"
-    config.write_text(yaml.safe_dump(spec, sort_keys=False))
-    cfg = _load(config)
-    _run_build(config)
-    typer.echo(format_truth_table(score_run(cfg.run_dir, cfg.run_dir / "truth")))
-    typer.echo(f"score: {cfg.run_dir / 'score.json'}")
+    scores = run_demo(out)
+    typer.echo(format_truth_table(scores["eqt"]))
+    typer.echo("")
+    typer.echo(format_comparison(scores))
+    run_dir = Path(scores["eqt"]["run_dir"])
+    typer.echo(f"report: {(run_dir / 'report' / 'index.html').resolve()}")
+    typer.echo(
+        f"scores: {run_dir / 'score.json'}, {Path(scores['stalta']['run_dir']) / 'score.json'}"
+    )
 
 
 @app.command()
