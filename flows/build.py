@@ -20,10 +20,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from flows.caching import cache_inputs, stage_cache_key
+from flows.caching import cache_inputs, cached, stage_cache_key
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.rundir import RunDir
 from pipeline.velocity import load_velocity_model
@@ -81,18 +82,16 @@ def download_flow(config_path: str) -> dict:
     cfg = load_config(config_path)
     run = _run(cfg)
     outputs = [run.root / "waveforms" / "stations.csv"]
-    summary = download_task(
-        config_path,
-        cache=cache_inputs(
-            section={
-                "stations": cfg.stations,
-                "waveforms": cfg.waveforms,
-                "scenario": cfg.scenario,
-                "span": [cfg.starttime, cfg.endtime],
-            },
-            outputs=outputs,
-        ),
-    )
+    if cfg.scenario is not None:  # the scenario alone defines the data, whatever the span
+        section = {"scenario": cfg.scenario}
+    else:
+        section = {
+            "stations": cfg.stations,
+            "waveforms": cfg.waveforms,
+            "span": [cfg.starttime, cfg.endtime],
+        }
+    cache = cache_inputs(section=section, outputs=outputs)
+    summary = cached(download_task, cache)(config_path, cache=cache)
     _artifact(cfg, "download", summary)
     return summary
 
@@ -107,7 +106,7 @@ def _model(weights: str | None):
     return load_eqt(weights)
 
 
-@task(retries=1, retry_delay_seconds=5, **CACHED)
+@task(retries=2, retry_delay_seconds=2, **CACHED)
 def pick_station_day_task(
     config_path: str,
     network: str,
@@ -174,22 +173,26 @@ def pick_flow(config_path: str) -> dict:
         from pipeline.weights import default_weights_path
 
         weights = str(cfg.picking.weights or default_weights_path())
+    caches = [
+        cache_inputs(
+            section=cfg.picking,
+            inputs=_station_day_files(sds_root, row.network, row.station, day),
+            outputs=[station_day_path(run.root, row.network, row.station, day)],
+            extra={"weights": weights},
+        )
+        for row, day in units
+    ]
     futures = [
-        pick_station_day_task.submit(
+        cached(pick_station_day_task, cache).submit(
             config_path,
             row.network,
             row.station,
             row.location,
             row.channel_prefix,
             day,
-            cache=cache_inputs(
-                section=cfg.picking,
-                inputs=_station_day_files(sds_root, row.network, row.station, day),
-                outputs=[station_day_path(run.root, row.network, row.station, day)],
-                extra={"weights": weights},
-            ),
+            cache=cache,
         )
-        for row, day in units
+        for (row, day), cache in zip(units, caches, strict=True)
     ]
     wait(futures)
     summaries, failures = [], {}
@@ -306,15 +309,12 @@ def _run_stage(stage: str, config_path: str) -> dict:
     cfg = load_config(config_path)
     run = _run(cfg)
     section, inputs, outputs = STAGE_FILES[stage]
-    summary = stage_task(
-        stage,
-        config_path,
-        cache=cache_inputs(
-            section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
-            inputs=[run.root / p for p in inputs],
-            outputs=[run.root / p for p in outputs],
-        ),
+    cache = cache_inputs(
+        section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
+        inputs=[run.root / p for p in inputs],
+        outputs=[run.root / p for p in outputs],
     )
+    summary = cached(stage_task, cache)(stage, config_path, cache=cache)
     _artifact(cfg, stage, summary)
     return summary
 
@@ -383,13 +383,16 @@ def build_catalog(
     cfg = load_config(config_path)
     run = write_resolved_config(cfg)
     results: dict[str, Any] = {}
-    for name in stages_to_run(stage, from_stage):
-        began = time.perf_counter()
-        stage_flow = STAGE_FLOWS[name]
-        if name == "pick":  # the mapped stage runs on the build's task runner (Dask or threads)
-            stage_flow = with_runner(stage_flow, cfg, dask_address)
-        results[name] = stage_flow(config_path)
-        logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
+    # Stage flows are subflows of this run, whose heartbeat covers them; their own
+    # heartbeat thread would only add ~1 s per stage at exit (it sleeps in 1 s steps).
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        for name in stages_to_run(stage, from_stage):
+            began = time.perf_counter()
+            stage_flow = STAGE_FLOWS[name]
+            if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
+                stage_flow = with_runner(stage_flow, cfg, dask_address)
+            results[name] = stage_flow(config_path)
+            logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
     lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
     lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]
     report = run.root / "report" / "index.html"

@@ -1,9 +1,11 @@
 """Cache keys for eqcat tasks: what a task read, how it was configured, which code ran.
 
 A task's key is the SHA-256 of the task name, the code version, its config section
-(JSON), the fingerprints of its input files and the run directory. When any expected
-output file is missing the key is ``None`` and the task runs again, so deleting an
-output (or the run directory) always forces the work to be redone.
+(JSON), the fingerprints of its input files and the paths of its outputs. When any
+expected output file is missing, :func:`cached` runs the task with ``refresh_cache`` (it
+runs, and its result is stored under the same key), so deleting an output (or the run
+directory) always forces the work to be redone, and the first run of a build already
+fills the cache that its rerun hits.
 
 Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text),
 ``size:mtime_ns`` for miniSEED day files, which are large and written atomically once.
@@ -16,6 +18,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from prefect import Task
 
 import pipeline
 from pipeline.rundir import sha256_file
@@ -74,12 +78,22 @@ def cache_inputs(
     }
 
 
+def outputs_exist(description: dict[str, Any]) -> bool:
+    """Whether every output file named by a :func:`cache_inputs` description exists."""
+    return all(Path(p).exists() for p in description["outputs"])
+
+
+def cached(task_obj: Task, description: dict[str, Any]) -> Task:
+    """``task_obj``, refreshing its cache entry when an expected output file is missing."""
+    if outputs_exist(description):
+        return task_obj
+    return task_obj.with_options(refresh_cache=True)
+
+
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """Prefect ``cache_key_fn``: hash of the task name, code version and ``cache_inputs``."""
     description = parameters.get("cache")
     if description is None:
-        return None
-    if any(not Path(p).exists() for p in description["outputs"]):
         return None
     payload = json.dumps(
         {"task": context.task.name, "code": code_version(), **description},
