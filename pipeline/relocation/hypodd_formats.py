@@ -23,6 +23,7 @@ whitespace and name the columns as the HypoDD 2 manual (appendix B) does, lower-
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from string import Template
 
@@ -31,6 +32,8 @@ import pandas as pd
 
 from pipeline.rundir import atomic_write
 from pipeline.velocity import VelocityModel
+
+log = logging.getLogger(__name__)
 
 #: Longest station label HypoDD 2 keeps (it reads ``a7``).
 MAX_LABEL = 7
@@ -423,6 +426,60 @@ def read_reloc(path: Path) -> pd.DataFrame:
     table = _read_columns(path, RELOC_COLUMNS)
     table["hypodd_id"] = table["hypodd_id"].astype(int)
     return _with_times(table)
+
+
+def realign_origin_times(reloc: pd.DataFrame, loc: pd.DataFrame) -> pd.DataFrame:
+    """``reloc`` with each event's ``origin_time`` (and ``magnitude``) attached to its own ID.
+
+    HypoDD writes a relocated origin time as the event's catalog time minus its origin
+    shift. The ``hypodd`` package (0.2.1, ``core/skip.py``) compacts only the ID and source
+    arrays when it drops events of a cluster, so row j of a cluster in hypoDD.reloc then
+    carries the date/time and magnitude of row j of that cluster in hypoDD.loc (the
+    cluster's events before any was dropped) instead of its own: origin times off by minutes.
+    Both readings of each row's shift are formed — against the hypoDD.loc row of the same
+    ID, and against the same row of the cluster block — and the one with the smaller median
+    absolute shift is taken (a relocation shifts origins by far less than the spacing of
+    events; without dropped events the two agree). The time becomes the hypoDD.loc time of
+    the event's own ID plus that shift.
+
+    Args:
+        reloc: :func:`read_reloc` table.
+        loc: :func:`read_loc` table of the same run.
+
+    Raises:
+        HypoDDFormatError: an ID or cluster of ``reloc`` missing from ``loc``.
+    """
+    if reloc.empty:
+        return reloc
+    start = loc.drop_duplicates("hypodd_id").set_index("hypodd_id")
+    missing = sorted(set(reloc["hypodd_id"]) - set(start.index))
+    if missing:
+        raise HypoDDFormatError(f"hypoDD.reloc IDs {missing[:5]} not in hypoDD.loc")
+    own = start.loc[reloc["hypodd_id"]]
+    own_time = pd.DatetimeIndex(own["origin_time"])
+    by_id = (pd.DatetimeIndex(reloc["origin_time"]) - own_time).total_seconds().to_numpy()
+    by_row = np.full(len(reloc), np.nan)
+    for cid, rows in reloc.groupby("cluster_id", sort=False):
+        block = pd.DatetimeIndex(loc.loc[loc["cluster_id"] == cid, "origin_time"])
+        if len(block) < len(rows):
+            raise HypoDDFormatError(
+                f"cluster {cid}: {len(rows)} events in hypoDD.reloc, {len(block)} in hypoDD.loc"
+            )
+        shift = pd.DatetimeIndex(rows["origin_time"]) - block[: len(rows)]
+        by_row[reloc.index.get_indexer(rows.index)] = shift.total_seconds()
+    out = reloc.copy()
+    shift_s = by_id
+    if np.median(np.abs(by_row)) < np.median(np.abs(by_id)):
+        log.warning(
+            "hypoDD.reloc origin times belong to other events (hypodd package bug when events "
+            "are dropped); re-attached: median |shift| %.3f s instead of %.1f s",
+            np.median(np.abs(by_row)),
+            np.median(np.abs(by_id)),
+        )
+        shift_s = by_row
+        out["magnitude"] = own["magnitude"].to_numpy()
+    out["origin_time"] = own_time + pd.to_timedelta(shift_s, unit="s")
+    return out
 
 
 def read_loc(path: Path) -> pd.DataFrame:

@@ -283,7 +283,10 @@ def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
         run_record = run_engine(prep.folder, cfg)
         prep.timings_s["engine_s"] = round(time.perf_counter() - t, 3)
         engine = run_record.engine
-        reloc = fmt.read_reloc(run_record.reloc_path)
+        loc_name = fmt.read_inp_files(prep.folder / "hypoDD.inp")["fn_loc"]
+        reloc = fmt.realign_origin_times(
+            fmt.read_reloc(run_record.reloc_path), fmt.read_loc(prep.folder / loc_name)
+        )
         written.append(run_record.reloc_path)
 
     table = _join(prep.locations, prep.events, reloc, {int(i) for i in linked})
