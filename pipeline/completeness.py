@@ -309,20 +309,21 @@ class CompletenessResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN and infinities become ``None``)."""
-        return _json_clean(asdict(self))
+        return json_clean(asdict(self))
 
     def to_json(self) -> str:
         """The result as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
 
-def _json_clean(value: Any) -> Any:
+def json_clean(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/infinities as ``None``."""
     if isinstance(value, dict):
-        return {str(k): _json_clean(v) for k, v in value.items()}
+        return {str(k): json_clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_clean(v) for v in value]
+        return [json_clean(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_json_clean(v) for v in value.tolist()]
+        return [json_clean(v) for v in value.tolist()]
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, float | np.floating):

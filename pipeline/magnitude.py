@@ -479,7 +479,7 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
                     part = stream.slice(w.start - cfg.padding_s, w.end + cfg.padding_s)
                     amplitude, amp_time, n_comp = meter.station_amplitude(part, (w.start, w.end))
                     if not (math.isfinite(amplitude) and amplitude > 0):
-                        log.info("event %s station %s.%s: no amplitude", w.event_id, net, sta)
+                        log.debug("event %s station %s.%s: no amplitude", w.event_id, net, sta)
                         continue
                     mag = float(station_magnitude(amplitude, w.distance_km, cfg))
                     mag += cfg.station_corrections.get(f"{net}.{sta}", 0.0)

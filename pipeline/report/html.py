@@ -23,6 +23,7 @@ from pipeline.completeness import (
     CompletenessConfig,
     CompletenessResult,
     analyze_magnitudes,
+    json_clean,
     read_catalog_csv,
 )
 from pipeline.report import figures
@@ -82,7 +83,7 @@ def _reference(cfg: ReportConfig) -> dict[str, Any] | None:
         out["mc"] = res.mc_selected if ref.mc is None else ref.mc
         out["b"] = res.b if ref.b is None else ref.b
         out["computed"] = res.to_dict()
-    return out
+    return json_clean(out)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
