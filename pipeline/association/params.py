@@ -53,8 +53,8 @@ class TimeAssociatorConfig(_Section):
     relocations: int = Field(
         1,
         ge=0,
-        description="relocate-and-collect rounds when an event is formed (each adds the P "
-        "picks that fit the relocated source)",
+        description="relocate-and-collect rounds when an event is formed (each adds the S "
+        "picks that fit the source, relocates on P and S, and collects the P picks again)",
     )
     grid_spacing_km: float = Field(
         2.0, gt=0, le=20, description="horizontal spacing (km) of the coarse origin grid"

@@ -15,19 +15,27 @@ time order:
    hypocentres (``grid_spacing_km`` × ``grid_depths_km``, restricted to nodes that have the
    anchor's station among their ``anchor_nearest_stations`` nearest), the origin time is
    ``t_anchor - T_P(node, anchor station)`` and a pick of the anchor's pair windows fits when
-   its P residual is within ``p_tolerance_s``. The anchor and node fitting the most stations
-   win, so a false pick or a pick of an overlapping event that happens to be earlier does not
-   capture the event. The winner collects every unassigned P pick that fits its source (a
-   station contributes its highest-weight fitting pick), is relocated on the grid and
-   collects again (``relocations`` rounds); when its picks reach past the window, the anchors
-   up to its last pick are tried too. With ``min_stations`` or more stations it becomes an
-   event and the sweep retries the seed.
-3. **S picks.** After all events exist, each S pick goes to the event whose predicted S time
-   (origin + T_S from its node) is nearest within ``s_tolerance_s``; per event and station
-   the highest-weight S pick wins, the others stay unassigned.
+   its P residual is within ``p_tolerance_s``. Among the anchors whose node fits P picks of
+   ``min_stations`` or more stations, the one whose source also fits the most S picks (within
+   ``s_tolerance_s``; stations with a fitting P plus stations with a fitting S) wins, so a
+   false pick or a pick of an overlapping event that happens to be earlier does not capture
+   the event: its origin time puts the S picks in the wrong place. The winner collects every
+   unassigned P pick that fits its source (a station contributes its highest-weight fitting
+   pick). Then, ``relocations`` rounds: the unused S picks that fit its source within
+   ``s_tolerance_s`` join, the event is relocated on the grid with its P and S picks (L1
+   misfit, robust to a few picks off by seconds), and both phases are collected again from
+   the new source. The S picks pin the origin time and distance, so an event first located
+   on a P pick of a neighbouring event (or on a late P pick) moves to where its S picks put
+   it and the P picks that do not fit drop out. When its picks reach past the window, the anchors
+   up to its last P pick are tried too. With ``min_stations`` or more stations with a P pick
+   it becomes an event (its P and S picks are used) and the sweep retries the seed.
+3. **Remaining S picks.** After all events exist, each S pick not yet used goes to the event
+   whose predicted S time (origin + T_S from its node) is nearest within ``s_tolerance_s``;
+   per event and station the highest-weight S pick wins, the others stay unassigned.
 4. **Preliminary origin.** Each event is relocated on the same grid with its P and S picks
-   (origin time = mean of pick time - travel time; the node with the smallest RMS residual);
-   latitude/longitude/depth are that node's, so their precision is the grid spacing.
+   (origin time = median of pick time - travel time; the node with the smallest sum of
+   |residual|); latitude/longitude/depth are that node's, so their precision is the grid
+   spacing.
 
 Picks over the MC-dropout std gate never reach the associator; a pick's weight (used where
 a station has several fitting picks) is probability - std_weight × probability_std
@@ -178,19 +186,32 @@ def _collect(
     return idx[_best_per_station(sta[idx], w[idx], fits)]
 
 
-def _form_p_events(
+def _form_events(
     picks: PickArrays,
     p_index: np.ndarray,
+    s_index: np.ndarray,
     grid: OriginGrid,
     stations: StationGeometry,
     model: VelocityModel,
     cfg: AssociationConfig,
 ) -> tuple[list[int], list[float], list[np.ndarray]]:
-    """Sweep over P picks (step 1-2). Returns per event: node, origin (s), pick indices."""
+    """Sweep over P picks (steps 1-2).
+
+    Args:
+        picks: all usable picks.
+        p_index, s_index: indices into ``picks`` of the P and the S picks, each time-sorted.
+
+    Returns:
+        Per event: node, origin (s), indices into ``picks`` of its P and S picks.
+    """
     tcfg = cfg.time
     t = picks.time_s[p_index]
     sta = picks.station[p_index]
     w = picks.weight[p_index]
+    ts = picks.time_s[s_index]
+    sta_s = picks.station[s_index]
+    w_s = picks.weight[s_index]
+    used_s = np.zeros(ts.size, dtype=bool)
     v_min = float(np.min(model.vp_km_s))
     pair_window = stations.interstation_km() / v_min + tcfg.pair_tolerance_s
     window = tcfg.moving_window_s or float(pair_window.max())
@@ -205,13 +226,19 @@ def _form_p_events(
         cand = cand[np.abs(t[cand] - t[anchor]) <= pair_window[sta[anchor], sta[cand]]]
         return cand[np.lexsort((t[cand], sta[cand]))]
 
-    def best_event(seed: int) -> tuple[int, float, np.ndarray]:
-        """(node, origin, chosen picks) of the best event among anchors near ``seed``.
+    def collect_p(node: int, origin: float) -> np.ndarray:
+        return _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
+
+    def collect_s(node: int, origin: float) -> np.ndarray:
+        return _collect(ts, sta_s, w_s, used_s, grid.tt_s[node], origin, tcfg.s_tolerance_s)
+
+    def best_event(seed: int) -> tuple[int, float, np.ndarray, np.ndarray]:
+        """(node, origin, chosen P, chosen S) of the best event among anchors near ``seed``.
 
         Anchors are the unused picks from the seed to the end of its moving window, and on
         to the latest pick of the best event so far (whose picks may reach further).
         """
-        best = (0, -1, np.nan)  # (stations, node, origin)
+        best = ((False, 0), 0, -1, np.nan)  # (rank, P stations, node, origin)
         tried: set[int] = set()
         span_end = t[seed] + window
         chosen = np.empty(0, dtype=np.int64)
@@ -225,19 +252,26 @@ def _form_p_events(
                 cand = candidates(anchor)
                 pos = int(np.flatnonzero(cand == anchor)[0])
                 node, count = _anchored_fit(grid, t[cand], sta[cand], pos, tcfg.p_tolerance_s)
-                if count > best[0]:
-                    best = (count, node, float(t[anchor] - grid.tt_p[node, sta[anchor]]))
-            count, node, origin = best
+                origin = float(t[anchor] - grid.tt_p[node, sta[anchor]])
+                rank = (count >= cfg.min_stations, count + collect_s(node, origin).size)
+                if rank > best[0]:
+                    best = (rank, count, node, origin)
+            _, count, node, origin = best
             if count < cfg.min_stations:
-                return node, origin, np.empty(0, dtype=np.int64)
-            chosen = _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
-            for _ in range(tcfg.relocations):  # relocate on the collected picks, collect again
+                return node, origin, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+            chosen = collect_p(node, origin)
+            for _ in range(tcfg.relocations):  # relocate on P and S picks, collect again
+                chosen_s = collect_s(node, origin)
                 node, origin, _ = _relocate(
-                    grid, t[chosen], sta[chosen], np.ones(chosen.size, bool)
+                    grid,
+                    np.concatenate([t[chosen], ts[chosen_s]]),
+                    np.concatenate([sta[chosen], sta_s[chosen_s]]),
+                    np.r_[np.ones(chosen.size, bool), np.zeros(chosen_s.size, bool)],
                 )
-                chosen = _collect(t, sta, w, used, grid.tt_p[node], origin, tcfg.p_tolerance_s)
+                chosen = collect_p(node, origin)
+            chosen_s = collect_s(node, origin)
             if chosen.size == 0 or t[chosen].max() <= span_end or len(tried) >= tcfg.max_anchors:
-                return node, origin, chosen
+                return node, origin, chosen, chosen_s
             span_end = float(t[chosen].max())
 
     nodes: list[int] = []
@@ -248,14 +282,15 @@ def _form_p_events(
         if used[seed] or np.unique(sta[candidates(seed)]).size < cfg.min_stations:
             seed += 1
             continue
-        node, origin, chosen = best_event(seed)
+        node, origin, chosen, chosen_s = best_event(seed)
         if np.unique(sta[chosen]).size < cfg.min_stations:
             seed += 1
             continue
         used[chosen] = True  # the seed is tried again unless the event took it
+        used_s[chosen_s] = True
         nodes.append(node)
         origins.append(origin)
-        members.append(p_index[chosen])
+        members.append(np.concatenate([p_index[chosen], s_index[chosen_s]]))
     return nodes, origins, members
 
 
@@ -294,14 +329,18 @@ def _assign_s(
 def _relocate(
     grid: OriginGrid, times: np.ndarray, stations: np.ndarray, is_p: np.ndarray
 ) -> tuple[int, float, np.ndarray]:
-    """Grid node with the smallest RMS residual for one event's picks (step 4).
+    """Grid node with the smallest sum of |residual| for one event's picks (steps 2 and 4).
+
+    The L1 misfit (origin time = median of pick time - travel time) keeps a few picks that
+    are off by seconds (a late P pick, a pick of another event) from dragging the source
+    away from where the other picks agree; they then fail the tolerance and drop out.
 
     Returns (node, origin (s), residuals (s) of the picks at the node).
     """
     tt = np.where(is_p[None, :], grid.tt_p[:, stations], grid.tt_s[:, stations])
-    origin = (times[None, :] - tt).mean(axis=1)
+    origin = np.median(times[None, :] - tt, axis=1)
     residual = times[None, :] - tt - origin[:, None]
-    node = int(np.argmin((residual**2).sum(axis=1)))
+    node = int(np.argmin(np.abs(residual).sum(axis=1)))
     return node, float(origin[node]), residual[node]
 
 
@@ -326,22 +365,29 @@ def associate_time(
     p_index = np.flatnonzero(picks.is_p)
     p_index = p_index[np.argsort(picks.time_s[p_index], kind="stable")]
     s_index = np.flatnonzero(~picks.is_p)
-    nodes, origins, members = _form_p_events(picks, p_index, grid, stations, model, cfg)
+    s_index = s_index[np.argsort(picks.time_s[s_index], kind="stable")]
+    nodes, origins, members = _form_events(picks, p_index, s_index, grid, stations, model, cfg)
     log.info("time associator: %d events from %d P picks", len(nodes), p_index.size)
     if not nodes:
         return RawAssociation.empty()
     nodes_arr = np.asarray(nodes, dtype=np.int64)
     origins_arr = np.asarray(origins)
-    s_event, s_res = _assign_s(picks, s_index, grid, nodes_arr, origins_arr, tcfg.s_tolerance_s)
+    member_event = np.repeat(np.arange(len(members)), [m.size for m in members])
+    member_pick = np.concatenate(members)
+    rest = np.setdiff1d(s_index, member_pick[~picks.is_p[member_pick]])
+    s_event, _ = _assign_s(picks, rest, grid, nodes_arr, origins_arr, tcfg.s_tolerance_s)
     matched = s_event >= 0
-    # Per (event, station) the highest-weight S pick wins.
-    keys = s_event[matched] * len(stations) + picks.station[s_index[matched]]
-    keep = _best_per_station(keys, picks.weight[s_index[matched]], np.ones(keys.size, bool))
-    s_members = pd.Series(s_index[matched][keep]).groupby(s_event[matched][keep]).agg(list)
+    # Per (event, station) the highest-weight S pick wins; stations whose S pick joined the
+    # event while it was formed keep it.
+    keys = s_event[matched] * len(stations) + picks.station[rest[matched]]
+    is_s = ~picks.is_p[member_pick]
+    taken = member_event[is_s] * len(stations) + picks.station[member_pick[is_s]]
+    keep = _best_per_station(keys, picks.weight[rest[matched]], ~np.isin(keys, taken))
+    s_members = pd.Series(rest[matched][keep]).groupby(s_event[matched][keep]).agg(list)
 
     rows, assignment_parts = [], []
-    for event, p_members in enumerate(members):
-        idx = np.concatenate([p_members, np.asarray(s_members.get(event, []), dtype=np.int64)])
+    for event, formed in enumerate(members):
+        idx = np.concatenate([formed, np.asarray(s_members.get(event, []), dtype=np.int64)])
         node, origin, residual = _relocate(
             grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx]
         )
