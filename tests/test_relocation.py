@@ -18,10 +18,10 @@ from hypodd.config import parse_inp
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import HypoDDError, engine_command, relocate_dir
 from pipeline.relocation.params import Ph2dtConfig, RelocationConfig
-from pipeline.relocation.ph2dt import catalog_differential_times
+from pipeline.relocation.ph2dt import KM_PER_DEG, catalog_differential_times
 from pipeline.relocation.stage import relocate, station_labels
 from pipeline.relocation.synthetic import make_cluster, relative_errors_km, write_run
-from pipeline.relocation.xcorr import normalised_cc, parabolic_peak
+from pipeline.relocation.xcorr import multichannel_cc, normalised_cc, parabolic_peak
 from pipeline.rundir import RunDir
 from pipeline.velocity import load_velocity_model
 
@@ -226,6 +226,54 @@ def test_cross_correlation_recovers_known_lags():
     assert np.isnan(edge[0])
 
 
+def test_multichannel_cc_is_not_pulled_down_by_a_quiet_component():
+    """S on two horizontals: one carries the shared signal, the other only weak noise."""
+    rng = np.random.default_rng(5)
+    n, m = 100, 10
+    signal = rng.normal(0, 1, n + 2 * m)
+    search = np.stack([signal, rng.normal(0, 0.05, n + 2 * m)])
+    template = np.stack([signal[m : m + n] + rng.normal(0, 0.1, n), rng.normal(0, 0.05, n)])
+    per_component = normalised_cc(template, search)[:, m]
+    combined = multichannel_cc(template[None], search[None])[0]
+    assert per_component.mean() < 0.6  # the old average of coefficients
+    assert combined[m] > 0.95 and np.argmax(combined) == m
+    # a dead channel (NaN) is left out, not propagated
+    dead = template.copy()
+    dead[1] = np.nan
+    assert multichannel_cc(dead[None], search[None])[0, m] == pytest.approx(
+        normalised_cc(template[0], search[0])[m]
+    )
+
+
+def test_reloc_origin_times_stay_with_their_events():
+    """hypodd 0.2.1 drops event 2 and writes the times of hypoDD.loc rows 1-3 against IDs
+    1, 3, 4; the times are re-attached to the IDs. Correctly written times are kept."""
+    start = pd.Timestamp("2000-10-08T05:00:00", tz="UTC")
+    loc = pd.DataFrame(
+        {
+            "hypodd_id": [1, 2, 3, 4],
+            "origin_time": start + pd.to_timedelta([0.0, 60.0, 125.0, 300.0], unit="s"),
+            "magnitude": [1.0, 2.0, 3.0, 4.0],
+            "cluster_id": 1,
+        }
+    )
+    shift = pd.to_timedelta([0.02, -0.03, 0.01], unit="s")  # HypoDD's origin corrections
+    own = pd.DatetimeIndex(loc.set_index("hypodd_id").loc[[1, 3, 4], "origin_time"]) + shift
+    buggy = pd.DataFrame(
+        {
+            "hypodd_id": [1, 3, 4],
+            "origin_time": pd.DatetimeIndex(loc.origin_time.iloc[:3]) + shift,
+            "magnitude": [1.0, 2.0, 3.0],
+            "cluster_id": 1,
+        }
+    )
+    fixed = fmt.realign_origin_times(buggy, loc)
+    assert (pd.DatetimeIndex(fixed.origin_time) == own).all()
+    assert fixed.magnitude.tolist() == [1.0, 3.0, 4.0]
+    correct = buggy.assign(origin_time=own, magnitude=[1.0, 3.0, 4.0])
+    assert fmt.realign_origin_times(correct, loc).equals(correct)
+
+
 def test_station_labels_are_short_and_unique():
     stations = pd.DataFrame(
         {"network": ["AA", "BB", "AA", "CC"], "station": ["X1", "X1", "LONGNAME", "Y2"]}
@@ -291,6 +339,19 @@ def test_stage_end_to_end_on_generated_cluster(tmp_path):
     before = np.median(relative_errors_km(scenario.truth, start))
     after = np.median(relative_errors_km(scenario.truth, relocated))
     assert after < 0.5 * before
+    # absolute: no worse epicentres, origin times those of the same events
+    truth = scenario.truth.set_index("event_id").loc[relocated.event_id]
+    start = start.set_index("event_id").loc[relocated.event_id]
+    kx = np.cos(np.radians(truth.latitude.to_numpy()))
+
+    def epicentral_km(a: pd.DataFrame) -> np.ndarray:
+        dy = a.latitude.to_numpy() - truth.latitude.to_numpy()
+        dx = (a.longitude.to_numpy() - truth.longitude.to_numpy()) * kx
+        return KM_PER_DEG * np.hypot(dx, dy)
+
+    assert np.median(epicentral_km(relocated)) <= np.median(epicentral_km(start))
+    late = (relocated.origin_time.to_numpy() - truth.origin_time.to_numpy()) / pd.Timedelta("1s")
+    assert np.abs(late).max() < 0.5
 
 
 def test_output_readers_on_example1_reference(shared):

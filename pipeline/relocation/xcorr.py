@@ -4,9 +4,10 @@ For every event pair linked in ``dt.ct`` and every station where both events hav
 the same phase, a window around the pick of the first event (the template, ``before`` s
 before to ``after`` s after the pick) is correlated with a window of the second event that is
 ``max_lag`` longer on each side. The normalised (Pearson) coefficient is computed in the time
-domain for every integer lag, averaged over the components used (P: vertical; S: the two
-horizontals), and its peak is refined to a fraction of a sample by fitting a parabola through
-the peak and its two neighbours. Pairs whose refined coefficient reaches ``min_cc`` are kept;
+domain for every integer lag over the components used together (P: vertical; S: the two
+horizontals; cross products and energies summed over the components), and its peak is
+refined to a fraction of a sample by fitting a parabola through the peak and its two
+neighbours. Pairs whose refined coefficient reaches ``min_cc`` are kept;
 a peak at the edge of the lag range is rejected (the true lag may lie outside it).
 
 Differential travel time of a kept measurement, from the window start times ``s1`` (template)
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,6 +48,28 @@ BATCH = 512
 _COMPONENTS = {"P": ("Z", "3"), "S": ("N", "E", "1", "2")}
 
 
+def _cc_terms(template: np.ndarray, search: np.ndarray):
+    """Cross products, template energies and search-window energies (about their means) of
+    :func:`normalised_cc`: shapes (..., L), (..., 1), (..., L)."""
+    n = template.shape[-1]
+    t = template - template.mean(axis=-1, keepdims=True)
+    t_energy = (t**2).sum(axis=-1, keepdims=True)
+    windows = sliding_window_view(search, n, axis=-1)  # (..., L, n), a view
+    num = np.einsum("...n,...ln->...l", t, windows)
+    csum = np.cumsum(np.pad(search, [(0, 0)] * (search.ndim - 1) + [(1, 0)]), axis=-1)
+    csum2 = np.cumsum(np.pad(search**2, [(0, 0)] * (search.ndim - 1) + [(1, 0)]), axis=-1)
+    s1 = csum[..., n:] - csum[..., :-n]
+    s2 = csum2[..., n:] - csum2[..., :-n]
+    return num, t_energy, np.clip(s2 - s1**2 / n, 0.0, None)
+
+
+def _ratio(num: np.ndarray, t_energy: np.ndarray, s_energy: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cc = num / np.sqrt(t_energy * s_energy)
+    cc[~np.isfinite(cc)] = np.nan
+    return cc
+
+
 def normalised_cc(template: np.ndarray, search: np.ndarray) -> np.ndarray:
     """Normalised cross-correlation of templates with longer search windows.
 
@@ -59,20 +81,28 @@ def normalised_cc(template: np.ndarray, search: np.ndarray) -> np.ndarray:
     Returns:
         Coefficients in [-1, 1], shape (..., L); NaN where a window has no variance.
     """
-    n = template.shape[-1]
-    t = template - template.mean(axis=-1, keepdims=True)
-    t_norm = np.sqrt((t**2).sum(axis=-1, keepdims=True))
-    windows = sliding_window_view(search, n, axis=-1)  # (..., L, n), a view
-    num = np.einsum("...n,...ln->...l", t, windows)
-    csum = np.cumsum(np.pad(search, [(0, 0)] * (search.ndim - 1) + [(1, 0)]), axis=-1)
-    csum2 = np.cumsum(np.pad(search**2, [(0, 0)] * (search.ndim - 1) + [(1, 0)]), axis=-1)
-    s1 = csum[..., n:] - csum[..., :-n]
-    s2 = csum2[..., n:] - csum2[..., :-n]
-    var = np.clip(s2 - s1**2 / n, 0.0, None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cc = num / (t_norm * np.sqrt(var))
-    cc[~np.isfinite(cc)] = np.nan
-    return cc
+    return _ratio(*_cc_terms(template, search))
+
+
+def multichannel_cc(template: np.ndarray, search: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of multi-component windows, one coefficient per lag.
+
+    The components' cross products and energies are summed before normalising (the
+    coefficient of the concatenated components), so a component with little signal counts
+    with its little energy instead of pulling an average of per-component coefficients
+    down. Channels without data (NaN) are left out.
+
+    Args:
+        template: shape (..., C, n).
+        search: shape (..., C, n + L - 1).
+
+    Returns:
+        Coefficients in [-1, 1], shape (..., L); NaN where no component has variance.
+    """
+    num, t_energy, s_energy = _cc_terms(template, search)
+    ok = np.isfinite(num) & np.isfinite(s_energy) & np.isfinite(t_energy)
+    total = [np.where(ok, x, 0.0).sum(axis=-2) for x in (num, t_energy, s_energy)]
+    return _ratio(*total)
 
 
 def parabolic_peak(cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,9 +300,7 @@ def _station_dt(
             full1 = np.stack([windows[i][0] for i in id1])
             search = np.stack([windows[i][0] for i in id2])
             template = full1[..., m : full1.shape[-1] - m]
-            with warnings.catch_warnings():  # all-NaN rows (dead channels) stay NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cc = np.nanmean(normalised_cc(template, search), axis=1)
+            cc = multichannel_cc(template, search)
             pos, value = parabolic_peak(cc)
             keep = np.isfinite(pos) & (value >= cfg.min_cc)
             if not keep.any():
