@@ -10,7 +10,6 @@ that the server recorded.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from prefect.testing.utilities import prefect_test_harness
 import pipeline.picking
 from flows.build import build_catalog
 from pipeline.picking.stage import PickingError
+from pipeline.rundir import RunDir
 
 #: The scenario spans 23:40 – 00:20 UTC: two station-days per station.
 SCENARIO_START = "2000-10-10T23:40:00"
@@ -130,10 +130,6 @@ def read_picks(run_root: Path) -> pd.DataFrame:
     return table.sort_values("pick_id").reset_index(drop=True)
 
 
-def manifest_stage(run_root: Path, stage: str) -> dict:
-    return json.loads((run_root / "manifest.json").read_text())["stages"][stage]
-
-
 def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_server, tmp_path):
     one_day = write_config(tmp_path, MIDNIGHT, picker="eqt")
     first, runs, t_first = run_build(one_day)
@@ -208,7 +204,7 @@ def test_retried_station_day_succeeds_and_a_broken_one_is_reported(
 
     (label,) = results["pick"]["failures"]
     assert label.split(".")[1] == broken and label.endswith("2000-10-10")
-    failures = manifest_stage(run_root, "picks")["details"]["failures"]
+    failures = RunDir(run_root).read_manifest()["picks"]["details"]["failures"]
     assert list(failures) == [label]
     assert "injected fault 3" in failures[label]
     assert results["pick"]["counts"]["failed"] == 1
