@@ -293,7 +293,9 @@ def test_stage_end_to_end_on_generated_cluster(tmp_path):
     loc.loc[loc.index[-2], "located"] = False
     run = RunDir(tmp_path / "run")
     write_run(run, scenario)
-    cfg = RelocationConfig(engine="python", cross_correlation={"max_sep_km": 5.0})
+    cfg = RelocationConfig(
+        engine="python", cross_correlation={"max_sep_km": 5.0, "all_pairs_within_km": 2.0}
+    )
     entry = relocate(run, cfg, model)
 
     out = run.root / "relocation"

@@ -77,6 +77,13 @@ class CrossCorrelationConfig(_Section):
     max_sep_km: float | None = Field(
         None, gt=0, description="correlate only pairs closer than this (km); None = all dt.ct pairs"
     )
+    all_pairs_within_km: float | None = Field(
+        None,
+        gt=0,
+        description="also correlate every event pair closer than this (km) at the starting "
+        "locations, linked in dt.ct or not (ph2dt keeps only max_neighbours per event); "
+        "None = dt.ct pairs only",
+    )
     workers: int | None = Field(
         None, ge=1, description="stations correlated in parallel; None = min(4, CPU count)"
     )

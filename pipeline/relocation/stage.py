@@ -326,6 +326,15 @@ def _write_csv(path: Path, table: pd.DataFrame) -> Path:
     return path
 
 
+def _separation_km(events: pd.DataFrame, id1: np.ndarray, id2: np.ndarray) -> np.ndarray:
+    """Hypocentral separation (km, flat-earth) of event pairs (hypodd_id arrays, same shape)."""
+    pos = events.set_index("hypodd_id")[["latitude", "longitude", "depth_km"]]
+    a, b = pos.loc[id1].to_numpy(), pos.loc[id2].to_numpy()
+    kx = KM_PER_DEG * np.cos(np.radians(0.5 * (a[:, 0] + b[:, 0])))
+    dy, dx, dz = (a[:, 0] - b[:, 0]) * KM_PER_DEG, (a[:, 1] - b[:, 1]) * kx, a[:, 2] - b[:, 2]
+    return np.sqrt(dx**2 + dy**2 + dz**2)
+
+
 def _cross_correlate(
     run: RunDir,
     cfg: RelocationConfig,
@@ -334,17 +343,21 @@ def _cross_correlate(
     sta: pd.DataFrame,
     dt_ct: pd.DataFrame,
 ) -> pd.DataFrame:
-    """dt.cc table for the pairs of dt.ct (empty when disabled or nothing correlates)."""
+    """dt.cc table for the pairs of dt.ct, plus all close pairs when configured (empty when
+    disabled or nothing correlates)."""
     cc_cfg = cfg.cross_correlation
     pairs = dt_ct[["id1", "id2"]].drop_duplicates()
     if not cc_cfg.enabled or pairs.empty:
         return fmt.empty_dt_cc()
+    if cc_cfg.all_pairs_within_km is not None:
+        ids = events["hypodd_id"].to_numpy()
+        i, j = np.triu_indices(len(ids), 1)
+        close = _separation_km(events, ids[i], ids[j]) <= cc_cfg.all_pairs_within_km
+        extra = pd.DataFrame({"id1": ids[i][close], "id2": ids[j][close]})
+        pairs = pd.concat([pairs, extra], ignore_index=True).drop_duplicates()
     if cc_cfg.max_sep_km is not None:
-        pos = events.set_index("hypodd_id")[["latitude", "longitude", "depth_km"]]
-        a, b = pos.loc[pairs["id1"]].to_numpy(), pos.loc[pairs["id2"]].to_numpy()
-        kx = KM_PER_DEG * np.cos(np.radians(0.5 * (a[:, 0] + b[:, 0])))
-        dy, dx, dz = (a[:, 0] - b[:, 0]) * KM_PER_DEG, (a[:, 1] - b[:, 1]) * kx, a[:, 2] - b[:, 2]
-        pairs = pairs[np.sqrt(dx**2 + dy**2 + dz**2) <= cc_cfg.max_sep_km]
+        sep = _separation_km(events, pairs["id1"].to_numpy(), pairs["id2"].to_numpy())
+        pairs = pairs[sep <= cc_cfg.max_sep_km]
     infos = [
         StationInfo(r.label, r.network, r.station, r.location, r.channel_prefix)
         for r in sta.itertuples(index=False)
