@@ -28,10 +28,13 @@ time order:
    on a P pick of a neighbouring event (or on a late P pick) moves to where its S picks put
    it and the P picks that do not fit drop out. When its picks reach past the window, the anchors
    up to its last P pick are tried too. With ``min_stations`` or more stations with a P pick
-   it becomes an event (its P and S picks are used) and the sweep retries the seed.
-3. **Remaining S picks.** After all events exist, each S pick not yet used goes to the event
-   whose predicted S time (origin + T_S from its node) is nearest within ``s_tolerance_s``;
-   per event and station the highest-weight S pick wins, the others stay unassigned.
+   it becomes an event (its P picks are used; its S picks are not offered to later events)
+   and the sweep retries the seed.
+3. **S picks.** After all events exist, each S pick goes to the event whose predicted S time
+   (origin + T_S from the node found in step 2) is nearest within ``s_tolerance_s``, so an S
+   pick that located one event goes to a later, overlapping event where it fits that one
+   better; per event and station the highest-weight S pick wins, the others stay
+   unassigned.
 4. **Preliminary origin.** Each event is relocated on the same grid with its P and S picks
    (origin time = median of pick time - travel time; the node with the smallest sum of
    |residual|); latitude/longitude/depth are that node's, so their precision is the grid
@@ -202,7 +205,8 @@ def _form_events(
         p_index, s_index: indices into ``picks`` of the P and the S picks, each time-sorted.
 
     Returns:
-        Per event: node, origin (s), indices into ``picks`` of its P and S picks.
+        Per event: node, origin (s), indices into ``picks`` of its P picks (the S picks that
+        located it are matched again in step 3, with every other S pick).
     """
     tcfg = cfg.time
     t = picks.time_s[p_index]
@@ -290,7 +294,7 @@ def _form_events(
         used_s[chosen_s] = True
         nodes.append(node)
         origins.append(origin)
-        members.append(np.concatenate([p_index[chosen], s_index[chosen_s]]))
+        members.append(p_index[chosen])
     return nodes, origins, members
 
 
@@ -372,22 +376,16 @@ def associate_time(
         return RawAssociation.empty()
     nodes_arr = np.asarray(nodes, dtype=np.int64)
     origins_arr = np.asarray(origins)
-    member_event = np.repeat(np.arange(len(members)), [m.size for m in members])
-    member_pick = np.concatenate(members)
-    rest = np.setdiff1d(s_index, member_pick[~picks.is_p[member_pick]])
-    s_event, _ = _assign_s(picks, rest, grid, nodes_arr, origins_arr, tcfg.s_tolerance_s)
+    s_event, _ = _assign_s(picks, s_index, grid, nodes_arr, origins_arr, tcfg.s_tolerance_s)
     matched = s_event >= 0
-    # Per (event, station) the highest-weight S pick wins; stations whose S pick joined the
-    # event while it was formed keep it.
-    keys = s_event[matched] * len(stations) + picks.station[rest[matched]]
-    is_s = ~picks.is_p[member_pick]
-    taken = member_event[is_s] * len(stations) + picks.station[member_pick[is_s]]
-    keep = _best_per_station(keys, picks.weight[rest[matched]], ~np.isin(keys, taken))
-    s_members = pd.Series(rest[matched][keep]).groupby(s_event[matched][keep]).agg(list)
+    # Per (event, station) the highest-weight S pick wins.
+    keys = s_event[matched] * len(stations) + picks.station[s_index[matched]]
+    keep = _best_per_station(keys, picks.weight[s_index[matched]], np.ones(keys.size, bool))
+    s_members = pd.Series(s_index[matched][keep]).groupby(s_event[matched][keep]).agg(list)
 
     rows, assignment_parts = [], []
-    for event, formed in enumerate(members):
-        idx = np.concatenate([formed, np.asarray(s_members.get(event, []), dtype=np.int64)])
+    for event, p_members in enumerate(members):
+        idx = np.concatenate([p_members, np.asarray(s_members.get(event, []), dtype=np.int64)])
         node, origin, residual = _relocate(
             grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx]
         )
