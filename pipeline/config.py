@@ -135,9 +135,11 @@ class BuildConfig(Section):
 def _format_errors(exc: ValidationError, source: str, raw: dict[str, Any]) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = ".".join(str(part) for part in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if not loc:  # a rule across fields: the message names them
+            lines.append(f"{source}: {msg}")
+        elif err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key {loc!r} (not a field of this section)")
         elif err["type"] == "missing":
             lines.append(f"{source}: {loc}: required field is missing")

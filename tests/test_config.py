@@ -8,7 +8,15 @@ import yaml
 from pipeline.config import ConfigError, load_config, write_resolved_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
-MINIMAL = {"name": "t", "starttime": "2000-10-06T00:00:00", "endtime": "2000-10-07T00:00:00"}
+MINIMAL = {
+    "name": "t",
+    "starttime": "2000-10-06T00:00:00",
+    "endtime": "2000-10-07T00:00:00",
+    "stations": {
+        "kind": "inline",
+        "stations": [{"network": "N", "station": "TTRH", "latitude": 35.3, "longitude": 133.4}],
+    },
+}
 
 
 def _write(tmp_path, content) -> Path:
@@ -27,6 +35,27 @@ def test_minimal_config_gets_study_defaults(tmp_path):
     cfg = load_config(_write(tmp_path, MINIMAL))
     assert cfg.starttime.tzinfo is not None
     assert cfg.run_dir == Path("runs") / "t"
+    picking = cfg.picking
+    assert (picking.detection_threshold, picking.p_threshold, picking.s_threshold) == (
+        0.5,
+        0.3,
+        0.3,
+    )
+    assert (picking.overlap, picking.batch_size) == (0.3, 500)
+
+
+def test_threshold_out_of_range_names_the_field(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {**MINIMAL, "picking": {"p_threshold": 1.5}}))
+    message = str(err.value)
+    assert "picking.p_threshold = 1.5" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_fdsn_build_without_stations_is_refused(tmp_path):
+    spec = {k: v for k, v in MINIMAL.items() if k != "stations"}
+    with pytest.raises(ConfigError, match="stations: required"):
+        load_config(_write(tmp_path, spec))
 
 
 def test_resolved_config_is_written(tmp_path):
