@@ -341,11 +341,19 @@ def _relocate(
 
     Returns (node, origin (s), residuals (s) of the picks at the node).
     """
-    tt = np.where(is_p[None, :], grid.tt_p[:, stations], grid.tt_s[:, stations])
-    origin = np.median(times[None, :] - tt, axis=1)
-    residual = times[None, :] - tt - origin[:, None]
-    node = int(np.argmin(np.abs(residual).sum(axis=1)))
-    return node, float(origin[node]), residual[node]
+    order = np.argsort(~is_p, kind="stable")  # P picks first, then S
+    n_p = int(is_p.sum())
+    tt = np.concatenate(
+        [grid.tt_p[:, stations[order[:n_p]]], grid.tt_s[:, stations[order[n_p:]]]], axis=1
+    )
+    implied = times[order][None, :] - tt  # origin time implied by each pick, (G, K)
+    mid = (implied.shape[1] - 1) // 2, implied.shape[1] // 2
+    part = np.partition(implied, mid, axis=1)
+    origin = 0.5 * (part[:, mid[0]] + part[:, mid[1]])  # median per node
+    residual = np.empty(times.size)
+    node = int(np.argmin(np.abs(implied - origin[:, None]).sum(axis=1)))
+    residual[order] = implied[node] - origin[node]
+    return node, float(origin[node]), residual
 
 
 def associate_time(
