@@ -37,8 +37,8 @@ time order:
    unassigned.
 4. **Preliminary origin.** Each event is relocated on the same grid with its P and S picks
    (origin time = median of pick time - travel time; the node with the smallest sum of
-   |residual|); latitude/longitude/depth are that node's, so their precision is the grid
-   spacing.
+   weight × |residual|); latitude/longitude/depth are that node's, so their precision is the
+   grid spacing.
 
 Picks over the MC-dropout std gate never reach the associator; a pick's weight (used where
 a station has several fitting picks) is probability - std_weight × probability_std
@@ -271,6 +271,7 @@ def _form_events(
                     np.concatenate([t[chosen], ts[chosen_s]]),
                     np.concatenate([sta[chosen], sta_s[chosen_s]]),
                     np.r_[np.ones(chosen.size, bool), np.zeros(chosen_s.size, bool)],
+                    np.concatenate([w[chosen], w_s[chosen_s]]),
                 )
                 chosen = collect_p(node, origin)
             chosen_s = collect_s(node, origin)
@@ -331,15 +332,27 @@ def _assign_s(
 
 
 def _relocate(
-    grid: OriginGrid, times: np.ndarray, stations: np.ndarray, is_p: np.ndarray
+    grid: OriginGrid,
+    times: np.ndarray,
+    stations: np.ndarray,
+    is_p: np.ndarray,
+    weight: np.ndarray,
 ) -> tuple[int, float, np.ndarray]:
-    """Grid node with the smallest sum of |residual| for one event's picks (steps 2 and 4).
+    """Grid node with the smallest weighted sum of |residual| for one event's picks (steps 2, 4).
 
     The L1 misfit (origin time = median of pick time - travel time) keeps a few picks that
     are off by seconds (a late P pick, a pick of another event) from dragging the source
-    away from where the other picks agree; they then fail the tolerance and drop out.
+    away from where the other picks agree; they then fail the tolerance and drop out. Each
+    |residual| counts with the pick's weight (at least 0.05): on the Tottori demo the P picks
+    that match no true arrival (mostly P picked 1-3 s late) have mean probability 0.49, the
+    true ones 0.69.
 
-    Returns (node, origin (s), residuals (s) of the picks at the node).
+    Args:
+        grid: the origin grid.
+        times, stations, is_p, weight: the event's picks, shape (K,).
+
+    Returns:
+        (node, origin (s), residuals (s) of the picks at the node, shape (K,)).
     """
     order = np.argsort(~is_p, kind="stable")  # P picks first, then S
     n_p = int(is_p.sum())
@@ -351,7 +364,8 @@ def _relocate(
     part = np.partition(implied, mid, axis=1)
     origin = 0.5 * (part[:, mid[0]] + part[:, mid[1]])  # median per node
     residual = np.empty(times.size)
-    node = int(np.argmin(np.abs(implied - origin[:, None]).sum(axis=1)))
+    w = np.clip(weight[order], 0.05, None)
+    node = int(np.argmin((w * np.abs(implied - origin[:, None])).sum(axis=1)))
     residual[order] = implied[node] - origin[node]
     return node, float(origin[node]), residual
 
@@ -395,7 +409,7 @@ def associate_time(
     for event, p_members in enumerate(members):
         idx = np.concatenate([p_members, np.asarray(s_members.get(event, []), dtype=np.int64)])
         node, origin, residual = _relocate(
-            grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx]
+            grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx], picks.weight[idx]
         )
         rows.append((origin, grid.x_km[node], grid.y_km[node], grid.depth_km[node]))
         assignment_parts.append(pd.DataFrame({"event": event, "pick": idx, "residual_s": residual}))
