@@ -286,7 +286,10 @@ def _event_table(run_dir: Path, notes: list[str]) -> tuple[pd.DataFrame | None, 
         if path.is_file():
             table = pd.read_parquet(path)
             table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
-            return table.reset_index(drop=True), rel
+            unlocated = table.origin_time.isna() | table.latitude.isna() | table.longitude.isna()
+            if unlocated.any():
+                notes.append(f"events: {int(unlocated.sum())} rows of {rel} without a hypocentre")
+            return table[~unlocated].reset_index(drop=True), rel
     notes.append("events: the run has no catalog, relocations, locations or association events")
     return None, None
 

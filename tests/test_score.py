@@ -167,3 +167,26 @@ def test_match_is_one_to_one():
     )
     m = match_events(run, truth, 2.0, 10.0)
     assert len(m) == 1 and m.truth.iloc[0] == 1
+
+
+def test_unlocated_rows_are_left_out_with_a_note(tmp_path):
+    import pandas as pd
+
+    from pipeline.score import _event_table
+
+    loc = tmp_path / "location"
+    loc.mkdir()
+    pd.DataFrame(
+        {
+            "event_id": ["ev1", "ev2"],
+            "origin_time": pd.to_datetime(["2000-10-08T05:00:00Z", None], utc=True),
+            "latitude": [35.2, float("nan")],
+            "longitude": [133.3, float("nan")],
+            "depth_km": [8.0, float("nan")],
+        }
+    ).to_parquet(loc / "locations.parquet")
+    notes: list[str] = []
+    table, source = _event_table(tmp_path, notes)
+    assert source == "location/locations.parquet"
+    assert list(table.event_id) == ["ev1"]
+    assert notes == ["events: 1 rows of location/locations.parquet without a hypocentre"]
