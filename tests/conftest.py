@@ -30,3 +30,16 @@ def shared_path(*parts: str) -> Path:
 def shared():
     """The :func:`shared_path` helper as a fixture."""
     return shared_path
+
+
+@pytest.fixture
+def hyp_binary() -> Path:
+    """The ``hyp1.40`` built by the set-up; skips when missing, except under CI=true."""
+    from pipeline.location.runner import HypoInverseError, find_hypoinverse
+
+    try:
+        return find_hypoinverse()
+    except HypoInverseError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline.location.runner import HypoInverseError, find_hypoinverse
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def hyp_binary() -> Path:
-    """The built ``hyp1.40``; skips when missing, except under CI=true."""
-    try:
-        return find_hypoinverse()
-    except HypoInverseError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def test_binary_starts_and_stops(hyp_binary, tmp_path):

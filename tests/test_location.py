@@ -27,17 +27,6 @@ from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
 EARTH_RADIUS_KM = 6371.0
 
 
-@pytest.fixture
-def hyp_binary() -> Path:
-    """The built ``hyp1.40``; skips when missing, except under CI=true."""
-    try:
-        return find_hypoinverse()
-    except HypoInverseError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
 def epicentral_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     """Great-circle distance (km) between points given in degrees (haversine)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
