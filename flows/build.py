@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import wait
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -148,6 +153,18 @@ def _station_day_files(sds_root: Path, network: str, station: str, day: date) ->
     return sorted(sds_root.glob(pattern))
 
 
+def _track_progress(futures: list, description: str) -> None:
+    """Wait for ``futures``, reporting the finished share in a progress artifact (1 % steps)."""
+    progress = create_progress_artifact(0.0, description=description)
+    shown = 0
+    for done, future in enumerate(as_completed(futures), start=1):
+        future.wait()  # keeps the final state on the future (else ``.state`` asks the API)
+        percent = 100 * done // len(futures)
+        if percent > shown:
+            update_progress_artifact(progress, float(percent))
+            shown = percent
+
+
 @flow(name="pick")
 def pick_flow(config_path: str) -> dict:
     """Pick every station-day (mapped tasks), merge, record the stage; failures are reported."""
@@ -194,7 +211,7 @@ def pick_flow(config_path: str) -> dict:
         )
         for (row, day), cache in zip(units, caches, strict=True)
     ]
-    wait(futures)
+    _track_progress(futures, f"eqcat {cfg.name}: station-days picked (%)")
     summaries, failures = [], {}
     for (row, day), future in zip(units, futures, strict=True):
         state = future.state

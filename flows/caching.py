@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task
+from pydantic_core import to_jsonable_python
 
 import pipeline
 from pipeline.rundir import sha256_file
@@ -63,15 +64,14 @@ def cache_inputs(
     """The small, JSON-able description of a task call that its cache key is built from.
 
     Args:
-        section: the task's config section (a pydantic model or anything JSON-able).
+        section: the task's config section (pydantic models, paths and datetimes, also
+            nested in dicts and lists, become JSON values).
         inputs: files the task reads; their fingerprints enter the key.
         outputs: files the task must leave behind; if one is missing, no cache hit.
         extra: other identifying values (station code, day, model hash...).
     """
-    if hasattr(section, "model_dump"):
-        section = section.model_dump(mode="json")
     return {
-        "section": section,
+        "section": to_jsonable_python(section),
         "inputs": {str(p): file_fingerprint(Path(p)) for p in inputs},
         "outputs": [str(p) for p in outputs],
         "extra": extra or {},
