@@ -37,6 +37,11 @@ from pipeline.velocity import load_velocity_model
 #: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
 STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
 
+#: Task time limits (s): a whole download, one station-day of picking, one catalog stage.
+DOWNLOAD_TIMEOUT_S = 24 * 3600
+STATION_DAY_TIMEOUT_S = 3600
+STAGE_TIMEOUT_S = 12 * 3600
+
 CACHED = {"cache_key_fn": stage_cache_key, "persist_result": True}
 
 
@@ -55,7 +60,12 @@ def _artifact(cfg: BuildConfig, stage: str, summary: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- download
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), **CACHED)
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    timeout_seconds=DOWNLOAD_TIMEOUT_S,
+    **CACHED,
+)
 def download_task(config_path: str, cache: dict) -> dict:
     """Fill ``<run>/waveforms`` (FDSN / SDS / Hi-net download, or the synthetic scenario)."""
     cfg = load_config(config_path)
@@ -111,7 +121,7 @@ def _model(weights: str | None):
     return load_eqt(weights)
 
 
-@task(retries=2, retry_delay_seconds=2, **CACHED)
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED)
 def pick_station_day_task(
     config_path: str,
     network: str,
@@ -265,7 +275,7 @@ def _stage_task(stage: str, config_path: str) -> dict:
     raise ValueError(f"unknown stage {stage!r}")
 
 
-@task(retries=1, retry_delay_seconds=5, **CACHED)
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, **CACHED)
 def stage_task(stage: str, config_path: str, cache: dict) -> dict:
     """One whole-catalog stage; cached on its section, its input tables and the code."""
     return _stage_task(stage, config_path)

@@ -86,6 +86,19 @@ def _reference(cfg: ReportConfig) -> dict[str, Any] | None:
     return json_clean(out)
 
 
+def data_gaps(run: RunDir) -> dict[str, str]:
+    """Station-days that failed (download or picking) per the manifest: label -> reason."""
+    manifest = run.read_manifest()
+    gaps: dict[str, str] = {}
+    for stage in ("waveforms", "picks"):
+        failures = manifest.get(stage, {}).get("details", {}).get("failures", {})
+        if isinstance(failures, dict):
+            gaps.update({k: f"{stage}: {v}" for k, v in failures.items()})
+        elif isinstance(failures, list):
+            gaps.update({str(f): stage for f in failures})
+    return gaps
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -232,6 +245,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "stations": int(len(stations)) if stations is not None else None,
         "time_span": span,
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
+        "data_gaps": data_gaps(run),
     }
     numbers = {
         "summary": summary,
@@ -266,6 +280,14 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         ("Mc used for b", f"{_fmt(result.mc_selected, 1)} ({_fmt(result.mc_method or '')})"),
         ("b-value", b_text),
         ("a-value", f"{_fmt(result.a)} (N ≥ Mc: {result.n_above_mc})"),
+        (
+            "Failed station-days",
+            "<span class='warn'>"
+            + html.escape("; ".join(f"{k}: {v}" for k, v in summary["data_gaps"].items()))
+            + "</span>"
+            if summary["data_gaps"]
+            else "none",
+        ),
     ]
     ref_html = ""
     if reference is not None:
