@@ -247,6 +247,8 @@ def pick_flow(config_path: str) -> dict:
 
 def _stage_task(stage: str, config_path: str) -> dict:
     """Run one whole-catalog stage function (the body of :func:`stage_task`)."""
+    from pipeline.waveforms import waveform_root
+
     cfg = load_config(config_path)
     run = _run(cfg)
     model = load_velocity_model(cfg.velocity_model)
@@ -261,11 +263,11 @@ def _stage_task(stage: str, config_path: str) -> dict:
     if stage == "relocate":
         from pipeline.relocation.stage import relocate
 
-        return relocate(run, cfg.relocation, model)
+        return relocate(run, cfg.relocation, model, waveform_root(run, cfg.waveforms))
     if stage == "magnitude":
         from pipeline.magnitude import compute_magnitudes
 
-        return compute_magnitudes(run, cfg.magnitude)
+        return compute_magnitudes(run, cfg.magnitude, waveform_root(run, cfg.waveforms))
     if stage == "report":
         from pipeline.catalog import export_catalog
         from pipeline.report.html import write_report

@@ -532,12 +532,15 @@ def picks_with_amplitudes(picks: pd.DataFrame, station_mags: pd.DataFrame) -> pd
     return base.merge(amps[["pick_id", *cols]], on="pick_id", how="left")
 
 
-def compute_magnitudes(run: RunDir, cfg: MagnitudeConfig | None = None) -> dict:
+def compute_magnitudes(
+    run: RunDir, cfg: MagnitudeConfig | None = None, sds_root: Path | None = None
+) -> dict:
     """Stage: station and event magnitudes for every located event of ``run``.
 
     Reads the located events (relocations if present, else locations), picks,
     association assignments, ``waveforms/stations.csv``, ``waveforms/inventory.xml`` and the
-    SDS archive under ``waveforms/``; writes ``magnitude/magnitudes.parquet``,
+    SDS archive ``sds_root`` (None: ``<run>/waveforms``; a build with a local SDS source
+    passes that archive); writes ``magnitude/magnitudes.parquet``,
     ``magnitude/station_magnitudes.parquet`` and ``magnitude/picks.parquet``.
 
     Returns:
@@ -546,7 +549,7 @@ def compute_magnitudes(run: RunDir, cfg: MagnitudeConfig | None = None) -> dict:
     cfg = cfg or MagnitudeConfig()
     started = time.monotonic()
     inp = _read_inputs(run)
-    station_mags = measure_station_magnitudes(inp, run.root / "waveforms", cfg)
+    station_mags = measure_station_magnitudes(inp, sds_root or run.root / "waveforms", cfg)
     event_mags = event_magnitudes(station_mags, cfg)
     out = run.stage_dir("magnitude")
     outputs = [

@@ -283,3 +283,18 @@ def test_wood_anderson_matches_obspy_remove_response_and_simulate(tmp_path):
     peak = np.abs(ref.data[middle]).max() * 1000.0
     assert np.abs(ours[middle]).max() == pytest.approx(peak, rel=0.01)
     assert np.abs(ours[middle] - ref.data[middle] * 1000.0).max() < 0.02 * peak
+
+
+def test_reads_an_archive_outside_the_run(tmp_path):
+    """A build with a local SDS source keeps its waveforms elsewhere: they are read in place."""
+    import shutil
+
+    run, _ = build_run(tmp_path / "run")
+    archive = tmp_path / "archive"
+    shutil.move(run.root / "waveforms" / "2000", archive / "2000")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS), sds_root=archive)
+    assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
+    assert (
+        compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))["counts"]["events_with_magnitude"]
+        == 0
+    )  # without the archive there is nothing to measure

@@ -209,10 +209,12 @@ class PreparedInputs:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-def prepare_inputs(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> PreparedInputs:
+def prepare_inputs(
+    run: RunDir, cfg: RelocationConfig, model: VelocityModel, sds_root: Path | None = None
+) -> PreparedInputs:
     """Read the earlier stages' tables and write every HypoDD input (station.dat, phase.dat,
     event.dat, dt.ct, ph2dt.log, dt.cc, hypoDD.inp) and the ID tables; the engine does not
-    run."""
+    run. ``sds_root``: the waveform archive for dt.cc (None: ``<run>/waveforms``)."""
     paths = {
         "location/locations.parquet": run.root / "location" / "locations.parquet",
         "association/assignments.parquet": run.root / "association" / "assignments.parquet",
@@ -253,7 +255,7 @@ def prepare_inputs(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> 
     timings["dt_ct_s"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    dt_cc = _cross_correlate(run, cfg, events, phases, sta, dt_ct)
+    dt_cc = _cross_correlate(run, cfg, events, phases, sta, dt_ct, sds_root)
     written.append(fmt.write_dt_cc(out / "dt.cc", dt_cc))
     timings["dt_cc_s"] = round(time.perf_counter() - t, 3)
 
@@ -263,15 +265,20 @@ def prepare_inputs(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> 
     return PreparedInputs(out, hashes, locations, events, dt_ct, dt_cc, stats, written, timings)
 
 
-def relocate(run: RunDir, cfg: RelocationConfig, model: VelocityModel) -> dict:
+def relocate(
+    run: RunDir, cfg: RelocationConfig, model: VelocityModel, sds_root: Path | None = None
+) -> dict:
     """The stage: write HypoDD inputs, compute dt.ct and dt.cc, run HypoDD, join results.
+
+    ``sds_root`` is the waveform archive for cross-correlation (None: ``<run>/waveforms``;
+    a build with a local SDS source passes that archive).
 
     Returns:
         The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
         not_linked, dropped_by_hypodd, not_located, dt_ct_p, dt_ct_s, dt_cc_p, dt_cc_s.
     """
     started = time.perf_counter()
-    prep = prepare_inputs(run, cfg, model)
+    prep = prepare_inputs(run, cfg, model, sds_root)
     dt_ct, dt_cc, written = prep.dt_ct, prep.dt_cc, prep.written
     linked = set(dt_ct["id1"]) | set(dt_ct["id2"]) | set(dt_cc["id1"]) | set(dt_cc["id2"])
     engine = None
@@ -342,6 +349,7 @@ def _cross_correlate(
     phases: pd.DataFrame,
     sta: pd.DataFrame,
     dt_ct: pd.DataFrame,
+    sds_root: Path | None = None,
 ) -> pd.DataFrame:
     """dt.cc table for the pairs of dt.ct, plus all close pairs when configured (empty when
     disabled or nothing correlates)."""
@@ -363,4 +371,5 @@ def _cross_correlate(
         for r in sta.itertuples(index=False)
     ]
     origins = events.set_index("hypodd_id")["origin_time"]
-    return cross_correlation_times(pairs, phases, origins, infos, run.root / "waveforms", cc_cfg)
+    archive = sds_root or run.root / "waveforms"
+    return cross_correlation_times(pairs, phases, origins, infos, archive, cc_cfg)
