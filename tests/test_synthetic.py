@@ -108,6 +108,43 @@ def test_same_seed_same_bytes(tmp_path):
     assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb]
 
 
+def test_interrupted_generation_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    from pipeline.synthetic import scenario as scenario_module
+
+    cfg = preset(  # two UTC days (chunks) on two stations
+        "smoke",
+        start_time=datetime(2000, 10, 7, 23, 40, tzinfo=UTC),
+        duration_s=1800.0,
+        max_stations=2,
+    )
+    generate_scenario(tmp_path / "a", cfg)
+    write_day = scenario_module._write_station_day
+    calls = []
+
+    def crash_on_fourth(*args):
+        calls.append(args[2])
+        if len(calls) == 4:
+            raise RuntimeError("simulated crash")
+        return write_day(*args)
+
+    monkeypatch.setattr(scenario_module, "_write_station_day", crash_on_fourth)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_scenario(tmp_path / "b", cfg)
+    monkeypatch.setattr(scenario_module, "_write_station_day", write_day)
+    done = sorted((tmp_path / "b" / "waveforms").rglob("*.D/*"))
+    assert len(done) == 9  # three station-days of three channels before the crash
+    mtimes = [p.stat().st_mtime_ns for p in done]
+    generate_scenario(tmp_path / "b", cfg)
+    assert [p.stat().st_mtime_ns for p in done] == mtimes  # loaded, not generated again
+    assert not (tmp_path / "b" / "truth" / "partial").exists()
+    for name in ("truth/catalog.csv", "truth/picks.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    fa = sorted((tmp_path / "a" / "waveforms").rglob("*.D/*"))
+    fb = sorted((tmp_path / "b" / "waveforms").rglob("*.D/*"))
+    assert len(fa) == 12
+    assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb]
+
+
 def test_onsets_are_causal_and_p_on_vertical():
     cfg = ScenarioConfig()
     rng = np.random.default_rng(0)

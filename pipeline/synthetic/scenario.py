@@ -8,6 +8,7 @@ Layout under ``out`` (a run directory or any folder)::
     truth/catalog.csv            event_id, origin_time, latitude, longitude, depth_km, magnitude
     truth/picks.csv              event_id, network, station, phase, time, distance_km, snr, in_gap
     truth/scenario.json          the config and the summary
+    truth/partial/DIGEST/        per station-day state while generating (removed at the end)
     manifest.json                stage "synthetic" recorded (pipeline.rundir.RunDir)
 
 True picks exist for every event–station pair (visible or not): ``snr`` is the peak signal
@@ -22,12 +23,20 @@ same noise (~30 % and ~90 %); in the dense sequence three days after the mainsho
 (overlapping aftershocks) recall is ~0.05–0.2 at snr 5–10, ~0.4–0.7 at 20–50 and ~0.65–0.75
 above 50. Records are generated one UTC day at a time (event signals crossing midnight are
 carried over), so memory stays bounded by one station-day (plus the event table).
+
+Generation is resumable: after each station-day's files, a small state file (the measured
+SNRs, the arrivals in gaps and the signal spilling into the next day) is written under
+``truth/partial/DIGEST`` (DIGEST: hash of the config and the arrival table), and a rerun
+into the same folder loads the days that have one instead of generating them again. The
+result is the same bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -38,7 +47,7 @@ import numpy as np
 import pandas as pd
 from obspy import Stream, Trace, UTCDateTime
 
-from pipeline.rundir import RunDir, write_text_atomic
+from pipeline.rundir import RunDir, atomic_path, write_text_atomic
 from pipeline.synthetic.noise import diurnal_factor_at, gap_intervals, station_noise
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.synthetic.sequence import simulate_sequence, source_cells
@@ -60,6 +69,8 @@ log = logging.getLogger(__name__)
 INVISIBLE_FRACTION = 0.2
 #: Samples synthesised per batch (memory bound of the signal synthesis).
 BATCH_SAMPLES = 1 << 20
+#: Arrays of a station-day state file (``truth/partial/DIGEST/NET.STA.DAYINDEX.npz``).
+STATE_KEYS = ("snr_index", "snr_p", "snr_s", "gap_p", "gap_s", "carry", "n_synth", "written")
 PICK_COLUMNS = ["event_id", "network", "station", "phase", "time", "distance_km", "snr", "in_gap"]
 
 
@@ -144,12 +155,14 @@ def _generate_station(
     level: float,
     cfg: ScenarioConfig,
     wf_root: Path,
+    parts: Path,
 ) -> dict:
     """Noise + event signals of one station, day by day, written to the SDS archive.
 
     ``pairs`` holds this station's rows of the pair table (with ``visible``). Returns the
     written paths, the measured SNRs of the synthesised pairs (index, snr_p, snr_s), the
     indexes of the P and S arrivals inside gaps, and the number of pairs synthesised.
+    Each finished day leaves a state file in ``parts``; days that have one are loaded.
     """
     fs = cfg.sampling_rate
     row = pd.Series(row)
@@ -158,6 +171,19 @@ def _generate_station(
     written, snr_index, snr_p, snr_s, gap_p, gap_s = [], [], [], [], [], []
     n_synth = 0
     for c_idx, (c_start, c_end) in enumerate(_day_chunks(cfg.start_time, cfg.end_time)):
+        state_path = parts / f"{row.network}.{row.station}.{c_idx:04d}.npz"
+        if state_path.exists():
+            with np.load(state_path) as state:
+                snr_index.append(state["snr_index"])
+                snr_p.append(state["snr_p"])
+                snr_s.append(state["snr_s"])
+                gap_p.append(state["gap_p"])
+                gap_s.append(state["gap_s"])
+                carry = state["carry"]
+                n_synth += int(state["n_synth"])
+                written += [str(p) for p in state["written"]]
+            continue
+        day_from = (len(snr_index), len(gap_p), len(written), n_synth)
         off = (c_start - cfg.start_time).total_seconds()
         n = int(round((c_end - c_start).total_seconds() * fs))
         rng = np.random.default_rng([cfg.seed, 4, s_idx, c_idx])
@@ -189,6 +215,18 @@ def _generate_station(
                 t_rel = pairs[phase].to_numpy() - off
                 hits.append(pairs.index[(t_rel >= i0 / fs) & (t_rel < i1 / fs)].to_numpy())
         written += [str(p) for p in _write_station_day(data, gaps, c_start, row, cfg, wf_root)]
+        _save_state(
+            state_path,
+            snr_index[day_from[0] :],
+            snr_p[day_from[0] :],
+            snr_s[day_from[0] :],
+            gap_p[day_from[1] :],
+            gap_s[day_from[1] :],
+            carry,
+            n_synth - day_from[3],
+            written[day_from[2] :],
+        )
+        log.info("synthetic: %s.%s %s written", row.network, row.station, c_start.date())
     log.info("synthetic: station %s.%s written", row.network, row.station)
     return {
         "written": written,
@@ -201,6 +239,42 @@ def _generate_station(
     }
 
 
+def _save_state(
+    path: Path,
+    snr_index: list[np.ndarray],
+    snr_p: list[np.ndarray],
+    snr_s: list[np.ndarray],
+    gap_p: list[np.ndarray],
+    gap_s: list[np.ndarray],
+    carry: np.ndarray,
+    n_synth: int,
+    written: list[str],
+) -> None:
+    """Write the state of one finished station-day (arrays :data:`STATE_KEYS`) atomically.
+
+    ``carry`` is the (3, n) signal spilling into the next day; the lists are the day's parts.
+    """
+    arrays = {
+        "snr_index": _concat(snr_index, int),
+        "snr_p": _concat(snr_p, float),
+        "snr_s": _concat(snr_s, float),
+        "gap_p": _concat(gap_p, int),
+        "gap_s": _concat(gap_s, int),
+        "carry": carry,
+        "n_synth": np.array(n_synth),
+        "written": np.array(written, dtype=str),
+    }
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def _state_digest(cfg: ScenarioConfig, pairs: pd.DataFrame) -> str:
+    """Hash of the config and the arrival table: names the folder of the day state files."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode())
+    digest.update(pd.util.hash_pandas_object(pairs, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def generate_scenario(
     out: Path, cfg: ScenarioConfig | None = None, workers: int = 1
 ) -> ScenarioSummary:
@@ -208,6 +282,7 @@ def generate_scenario(
 
     The same config (incl. ``seed``) always gives the same truth and the same waveforms,
     whatever ``workers`` (processes generating stations in parallel; 1 = in this process).
+    An interrupted run resumes from its last finished station-days when rerun into ``out``.
     """
     cfg = cfg or ScenarioConfig()
     t_start = time.perf_counter()
@@ -240,9 +315,11 @@ def generate_scenario(
     )
     pairs["in_gap_p"] = False
     pairs["in_gap_s"] = False
+    parts = out / "truth" / "partial" / _state_digest(cfg, pairs)
+    parts.mkdir(parents=True, exist_ok=True)
 
     jobs = [
-        (s_idx, row._asdict(), pairs[pairs.station == s_idx], levels[s_idx], cfg, wf_root)
+        (s_idx, row._asdict(), pairs[pairs.station == s_idx], levels[s_idx], cfg, wf_root, parts)
         for s_idx, row in enumerate(stations.itertuples(index=False))
     ]
     if workers > 1:
@@ -303,6 +380,7 @@ def generate_scenario(
         wall_time_s=summary.wall_time_s,
         details={"config": record["config"]},
     )
+    shutil.rmtree(parts.parent)
     return summary
 
 
