@@ -1,88 +1,262 @@
-"""Generation of the full Tottori replica (18 stations × 2000-10-06 05:00 – 2000-11-17).
+"""The full Tottori replica built end to end, stage by stage, with wall time and peak memory.
 
-Run: ``.venv/bin/python benchmarks/replica_full.py [--out DIR] [--days N] [--skip-days D]
-[--workers W] [--pick] [--keep]``. Generates the ``replica`` preset (or ``--days`` days of
-it, starting ``--skip-days`` after its start) day by day into ``DIR`` (a temporary folder
-unless given) and prints one JSON line: wall time, peak resident memory of this process and
-of the worker processes (MiB), events, synthesised event–station pairs, files and bytes
-written, generation rate (station-days per second). With ``--pick`` the picking stage
-(EQTransformer, default settings) then runs over the archive and the line also reports its
-wall time, window count and the truth-table pick scores. The first hours after the
-mainshock are the densest (~18,000 events with M >= 0.5 in the first 6 hours), so
-``--days 0.25`` bounds the cost per unit time from above, ``--skip-days 20 --days 1`` gives a
-typical late day.
+Run: ``.venv/bin/python benchmarks/replica_full.py --out DIR [--stages S1,S2,...]
+[--weights W] [--days N] [--skip-days D] [--span-days N] [--stage-limit STAGE=SECONDS]``.
+
+Copies ``station_configs/tottori_replica.yaml`` (18 stations, 2000-10-06 05:00 –
+2000-11-17, ~60,000 true events with M >= 0.5) to ``DIR/replica.yaml`` with
+``output_dir: DIR`` and runs ``eqcat build DIR/replica.yaml --stage NAME`` for each stage
+in order (download = generation of the scenario, pick, associate, locate, relocate,
+magnitude, report), each in its own process. After every stage it records, atomically, in
+``DIR/benchmark.json``: wall time, peak resident memory of the largest process
+(``ru_maxrss``) and of the whole process tree (sampled every 2 s, MiB), the exit code, the
+manifest counts the stage wrote and the size of the run directory. A rerun skips stages
+already recorded complete; an interrupted stage resumes through the product's own caches
+(generation per station-day, picking per station-day). A stage that runs past its limit
+(``--stage-limit relocate=3600``) is stopped and recorded as such, with its elapsed time.
+
+Options that shrink the run: ``--days N`` (and ``--skip-days D``) generate and build only N
+days of the replica starting D days after its start (``--days 0.25`` = the densest first 6
+hours, ~18,000 events); ``--span-days N`` generates the whole replica but builds the
+catalog (pick → report) from its first N UTC days only (the first from 05:00).
+``--weights`` sets ``picking.weights`` (a path or a weights name). The run is scored
+against the ground truth at the end (``eqcat score``; ``DIR/<name>/score.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import shutil
-import tempfile
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from pipeline.synthetic import generate_scenario, preset
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "station_configs" / "tottori_replica.yaml"
+STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
+#: Seconds between samples of the process tree's resident memory.
+SAMPLE_S = 2.0
+#: Seconds a stopped stage gets between SIGTERM and SIGKILL.
+KILL_GRACE_S = 60.0
 
 
-def _peak_mib(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: KiB
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def replica_config(
+    out: Path,
+    base: Path,
+    weights: str | None,
+    days: float | None,
+    skip_days: float,
+    span_days: float | None,
+) -> Path:
+    """Write ``out/replica.yaml``: the replica config with ``output_dir: out`` and the options."""
+    cfg = yaml.safe_load(base.read_text())
+    cfg["output_dir"] = str(out)
+    if weights:
+        cfg.setdefault("picking", {})["weights"] = weights
+    start = datetime.fromisoformat(str(cfg["starttime"]))
+    end = datetime.fromisoformat(str(cfg["endtime"]))
+    if days is not None or skip_days:
+        start = start + timedelta(days=skip_days)
+        if days is not None:
+            end = min(end, start + timedelta(days=days))
+        cfg["scenario"]["start_time"] = start.isoformat()
+        cfg["scenario"]["duration_s"] = (end - start).total_seconds()
+    if span_days is not None:  # whole UTC days, the first one from the start time on
+        midnight = datetime(start.year, start.month, start.day, tzinfo=start.tzinfo)
+        end = min(end, midnight + timedelta(days=span_days))
+    cfg["starttime"], cfg["endtime"] = start.isoformat(), end.isoformat()
+    path = out / "replica.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _manifest(run_dir: Path) -> dict:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    """Resident bytes of ``proc`` and its descendants (0 once it is gone)."""
+    total = 0
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        return 0
+    return total
+
+
+def span_truth(run_dir: Path, out: Path, start: datetime, end: datetime) -> Path:
+    """A truth folder for a catalog built from ``[start, end)`` of the scenario only.
+
+    ``out/truth_span``: the true catalog (linked), the true picks inside the span and
+    ``scenario.json`` with the span as its summary (:func:`pipeline.score.score_run` scores
+    the true events of that span).
+    """
+    import pandas as pd
+
+    truth, folder = run_dir / "truth", out / "truth_span"
+    folder.mkdir(exist_ok=True)
+    link = folder / "catalog.csv"
+    if not link.exists():
+        link.symlink_to(truth / "catalog.csv")
+    picks = pd.read_csv(truth / "picks.csv", dtype={"network": str, "station": str})
+    when = pd.to_datetime(picks.time, utc=True)
+    lo, hi = pd.Timestamp(start).tz_localize("UTC"), pd.Timestamp(end).tz_localize("UTC")
+    picks[(when >= lo) & (when < hi)].to_csv(folder / "picks.csv", index=False)
+    scenario = json.loads((truth / "scenario.json").read_text())
+    scenario["summary"] |= {"start_time": lo.isoformat(), "end_time": hi.isoformat()}
+    _write_json(folder / "scenario.json", scenario)
+    return folder
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def run_stage(config: Path, stage: str, log_path: Path, limit_s: float | None) -> dict:
+    """Run ``eqcat build CONFIG --stage STAGE`` in a new process group; measure it.
+
+    Returns wall_s, peak_rss_mib (largest process, ``ru_maxrss``), peak_tree_rss_mib
+    (sampled sum over the process tree), returncode and stopped (ran past ``limit_s``).
+    """
+    command = [sys.executable, "-m", "pipeline.cli", "build", str(config), "--stage", stage]
+    peak = [0]
+    began = time.perf_counter()
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        proc = psutil.Process(child.pid)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(SAMPLE_S):
+                peak[0] = max(peak[0], _tree_rss(proc))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stopped_at = None
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            elapsed = time.perf_counter() - began
+            if limit_s is not None and elapsed > limit_s and stopped_at is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                stopped_at = elapsed
+            elif stopped_at is not None and elapsed > stopped_at + KILL_GRACE_S:
+                os.killpg(child.pid, signal.SIGKILL)
+            time.sleep(0.5)
+        done.set()
+        sampler.join()
+    return {
+        "wall_s": round(time.perf_counter() - began, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024.0, 1),  # Linux: KiB
+        "peak_tree_rss_mib": round(peak[0] / 2**20, 1),
+        "returncode": os.waitstatus_to_exitcode(status),
+        "stopped": stopped_at is not None,
+    }
+
+
+def _stage_limits(items: list[str]) -> dict[str, float]:
+    limits = {}
+    for item in items:
+        name, _, seconds = item.partition("=")
+        if name not in STAGES or not seconds:
+            raise SystemExit(f"--stage-limit {item!r}: expected STAGE=SECONDS, STAGE in {STAGES}")
+        limits[name] = float(seconds)
+    return limits
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (kept)")
-    parser.add_argument("--days", type=float, default=None, help="only N days")
+    parser.add_argument("--out", type=Path, required=True, help="benchmark folder (kept)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="base build config")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
+    parser.add_argument("--weights", default=None, help="picking.weights (path or name)")
+    parser.add_argument("--days", type=float, default=None, help="only N days of the replica")
+    parser.add_argument("--skip-days", type=float, default=0.0, help="start N days later")
     parser.add_argument(
-        "--skip-days", type=float, default=0.0, help="start N days after the replica start"
+        "--span-days", type=int, default=None, help="build the catalog from the first N UTC days"
     )
-    parser.add_argument("--workers", type=int, default=1, help="station worker processes")
-    parser.add_argument("--pick", action="store_true", help="run the picking stage too")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--stage-limit", action="append", default=[], help="STAGE=SECONDS: stop a stage after"
+    )
     args = parser.parse_args()
-    full = preset("replica")
-    start = full.start_time + timedelta(days=args.skip_days)
-    days = args.days if args.days is not None else (full.end_time - start).total_seconds() / 86400
-    cfg = preset("replica", start_time=start, duration_s=days * 86400.0)
-    out = args.out or Path(tempfile.mkdtemp(prefix="eqcat-replica-"))
-    began = time.perf_counter()
-    summary = generate_scenario(out, cfg, workers=args.workers)
-    wall = time.perf_counter() - began
-    station_days = summary.n_stations * cfg.duration_s / 86400.0
-    record = {
-        "start": cfg.start_time.isoformat(),
-        "span_days": round(cfg.duration_s / 86400.0, 3),
-        "stations": summary.n_stations,
-        "workers": args.workers,
-        "events": summary.n_events,
-        "pairs_synthesised": summary.n_pairs_synthesised,
-        "files": summary.n_files,
-        "bytes_written": summary.bytes_written,
-        "generation_wall_s": round(wall, 1),
-        "station_days_per_s": round(station_days / wall, 3),
-        "peak_rss_mib_self": round(_peak_mib(resource.RUSAGE_SELF), 1),
-        "peak_rss_mib_workers": round(_peak_mib(resource.RUSAGE_CHILDREN), 1),
-    }
-    if args.pick:
-        from pipeline.picking.params import PickerConfig
-        from pipeline.picking.stage import pick_all
-        from pipeline.rundir import RunDir
-        from pipeline.score import score_run
-        from pipeline.waveforms.inventory import read_stations_csv
-
-        stations = read_stations_csv(out / "waveforms" / "stations.csv")
-        first = cfg.start_time.date()
-        days = [first + timedelta(days=i) for i in range((cfg.end_time.date() - first).days + 1)]
-        began = time.perf_counter()
-        counts = pick_all(RunDir(out), PickerConfig(), stations, days)["counts"]
-        record["picking_wall_s"] = round(time.perf_counter() - began, 1)
-        record["picking_counts"] = counts
-        record["pick_scores"] = score_run(out, out / "truth")["picks"]
-    print(json.dumps(record))
-    if args.out is None and not args.keep:
-        shutil.rmtree(out)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
+    limits = _stage_limits(args.stage_limit)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = replica_config(
+        out, args.config, args.weights, args.days, args.skip_days, args.span_days
+    )
+    run_dir = out / yaml.safe_load(config.read_text())["name"]
+    record_path = out / "benchmark.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record.setdefault("stages", {})
+    record |= {"config": str(config), "cpus": os.cpu_count(), "run_dir": str(run_dir)}
+    for stage in stages:
+        if record["stages"].get(stage, {}).get("complete"):
+            print(f"{stage}: recorded complete, skipped", flush=True)
+            continue
+        before = _manifest(run_dir)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        result = run_stage(config, stage, out / f"{stage}.log", limits.get(stage))
+        after = _manifest(run_dir)
+        counts = {
+            name: entry.get("counts", {})
+            for name, entry in after.items()
+            if before.get(name, {}).get("finished_at") != entry.get("finished_at")
+        }
+        result |= {
+            "started": started,
+            "complete": result["returncode"] == 0 and not result["stopped"],
+            "counts": counts,
+            "run_dir_bytes": _du(run_dir),
+        }
+        record["stages"][stage] = result
+        _write_json(record_path, record)
+        print(f"{stage}: {json.dumps(result)}", flush=True)
+        if not result["complete"]:
+            break
+    truth = run_dir / "truth"
+    if (truth / "catalog.csv").exists():
+        if args.span_days is not None:
+            built = yaml.safe_load(config.read_text())
+            start, end = (datetime.fromisoformat(built[k]) for k in ("starttime", "endtime"))
+            truth = span_truth(run_dir, out, start, end)
+        score = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "score", str(run_dir), str(truth)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        record["score_returncode"] = score.returncode
+        if (run_dir / "score.json").exists():
+            record["score"] = json.loads((run_dir / "score.json").read_text())
+        _write_json(record_path, record)
+    print(json.dumps({k: v for k, v in record.items() if k != "score"}))
 
 
 if __name__ == "__main__":
