@@ -9,7 +9,8 @@ Copies ``station_configs/tottori_replica.yaml`` (18 stations, 2000-10-06 05:00 â
 in order (download = generation of the scenario, pick, associate, locate, relocate,
 magnitude, report), each in its own process. After every stage it records, atomically, in
 ``DIR/benchmark.json``: wall time, peak resident memory of the largest process
-(``ru_maxrss``) and of the whole process tree (sampled every 2 s, MiB), the exit code, the
+(``ru_maxrss``) and of the whole process tree (sampled every 2 s, MiB), CPU time, the load
+average (the wall time of a shared machine depends on it), the exit code, the
 manifest counts the stage wrote and the size of the run directory. A rerun skips stages
 already recorded complete; an interrupted stage resumes through the product's own caches
 (generation per station-day, picking per station-day). A stage that runs past its limit
@@ -134,8 +135,10 @@ def _du(path: Path) -> int:
 def run_stage(config: Path, stage: str, log_path: Path, limit_s: float | None) -> dict:
     """Run ``eqcat build CONFIG --stage STAGE`` in a new process group; measure it.
 
-    Returns wall_s, peak_rss_mib (largest process, ``ru_maxrss``), peak_tree_rss_mib
-    (sampled sum over the process tree), returncode and stopped (ran past ``limit_s``).
+    Returns wall_s, cpu_s (user + system time of the process and the children it waited
+    for), peak_rss_mib (largest process, ``ru_maxrss``), peak_tree_rss_mib (sampled sum over
+    the process tree), the load averages at the end (1, 5, 15 min: on a shared machine the
+    wall time depends on them), returncode and stopped (ran past ``limit_s``).
     """
     command = [sys.executable, "-m", "pipeline.cli", "build", str(config), "--stage", stage]
     peak = [0]
@@ -169,10 +172,12 @@ def run_stage(config: Path, stage: str, log_path: Path, limit_s: float | None) -
         sampler.join()
     return {
         "wall_s": round(time.perf_counter() - began, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024.0, 1),  # Linux: KiB
         "peak_tree_rss_mib": round(peak[0] / 2**20, 1),
         "returncode": os.waitstatus_to_exitcode(status),
         "stopped": stopped_at is not None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -215,7 +220,15 @@ def main() -> None:
     record_path = out / "benchmark.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("stages", {})
-    record |= {"config": str(config), "cpus": os.cpu_count(), "run_dir": str(run_dir)}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    record |= {
+        "config": str(config),
+        "cpus": os.cpu_count(),
+        "run_dir": str(run_dir),
+        "commit": commit or None,
+    }
     for stage in stages:
         if record["stages"].get(stage, {}).get("complete"):
             print(f"{stage}: recorded complete, skipped", flush=True)
