@@ -14,7 +14,9 @@ average (the wall time of a shared machine depends on it), the exit code, the
 manifest counts the stage wrote and the size of the run directory. A rerun skips stages
 already recorded complete; an interrupted stage resumes through the product's own caches
 (generation per station-day, picking per station-day). A stage that runs past its limit
-(``--stage-limit relocate=3600``) is stopped and recorded as such, with its elapsed time.
+(``--stage-limit relocate=3600``) is stopped and recorded as such, with its elapsed time,
+and the build goes on (magnitudes and the catalog fall back to the HypoInverse locations
+when there are no relocations); a failed stage ends the build.
 
 Options that shrink the run: ``--days N`` (and ``--skip-days D``) generate and build only N
 days of the replica starting D days after its start (``--days 0.25`` = the densest first 6
@@ -251,8 +253,8 @@ def main() -> None:
         record["stages"][stage] = result
         _write_json(record_path, record)
         print(f"{stage}: {json.dumps(result)}", flush=True)
-        if not result["complete"]:
-            break
+        if result["returncode"] != 0 and not result["stopped"]:
+            break  # failed: the later stages would read stale or missing tables
     truth = run_dir / "truth"
     if (truth / "catalog.csv").exists():
         if args.span_days is not None:
