@@ -182,9 +182,13 @@ def test_report_renders_every_figure(tmp_path):
     export_catalog(run)
     ref_csv = tmp_path / "jma.csv"
     rng = np.random.default_rng(3)
-    pd.DataFrame({"magnitude": 1.45 + rng.exponential(1 / math.log(10), 400)}).to_csv(
-        ref_csv, index=False
-    )
+    pd.DataFrame(
+        {
+            "magnitude": 1.45 + rng.exponential(1 / math.log(10), 400),
+            "horizontal_error_km": np.r_[np.full(399, 0.8), np.nan],
+            "rms_s": 0.25,
+        }
+    ).to_csv(ref_csv, index=False)
     cfg = ReportConfig(
         completeness=CompletenessConfig(window_events=200, window_step=100, n_bootstrap=100),
         reference=ReferenceCatalog(name="JMA", path=ref_csv),
@@ -206,6 +210,13 @@ def test_report_renders_every_figure(tmp_path):
     assert numbers["reference"]["n_events"] == 400
     assert abs(numbers["reference"]["mc"] - 1.5) <= 0.2
     assert "JMA" in page and "b-value" in page and "http" not in page
+    # location quality side by side: the reference's medians (NaN ignored), absent columns "–"
+    ref_quality = numbers["reference"]["location_quality"]
+    assert ref_quality["horizontal_error_km"] == 0.8 and ref_quality["rms_s"] == 0.25
+    assert ref_quality["vertical_error_km"] is None and ref_quality["relocated_fraction"] is None
+    own = numbers["summary"]["location_quality"]
+    assert own["horizontal_error_km"] is not None and 0 <= own["relocated_fraction"] <= 1
+    assert "median horizontal error (km)" in page and "0.80" in page
 
 
 def test_report_with_too_few_events(tmp_path):

@@ -47,8 +47,17 @@ def _empty(path: str | Path, title: str, message: str) -> Path:
     return _save(fig, path)
 
 
-def plot_fmd(result: CompletenessResult, path: str | Path) -> Path:
-    """Cumulative and incremental FMD with the G–R fit above Mc and every Mc marked."""
+def plot_fmd(
+    result: CompletenessResult,
+    path: str | Path,
+    reference: CompletenessResult | None = None,
+    reference_name: str = "reference",
+) -> Path:
+    """Cumulative and incremental FMD with the G–R fit above Mc and every Mc marked.
+
+    With ``reference`` (another catalog's completeness result, e.g. the STA/LTA baseline or
+    JMA), its cumulative FMD and selected Mc are drawn in grey for comparison.
+    """
     if not result.fmd:
         return _empty(path, "Frequency–magnitude distribution", result.reason or "no magnitudes")
     bins = np.asarray(result.fmd["bins"], dtype=float)
@@ -64,6 +73,18 @@ def plot_fmd(result: CompletenessResult, path: str | Path) -> Path:
         fit = 10 ** (result.a - result.b * fit_m)
         label = f"G–R fit: b = {result.b:.2f} ± {result.b_std:.2f}, a = {result.a:.2f}"
         ax.semilogy(fit_m, fit, "-", color="tab:red", label=label)
+    if reference is not None and reference.fmd:
+        ref_bins = np.asarray(reference.fmd["bins"], dtype=float)
+        ref_cum = np.asarray(reference.fmd["cumulative"], dtype=float)
+        ax.semilogy(ref_bins, ref_cum, "^", ms=4, color="gray", label=f"{reference_name}: N(≥M)")
+        if math.isfinite(reference.mc_selected):
+            ax.axvline(
+                reference.mc_selected,
+                color="gray",
+                ls="-",
+                lw=1,
+                label=f"{reference_name}: Mc = {reference.mc_selected:.1f}",
+            )
     for key, est in result.mc.items():
         if math.isfinite(est.mc):
             color, style = MC_STYLES.get(key, ("gray", ":"))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,11 +72,46 @@ def _load_catalog(run: RunDir) -> pd.DataFrame:
     return assemble_catalog(run)[0]
 
 
-def _reference(cfg: ReportConfig) -> dict[str, Any] | None:
+#: Location-quality columns of a catalog (pipeline.catalog) summarised by their median.
+LOCATION_QUALITY_COLUMNS = {
+    "horizontal_error_km": "median horizontal error (km)",
+    "vertical_error_km": "median vertical error (km)",
+    "rms_s": "median travel-time rms (s)",
+    "azimuthal_gap_deg": "median azimuthal gap (°)",
+}
+
+
+def location_quality(catalog: pd.DataFrame) -> dict[str, float | int | None]:
+    """Location quality of a catalog: medians of its error columns and the HypoDD share.
+
+    Args:
+        catalog: an event table; any of :data:`LOCATION_QUALITY_COLUMNS` and
+            ``location_stage`` may be missing (their values are then None).
+
+    Returns:
+        {column: median over the events with a finite value (None when none)} plus
+        ``relocated_fraction`` (share of events with ``location_stage == "hypodd"``, None
+        without that column).
+    """
+    out: dict[str, float | int | None] = {}
+    for column in LOCATION_QUALITY_COLUMNS:
+        values = pd.to_numeric(catalog.get(column, pd.Series(dtype=float)), errors="coerce")
+        values = values[np.isfinite(values)]
+        out[column] = float(values.median()) if len(values) else None
+    stage = catalog.get("location_stage")
+    out["relocated_fraction"] = (
+        float((stage == "hypodd").mean()) if stage is not None and len(catalog) else None
+    )
+    return out
+
+
+def _reference(cfg: ReportConfig) -> tuple[dict[str, Any] | None, CompletenessResult | None]:
+    """The reference's numbers (given, or computed from its CSV) and its completeness result."""
     ref = cfg.reference
     if ref is None:
-        return None
+        return None, None
     out = ref.model_dump(mode="json")
+    res = None
     if ref.path is not None:
         mags, _ = read_catalog_csv(ref.path, ref.magnitude_column, time_column=None)
         res = analyze_magnitudes(mags, cfg=cfg.completeness)
@@ -83,7 +119,31 @@ def _reference(cfg: ReportConfig) -> dict[str, Any] | None:
         out["mc"] = res.mc_selected if ref.mc is None else ref.mc
         out["b"] = res.b if ref.b is None else ref.b
         out["computed"] = res.to_dict()
-    return json_clean(out)
+        out["location_quality"] = location_quality(pd.read_csv(ref.path))
+    return json_clean(out), res
+
+
+def _comparison_rows(
+    summary: dict[str, Any], result: CompletenessResult, reference: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Rows "this run vs reference": events, Mc, b and location quality."""
+    own, other = summary["location_quality"], reference.get("location_quality") or {}
+    rows = [
+        ("Catalog", f"this run vs {_fmt(reference['name'])}"),
+        ("Events", f"{summary['events']} vs {_fmt(reference.get('n_events'))}"),
+        ("Mc", f"{_fmt(result.mc_selected, 1)} vs {_fmt(reference.get('mc'), 1)}"),
+        ("b", f"{_fmt(result.b)} vs {_fmt(reference.get('b'))}"),
+        (
+            "relocated by HypoDD",
+            f"{_fmt(own.get('relocated_fraction'))} vs {_fmt(other.get('relocated_fraction'))}",
+        ),
+    ]
+    for column, label in LOCATION_QUALITY_COLUMNS.items():
+        digits = 0 if column.endswith("_deg") else 2
+        rows.append(
+            (label, f"{_fmt(own.get(column), digits)} vs {_fmt(other.get(column), digits)}")
+        )
+    return rows
 
 
 def data_gaps(run: RunDir) -> dict[str, str]:
@@ -171,10 +231,18 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     residuals = arrival_residuals(run)
 
     result = analyze_magnitudes(catalog["magnitude"], catalog["origin_time"], cfg.completeness)
-    reference = _reference(cfg)
+    reference, reference_result = _reference(cfg)
 
     figs: list[tuple[str, Path]] = [
-        ("Frequency–magnitude distribution", figures.plot_fmd(result, fig_dir / "fmd.png")),
+        (
+            "Frequency–magnitude distribution",
+            figures.plot_fmd(
+                result,
+                fig_dir / "fmd.png",
+                reference=reference_result,
+                reference_name=cfg.reference.name if cfg.reference else "",
+            ),
+        ),
         ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
         (
             "b versus cut-off magnitude",
@@ -246,6 +314,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "time_span": span,
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
         "data_gaps": data_gaps(run),
+        "location_quality": location_quality(catalog),
     }
     numbers = {
         "summary": summary,
@@ -291,12 +360,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     ]
     ref_html = ""
     if reference is not None:
-        ref_rows = [
-            ("Catalog", f"this run vs {_fmt(reference['name'])}"),
-            ("Events", f"{summary['events']} vs {_fmt(reference.get('n_events'))}"),
-            ("Mc", f"{_fmt(result.mc_selected, 1)} vs {_fmt(reference.get('mc'), 1)}"),
-            ("b", f"{_fmt(result.b)} vs {_fmt(reference.get('b'))}"),
-        ]
+        ref_rows = _comparison_rows(summary, result, reference)
         ref_html = "<h2>Comparison with the reference catalog</h2>\n" + _table(ref_rows)
     fig_html = "\n".join(
         f"<figure><img src='{p.relative_to(out).as_posix()}' alt='{html.escape(t)}'>"
