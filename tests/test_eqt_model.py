@@ -32,7 +32,13 @@ PARITY_TOLERANCE = 1e-4
 
 @functools.cache
 def _load(path: str) -> EQTransformer:
-    return load_eqt(path)
+    """The model with Keras-3 hard-sigmoid gates, as the parity reference was computed.
+
+    ``eqt_parity_o2wilz.npz`` holds the outputs of the converted ``.keras`` file run in
+    Keras 3, whose ``hard_sigmoid`` is ``clip(x/6+0.5)``; the default gate of
+    :func:`load_eqt` is Keras 2's ``clip(0.2x+0.5)``, which the weights were trained with.
+    """
+    return load_eqt(path, hard_sigmoid="keras3")
 
 
 @pytest.fixture
@@ -42,7 +48,7 @@ def weights_path(shared):
 
 @pytest.fixture
 def eqt(weights_path) -> EQTransformer:
-    """The shared conservative model, loaded once per test session."""
+    """The shared conservative model with Keras-3 gates, loaded once per test session."""
     return _load(str(weights_path))
 
 
@@ -67,7 +73,7 @@ def test_outputs_names_shapes_and_identity(eqt, reference):
         assert values.shape == (3, 6000)
         assert values.dtype == np.float32
         assert values.min() >= 0.0 and values.max() <= 1.0
-    assert eqt.name == "EqT_conservative"
+    assert eqt.name == "EqT_conservative+hard_sigmoid_keras3"
     assert eqt.sha256 == SHARED_SHA256
     assert eqt.device in ("CPU", "GPU")
 

@@ -42,7 +42,8 @@ FS = 100.0
 DAY = date(2024, 2, 3)
 T0 = UTCDateTime(2024, 2, 3, 0, 0, 0)
 #: Lower bounds for the O2.WILZ 2 h record: about 70 % of the 163 P and 162 S picks measured
-#: with the default configuration (EqT_conservative, thresholds 0.5/0.3/0.3, overlap 0.3).
+#: with the conservative model, Keras-3 hard-sigmoid gates and the default thresholds
+#: 0.5/0.3/0.3, overlap 0.3.
 P_MIN, S_MIN = 114, 113
 
 
@@ -390,11 +391,13 @@ _CACHE: dict[str, object] = {}
 
 @pytest.fixture
 def eqt(shared):
-    """The real EQTransformer with the shared weights (loaded once per session)."""
+    """The shared conservative model with Keras-3 gates (loaded once per session)."""
     if "eqt" not in _CACHE:
         from pipeline.picking import load_eqt
 
-        _CACHE["eqt"] = load_eqt(shared("models", "eqt", "EqT_conservative.keras"))
+        _CACHE["eqt"] = load_eqt(
+            shared("models", "eqt", "EqT_conservative.keras"), hard_sigmoid="keras3"
+        )
     return _CACHE["eqt"]
 
 
@@ -419,7 +422,10 @@ def test_o2wilz_two_hours_many_picks_no_duplicates(tmp_path, eqt, wilz):
     )
     picks = pd.read_parquet(summary["path"])
     assert summary["n_p"] >= P_MIN and summary["n_s"] >= S_MIN, summary
-    assert picks["model"].eq("EqT_conservative").all() and picks["picker"].eq("eqt").all()
+    assert (
+        picks["model"].eq("EqT_conservative+hard_sigmoid_keras3").all()
+        and picks["picker"].eq("eqt").all()
+    )
     for _, part in picks.groupby("phase"):
         assert part["time"].diff().dt.total_seconds().dropna().min() >= 0.5
     assert picks["probability"].between(0.3, 1).all()

@@ -52,7 +52,7 @@ from pipeline.picking.layers import (
     UpsamplingConv1D,
 )
 from pipeline.rundir import sha256_file
-from pipeline.weights import WeightsUnavailableError, default_weights_path
+from pipeline.weights import WeightsUnavailableError, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -605,40 +605,40 @@ class EQTransformer:
         return x
 
 
-def lstm_gate_for(weights: WeightsFile, hard_sigmoid: str | None = None) -> str:
+def lstm_gate_for(weights: WeightsFile, hard_sigmoid: str = "keras2") -> str:
     """The :data:`~pipeline.picking.layers.LSTM_GATES` key to run a weights file with.
 
     ``hard_sigmoid`` picks the definition of a hard-sigmoid gate: ``"keras2"`` (the one the
-    published weights were trained with), ``"keras3"``, or None for the definition of the
-    file's own Keras version (Keras 3 for ``.keras``, Keras 2 for ``.h5``).
+    published weights were trained with, whatever format they were converted to) or
+    ``"keras3"``. Files with sigmoid gates ignore it.
     """
-    if hard_sigmoid not in (None, "keras2", "keras3"):
-        raise ValueError(f"hard_sigmoid must be 'keras2', 'keras3' or None, got {hard_sigmoid!r}")
+    if hard_sigmoid not in ("keras2", "keras3"):
+        raise ValueError(f"hard_sigmoid must be 'keras2' or 'keras3', got {hard_sigmoid!r}")
     if weights.lstm_gate == "sigmoid":
         return "sigmoid"
-    return f"hard_sigmoid_{hard_sigmoid or weights.keras_format}"
+    return f"hard_sigmoid_{hard_sigmoid}"
 
 
 def load_eqt(
     path: str | Path | None = None,
     *,
-    hard_sigmoid: str | None = None,
+    hard_sigmoid: str = "keras2",
     mixed_precision: bool = False,
 ) -> EQTransformer:
-    """Load EQTransformer with the weights of a ``.keras`` or legacy Keras 2 ``.h5`` file.
+    """Load EQTransformer: a named model or a ``.keras`` or legacy Keras 2 ``.h5`` file.
 
     The number of BiLSTM blocks and the LSTM gate come from the file (the conservative model:
     3 blocks, hard-sigmoid gates; the original model: 2 blocks, sigmoid gates). Runs on the
     GPU when TensorFlow sees one, else on all CPU cores (TensorFlow's default thread pools).
 
     Args:
-        path: weights file; None for the installed default in the user cache
-            (``~/.cache/eqcat/models/EqT_conservative.keras``; ``EQCAT_MODEL_DIR`` overrides
-            the folder).
-        hard_sigmoid: how to compute hard-sigmoid LSTM gates (see :func:`lstm_gate_for`).
-            The default runs a ``.keras`` file as Keras 3 does, which is what the parity
-            reference computes; ``"keras2"`` is what the authors trained with and what their
-            legacy ``.h5`` files compute by default. The model name records an override.
+        path: ``"original"``, ``"conservative"`` (installed in the user cache; see
+            :func:`pipeline.weights.resolve_weights`), a weights file, or None for
+            :data:`pipeline.weights.DEFAULT_MODEL` (the original model).
+        hard_sigmoid: how to compute hard-sigmoid LSTM gates (see :func:`lstm_gate_for`):
+            ``"keras2"`` (default) as the authors trained them; ``"keras3"`` as Keras 3
+            computes ``hard_sigmoid``, which is what the parity reference computes. The
+            model name records ``"keras3"`` (``EqT_conservative+hard_sigmoid_keras3``).
         mixed_precision: GPU only (ignored with a warning on CPU): float16 convolutions.
             Off by default because it does not keep parity: on the 16 reference windows it
             changed the outputs by up to 4.4e-3 (tolerance 1e-4; float16 measured on CPU).
@@ -647,14 +647,13 @@ def load_eqt(
 
     Raises:
         FileNotFoundError: the file is missing (the message says to run ``make setup``).
+        ValueError: ``path`` is neither a model name nor a ``.keras``/``.h5`` path.
         WeightsMismatchError: the file's weights do not fit the network.
     """
-    if path is None:
-        try:
-            path = default_weights_path()
-        except WeightsUnavailableError as exc:
-            raise FileNotFoundError(str(exc)) from None
-    path = Path(path).expanduser()
+    try:
+        path = resolve_weights(path)
+    except WeightsUnavailableError as exc:
+        raise FileNotFoundError(str(exc)) from None
     if not path.is_file():
         raise FileNotFoundError(
             f"EQTransformer weights not found: {path}; run `make setup` to install the "
@@ -671,7 +670,7 @@ def load_eqt(
     network = build_network(weights.bilstm_blocks, gate, mixed_precision)
     count = assign_weights(network, weights.weights, path)
     name = path.stem
-    if gate != lstm_gate_for(weights):
+    if gate == "hard_sigmoid_keras3":
         name += f"+{gate}"
     if mixed_precision:
         name += "+fp16"

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.weights import DEFAULT_MODEL, check_weights_spec
 
 
 class _Section(BaseModel):
@@ -68,10 +70,18 @@ class PickerConfig(_Section):
     picker: Literal["eqt", "stalta"] = Field(
         "eqt", description="'eqt' (EQTransformer) or 'stalta' (recursive STA/LTA + AIC baseline)"
     )
-    weights: Path | None = Field(
-        None,
-        description="EQTransformer weights (.keras or the authors' Keras-2 .h5); None = the "
-        "default weights installed by set-up",
+    weights: str | Path = Field(
+        DEFAULT_MODEL,
+        description="EQTransformer model: 'original' (the authors' original model, used in "
+        "their Tottori study; far more sensitive, the default), 'conservative' (the authors' "
+        "conservative model: fewer false picks on noisy data, many fewer picks), or the path "
+        "of a .keras or Keras-2 .h5 weights file. Named models are installed by set-up",
+    )
+    hard_sigmoid: Literal["keras2", "keras3"] = Field(
+        "keras2",
+        description="hard-sigmoid LSTM gates (the conservative model; the original model has "
+        "sigmoid gates and ignores this): 'keras2' = clip(0.2x+0.5), what the weights were "
+        "trained with; 'keras3' = clip(x/6+0.5), what Keras 3 computes for 'hard_sigmoid'",
     )
     detection_threshold: float = Field(
         0.5, ge=0, le=1, description="detector probability that makes a detection"
@@ -141,6 +151,11 @@ class PickerConfig(_Section):
     stalta: StaLtaConfig = Field(
         default_factory=StaLtaConfig, description="parameters of the STA/LTA baseline"
     )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_model(cls, value: str | Path) -> str | Path:
+        return check_weights_spec(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> PickerConfig:
