@@ -2,10 +2,13 @@
 
 Sources (whichever exist in the run, best first): ``relocation/relocations.parquet``
 (HypoDD), ``location/locations.parquet`` (HypoInverse), ``association/events.parquet``
-(associator positions, used only when the run has no location output). A relocated event
-takes its hypocentre from HypoDD and keeps the HypoInverse quality numbers that HypoDD does
-not provide; located events missing from the relocations (HypoDD drops unlinked events)
-keep their HypoInverse location. Rows without a finite time and hypocentre are left out
+(associator origins). A relocated event takes its hypocentre from HypoDD and keeps the
+HypoInverse quality numbers that HypoDD does not provide; located events missing from the
+relocations (HypoDD drops unlinked events) keep their HypoInverse location; associated events
+HypoInverse could not locate (too few readings, or abandoned by the program: the reason is in
+``location/locations.parquet``) keep the associator's origin, flagged
+``location_stage = "association"`` with NaN errors, RMS and gap, so that every associated
+event is in the catalog. Rows still without a finite time and hypocentre are left out
 (counted in the manifest). Magnitudes come from ``magnitude/magnitudes.parquet``.
 
 Catalog columns (``catalog/catalog.parquet``, ``catalog/catalog.csv``):
@@ -168,6 +171,8 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
         for col in COLUMN_ALIASES:  # HypoDD quality numbers replace HypoInverse's when given
             finite = reloc[col].dropna()
             base.loc[finite.index, col] = finite
+    if tables["association"] is not None and not base.empty:
+        base = _fill_from_association(base, _normalise(tables["association"], "association"))
     base = base.reset_index()
     base["origin_time"] = pd.to_datetime(base["origin_time"], utc=True)
 
@@ -193,9 +198,7 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
         base["magnitude"] = np.nan
         base["magnitude_type"] = ""
 
-    located = base["origin_time"].notna() & np.isfinite(
-        base[["latitude", "longitude", "depth_km"]].astype(float)
-    ).all(axis=1)
+    located = _has_hypocentre(base)
     counts = {
         "events": int(located.sum()),
         "left_out_no_hypocentre": int((~located).sum()),
@@ -209,6 +212,34 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
     for col in ["latitude", "longitude", "depth_km", *list(COLUMN_ALIASES)[:4], "magnitude"]:
         catalog[col] = catalog[col].astype(float)
     return catalog.reset_index(drop=True), counts, used
+
+
+def _has_hypocentre(table: pd.DataFrame) -> pd.Series:
+    """Rows with a finite origin time, latitude, longitude and depth."""
+    coords = table[["latitude", "longitude", "depth_km"]].astype(float)
+    return table["origin_time"].notna() & np.isfinite(coords).all(axis=1)
+
+
+def _fill_from_association(base: pd.DataFrame, assoc: pd.DataFrame) -> pd.DataFrame:
+    """``base`` (indexed by event_id) with the associator's origin for events without one.
+
+    Events HypoInverse could not locate (too few readings, or abandoned by the program) keep
+    the associator's origin time and position, flagged ``location_stage = "association"``;
+    their error, RMS and gap columns are NaN since the associator estimates none. Associated
+    events missing from ``base`` altogether are added the same way.
+    """
+    assoc = assoc.drop_duplicates("event_id", keep="last").set_index("event_id")
+    assoc = assoc[_has_hypocentre(assoc)]
+    missing = base.index[~_has_hypocentre(base)].intersection(assoc.index)
+    new = assoc.index.difference(base.index)
+    base = pd.concat([base, assoc.loc[new, ["origin_time"]]]) if len(new) else base
+    fill = missing.union(new)
+    for col in ["origin_time", "latitude", "longitude", "depth_km"]:
+        base.loc[fill, col] = assoc.loc[fill, col]
+    for col in list(COLUMN_ALIASES)[:4]:
+        base.loc[fill, col] = np.nan
+    base.loc[fill, "location_stage"] = "association"
+    return base
 
 
 def _picks_path(run: RunDir) -> Path | None:
@@ -343,6 +374,14 @@ def to_quakeml_catalog(
             ),
             evaluation_mode="automatic",
         )
+        if row.location_stage == "association":
+            origin.evaluation_status = "preliminary"
+            origin.comments.append(
+                Comment(
+                    text="origin of the associator: HypoInverse could not locate this event "
+                    "(too few weighted readings); no uncertainties"
+                )
+            )
         if _finite(row.horizontal_error_km) is not None:
             origin.origin_uncertainty = OriginUncertainty(
                 horizontal_uncertainty=_m(row.horizontal_error_km),

@@ -139,15 +139,28 @@ def make_run(root, n_events: int = N_EVENTS, seed: int = 0) -> RunDir:
 def test_export_catalog(tmp_path):
     n = 200
     run = make_run(tmp_path / "run", n_events=n)
+    # The last two events are not located; the associator gave the second-last an origin.
+    events_path = run.root / "association" / "events.parquet"
+    events = pd.read_parquet(events_path)
+    events.loc[n - 1, ["latitude", "longitude", "depth_km"]] = np.nan
+    events.to_parquet(events_path)
     entry = export_catalog(run)
     cat = pd.read_parquet(run.root / "catalog" / "catalog.parquet")
     assert list(cat.columns) == CATALOG_COLUMNS
-    assert len(cat) == n - 2 and entry["counts"]["left_out_no_hypocentre"] == 2
+    assert len(cat) == n - 1 and entry["counts"]["left_out_no_hypocentre"] == 1
+    assert entry["counts"]["events_association"] == 1
     assert cat["origin_time"].is_monotonic_increasing
     assert str(cat["origin_time"].dtype) == "datetime64[ns, UTC]"
     stages = cat["location_stage"].value_counts()
     # The relocations hold every located event; 20 are flagged as not moved by HypoDD.
     assert stages["hypodd"] == n - 2 - 20 and stages["hypoinverse"] == 20
+    fallback = cat.set_index("event_id").loc[f"ev{n - 2:05d}"]
+    assert fallback["location_stage"] == "association"
+    assert fallback["latitude"] == pytest.approx(events.loc[n - 2, "latitude"])
+    assert fallback["depth_km"] == pytest.approx(events.loc[n - 2, "depth_km"])
+    assert np.isnan(
+        fallback[["horizontal_error_km", "vertical_error_km", "rms_s"]].astype(float)
+    ).all()
     reloc = cat.set_index("event_id").loc["ev00100"]
     loc = pd.read_parquet(run.root / "location" / "locations.parquet").set_index("event_id")
     assert reloc["depth_km"] == pytest.approx(loc.loc["ev00100", "depth_km"] + 0.5)
@@ -162,6 +175,9 @@ def test_export_catalog(tmp_path):
 
     qml = read_events(str(run.root / "catalog" / "catalog.xml"))
     assert len(qml) == len(cat)
+    preliminary = [e for e in qml if e.preferred_origin().evaluation_status == "preliminary"]
+    assert [str(e.resource_id).rsplit("/", 1)[-1] for e in preliminary] == [f"ev{n - 2:05d}"]
+    assert preliminary[0].preferred_origin().origin_uncertainty is None
     first = next(e for e in qml if str(e.resource_id).endswith("/ev00000"))
     origin = first.preferred_origin()
     assert origin.depth == pytest.approx(cat.iloc[0]["depth_km"] * 1000, rel=1e-6)

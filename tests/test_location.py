@@ -14,6 +14,7 @@ import pytest
 from pipeline.location import LocationConfig, locate, locate_picks
 from pipeline.location.hypoinverse_formats import (
     PhasePick,
+    parse_abandoned,
     parse_archive,
     parse_hypo71_summary,
     phase_event_lines,
@@ -334,8 +335,8 @@ def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
     picks.loc["ev001.S00.P", "time"] = pd.Timestamp("1850-01-01", tz="UTC")
     picks.loc["ev001.S01.P", "time"] = pd.NaT
     picks = pd.concat([picks.reset_index(), extra], ignore_index=True)
-    # ev002: only three stations keep their picks (below MIN 4).
-    few = assignments["event_id"].eq("ev002") & ~assignments["pick_id"].str.contains(r"\.S0[0-2]\.")
+    # ev002: only two stations keep their picks (below min_stations 3).
+    few = assignments["event_id"].eq("ev002") & ~assignments["pick_id"].str.contains(r"\.S0[0-1]\.")
     assignments = pd.concat(
         [assignments[~few], pd.DataFrame([("ev000", "ev000.NOLOC.P", "P", 0.0)],
                                          columns=assignments.columns)],
@@ -347,7 +348,7 @@ def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
     locations = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
     assert counts == {
         "events": 4, "located": 3, "not_located": 1,
-        "picks_used": len(assignments) - 6 - 3, "picks_left_out": 3 + 6,
+        "picks_used": len(assignments) - 4 - 3, "picks_left_out": 3 + 4,
     }  # fmt: skip
     assert list(locations.index) == ["ev000", "ev001", "ev002", "ev003"]
     assert locations.loc[["ev000", "ev001", "ev003"], "located"].all()
@@ -358,7 +359,42 @@ def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
     assert "pick ev001.S01.P left out" in locations.loc["ev001", "reason"]
     assert "time is missing" in locations.loc["ev001", "reason"]
     assert not locations.loc["ev002", "located"]
-    assert "3 stations" in locations.loc["ev002", "reason"]
-    assert "minimum 4" in locations.loc["ev002", "reason"]
+    assert "2 stations" in locations.loc["ev002", "reason"]
+    assert "minimum 3" in locations.loc["ev002", "reason"]
     assert np.isnan(locations.loc["ev002", "latitude"])
     assert locations.loc["ev003", "reason"] == ""
+
+
+def test_three_station_events(hyp_binary, tmp_path):
+    """HypoInverse's MIN counts readings: 3 stations with P and S (6 readings for 4 unknowns)
+    are located; 3 P readings alone are not sent."""
+    model, stations, events, picks, assignments, truth = _scenario(seed=5, n_events=2)
+    near = assignments["pick_id"].str.contains(r"\.S0[0-2]\.")
+    keep = (assignments["event_id"].eq("ev000") & near) | (  # 3 stations, P and S
+        assignments["event_id"].eq("ev001") & near & assignments["phase"].eq("P")  # P only
+    )
+    run = _write_run(tmp_path, stations, events, picks, assignments[keep])
+
+    locate(run, LocationConfig(), model)
+    locations = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
+    assert locations.loc["ev000", "located"] and locations.loc["ev000", "n_s"] == 3
+    merged = locations.loc[["ev000"]].join(truth.set_index("event_id"), rsuffix="_true")
+    error = epicentral_km(
+        merged["latitude"], merged["longitude"], merged["latitude_true"], merged["longitude_true"]
+    )
+    print(f"3-station P+S event: epicentral error {error.iloc[0]:.2f} km")
+    assert error.iloc[0] < 3.0
+    assert not locations.loc["ev001", "located"]
+    assert "3 weighted P and S readings" in locations.loc["ev001", "reason"]
+    assert "minimum 4" in locations.loc["ev001", "reason"]
+    assert "MIN 4" in run.path("location", "hypoinverse.hyp").read_text()
+
+
+def test_abandoned_events_parsed_from_terminal_output():
+    text = (
+        "    4 2000-10- 8  5:02       35 16  133 21   5.31 0.11  0.0   23  0.2  1.0         4\n"
+        " *** 3 PHASES CANT SOLVE SEQUENCE NO.    5, ID NO.         5\n"
+        " *** ABANDON EVENT WITH ONLY 3 READINGS:2000 10  8  5  2\n"
+        " *** 2 PHASES CANT SOLVE SEQUENCE NO.  332, ID NO.       412\n"
+    )
+    assert parse_abandoned(text) == {5: 3, 412: 2}

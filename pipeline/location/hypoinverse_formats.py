@@ -10,7 +10,8 @@ Writers:
     :func:`phase_event_lines` (Y2000 archive input: header, phase lines, terminator).
 Parsers:
     :func:`parse_archive` (Y2000 and pre-Y2000 archive files), :func:`parse_hypo71_summary`
-    (the Y2000 Hypo71 summary, the one summary format that carries the A-D quality code).
+    (the Y2000 Hypo71 summary, the one summary format that carries the A-D quality code),
+    :func:`parse_abandoned` (events the program gave up on, from its terminal output).
 
 Longitudes are east-positive decimal degrees in eqcat and west-positive degrees and
 minutes with an ``E`` flag in HypoInverse; depths are km, times UTC.
@@ -19,6 +20,7 @@ minutes with an ``E`` flag in HypoInverse; depths are km, times UTC.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -587,3 +589,20 @@ def parse_hypo71_summary(path: str | Path) -> pd.DataFrame:
         "datetime64[ns, UTC]"
     )
     return table
+
+
+#: HypoInverse's terminal message for an event left with too few weighted readings
+#: (``hyloc.for``: ``' *** ',I1,' PHASES CANT SOLVE SEQUENCE NO.',I5,', ID NO.',I10``).
+_CANT_SOLVE = re.compile(r"\*\*\*\s*(\d+) PHASES CANT SOLVE SEQUENCE NO\.\s*\d+, ID NO\.\s*(\d+)")
+
+
+def parse_abandoned(text: str) -> dict[int, int]:
+    """Events HypoInverse abandoned, from its terminal output (``ERF T``).
+
+    HypoInverse gives up on an event when fewer than 4 readings keep a weight above 0.1 after
+    its distance and residual weighting (or fewer than ``MIN``).
+
+    Returns:
+        event ID (the phase file's, column 137 of the terminator) -> weighted readings left.
+    """
+    return {int(m.group(2)): int(m.group(1)) for m in _CANT_SOLVE.finditer(text)}

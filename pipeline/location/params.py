@@ -57,7 +57,17 @@ class LocationConfig(BaseModel):
         "instead of HypoInverse's default (2 s before the first arrival, under that station)",
     )
     min_stations: int = Field(
-        4, ge=4, description="MIN: stations needed to attempt a location (HypoInverse: >= 4)"
+        3,
+        ge=3,
+        description="stations with weighted picks (code < 4) an event needs to be sent to "
+        "HypoInverse; 3 stations with P and S give up to 6 readings for the 4 unknowns",
+    )
+    min_phases: int = Field(
+        4,
+        ge=4,
+        description="MIN: weighted P and S readings needed to attempt a location (HypoInverse "
+        "counts phases, not stations, and accepts no fewer than 4); events with fewer are not "
+        "sent",
     )
     reading_error_s: float = Field(0.10, gt=0, description="ERR: reading and timing error (s)")
     distance_weighting: list[float] = Field(

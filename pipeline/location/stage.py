@@ -35,6 +35,7 @@ from pipeline.location.hypoinverse_formats import (
     PhasePick,
     crh_models,
     location_code,
+    parse_abandoned,
     parse_archive,
     parse_hypo71_summary,
     phase_event_lines,
@@ -174,11 +175,12 @@ def phase_input(
         picks: event_id, pick_id, network, station, location, phase, time, weight_code and
             optionally component (default ``HHZ``).
         stations: the usable stations.
-        cfg: the stage config (min_stations, use_association_trial).
+        cfg: the stage config (min_stations, min_phases, use_association_trial).
 
     Picks with a station not in ``stations``, a missing time or one before 1900, or a phase
-    other than P/S are left out with a note; an event with fewer than ``cfg.min_stations``
-    stations with weighted picks (code < 4) left is not sent, with the reason.
+    other than P/S are left out with a note; an event left with fewer than
+    ``cfg.min_stations`` stations or ``cfg.min_phases`` readings with weighted picks (code < 4)
+    is not sent, with the reason.
     """
     reasons: dict[str, list[str]] = defaultdict(list)
     not_sent: set[str] = set()
@@ -213,13 +215,9 @@ def phase_input(
                 reasons[event_id].append(f"pick {pick.pick_id} left out ({exc})")
                 continue
             usable.append((str(pick.pick_id), phase_pick))
-        weighted = {(p.network, p.station, p.location) for _, p in usable if p.weight_code < 4}
-        if len(weighted) < cfg.min_stations:
-            reasons[event_id].insert(
-                0,
-                f"not located: {len(weighted)} stations with weighted picks, "
-                f"fewer than the minimum {cfg.min_stations}",
-            )
+        too_few = _too_few_readings([p for _, p in usable], cfg)
+        if too_few:
+            reasons[event_id].insert(0, f"not located: {too_few}")
             not_sent.add(event_id)
             continue
         hyp_id = len(ids) + 1
@@ -240,6 +238,28 @@ def phase_input(
             pick_keys[key].append((event_id, pick_id, p.weight_code))
     id_table = pd.DataFrame(ids, columns=["hypoinverse_id", "event_id"])
     return PhaseInput("\n".join(lines) + "\n", id_table, reasons, not_sent, pick_keys)
+
+
+def _too_few_readings(picks: list[PhasePick], cfg: LocationConfig) -> str:
+    """Why ``picks`` cannot constrain a hypocentre (empty when they can).
+
+    Counts weighted picks (code < 4): the stations they come from against
+    ``cfg.min_stations`` and the readings (P and S times) against ``cfg.min_phases``, the
+    ``MIN`` of HypoInverse, which abandons an event with fewer weighted readings.
+    """
+    weighted = [p for p in picks if p.weight_code < 4]
+    stations = {(p.network, p.station, p.location) for p in weighted}
+    if len(stations) < cfg.min_stations:
+        return (
+            f"{len(stations)} stations with weighted picks, fewer than the minimum "
+            f"{cfg.min_stations}"
+        )
+    if len(weighted) < cfg.min_phases:
+        return (
+            f"{len(weighted)} weighted P and S readings for 4 unknowns, fewer than the "
+            f"minimum {cfg.min_phases}"
+        )
+    return ""
 
 
 def _float(value: object) -> float:
@@ -266,7 +286,7 @@ def command_values(cfg: LocationConfig, model: VelocityModel, has_s_model: bool)
         "crust_commands": "\n".join(crust),
         "trial_depth_km": f"{cfg.trial_depth_km:.2f}",
         "fix_depth": "T" if cfg.fix_depth else "F",
-        "min_stations": cfg.min_stations,
+        "min_phases": cfg.min_phases,
         "reading_error_s": f"{cfg.reading_error_s:.3f}",
         "weights": " ".join(f"{w:g}" for w in cfg.weights),
         "distance_weighting": " ".join(f"{w:g}" for w in cfg.distance_weighting),
@@ -312,9 +332,17 @@ def locate_picks(
     out_phases = pd.DataFrame()
     if len(phases.ids):
         command = render_command_file(command_values(cfg, model, s_text is not None))
-        run_hypoinverse(
+        log_path = run_hypoinverse(
             command, inputs, [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], folder, cfg.timeout_s
         )
+        abandoned = parse_abandoned(log_path.read_text(encoding="ascii", errors="replace"))
+        for hyp_id, event_id in phases.ids.itertuples(index=False):
+            if hyp_id in abandoned:
+                phases.reasons[event_id].insert(
+                    0,
+                    f"not located: HypoInverse abandoned it with {abandoned[hyp_id]} readings "
+                    "weighted after its distance and residual weighting (fewer than 4)",
+                )
         located, out_phases = parse_archive(folder / ARCHIVE_FILE)
         quality = parse_hypo71_summary(folder / SUMMARY_FILE)[["hypoinverse_id", "quality"]]
         located = located.merge(quality, on="hypoinverse_id", how="left")
@@ -340,7 +368,7 @@ def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) 
             record = {c: row[c] for c in LOCATION_COLUMNS if c in row.index}
             record.update(event_id=event_id, located=True, reason="; ".join(notes))
         else:
-            if event_id not in phases.not_sent:
+            if not (notes and notes[0].startswith("not located")):
                 notes.insert(0, "not located: HypoInverse wrote no solution (see hypoinverse.prt)")
             record = {"event_id": event_id, "located": False, "reason": "; ".join(notes)}
         rows.append(record)
