@@ -15,8 +15,16 @@ from obspy.clients.filesystem.sds import Client as SDSClient
 from pipeline.magnitude import AmplitudeMeter, MagnitudeConfig, hutton_boore_ml
 from pipeline.synthetic import ScenarioConfig, generate_scenario, preset
 from pipeline.synthetic.noise import station_noise
-from pipeline.synthetic.sequence import omori_cumulative, simulate_sequence
-from pipeline.synthetic.stations import scenario_stations
+from pipeline.synthetic.picks import arrival_picks, generated_stations, picks_table
+from pipeline.synthetic.sequence import (
+    Fault,
+    degrees_to_offsets,
+    fault_hypocentres,
+    omori_cumulative,
+    simulate_sequence,
+    spaced_times_s,
+)
+from pipeline.synthetic.stations import epicentral_km, scenario_stations
 from pipeline.synthetic.waveforms import LEAD_S, synthesize_pairs
 from pipeline.velocity import load_velocity_model, travel_time
 from pipeline.waveforms.inventory import STATION_COLUMNS, read_stations_csv
@@ -55,6 +63,43 @@ def test_sequence_follows_omori_gr_and_fault():
     across = east * math.cos(strike) - north * math.sin(strike)
     assert along.abs().max() < cfg.fault_length_km / 2 + 4 * cfg.scatter_km
     assert across.std() == pytest.approx(cfg.scatter_km, rel=0.2)
+
+
+def test_generated_picks_are_model_arrivals_plus_bounded_errors():
+    """The shared pieces of the association / relocation generators."""
+    rng = np.random.default_rng(0)
+    model = load_velocity_model("tottori")
+    east, north = rng.uniform(-30, 30, (2, 10))
+    stations = generated_stations(35.27, 133.35, east, north, rng.uniform(0, 500, 10))
+    assert list(stations.columns) == STATION_COLUMNS
+    assert stations.station.is_unique and (stations.network == "SY").all()
+    assert np.allclose(
+        degrees_to_offsets(35.27, 133.35, stations.latitude, stations.longitude), [east, north]
+    )
+    origin_s = spaced_times_s(rng, 200, 10.0, 8.0)
+    assert origin_s[0] == 0 and np.all(np.diff(origin_s) >= 0)
+    assert np.mean(np.diff(origin_s)) == pytest.approx(10.0, rel=0.05)
+    events = fault_hypocentres(rng, 200, Fault(35.27, 133.35, 150.0, 90.0, 30.0, 2.0, 16.0, 1.0))
+    events["origin_time"] = pd.Timestamp("2000-10-06", tz="UTC") + pd.to_timedelta(origin_s, "s")
+    rows = arrival_picks(rng, events, stations, model, (0.03, 0.05))
+    assert len(rows) == 2 * 200 * 10
+    row = rows.iloc[2 * 10 * 17 + 2 * 4 + 1]  # event 17, station 4, S
+    assert (row.event, row.station, row.phase) == (17, 4, "S")
+    ev, sta = events.iloc[17], stations.iloc[4]
+    dist = epicentral_km(ev.latitude, ev.longitude, sta.latitude, sta.longitude)
+    expected = travel_time(model, "S", dist, ev.depth_km) + sta.elevation_m / 1e3 / model.vs_km_s[0]
+    assert (row.arrival - ev.origin_time).total_seconds() == pytest.approx(expected, abs=1e-6)
+    for phase, sigma in (("P", 0.03), ("S", 0.05)):
+        of = rows[rows.phase == phase]
+        error = (of.time - of.arrival).dt.total_seconds()
+        assert error.std() == pytest.approx(sigma, rel=0.1)
+        assert error.abs().max() <= 4 * sigma + 1e-9 and (of.time_std_s == sigma).all()
+    picks = picks_table(
+        rows.assign(probability=0.7, probability_std=0.0, detection_probability=0.9), stations
+    )
+    assert picks.pick_id.is_unique and str(picks.time.dtype) == "datetime64[ns, UTC]"
+    assert (picks.station.to_numpy() == stations.station.to_numpy()[rows.station]).all()
+    assert (picks.detection_start < picks.time).all() and (picks.time < picks.detection_end).all()
 
 
 def test_files_layout_and_metadata(scenario):

@@ -3,10 +3,11 @@
 Used by the association tests and ``benchmarks/association.py``; it measures an associator
 without waveforms. The scenario mimics an aftershock sequence recorded by a local network:
 stations scattered within ``radius_km`` of a centre (default the 2000 Western Tottori
-epicentral area), hypocentres along a 30 km fault striking N150°E, travel times exact from a
-1-D model (:func:`~pipeline.association.geometry.station_travel_times`) plus Gaussian noise,
-picks missed at random, each event seen only within its own detection radius, and false
-picks at random times.
+epicentral area), hypocentres on a vertical 30 km fault striking N150°E through that centre
+(:func:`pipeline.synthetic.sequence.fault_hypocentres`, 1.5 km scatter), origins about
+``interval_s`` apart, exact arrivals from a 1-D model plus Gaussian pick errors
+(:mod:`pipeline.synthetic.picks`), picks missed at random, each event seen only within its
+own detection radius, and false picks at random times.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.association.geometry import LocalProjection, StationGeometry, station_travel_times
+from pipeline.synthetic.picks import arrival_picks, generated_stations, picks_table
+from pipeline.synthetic.sequence import Fault, fault_hypocentres, spaced_times_s
 from pipeline.velocity import VelocityModel
 
 
@@ -70,109 +72,54 @@ def generate(
         seed: random seed.
     """
     rng = np.random.default_rng(seed)
-    projection = LocalProjection(*center)
+    lat0, lon0 = center
     r = radius_km * np.sqrt(rng.uniform(0.05, 1.0, n_stations))
     az = rng.uniform(0, 2 * np.pi, n_stations)
-    lat, lon = projection.inverse(r * np.sin(az), r * np.cos(az))
-    stations = pd.DataFrame(
-        {
-            "network": "SY",
-            "station": [f"S{i:02d}" for i in range(n_stations)],
-            "location": "",
-            "channel_prefix": "HH",
-            "latitude": lat,
-            "longitude": lon,
-            "elevation_m": rng.uniform(0.0, 600.0, n_stations).round(1),
-            "sampling_rate": 100.0,
-        }
-    )
-    geometry = StationGeometry.from_table(
-        stations.assign(id=stations["network"] + "." + stations["station"] + ".")
-    )
+    elevation_m = rng.uniform(0.0, 600.0, n_stations).round(1)
+    stations = generated_stations(lat0, lon0, r * np.sin(az), r * np.cos(az), elevation_m)
 
-    origin_s = np.arange(n_events) * interval_s + rng.uniform(-0.4, 0.4, n_events) * interval_s
-    origin_s = np.sort(origin_s - origin_s.min())
-    along = rng.uniform(-15.0, 15.0, n_events)
-    across = rng.normal(0.0, 1.5, n_events)
-    strike = np.deg2rad(150.0)
-    ex = along * np.sin(strike) + across * np.cos(strike)
-    ey = along * np.cos(strike) - across * np.sin(strike)
-    ez = rng.uniform(2.0, 16.0, n_events)
-    detect_km = rng.uniform(15.0, 100.0, n_events)
-    ex_local, ey_local = projection.forward(*projection.inverse(ex, ey))
-    distance = np.hypot(
-        ex_local[:, None] - geometry.x_km[None, :], ey_local[:, None] - geometry.y_km[None, :]
-    )
-    seen = distance <= detect_km[:, None]
-
-    parts = []
-    for phase, noise, p_keep in (("P", noise_p_s, p_detect), ("S", noise_s_s, s_detect)):
-        tt = station_travel_times(model, phase, geometry, ex_local, ey_local, ez)
-        keep = seen & (rng.uniform(size=tt.shape) < p_keep)
-        ev, st = np.nonzero(keep)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "t": origin_s[ev] + tt[ev, st] + rng.normal(0.0, noise, ev.size),
-                    "sta": st,
-                    "phase": phase,
-                    "true_event": ev,
-                    "probability": rng.uniform(0.4, 1.0, ev.size),
-                    "probability_std": rng.uniform(0.0, 0.1, ev.size),
-                }
-            )
-        )
-    n_true = sum(len(p) for p in parts)
-    n_false = int(round(false_fraction * n_true))
-    span = origin_s.max() + 60.0 if n_events else 60.0
-    parts.append(
-        pd.DataFrame(
-            {
-                "t": rng.uniform(0.0, span, n_false),
-                "sta": rng.integers(0, n_stations, n_false),
-                "phase": rng.choice(["P", "S"], n_false),
-                "true_event": -1,
-                "probability": rng.uniform(0.3, 0.8, n_false),
-                "probability_std": rng.uniform(0.0, 0.35, n_false),
-            }
-        )
-    )
-    raw = pd.concat(parts, ignore_index=True).sort_values("t", kind="stable")
     t0 = pd.Timestamp(start)
-    times = t0 + pd.to_timedelta(np.round(raw["t"].to_numpy() * 1e9).astype(np.int64), "ns")
-    pick_ids = [f"p{i:08d}" for i in range(len(raw))]
-    picks = pd.DataFrame(
+    origin_s = spaced_times_s(rng, n_events, interval_s, 0.8 * interval_s)
+    fault = Fault(lat0, lon0, 150.0, 90.0, 30.0, 2.0, 16.0, 1.5)
+    events = fault_hypocentres(rng, n_events, fault)
+    events.insert(0, "origin_time", t0 + pd.to_timedelta(origin_s, unit="s"))
+    detect_km = rng.uniform(15.0, 100.0, n_events)
+
+    arrivals = arrival_picks(rng, events, stations, model, (noise_p_s, noise_s_s))
+    p_keep = np.where(arrivals["phase"] == "P", p_detect, s_detect)
+    seen = arrivals["distance_km"].to_numpy() <= detect_km[arrivals["event"].to_numpy()]
+    true = arrivals.loc[seen & (rng.uniform(size=len(arrivals)) < p_keep)]
+    true = true[["station", "phase", "time", "time_std_s", "event"]].reset_index(drop=True)
+    true = true.rename(columns={"event": "true_event"}).assign(
+        probability=rng.uniform(0.4, 1.0, len(true)),
+        probability_std=rng.uniform(0.0, 0.1, len(true)),
+    )
+    n_false = int(round(false_fraction * len(true)))
+    span = origin_s.max() + 60.0 if n_events else 60.0
+    false_phase = rng.choice(["P", "S"], n_false)
+    false = pd.DataFrame(
         {
-            "pick_id": pick_ids,
-            "network": "SY",
-            "station": stations["station"].to_numpy()[raw["sta"].to_numpy()],
-            "location": "",
-            "phase": raw["phase"].to_numpy(),
-            "time": times,
-            "probability": raw["probability"].to_numpy(),
-            "probability_std": raw["probability_std"].to_numpy(),
-            "time_std_s": 0.0,
-            "detection_probability": raw["probability"].to_numpy(),
-            "detection_start": times,
-            "detection_end": times,
-            "picker": "eqt",
-            "model": "synthetic",
+            "station": rng.integers(0, n_stations, n_false),
+            "phase": false_phase,
+            "time": t0 + pd.to_timedelta(rng.uniform(0.0, span, n_false), unit="s"),
+            "time_std_s": np.where(false_phase == "P", noise_p_s, noise_s_s),
+            "true_event": -1,
+            "probability": rng.uniform(0.3, 0.8, n_false),
+            "probability_std": rng.uniform(0.0, 0.35, n_false),
         }
     )
-    n_seen = pd.Series(raw.loc[raw["true_event"] >= 0].groupby("true_event")["sta"].nunique())
-    elat, elon = projection.inverse(ex_local, ey_local)
-    events = pd.DataFrame(
-        {
-            "true_event": np.arange(n_events),
-            "origin_time": t0 + pd.to_timedelta(np.round(origin_s * 1e9).astype(np.int64), "ns"),
-            "latitude": elat,
-            "longitude": elon,
-            "depth_km": ez,
-            "n_stations": n_seen.reindex(np.arange(n_events), fill_value=0).to_numpy(),
-        }
+    raw = pd.concat([true, false], ignore_index=True).sort_values("time", kind="stable")
+    picks = picks_table(raw.assign(detection_probability=raw["probability"]), stations)
+    n_seen = true.groupby("true_event")["station"].nunique()
+    events = events.assign(
+        true_event=np.arange(n_events),
+        n_stations=n_seen.reindex(np.arange(n_events), fill_value=0).to_numpy(),
     )
-    pick_truth = pd.Series(raw["true_event"].to_numpy(), index=pick_ids, name="true_event")
-    return Scenario(stations=stations, picks=picks, events=events, pick_truth=pick_truth)
+    columns = ["true_event", "origin_time", "latitude", "longitude", "depth_km", "n_stations"]
+    pick_truth = pd.Series(
+        raw["true_event"].to_numpy(), index=picks["pick_id"].to_numpy(), name="true_event"
+    )
+    return Scenario(stations=stations, picks=picks, events=events[columns], pick_truth=pick_truth)
 
 
 def score(

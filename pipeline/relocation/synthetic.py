@@ -1,12 +1,13 @@
 """A tight earthquake cluster with ground truth, for relocation tests and benchmarks.
 
 Known hypocentres in a small volume, stations on a ring around it, P and S picks with
-Gaussian timing noise, and (optionally) three-component waveforms in an SDS archive: each
-arrival is a Gabor wavelet common to the whole cluster (similar sources, as in an aftershock
-sequence) plus a small event-specific part and background noise, placed at the exact
-(sub-sample) arrival time so cross-correlation has a true answer. The starting locations
-mimic HypoInverse output: the truth perturbed by Gaussian errors (``start_error_km``), as
-the location stage would leave it.
+Gaussian timing noise (arrivals, picks and the stations table from
+:mod:`pipeline.synthetic.picks`), and (optionally) three-component waveforms in an SDS
+archive: each arrival is a Gabor wavelet common to the whole cluster (similar sources, as in
+an aftershock sequence) plus a small event-specific part and background noise, placed at the
+exact (sub-sample) arrival time so cross-correlation has a true answer. The starting
+locations mimic HypoInverse output: the truth perturbed by Gaussian errors
+(``start_error_km``), as the location stage would leave it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import pandas as pd
 from obspy import Stream, Trace, UTCDateTime
 
-from pipeline.relocation.ph2dt import KM_PER_DEG
 from pipeline.rundir import RunDir, write_parquet_atomic
-from pipeline.velocity import VelocityModel, travel_time
+from pipeline.synthetic.picks import arrival_picks, generated_stations, picks_table
+from pipeline.synthetic.sequence import degrees_to_offsets, offsets_to_degrees, spaced_times_s
+from pipeline.velocity import VelocityModel
 from pipeline.waveforms.inventory import write_stations_csv
 from pipeline.waveforms.sds import write_channel_day
 
@@ -35,6 +37,13 @@ class ClusterScenario:
     assignments: pd.DataFrame  # event_id, pick_id, phase
     stations: pd.DataFrame
     arrivals: pd.DataFrame  # event_id, network, station, phase, time (true arrival)
+
+
+def _sphere_offsets_km(rng: np.random.Generator, size: int, radius_km: float) -> np.ndarray:
+    """``size`` points (east, north, down; km) uniform in a sphere of ``radius_km``, (size, 3)."""
+    v = rng.normal(size=(size, 3))
+    r = radius_km * rng.uniform(size=(size, 1)) ** (1 / 3)
+    return v * r / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def make_cluster(
@@ -62,100 +71,57 @@ def make_cluster(
         radius_km: hypocentres uniform in a sphere of this radius (km) around the centre.
         depth_km: depth of the centre (km).
         aperture_km: stations on a ring of this radius (km), with jitter.
-        spacing_s: time between consecutive origins (s).
+        spacing_s: time between consecutive origins (s; plus a uniform 0-2 s jitter).
         pick_noise_s: standard deviation (s) of P and S pick errors.
         start_error_km: standard deviation (km) of the horizontal and vertical starting error.
         start: first origin time (UTC).
     """
     rng = np.random.default_rng(seed)
     lat0, lon0 = center
-    kx = KM_PER_DEG * np.cos(np.radians(lat0))
-    # events uniform in a sphere
-    v = rng.normal(size=(n_events, 3))
-    v *= (radius_km * rng.uniform(size=(n_events, 1)) ** (1 / 3)) / np.linalg.norm(
-        v, axis=1, keepdims=True
-    )
-    origin = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(
-        np.arange(n_events) * spacing_s + rng.uniform(0, 2, n_events), unit="s"
-    )
-    event_ids = [f"ev{i + 1:06d}" for i in range(n_events)]
+    v = _sphere_offsets_km(rng, n_events, radius_km)
+    lat, lon = offsets_to_degrees(lat0, lon0, v[:, 0], v[:, 1])
+    origin_s = spaced_times_s(rng, n_events, spacing_s, 2.0)
+    event_ids = np.array([f"ev{i + 1:06d}" for i in range(n_events)], dtype=object)
     truth = pd.DataFrame(
         {
             "event_id": event_ids,
-            "origin_time": origin,
-            "latitude": lat0 + v[:, 1] / KM_PER_DEG,
-            "longitude": lon0 + v[:, 0] / kx,
+            "origin_time": pd.Timestamp(start, tz="UTC") + pd.to_timedelta(origin_s, unit="s"),
+            "latitude": lat,
+            "longitude": lon,
             "depth_km": depth_km + v[:, 2],
         }
     )
     az = np.linspace(0, 2 * np.pi, n_stations, endpoint=False) + rng.uniform(0, 0.3, n_stations)
     dist = aperture_km * rng.uniform(0.3, 1.0, n_stations)
-    stations = pd.DataFrame(
-        {
-            "network": "SY",
-            "station": [f"S{i + 1:03d}" for i in range(n_stations)],
-            "location": "",
-            "channel_prefix": "HH",
-            "latitude": lat0 + dist * np.cos(az) / KM_PER_DEG,
-            "longitude": lon0 + dist * np.sin(az) / kx,
-            "elevation_m": 0.0,
-            "sampling_rate": 100.0,
-        }
+    stations = generated_stations(lat0, lon0, dist * np.sin(az), dist * np.cos(az))
+
+    arrivals = arrival_picks(rng, truth, stations, model, pick_noise_s)
+    picks = picks_table(
+        arrivals.assign(
+            probability=rng.uniform(0.5, 1.0, len(arrivals)),
+            probability_std=0.0,
+            detection_probability=0.9,
+        ),
+        stations,
     )
-    # true arrivals and noisy picks
-    ex = (truth["longitude"].to_numpy() - lon0) * kx
-    ey = (truth["latitude"].to_numpy() - lat0) * KM_PER_DEG
-    sx = (stations["longitude"].to_numpy() - lon0) * kx
-    sy = (stations["latitude"].to_numpy() - lat0) * KM_PER_DEG
-    epi = np.hypot(ex[:, None] - sx[None, :], ey[:, None] - sy[None, :])
-    depth = np.broadcast_to(truth["depth_km"].to_numpy()[:, None], epi.shape)
-    rows, arrivals = [], []
-    for phase, noise in zip(("P", "S"), pick_noise_s, strict=True):
-        tt = travel_time(model, phase, epi, depth)
-        for i in range(n_events):
-            for j in range(n_stations):
-                arrival = origin[i] + pd.Timedelta(seconds=float(tt[i, j]))
-                arrivals.append((event_ids[i], "SY", stations["station"][j], phase, arrival))
-                err = float(np.clip(rng.normal(0, noise), -4 * noise, 4 * noise))
-                rows.append(
-                    (
-                        event_ids[i],
-                        stations["station"][j],
-                        phase,
-                        arrival + pd.Timedelta(seconds=err),
-                    )
-                )
-    table = pd.DataFrame(rows, columns=["event_id", "station", "phase", "time"])
-    table = table.sort_values(["event_id", "phase", "station"]).reset_index(drop=True)
-    table["pick_id"] = [f"pk{i + 1:07d}" for i in range(len(table))]
-    n = len(table)
-    prob = rng.uniform(0.5, 1.0, n)
-    picks = pd.DataFrame(
-        {
-            "pick_id": table["pick_id"],
-            "network": "SY",
-            "station": table["station"],
-            "location": "",
-            "phase": table["phase"],
-            "time": pd.to_datetime(table["time"], utc=True),
-            "probability": prob,
-            "probability_std": 0.0,
-            "time_std_s": np.where(table["phase"] == "P", pick_noise_s[0], pick_noise_s[1]),
-            "detection_probability": 0.9,
-            "detection_start": pd.to_datetime(table["time"], utc=True) - timedelta(seconds=1),
-            "detection_end": pd.to_datetime(table["time"], utc=True) + timedelta(seconds=5),
-            "picker": "eqt",
-            "model": "synthetic",
-        }
+    event_of_pick = event_ids[arrivals["event"].to_numpy()]
+    assignments = pd.DataFrame(
+        {"event_id": event_of_pick, "pick_id": picks["pick_id"], "phase": picks["phase"]}
     )
-    assignments = table[["event_id", "pick_id", "phase"]].copy()
     eh, ez = start_error_km
+    start_lat, start_lon = offsets_to_degrees(
+        truth["latitude"].to_numpy(),
+        truth["longitude"].to_numpy(),
+        rng.normal(0, eh, n_events),
+        rng.normal(0, eh, n_events),
+    )
     locations = pd.DataFrame(
         {
             "event_id": event_ids,
-            "origin_time": origin + pd.to_timedelta(rng.normal(0, 0.05, n_events), unit="s"),
-            "latitude": truth["latitude"] + rng.normal(0, eh, n_events) / KM_PER_DEG,
-            "longitude": truth["longitude"] + rng.normal(0, eh, n_events) / kx,
+            "origin_time": truth["origin_time"]
+            + pd.to_timedelta(rng.normal(0, 0.05, n_events), unit="s"),
+            "latitude": start_lat,
+            "longitude": start_lon,
             "depth_km": (truth["depth_km"] + rng.normal(0, ez, n_events)).clip(lower=0.5),
             "located": True,
             "rms_s": 0.05,
@@ -163,7 +129,15 @@ def make_cluster(
             "erz_km": ez,
         }
     )
-    arr = pd.DataFrame(arrivals, columns=["event_id", "network", "station", "phase", "time"])
+    arr = pd.DataFrame(
+        {
+            "event_id": event_of_pick,
+            "network": picks["network"],
+            "station": picks["station"],
+            "phase": picks["phase"],
+            "time": arrivals["arrival"],
+        }
+    )
     return ClusterScenario(truth, locations, picks, assignments, stations, arr)
 
 
@@ -240,13 +214,11 @@ def write_run(run: RunDir, scenario: ClusterScenario, *, waveforms: bool = True)
 def relative_errors_km(truth: pd.DataFrame, located: pd.DataFrame) -> np.ndarray:
     """|(x_i - x_j)_located - (x_i - x_j)_true| (km, 3-D) over all pairs of common events."""
     both = truth.merge(located, on="event_id", suffixes=("_t", "_l"))
-    lat0 = float(both["latitude_t"].mean())
-    kx = KM_PER_DEG * np.cos(np.radians(lat0))
+    lat0, lon0 = float(both["latitude_t"].mean()), float(both["longitude_t"].mean())
 
     def xyz(s):
-        return np.column_stack(
-            [both[f"longitude_{s}"] * kx, both[f"latitude_{s}"] * KM_PER_DEG, both[f"depth_km_{s}"]]
-        )
+        east, north = degrees_to_offsets(lat0, lon0, both[f"latitude_{s}"], both[f"longitude_{s}"])
+        return np.column_stack([east, north, both[f"depth_km_{s}"]])
 
     err = xyz("l") - xyz("t")
     i, j = np.triu_indices(len(both), k=1)
