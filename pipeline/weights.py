@@ -141,11 +141,6 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     return path
 
 
-def default_weights_path() -> Path:
-    """The weights file of :data:`DEFAULT_MODEL` (see :func:`resolve_weights`)."""
-    return resolve_weights(DEFAULT_MODEL)
-
-
 def _candidate_files(source: Path) -> list[Path]:
     """``source`` if a file, else the weights files in the folder (hidden files excluded)."""
     if source.is_file():

@@ -335,7 +335,7 @@ def pick_station_day(
         if cfg.picker == "eqt" and model is None:
             from pipeline.picking import load_eqt
 
-            model = load_eqt(cfg.weights)
+            model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)
         read = partial(
             read_sds,
             Path(sds_root) if sds_root is not None else Path(run_root) / "waveforms",
@@ -433,7 +433,7 @@ def pick_all(
     if cfg.picker == "eqt" and model is None:
         from pipeline.picking import load_eqt
 
-        model = load_eqt(cfg.weights)
+        model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)
     rows = stations.drop_duplicates(["network", "station"]).fillna({"location": ""})
     units = [(r, d) for d in sorted(set(days)) for r in rows.itertuples(index=False)]
     summaries, failures = [], {}
