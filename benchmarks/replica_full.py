@@ -21,7 +21,8 @@ when there are no relocations); a failed stage ends the build.
 Options that shrink the run: ``--days N`` (and ``--skip-days D``) generate and build only N
 days of the replica starting D days after its start (``--days 0.25`` = the densest first 6
 hours, ~18,000 events); ``--span-days N`` generates the whole replica but builds the
-catalog (pick → report) from its first N UTC days only (the first from 05:00).
+catalog (pick → report) from its first N UTC days only (the first from 05:00), recorded
+in ``DIR/benchmark_spanNd.json``.
 ``--weights`` sets ``picking.weights`` (a path or a weights name). The run is scored
 against the ground truth at the end (``eqcat score``; ``DIR/<name>/score.json``).
 """
@@ -219,7 +220,8 @@ def main() -> None:
         out, args.config, args.weights, args.days, args.skip_days, args.span_days
     )
     run_dir = out / yaml.safe_load(config.read_text())["name"]
-    record_path = out / "benchmark.json"
+    name = "benchmark.json" if args.span_days is None else f"benchmark_span{args.span_days}d.json"
+    record_path = out / name
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("stages", {})
     commit = subprocess.run(
