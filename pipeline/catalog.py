@@ -164,8 +164,10 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
     if tables["hypodd"] is not None:
         reloc = _normalise(tables["hypodd"], "hypodd").drop_duplicates("event_id", keep="last")
         reloc = reloc.set_index("event_id")
+        reloc = reloc[_has_hypocentre(reloc)]  # a row without one never erases a location
         new = reloc.index.difference(base.index)
-        base = pd.concat([base, reloc.loc[new]])
+        if len(new):
+            base = pd.concat([base, reloc.loc[new]])
         for col in ["origin_time", "latitude", "longitude", "depth_km", "location_stage"]:
             base.loc[reloc.index, col] = reloc[col]
         for col in COLUMN_ALIASES:  # HypoDD quality numbers replace HypoInverse's when given

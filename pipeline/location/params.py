@@ -21,6 +21,12 @@ class LocationConfig(BaseModel):
         description="CRH: layers below a flat station datum (elevations ignored); CRE: "
         "hypoellipse layers with station elevations and depths below sea level",
     )
+    elevation_correction: bool = Field(
+        True,
+        description="CRH only: add elevation / Vp of the top layer (s) to each station's P "
+        "delay, the vertical path above the model's sea-level datum that CRH ignores "
+        "(HypoInverse takes S delays as Vp/Vs times P delays); depths are then below sea level",
+    )
     max_elevation_km: float = Field(
         3.0, ge=0, le=9, description="CRE only: highest elevation (km) a hypocentre may reach"
     )

@@ -109,11 +109,13 @@ def _key(network: object, station: object, location: object) -> tuple[str, str, 
     return net, sta, loc
 
 
-def station_table(stations: pd.DataFrame) -> StationTable:
+def station_table(stations: pd.DataFrame, elevation_vp_km_s: float | None = None) -> StationTable:
     """Station file #2 text from a ``stations.csv`` table (one line per net.sta.loc).
 
-    Rows with missing coordinates or codes HypoInverse cannot hold are left out and listed
-    in ``rejected`` with the reason.
+    ``elevation_vp_km_s``: when given, each station's P delay (``p_delay_s``, default 0) gets
+    ``elevation_m / 1000 / elevation_vp_km_s`` added (an elevation correction, s; negative
+    below sea level). Rows with missing coordinates or codes HypoInverse cannot hold are left
+    out and listed in ``rejected`` with the reason.
     """
     lines: list[str] = []
     keys: set[tuple[str, str, str]] = set()
@@ -124,9 +126,11 @@ def station_table(stations: pd.DataFrame) -> StationTable:
             continue
         prefix = getattr(row, "channel_prefix", "")
         component = (("" if pd.isna(prefix) else str(prefix).strip())[:2] or "HH") + "Z"
-        elevation = getattr(row, "elevation_m", 0.0)
-        delay = getattr(row, "p_delay_s", 0.0)
         try:
+            elevation = _float_or_zero(getattr(row, "elevation_m", 0.0))
+            delay = _float_or_zero(getattr(row, "p_delay_s", 0.0))
+            if elevation_vp_km_s:
+                delay += elevation / 1000.0 / elevation_vp_km_s
             lines.append(
                 station_line(
                     key[1],
@@ -135,14 +139,19 @@ def station_table(stations: pd.DataFrame) -> StationTable:
                     key[2],
                     float(row.latitude),
                     float(row.longitude),
-                    0.0 if pd.isna(elevation) else float(elevation),
-                    0.0 if pd.isna(delay) else float(delay),
+                    elevation,
+                    delay,
                 )  # fmt: skip
             )
             keys.add(key)
         except (FormatError, TypeError, ValueError) as exc:
             rejected[key] = f"station {key[0]}.{key[1]}: unusable in stations.csv ({exc})"
     return StationTable("\n".join(lines) + "\n", keys, rejected)
+
+
+def _float_or_zero(value: object) -> float:
+    """``value`` as a float, 0 when missing (raises ValueError when not a number)."""
+    return 0.0 if pd.isna(value) else float(value)
 
 
 @dataclass
@@ -320,7 +329,8 @@ def locate_picks(
         (locations, residuals) with the columns :data:`LOCATION_COLUMNS` and
         :data:`RESIDUAL_COLUMNS`; every event of ``events`` has a locations row.
     """
-    table = station_table(stations)
+    correct = cfg.elevation_correction and cfg.crust_model_type == "CRH"
+    table = station_table(stations, float(model.vp_km_s[0]) if correct else None)
     phases = phase_input(events, picks, table, cfg)
     p_text, s_text = crh_models(model)
     inputs = {STATION_FILE: table.text, "model_p.crh": p_text, PHASE_FILE: phases.text}

@@ -170,6 +170,22 @@ class HypoDDConfig(_Section):
         min_length=1,
         description="weighting sets (default: HypoDD example 1 with wider distance cut-offs)",
     )
+    s_weight_ratio: Literal["auto"] | float | None = Field(
+        "auto",
+        description="a-priori weight of S data relative to P in every set (WTCTS = ratio x "
+        "WTCTP, WTCCS = ratio x WTCCP). 'auto': median |HypoInverse residual| of the P picks "
+        "over that of the S picks, clipped to [0.5, 1] (S weighted as P when HypoInverse fits "
+        "them as well, down to example 1's half weight); a number: that ratio; None: the "
+        "sets' own WTCTS / WTCCS",
+    )
+
+    @model_validator(mode="after")
+    def _ratio_positive(self) -> HypoDDConfig:
+        ratio = self.s_weight_ratio
+        if isinstance(ratio, float) and not 0 < ratio <= 10:
+            raise ValueError("hypodd.s_weight_ratio must be 'auto', None or in (0, 10]")
+        return self
+
     cluster_id: int = Field(0, ge=0, description="CID: cluster to relocate (0 = all)")
 
 
@@ -186,6 +202,12 @@ class RelocationConfig(_Section):
     weight_from: Literal["probability", "uniform"] = Field(
         "probability",
         description="a-priori pick weight in phase.dat: the picker probability, or 1",
+    )
+    drop_locator_outliers: bool = Field(
+        True,
+        description="leave out of phase.dat the picks HypoInverse's residual and distance "
+        "weighting gave zero weight (location/phase_residuals.parquet): outliers of the "
+        "starting locations would otherwise enter dt.ct",
     )
     ph2dt: Ph2dtConfig = Ph2dtConfig()
     cross_correlation: CrossCorrelationConfig = CrossCorrelationConfig()

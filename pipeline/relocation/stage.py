@@ -9,6 +9,10 @@ phase.dat, event.dat, dt.ct, dt.cc, ph2dt.log, hypoDD.inp, and the engine's outp
 tables ``event_ids.csv`` (event_id ↔ hypodd_id, 1… in origin-time order) and
 ``station_labels.csv`` (network, station ↔ HypoDD label), and
 
+When ``<run>/location/phase_residuals.parquet`` exists (the location stage writes it), the
+picks HypoInverse gave zero weight are left out of phase.dat (``drop_locator_outliers``) and
+the P and S residual spreads set the a-priori S weight (``hypodd.s_weight_ratio = "auto"``).
+
 ``<run>/relocation/relocations.parquet``, one row per event of locations.parquet:
     event_id, hypodd_id (Int64, <NA> when not passed to HypoDD), origin_time, latitude,
     longitude, depth_km (relocated where ``relocated``, else the HypoInverse values),
@@ -32,7 +36,7 @@ import pandas as pd
 
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import run_engine
-from pipeline.relocation.params import RelocationConfig
+from pipeline.relocation.params import HypoDDConfig, RelocationConfig
 from pipeline.relocation.ph2dt import KM_PER_DEG, Ph2dtStats, catalog_differential_times, format_log
 from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
@@ -194,6 +198,45 @@ def _join(
     return out
 
 
+RESIDUALS = "location/phase_residuals.parquet"
+#: Bounds of the automatic S / P weight ratio: S never weighs more than P a priori, and no
+#: less than half of it (HypoDD example 1's ratio).
+S_WEIGHT_RATIO_BOUNDS = (0.5, 1.0)
+
+
+def locator_outliers(residuals: pd.DataFrame | None) -> set[str]:
+    """pick_ids HypoInverse kept in its output with zero weight (rejected as outliers)."""
+    if residuals is None or residuals.empty:
+        return set()
+    return set(residuals.loc[residuals["weight"] <= 0, "pick_id"].astype(str))
+
+
+def s_weight_ratio(residuals: pd.DataFrame | None) -> float | None:
+    """A-priori S / P weight from HypoInverse residuals: median |residual| of the weighted P
+    picks over that of the weighted S picks, clipped to :data:`S_WEIGHT_RATIO_BOUNDS`; None
+    without at least 10 weighted picks of each phase."""
+    if residuals is None:
+        return None
+    used = residuals[residuals["weight"] > 0]
+    spread = {phase: used.loc[used["phase"] == phase, "residual_s"].abs() for phase in ("P", "S")}
+    if min(len(v) for v in spread.values()) < 10 or spread["S"].median() <= 0:
+        return None
+    ratio = float(spread["P"].median() / spread["S"].median())
+    return float(np.clip(ratio, *S_WEIGHT_RATIO_BOUNDS))
+
+
+def with_s_weight_ratio(cfg: HypoDDConfig, ratio: float | None) -> HypoDDConfig:
+    """``cfg`` with WTCTS = ratio x WTCTP and WTCCS = ratio x WTCCP in every set (``cfg``
+    itself when ``ratio`` is None)."""
+    if ratio is None:
+        return cfg
+    sets = [
+        it.model_copy(update={"wtcts": ratio * it.wtctp, "wtccs": ratio * it.wtccp})
+        for it in cfg.iterations
+    ]
+    return cfg.model_copy(update={"iterations": sets})
+
+
 @dataclass
 class PreparedInputs:
     """HypoDD inputs written to ``<run>/relocation`` by :func:`prepare_inputs`."""
@@ -207,6 +250,8 @@ class PreparedInputs:
     ph2dt: Ph2dtStats
     written: list[Path]
     timings_s: dict[str, float] = field(default_factory=dict)
+    locator_outliers_dropped: int = 0
+    s_weight_ratio: float | None = None  # the S / P weight written (None: the sets' own)
 
 
 def prepare_inputs(
@@ -229,6 +274,20 @@ def prepare_inputs(
     if not paths["waveforms/stations.csv"].is_file():
         raise FileNotFoundError(f"{paths['waveforms/stations.csv']} not found (waveform stage)")
     stations = read_stations_csv(paths["waveforms/stations.csv"])
+    residuals = None
+    if (run.root / RESIDUALS).is_file():
+        paths[RESIDUALS] = run.root / RESIDUALS
+        residuals = _read_parquet(paths[RESIDUALS], ["pick_id", "phase", "residual_s", "weight"],
+                                  "location")  # fmt: skip
+    dropped = locator_outliers(residuals) if cfg.drop_locator_outliers else set()
+    if dropped:
+        keep = ~assignments["pick_id"].astype(str).isin(dropped)
+        log.info("relocation: %d picks HypoInverse rejected left out", int((~keep).sum()))
+        assignments = assignments[keep]
+    ratio = cfg.hypodd.s_weight_ratio
+    if ratio == "auto":
+        ratio = s_weight_ratio(residuals)
+    hypodd_cfg = with_s_weight_ratio(cfg.hypodd, ratio)
     out = run.stage_dir("relocation")
     timings: dict[str, float] = {}
 
@@ -259,10 +318,13 @@ def prepare_inputs(
     written.append(fmt.write_dt_cc(out / "dt.cc", dt_cc))
     timings["dt_cc_s"] = round(time.perf_counter() - t, 3)
 
-    inp = fmt.render_hypodd_inp(cfg.hypodd, model, n_events=len(events), has_cc=not dt_cc.empty)
+    inp = fmt.render_hypodd_inp(hypodd_cfg, model, n_events=len(events), has_cc=not dt_cc.empty)
     written.append(write_text_atomic(out / "hypoDD.inp", inp))
     hashes = {k: sha256_file(p) for k, p in paths.items()}
-    return PreparedInputs(out, hashes, locations, events, dt_ct, dt_cc, stats, written, timings)
+    return PreparedInputs(
+        out, hashes, locations, events, dt_ct, dt_cc, stats, written, timings,
+        locator_outliers_dropped=len(dropped), s_weight_ratio=ratio,
+    )  # fmt: skip
 
 
 def relocate(
@@ -310,6 +372,7 @@ def relocate(
         "dt_ct_s": int((dt_ct["phase"] == "S").sum()),
         "dt_cc_p": int((dt_cc["phase"] == "P").sum()),
         "dt_cc_s": int((dt_cc["phase"] == "S").sum()),
+        "locator_outliers_dropped": prep.locator_outliers_dropped,
     }
     log.info("relocation: %s", counts)
     return run.record_stage(
@@ -322,6 +385,7 @@ def relocate(
             "engine": engine,
             "timings_s": prep.timings_s,
             "ph2dt": prep.ph2dt.as_dict(),
+            "s_weight_ratio": prep.s_weight_ratio,
             "velocity_model": model.name,
             "config": cfg.model_dump(mode="json"),
         },
