@@ -4,6 +4,11 @@ Inputs (run directory, DESIGN.md): ``association/events.parquet`` (event_id, ori
 latitude, longitude, depth_km), ``association/assignments.parquet`` (event_id, pick_id),
 ``picks/picks.parquet`` and ``waveforms/stations.csv``.
 
+With the CRH model (layers below a sea-level datum) each station's P delay gets the elevation
+correction ``elevation / Vp(top layer)`` (``elevation_correction``), so depths are below sea
+level. An event is sent to HypoInverse with at least ``min_stations`` (3) stations and
+``min_phases`` (4, the program's ``MIN``) readings of weight code < 4.
+
 Outputs in ``<run>/location/``: the program's inputs (``stations.sta``, ``model_p.crh``
 [+ ``model_s.crh``], ``phases.arc``, ``hypoinverse.hyp``) and outputs (``hypoinverse.arc``,
 ``hypoinverse.sum``, ``hypoinverse.prt``, ``hypoinverse.log``) as the program reads and

@@ -122,7 +122,9 @@ def _default_iterations() -> list[IterationSet]:
     cluster; in an aftershock zone tens of km long an event often has no neighbour that
     close, and HypoDD drops it (on the demo build 28 of 129 linked events). Catalog pairs
     within 10 → 5 km and cross pairs within 5 → 3 km keep those events (demo: 6 dropped)
-    and still let the nearest pairs dominate the last sets.
+    and still let the nearest pairs dominate the last sets. The S weights written are example
+    1's half of P unless :attr:`HypoDDConfig.s_weight_ratio` sets them (by default from the
+    HypoInverse residuals of the build).
     """
     rows = [
         (1, 0.01, 0.005, -999, -999, 1.0, 0.5, 20, -999, 20),
