@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 LOCATION_COLUMNS = ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
 ASSIGNMENT_COLUMNS = ["event_id", "pick_id"]
 PICK_COLUMNS = ["pick_id", "network", "station", "phase", "time", "probability"]
+RESIDUALS = "location/phase_residuals.parquet"
+#: Bounds of the automatic S / P weight ratio: S never weighs more than P a priori, and no
+#: less than half of it (HypoDD example 1's ratio).
+S_WEIGHT_RATIO_BOUNDS = (0.5, 1.0)
 
 
 class RelocationInputError(ValueError):
@@ -198,12 +202,6 @@ def _join(
     return out
 
 
-RESIDUALS = "location/phase_residuals.parquet"
-#: Bounds of the automatic S / P weight ratio: S never weighs more than P a priori, and no
-#: less than half of it (HypoDD example 1's ratio).
-S_WEIGHT_RATIO_BOUNDS = (0.5, 1.0)
-
-
 def locator_outliers(residuals: pd.DataFrame | None) -> set[str]:
     """pick_ids HypoInverse kept in its output with zero weight (rejected as outliers)."""
     if residuals is None or residuals.empty:
@@ -279,10 +277,11 @@ def prepare_inputs(
         paths[RESIDUALS] = run.root / RESIDUALS
         residuals = _read_parquet(paths[RESIDUALS], ["pick_id", "phase", "residual_s", "weight"],
                                   "location")  # fmt: skip
-    dropped = locator_outliers(residuals) if cfg.drop_locator_outliers else set()
-    if dropped:
-        keep = ~assignments["pick_id"].astype(str).isin(dropped)
-        log.info("relocation: %d picks HypoInverse rejected left out", int((~keep).sum()))
+    n_dropped = 0
+    if cfg.drop_locator_outliers:
+        keep = ~assignments["pick_id"].astype(str).isin(locator_outliers(residuals))
+        n_dropped = int((~keep).sum())
+        log.info("relocation: %d picks HypoInverse rejected left out", n_dropped)
         assignments = assignments[keep]
     ratio = cfg.hypodd.s_weight_ratio
     if ratio == "auto":
@@ -323,7 +322,7 @@ def prepare_inputs(
     hashes = {k: sha256_file(p) for k, p in paths.items()}
     return PreparedInputs(
         out, hashes, locations, events, dt_ct, dt_cc, stats, written, timings,
-        locator_outliers_dropped=len(dropped), s_weight_ratio=ratio,
+        locator_outliers_dropped=n_dropped, s_weight_ratio=ratio,
     )  # fmt: skip
 
 
