@@ -234,7 +234,7 @@ def pick_flow(config_path: str) -> dict:
             label = f"{row.network}.{row.station}.{day}"
             failures[label] = str(state.message or state.name)
             logger.error("station-day %s failed: %s", label, failures[label])
-    model_name = "stalta" if cfg.picking.picker == "stalta" else Path(weights).stem
+    model_name = "stalta" if cfg.picking.picker == "stalta" else Path(weights["path"]).stem
     summary = finish_picking(run, cfg.picking, summaries, failures, model_name, len(units), began)
     summary = {
         "counts": summary["counts"],
