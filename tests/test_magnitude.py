@@ -18,6 +18,7 @@ from pipeline.magnitude import (
     compute_magnitudes,
     hutton_boore_ml,
     median_mad,
+    read_events,
     watanabe_m,
 )
 from pipeline.rundir import RunDir
@@ -67,8 +68,13 @@ def _distance_km(ev, lat, lon) -> float:
     return math.hypot(epi, ev[3])
 
 
-def build_run(root, drop_s_station: str = "ST03") -> tuple[RunDir, dict]:
+def build_run(
+    root, drop_s_station: str = "ST03", noise: dict[str, float] | None = None
+) -> tuple[RunDir, dict]:
     """A run directory with SDS waveforms, inventory, stations, picks, events, assignments.
+
+    White noise is added with a standard deviation of ``noise[station]`` (default 1e-3)
+    times the peak counts of the station's weakest event signal.
 
     Returns the run and the true peak horizontal ground velocity (cm/s, mean of E and N)
     per (event index, station).
@@ -117,7 +123,7 @@ def build_run(root, drop_s_station: str = "ST03") -> tuple[RunDir, dict]:
                     }
                 )
                 assignments.append({"event_id": eid, "pick_id": pid, "phase": phase})
-        noise = 1e-3 * min(smallest)
+        noise_std = (noise or {}).get(code, 1e-3) * min(smallest)
         for comp, data in counts.items():
             header = {
                 "network": "XX",
@@ -127,7 +133,7 @@ def build_run(root, drop_s_station: str = "ST03") -> tuple[RunDir, dict]:
                 "sampling_rate": FS,
                 "starttime": START,
             }
-            stream.append(Trace(data + noise * rng.standard_normal(n), header=header))
+            stream.append(Trace(data + noise_std * rng.standard_normal(n), header=header))
         channels.append(
             Station(
                 code,
@@ -298,3 +304,80 @@ def test_reads_an_archive_outside_the_run(tmp_path):
         compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))["counts"]["events_with_magnitude"]
         == 0
     )  # without the archive there is nothing to measure
+
+
+def test_noise_dominated_amplitudes_are_not_used(tmp_path):
+    """A noisy station: its peaks of small events are noise (ML too large) and are dropped."""
+    run, _ = build_run(tmp_path / "run", noise={"ST06": 3.0})
+    truth = {f"ev{k:03d}": ev[4] for k, ev in enumerate(EVENTS)}
+
+    compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS, min_snr=0, noise_correction=False))
+    raw = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    raw = raw[raw["station"] == "ST06"].set_index("event_id")
+    assert raw.loc["ev000", "station_magnitude"] - truth["ev000"] > 0.3  # the noise peak
+    assert raw.loc["ev000", "snr"] < 1.5 and raw.loc["ev003", "snr"] > 20
+
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    assert entry["counts"]["amplitudes_measured"] == len(EVENTS) * len(STATIONS)
+    assert entry["counts"]["amplitudes_below_min_snr"] == 2  # ev000 and ev004 at ST06
+    stations = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    st06 = stations[stations["station"] == "ST06"].set_index("event_id")
+    assert sorted(st06.index) == ["ev001", "ev002", "ev003"]
+    assert (st06["snr"] >= 1.5).all()
+    errors = st06["station_magnitude"] - st06.index.map(truth)
+    assert errors.abs().max() < 0.05, errors.to_dict()
+    # The correction: sqrt(A² - N²) is closer to the truth than the raw peak of ev001.
+    assert abs(errors["ev001"]) < raw.loc["ev001", "station_magnitude"] - truth["ev001"]
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet").set_index("event_id")
+    assert mags.loc["ev000", "n_stations"] == len(STATIONS) - 1
+    assert (mags["magnitude"] - mags.index.map(truth)).abs().max() < 0.02
+
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS, min_snr=1e9))
+    assert entry["counts"]["events_with_magnitude"] == 0  # nothing rises above the noise
+
+
+def test_noise_amplitude_ignores_an_event_in_one_noise_window(tmp_path):
+    """The noise amplitude is the median of the pre-P window peaks: one burst does not count."""
+    run, _ = build_run(tmp_path / "run")
+    inv = read_inventory(str(run.root / "waveforms" / "inventory.xml"))
+    folder = run.root / "waveforms" / "2000" / "XX" / "ST01"
+    r = _distance_km(EVENTS[1], *STATIONS["ST01"])
+    t_p, t_s = START + EVENTS[1][0] + r / VP, START + EVENTS[1][0] + r / VS
+    stream = Stream(
+        [read(str(folder / f"HH{c}.D" / f"XX.ST01..HH{c}.D.2000.280"))[0] for c in "EN"]
+    ).slice(t_p - 90, t_s + 35)
+    meter = AmplitudeMeter(inv, MagnitudeConfig())
+    window, noise_end = (t_s - 1, t_s + 10), t_p - 1
+    quiet = meter.measure(stream, window, noise_end)
+    assert quiet.n_components == 2 and 0 < quiet.noise < 1e-2 * quiet.amplitude
+    assert quiet.snr == pytest.approx(quiet.amplitude / quiet.noise)
+    for tr in stream:  # a 5 Hz burst 30x the noise in the earliest of the four noise windows
+        i = int((noise_end - 40 - tr.stats.starttime) * FS)
+        tr.data[i : i + 200] += 30 * np.std(tr.data[:1000]) * np.sin(np.arange(200) / 3)
+    burst = meter.measure(stream, window, noise_end)
+    in_burst_window = meter.measure(stream, (noise_end - 44, noise_end - 33))
+    assert in_burst_window.amplitude > 10 * quiet.noise
+    assert burst.noise == pytest.approx(quiet.noise, rel=0.3)
+    assert burst.amplitude == pytest.approx(quiet.amplitude, rel=1e-6)
+    assert math.isnan(meter.measure(stream, window).noise)  # no noise window asked for
+
+
+def test_events_take_the_best_hypocentre_available(tmp_path):
+    """As in the catalog: relocated, else located, else the associator's origin."""
+    run, _ = build_run(tmp_path / "run")
+    located = pd.read_parquet(run.root / "location" / "locations.parquet")
+    reloc = located.copy()
+    reloc.loc[1, ["latitude", "longitude", "depth_km"]] = np.nan  # HypoDD dropped ev001
+    reloc.loc[0, "depth_km"] += 1.0
+    reloc.to_parquet(run.path("relocation", "relocations.parquet"))
+    located.iloc[:2].assign(depth_km=50.0).to_parquet(run.path("location", "locations.parquet"))
+    located.iloc[2:].to_parquet(run.path("association", "events.parquet"))  # not located
+
+    events, paths = read_events(run)
+    assert [p.parent.name for p in paths] == ["relocation", "location", "association"]
+    depth = events.set_index("event_id")["depth_km"]
+    assert depth["ev000"] == EVENTS[0][3] + 1.0 and depth["ev001"] == 50.0
+    assert sorted(events["event_id"]) == [f"ev{k:03d}" for k in range(len(EVENTS))]
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
+    assert "association/events.parquet" in entry["inputs"]
