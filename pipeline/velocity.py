@@ -168,7 +168,7 @@ def _head_times(tops, v, depth_km, distances_km) -> np.ndarray:
         up = _thicknesses_above(tops, tops[j])
         path = (up + down)[:j]
         eta = np.sqrt(1.0 / v[:j] ** 2 - p**2)
-        x_crit = (path * p / (eta * v[:j] ** 2)).sum()
+        x_crit = (path * p / eta).sum()  # Σ h_i tan(θ_i), sin θ_i = p v_i
         t = distances_km * p + (path * eta).sum()
         best = np.where(distances_km >= x_crit, np.minimum(best, t), best)
     return best

@@ -51,3 +51,25 @@ def test_bad_model_names_the_field(tmp_path):
         load_velocity_model(path)
     with pytest.raises(FileNotFoundError, match="shipped models"):
         load_velocity_model("no_such_model")
+
+
+def test_no_head_wave_inside_the_critical_distance(tmp_path):
+    """Below the critical distance only the direct wave exists (regression: x_crit was
+    computed with a spurious 1/v² factor, so head waves appeared far too close)."""
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "name: two\nvp_vs: 1.73\nlayers:\n  - {top_km: 0.0, vp: 5.5}\n  - {top_km: 16.0, vp: 6.5}\n"
+    )
+    model = load_velocity_model(path)
+    depth = 15.0
+    tan_c = (5.5 / 6.5) / np.sqrt(1.0 - (5.5 / 6.5) ** 2)
+    x_crit = (2 * 16.0 - depth) * tan_c  # ~26.9 km
+    near = np.array([0.0, 3.0, 10.0, 20.0, 0.95 * x_crit])
+    np.testing.assert_allclose(
+        travel_time(model, "P", near, depth), np.hypot(near, depth) / 5.5, atol=2e-3
+    )
+    eta = np.sqrt(1 / 5.5**2 - 1 / 6.5**2)
+    far = 120.0  # beyond the crossover the head wave is first
+    head = far / 6.5 + (2 * 16.0 - depth) * eta
+    assert head < np.hypot(far, depth) / 5.5
+    assert travel_time(model, "P", far, depth) == pytest.approx(head, abs=2e-3)
