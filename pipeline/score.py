@@ -24,6 +24,8 @@ Keys of ``score.json`` (``None`` when a stage is missing or a value is undefined
   ``recall_above_mc_true``, ``precision_above_mc_true`` (precision counts a run event
   ``>= mc_true`` by its own magnitude); ``m_recall90``: smallest magnitude bin edge from
   which every 0.5-wide bin has recall >= 0.9;
+- ``by_location_stage``: list of {``stage`` (the catalog's ``location_stage``: hypodd,
+  hypoinverse or association), ``n``, ``n_matched``, ``precision``} (empty without it);
 - ``by_magnitude``: list of {``m_low``, ``m_high``, ``n_true``, ``n_detected``, ``recall``};
 - ``picks``: {``P``: {...}, ``S``: {...}} each with ``n_picks``, ``n_matched``,
   ``precision``, ``recall_high_snr`` (share of the true arrivals with snr >= 50 outside
@@ -268,6 +270,32 @@ def _by_magnitude(truth_m: np.ndarray, detected: np.ndarray) -> list[dict]:
     return rows
 
 
+def _by_location_stage(events: pd.DataFrame | None, matches: pd.DataFrame | None) -> list[dict]:
+    """Precision per ``location_stage`` of the run's events (hypodd, hypoinverse, association).
+
+    Events the locator could not place carry the associator's origin, which is often several
+    km off: their precision says how usable those catalog rows are. Empty when the event
+    table has no ``location_stage`` column.
+    """
+    if events is None or matches is None or "location_stage" not in events:
+        return []
+    stage = events["location_stage"].fillna("").astype(str).to_numpy()
+    matched = np.zeros(len(events), dtype=bool)
+    matched[matches.run.to_numpy(int)] = True
+    rows = []
+    for name in sorted(set(stage)):
+        mask = stage == name
+        rows.append(
+            {
+                "stage": name,
+                "n": int(mask.sum()),
+                "n_matched": int(matched[mask].sum()),
+                "precision": _finite(matched[mask].mean()),
+            }
+        )
+    return rows
+
+
 def _m_recall90(bins: list[dict]) -> float | None:
     for i, row in enumerate(bins):
         if all(b["recall"] >= 0.9 for b in bins[i:]):
@@ -351,6 +379,7 @@ def score_run(
         score["precision"] = _finite(len(matches) / len(events)) if len(events) else None
     else:
         score |= {"n_matched_events": None, "recall": None, "precision": None}
+    score["by_location_stage"] = _by_location_stage(events, matches)
     bins = _by_magnitude(true_m, detected) if matches is not None else []
     score["by_magnitude"] = bins
     score["m_recall90"] = _m_recall90(bins)
@@ -420,8 +449,16 @@ def format_truth_table(score: dict) -> str:
         f"  at/above true Mc {_fmt(score['mc_true'], '.1f')}: recall "
         f"{_fmt(score['recall_above_mc_true'])}, precision {_fmt(score['precision_above_mc_true'])}"
         f"; 90% recall from M {_fmt(score['m_recall90'], '.1f')}",
-        "  magnitude bin   true  detected  recall",
     ]
+    if score.get("by_location_stage"):
+        lines.append(
+            "  by location stage: "
+            + "; ".join(
+                f"{r['stage']} {r['n_matched']}/{r['n']} matched (precision {_fmt(r['precision'])})"
+                for r in score["by_location_stage"]
+            )
+        )
+    lines.append("  magnitude bin   true  detected  recall")
     for row in score["by_magnitude"]:
         lines.append(
             f"  [{row['m_low']:4.1f}, {row['m_high']:4.1f})  {row['n_true']:6d}  "

@@ -75,7 +75,10 @@ def scored(tmp_path):
     false = events.iloc[:10].copy()
     false["event_id"] = [f"false{i}" for i in range(10)]
     false["origin_time"] = false.origin_time + pd.Timedelta(seconds=30)
-    catalog = pd.concat([events, false], ignore_index=True)
+    catalog = pd.concat(
+        [events.assign(location_stage="hypodd"), false.assign(location_stage="association")],
+        ignore_index=True,
+    )
     write_parquet_atomic(catalog, run / "catalog" / "catalog.parquet")
     locations = catalog.assign(located=True)
     write_parquet_atomic(locations, run / "location" / "locations.parquet")
@@ -101,6 +104,11 @@ def test_event_recall_precision_and_bins(scored):
     assert score["n_matched_events"] == n
     assert score["recall"] == pytest.approx(n / N_TRUE)
     assert score["precision"] == pytest.approx(n / (n + 10))
+    assert score["by_location_stage"] == [
+        {"stage": "association", "n": 10, "n_matched": 0, "precision": 0.0},
+        {"stage": "hypodd", "n": n, "n_matched": n, "precision": 1.0},
+    ]
+    assert "association 0/10 matched" in format_truth_table(score)
     below = [b for b in score["by_magnitude"] if b["m_high"] <= 1.0]
     above = [b for b in score["by_magnitude"] if b["m_low"] >= 1.0]
     assert all(b["n_detected"] == 0 for b in below)
