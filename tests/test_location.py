@@ -295,7 +295,7 @@ def test_generated_events_locate_accurately(hyp_binary, tmp_path, vp_vs):
     model = load_velocity_model("tottori") if vp_vs == "constant" else _layer_vp_vs_model()
     model, stations, events, picks, assignments, truth = _scenario(model=model)
     run = _write_run(tmp_path, stations, events, picks, assignments)
-    counts = locate(run, LocationConfig(), model)
+    counts = locate(run, LocationConfig(), model)["counts"]
     assert counts["located"] == len(events) and counts["picks_used"] == len(picks)
 
     locations = pd.read_parquet(run.path("location", "locations.parquet"))
@@ -344,7 +344,7 @@ def test_bad_input_is_reported_per_event(hyp_binary, tmp_path):
     )  # fmt: skip
     run = _write_run(tmp_path, stations, events, picks, assignments)
 
-    counts = locate(run, LocationConfig(), model)
+    counts = locate(run, LocationConfig(), model)["counts"]
     locations = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
     assert counts == {
         "events": 4, "located": 3, "not_located": 1,

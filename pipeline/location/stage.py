@@ -437,8 +437,8 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
     """Locate every associated event of ``run`` with HypoInverse and record the stage.
 
     Returns:
-        The counts recorded in the manifest: events, located, not_located, picks_used,
-        picks_left_out.
+        The manifest entry (like the other stages); its ``counts``: events, located,
+        not_located, picks_used, picks_left_out.
     """
     started = wall_clock.perf_counter()
     paths = {
@@ -478,7 +478,7 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
         for p in sorted(folder.iterdir())
         if p.is_file() and not p.name.startswith(".")
     ]
-    run.record_stage(
+    entry = run.record_stage(
         "location",
         inputs={name: sha256_file(path) for name, path in paths.items()},
         outputs=outputs,
@@ -491,4 +491,4 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
         },  # fmt: skip
     )
     log.info("location: %d of %d events located", counts["located"], counts["events"])
-    return counts
+    return entry
