@@ -149,27 +149,41 @@ def plot_b_vs_cutoff(result: CompletenessResult, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _associator_only(events: pd.DataFrame) -> np.ndarray:
+    """Mask of events that carry only the associator's origin (no locator solution)."""
+    stage = events.get("location_stage")
+    if stage is None:
+        return np.zeros(len(events), dtype=bool)
+    return (stage == "association").to_numpy()
+
+
 def plot_epicentres(
     events: pd.DataFrame,
     stations: pd.DataFrame | None,
     path: str | Path,
     color_by: str = "depth_km",
 ) -> Path:
-    """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲."""
+    """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲.
+
+    Events with only the associator's origin (``location_stage == "association"``) are grey
+    crosses: their epicentres are rough.
+    """
     if events.empty:
         return _empty(path, "Epicentres", "no located events")
+    rough = _associator_only(events)
+    located = events[~rough]
     fig, ax = plt.subplots(figsize=(7, 6))
     if color_by == "origin_time":
         t0 = events["origin_time"].min()
-        colors = (events["origin_time"] - t0).dt.total_seconds() / 86400.0
+        colors = (located["origin_time"] - t0).dt.total_seconds() / 86400.0
         clabel = f"days after {t0:%Y-%m-%d}"
     else:
-        colors, clabel = events[color_by], color_by.replace("_", " ")
-    mag = events["magnitude"] if "magnitude" in events else pd.Series(np.nan, index=events.index)
+        colors, clabel = located[color_by], color_by.replace("_", " ")
+    mag = located.get("magnitude", pd.Series(np.nan, index=located.index))
     sizes = np.where(np.isfinite(mag), 4 + 6 * np.clip(mag.fillna(0) + 1, 0, 6) ** 1.5, 8)
     sc = ax.scatter(
-        events["longitude"],
-        events["latitude"],
+        located["longitude"],
+        located["latitude"],
         c=colors,
         s=sizes,
         cmap="viridis",
@@ -177,6 +191,15 @@ def plot_epicentres(
         linewidths=0.2,
     )
     fig.colorbar(sc, ax=ax, label=clabel)
+    if rough.any():
+        ax.plot(
+            events.loc[rough, "longitude"],
+            events.loc[rough, "latitude"],
+            "x",
+            color="gray",
+            ms=4,
+            label=f"associator origin only ({int(rough.sum())})",
+        )
     if stations is not None and not stations.empty:
         ax.plot(
             stations["longitude"],
@@ -187,6 +210,7 @@ def plot_epicentres(
             mec="k",
             label="stations",
         )
+    if rough.any() or (stations is not None and not stations.empty):
         ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("Longitude (°)")
     ax.set_ylabel("Latitude (°)")
@@ -197,14 +221,33 @@ def plot_epicentres(
 
 
 def plot_depth_sections(events: pd.DataFrame, path: str | Path) -> Path:
-    """Depth against longitude and against latitude."""
+    """Depth against longitude and against latitude (associator-only origins as grey ×)."""
     if events.empty:
         return _empty(path, "Depth sections", "no located events")
+    rough = _associator_only(events)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, column in ((ax1, "longitude"), (ax2, "latitude")):
-        ax.scatter(events[column], events["depth_km"], s=8, c="tab:blue", alpha=0.7)
+        ax.scatter(
+            events.loc[~rough, column],
+            events.loc[~rough, "depth_km"],
+            s=8,
+            c="tab:blue",
+            alpha=0.7,
+            label="located",
+        )
+        if rough.any():
+            ax.plot(
+                events.loc[rough, column],
+                events.loc[rough, "depth_km"],
+                "x",
+                color="gray",
+                ms=4,
+                label="associator origin only",
+            )
         ax.set_xlabel(f"{column.capitalize()} (°)")
         ax.grid(alpha=0.3)
+    if rough.any():
+        ax2.legend(fontsize=8)
     ax1.set_ylabel("Depth (km)")
     ax1.invert_yaxis()
     fig.suptitle("Depth sections (W–E and S–N)")
