@@ -3,8 +3,19 @@
 Windows start on a global grid (multiples of the window step since the Unix epoch), so two
 overlapping chunks of a day place the same windows where they overlap and give the same
 outputs there. One extra window is aligned with each end of the record so both ends are
-covered. Overlapping outputs are combined by their maximum; outputs within
-``blind`` samples of a window edge are ignored unless that edge is an end of the record.
+covered.
+
+Where windows overlap, each sample is judged by the window that began earliest, i.e. the one
+with the most data before the sample: EQTransformer needs the data before an arrival (the
+noise before an onset, the P before its S) and, near the start of a window, calls the first
+arrival it sees a P. On the 6-h demo replica with the original model, single-window P picks in
+the first 3-6 s of a window were 44 % correct, 62-72 % at 6-21 s and about 80 % beyond 21 s
+(S picks: 98-100 % except in the last 6 s, 75-93 %); combining overlapping windows by their
+maximum let those early outputs through (P pick precision 0.74 instead of 0.78). Only the last
+``blind`` samples of a window are never used (nothing after them); the first
+``window - step - blind`` samples of a window are covered by its predecessor, so the used parts
+of consecutive windows tile the record. At the two ends of the record the extra windows are
+used up to the end and combined with the others by their maximum.
 """
 
 from __future__ import annotations
@@ -34,9 +45,15 @@ def window_step(overlap: float, window: int = WINDOW) -> int:
     return max(1, int(round(window * (1.0 - overlap))))
 
 
-def effective_blind(blind: int, step: int, window: int = WINDOW) -> int:
-    """Blinding (samples) capped so the unblinded parts of consecutive windows still touch."""
-    return max(0, min(blind, (window - step) // 2))
+def effective_blind(blind: int, step: int, window: int = WINDOW) -> tuple[int, int]:
+    """Samples ignored at the (start, end) of each window when windows are combined.
+
+    The end: ``blind``, at most the overlap ``window - step``; the start: the rest of the
+    overlap, which the previous window covers (module docstring). The used part of a window
+    is ``step`` samples long, so consecutive windows on the grid tile the record.
+    """
+    tail = max(0, min(blind, window - step))
+    return max(0, window - step - tail), tail
 
 
 def window_starts(
@@ -95,16 +112,21 @@ def combine(
     outputs: np.ndarray,
     starts: np.ndarray,
     n_samples: int,
-    blind: int,
+    blind: tuple[int, int],
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Combine per-window outputs into one trace by the maximum.
+    """Combine per-window outputs into one trace (module docstring).
+
+    Each window contributes all but its first ``blind[0]`` and last ``blind[1]`` samples (all
+    of the first at the start of the record, all of the last at its end); where contributions
+    overlap (near the ends of the record) the maximum is kept. Combining subsets of the
+    windows into the same ``out`` gives the same trace as combining them all at once.
 
     Args:
         outputs: (N, ..., window) values of N windows (extra axes, e.g. MC passes, are kept).
         starts: (N,) window start samples.
         n_samples: record length; samples beyond it (zero padding) are dropped.
-        blind: samples ignored at each window edge that is not an end of the record.
+        blind: (start, end) samples ignored in each window, from :func:`effective_blind`.
         out: (..., n_samples) float32 array to combine into (in place); None = new zeros.
 
     Returns:
@@ -113,9 +135,10 @@ def combine(
     window = outputs.shape[-1]
     if out is None:
         out = np.zeros(outputs.shape[1:-1] + (n_samples,), dtype=np.float32)
+    head, tail = blind
     for values, s in zip(outputs, starts, strict=True):
-        lo = 0 if s == 0 else blind
-        hi = window if s + window >= n_samples else window - blind
+        lo = 0 if s == 0 else head
+        hi = window if s + window >= n_samples else window - tail
         hi = min(hi, n_samples - s)
         target = out[..., s + lo : s + hi]
         np.maximum(target, values[..., lo:hi], out=target)
@@ -135,7 +158,7 @@ def combined_passes(
     windows: np.ndarray,
     starts: np.ndarray,
     n_samples: int,
-    blind: int,
+    blind: tuple[int, int],
     passes: int,
     batch_size: int,
     out: dict[str, np.ndarray],
