@@ -306,33 +306,37 @@ def test_reads_an_archive_outside_the_run(tmp_path):
     )  # without the archive there is nothing to measure
 
 
-def test_noise_dominated_amplitudes_are_not_used(tmp_path):
-    """A noisy station: its peaks of small events are noise (ML too large) and are dropped."""
+def test_noise_is_corrected_and_noise_dominated_amplitudes_are_not_used(tmp_path):
+    """A noisy station: its raw peaks of small events are noise (ML too large)."""
     run, _ = build_run(tmp_path / "run", noise={"ST06": 3.0})
     truth = {f"ev{k:03d}": ev[4] for k, ev in enumerate(EVENTS)}
 
-    compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS, min_snr=0, noise_correction=False))
-    raw = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
-    raw = raw[raw["station"] == "ST06"].set_index("event_id")
-    assert raw.loc["ev000", "station_magnitude"] - truth["ev000"] > 0.3  # the noise peak
-    assert raw.loc["ev000", "snr"] < 1.5 and raw.loc["ev003", "snr"] > 20
+    def st06(**kwargs) -> tuple[pd.DataFrame, dict]:
+        entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS, **kwargs))
+        table = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+        table = table[table["station"] == "ST06"].set_index("event_id")
+        return table.assign(error=table["station_magnitude"] - table.index.map(truth)), entry
 
-    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
-    assert entry["counts"]["amplitudes_measured"] == len(EVENTS) * len(STATIONS)
-    assert entry["counts"]["amplitudes_below_min_snr"] == 2  # ev000 and ev004 at ST06
-    stations = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
-    st06 = stations[stations["station"] == "ST06"].set_index("event_id")
-    assert sorted(st06.index) == ["ev001", "ev002", "ev003"]
-    assert (st06["snr"] >= 1.5).all()
-    errors = st06["station_magnitude"] - st06.index.map(truth)
-    assert errors.abs().max() < 0.05, errors.to_dict()
-    # The correction: sqrt(A² - N²) is closer to the truth than the raw peak of ev001.
-    assert abs(errors["ev001"]) < raw.loc["ev001", "station_magnitude"] - truth["ev001"]
+    raw, _ = st06(min_snr=0, noise_correction=False)
+    assert raw.loc["ev000", "error"] > 0.3 and raw.loc["ev004", "error"] > 0.15
+    assert 1.0 < raw.loc["ev000", "snr"] < 1.1 and raw.loc["ev003", "snr"] > 20
+
+    corrected, entry = st06()  # defaults: sqrt(A² - N²) wherever A > N
+    assert entry["counts"]["amplitudes_below_min_snr"] == 0
+    assert len(corrected) == len(EVENTS) and corrected["error"].abs().max() < 0.1
+    assert (corrected["error"].abs() <= raw["error"].abs() + 1e-9).all()
     mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet").set_index("event_id")
-    assert mags.loc["ev000", "n_stations"] == len(STATIONS) - 1
     assert (mags["magnitude"] - mags.index.map(truth)).abs().max() < 0.02
 
-    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS, min_snr=1e9))
+    strict, entry = st06(min_snr=1.5)
+    assert entry["counts"]["amplitudes_measured"] == len(EVENTS) * len(STATIONS)
+    assert entry["counts"]["amplitudes_below_min_snr"] == 2  # ev000 and ev004 at ST06
+    assert sorted(strict.index) == ["ev001", "ev002", "ev003"] and (strict["snr"] >= 1.5).all()
+    assert strict["error"].abs().max() < 0.05
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet").set_index("event_id")
+    assert mags.loc["ev000", "n_stations"] == len(STATIONS) - 1
+
+    _, entry = st06(min_snr=1e9)
     assert entry["counts"]["events_with_magnitude"] == 0  # nothing rises above the noise
 
 
