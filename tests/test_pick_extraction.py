@@ -1,6 +1,6 @@
-"""Combination of overlapping windows: each sample is judged by the window with the most data
-before it (pipeline.picking.windows), so a window that begins between an event's P and S cannot
-turn the S into a P pick."""
+"""Combination of overlapping windows (pipeline.picking.windows): the P output of each sample
+comes from the window with the most data before it, so a window that begins between an event's
+P and S cannot turn the S into a P pick; the detector and S outputs keep the maximum."""
 
 from __future__ import annotations
 
@@ -24,17 +24,22 @@ T0 = UTCDateTime(2024, 2, 3)
 STEP = window_step(0.3)
 
 
-def test_effective_blind_splits_the_overlap_into_start_and_end():
+def test_effective_blind_per_output():
     assert STEP == 4200
-    assert effective_blind(500, STEP) == (1300, 500)
-    assert effective_blind(5000, STEP) == (0, 1800)  # the end blind is at most the overlap
-    assert effective_blind(500, WINDOW) == (0, 0)  # no overlap: every sample of every window
+    assert effective_blind(500, STEP) == {
+        "detector": (500, 500),
+        "picker_P": (1300, 500),  # the rest of the overlap at the start
+        "picker_S": (500, 500),
+    }
+    wide = effective_blind(5000, STEP)  # at most the overlap (P), half of it (detector, S)
+    assert wide["picker_P"] == (0, 1800) and wide["picker_S"] == (900, 900)
+    assert set(effective_blind(500, WINDOW).values()) == {(0, 0)}  # no overlap: all samples
 
 
 def test_used_parts_tile_the_record_earliest_window_first():
     n = 60_000
     starts = window_starts(n, T0.timestamp, FS, STEP)
-    head, tail = effective_blind(500, STEP)
+    head, tail = effective_blind(500, STEP)["picker_P"]
     index = np.arange(1, len(starts) + 1, dtype=np.float32)
     outputs = np.repeat(index[:, None], WINDOW, axis=1)
     combined = combine(outputs, starts, n, (head, tail))
@@ -51,7 +56,7 @@ def test_subsets_combine_like_the_whole():
     starts = window_starts(n, T0.timestamp, FS, STEP)
     rng = np.random.default_rng(1)
     outputs = rng.uniform(size=(len(starts), 2, WINDOW)).astype(np.float32)  # 2 "MC passes"
-    blind = effective_blind(500, STEP)
+    blind = effective_blind(500, STEP)["picker_P"]
     whole = combine(outputs, starts, n, blind)
     part = rng.uniform(size=len(starts)) < 0.5
     pieces = combine(outputs[~part], starts[~part], n, blind)

@@ -117,9 +117,11 @@ class PickerConfig(_Section):
         500,
         ge=0,
         le=2000,
-        description="outputs this close to a window edge are ignored when windows are combined "
-        "(except at the ends of the record); capped at half the overlap so that every sample "
-        "stays covered",
+        description="samples at the end of a window never used when windows are combined "
+        "(except at the end of the record); for the P output the rest of the overlap at the "
+        "window start is ignored too, so each sample's P comes from the window with the most "
+        "data before it; the detector and S ignore this many samples at both edges, capped at "
+        "half the overlap so that every sample stays covered",
     )
     batch_size: int = Field(500, ge=1, description="windows per model call")
     mc_samples: int = Field(

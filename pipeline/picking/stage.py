@@ -117,13 +117,13 @@ def eqt_record_picks(
     starts = window_starts(n, record.starttime.timestamp, record.sampling_rate, step)
     windows = standardised_windows(record.data, starts)
     outputs = predict(model, windows, cfg.batch_size)
-    curves = {k: combine(outputs[k], starts, n, blind) for k in OUTPUTS}
+    curves = {k: combine(outputs[k], starts, n, blind[k]) for k in OUTPUTS}
     passes = None
     active = outputs["detector"].max(axis=1) >= cfg.detection_threshold
     if cfg.mc_samples and active.any():  # no active window: no detection, no pick
         passes = {}
         for k in OUTPUTS:
-            quiet = combine(outputs[k][~active], starts[~active], n, blind)
+            quiet = combine(outputs[k][~active], starts[~active], n, blind[k])
             passes[k] = np.repeat(quiet[None], cfg.mc_samples, axis=0)
         combined_passes(
             model,

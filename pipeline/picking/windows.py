@@ -5,17 +5,19 @@ overlapping chunks of a day place the same windows where they overlap and give t
 outputs there. One extra window is aligned with each end of the record so both ends are
 covered.
 
-Where windows overlap, each sample is judged by the window that began earliest, i.e. the one
-with the most data before the sample: EQTransformer needs the data before an arrival (the
-noise before an onset, the P before its S) and, near the start of a window, calls the first
-arrival it sees a P. On the 6-h demo replica with the original model, single-window P picks in
-the first 3-6 s of a window were 44 % correct, 62-72 % at 6-21 s and about 80 % beyond 21 s
-(S picks: 98-100 % except in the last 6 s, 75-93 %); combining overlapping windows by their
-maximum let those early outputs through (P pick precision 0.74 instead of 0.78). Only the last
-``blind`` samples of a window are never used (nothing after them); the first
-``window - step - blind`` samples of a window are covered by its predecessor, so the used parts
-of consecutive windows tile the record. At the two ends of the record the extra windows are
-used up to the end and combined with the others by their maximum.
+Where windows overlap, the P output of each sample is taken from the window that began
+earliest, i.e. the one with the most data before the sample: EQTransformer needs the data
+before an arrival (the noise before an onset, the P before its S) to call it a P and, near the
+start of a window, calls the first arrival it sees a P. On the 6-h demo replica with the
+original model, single-window P picks in the first 3-6 s of a window were 44 % correct, 62-72 %
+at 6-21 s and about 80 % beyond 21 s; combining overlapping windows by their maximum let those
+early outputs through (P pick precision 0.74 instead of 0.78). For P only the last ``blind``
+samples of a window are never used (nothing after them); its first ``window - step - blind``
+samples are covered by its predecessor, so the used parts of consecutive windows tile the
+record. S picks were 98-100 % correct at every position but the last 6 s (75-93 %), so the
+detector and S outputs are combined by their maximum, ignoring ``blind`` samples at both edges
+(at most half the overlap, so the used parts still touch). Edges that are ends of the record
+are always used; where used parts overlap (near the ends) the maximum is kept.
 """
 
 from __future__ import annotations
@@ -45,15 +47,20 @@ def window_step(overlap: float, window: int = WINDOW) -> int:
     return max(1, int(round(window * (1.0 - overlap))))
 
 
-def effective_blind(blind: int, step: int, window: int = WINDOW) -> tuple[int, int]:
-    """Samples ignored at the (start, end) of each window when windows are combined.
+def effective_blind(blind: int, step: int, window: int = WINDOW) -> dict[str, tuple[int, int]]:
+    """Samples ignored at the (start, end) of each window, per output (module docstring).
 
-    The end: ``blind``, at most the overlap ``window - step``; the start: the rest of the
-    overlap, which the previous window covers (module docstring). The used part of a window
-    is ``step`` samples long, so consecutive windows on the grid tile the record.
+    ``picker_P``: the end ``blind``, at most the overlap ``window - step``, and the rest of the
+    overlap at the start, so that its used parts (``step`` samples) tile the record.
+    ``detector`` and ``picker_S``: ``blind`` at both edges, at most half the overlap.
     """
     tail = max(0, min(blind, window - step))
-    return max(0, window - step - tail), tail
+    both = max(0, min(blind, (window - step) // 2))
+    return {
+        "detector": (both, both),
+        "picker_P": (max(0, window - step - tail), tail),
+        "picker_S": (both, both),
+    }
 
 
 def window_starts(
@@ -126,7 +133,8 @@ def combine(
         outputs: (N, ..., window) values of N windows (extra axes, e.g. MC passes, are kept).
         starts: (N,) window start samples.
         n_samples: record length; samples beyond it (zero padding) are dropped.
-        blind: (start, end) samples ignored in each window, from :func:`effective_blind`.
+        blind: (start, end) samples ignored in each window (one output's entry of
+            :func:`effective_blind`).
         out: (..., n_samples) float32 array to combine into (in place); None = new zeros.
 
     Returns:
@@ -158,7 +166,7 @@ def combined_passes(
     windows: np.ndarray,
     starts: np.ndarray,
     n_samples: int,
-    blind: tuple[int, int],
+    blind: dict[str, tuple[int, int]],
     passes: int,
     batch_size: int,
     out: dict[str, np.ndarray],
@@ -177,5 +185,5 @@ def combined_passes(
         result = model.predict_windows(repeated, mc_samples=1, batch_size=batch_size)
         for k in OUTPUTS:
             values = np.asarray(result[k], dtype=np.float32).reshape(-1, passes, window)
-            combine(values, starts[g : g + group], n_samples, blind, out=out[k])
+            combine(values, starts[g : g + group], n_samples, blind[k], out=out[k])
     return out
