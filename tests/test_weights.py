@@ -167,14 +167,20 @@ def test_installed_original_model_is_the_papers():
     path = weights.resolve_weights("original")
     assert sha256_file(path) == ORIGINAL.sha256
     contents = read_weights(path)
-    assert (contents.keras_format, contents.bilstm_blocks, contents.lstm_gate) == (
-        "keras2",
-        2,
-        "sigmoid",
-    )
+    assert (
+        contents.keras_format,
+        contents.bilstm_blocks,
+        contents.lstm_gate,
+        contents.drop_rate,
+    ) == ("keras2", 2, "sigmoid", 0.2)
     assert contents.size == ORIGINAL_WEIGHTS
     model = _model("original", "keras2")
     assert (model.network.bilstm_blocks, model.network.lstm_gate) == (2, "sigmoid")
+    # MC dropout runs at the rate the original model was trained with (conservative: 0.1)
+    rates = {layer.rate for layer in model.network.res_drops}
+    assert rates == {0.2}
+    conservative = read_weights(weights.resolve_weights("conservative"))
+    assert conservative.drop_rate == 0.1
     assert model.name == "EqT_original_model" and model.sha256 == ORIGINAL.sha256
 
 

@@ -107,7 +107,7 @@ class EqTNetwork(keras.Model):
 
     ``call(x, mc_dropout=False)`` maps (batch, 6000, 3) float32 to a dict of three
     (batch, 6000) probabilities named as in :data:`OUTPUT_NAMES`. With ``mc_dropout=True``
-    the SpatialDropout1D layers drop whole channels at rate 0.1, independently for each
+    the SpatialDropout1D layers drop whole channels at ``drop_rate``, independently for each
     batch element; nothing else changes.
 
     Layers are numbered per class in the order the authors' code creates them (Keras
@@ -120,6 +120,8 @@ class EqTNetwork(keras.Model):
         mixed_precision: compute the convolutions and batch normalisations in float16
             (``mixed_float16``; variables stay float32). LSTMs, attention, feed-forward, layer
             normalisation and the sigmoid heads stay float32.
+        drop_rate: SpatialDropout1D rate of the MC-dropout passes, the one the weights were
+            trained with (0.1 in the conservative model, 0.2 in the original).
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class EqTNetwork(keras.Model):
         bilstm_blocks: int = 3,
         lstm_gate: str = "hard_sigmoid_keras3",
         mixed_precision: bool = False,
+        drop_rate: float = DROP_RATE,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,7 +157,7 @@ class EqTNetwork(keras.Model):
         first = len(ENCODER_CONVS) + 1
         self.res_norms = [norm(i + 1) for i in range(n_res)]
         self.res_drops = [
-            keras.layers.SpatialDropout1D(DROP_RATE, name=f"spatial_dropout1d_{i + 1}", dtype=fast)
+            keras.layers.SpatialDropout1D(drop_rate, name=f"spatial_dropout1d_{i + 1}", dtype=fast)
             for i in range(n_res)
         ]
         self.res_convs = [
@@ -266,10 +269,13 @@ class EqTNetwork(keras.Model):
 
 
 def build_network(
-    bilstm_blocks: int = 3, lstm_gate: str = "hard_sigmoid_keras3", mixed_precision: bool = False
+    bilstm_blocks: int = 3,
+    lstm_gate: str = "hard_sigmoid_keras3",
+    mixed_precision: bool = False,
+    drop_rate: float = DROP_RATE,
 ) -> EqTNetwork:
     """A built :class:`EqTNetwork` with untrained weights (arguments as for the class)."""
-    network = EqTNetwork(bilstm_blocks, lstm_gate, mixed_precision, name="EQTransformer")
+    network = EqTNetwork(bilstm_blocks, lstm_gate, mixed_precision, drop_rate, name="EQTransformer")
     # Weight shapes do not depend on the window length: a short eager call builds them fast.
     network(np.zeros((1, 128, CHANNELS), dtype=np.float32))
     return network
@@ -328,6 +334,8 @@ class WeightsFile:
         bilstm_blocks: number of BiLSTM blocks (``bidirectional_*`` layers).
         lstm_gate: the LSTMs' ``recurrent_activation`` in the file's model config,
             ``"sigmoid"`` or ``"hard_sigmoid"`` (``"hard_sigmoid"`` when the file has none).
+        drop_rate: the SpatialDropout1D rate in the file's model config (:data:`DROP_RATE`
+            when the file has none).
     """
 
     path: Path
@@ -335,6 +343,7 @@ class WeightsFile:
     weights: dict[str, list[np.ndarray]]
     bilstm_blocks: int
     lstm_gate: str
+    drop_rate: float = DROP_RATE
 
     @property
     def size(self) -> int:
@@ -366,9 +375,30 @@ def _lstm_gate(config: dict | None, path: Path) -> str:
     return gates.pop()
 
 
+def _drop_rate(config: dict | None, path: Path) -> float:
+    """The single SpatialDropout1D rate of a model config (:data:`DROP_RATE` without one)."""
+    if config is None:
+        return DROP_RATE
+    rates = {
+        float(layer["config"]["rate"])
+        for layer in config["config"]["layers"]
+        if layer["class_name"] == "SpatialDropout1D"
+    }
+    if len(rates) > 1:
+        raise WeightsMismatchError(f"{path}: expected one SpatialDropout1D rate, found {rates}")
+    return rates.pop() if rates else DROP_RATE
+
+
 def _weights_file(path: Path, keras_format: str, weights, config) -> WeightsFile:
     blocks = sum(1 for name in weights if name.startswith("bidirectional"))
-    return WeightsFile(path, keras_format, weights, blocks, _lstm_gate(config, path))
+    return WeightsFile(
+        path,
+        keras_format,
+        weights,
+        blocks,
+        _lstm_gate(config, path),
+        _drop_rate(config, path),
+    )
 
 
 def read_keras3_weights(path: Path) -> WeightsFile:
@@ -667,7 +697,7 @@ def load_eqt(
         tf.config.experimental.enable_tensor_float_32_execution(False)
     weights = read_weights(path)
     gate = lstm_gate_for(weights, hard_sigmoid)
-    network = build_network(weights.bilstm_blocks, gate, mixed_precision)
+    network = build_network(weights.bilstm_blocks, gate, mixed_precision, weights.drop_rate)
     count = assign_weights(network, weights.weights, path)
     name = path.stem
     if gate == "hard_sigmoid_keras3":
@@ -676,11 +706,13 @@ def load_eqt(
         name += "+fp16"
     model = EQTransformer(network, path, sha256_file(path), name=name)
     log.info(
-        "loaded %s (%d weights, %d BiLSTM blocks, %s gates) from %s; running on %s",
+        "loaded %s (%d weights, %d BiLSTM blocks, %s gates, MC-dropout rate %g) from %s; "
+        "running on %s",
         model.name,
         count,
         weights.bilstm_blocks,
         gate,
+        weights.drop_rate,
         path,
         model.device,
     )
