@@ -382,13 +382,13 @@ def test_original_model_equals_its_file_graph(original_path, windows):
     assert (graph["picker_P"].max(axis=1) > 0.3).sum() >= 5
 
 
-def test_conservative_control_matches_graph_and_reference(shared, windows):
-    """The same graph pass on the conservative archive reproduces our network and the
-    independent parity reference (both computed with Keras 3's hard sigmoid)."""
+def test_conservative_control_matches_the_parity_reference(shared, windows):
+    """The same graph pass on the conservative archive reproduces the independent parity
+    reference (computed with Keras 3's hard sigmoid), which our network matches too
+    (tests/test_eqt_model.py): the pass itself is checked, not only compared with ours."""
     path = shared("models", "eqt", "EqT_conservative.keras")
     reference = np.load(shared("reference", "eqt_parity_o2wilz.npz"))
     graph = _graph_outputs(str(path), "keras3", "keras3", windows.tobytes())
-    ours = load_eqt(path, hard_sigmoid="keras3").predict_windows(windows, batch_size=16)
-    for k in OUTPUTS:
-        assert np.abs(graph[k] - reference[k]).max() <= TOLERANCE, k
-        assert np.abs(graph[k] - ours[k]).max() <= TOLERANCE, k
+    diffs = {k: float(np.abs(graph[k] - reference[k]).max()) for k in OUTPUTS}
+    print("conservative model, max |file graph - parity reference|:", diffs)
+    assert all(d <= TOLERANCE for d in diffs.values()), diffs
