@@ -66,6 +66,21 @@ def _keras2_node(node: list) -> tuple[list[str], dict]:
     return [entry[0] for entry in node], kwargs
 
 
+def _keras2_variable(full: str) -> str:
+    """Short variable name of a Keras 2 weight name.
+
+    ``conv1d_1/kernel:0`` -> ``kernel``; ``attentionP/attentionP_Add_Wt:0`` -> ``Wt``;
+    ``feed_forward_1/feed_forward_1_W1:0`` -> ``W1``;
+    ``bidirectional_1/backward_lstm_1/recurrent_kernel:0`` -> ``backward_recurrent_kernel``.
+    """
+    parts = full.removesuffix(":0").split("/")
+    last = parts[-1]
+    if last not in ("recurrent_kernel", "moving_mean", "moving_variance"):
+        last = last.split("_")[-1]
+    side = parts[1].split("_")[0] if len(parts) == 3 else ""
+    return f"{side}_{last}" if side in ("forward", "backward") else last
+
+
 def read_keras2_model(path: Path) -> GraphModel:
     """The graph and weights of a Keras 2 full-model HDF5 file (``model_config`` attribute)."""
     with h5py.File(path, "r") as f:
@@ -74,17 +89,11 @@ def read_keras2_model(path: Path) -> GraphModel:
         weights = {}
         for name in root.attrs["layer_names"]:
             name = name.decode() if isinstance(name, bytes) else name
-            variables = {}
-            for full in root[name].attrs["weight_names"]:
-                full = full.decode() if isinstance(full, bytes) else full
-                # "bidirectional_1/forward_lstm_1/kernel:0", "attentionP/attentionP_Add_Wt:0"
-                parts = full[: -len(":0")].split("/")
-                short = parts[-1].split("_")[-1] if "_" in parts[-1] else parts[-1]
-                if parts[-1] in ("recurrent_kernel", "moving_mean", "moving_variance"):
-                    short = parts[-1]
-                if len(parts) == 3 and parts[1].split("_")[0] in ("forward", "backward"):
-                    short = f"{parts[1].split('_')[0]}_{short}"
-                variables[short] = np.asarray(root[name][full], dtype=np.float64)
+            names = [
+                n.decode() if isinstance(n, bytes) else n for n in root[name].attrs["weight_names"]
+            ]
+            variables = {_keras2_variable(n): np.asarray(root[name][n], np.float64) for n in names}
+            assert len(variables) == len(names), f"{name}: ambiguous weight names {names}"
             if variables:
                 weights[name] = variables
     layers = {}
