@@ -70,6 +70,17 @@ def run_demo(out: Path) -> dict[str, dict]:
     return scores
 
 
+def _with_stage_counts(score: dict) -> dict:
+    """``score`` plus ``hypodd_n`` / ``hypodd_n_matched``: catalog events HypoDD relocated.
+
+    Events with only a HypoInverse or associator origin are mostly the poorly constrained
+    ones (and most false events); the relocated ones are the well-constrained catalog.
+    """
+    stages = {row["stage"]: row for row in score.get("by_location_stage") or []}
+    hypodd = stages.get("hypodd", {"n": 0, "n_matched": 0}) if stages else {}
+    return {**score, "hypodd_n": hypodd.get("n"), "hypodd_n_matched": hypodd.get("n_matched")}
+
+
 def format_comparison(scores: dict[str, dict]) -> str:
     """EQTransformer vs STA/LTA side by side (events, recall, precision, Mc, b, locations)."""
 
@@ -82,6 +93,8 @@ def format_comparison(scores: dict[str, dict]) -> str:
     rows = [
         ("catalog events", ("n_detected_events",), "d"),
         ("matched true events", ("n_matched_events",), "d"),
+        ("events relocated by HypoDD", ("hypodd_n",), "d"),
+        ("events relocated by HypoDD, matched", ("hypodd_n_matched",), "d"),
         ("event recall", ("recall",), ".2f"),
         ("event precision", ("precision",), ".2f"),
         ("recall at/above true Mc", ("recall_above_mc_true",), ".2f"),
@@ -96,6 +109,7 @@ def format_comparison(scores: dict[str, dict]) -> str:
         ),
         ("HypoDD median epicentral error (km)", ("hypodd", "median_epicentral_error_km"), ".2f"),
     ]
+    scores = {name: _with_stage_counts(score) for name, score in scores.items()}
     width = max(len(r[0]) for r in rows)
     lines = [f"{'EQTransformer vs STA/LTA (same data)':{width}s}  {'EQT':>8s}  {'STA/LTA':>8s}"]
     for label, keys, spec in rows:
