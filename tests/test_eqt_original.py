@@ -14,7 +14,6 @@ reproduce the shared parity reference.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import re
@@ -355,13 +354,6 @@ def windows(shared) -> np.ndarray:
     return np.load(shared("reference", "eqt_parity_o2wilz.npz"))["x"]
 
 
-@functools.cache
-def _graph_outputs(path: str, reader: str, hard_sigmoid: str, x_bytes: bytes) -> dict:
-    model = {"keras2": read_keras2_model, "keras3": read_keras3_model}[reader](Path(path))
-    x = np.frombuffer(x_bytes, dtype=np.float32).reshape(-1, 6000, 3)
-    return run_graph(model, x, hard_sigmoid)
-
-
 def test_original_model_file_graph(original_path):
     """The file's own graph is EQTransformer with 2 BiLSTM blocks and sigmoid gates, and
     every layer with weights has them in the file."""
@@ -383,7 +375,7 @@ def test_original_model_file_graph(original_path):
 
 def test_original_model_equals_its_file_graph(original_path, windows):
     ours = load_eqt("original").predict_windows(windows, batch_size=16)
-    graph = _graph_outputs(str(original_path), "keras2", "keras2", windows.tobytes())
+    graph = run_graph(read_keras2_model(original_path), windows, hard_sigmoid="keras2")
     diffs = {k: float(np.abs(ours[k] - graph[k]).max()) for k in OUTPUTS}
     print("original model, max |ours - file graph|:", diffs)
     assert all(d <= TOLERANCE for d in diffs.values()), diffs
@@ -397,7 +389,7 @@ def test_conservative_control_matches_the_parity_reference(shared, windows):
     (tests/test_eqt_model.py): the pass itself is checked, not only compared with ours."""
     path = shared("models", "eqt", "EqT_conservative.keras")
     reference = np.load(shared("reference", "eqt_parity_o2wilz.npz"))
-    graph = _graph_outputs(str(path), "keras3", "keras3", windows.tobytes())
+    graph = run_graph(read_keras3_model(path), windows, hard_sigmoid="keras3")
     diffs = {k: float(np.abs(graph[k] - reference[k]).max()) for k in OUTPUTS}
     print("conservative model, max |file graph - parity reference|:", diffs)
     assert all(d <= TOLERANCE for d in diffs.values()), diffs
