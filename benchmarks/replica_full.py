@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/replica_full.py --out DIR [--stages S1,S2,...
 [--weights W] [--days N] [--skip-days D] [--span-days N] [--stage-limit STAGE=SECONDS]``.
 
 Copies ``station_configs/tottori_replica.yaml`` (18 stations, 2000-10-06 05:00 –
-2000-11-17, ~60,000 true events with M >= 0.5) to ``DIR/replica.yaml`` with
+2000-11-17, 61,548 true events with M >= 0.5) to ``DIR/replica.yaml`` with
 ``output_dir: DIR`` and runs ``eqcat build DIR/replica.yaml --stage NAME`` for each stage
 in order (download = generation of the scenario, pick, associate, locate, relocate,
 magnitude, report), each in its own process. After every stage it records, atomically, in
@@ -64,9 +64,13 @@ def replica_config(
     weights: str | None,
     days: float | None,
     skip_days: float,
-    span_days: float | None,
+    span_days: int | None,
 ) -> Path:
-    """Write ``out/replica.yaml``: the replica config with ``output_dir: out`` and the options."""
+    """Write the replica config with ``output_dir: out`` and the options; return its path.
+
+    ``out/replica.yaml``, or ``out/replica_spanNd.yaml`` for a span build (both can share
+    the run directory).
+    """
     cfg = yaml.safe_load(base.read_text())
     cfg["output_dir"] = str(out)
     if weights:
@@ -83,7 +87,7 @@ def replica_config(
         midnight = datetime(start.year, start.month, start.day, tzinfo=start.tzinfo)
         end = min(end, midnight + timedelta(days=span_days))
     cfg["starttime"], cfg["endtime"] = start.isoformat(), end.isoformat()
-    path = out / "replica.yaml"
+    path = out / ("replica.yaml" if span_days is None else f"replica_span{span_days}d.yaml")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
