@@ -184,6 +184,40 @@ def test_engine_reproduces_example1_reloc(shared, tmp_path):
     assert (tmp_path / "hypoDD.engine.log").read_text().strip()
 
 
+@pytest.mark.parametrize(
+    "idata, maxres_cross, maxres_net, maxdcc, maxdct",
+    [(3, 6.0, 5.0, 4.0, 3.0), (3, 0.3, 0.5, -999.0, 8.0), (2, -999.0, 4.0, -999.0, 5.0),
+     (1, 5.0, -999.0, 2.0, -999.0), (2, -999.0, -999.0, -999.0, -999.0)],
+)  # fmt: skip
+def test_vectorised_weighting_equals_the_package(idata, maxres_cross, maxres_net, maxdcc, maxdct):
+    from hypodd.core.weighting import weighting as package_weighting
+
+    from pipeline.relocation.hypodd_package import weighting
+
+    rng = np.random.default_rng(idata)
+    n, ndt = 3000, 2500  # arrays are longer than the data in use, as in the package
+    arrays = {
+        "dt_c1": rng.integers(1, 200, n).astype(np.int32),
+        "dt_c2": rng.integers(1, 200, n).astype(np.int32),
+        "dt_idx": rng.integers(1, 5, n).astype(np.int32),
+        "dt_qual": rng.uniform(0.1, 1.0, n).astype(np.float32),
+        "dt_res": rng.normal(0.0, 0.05, n).astype(np.float32),
+        "dt_offs": rng.uniform(0.0, 9000.0, n).astype(np.float32),
+    }
+    args = (idata, maxres_cross, maxres_net, maxdcc, maxdct, 0.0, 0.01, 0.01, 1.0, 0.5)
+    for airquakes in ([], [7, 42, 199]):
+        ours = rng.uniform(0, 1, n).astype(np.float32)
+        theirs = ours.copy()
+        a = weighting(ndt, airquakes, *args, **arrays, dt_wt=ours)
+        b = package_weighting(ndt, airquakes, *args, **arrays, dt_wt=theirs)
+        assert a == b
+        np.testing.assert_array_equal(ours, theirs)
+        c1, c2 = arrays["dt_c1"][:ndt], arrays["dt_c2"][:ndt]
+        of_airquakes = np.isin(c1, airquakes) | np.isin(c2, airquakes)
+        assert of_airquakes.any() == bool(airquakes)
+        assert (ours[:ndt][of_airquakes] == 0).all()
+
+
 def test_engine_errors_are_clear(tmp_path):
     with pytest.raises(HypoDDError, match="hypoDD.inp not found"):
         relocate_dir(tmp_path, RelocationConfig())

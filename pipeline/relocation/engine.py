@@ -1,9 +1,10 @@
 """Running HypoDD: the ``hypoDD`` program when present, else the ``hypodd`` Python package.
 
 Both read a version-2 ``hypoDD.inp`` in their working folder and write their outputs there.
-The package is run as ``python -m hypodd.hypoDD hypoDD.inp`` with this interpreter (its
-console script is broken in 0.2.1). The engine's standard output and error go to
-``hypoDD.engine.log`` in the folder; HypoDD writes its own ``hypoDD.log`` beside it.
+The package is run with this interpreter through :mod:`pipeline.relocation.hypodd_package`
+(its console script is broken in 0.2.1, and its data weighting is quadratic in the number of
+air quakes). The engine's standard output and error go to ``hypoDD.engine.log`` in the
+folder; HypoDD writes its own ``hypoDD.log`` beside it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def engine_command(cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> tuple
         raise HypoDDError(
             "no HypoDD engine: neither a program on PATH nor the 'hypodd' package is installed"
         )
-    return "python", [sys.executable, "-m", "hypodd.hypoDD", inp_name]
+    return "python", [sys.executable, "-m", "pipeline.relocation.hypodd_package", inp_name]
 
 
 def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
