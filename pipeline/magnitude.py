@@ -61,6 +61,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -285,25 +286,41 @@ class AmplitudeMeter:
     inventory, to displacement or velocity), apply the cosine pre-filter and, for ML,
     multiply by the Wood–Anderson response — the same operations as ObsPy's
     ``remove_response`` + ``simulate``, with the combined transfer function cached per
-    channel, sampling interval and length (a catalog measures thousands of equal windows).
+    channel, day, sampling interval and length (a catalog measures thousands of equal
+    windows). The caches keep the ``CACHE_SIZE`` most recently used entries: windows come
+    station by station in time order, and an unbounded cache grew to >11 GB on the 6-week
+    replica.
     """
+
+    CACHE_SIZE = 256
 
     def __init__(self, inventory: Inventory, cfg: MagnitudeConfig):
         self.inventory = inventory
         self.cfg = cfg
-        self._responses: dict[tuple[str, str], object] = {}
-        self._transfers: dict[tuple[str, str, float, int], np.ndarray] = {}
+        self._responses: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._transfers: OrderedDict[tuple[str, str, float, int], np.ndarray] = OrderedDict()
+
+    def _remember(self, cache: OrderedDict, key: tuple, value: object) -> None:
+        """Store ``value`` under ``key`` and drop the least recently used beyond the size."""
+        cache[key] = value
+        while len(cache) > self.CACHE_SIZE:
+            cache.popitem(last=False)
 
     def _transfer(self, seed_id: str, when: UTCDateTime, delta: float, nfft: int) -> np.ndarray:
         day = when.strftime("%Y-%j")
         key = (seed_id, day)
-        if key not in self._responses:
+        if key in self._responses:
+            self._responses.move_to_end(key)
+        else:
             try:
-                self._responses[key] = self.inventory.get_response(seed_id, when)
+                response = self.inventory.get_response(seed_id, when)
             except Exception as exc:  # ObsPy raises a bare Exception when none matches
                 raise ValueError(f"inventory.xml: no response for {seed_id} at {when}") from exc
+            self._remember(self._responses, key, response)
         tkey = (seed_id, day, delta, nfft)
-        if tkey not in self._transfers:
+        if tkey in self._transfers:
+            self._transfers.move_to_end(tkey)
+        else:
             output = "DISP" if self.cfg.method == "hutton_boore" else "VEL"
             response, freqs = self._responses[key].get_evalresp_response(delta, nfft, output)
             inverse = np.zeros_like(response)
@@ -316,7 +333,7 @@ class AmplitudeMeter:
                 transfer *= 1000.0  # m -> mm
             else:
                 transfer *= 100.0  # m/s -> cm/s
-            self._transfers[tkey] = transfer
+            self._remember(self._transfers, tkey, transfer)
         return self._transfers[tkey]
 
     def convert(self, trace: Trace) -> np.ndarray:

@@ -291,6 +291,22 @@ def test_wood_anderson_matches_obspy_remove_response_and_simulate(tmp_path):
     assert np.abs(ours[middle] - ref.data[middle] * 1000.0).max() < 0.02 * peak
 
 
+def test_transfer_caches_stay_bounded(tmp_path, monkeypatch):
+    """Windows of many lengths keep at most CACHE_SIZE transfer functions, results unchanged."""
+    run, _ = build_run(tmp_path / "run")
+    inv = read_inventory(str(run.root / "waveforms" / "inventory.xml"))
+    path = run.root / "waveforms" / "2000" / "XX" / "ST02" / "HHN.D" / "XX.ST02..HHN.D.2000.280"
+    raw = read(str(path))[0]
+    monkeypatch.setattr(AmplitudeMeter, "CACHE_SIZE", 3)
+    meter = AmplitudeMeter(inv, MagnitudeConfig())
+    windows = [raw.slice(raw.stats.starttime, raw.stats.starttime + s) for s in range(20, 80, 7)]
+    first = [meter.convert(w) for w in windows]
+    assert len(meter._transfers) == 3 and len(meter._responses) == 1
+    again = [meter.convert(w) for w in windows]
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_reads_an_archive_outside_the_run(tmp_path):
     """A build with a local SDS source keeps its waveforms elsewhere: they are read in place."""
     import shutil
