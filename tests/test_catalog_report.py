@@ -275,3 +275,20 @@ def test_report_screenshot_in_headless_chromium(tmp_path):
     colours = np.unique(image.reshape(-1, 3), axis=0).shape[0]
     assert non_white > 0.05, non_white
     assert colours > 500, colours  # figures, not just text on white
+
+
+def test_mc_b_time_plot_takes_whole_second_window_times(tmp_path):
+    """Window times are ISO strings with and without fractional seconds (full replica bug)."""
+    from pipeline.completeness import CompletenessResult
+    from pipeline.report.figures import plot_mc_b_time
+
+    times = ["2000-10-06T12:12:41.250000+00:00", "2000-10-06T12:12:42+00:00"]
+    windows = [
+        {"median_time": t, "mc": 1.5, "b": 1.0, "b_std": 0.1, "n_events": 500} for t in times
+    ]
+    result = CompletenessResult(
+        estimable=True, reason=None, n_input=1000, n_nan=0, n_valid=1000, delta_m=0.1,
+        config={"mc_method": "maxc"}, time_windows=windows,
+    )  # fmt: skip
+    path = plot_mc_b_time(result, tmp_path / "mc_b_time.png")
+    assert path.stat().st_size > 10_000

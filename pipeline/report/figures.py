@@ -102,7 +102,7 @@ def plot_mc_b_time(result: CompletenessResult, path: str | Path) -> Path:
     windows = pd.DataFrame(result.time_windows)
     if windows.empty:
         return _empty(path, "Mc and b through time", "too few events for one time window")
-    t = pd.to_datetime(windows["median_time"], utc=True)
+    t = pd.to_datetime(windows["median_time"], utc=True, format="ISO8601")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for key in result.mc:
         column = f"mc_{key}"
