@@ -111,9 +111,9 @@ def weighting(
         if maxres_net >= 1:
             maxres_ct = _mad_scaled(res[~is_cc]) * maxres_net
     elif idata == 1 and maxres_cross >= 1:
-        maxres_cc = _mad_scaled(res.copy()) * maxres_cross
+        maxres_cc = _mad_scaled(res) * maxres_cross
     elif idata == 2 and maxres_net >= 1:
-        maxres_ct = _mad_scaled(res.copy()) * maxres_net
+        maxres_ct = _mad_scaled(res) * maxres_net
 
     offs = dt_offs[:ndt].astype(np.float64)
     abs_res = np.abs(res).astype(np.float64)
