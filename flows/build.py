@@ -31,6 +31,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.caching import cache_inputs, cached, stage_cache_key
 from pipeline.config import BuildConfig, load_config, write_resolved_config
+from pipeline.errors import is_retryable
 from pipeline.rundir import RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
@@ -43,6 +44,15 @@ STATION_DAY_TIMEOUT_S = 3600
 STAGE_TIMEOUT_S = 12 * 3600
 
 CACHED = {"cache_key_fn": stage_cache_key, "persist_result": True}
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry rule of every task: not for input that cannot heal (:func:`is_retryable`)."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, BaseException) or is_retryable(exc)
+
+
+RETRY = {"retry_condition_fn": _worth_retrying}
 
 
 def _run(cfg: BuildConfig) -> RunDir:
@@ -65,6 +75,7 @@ def _artifact(cfg: BuildConfig, stage: str, summary: dict[str, Any]) -> None:
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     timeout_seconds=DOWNLOAD_TIMEOUT_S,
     **CACHED,
+    **RETRY,
 )
 def download_task(config_path: str, cache: dict) -> dict:
     """Fill ``<run>/waveforms`` (FDSN / SDS / Hi-net download, or the synthetic scenario)."""
@@ -121,7 +132,7 @@ def _model(weights: str, hard_sigmoid: str):
     return load_eqt(weights, hard_sigmoid=hard_sigmoid)
 
 
-@task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED)
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED, **RETRY)
 def pick_station_day_task(
     config_path: str,
     network: str,
@@ -280,7 +291,7 @@ def _stage_task(stage: str, config_path: str) -> dict:
     raise ValueError(f"unknown stage {stage!r}")
 
 
-@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, **CACHED)
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, **CACHED, **RETRY)
 def stage_task(stage: str, config_path: str, cache: dict) -> dict:
     """One whole-catalog stage; cached on its section, its input tables and the code."""
     return _stage_task(stage, config_path)
@@ -394,6 +405,8 @@ STAGE_FLOWS = {
 
 def stages_to_run(stage: str | None = None, from_stage: str | None = None) -> list[str]:
     """The stages a build runs: all, one (``stage``) or from one on (``from_stage``)."""
+    if stage is not None and from_stage is not None:
+        raise ValueError("give --stage (one stage) or --from (a stage and those after), not both")
     for name in (stage, from_stage):
         if name is not None and name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -541,28 +542,41 @@ def _missing_column(path: Path, column: str, columns: pd.Index) -> str:
 def read_catalog_csv(
     path: str | Path, magnitude_column: str = "magnitude", time_column: str | None = "origin_time"
 ) -> tuple[np.ndarray, pd.Series | None]:
-    """Magnitudes (float, NaN where missing or not a number) and times from a catalog CSV.
+    """Magnitudes (float, NaN where the cell is empty) and times from a catalog CSV.
 
     ``time_column`` may be None, or absent from the file when left at its default.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the magnitude column (or an explicitly requested time column) is missing.
+        EqcatInputError: naming the file: it is empty or not a CSV table, the
+            magnitude column (or an explicitly requested time column) is missing, or a
+            magnitude is not a number (with its row: 1 = the first row under the header).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: catalog file not found")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise EqcatInputError(f"not a CSV table with a header row ({exc})", path=path) from None
     if magnitude_column not in table.columns:
-        raise ValueError(_missing_column(path, magnitude_column, table.columns))
-    mags = pd.to_numeric(table[magnitude_column], errors="coerce").to_numpy(dtype=float)
+        raise EqcatInputError(_missing_column(path, magnitude_column, table.columns))
+    mags = pd.to_numeric(table[magnitude_column], errors="coerce")
+    text = mags.isna() & table[magnitude_column].notna()
+    if text.any():
+        row = int(np.flatnonzero(text.to_numpy())[0])
+        raise EqcatInputError(
+            f"non-numeric magnitude {table[magnitude_column].iloc[row]!r} in row {row + 1} "
+            f"(line {row + 2}) of column {magnitude_column!r}",
+            path=path,
+        )
     times = None
     if time_column is not None:
         if time_column in table.columns:
             times = pd.to_datetime(table[time_column], utc=True, errors="coerce", format="mixed")
         elif time_column != "origin_time":
-            raise ValueError(_missing_column(path, time_column, table.columns))
-    return mags, times
+            raise EqcatInputError(_missing_column(path, time_column, table.columns))
+    return mags.to_numpy(dtype=float), times
 
 
 def completeness_report_for_csv(
