@@ -7,9 +7,9 @@ Prefect do by default: the interrupt reaches only the main thread, worker thread
 running, the interpreter waits for them at exit (and for Prefect's temporary API server,
 which the terminal's Ctrl-C has already stopped), and a second Ctrl-C prints a traceback.
 
-:func:`install` sets handlers that, on the first signal, print one line saying how to resume,
-let the main thread unwind for :data:`GRACE_S` seconds and then end the process;
-:func:`stop_now` (also what a second signal does) ends child processes, removes temporary
+:func:`install` sets handlers that, on the first signal, let the main thread unwind for at
+most :data:`GRACE_S` seconds and then end the process; :func:`stop_now` (also what a second
+signal does) prints one line saying how to resume, ends child processes, removes temporary
 files of the run directory and exits at once with status 128 + signal number.
 """
 
@@ -78,6 +78,7 @@ def stop_now(code: int | None = None) -> None:
     from pipeline.rundir import remove_temporaries
 
     signum = _state["signal"] or signal.SIGINT
+    print(message(), file=sys.stderr, flush=True)  # the last line the user sees
     _end_children()
     for root in _state["run_dirs"]:
         with contextlib.suppress(OSError):
@@ -95,7 +96,6 @@ def _on_signal(signum: int, frame) -> None:
             _state["signal"] = signum
     if not first:
         stop_now()
-    print(message(), file=sys.stderr, flush=True)
     timer = threading.Timer(GRACE_S, stop_now)
     timer.daemon = True
     timer.start()
