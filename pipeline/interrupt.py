@@ -16,6 +16,7 @@ files of the run directory and exits at once with status 128 + signal number.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -78,6 +79,7 @@ def stop_now(code: int | None = None) -> None:
     from pipeline.rundir import remove_temporaries
 
     signum = _state["signal"] or signal.SIGINT
+    logging.disable(logging.CRITICAL)  # threads still running log nothing more
     print(message(), file=sys.stderr, flush=True)  # the last line the user sees
     _end_children()
     for root in _state["run_dirs"]:
