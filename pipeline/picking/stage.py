@@ -36,7 +36,7 @@ from obspy import Stream, UTCDateTime
 
 from pipeline.picking.extract import extract_picks, thin
 from pipeline.picking.params import PickerConfig
-from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream, read_sds
+from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream
 from pipeline.picking.stalta import stalta_picks
 from pipeline.picking.windows import (
     OUTPUTS,
@@ -52,6 +52,7 @@ from pipeline.picking.windows import (
 )
 from pipeline.rundir import RunDir, sha256_text, write_parquet_atomic
 from pipeline.waveforms.params import check_code
+from pipeline.waveforms.reader import read_station
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def pick_station_day(
 
             model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)
         read = partial(
-            read_sds,
+            read_station,
             Path(sds_root) if sds_root is not None else Path(run_root) / "waveforms",
             network,
             station,
