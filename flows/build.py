@@ -74,7 +74,10 @@ def download_task(config_path: str, cache: dict) -> dict:
         from pipeline.synthetic import generate_scenario
 
         began = time.perf_counter()
+        from pipeline.waveforms.download import assess_generated_archive
+
         summary = generate_scenario(run.root, cfg.scenario, workers=os.cpu_count() or 1)
+        assess_generated_archive(run, cfg.waveforms, cfg.starttime, cfg.endtime)
         return {"counts": {"events": summary.n_events}, "wall_time_s": time.perf_counter() - began}
     from prefect.blocks.system import Secret
 
@@ -96,7 +99,7 @@ def download_flow(config_path: str) -> dict:
     """Waveforms and station metadata into the run directory."""
     cfg = load_config(config_path)
     run = _run(cfg)
-    outputs = [run.root / "waveforms" / "stations.csv"]
+    outputs = [run.root / "waveforms" / name for name in ("stations.csv", "quality.parquet")]
     if cfg.scenario is not None:  # the scenario alone defines the data, whatever the span
         section = {"scenario": cfg.scenario}
     else:

@@ -27,7 +27,7 @@ from pipeline.completeness import (
     json_clean,
     read_catalog_csv,
 )
-from pipeline.report import figures
+from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,8 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "data_gaps": data_gaps(run),
         "location_quality": location_quality(catalog),
     }
+    dq = data_quality.assess(run, picks, len(catalog))
+    summary["data_quality"] = dq.to_dict()
     numbers = {
         "summary": summary,
         "completeness": result.to_dict(),
@@ -349,14 +351,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         ("Mc used for b", f"{_fmt(result.mc_selected, 1)} ({_fmt(result.mc_method or '')})"),
         ("b-value", b_text),
         ("a-value", f"{_fmt(result.a)} (N ≥ Mc: {result.n_above_mc})"),
-        (
-            "Failed station-days",
-            "<span class='warn'>"
-            + html.escape("; ".join(f"{k}: {v}" for k, v in summary["data_gaps"].items()))
-            + "</span>"
-            if summary["data_gaps"]
-            else "none",
-        ),
+        ("Failed station-days", data_quality.failures_cell(summary["data_gaps"], dq)),
     ]
     ref_html = ""
     if reference is not None:
@@ -376,6 +371,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
 All numbers are in <a href="completeness.json">completeness.json</a>.</p>
 <h2>Summary</h2>
 {_table(rows)}
+{data_quality.section_html(dq)}
 <h2>Magnitude of completeness</h2>
 <p>Magnitude bin {result.delta_m:g}; MAXC correction {result.config["maxc_correction"]:+g};
 {result.config["n_bootstrap"]} bootstrap resamples (seed {result.config["seed"]}).</p>
