@@ -84,6 +84,7 @@ def read_station(
     stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
     if sampling_rate is not None:
         conform_rate(stream, sampling_rate, f"{net}.{sta}.{loc}")
+        stream.trim(starttime, endtime)  # resampling can reach a sample past the request
     return stream
 
 
