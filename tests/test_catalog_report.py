@@ -23,8 +23,11 @@ N_RELOCATED = 450
 T0 = pd.Timestamp("2000-10-06T04:30:00", tz="UTC")
 
 
-def make_run(root, n_events: int = N_EVENTS, seed: int = 0) -> RunDir:
-    """A run with stations, picks, association, locations, relocations and magnitudes."""
+def make_run(root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 30) -> RunDir:
+    """A run with stations, picks, association, locations, relocations and magnitudes.
+
+    Origin times follow an aftershock-like decay over ``span_days`` days from :data:`T0`.
+    """
     rng = np.random.default_rng(seed)
     run = RunDir(root)
     stations = pd.DataFrame(
@@ -41,8 +44,8 @@ def make_run(root, n_events: int = N_EVENTS, seed: int = 0) -> RunDir:
     )
     stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
     ids = [f"ev{k:05d}" for k in range(n_events)]
-    # Aftershock-like times: dense at first (Omori-ish), over ~30 days.
-    days = np.sort(30 * rng.random(n_events) ** 3)
+    # Aftershock-like times: dense at first (Omori-ish).
+    days = np.sort(span_days * rng.random(n_events) ** 3)
     origin = T0 + pd.to_timedelta(days, unit="D")
     lat = 35.27 + 0.05 * rng.standard_normal(n_events)
     lon = 133.35 + 0.05 * rng.standard_normal(n_events)
