@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
 
+import browser
 import numpy as np
 import pandas as pd
 import pytest
@@ -248,31 +247,9 @@ def test_report_with_too_few_events(tmp_path):
 
 
 def test_report_screenshot_in_headless_chromium(tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    from PIL import Image
-
     run = make_run(tmp_path / "run")
     index = write_report(run, ReportConfig(completeness=CompletenessConfig(n_bootstrap=50)))
-    shot = tmp_path / "shot.png"
-    cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1200,3000",
-        index.resolve().as_uri(),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    image = np.asarray(Image.open(shot).convert("RGB"))
+    image = browser.screenshot(index, tmp_path / "shot.png")
     assert image.shape[:2] == (3000, 1200)
     non_white = (image < 245).any(axis=2).mean()
     colours = np.unique(image.reshape(-1, 3), axis=0).shape[0]

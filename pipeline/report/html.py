@@ -370,7 +370,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 table.sortable th { cursor: pointer; position: sticky; top: 0; }
 table.sortable th[data-order=asc]::after { content: " ▲"; }
 table.sortable th[data-order=desc]::after { content: " ▼"; }
-table.sortable td { font-variant-numeric: tabular-nums; }
+table.sortable td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 """
 
 
