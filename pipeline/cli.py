@@ -171,7 +171,7 @@ def _run_build(
 RUN_OUTPUTS = (
     ("catalog CSV", "catalog/catalog.csv"),
     ("catalog QuakeML", "catalog/catalog.xml"),
-    ("report", "report/index.html"),
+    ("report HTML", "report/index.html"),
 )
 
 
