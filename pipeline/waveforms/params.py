@@ -159,6 +159,56 @@ class SDSSource(_Section):
         return value
 
 
+class HinetStationRule(_Section):
+    """Hi-net stations chosen by rule from NIED's station list (the list HinetPy's
+    ``Client.get_station_list`` reads), like HinetPy's ``select_stations`` circle or box, then
+    the ``max_stations`` nearest the centre (circle centre, or the box centre).
+
+    Codes and coordinates of the data then come from the channel tables that come with it.
+    """
+
+    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees N")
+    longitude: float | None = Field(None, ge=-180, le=180, description="circle centre, degrees E")
+    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, degrees")
+    min_latitude: float | None = Field(None, ge=-90, le=90, description="box, degrees")
+    max_latitude: float | None = Field(None, ge=-90, le=90)
+    min_longitude: float | None = Field(None, ge=-180, le=180)
+    max_longitude: float | None = Field(None, ge=-180, le=180)
+    max_stations: int | None = Field(
+        None, ge=1, description="keep this many, nearest the centre first; None = all inside"
+    )
+
+    @model_validator(mode="after")
+    def _circle_or_box(self) -> HinetStationRule:
+        box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
+        circle = (self.latitude, self.longitude, self.max_radius_deg)
+        use_circle = any(v is not None for v in circle)
+        if use_circle == any(v is not None for v in box):
+            raise ValueError(
+                "give a circle (latitude, longitude, max_radius_deg) or a box "
+                "(min/max_latitude, min/max_longitude), exactly one of them"
+            )
+        if use_circle and None in circle:
+            raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+        if not use_circle and None in box:
+            raise ValueError("a box needs min_latitude, max_latitude, min_longitude, max_longitude")
+        if not use_circle and (
+            self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude
+        ):
+            raise ValueError("box: min_latitude/min_longitude must be below the maxima")
+        return self
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """(latitude, longitude) from which stations are ranked, degrees."""
+        if self.latitude is not None:
+            return self.latitude, self.longitude
+        return (
+            (self.min_latitude + self.max_latitude) / 2,
+            (self.min_longitude + self.max_longitude) / 2,
+        )
+
+
 class HinetSource(_Section):
     """NIED Hi-net continuous data through HinetPy (needs the win32tools programs).
 
@@ -174,8 +224,13 @@ class HinetSource(_Section):
     )
     stations: list[str] = Field(
         [],
-        description="Hi-net station names to select first, e.g. ['N.TTRH']; [] = the account's "
+        description="Hi-net station names to select first, e.g. ['N.AAKH']; [] = the account's "
         "current selection (selecting changes the account's setting on the Hi-net server)",
+    )
+    select: HinetStationRule | None = Field(
+        None,
+        description="choose stations by rule from NIED's station list (instead of 'stations'); "
+        "selecting changes the account's setting on the Hi-net server",
     )
     span_minutes: int | None = Field(
         None, ge=1, le=60, description="minutes per sub-request; None = HinetPy's choice"
@@ -193,13 +248,19 @@ class HinetSource(_Section):
     def _hinet_stations(cls, value: list[str]) -> list[str]:
         for name in value:
             if not re.fullmatch(r"N\.[A-Z0-9]{1,5}", name):
-                raise ValueError(f"Hi-net station {name!r}: expected a name like 'N.TTRH'")
+                raise ValueError(f"Hi-net station {name!r}: expected a name like 'N.AAKH'")
         return value
 
     @field_validator("seed_network")
     @classmethod
     def _seed_network(cls, value: str) -> str:
         return check_code("network", value)
+
+    @model_validator(mode="after")
+    def _stations_or_rule(self) -> HinetSource:
+        if self.stations and self.select is not None:
+            raise ValueError("give Hi-net 'stations' or a 'select' rule, not both")
+        return self
 
 
 class QualityConfig(_Section):
