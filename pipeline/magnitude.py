@@ -17,6 +17,12 @@ Two amplitude scales (``MagnitudeConfig.method``):
 
       0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
 
+  **Unverified:** these coefficients, the amplitude unit and the distance range were written
+  from memory of Watanabe (1971); no copy of the paper or of a package implementing it was
+  available offline to check them against (searched: the stored documentation, code and web
+  pages; SeisComP's ``Mjma`` implements Tsuboi's displacement formula, not this one). Until
+  they are checked, treat ``MJMA-vel`` as provisional; the Tottori configs use Hutton & Boore.
+
 Both sets of coefficients are config fields. Per station the horizontal peaks are combined
 (``amplitude_combination``: mean of the component peaks, or their maximum) into one
 amplitude and one station magnitude (plus an optional station correction); the event
@@ -111,7 +117,9 @@ class MagnitudeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["hutton_boore", "watanabe"] = Field(
-        "hutton_boore", description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity"
+        "hutton_boore",
+        description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity "
+        "(Watanabe 1971; coefficients not yet checked against the paper)",
     )
     wood_anderson_gain: float = Field(
         2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"
