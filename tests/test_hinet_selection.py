@@ -127,10 +127,10 @@ def test_tottori_config_selects_by_rule_and_reports_no_match(client):
     [
         ({"latitude": 35.0, "longitude": 133.0}, "circle needs"),
         ({"min_latitude": 35.0, "max_latitude": 36.0, "min_longitude": 133.0}, "box needs"),
-        ({}, "exactly one of them"),
+        ({}, "give a circle"),
         (
             {"latitude": 35, "longitude": 133, "max_radius_deg": 1, "min_latitude": 34},
-            "exactly one of them",
+            "not both",
         ),
     ],
 )

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slow
 def _pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() == "true":
             pytest.fail("PostgreSQL is not installed (scripts/setup.sh --test-tools installs it)")
         pytest.skip("PostgreSQL is not installed (scripts/setup.sh --test-tools installs it)")
     return found[-1].parent

@@ -104,13 +104,25 @@ class FDSNStationQuery(_Section):
 
     @model_validator(mode="after")
     def _one_region(self) -> FDSNStationQuery:
-        box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
-        circle = (self.latitude, self.longitude, self.max_radius_deg)
-        if any(v is not None for v in box) and any(v is not None for v in circle):
-            raise ValueError("give a box (min/max latitude/longitude) or a circle, not both")
-        if any(v is not None for v in circle) and any(v is None for v in circle):
-            raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+        region_kind(self)
         return self
+
+
+def region_kind(section: BaseModel) -> Literal["box", "circle"] | None:
+    """Which region a section with box and circle fields gives: "box", "circle" or None.
+
+    Box fields: ``min_latitude``, ``max_latitude``, ``min_longitude``, ``max_longitude``
+    (any of them); circle fields: ``latitude``, ``longitude``, ``max_radius_deg`` (all three).
+    Raises ``ValueError`` when both are given or the circle is incomplete.
+    """
+    box = (section.min_latitude, section.max_latitude, section.min_longitude, section.max_longitude)
+    circle = (section.latitude, section.longitude, section.max_radius_deg)
+    has_box, has_circle = (any(v is not None for v in part) for part in (box, circle))
+    if has_box and has_circle:
+        raise ValueError("give a box (min/max latitude/longitude) or a circle, not both")
+    if has_circle and None in circle:
+        raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+    return "circle" if has_circle else "box" if has_box else None
 
 
 #: The station section: one of the three sources, chosen by ``kind``.
@@ -180,22 +192,20 @@ class HinetStationRule(_Section):
 
     @model_validator(mode="after")
     def _circle_or_box(self) -> HinetStationRule:
-        box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
-        circle = (self.latitude, self.longitude, self.max_radius_deg)
-        use_circle = any(v is not None for v in circle)
-        if use_circle == any(v is not None for v in box):
+        kind = region_kind(self)
+        if kind is None:
             raise ValueError(
                 "give a circle (latitude, longitude, max_radius_deg) or a box "
-                "(min/max_latitude, min/max_longitude), exactly one of them"
+                "(min/max_latitude, min/max_longitude)"
             )
-        if use_circle and None in circle:
-            raise ValueError("a circle needs latitude, longitude and max_radius_deg")
-        if not use_circle and None in box:
-            raise ValueError("a box needs min_latitude, max_latitude, min_longitude, max_longitude")
-        if not use_circle and (
-            self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude
-        ):
-            raise ValueError("box: min_latitude/min_longitude must be below the maxima")
+        if kind == "box":  # the box centre ranks the stations: all four bounds
+            box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
+            if None in box:
+                raise ValueError(
+                    "a box needs min_latitude, max_latitude, min_longitude, max_longitude"
+                )
+            if self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude:
+                raise ValueError("box: min_latitude/min_longitude must be below the maxima")
         return self
 
     @property
