@@ -17,11 +17,13 @@ Two amplitude scales (``MagnitudeConfig.method``):
 
       0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
 
-  **Unverified:** these coefficients, the amplitude unit and the distance range were written
-  from memory of Watanabe (1971); no copy of the paper or of a package implementing it was
-  available offline to check them against (searched: the stored documentation, code and web
-  pages; SeisComP's ``Mjma`` implements Tsuboi's displacement formula, not this one). Until
-  they are checked, treat ``MJMA-vel`` as provisional; the Tottori configs use Hutton & Boore.
+  Source check: the paper itself (Watanabe 1971, *Zisin* 24(3), 189–200, J-STAGE
+  ``zisin1948/24/3/24_3_189``) was not available offline. The coefficients, the unit (cm/s)
+  and the distance (km) agree with the published GaMMA associator, which cites that paper:
+  AI4EPS/GaMMA ``gamma/seismic_ops.py`` (commit f6b1ac7), ``log10 A = 0.85 M - 2.50 -
+  1.73 log10 r`` with ``A`` in cm/s (``gamma/utils.py`` converts m/s × 100). Not checked: which
+  component(s) the paper measures and its distance range (``r <= 200 km`` above is from
+  memory). The Tottori configs therefore use Hutton & Boore.
 
 Both sets of coefficients are config fields. Per station the horizontal peaks are combined
 (``amplitude_combination``: mean of the component peaks, or their maximum) into one
@@ -119,7 +121,7 @@ class MagnitudeConfig(BaseModel):
     method: Literal["hutton_boore", "watanabe"] = Field(
         "hutton_boore",
         description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity "
-        "(Watanabe 1971; coefficients not yet checked against the paper)",
+        "(Watanabe 1971; coefficients as in GaMMA, the paper itself not checked)",
     )
     wood_anderson_gain: float = Field(
         2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"
