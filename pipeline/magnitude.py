@@ -17,6 +17,14 @@ Two amplitude scales (``MagnitudeConfig.method``):
 
       0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
 
+  Source check: the paper itself (Watanabe 1971, *Zisin* 24(3), 189–200, J-STAGE
+  ``zisin1948/24/3/24_3_189``) was not available offline. The coefficients, the unit (cm/s)
+  and the distance (km) agree with the published GaMMA associator, which cites that paper:
+  AI4EPS/GaMMA ``gamma/seismic_ops.py`` (commit f6b1ac7), ``log10 A = 0.85 M - 2.50 -
+  1.73 log10 r`` with ``A`` in cm/s (``gamma/utils.py`` converts m/s × 100). Not checked: which
+  component(s) the paper measures and its distance range (``r <= 200 km`` above is from
+  memory). The Tottori configs therefore use Hutton & Boore.
+
 Both sets of coefficients are config fields. Per station the horizontal peaks are combined
 (``amplitude_combination``: mean of the component peaks, or their maximum) into one
 amplitude and one station magnitude (plus an optional station correction); the event
@@ -111,7 +119,9 @@ class MagnitudeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["hutton_boore", "watanabe"] = Field(
-        "hutton_boore", description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity"
+        "hutton_boore",
+        description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity "
+        "(Watanabe 1971; coefficients as in GaMMA, the paper itself not checked)",
     )
     wood_anderson_gain: float = Field(
         2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"

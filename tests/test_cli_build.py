@@ -121,7 +121,7 @@ def test_example_sds_config_validates_and_reads_its_archive(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "runs" / "example_sds" / "waveforms"
     stations = read_stations_csv(folder / "stations.csv").set_index("station")
-    cited = pd.read_csv(REPO / "station_configs" / "tottori_stations.csv", comment="#")
+    cited = pd.read_csv(REPO / "station_configs" / "replica_stations.csv", comment="#")
     assert sorted(stations.index) == sorted(cited["station"])
     for row in cited.itertuples():
         assert stations.loc[row.station, "latitude"] == pytest.approx(row.latitude)
