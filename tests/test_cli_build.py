@@ -7,6 +7,7 @@ Each build is a real ``eqcat`` subprocess (Prefect's ephemeral server in a tempo
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -75,7 +76,9 @@ def test_build_prints_output_paths_and_no_noise(tiny_build):
     for noise in NOISE:
         assert noise not in result.stderr, noise
     # one progress bar per stage; picking counts station-days (6 stations x 2 days)
-    assert "clitest: pick" in result.stderr and "12/12 station-days" in result.stderr
+    bars = {x.split()[2]: x for x in result.stderr.splitlines() if "clitest: " in x}
+    assert re.search(r"12/12\s+station-days", bars["pick"])
+    assert re.search(r"6/6\s+stations", bars["magnitude"])  # amplitudes: station by station
     assert "clitest: report" in result.stderr
     run = folder / "runs" / "clitest"
     lines = result.stdout.strip().splitlines()
