@@ -227,7 +227,7 @@ def add_scale_bar(ax: plt.Axes, latitude: float) -> float:
 def _colours(located: pd.DataFrame, color_by: str) -> tuple[pd.Series, str, bool]:
     """(values, colour-bar label, values are matplotlib dates) of the map's colour."""
     if color_by == "origin_time":
-        times = located["origin_time"].dt.tz_convert("UTC").dt.tz_localize(None)
+        times = pd.to_datetime(located["origin_time"], utc=True).dt.tz_localize(None)
         return pd.Series(mdates.date2num(times), index=located.index), "origin time (UTC)", True
     return located[color_by].astype(float), color_by.replace("_", " "), False
 
