@@ -147,3 +147,21 @@ def test_event_rate_bins_by_hour_under_three_days():
     short = pd.DataFrame({"origin_time": t0 + pd.to_timedelta([0, 1, 50], unit="h")})
     long = pd.DataFrame({"origin_time": t0 + pd.to_timedelta([0, 1, 80], unit="h")})
     assert figures.rate_bin(short) == "hour" and figures.rate_bin(long) == "day"
+
+
+def test_completeness_section_stands_alone():
+    """The section the report shows, for any catalog's result (e.g. ``eqcat mc``)."""
+    from pipeline.completeness import analyze_magnitudes
+    from pipeline.report.html import render_completeness_section, render_page
+
+    rng = np.random.default_rng(1)
+    result = analyze_magnitudes(
+        1.0 + rng.exponential(1 / math.log(10), 800), cfg=CompletenessConfig(n_bootstrap=20)
+    )
+    page = render_page(
+        "Mc of a catalog", render_completeness_section(result, None, [("FMD", "fmd.png")])
+    )
+    assert page.startswith("<!DOCTYPE html>") and "<h2>Magnitude of completeness</h2>" in page
+    for method in ("MAXC", "GFT90", "GFT95", "MBS"):
+        assert f"<td>{method}</td>" in page
+    assert f"b-value: {result.b:.2f}" in page and "src='fmd.png'" in page

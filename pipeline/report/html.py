@@ -232,7 +232,7 @@ def render_completeness_section(
 
     Returns:
         ``<h2>`` heading, settings line, b-value line, Mc table and figures; usable in any
-        page that includes :data:`CSS` (e.g. ``eqcat mc``'s output).
+        page, e.g. ``render_page(title, render_completeness_section(...))``.
     """
     b_text = (
         f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
@@ -371,6 +371,21 @@ table.sortable th { cursor: pointer; position: sticky; top: 0; }
 table.sortable th[data-order=asc]::after { content: " ▲"; }
 table.sortable th[data-order=desc]::after { content: " ▼"; }
 table.sortable td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+"""
+
+
+def render_page(title: str, body: str) -> str:
+    """A whole report page: ``title`` as heading, the HTML fragment ``body``, :data:`CSS`
+    and the table-sorting script :data:`SORT_JS` inline (nothing loaded from the internet).
+    """
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{body}
+<script>{SORT_JS}</script>
+</body></html>
 """
 
 
@@ -536,12 +551,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         return [(title, p.relative_to(out).as_posix()) for title, p in items]
 
     completeness_html = render_completeness_section(result, reference, sources(completeness_figs))
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(cfg.title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{html.escape(cfg.title)}</h1>
-<p>Run <code>{html.escape(run.root.name)}</code>, written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
+    body = f"""<p>Run <code>{html.escape(run.root.name)}</code>, written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
 All numbers are in <a href="completeness.json">completeness.json</a>; the catalog is
 <code>catalog/catalog.csv</code> and <code>catalog/catalog.xml</code> (QuakeML).</p>
 <h2>Summary</h2>
@@ -551,10 +561,8 @@ All numbers are in <a href="completeness.json">completeness.json</a>; the catalo
 <h2>Figures</h2>
 {_figures_html(sources(figs))}
 <h2>Events</h2>
-{render_event_table(catalog)}
-<script>{SORT_JS}</script>
-</body></html>
-"""  # noqa: E501
+{render_event_table(catalog)}"""  # noqa: E501
+    page = render_page(cfg.title, body)
     path = write_text_atomic(out / "index.html", page)
     run.record_stage(
         "report",
