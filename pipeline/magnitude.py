@@ -83,6 +83,7 @@ from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -635,7 +636,9 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
     pairs = _pair_windows(inp, cfg)
     rows = []
     if not pairs.empty:
-        for (net, sta, loc), windows in pairs.groupby(["network", "station", "location"]):
+        by_station = pairs.groupby(["network", "station", "location"])
+        progress.set_total(by_station.ngroups, "stations")
+        for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
             prefix = _channel_prefix(inp.stations, net, sta, loc)
             for chunk in _chunks(windows, cfg.read_chunk_s):
@@ -681,6 +684,7 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
                             and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
                         }
                     )
+            progress.advance(f"{net}.{sta}")  # the command line's progress bar, if shown
     table = pd.DataFrame(rows, columns=[*STATION_MAGNITUDE_COLUMNS, "used"])
     table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
     table["used"] = table["used"].astype(bool)
