@@ -55,8 +55,19 @@ def copy_archive(archive: Path, dest: Path) -> Path:
     return dest
 
 
+def network_dir(root: Path) -> Path:
+    """``<root>/2000/<NET>``: the one network of the replica (its code is the generator's)."""
+    (folder,) = (root / "2000").iterdir()
+    return folder
+
+
+def station_codes(root: Path) -> list[str]:
+    return sorted(p.name for p in network_dir(root).iterdir())
+
+
 def day_file(root: Path, station: str, channel: str) -> Path:
-    return root / f"2000/N/{station}/{channel}.D/N.{station}..{channel}.D.2000.282"
+    net = network_dir(root).name
+    return network_dir(root) / f"{station}/{channel}.D/{net}.{station}..{channel}.D.2000.282"
 
 
 def rewrite(path: Path, change) -> None:
@@ -136,12 +147,12 @@ def _empty(root: Path) -> None:
 
 
 def _one_station(root: Path) -> None:
-    for folder in sorted((root / "2000" / "N").iterdir())[1:]:
+    for folder in sorted(network_dir(root).iterdir())[1:]:
         shutil.rmtree(folder)
 
 
 def _all_zero(root: Path) -> None:
-    for path in sorted(root.glob("2000/N/*/*.D/*")):
+    for path in sorted(root.glob("2000/*/*/*.D/*")):
         rewrite(path, _zero)
 
 
@@ -189,15 +200,16 @@ def _to_200_hz(st):
 
 def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
     sds = copy_archive(archive, tmp_path / "sds")
-    stations = sorted(p.name for p in (sds / "2000" / "N").iterdir())
+    stations = station_codes(sds)
     dead, short, gapped, absent, clipped = stations
     rewrite(day_file(sds, dead, "HHZ"), _zero)
     rewrite(day_file(sds, short, "HHN"), lambda st: st.trim(T0, T0 + 600))
     for channel in ("HHE", "HHN", "HHZ"):
         rewrite(day_file(sds, gapped, channel), lambda st: st.cutout(T0 + 600, T0 + 1200))
-    shutil.rmtree(sds / "2000" / "N" / absent)
+    shutil.rmtree(network_dir(sds) / absent)
     rewrite(day_file(sds, clipped, "HHE"), _clip)
 
+    net = network_dir(sds).name
     run = build_direct(write_config(tmp_path, sds, "bad"))
     quality = pd.read_parquet(run.root / "waveforms" / "quality.parquet").set_index(
         ["station", "channel"]
@@ -222,27 +234,28 @@ def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
     assert "<tr><th>Failed station-days</th><td>none</td></tr>" not in text
     assert "data problems at 5 station(s)" in text
     rows = pd.DataFrame(summary_of(run)["data_quality"]["stations"]).set_index("station")
-    assert rows.loc[f"N.{dead}", "flat"] == "HHZ"
-    assert rows.loc[f"N.{short}", "truncated"] == "HHN"
-    assert rows.loc[f"N.{gapped}", "gap_s"] == pytest.approx(600, abs=0.1)
-    assert rows.loc[f"N.{absent}", "missing"] == "HHE, HHN, HHZ"
-    assert rows.loc[f"N.{absent}", "data_s"] == 0
-    assert rows.loc[f"N.{clipped}", "clipped"].startswith("HHE (")
-    assert rows.loc[f"N.{clipped}", "picks_per_hour"] > 0
+    assert rows.loc[f"{net}.{dead}", "flat"] == "HHZ"
+    assert rows.loc[f"{net}.{short}", "truncated"] == "HHN"
+    assert rows.loc[f"{net}.{gapped}", "gap_s"] == pytest.approx(600, abs=0.1)
+    assert rows.loc[f"{net}.{absent}", "missing"] == "HHE, HHN, HHZ"
+    assert rows.loc[f"{net}.{absent}", "data_s"] == 0
+    assert rows.loc[f"{net}.{clipped}", "clipped"].startswith("HHE (")
+    assert rows.loc[f"{net}.{clipped}", "picks_per_hour"] > 0
 
 
 def test_off_rate_channel_is_resampled_wherever_waveforms_are_read(archive, tmp_path):
     sds = copy_archive(archive, tmp_path / "sds")
     # One horizontal of every station at 200 Hz: relocation (dt.cc) and magnitudes read them.
-    for path in sorted(sds.glob("2000/N/*/HHE.D/*")):
+    for path in sorted(sds.glob("2000/*/*/HHE.D/*")):
         rewrite(path, _to_200_hz)
     run = build_direct(write_config(tmp_path, sds, "rate"))
     manifest = run.read_manifest()
     assert manifest["relocation"]["counts"]["dt_ct_s"] > 0  # relocation ran with S data
     assert manifest["magnitude"]["counts"]["events_with_magnitude"] > 0
     # Cross-correlation cuts S windows from both horizontals together, at the station rate.
-    station = sorted(p.name for p in (sds / "2000" / "N").iterdir())[0]
-    cut = _Archive(sds, StationInfo(station, "N", station, "", "HH", 100.0)).cut(
+    station = station_codes(sds)[0]
+    net = network_dir(sds).name
+    cut = _Archive(sds, StationInfo(station, net, station, "", "HH", 100.0)).cut(
         (T0 + 300).timestamp, (T0 + 305).timestamp, ("N", "E", "1", "2")
     )
     assert cut is not None
@@ -307,7 +320,7 @@ def test_changed_archive_repicks_exactly_the_changed_station_day(
     run = RunDir(tmp_path / "runs" / "cache")
     picks_before = pd.read_parquet(run.root / "picks" / "picks.parquet")
 
-    changed = sorted(p.name for p in (sds / "2000" / "N").iterdir())[0]
+    changed = station_codes(sds)[0]
     _replace_keeping_size_and_mtime(day_file(sds, changed, "HHZ"))
     second, runs, _ = run_build(config)
     assert state_counts(runs, "pick_station_day_task") == {
@@ -352,7 +365,7 @@ def test_failed_rebuild_leaves_no_stale_catalog_or_report(
         raise RuntimeError("locator broke")
 
     monkeypatch.setattr(pipeline.location, "locate", broken)
-    station = sorted(p.name for p in (sds / "2000" / "N").iterdir())[1]
+    station = station_codes(sds)[1]
     rewrite(day_file(sds, station, "HHZ"), _zero)
     from flows.build import build_catalog
 
