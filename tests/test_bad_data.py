@@ -388,9 +388,8 @@ def test_failed_rebuild_leaves_no_stale_catalog_or_report(
     monkeypatch.undo()
     state = build_catalog(config, stage="report", return_state=True)
     assert state.is_failed()
-    assert "stage 'location' is stale" in str(state.message) or "--from locate" in str(
-        state.message
-    )
+    message = str(state.message)
+    assert "stage 'location' is stale" in message and "--from locate" in message, message
     resumed, _, _ = run_build(config, from_stage="locate")
     assert (run.root / "report" / "index.html").is_file()
     assert {m["status"] for m in run.read_manifest().values()} == {"current"}
