@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -468,8 +469,6 @@ def write_source_parameters(inp_path: str) -> bool:
     (HypoDD writes them at the locations of the last iteration's start).
     """
     from hypodd.config import parse_inp
-    from hypodd.core.partials import compute_partials
-    from hypodd.geodesy.delaz_vec import delaz_vec
     from hypodd.io.readers import read_stations
 
     from pipeline.relocation.hypodd_formats import read_reloc, read_sta
@@ -478,51 +477,51 @@ def write_source_parameters(inp_path: str) -> bool:
     if len(cfg.fn_srcpar.strip()) <= 1:
         return False
     stations = read_stations(cfg.fn_sta, imod=cfg.imod)
-    labels = list(stations["lab"])
-    reloc = read_reloc(cfg.fn_reloc)
-    used = read_sta(cfg.fn_stares) if len(cfg.fn_stares.strip()) > 1 else None
+    relocated = Path(cfg.fn_reloc)
+    has_events = relocated.is_file() and relocated.read_text().strip()
+    reloc = read_reloc(relocated) if has_events else None
+    used = read_sta(cfg.fn_stares) if has_events and len(cfg.fn_stares.strip()) > 1 else None
     model = cfg.vel_model
-    lines = []
-    for cluster, events in reloc.groupby("cluster_id", sort=True):
-        keep = list(range(len(labels)))
-        if used is not None:
-            rows = used[used.cluster_id == cluster]
-            data = rows[["n_cc_p", "n_cc_s", "n_ct_p", "n_ct_s"]].sum(axis=1) > 0
-            wanted = set(rows.station[data])
-            keep = [i for i, lab in enumerate(labels) if lab in wanted]
-        lat, lon = events.latitude.to_numpy(float), events.longitude.to_numpy(float)
-        depth = events.depth_km.to_numpy(np.float32).astype(float)
-        sta_lat = stations["lat"][keep].astype(float)
-        sta_lon = stations["lon"][keep].astype(float)
-        sta_elv = stations["elv"][keep].astype(float)
-        ttp, tts, xp, yp, zp, xs, ys, zs = compute_partials(
-            len(events), lat, lon, depth.copy(), len(keep), sta_lat, sta_lon, sta_elv,
-            model.nl, model.ratio, model.v, model.top, imod=cfg.imod,
-        )  # fmt: skip
-        dist, az = delaz_vec(lat, lon, sta_lat, sta_lon)
-        layer = np.clip(np.searchsorted(model.top, depth, side="right") - 1, 0, model.nl - 1)
-        vp = np.asarray(model.v, float)[layer]
-        vs = vp / np.asarray(model.ratio, float)[layer]
-        ainp = np.degrees(np.arccos(np.clip(zp * vp, -1, 1)))
-        ains = np.degrees(np.arccos(np.clip(zs * vs, -1, 1)))
-        for i, k in enumerate(keep):
-            for j, cusp in enumerate(events.hypodd_id):
-                values = (ainp, ains, ttp, tts, xp, yp, zp, xs, ys, zs)
-                lines.append(
-                    SRC_LINE.format(
-                        int(cusp),
-                        lat[j],
-                        lon[j],
-                        labels[k],
-                        sta_elv[i],
-                        dist[i, j],
-                        az[i, j],
-                        *(float(a[i, j]) for a in values),
-                    )  # fmt: skip
-                )
     with open(cfg.fn_srcpar, "w") as out:
-        out.writelines(lines)
+        for cluster, events in reloc.groupby("cluster_id", sort=True) if has_events else ():
+            out.writelines(_source_lines(events, cluster, stations, used, model, cfg.imod))
     return True
+
+
+def _source_lines(events, cluster, stations, used, model, imod):
+    """``hypoDD.src`` lines of one cluster (see :func:`write_source_parameters`)."""
+    from hypodd.core.partials import compute_partials
+    from hypodd.geodesy.delaz_vec import delaz_vec
+
+    labels = list(stations["lab"])
+    keep = list(range(len(labels)))
+    if used is not None:
+        rows = used[used.cluster_id == cluster]
+        data = rows[["n_cc_p", "n_cc_s", "n_ct_p", "n_ct_s"]].sum(axis=1) > 0
+        wanted = set(rows.station[data])
+        keep = [i for i, lab in enumerate(labels) if lab in wanted]
+    lat, lon = events.latitude.to_numpy(float), events.longitude.to_numpy(float)
+    depth = events.depth_km.to_numpy(np.float32).astype(float)
+    sta_lat = stations["lat"][keep].astype(float)
+    sta_lon = stations["lon"][keep].astype(float)
+    sta_elv = stations["elv"][keep].astype(float)
+    ttp, tts, xp, yp, zp, xs, ys, zs = compute_partials(
+        len(events), lat, lon, depth.copy(), len(keep), sta_lat, sta_lon, sta_elv,
+        model.nl, model.ratio, model.v, model.top, imod=imod,
+    )  # fmt: skip
+    dist, az = delaz_vec(lat, lon, sta_lat, sta_lon)
+    layer = np.clip(np.searchsorted(model.top, depth, side="right") - 1, 0, model.nl - 1)
+    vp = np.asarray(model.v, float)[layer]
+    vs = vp / np.asarray(model.ratio, float)[layer]
+    ainp = np.degrees(np.arccos(np.clip(zp * vp, -1, 1)))
+    ains = np.degrees(np.arccos(np.clip(zs * vs, -1, 1)))
+    values = (ainp, ains, ttp, tts, xp, yp, zp, xs, ys, zs)
+    for i, k in enumerate(keep):
+        for j, cusp in enumerate(events.hypodd_id):
+            yield SRC_LINE.format(
+                int(cusp), lat[j], lon[j], labels[k], sta_elv[i], dist[i, j], az[i, j],
+                *(float(a[i, j]) for a in values),
+            )  # fmt: skip
 
 
 def main(argv: list[str]) -> None:
