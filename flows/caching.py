@@ -10,14 +10,19 @@ fills the cache that its rerun hits.
 Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text);
 ``size:mtime_ns:sha256`` for waveform day files, so an archive replaced by other data —
 even with the same sizes and times (``cp -p``, ``rsync -a``) — is seen as changed. A day
-file's content hash is computed once per process and file state (size, mtime, ctime,
-inode); ctime cannot be set back by copying tools, so a rewritten file is hashed again.
+file's content hash is computed once per file state (path, size, mtime, ctime, inode) and
+remembered across builds in ``~/.cache/eqcat/file_hashes.sqlite`` (``EQCAT_CACHE_DIR``
+overrides the folder), so a scheduled build over a growing archive reads only new or
+changed day files; ctime cannot be set back by copying tools, so a rewritten file is hashed
+again. Where that file cannot be written, hashes are remembered for this process only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +39,9 @@ PIPELINE_ROOT = Path(pipeline.__file__).resolve().parent
 TEMPLATES_ROOT = PIPELINE_ROOT.parent / "hypo_templates"
 
 _hash_lock = threading.Lock()
-_content_hashes: dict[tuple, str] = {}
+_content_hashes: dict[str, str] = {}
+_hash_store: sqlite3.Connection | None = None
+_hash_store_opened = False
 
 
 @lru_cache(maxsize=1)
@@ -50,16 +57,72 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _content_hash(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime, ctime, inode) in this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+def hash_store_path() -> Path:
+    """The SQLite file that remembers day-file hashes across builds."""
+    folder = os.environ.get("EQCAT_CACHE_DIR") or Path.home() / ".cache" / "eqcat"
+    return Path(folder).expanduser() / "file_hashes.sqlite"
+
+
+def _open_hash_store() -> sqlite3.Connection | None:
+    """The shared hash store (opened once per process; None where it cannot be written).
+
+    Call with ``_hash_lock`` held.
+    """
+    global _hash_store, _hash_store_opened
+    if not _hash_store_opened:
+        _hash_store_opened = True
+        try:
+            path = hash_store_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _hash_store = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            _hash_store.execute(
+                "CREATE TABLE IF NOT EXISTS file_hash (state TEXT PRIMARY KEY, sha256 TEXT)"
+            )
+            _hash_store.commit()
+        except (OSError, sqlite3.Error):
+            _hash_store = None
+    return _hash_store
+
+
+def _stored_hash(state: str) -> str | None:
+    """The remembered hash of a file state, from this process or the hash store."""
     with _hash_lock:
-        known = _content_hashes.get(key)
+        if state in _content_hashes:
+            return _content_hashes[state]
+        store = _open_hash_store()
+        if store is None:
+            return None
+        try:
+            row = store.execute("SELECT sha256 FROM file_hash WHERE state = ?", (state,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+
+def _remember_hash(state: str, digest: str) -> None:
+    """Remember a file state's hash in this process and, where possible, the hash store."""
+    with _hash_lock:
+        _content_hashes[state] = digest
+        store = _open_hash_store()
+        if store is None:
+            return
+        try:
+            store.execute("INSERT OR REPLACE INTO file_hash VALUES (?, ?)", (state, digest))
+            store.commit()
+        except sqlite3.Error:
+            pass  # a busy or read-only store only costs a re-hash next time
+
+
+def _content_hash(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime, ctime, inode)."""
+    stat = path.stat()
+    state = json.dumps(
+        [str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    )
+    known = _stored_hash(state)
     if known is None:
         known = sha256_file(path)
-        with _hash_lock:
-            _content_hashes[key] = known
+        _remember_hash(state, known)
     return known
 
 
