@@ -20,12 +20,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.catalog import _picks_path, arrival_residuals, assemble_catalog
+from pipeline.catalog_io import read_catalog
 from pipeline.completeness import (
     CompletenessConfig,
     CompletenessResult,
     analyze_magnitudes,
     json_clean,
-    read_catalog_csv,
 )
 from pipeline.report import figures
 from pipeline.rundir import RunDir, write_text_atomic
@@ -113,7 +113,7 @@ def _reference(cfg: ReportConfig) -> tuple[dict[str, Any] | None, CompletenessRe
     out = ref.model_dump(mode="json")
     res = None
     if ref.path is not None:
-        mags, _ = read_catalog_csv(ref.path, ref.magnitude_column, time_column=None)
+        mags = read_catalog(ref.path, magnitude_column=ref.magnitude_column)["magnitude"]
         res = analyze_magnitudes(mags, cfg=cfg.completeness)
         out["n_events"] = res.n_valid if ref.n_events is None else ref.n_events
         out["mc"] = res.mc_selected if ref.mc is None else ref.mc
@@ -193,6 +193,63 @@ def _mc_table(result: CompletenessResult, reference: dict[str, Any] | None) -> s
     return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
 
 
+def completeness_figures(
+    result: CompletenessResult,
+    fig_dir: Path,
+    reference: CompletenessResult | None = None,
+    reference_name: str = "",
+) -> list[tuple[str, Path]]:
+    """The completeness figures (FMD, Mc/b through time, b vs cut-off) as (caption, PNG path).
+
+    Shared by the build report and ``eqcat mc`` (:mod:`pipeline.report.catalog_report`).
+    """
+    return [
+        (
+            "Frequency–magnitude distribution",
+            figures.plot_fmd(
+                result, fig_dir / "fmd.png", reference=reference, reference_name=reference_name
+            ),
+        ),
+        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
+        (
+            "b versus cut-off magnitude",
+            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
+        ),
+    ]
+
+
+def completeness_rows(result: CompletenessResult) -> list[tuple[str, str]]:
+    """Summary-table rows (label, HTML) for the Mc used, b (with uncertainty) and a."""
+    b_text = (
+        f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
+        f"{_fmt(result.b_ci_low)} – {_fmt(result.b_ci_high)}"
+        if result.estimable
+        else f"<span class='warn'>{_fmt(result.reason)}</span>"
+    )
+    return [
+        ("Mc used for b", f"{_fmt(result.mc_selected, 1)} ({_fmt(result.mc_method or '')})"),
+        ("b-value", b_text),
+        ("a-value", f"{_fmt(result.a)} (N ≥ Mc: {result.n_above_mc})"),
+    ]
+
+
+def completeness_html(result: CompletenessResult, reference: dict[str, Any] | None) -> str:
+    """The "Magnitude of completeness" section: settings line and the Mc-by-method table."""
+    return f"""<h2>Magnitude of completeness</h2>
+<p>Magnitude bin {result.delta_m:g}; MAXC correction {result.config["maxc_correction"]:+g};
+{result.config["n_bootstrap"]} bootstrap resamples (seed {result.config["seed"]}).</p>
+{_mc_table(result, reference)}"""
+
+
+def figures_html(figs: list[tuple[str, Path]], root: Path) -> str:
+    """``<figure>`` elements for (caption, PNG path) pairs, linked relative to ``root``."""
+    return "\n".join(
+        f"<figure><img src='{p.relative_to(root).as_posix()}' alt='{html.escape(t)}'>"
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, p in figs
+    )
+
+
 CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -233,21 +290,10 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     result = analyze_magnitudes(catalog["magnitude"], catalog["origin_time"], cfg.completeness)
     reference, reference_result = _reference(cfg)
 
-    figs: list[tuple[str, Path]] = [
-        (
-            "Frequency–magnitude distribution",
-            figures.plot_fmd(
-                result,
-                fig_dir / "fmd.png",
-                reference=reference_result,
-                reference_name=cfg.reference.name if cfg.reference else "",
-            ),
-        ),
-        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
-        (
-            "b versus cut-off magnitude",
-            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
-        ),
+    figs = completeness_figures(
+        result, fig_dir, reference_result, cfg.reference.name if cfg.reference else ""
+    )
+    figs += [
         (
             "Epicentres",
             figures.plot_epicentres(
@@ -326,12 +372,6 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         out / "completeness.json", json.dumps(numbers, indent=2, allow_nan=False, default=str)
     )
 
-    b_text = (
-        f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
-        f"{_fmt(result.b_ci_low)} – {_fmt(result.b_ci_high)}"
-        if result.estimable
-        else f"<span class='warn'>{_fmt(result.reason)}</span>"
-    )
     rows = [
         ("Events", f"{summary['events']} ({summary['events_with_magnitude']} with magnitude)"),
         (
@@ -346,9 +386,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
             f"{result.n_valid} valid, {result.n_nan} missing (excluded); "
             f"type {_fmt(', '.join(summary['magnitude_types']) or '–')}",
         ),
-        ("Mc used for b", f"{_fmt(result.mc_selected, 1)} ({_fmt(result.mc_method or '')})"),
-        ("b-value", b_text),
-        ("a-value", f"{_fmt(result.a)} (N ≥ Mc: {result.n_above_mc})"),
+        *completeness_rows(result),
         (
             "Failed station-days",
             "<span class='warn'>"
@@ -362,11 +400,6 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     if reference is not None:
         ref_rows = _comparison_rows(summary, result, reference)
         ref_html = "<h2>Comparison with the reference catalog</h2>\n" + _table(ref_rows)
-    fig_html = "\n".join(
-        f"<figure><img src='{p.relative_to(out).as_posix()}' alt='{html.escape(t)}'>"
-        f"<figcaption>{html.escape(t)}</figcaption></figure>"
-        for t, p in figs
-    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(cfg.title)}</title><style>{CSS}</style></head>
@@ -376,13 +409,10 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
 All numbers are in <a href="completeness.json">completeness.json</a>.</p>
 <h2>Summary</h2>
 {_table(rows)}
-<h2>Magnitude of completeness</h2>
-<p>Magnitude bin {result.delta_m:g}; MAXC correction {result.config["maxc_correction"]:+g};
-{result.config["n_bootstrap"]} bootstrap resamples (seed {result.config["seed"]}).</p>
-{_mc_table(result, reference)}
+{completeness_html(result, reference)}
 {ref_html}
 <h2>Figures</h2>
-{fig_html}
+{figures_html(figs, out)}
 </body></html>
 """  # noqa: E501
     path = write_text_atomic(out / "index.html", page)
