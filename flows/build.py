@@ -30,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.caching import cache_inputs, cached, stage_cache_key
+from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.rundir import RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
@@ -163,12 +164,19 @@ def _station_day_files(sds_root: Path, network: str, station: str, day: date) ->
     return sorted(sds_root.glob(pattern))
 
 
-def _track_progress(futures: list, description: str) -> None:
-    """Wait for ``futures``, reporting the finished share in a progress artifact (1 % steps)."""
+def _track_progress(futures: list, labels: list[str], description: str, unit: str) -> None:
+    """Wait for ``futures``, reporting the finished share in a progress artifact (1 % steps).
+
+    The terminal's progress bar (:mod:`pipeline.progress`) advances by one ``unit`` per
+    finished future and names it by its entry of ``labels``.
+    """
     progress = create_progress_artifact(0.0, description=description)
+    label_of = {id(future): label for future, label in zip(futures, labels, strict=True)}
+    user_progress.set_total(len(futures), unit)
     shown = 0
     for done, future in enumerate(as_completed(futures), start=1):
         future.wait()  # keeps the final state on the future (else ``.state`` asks the API)
+        user_progress.advance(label_of[id(future)])
         percent = 100 * done // len(futures)
         if percent > shown:
             update_progress_artifact(progress, float(percent))
@@ -224,7 +232,12 @@ def pick_flow(config_path: str) -> dict:
         )
         for (row, day), cache in zip(units, caches, strict=True)
     ]
-    _track_progress(futures, f"eqcat {cfg.name}: station-days picked (%)")
+    _track_progress(
+        futures,
+        [f"{row.network}.{row.station} {day}" for row, day in units],
+        f"eqcat {cfg.name}: station-days picked (%)",
+        "station-days",
+    )
     summaries, failures = [], {}
     for (row, day), future in zip(units, futures, strict=True):
         state = future.state
@@ -423,7 +436,8 @@ def build_catalog(
             stage_flow = STAGE_FLOWS[name]
             if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
                 stage_flow = with_runner(stage_flow, cfg, dask_address)
-            results[name] = stage_flow(config_path)
+            with user_progress.stage(f"{cfg.name}: {name}"):
+                results[name] = stage_flow(config_path)
             logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
     lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
     lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]

@@ -81,10 +81,15 @@ class CompletenessConfig(BaseModel):
     n_bootstrap: int = Field(200, ge=0, le=100_000, description="bootstrap resamples (0 = off)")
     confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval level")
     seed: int = Field(42, description="random seed of the bootstrap")
-    window_events: int = Field(
-        500, ge=50, description="events per moving window for Mc(t) and b(t)"
+    window_events: int | None = Field(
+        None,
+        ge=50,
+        description="events per moving window for Mc(t) and b(t); None: sized to the "
+        "catalog (see window_plan)",
     )
-    window_step: int = Field(250, ge=1, description="events between moving-window starts")
+    window_step: int | None = Field(
+        None, ge=1, description="events between moving-window starts; None: a quarter window"
+    )
 
     @model_validator(mode="after")
     def _method_has_level(self) -> CompletenessConfig:
@@ -384,17 +389,37 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float, floa
     return float(low), float(high), float(finite.std()), finite.size / values.size
 
 
+#: Bounds (events) of a moving window sized to the catalog by :func:`window_plan`.
+AUTO_WINDOW_MIN, AUTO_WINDOW_MAX = 100, 500
+
+
+def window_plan(n: int, cfg: CompletenessConfig) -> tuple[int, int]:
+    """(events per window, events between window starts) for ``n`` events.
+
+    Configured values win. Otherwise the window is a quarter of the catalog, kept within
+    [:data:`AUTO_WINDOW_MIN`, :data:`AUTO_WINDOW_MAX`] events, and the step a quarter of
+    the window: a catalog of 400–2,000 events gets 13 windows, a larger one more, so Mc(t)
+    is a curve rather than two points joined by a line. (A rule chosen here, not taken from
+    a paper: 100 events is twice ``min_events``' default; 500 was the fixed window before.)
+    """
+    size = cfg.window_events
+    if size is None:
+        size = min(max(n // 4, AUTO_WINDOW_MIN), AUTO_WINDOW_MAX)
+    step = cfg.window_step if cfg.window_step is not None else max(size // 4, 1)
+    return size, step
+
+
 def _time_windows(
     binned: np.ndarray, times: np.ndarray, cfg: CompletenessConfig
 ) -> list[dict[str, Any]]:
-    """Mc and b in moving windows of ``window_events`` events ordered by time."""
+    """Mc and b in moving windows of events ordered by time (sizes: :func:`window_plan`)."""
     order = np.argsort(times, kind="stable")
     m, t = binned[order], times[order]
     n = m.size
-    size = cfg.window_events
+    size, step = window_plan(n, cfg)
     if n < size:
         return []
-    starts = list(range(0, n - size + 1, cfg.window_step))
+    starts = list(range(0, n - size + 1, step))
     if starts[-1] != n - size:
         starts.append(n - size)
     out = []
@@ -410,6 +435,7 @@ def _time_windows(
                 "end_time": pd.Timestamp(wt[-1]).isoformat(),
                 "median_time": pd.Timestamp(wt[size // 2]).isoformat(),
                 "n_events": int(size),
+                "step_events": int(step),
                 "mc": mc,
                 **{f"mc_{k}": float(v) for k, v in mcs.items()},
                 "b": b,

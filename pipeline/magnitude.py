@@ -17,6 +17,14 @@ Two amplitude scales (``MagnitudeConfig.method``):
 
       0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
 
+  Source check: the paper itself (Watanabe 1971, *Zisin* 24(3), 189–200, J-STAGE
+  ``zisin1948/24/3/24_3_189``) was not available offline. The coefficients, the unit (cm/s)
+  and the distance (km) agree with the published GaMMA associator, which cites that paper:
+  AI4EPS/GaMMA ``gamma/seismic_ops.py`` (commit f6b1ac7), ``log10 A = 0.85 M - 2.50 -
+  1.73 log10 r`` with ``A`` in cm/s (``gamma/utils.py`` converts m/s × 100). Not checked: which
+  component(s) the paper measures and its distance range (``r <= 200 km`` above is from
+  memory). The Tottori configs therefore use Hutton & Boore.
+
 Both sets of coefficients are config fields. Per station the horizontal peaks are combined
 (``amplitude_combination``: mean of the component peaks, or their maximum) into one
 amplitude and one station magnitude (plus an optional station correction); the event
@@ -75,6 +83,7 @@ from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -111,7 +120,9 @@ class MagnitudeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["hutton_boore", "watanabe"] = Field(
-        "hutton_boore", description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity"
+        "hutton_boore",
+        description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity "
+        "(Watanabe 1971; coefficients as in GaMMA, the paper itself not checked)",
     )
     wood_anderson_gain: float = Field(
         2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"
@@ -625,7 +636,9 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
     pairs = _pair_windows(inp, cfg)
     rows = []
     if not pairs.empty:
-        for (net, sta, loc), windows in pairs.groupby(["network", "station", "location"]):
+        by_station = pairs.groupby(["network", "station", "location"])
+        progress.set_total(by_station.ngroups, "stations")
+        for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
             prefix = _channel_prefix(inp.stations, net, sta, loc)
             for chunk in _chunks(windows, cfg.read_chunk_s):
@@ -671,6 +684,7 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
                             and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
                         }
                     )
+            progress.advance(f"{net}.{sta}")  # the command line's progress bar, if shown
     table = pd.DataFrame(rows, columns=[*STATION_MAGNITUDE_COLUMNS, "used"])
     table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
     table["used"] = table["used"].astype(bool)

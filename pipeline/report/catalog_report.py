@@ -18,13 +18,11 @@ import pandas as pd
 from pipeline.catalog_io import CatalogFilter
 from pipeline.completeness import CompletenessConfig, CompletenessResult, analyze_magnitudes
 from pipeline.report.html import (
-    CSS,
     _fmt,
     _table,
     completeness_figures,
-    completeness_html,
-    completeness_rows,
-    figures_html,
+    render_completeness_section,
+    render_page,
 )
 from pipeline.rundir import write_text_atomic
 
@@ -89,24 +87,14 @@ def write_catalog_report(
         ("Events selected", str(summary["events_selected"])),
         ("Time span", _fmt(span)),
         (
-            "Magnitudes",
-            f"{result.n_valid} valid, {result.n_nan} missing (excluded); type "
-            + _fmt(", ".join(f"{k}: {v}" for k, v in summary["magnitude_types"].items()) or "–"),
+            "Magnitude types",
+            _fmt(", ".join(f"{k}: {v}" for k, v in summary["magnitude_types"].items()) or "–"),
         ),
-        *completeness_rows(result),
     ]
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>Written by <code>eqcat mc</code> {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
+    sources = [(caption, p.relative_to(out).as_posix()) for caption, p in figs]
+    body = f"""<p>Written by <code>eqcat mc</code> {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
 All numbers are in <a href="completeness.json">completeness.json</a>.</p>
 <h2>Summary</h2>
 {_table(rows)}
-{completeness_html(result, None)}
-<h2>Figures</h2>
-{figures_html(figs, out)}
-</body></html>
-"""
-    return write_text_atomic(out / "index.html", page), result
+{render_completeness_section(result, None, sources)}"""  # noqa: E501
+    return write_text_atomic(out / "index.html", render_page(title, body)), result

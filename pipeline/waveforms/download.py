@@ -38,6 +38,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from pipeline import progress as build_progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
@@ -251,6 +252,8 @@ def download_units(
         else:
             todo.append(unit)
     client = DataselectClient(source)
+    build_progress.set_total(len(units), "station-days")  # the command line's bar, if shown
+    build_progress.advance(n=len(units) - len(todo))
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=max_workers) as pool:
         task = bar.add_task(
             "download", total=len(units), completed=len(units) - len(todo), size="0 B"
@@ -270,6 +273,7 @@ def download_units(
             results[record["status"]].append(record)
             nbytes += sum(f["bytes"] for f in record["files"])
             bar.update(task, advance=1, size=decimal(nbytes))
+            build_progress.advance(record["unit"])
     for records in results.values():
         records.sort(key=lambda r: r["unit"])
     return results
