@@ -77,7 +77,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
-from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.geodetics import gps2dist_azimuth
 from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
@@ -85,6 +84,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +543,16 @@ def _channel_prefix(stations: pd.DataFrame, network: str, station: str, location
     return prefix
 
 
+def _station_rate(stations: pd.DataFrame, network: str, station: str) -> float | None:
+    """The station's sampling rate (Hz) from stations.csv; None when the table lacks it."""
+    if "sampling_rate" not in stations:
+        return None
+    rows = stations[(stations["network"] == network) & (stations["station"] == station)]
+    rates = pd.to_numeric(rows["sampling_rate"], errors="coerce").dropna()
+    rates = rates[rates > 0]
+    return float(rates.iloc[0]) if len(rates) else None
+
+
 def _check_codes(network: str, station: str, location: str) -> None:
     """SEED codes become SDS paths: refuse anything but letters, digits, '-' and '_'."""
     for label, code in (("network", network), ("station", station), ("location", location)):
@@ -631,7 +641,6 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
         amplitude and station magnitude are noise-corrected when ``cfg.noise_correction``
         (station magnitude NaN where the correction leaves nothing).
     """
-    client = SDSClient(str(sds_root))
     meter = AmplitudeMeter(inp.inventory, cfg)
     pairs = _pair_windows(inp, cfg)
     rows = []
@@ -641,16 +650,21 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
         for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
             prefix = _channel_prefix(inp.stations, net, sta, loc)
+            rate = _station_rate(inp.stations, net, sta)
             for chunk in _chunks(windows, cfg.read_chunk_s):
                 first = min(_noise_start(w, cfg) for w in chunk.itertuples(index=False))
-                stream = client.get_waveforms(
+                stream = read_station(
+                    sds_root,
                     net,
                     sta,
                     loc,
-                    f"{prefix}?",
+                    prefix,
                     first - cfg.padding_s,
                     max(chunk["end"]) + cfg.padding_s,
                 )
+                common = rate or nominal_rate(stream)
+                if common is not None:
+                    conform_rate(stream, common, f"{net}.{sta}")
                 stream.merge()  # gaps become masked samples; such windows are skipped
                 for w in chunk.itertuples(index=False):
                     part = stream.slice(_noise_start(w, cfg) - cfg.padding_s, w.end + cfg.padding_s)

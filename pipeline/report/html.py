@@ -28,7 +28,7 @@ from pipeline.completeness import (
     analyze_magnitudes,
     json_clean,
 )
-from pipeline.report import figures
+from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -518,6 +518,8 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "data_gaps": data_gaps(run),
         "location_quality": location_quality(catalog),
     }
+    dq = data_quality.assess(run, picks, len(catalog))
+    summary["data_quality"] = dq.to_dict()
     numbers = {
         "summary": summary,
         "completeness": result.to_dict(),
@@ -545,14 +547,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
             if result.estimable
             else f"<span class='warn'>{_fmt(result.reason)}</span>",
         ),
-        (
-            "Failed station-days",
-            "<span class='warn'>"
-            + html.escape("; ".join(f"{k}: {v}" for k, v in summary["data_gaps"].items()))
-            + "</span>"
-            if summary["data_gaps"]
-            else "none",
-        ),
+        ("Failed station-days", data_quality.failures_cell(summary["data_gaps"], dq)),
     ]
     ref_html = ""
     if reference is not None:
@@ -568,6 +563,7 @@ All numbers are in <a href="completeness.json">completeness.json</a>; the catalo
 <code>catalog/catalog.csv</code> and <code>catalog/catalog.xml</code> (QuakeML).</p>
 <h2>Summary</h2>
 {_table(rows)}
+{data_quality.section_html(dq)}
 {ref_html}
 {completeness_html}
 <h2>Figures</h2>

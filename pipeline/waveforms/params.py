@@ -288,6 +288,9 @@ class QualityConfig(_Section):
     rate_tolerance: float = Field(
         1e-4, gt=0, description="relative sampling-rate difference counted as a mismatch"
     )
+    min_coverage: float = Field(
+        0.99, ge=0, le=1, description="a channel-day covering less of the span is truncated"
+    )
 
 
 class WaveformConfig(_Section):
