@@ -252,45 +252,95 @@ def relocate(
     typer.echo(f"relocations: {relocate_dir(hypodd_dir, cfg)}")
 
 
-@app.command()
-def mc(
-    catalog: Annotated[Path, typer.Argument(help="catalog CSV with a magnitude column")],
-    magnitude_column: Annotated[str, typer.Option(help="magnitude column")] = "magnitude",
-    time_column: Annotated[
-        str | None, typer.Option(help="origin-time column ('' for none)")
-    ] = "origin_time",
-    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
-    out: Annotated[Path | None, typer.Option(help="folder for completeness.json + figures")] = None,
-) -> None:
-    """Completeness magnitude (MAXC, GFT, MBS) and b-value of any catalog CSV."""
-    from pipeline.completeness import CompletenessConfig, completeness_report_for_csv
+def _utc_option(value: str | None, option: str):
+    """A UTC Timestamp from an ISO 8601 option value (None stays None)."""
+    if value is None:
+        return None
+    import pandas as pd
 
     try:
-        result = completeness_report_for_csv(
-            catalog,
-            magnitude_column,
-            time_column or None,
-            CompletenessConfig(delta_m=delta_m),
-            output_dir=out,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    except ValueError:
+        console.print(f"[red]error:[/red] {option} {value!r}: expected ISO 8601 (2024-01-31T12:00)")
         raise typer.Exit(code=2) from None
-    if not result.get("estimable", True):
-        typer.echo(f"{catalog}: Mc/b not estimable: {result.get('reason')}")
-        return
-    for method, est in (result.get("mc") or {}).items():
-        typer.echo(
-            f"Mc {method:6s} {est['mc']}  [{est['ci_low']}, {est['ci_high']}]"
-            + (f"  ({est['reason']})" if est.get("reason") else "")
-        )
-    typer.echo(
-        f"b = {result['b']:.3f} ± {result['b_std']:.3f} (Shi & Bolt) at Mc = "
-        f"{result['mc_selected']} ({result['mc_method']}), a = {result['a']:.2f}, "
-        f"{result['n_above_mc']} events ≥ Mc"
+
+
+@app.command()
+def mc(
+    catalog: Annotated[Path, typer.Argument(help="catalog: QuakeML, or CSV with a header row")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="report folder (index.html, completeness.json, figures/); "
+            "default ./<catalog name>_mc"
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto | quakeml | csv")] = "auto",
+    magnitude_column: Annotated[
+        str | None, typer.Option(help="CSV magnitude column (default: detected)")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="CSV origin-time column (default: detected)")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="keep events at or after (UTC)")] = None,
+    end: Annotated[str | None, typer.Option(help="keep events before (UTC)")] = None,
+    min_latitude: Annotated[float | None, typer.Option(help="region: south edge (deg)")] = None,
+    max_latitude: Annotated[float | None, typer.Option(help="region: north edge (deg)")] = None,
+    min_longitude: Annotated[float | None, typer.Option(help="region: west edge (deg)")] = None,
+    max_longitude: Annotated[float | None, typer.Option(help="region: east edge (deg)")] = None,
+    magnitude_type: Annotated[
+        list[str] | None, typer.Option(help="keep this magnitude type (repeatable), e.g. ML")
+    ] = None,
+    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
+    title: Annotated[str | None, typer.Option(help="report title")] = None,
+) -> None:
+    """Completeness report of any catalog: Mc (MAXC, GFT, MBS) with bootstrap intervals, b, Mc(t).
+
+    Reads QuakeML or CSV (ComCat-style time,latitude,longitude,depth,mag,magType; FDSN-style
+    magnitude,magnitude_type; eqcat's catalog.csv), filters on request and writes the HTML
+    report section of a build into OUT.
+    """
+    from pipeline.catalog_io import CatalogFilter, CatalogReadError, filter_catalog, read_catalog
+    from pipeline.completeness import CompletenessConfig
+    from pipeline.report.catalog_report import write_catalog_report
+
+    types = tuple(magnitude_type or ())
+    selection = CatalogFilter(
+        starttime=_utc_option(start, "--start"),
+        endtime=_utc_option(end, "--end"),
+        minlatitude=min_latitude,
+        maxlatitude=max_latitude,
+        minlongitude=min_longitude,
+        maxlongitude=max_longitude,
+        magnitude_types=types,
     )
-    if out:
-        typer.echo(f"written: {out / 'completeness.json'}")
+    try:
+        cfg = CompletenessConfig(delta_m=delta_m)
+        events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
+        selected = filter_catalog(events, selection, catalog)
+    except (CatalogReadError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    out = out or Path(f"{catalog.stem}_mc")
+    index, result = write_catalog_report(
+        selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
+    )
+    typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
+    for method, est in result.mc.items():
+        typer.echo(
+            f"Mc {method:6s} {est.mc:.1f}  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
+            + (f"  ({est.reason})" if est.reason else "")
+        )
+    if result.estimable:
+        typer.echo(
+            f"b = {result.b:.3f} ± {result.b_std:.3f} (Shi & Bolt) at Mc = "
+            f"{result.mc_selected:.1f} ({result.mc_method}), a = {result.a:.2f}, "
+            f"{result.n_above_mc} events ≥ Mc"
+        )
+    else:
+        typer.echo(f"Mc/b not estimable: {result.reason}")
+    typer.echo(f"report: {index.resolve()}")
 
 
 @app.command()

@@ -21,12 +21,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.catalog import _picks_path, arrival_residuals, assemble_catalog
+from pipeline.catalog_io import read_catalog
 from pipeline.completeness import (
     CompletenessConfig,
     CompletenessResult,
     analyze_magnitudes,
     json_clean,
-    read_catalog_csv,
 )
 from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, write_text_atomic
@@ -114,7 +114,7 @@ def _reference(cfg: ReportConfig) -> tuple[dict[str, Any] | None, CompletenessRe
     out = ref.model_dump(mode="json")
     res = None
     if ref.path is not None:
-        mags, _ = read_catalog_csv(ref.path, ref.magnitude_column, time_column=None)
+        mags = read_catalog(ref.path, magnitude_column=ref.magnitude_column)["magnitude"]
         res = analyze_magnitudes(mags, cfg=cfg.completeness)
         table = pd.read_csv(ref.path)
         out["n_events"] = count_events(table) if ref.n_events is None else ref.n_events
@@ -215,6 +215,31 @@ def _mc_table(result: CompletenessResult, reference: dict[str, Any] | None) -> s
             "</td><td>–</td><td>–</td><td>as configured</td></tr>"
         )
     return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
+
+
+def completeness_figures(
+    result: CompletenessResult,
+    fig_dir: Path,
+    reference: CompletenessResult | None = None,
+    reference_name: str = "",
+) -> list[tuple[str, Path]]:
+    """The completeness figures (FMD, Mc/b through time, b vs cut-off): (caption, PNG path).
+
+    Shared by the run report and ``eqcat mc`` (:mod:`pipeline.report.catalog_report`).
+    """
+    return [
+        (
+            "Frequency–magnitude distribution",
+            figures.plot_fmd(
+                result, fig_dir / "fmd.png", reference=reference, reference_name=reference_name
+            ),
+        ),
+        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
+        (
+            "b versus cut-off magnitude",
+            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
+        ),
+    ]
 
 
 def render_completeness_section(
@@ -418,22 +443,9 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     result = analyze_magnitudes(catalog["magnitude"], catalog["origin_time"], cfg.completeness)
     reference, reference_result = _reference(cfg)
 
-    completeness_figs: list[tuple[str, Path]] = [
-        (
-            "Frequency–magnitude distribution",
-            figures.plot_fmd(
-                result,
-                fig_dir / "fmd.png",
-                reference=reference_result,
-                reference_name=cfg.reference.name if cfg.reference else "",
-            ),
-        ),
-        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
-        (
-            "b versus cut-off magnitude",
-            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
-        ),
-    ]
+    completeness_figs = completeness_figures(
+        result, fig_dir, reference_result, cfg.reference.name if cfg.reference else ""
+    )
     figs: list[tuple[str, Path]] = [
         (
             "Epicentres",
