@@ -14,7 +14,7 @@ MINIMAL = {
     "endtime": "2000-10-07T00:00:00",
     "stations": {
         "kind": "inline",
-        "stations": [{"network": "N", "station": "TTRH", "latitude": 35.3, "longitude": 133.4}],
+        "stations": [{"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}],
     },
 }
 

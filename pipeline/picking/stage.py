@@ -38,7 +38,7 @@ from obspy import Stream, UTCDateTime
 
 from pipeline.picking.extract import extract_picks, thin
 from pipeline.picking.params import PickerConfig
-from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream, read_sds
+from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream
 from pipeline.picking.stalta import stalta_picks
 from pipeline.picking.windows import (
     OUTPUTS,
@@ -55,6 +55,7 @@ from pipeline.picking.windows import (
 )
 from pipeline.rundir import RunDir, sha256_text, write_parquet_atomic
 from pipeline.waveforms.params import check_code
+from pipeline.waveforms.reader import read_station
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +444,7 @@ def pick_station_day(
     """
     label = f"{network}.{station}.{day.isoformat()}"
     began = time.perf_counter()
+    target = None
     try:
         target = station_day_path(run_root, network, station, day)
         if location is None or channel_prefix is None:
@@ -452,7 +454,7 @@ def pick_station_day(
 
             model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)
         read = partial(
-            read_sds,
+            read_station,
             Path(sds_root) if sds_root is not None else Path(run_root) / "waveforms",
             network,
             station,
@@ -465,9 +467,11 @@ def pick_station_day(
             read, (network, station, location), start, start + 86400, cfg, model, stats
         )
         write_parquet_atomic(table, target)
-    except PickingError as exc:
-        raise PickingError(f"station-day {label}: {exc}") from exc
     except Exception as exc:
+        if target is not None:  # picks of earlier data must not stand in for this day's
+            target.unlink(missing_ok=True)
+        if isinstance(exc, PickingError):
+            raise PickingError(f"station-day {label}: {exc}") from exc
         raise PickingError(f"station-day {label}: {type(exc).__name__}: {exc}") from exc
     if stats.chunks == 0:
         log.warning("%s: no waveform data; wrote an empty picks table", label)
@@ -487,8 +491,11 @@ def pick_station_day(
     }
 
 
-def merge_picks(run: RunDir | Path) -> Path:
+def merge_picks(run: RunDir | Path, paths: Iterable[Path] | None = None) -> Path:
     """Concatenate the station-day tables into ``<run>/picks/picks.parquet`` (sorted by time).
+
+    ``paths``: the station-day tables of this build (None: every one in the folder). Tables
+    of other days or stations (an earlier, different span) are then left out.
 
     Raises:
         PickingError: a station-day table lacks columns or pick ids repeat across tables.
@@ -496,7 +503,8 @@ def merge_picks(run: RunDir | Path) -> Path:
     run = run if isinstance(run, RunDir) else RunDir(run)
     folder = run.stage_dir(STAGE)
     tables = []
-    for path in sorted(folder.glob("*.parquet")):
+    chosen = sorted(folder.glob("*.parquet")) if paths is None else sorted(map(Path, paths))
+    for path in chosen:
         if not _DAY_FILE.match(path.name):
             continue
         table = pd.read_parquet(path)
@@ -615,7 +623,7 @@ def finish_picking(
         n_units: number of station-days attempted.
         began: ``time.perf_counter()`` at the start of the stage.
     """
-    merged = merge_picks(run)
+    merged = merge_picks(run, [Path(s["path"]) for s in summaries])
     table = pd.read_parquet(merged, columns=["phase"])
     counts = {
         "station_days": n_units,
