@@ -249,11 +249,14 @@ def test_score_of_missing_run_or_truth_creates_nothing(env, tmp_path):
 def test_mc_names_the_file_and_the_row(env, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert_one_error(eqcat(env, "mc", empty), 2, "empty.csv", "not a CSV table")
+    assert_one_error(eqcat(env, "mc", empty, "--out", tmp_path / "r1"), 2, "empty.csv", "empty")
     text = tmp_path / "text.csv"
     text.write_text("origin_time,magnitude\n2020-01-01T00:00:00,1.2\n2020-01-01T00:01:00,M2\n")
-    assert_one_error(eqcat(env, "mc", text), 2, "text.csv", "non-numeric magnitude", "row 2")
-    assert_one_error(eqcat(env, "mc", text, "--delta-m", "-1"), 2, "--delta-m")
+    result = eqcat(env, "mc", text, "--out", tmp_path / "r2")
+    assert_one_error(result, 2, "text.csv", "non-numeric magnitude 'M2' in row")
+    result = eqcat(env, "mc", text, "--delta-m", "-1", "--out", tmp_path / "r3")
+    assert_one_error(result, 2, "--delta-m")
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
 
 
 # ------------------------------------------------------------------------ interrupt, resume
