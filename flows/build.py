@@ -11,6 +11,7 @@ station-days (and reruns the stages downstream of picking, whose inputs changed)
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from datetime import date, timedelta
@@ -42,6 +43,8 @@ from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.errors import is_retryable
 from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
+
+log = logging.getLogger(__name__)
 
 #: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
 STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
@@ -585,6 +588,7 @@ def build_catalog(
             stage_flow = STAGE_FLOWS[name]
             if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
                 stage_flow = with_runner(stage_flow, cfg, dask_address)
+            log.info("stage %s started", name)  # on the terminal too (what Ctrl-C stops)
             with user_progress.stage(f"{cfg.name}: {name}"):
                 results[name] = stage_flow(config_path)
             logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)

@@ -294,7 +294,7 @@ def build_until(env, config: Path, stage: str | None, sig=signal.SIGINT, timeout
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
         lines.append(line)
-        if stage and signalled is None and f"for flow '{stage}'" in line:
+        if stage and signalled is None and f"stage {stage} started" in line:
             proc.send_signal(sig)
             signalled = time.monotonic()
         assert time.monotonic() < deadline, "build did not finish"
