@@ -11,6 +11,7 @@ station-days (and reruns the stages downstream of picking, whose inputs changed)
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from datetime import date, timedelta
@@ -39,8 +40,11 @@ from flows.caching import (
 )
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
+from pipeline.errors import is_retryable
 from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
+
+log = logging.getLogger(__name__)
 
 #: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
 STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
@@ -87,6 +91,15 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
     return unchanged
 
 
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry rule of every task: not for input that cannot heal (:func:`is_retryable`)."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, BaseException) or is_retryable(exc)
+
+
+RETRY = {"retry_condition_fn": _worth_retrying}
+
+
 def _run(cfg: BuildConfig) -> RunDir:
     return RunDir(cfg.run_dir)
 
@@ -107,6 +120,7 @@ def _artifact(cfg: BuildConfig, stage: str, summary: dict[str, Any]) -> None:
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     timeout_seconds=DOWNLOAD_TIMEOUT_S,
     **CACHED,
+    **RETRY,
 )
 def download_task(config_path: str, cache: dict) -> dict:
     """Fill ``<run>/waveforms`` (FDSN / SDS / Hi-net download, or the synthetic scenario)."""
@@ -186,7 +200,7 @@ def _model(weights: str, hard_sigmoid: str):
     return load_eqt(weights, hard_sigmoid=hard_sigmoid)
 
 
-@task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED)
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED, **RETRY)
 def pick_station_day_task(
     config_path: str,
     network: str,
@@ -362,7 +376,7 @@ def _stage_task(stage: str, config_path: str) -> dict:
     raise ValueError(f"unknown stage {stage!r}")
 
 
-@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, **CACHED)
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, **CACHED, **RETRY)
 def stage_task(stage: str, config_path: str, cache: dict) -> dict:
     """One whole-catalog stage; cached on its section, its input tables and the code."""
     return _stage_task(stage, config_path)
@@ -543,6 +557,8 @@ STAGE_FLOWS = {
 
 def stages_to_run(stage: str | None = None, from_stage: str | None = None) -> list[str]:
     """The stages a build runs: all, one (``stage``) or from one on (``from_stage``)."""
+    if stage is not None and from_stage is not None:
+        raise ValueError("give --stage (one stage) or --from (a stage and those after), not both")
     for name in (stage, from_stage):
         if name is not None and name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -572,6 +588,7 @@ def build_catalog(
             stage_flow = STAGE_FLOWS[name]
             if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
                 stage_flow = with_runner(stage_flow, cfg, dask_address)
+            log.info("stage %s started", name)  # on the terminal too (what Ctrl-C stops)
             with user_progress.stage(f"{cfg.name}: {name}"):
                 results[name] = stage_flow(config_path)
             logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
+
 #: Standard column -> accepted CSV header names (compared case-insensitively), in order.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "origin_time": ("origin_time", "time", "origintime", "datetime", "date_time", "otime"),
@@ -48,7 +50,7 @@ DEPTH_METRES_ABOVE = 1000.0
 QUAKEML_SUFFIXES = {".xml", ".qml", ".quakeml"}
 
 
-class CatalogReadError(ValueError):
+class CatalogReadError(EqcatInputError):
     """A catalog file that cannot be read; the message names the file and the problem."""
 
 

@@ -2,22 +2,135 @@
 
 Every command that takes a build config validates it first; a bad config prints one
 line per problem (file, field, value, what is allowed) and exits with status 2.
+
+Every command ends in one line and an exit status, never a traceback (``eqcat -v`` adds
+it): :class:`EqcatApp` is the one place that turns an error into that line. Unusable input
+(:class:`pipeline.errors.EqcatInputError`, a missing or unreadable file, an HTTP 4xx answer,
+an invalid option value), also when it surfaces through a Prefect flow run, exits with 2;
+any other failure exits with 1. SIGINT / SIGTERM stop a command within seconds and print
+how to resume it (:mod:`pipeline.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.text import Text
 
-from pipeline import progress
-from pipeline.config import BuildConfig, ConfigError, load_config
+from pipeline import interrupt, progress
+from pipeline.config import BuildConfig, ConfigError, format_validation_errors, load_config
+from pipeline.errors import EqcatInputError, input_error
 
-app = typer.Typer(
+_VERBOSE = {"on": False}
+
+
+def _error_line(text: str) -> None:
+    """Print one red ``error:`` line to stderr (never wrapped, no markup in ``text``)."""
+    console.print(Text.assemble(("error: ", "red"), text), soft_wrap=True, highlight=False)
+
+
+def _input_error_of(exc: BaseException) -> EqcatInputError | None:
+    """The input problem behind ``exc`` (itself or an explicit ``raise ... from`` cause)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ValidationError):
+            return EqcatInputError(format_validation_errors(exc, "input").replace("\n", "; "))
+        found = input_error(exc)
+        if found is not None:
+            return found
+        exc = exc.__cause__
+    return None
+
+
+def report_failure(exc: BaseException) -> int:
+    """Print what went wrong as one line (per problem) and return the exit status (2 or 1)."""
+    if _VERBOSE["on"]:
+        traceback.print_exception(exc)
+    problem = _input_error_of(exc)
+    if problem is not None:
+        for line in str(problem).splitlines():
+            _error_line(line)
+        return 2
+    first = (str(exc).strip().splitlines() or [""])[0]
+    hint = "" if _VERBOSE["on"] else " (run with -v for the traceback)"
+    _error_line(f"{type(exc).__name__}: {first}{hint}")
+    return 1
+
+
+class EqcatApp(typer.Typer):
+    """The Typer app, with the one error and interrupt handler of every command."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        interrupt.install()
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit:
+            if interrupt.interrupted_by() is not None:
+                interrupt.stop_now()
+            raise
+        except KeyboardInterrupt:
+            interrupt.stop_now()
+        except Exception as exc:  # noqa: BLE001 - the one place that reports any failure
+            if interrupt.interrupted_by() is not None:
+                interrupt.stop_now()
+            sys.exit(report_failure(exc))
+
+
+def _quiet_tracebacks() -> None:
+    """Without ``-v``, log lines on the terminal carry no traceback (the logs keep theirs)."""
+    if _VERBOSE["on"]:
+        return
+    loggers = [logging.getLogger()]
+    loggers += [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, (logging.StreamHandler, ConsoleLogHandler)) and not isinstance(
+                handler.formatter, _NoTracebackFormatter
+            ):
+                handler.setFormatter(_NoTracebackFormatter(handler.formatter))
+
+
+class _NoTracebackFormatter(logging.Formatter):
+    """Formats a record with another formatter, leaving out exception and stack text."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseModel:
+    """``model`` with ``updates`` applied and validated (``model_copy`` would not validate).
+
+    Raises:
+        EqcatInputError: naming ``option``, the value and what is allowed.
+    """
+    try:
+        return type(model).model_validate({**model.model_dump(), **updates})
+    except ValidationError as exc:
+        raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
+
+
+app = EqcatApp(
     help="eqcat: build earthquake catalogs from continuous waveforms "
     "(EQTransformer → association → HypoInverse → HypoDD → magnitudes → Mc/b report).",
     no_args_is_help=True,
@@ -28,9 +141,17 @@ console = Console(stderr=True)
 ConfigArg = Annotated[Path, typer.Argument(help="build config YAML (station_configs/*.yaml)")]
 
 
-def _load(config_path: Path) -> BuildConfig:
+def _load(
+    config_path: Path, preflight: bool = False, stages: list[str] | None = None
+) -> BuildConfig:
+    """The validated config; with ``preflight``, also the offline checks of what it names."""
     try:
-        return load_config(config_path)
+        cfg = load_config(config_path)
+        if preflight:
+            from pipeline.preflight import check_build_inputs
+
+            check_build_inputs(cfg, str(config_path), stages)
+        return cfg
     except ConfigError as exc:
         for line in str(exc).splitlines():
             console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
@@ -107,17 +228,25 @@ def _main(
     verbose: Annotated[
         bool,
         typer.Option(
-            "--verbose", "-v", help="debug logs, incl. Prefect's API requests and warnings"
+            "--verbose",
+            "-v",
+            help="debug logs, incl. Prefect's API requests and warnings, and error tracebacks",
         ),
     ] = False,
 ):
+    _VERBOSE["on"] = verbose
     configure_logging(verbose)
 
 
 @app.command()
 def validate(config: ConfigArg) -> None:
-    """Check a build config; print a summary, or one line per problem (exit code 2)."""
-    cfg = _load(config)
+    """Check a build config and what it names, offline; a summary, or one line per problem.
+
+    Besides the fields: the files it names exist (StationXML, station lists, SDS root,
+    weights, templates, reference catalog), the velocity model fits HypoInverse, the
+    programs it needs are installed and output_dir is writable. Exit status 2 on a problem.
+    """
+    cfg = _load(config, preflight=True)
     days = (cfg.endtime - cfg.starttime).total_seconds() / 86400
     typer.echo(
         f"{config}: OK — build {cfg.name!r}, {cfg.starttime:%Y-%m-%d %H:%M} → "
@@ -150,14 +279,16 @@ def _run_build(
     dask: str | None = None,
 ) -> dict:
     """Validate ``config`` then run the ``build_catalog`` flow (Prefect's ephemeral mode)."""
-    cfg = _load(config)
     from flows.build import build_catalog, stages_to_run
 
     try:
-        stages_to_run(stage, from_stage)
+        stages = stages_to_run(stage, from_stage)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error_line(str(exc))
         raise typer.Exit(code=2) from None
+    cfg = _load(config, preflight=True, stages=stages)
+    interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]), cfg.run_dir)
+    _quiet_tracebacks()
     with progress.display(console):
         results = build_catalog(str(config), stage=stage, from_stage=from_stage, dask_address=dask)
     for name, summary in results.items():
@@ -239,16 +370,21 @@ def relocate(
     """Relocate with HypoDD (dt.ct + dt.cc), or run it on your own folder (--hypodd-dir)."""
     if hypodd_dir is None:
         if config is None:
-            console.print("[red]error:[/red] give a CONFIG or --hypodd-dir DIR")
+            _error_line("give a CONFIG or --hypodd-dir DIR")
+            raise typer.Exit(code=2)
+        if engine:
+            _error_line("--engine goes with --hypodd-dir; for a build, set relocation.engine")
             raise typer.Exit(code=2)
         _run_build(config, stage="relocate")
         return
-    from pipeline.relocation.engine import relocate_dir
+    from pipeline.relocation.engine import engine_command, relocate_dir
     from pipeline.relocation.params import RelocationConfig
 
     cfg = _load(config).relocation if config else RelocationConfig()
-    if engine:
-        cfg = cfg.model_copy(update={"engine": engine})
+    if engine is not None:
+        cfg = validated_override(cfg, "--engine", engine=engine)
+    engine_command(cfg)  # the engine exists, before anything runs
+    interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]))
     typer.echo(f"relocations: {relocate_dir(hypodd_dir, cfg)}")
 
 
@@ -315,8 +451,8 @@ def mc(
         maxlongitude=max_longitude,
         magnitude_types=types,
     )
+    cfg = validated_override(CompletenessConfig(), "--delta-m", delta_m=delta_m)
     try:
-        cfg = CompletenessConfig(delta_m=delta_m)
         events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
         selected = filter_catalog(events, selection, catalog)
     except (CatalogReadError, ValueError) as exc:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.association import AssociationConfig
+from pipeline.errors import MultiLineInputError
 from pipeline.location import LocationConfig
 from pipeline.magnitude import MagnitudeConfig
 from pipeline.picking.params import PickerConfig
@@ -33,8 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ConfigError(ValueError):
-    """A build config that cannot be used; ``str()`` is the user-facing message."""
+class ConfigError(MultiLineInputError):
+    """A build config that cannot be used; ``str()`` has one user-facing line per problem."""
 
 
 class Section(BaseModel):
@@ -132,7 +133,8 @@ class BuildConfig(Section):
         return self.output_dir / self.name
 
 
-def _format_errors(exc: ValidationError, source: str, raw: dict[str, Any]) -> str:
+def format_validation_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem of ``exc``: ``SOURCE: field = value: what is allowed``."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"])
@@ -155,7 +157,7 @@ def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
     try:
         return BuildConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, raw)) from None
+        raise ConfigError(format_validation_errors(exc, source)) from None
 
 
 def load_config(path: str | Path) -> BuildConfig:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +24,10 @@ import pandas as pd
 
 #: Permissions of every file a stage writes (mkstemp alone would give 0600).
 FILE_MODE = 0o644
+
+#: Marker in the name of every temporary file of :func:`atomic_write` / :func:`atomic_path`
+#: (and of temporary working folders), so that leftovers of a killed build can be found.
+TEMP_MARK = ".eqcat-tmp."
 
 #: Stage folders of a run directory, in build order.
 STAGE_DIRS = (
@@ -77,7 +82,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     os.chmod(tmp, FILE_MODE)
     try:
         encoding = None if "b" in mode else "utf-8"
@@ -101,7 +106,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}{TEMP_MARK}", suffix=path.suffix, dir=path.parent
+    )
     os.close(fd)
     os.chmod(tmp, FILE_MODE)
     try:
@@ -111,6 +118,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders that atomic writes left under ``root``.
+
+    They exist only while a write is under way, so this is for a process that has stopped
+    every writer (an interrupted build on its way out). Returns what was removed.
+    """
+    removed = []
+    for path in sorted(Path(root).rglob(f".*{TEMP_MARK}*"), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     paths = {name: truth_dir / f"{name}.csv" for name in ("catalog", "picks")}
     for path in paths.values():
         if not path.is_file():
-            raise FileNotFoundError(f"truth file {path} not found (expected a scenario's truth/)")
+            raise EqcatInputError(
+                "truth file not found (expected a scenario's truth/ folder)", path=path
+            )
     catalog = pd.read_csv(paths["catalog"])
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"}
     missing -= set(catalog.columns)
@@ -348,6 +351,8 @@ def score_run(
     Returns the dict written (keys in the module docstring).
     """
     run_dir, notes = Path(run_dir), []
+    if not run_dir.is_dir():
+        raise EqcatInputError("run directory not found", path=run_dir)
     truth, truth_picks, scenario = read_truth(truth_dir)
     summary = scenario.get("summary", {})
     if summary:

@@ -36,6 +36,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import atomic_path, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ DEFAULT_MODEL = "original"
 PIP_TIMEOUT_S = 600
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(EqcatInputError):
     """Raised when weights are missing or cannot be installed; the message says what to do."""
 
 

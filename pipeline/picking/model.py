@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from pipeline.errors import EqcatInputError
 from pipeline.picking.layers import (
     LSTM_GATES,
     FeedForward,
@@ -84,7 +85,7 @@ DECODER_CONVS = ((64, 3), (64, 5), (32, 5), (32, 7), (16, 7), (16, 9), (8, 11))
 DECODER_CROP_AT = 3
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(EqcatInputError):
     """A weights file does not fit the network; the message names the file and the layer."""
 
 

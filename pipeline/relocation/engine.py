@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import EqcatInputError
 from pipeline.relocation.hypodd_formats import read_inp_files
 from pipeline.relocation.params import RelocationConfig
-from pipeline.rundir import write_text_atomic
+from pipeline.rundir import TEMP_MARK, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ ITERATIONS_DIR = "hypoDD.iterations"
 
 class HypoDDError(RuntimeError):
     """HypoDD could not be run or did not produce its relocations."""
+
+
+class HypoDDInputError(EqcatInputError, HypoDDError):
+    """HypoDD cannot run on these inputs: a missing file or program, a bad hypoDD.inp."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def engine_command(cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> tuple
     program = shutil.which(cfg.binary)
     if cfg.engine == "binary" or (cfg.engine == "auto" and program):
         if not program:
-            raise HypoDDError(
+            raise HypoDDInputError(
                 f"relocation.engine = 'binary' but no program {cfg.binary!r} is on PATH; "
                 "install HypoDD 2 or set relocation.engine to 'python' or 'auto'"
             )
@@ -70,14 +77,14 @@ def engine_command(cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> tuple
 
 def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
     if not inp.is_file():
-        raise HypoDDError(f"{inp} not found: a HypoDD folder needs its hypoDD.inp")
+        raise HypoDDInputError(f"{inp} not found: a HypoDD folder needs its hypoDD.inp")
     files = read_inp_files(inp)
     for key in ("fn_cc", "fn_ct", "fn_event", "fn_station"):
         name = files[key]
         if name and not (folder / name).is_file():
-            raise HypoDDError(f"{inp} names input {name!r} ({key}), not found in {folder}")
+            raise HypoDDInputError(f"{inp} names input {name!r} ({key}), not found in {folder}")
     if not files["fn_reloc"]:
-        raise HypoDDError(f"{inp} names no relocation output file")
+        raise HypoDDInputError(f"{inp} names no relocation output file")
     return files
 
 
@@ -149,10 +156,80 @@ def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp"
     return EngineRun(kind, tuple(command), folder, log_path, reloc, round(wall, 3))
 
 
+#: Output keys of hypoDD.inp, and the log HypoDD itself writes in its working folder.
+OUTPUT_KEYS = ("fn_loc", "fn_reloc", "fn_sta", "fn_res", "fn_src")
+HYPODD_LOG = "hypoDD.log"
+
+
+def _stage_inputs(folder: Path, work: Path, inp: Path) -> None:
+    """Write ``work/hypoDD.inp``: ``inp`` with its inputs reachable from ``work``.
+
+    A plain relative input name is linked into ``work`` (symbolic link to the file in
+    ``folder``); an absolute name or one climbing out with ``..`` is written as an absolute
+    path. Output names stay as they are, so the engine writes them inside ``work``.
+    """
+    files = read_inp_files(inp)
+    inputs = {files[key] for key in ("fn_cc", "fn_ct", "fn_event", "fn_station") if files[key]}
+    rewritten, seen = [], 0
+    for line in inp.read_text(encoding="utf-8", errors="replace").splitlines():
+        name = line.strip()
+        if name and not name.startswith("*"):
+            seen += 1
+            if 2 <= seen <= 5 and name in inputs:
+                source = (folder / name).resolve()
+                relative = Path(name)
+                if relative.is_absolute() or ".." in relative.parts:
+                    line = str(source)
+                else:
+                    (work / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (work / relative).symlink_to(source)
+        rewritten.append(line)
+    write_text_atomic(work / inp.name, "\n".join(rewritten) + "\n")
+
+
 def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
     """Run the configured engine on a folder that already holds HypoDD inputs + hypoDD.inp.
 
-    The outputs are written into ``folder`` as the engine names them. Returns the path of the
-    relocation file (``hypoDD.reloc`` unless hypoDD.inp names another).
+    The engine runs in a hidden working folder inside ``folder``; only when it succeeds are
+    its outputs (the files hypoDD.inp names, ``hypoDD.log`` and the iterations folder) moved
+    into ``folder``, each with an atomic rename. A failed or interrupted run leaves the folder's earlier results
+    as they were, with the engine's output in ``hypoDD.engine.log``.
+
+    Returns:
+        The path of the relocation file (``hypoDD.reloc`` unless hypoDD.inp names another).
+
+    Raises:
+        HypoDDInputError: ``folder`` is not a folder, its inputs are missing or unreadable,
+            or the engine failed on them (the message names the log).
     """
-    return run_engine(Path(folder), cfg).reloc_path
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HypoDDInputError(f"{folder}: not a folder (expected one holding hypoDD.inp)")
+    folder = folder.resolve()
+    inp = folder / "hypoDD.inp"
+    files = _check_inputs(folder, inp)
+    work = Path(tempfile.mkdtemp(prefix=f".relocate{TEMP_MARK}", dir=folder))
+    try:
+        _stage_inputs(folder, work, inp)
+        try:
+            result = run_engine(work, cfg)
+        except HypoDDInputError:
+            raise
+        except HypoDDError as exc:
+            if (work / ENGINE_LOG).is_file():
+                os.replace(work / ENGINE_LOG, folder / ENGINE_LOG)
+            raise HypoDDInputError(
+                f"{inp}: the inputs could not be relocated: "
+                + str(exc).replace(str(work), str(folder))
+            ) from exc
+        names = [files[key] for key in OUTPUT_KEYS if files[key]] + [HYPODD_LOG, ENGINE_LOG]
+        for name in names:
+            if (work / name).is_file():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(work / name, folder / name)
+        if (work / ITERATIONS_DIR).is_dir():  # this run's per-iteration files replace the last
+            shutil.rmtree(folder / ITERATIONS_DIR, ignore_errors=True)
+            os.replace(work / ITERATIONS_DIR, folder / ITERATIONS_DIR)
+        return folder / result.reloc_path.relative_to(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import atomic_write
 from pipeline.velocity import VelocityModel
 
@@ -55,7 +56,7 @@ STA_COLUMNS = (
 RES_COLUMNS = "station dt id1 id2 data_type weight residual_ms final_weight offset_m".split()
 
 
-class HypoDDFormatError(ValueError):
+class HypoDDFormatError(EqcatInputError):
     """A HypoDD file does not have the layout its format requires."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ import pandas as pd
 from obspy import Inventory, UTCDateTime, read_inventory
 from obspy.core.inventory import Channel, Network, Station
 
+from pipeline.errors import DataSourceError, EqcatInputError, input_error
 from pipeline.rundir import atomic_path, atomic_write
 from pipeline.waveforms.params import (
     FDSNStationQuery,
@@ -102,7 +104,39 @@ def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetim
     """Stations with responses from an fdsnws-station service (network access).
 
     An http(s) base URL is used without service discovery, like the dataselect client.
+    A transient failure (time-out, connection refused, HTTP 5xx) is retried ``cfg.retries``
+    times with exponential backoff from ``cfg.backoff_s``.
+
+    Raises:
+        DataSourceError: no station matches, the service refused the request (HTTP 4xx), or
+            it stayed unreachable through the retries; the message names the service.
     """
+    from obspy.clients.fdsn.header import FDSNNoDataException
+
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _query_stations(cfg, starttime, endtime)
+        except FDSNNoDataException:
+            raise DataSourceError(
+                "no station matches the query", field=f"stations ({cfg.base_url})"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - sorted into refused / transient below
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            if input_error(exc) is not None:
+                raise DataSourceError(f"{cfg.base_url} refused the request: {reason}") from None
+            if attempt > cfg.retries:
+                raise DataSourceError(
+                    f"FDSN station service {cfg.base_url} unreachable after {attempt} "
+                    f"attempt(s): {reason}"
+                ) from None
+            delay = cfg.backoff_s * 2 ** (attempt - 1)
+            log.warning("FDSN station query %s: %s; retry in %.1f s", cfg.base_url, reason, delay)
+            time.sleep(delay)
+
+
+def _query_stations(cfg: FDSNStationQuery, starttime: datetime, endtime: datetime) -> Inventory:
     from obspy.clients.fdsn import Client
 
     is_url = cfg.base_url.startswith(("http://", "https://"))
@@ -134,8 +168,15 @@ def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datet
         return inline_inventory(cfg, starttime)
     if isinstance(cfg, StationXMLStations):
         if not cfg.path.is_file():
-            raise FileNotFoundError(f"StationXML file not found: {cfg.path}")
-        return read_inventory(str(cfg.path))
+            raise EqcatInputError("StationXML file not found", path=cfg.path, field="stations.path")
+        try:
+            return read_inventory(str(cfg.path))
+        except Exception as exc:  # noqa: BLE001 - ObsPy raises many kinds on a bad file
+            raise EqcatInputError(
+                f"not a readable StationXML file ({type(exc).__name__}: {exc})",
+                path=cfg.path,
+                field="stations.path",
+            ) from None
     return query_inventory(cfg, starttime, endtime)
 
 

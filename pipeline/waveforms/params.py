@@ -101,6 +101,10 @@ class FDSNStationQuery(_Section):
     starttime: datetime | None = Field(None, description="default: the build's start")
     endtime: datetime | None = Field(None, description="default: the build's end")
     timeout_s: float = Field(120.0, gt=0, description="HTTP timeout, seconds")
+    retries: int = Field(4, ge=0, le=20, description="retries of a transient failure")
+    backoff_s: float = Field(
+        1.0, ge=0, description="first retry delay, seconds; doubles each retry"
+    )
 
     @model_validator(mode="after")
     def _one_region(self) -> FDSNStationQuery:

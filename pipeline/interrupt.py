@@ -1,0 +1,111 @@
+"""Stopping a command on SIGINT / SIGTERM: within seconds, leaving only whole files.
+
+Every file a build writes appears under its final name only when complete
+(:func:`pipeline.rundir.atomic_write`), and every finished stage and station-day is cached,
+so a build can stop at any moment and resume. What must not happen is what Python and
+Prefect do by default: the interrupt reaches only the main thread, worker threads keep
+running, the interpreter waits for them at exit (and for Prefect's temporary API server,
+which the terminal's Ctrl-C has already stopped), and a second Ctrl-C prints a traceback.
+
+:func:`install` sets handlers that, on the first signal, let the main thread unwind for at
+most :data:`GRACE_S` seconds and then end the process; :func:`stop_now` (also what a second
+signal does) prints one line saying how to resume, ends child processes, removes temporary
+files of the run directory and exits at once with status 128 + signal number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+#: Seconds the main thread gets to unwind after the first signal before the process ends.
+GRACE_S = 3.0
+
+#: Seconds child processes get to end after SIGTERM before they are killed.
+CHILD_GRACE_S = 2.0
+
+_lock = threading.Lock()
+_state: dict = {"signal": None, "resume": None, "run_dirs": []}
+
+
+def set_resume(command: str | None, run_dir: Path | None = None) -> None:
+    """Record the command that resumes the work under way, and the run directory it writes."""
+    with _lock:
+        _state["resume"] = command
+        if run_dir is not None:
+            _state["run_dirs"].append(Path(run_dir))
+
+
+def interrupted_by() -> int | None:
+    """The number of the signal that interrupted this process, or None."""
+    return _state["signal"]
+
+
+def message() -> str:
+    """The one line printed on interruption."""
+    name = signal.Signals(_state["signal"] or signal.SIGINT).name
+    if _state["resume"]:
+        return (
+            f"interrupted ({name}): stopped; finished stages and station-days are kept; "
+            f"resume with: {_state['resume']}"
+        )
+    return f"interrupted ({name}): stopped"
+
+
+def _end_children() -> None:
+    """SIGTERM every child process (a program a stage runs, Prefect's server), then SIGKILL."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the dependencies
+        return
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=CHILD_GRACE_S)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+def stop_now(code: int | None = None) -> None:
+    """End the process at once: children, temporary files, then ``os._exit`` (no thread join)."""
+    from pipeline.rundir import remove_temporaries
+
+    signum = _state["signal"] or signal.SIGINT
+    logging.disable(logging.CRITICAL)  # threads still running log nothing more
+    print(message(), file=sys.stderr, flush=True)  # the last line the user sees
+    _end_children()
+    for root in _state["run_dirs"]:
+        with contextlib.suppress(OSError):
+            remove_temporaries(root)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum if code is None else code)
+
+
+def _on_signal(signum: int, frame) -> None:
+    with _lock:
+        first = _state["signal"] is None
+        if first:
+            _state["signal"] = signum
+    if not first:
+        stop_now()
+    timer = threading.Timer(GRACE_S, stop_now)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM as this module describes (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)

@@ -1,0 +1,198 @@
+"""Offline checks of what a valid build config names, before a build starts.
+
+The config schema (:mod:`pipeline.config`) checks each field's value; this module checks
+what the values point at, without the network: that named files exist and can be read,
+that the velocity model fits HypoInverse, that the programs a stage runs are installed and
+that the run directory can be written. ``eqcat validate`` runs every check; ``eqcat
+build`` runs those of the stages it is about to run, so a bad input fails in a second with
+one line per problem instead of after minutes of work (or retries).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pipeline.config import BuildConfig, ConfigError
+
+#: HypoInverse 1.40 reads at most this many layers per crustal model (``NLYR=20`` in
+#: ``common.inc`` of its source, hypoinvpy 0.7.0 sdist, ``hyp1.40/source``).
+HYPOINVERSE_MAX_LAYERS = 20
+
+#: The largest layer-top depth and velocity HypoInverse's ``2F5.2`` model lines can hold.
+HYPOINVERSE_MAX_VALUE = 99.99
+
+ALL_STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
+
+#: The table each stage needs from the stage before it (relative to the run directory).
+UPSTREAM_OUTPUT = {
+    "pick": "waveforms/stations.csv",
+    "associate": "picks/picks.parquet",
+    "locate": "association/events.parquet",
+    "relocate": "location/locations.parquet",
+    "magnitude": "relocation/relocations.parquet",
+    "report": "magnitude/magnitudes.parquet",
+}
+
+
+def _file_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as a ``what`` file, or None."""
+    if not path.exists():
+        return f"{what} not found"
+    if not path.is_file():
+        return f"{what} is not a file"
+    if not os.access(path, os.R_OK):
+        return f"{what} is not readable"
+    return None
+
+
+def _station_files(cfg: BuildConfig) -> Iterable[tuple[str, Path, str]]:
+    if cfg.scenario is None and cfg.stations is not None and cfg.stations.kind == "stationxml":
+        yield "stations.path", cfg.stations.path, "StationXML file"
+    if cfg.scenario is not None:
+        yield "scenario.stations_csv", cfg.scenario.stations_csv, "station list"
+
+
+def check_download(cfg: BuildConfig) -> list[str]:
+    """Station files of the download stage (StationXML, scenario station list)."""
+    problems = []
+    for field, path, what in _station_files(cfg):
+        problem = _file_problem(Path(path), what)
+        if problem:
+            problems.append(f"{field} = '{path}': {problem}")
+    return problems
+
+
+def check_weights(cfg: BuildConfig) -> list[str]:
+    """The EQTransformer weights resolve to a readable weights file (picking with eqt)."""
+    if cfg.picking.picker != "eqt":
+        return []
+    from pipeline.errors import EqcatInputError
+    from pipeline.picking.model import read_weights
+    from pipeline.weights import resolve_weights
+
+    field = f"picking.weights = '{cfg.picking.weights}'"
+    try:
+        path = resolve_weights(cfg.picking.weights)
+    except (EqcatInputError, ValueError) as exc:
+        return [f"{field}: {exc}"]
+    problem = _file_problem(path, "weights file")
+    if problem:
+        return [f"{field}: {problem} ({path})"]
+    try:
+        read_weights(path)
+    except (EqcatInputError, OSError, ValueError, KeyError) as exc:
+        return [f"{field}: {path} is not a readable EQTransformer weights file ({exc})"]
+    return []
+
+
+def check_hypoinverse(cfg: BuildConfig) -> list[str]:
+    """The velocity model fits HypoInverse's layer models and ``hyp1.40`` is installed."""
+    from pipeline.location.runner import TEMPLATE, HypoInverseError, find_hypoinverse
+    from pipeline.velocity import load_velocity_model
+
+    problems = []
+    field = f"velocity_model = '{cfg.velocity_model}'"
+    model = load_velocity_model(cfg.velocity_model)
+    n_layers = len(model.layer_tops_km)
+    if n_layers > HYPOINVERSE_MAX_LAYERS:
+        problems.append(
+            f"{field}: {n_layers} layers; HypoInverse reads at most {HYPOINVERSE_MAX_LAYERS}"
+        )
+    deepest = max(model.layer_tops_km.max(), model.vp_km_s.max())
+    if deepest > HYPOINVERSE_MAX_VALUE:
+        problems.append(
+            f"{field}: a layer top or velocity of {deepest} does not fit HypoInverse's "
+            f"F5.2 model lines (at most {HYPOINVERSE_MAX_VALUE})"
+        )
+    if _file_problem(TEMPLATE, "template"):
+        problems.append(f"HypoInverse command template {TEMPLATE} not found")
+    try:
+        find_hypoinverse()
+    except HypoInverseError as exc:
+        problems.append(f"location: {exc}")
+    return problems
+
+
+def check_hypodd(cfg: BuildConfig) -> list[str]:
+    """The hypoDD.inp template exists and the configured HypoDD engine is installed."""
+    from pipeline.relocation.engine import HypoDDError, engine_command
+    from pipeline.relocation.hypodd_formats import TEMPLATE_PATH
+
+    problems = []
+    if _file_problem(TEMPLATE_PATH, "template"):
+        problems.append(f"hypoDD.inp template {TEMPLATE_PATH} not found")
+    try:
+        engine_command(cfg.relocation)
+    except HypoDDError as exc:
+        problems.append(f"relocation.engine = '{cfg.relocation.engine}': {exc}")
+    return problems
+
+
+def check_report(cfg: BuildConfig) -> list[str]:
+    """The reference catalog CSV of the report, when one is named."""
+    ref = cfg.report.reference
+    if ref is None or ref.path is None:
+        return []
+    problem = _file_problem(Path(ref.path), "reference catalog")
+    return [f"report.reference.path = '{ref.path}': {problem}"] if problem else []
+
+
+def check_output_dir(cfg: BuildConfig) -> list[str]:
+    """The run directory exists and is writable, or can be created."""
+    target = Path(cfg.run_dir)
+    probe = target
+    while not probe.exists():  # the nearest existing folder decides whether it can be made
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return [f"output_dir = '{cfg.output_dir}': {probe} is not a folder"]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [f"output_dir = '{cfg.output_dir}': {probe} is not writable"]
+    return []
+
+
+#: Checks, and the stages that need each (``None``: every build).
+CHECKS: tuple[tuple[Callable[[BuildConfig], list[str]], tuple[str, ...] | None], ...] = (
+    (check_output_dir, None),
+    (check_download, ("download",)),
+    (check_weights, ("pick",)),
+    (check_hypoinverse, ("locate",)),
+    (check_hypodd, ("relocate",)),
+    (check_report, ("report",)),
+)
+
+
+def check_stage_order(cfg: BuildConfig, stages: list[str]) -> list[str]:
+    """The first of ``stages`` finds what the stage before it writes in the run directory."""
+    first = stages[0] if stages else "download"
+    if first not in UPSTREAM_OUTPUT or (cfg.run_dir / UPSTREAM_OUTPUT[first]).is_file():
+        return []
+    before = ALL_STAGES[ALL_STAGES.index(first) - 1]
+    return [
+        f"stage {first!r} needs {cfg.run_dir / UPSTREAM_OUTPUT[first]} from stage {before!r}, "
+        f"which has not run: build with --from {before} (or without --stage/--from)"
+    ]
+
+
+def preflight_problems(cfg: BuildConfig, stages: Iterable[str] | None = None) -> list[str]:
+    """One line per problem of what ``cfg`` names, for ``stages`` (default: all).
+
+    With ``stages`` given (those a build is about to run, in order), also whether the run
+    directory holds what the first of them needs.
+    """
+    wanted = set(ALL_STAGES if stages is None else stages)
+    problems = [] if stages is None else check_stage_order(cfg, list(stages))
+    for check, needed_by in CHECKS:
+        if needed_by is None or wanted & set(needed_by):
+            problems += check(cfg)
+    return problems
+
+
+def check_build_inputs(cfg: BuildConfig, source: str, stages: Iterable[str] | None = None) -> None:
+    """Raise :class:`ConfigError` (one line per problem, prefixed by ``source``) on a problem."""
+    problems = preflight_problems(cfg, stages)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in problems))
