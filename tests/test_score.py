@@ -232,8 +232,8 @@ def _loss_run(run, truth, truth_picks):
             "depth_km": origin.depth_km,
         }
         locations.append(rec | {"located": located})
-        if in_catalog and located:
-            catalog.append(rec | {"magnitude": origin.magnitude})
+        if located:
+            catalog.append(rec | {"magnitude": origin.magnitude, "in_default": in_catalog})
 
     by_true = dict(tuple(picks.groupby("true")))
     for k in range(20, 400):
@@ -264,7 +264,9 @@ def _loss_run(run, truth, truth_picks):
         run / "association" / "assignments.parquet",
     )
     write_parquet_atomic(pd.DataFrame(locations), run / "location" / "locations.parquet")
-    write_parquet_atomic(pd.DataFrame(catalog), run / "catalog" / "catalog.parquet")
+    full = pd.DataFrame(catalog)
+    write_parquet_atomic(full[full.in_default], run / "catalog" / "catalog.parquet")
+    write_parquet_atomic(full, run / "catalog" / "catalog_all.parquet")
 
 
 def test_stage_losses_attribute_each_lost_event_to_its_stage(tmp_path):
@@ -291,5 +293,11 @@ def test_stage_losses_attribute_each_lost_event_to_its_stage(tmp_path):
         assert row["n_true"] == row["n_in_catalog"] + lost
     false = losses["false_events"]
     assert false == {"n": 18, "duplicate": 5, "mislocated": 10, "false_picks": 3, "no_picks": 0}
+    # catalog_all also holds the 20 events of the split ones (one of each pair at the true
+    # origin) and the 10 left out of the default catalog (30 s off)
+    full = score["catalog_all"]
+    assert full["n_matched"] == score["n_matched_events"] + 10
+    assert full["n_events"] == score["n_detected_events"] + 30
     text = format_truth_table(score)
     assert "where true events are lost" in text and "false catalog events 18" in text
+    assert "full catalog (catalog_all" in text
