@@ -324,7 +324,7 @@ def test_quality_classes_follow_the_documented_limits():
     rows = [
         good,  # A
         good | {"location_stage": "hypodd", "n_p": 2, "n_s": 1, "azimuthal_gap_deg": 300.0},  # A
-        good | {"vertical_error_km": 6.0},  # B: A's ERZ limit 2 km fails
+        good | {"vertical_error_km": 20.0},  # B: A's ERZ limit 2 km fails, B has none
         good | {"n_p": 3, "n_s": 2, "n_stations": 3},  # B: 5 readings, 3 stations
         good | {"azimuthal_gap_deg": 250.0},  # C: gap over 240
         good | {"n_p": 2, "n_s": 2},  # C: 4 readings
