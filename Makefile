@@ -5,12 +5,14 @@
 
 VENV := .venv
 PYTEST_ARGS ?=
+# GPU=1: TensorFlow with NVIDIA's CUDA wheels instead of the CPU-only set-up (never both).
+GPU ?= 0
 
 setup:
-	bash scripts/setup.sh
+	GPU=$(GPU) bash scripts/setup.sh
 
 setup-test:
-	bash scripts/setup.sh --test-tools
+	GPU=$(GPU) bash scripts/setup.sh --test-tools
 
 demo: setup
 	$(VENV)/bin/eqcat demo

@@ -1,7 +1,12 @@
 """Picking throughput: real-time factor of continuous-data picking, plain and with MC dropout.
 
-Run: ``.venv/bin/python benchmarks/picking_throughput.py [--weights PATH] [--mc 20]
-[--quiet-hours 24] [--quiet-events 40] [--overlap 0.3] [--cases wilz wilz-mc quiet quiet-mc]``.
+Run: ``.venv/bin/python benchmarks/picking_throughput.py [--models original conservative]
+[--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.3]
+[--workers 2] [--cases wilz wilz-mc quiet quiet-mc wilz-x2]``.
+
+Models: ``original`` (the default picking model) and ``conservative``, as installed by set-up,
+or weights files; each runs with the picking defaults (``PickerConfig``: thresholds 0.5/0.3/0.3,
+1 h chunks, batch 500) but ``--overlap`` and ``--mc``.
 
 Cases, each in a fresh Python process (so its peak memory is its own):
 
@@ -11,8 +16,13 @@ Cases, each in a fresh Python process (so its peak memory is its own):
 - ``quiet`` / ``quiet-mc``: a generated quiet day: band-limited Gaussian noise at O2.WILZ's
   background level with ``--quiet-events`` real O2.WILZ event records (30 s each, from P - 5 s)
   pasted in at random times, so that only a few percent of the windows hold a detection.
+- ``wilz-x2``: the O2.WILZ record picked twice, as two station-days, one after the other and
+  then by ``--workers`` threads sharing the model (as :func:`pipeline.picking.stage.pick_all`);
+  the two must give identical picks.
 
-Each process loads the model and warms it up (graph tracing of both paths) before the timed run.
+Each process loads the model and warms it up (graph tracing of both paths) before the timed
+runs; each case is timed ``--repeats`` times and min / median wall times are printed (the
+rates, "x real time", from the min). "MC windows" are the windows the MC-dropout passes ran on.
 "x real time" = seconds of 3-component data / wall seconds. "peak RSS" is the process's
 maximum resident memory; "RSS added" is its growth during the timed run. The MC/plain ratio is
 the wall-time ratio of the MC run to the plain run of the same data. Load average and CPU
@@ -36,14 +46,14 @@ from obspy import Stream, Trace, UTCDateTime, read
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
 WILZ = SHARED / "data" / "continuous" / "O2.WILZ"
-CASES = ("wilz", "wilz-mc", "quiet", "quiet-mc")
+CASES = ("wilz", "wilz-mc", "quiet", "quiet-mc", "wilz-x2")
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _quiet_day(wilz: Stream, hours: float, events: int, seed: int = 7) -> Stream:
+def _quiet_day(wilz: Stream, model, hours: float, events: int, seed: int = 7) -> Stream:
     """Noise at O2.WILZ's background level with real O2.WILZ event records pasted in."""
     from scipy.signal import butter, sosfilt
 
@@ -63,7 +73,7 @@ def _quiet_day(wilz: Stream, hours: float, events: int, seed: int = 7) -> Stream
     # event records: the strongest P picks of the record, 30 s from P - 5 s
     picks = pick_span(lambda a, b: wilz.slice(a, b).copy(), ("O2", "WILZ", ""),
                       wilz[0].stats.starttime, wilz[0].stats.endtime, PickerConfig(),
-                      _MODEL["eqt"])  # fmt: skip
+                      model)  # fmt: skip
     p = picks[picks["phase"] == "P"].nlargest(events, "probability")
     starts = np.sort(rng.choice(np.arange(60, hours * 3600 - 60, 120.0), len(p), replace=False))
     t0 = UTCDateTime(2024, 3, 1)
@@ -82,40 +92,55 @@ def _quiet_day(wilz: Stream, hours: float, events: int, seed: int = 7) -> Stream
     return Stream(traces)
 
 
-_MODEL: dict[str, object] = {}
+def _timed(call, repeats: int) -> tuple[list[float], object]:
+    """Wall seconds of ``repeats`` calls and the last result."""
+    walls, result = [], None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = call()
+        walls.append(time.perf_counter() - began)
+    return walls, result
 
 
 def run_case(case: str, args: argparse.Namespace) -> dict:
     """One timed case in this process; returns its figures."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from pipeline.picking import load_eqt
     from pipeline.picking.params import PickerConfig
     from pipeline.picking.stage import SpanStats, pick_span
 
-    weights = args.weights or SHARED / "models" / "eqt" / "EqT_conservative.keras"
-    model = _MODEL.setdefault("eqt", load_eqt(weights))
+    model = load_eqt(args.model)
     wilz = read(str(WILZ / "*.mseed"))
-    stream = (
-        wilz if case.startswith("wilz") else _quiet_day(wilz, args.quiet_hours, args.quiet_events)
-    )
+    quiet = case.startswith("quiet")
+    stream = _quiet_day(wilz, model, args.quiet_hours, args.quiet_events) if quiet else wilz
     mc = args.mc if case.endswith("-mc") else 0
     cfg = PickerConfig(overlap=args.overlap, mc_samples=mc, batch_size=args.batch_size)
     start, end = stream[0].stats.starttime, stream[0].stats.endtime
     codes = ("O2", "WILZ", "")
     read_span = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
     warm = np.random.default_rng(0).normal(size=(2, 6000, 3)).astype(np.float32)
-    for passes in (0, 1):  # graph tracing of the deterministic and the stochastic path
-        model.predict_windows(warm, mc_samples=passes)
+    model.predict_windows(warm)  # graph tracing of the deterministic and the stochastic path
+    model.predict_passes(warm, 2)
     pick_span(read_span, codes, start, start + 120, cfg, model)
     rss_before = _rss_mb()
     stats = SpanStats()
-    began = time.perf_counter()
-    picks = pick_span(read_span, codes, start, end, cfg, model, stats)
-    wall = time.perf_counter() - began
+    once = lambda: pick_span(read_span, codes, start, end, cfg, model)  # noqa: E731
+    walls, _ = _timed(once, args.repeats)
+    picks = pick_span(read_span, codes, start, end, cfg, model, stats)  # the counts, untimed
+    figures = {}
+    if case == "wilz-x2":
+        with ThreadPoolExecutor(args.workers) as pool:
+            both = lambda: list(pool.map(lambda _: once(), range(2)))  # noqa: E731
+            seq_walls, _ = _timed(lambda: [once(), once()], args.repeats)
+            par_walls, results = _timed(both, args.repeats)
+        identical = all(r.equals(picks) for r in results)
+        figures = {"sequential_s": seq_walls, "parallel_s": par_walls, "identical": identical}
     return {
         "case": case,
+        "model": model.name,
         "data_s": stats.data_seconds,
-        "wall_s": wall,
-        "x_real_time": stats.data_seconds / wall,
+        "walls": walls,
         "windows": stats.windows,
         "mc_windows": stats.mc_windows,
         "picks_p": int((picks["phase"] == "P").sum()),
@@ -123,59 +148,86 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         "peak_rss_mb": _rss_mb(),
         "rss_added_mb": _rss_mb() - rss_before,
         "device": getattr(model, "device", "?"),
+        **figures,
     }
+
+
+def _line(r: dict) -> str:
+    best, median = min(r["walls"]), float(np.median(r["walls"]))
+    share = 100 * r["mc_windows"] / max(1, r["windows"])
+    text = (
+        f"{r['case']:8s} data={r['data_s']:6.0f}s wall min/median={best:6.2f}/{median:6.2f}s "
+        f"x real time={r['data_s'] / best:6.0f}  windows={r['windows']:5d} "
+        f"MC windows={r['mc_windows']:5d} ({share:5.1f}%) P/S={r['picks_p']}/{r['picks_s']} "
+        f"peak RSS={r['peak_rss_mb']:5.0f} MB"
+    )
+    if "parallel_s" in r:
+        seq, par = min(r["sequential_s"]), min(r["parallel_s"])
+        text += (
+            f"\n{'':8s} 2 station-days: one at a time min/median={seq:.2f}/"
+            f"{np.median(r['sequential_s']):.2f}s, {len(r['parallel_s'])} runs of 2 workers "
+            f"min/median={par:.2f}/{np.median(r['parallel_s']):.2f}s -> {seq / par:.2f}x; "
+            f"identical picks: {r['identical']}"
+        )
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--models", nargs="+", default=["original", "conservative"])
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mc", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quiet-hours", type=float, default=24.0)
     parser.add_argument("--quiet-events", type=int, default=40)
     parser.add_argument("--overlap", type=float, default=0.3)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.one:
         print("RESULT " + json.dumps(run_case(args.one, args)), flush=True)
         return
-    print(f"cpus={os.cpu_count()} load average at start={os.getloadavg()}", flush=True)
-    results = {}
+    print(
+        f"cpus={os.cpu_count()} load average at start={os.getloadavg()}; settings: "
+        f"PickerConfig defaults, overlap={args.overlap}, batch={args.batch_size}, MC M={args.mc}, "
+        f"repeats={args.repeats}, quiet day {args.quiet_hours} h with {args.quiet_events} events",
+        flush=True,
+    )
     forwarded = [
         f"--mc={args.mc}",
+        f"--repeats={args.repeats}",
         f"--quiet-hours={args.quiet_hours}",
         f"--quiet-events={args.quiet_events}",
         f"--overlap={args.overlap}",
         f"--batch-size={args.batch_size}",
-    ] + ([f"--weights={args.weights}"] if args.weights else [])
-    for case in args.cases:
-        out = subprocess.run(
-            [sys.executable, __file__, *forwarded, "--one", case],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-        if out.returncode or not line:
-            print(f"{case}: failed\n{out.stderr[-2000:]}", flush=True)
-            continue
-        results[case] = json.loads(line[0][len("RESULT ") :])
-        r = results[case]
-        share = 100 * r["mc_windows"] / max(1, r["windows"])
-        print(
-            f"{case:9s} data={r['data_s']:8.0f}s wall={r['wall_s']:7.2f}s "
-            f"x real time={r['x_real_time']:7.0f}  windows={r['windows']:5d} "
-            f"MC windows={r['mc_windows']:5d} ({share:4.1f}%) "
-            f"P/S picks={r['picks_p']}/{r['picks_s']}  peak RSS={r['peak_rss_mb']:6.0f} MB "
-            f"(added {r['rss_added_mb']:5.0f} MB)  device={r['device']}",
-            flush=True,
-        )
-    for data in ("wilz", "quiet"):
-        if data in results and f"{data}-mc" in results:
-            ratio = results[f"{data}-mc"]["wall_s"] / results[data]["wall_s"]
-            print(f"{data}: MC({args.mc})/plain wall-time ratio = {ratio:.2f}")
-    print(f"load average at end={os.getloadavg()}")
+        f"--workers={args.workers}",
+    ]
+    for name in args.models:
+        results = {}
+        for case in args.cases:
+            out = subprocess.run(
+                [sys.executable, __file__, *forwarded, f"--model={name}", "--one", case],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if out.returncode or not line:
+                print(f"{name} {case}: failed\n{out.stderr[-2000:]}", flush=True)
+                continue
+            results[case] = r = json.loads(line[0][len("RESULT ") :])
+            if len(results) == 1:
+                print(f"model {r['model']} ({name}), device {r['device']}", flush=True)
+            print(_line(r), flush=True)
+        for data in ("wilz", "quiet"):
+            if data in results and f"{data}-mc" in results:
+                ratio = min(results[f"{data}-mc"]["walls"]) / min(results[data]["walls"])
+                print(f"{name} {data}: MC({args.mc})/plain wall-time ratio (min) = {ratio:.2f}")
+        print(f"load average now={os.getloadavg()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,17 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from flows.caching import cache_inputs, cached, stage_cache_key
+from flows.caching import (
+    OutputKeys,
+    cache_inputs,
+    cached,
+    description_key,
+    outputs_exist,
+    stage_cache_key,
+)
+from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
-from pipeline.rundir import RunDir, sha256_file
+from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
 #: Stages in build order (``eqcat build --stage NAME`` / ``--from NAME``).
@@ -43,6 +51,40 @@ STATION_DAY_TIMEOUT_S = 3600
 STAGE_TIMEOUT_S = 12 * 3600
 
 CACHED = {"cache_key_fn": stage_cache_key, "persist_result": True}
+
+#: The manifest stages each flow stage writes.
+MANIFEST_OF = {
+    "download": ("waveforms",),
+    "pick": ("picks",),
+    "associate": ("association",),
+    "locate": ("location",),
+    "relocate": ("relocation",),
+    "magnitude": ("magnitude",),
+    "report": ("catalog", "report"),
+}
+
+
+def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool) -> bool:
+    """Guard a stage: its inputs must be current; if it will recompute, mark it and every
+    later stage stale first (their results are deleted). Returns whether it is unchanged."""
+    first = MANIFEST_STAGES.index(MANIFEST_OF[stage][0])
+    manifest = run.read_manifest()
+    for earlier in STAGES[: STAGES.index(stage)]:
+        stale = [m for m in MANIFEST_OF[earlier] if manifest.get(m, {}).get("status") == "stale"]
+        if stale and MANIFEST_STAGES.index(stale[0]) < first:
+            run.require_current(
+                tuple(stale), f"rebuild from there: eqcat build {config_path} --from {earlier}"
+            )
+    unchanged = unchanged and run.is_current(MANIFEST_OF[stage], key)
+    if not unchanged:
+        removed = run.begin_stage(MANIFEST_OF[stage], f"{stage} reran on changed inputs")
+        if removed:
+            get_run_logger().info(
+                "%s reruns: later stages marked stale, %d of their files removed",
+                stage,
+                len(removed),
+            )
+    return unchanged
 
 
 def _run(cfg: BuildConfig) -> RunDir:
@@ -74,7 +116,12 @@ def download_task(config_path: str, cache: dict) -> dict:
         from pipeline.synthetic import generate_scenario
 
         began = time.perf_counter()
+        from pipeline.waveforms.download import assess_generated_archive
+
         summary = generate_scenario(run.root, cfg.scenario, workers=os.cpu_count() or 1)
+        start = cfg.scenario.start_time  # the archive's own span: the same for any build span
+        end = start + timedelta(seconds=cfg.scenario.duration_s)
+        assess_generated_archive(run, cfg.waveforms, start, end)
         return {"counts": {"events": summary.n_events}, "wall_time_s": time.perf_counter() - began}
     from prefect.blocks.system import Secret
 
@@ -91,22 +138,40 @@ def download_task(config_path: str, cache: dict) -> dict:
     )
 
 
+def _download_inputs(cfg: BuildConfig) -> list[Path]:
+    """Local files the download stage reads: a StationXML file, the SDS source's day files."""
+    from pipeline.waveforms.params import SDSSource, StationXMLStations
+    from pipeline.waveforms.sds import days_in_span
+
+    inputs: list[Path] = []
+    if isinstance(cfg.stations, StationXMLStations):
+        inputs.append(cfg.stations.path)
+    if isinstance(cfg.waveforms.source, SDSSource):
+        root = cfg.waveforms.source.path
+        for day in days_in_span(cfg.starttime, cfg.endtime):
+            doy = day.timetuple().tm_yday
+            inputs += sorted(root.glob(f"{day.year:04d}/*/*/*.D/*.{day.year:04d}.{doy:03d}"))
+    return inputs
+
+
 @flow(name="download")
 def download_flow(config_path: str) -> dict:
     """Waveforms and station metadata into the run directory."""
     cfg = load_config(config_path)
     run = _run(cfg)
-    outputs = [run.root / "waveforms" / "stations.csv"]
+    outputs = [run.root / "waveforms" / name for name in ("stations.csv", "quality.parquet")]
+    span = [cfg.starttime, cfg.endtime]
+    inputs: list[Path] = []
     if cfg.scenario is not None:  # the scenario alone defines the data, whatever the span
-        section = {"scenario": cfg.scenario}
+        section = {"scenario": cfg.scenario, "quality": cfg.waveforms}
     else:
-        section = {
-            "stations": cfg.stations,
-            "waveforms": cfg.waveforms,
-            "span": [cfg.starttime, cfg.endtime],
-        }
-    cache = cache_inputs(section=section, outputs=outputs)
-    summary = cached(download_task, cache)(config_path, cache=cache)
+        section = {"stations": cfg.stations, "waveforms": cfg.waveforms, "span": span}
+        inputs = _download_inputs(cfg)
+    cache = cache_inputs(section=section, inputs=inputs, outputs=outputs)
+    key = description_key(download_task.name, cache)
+    unchanged = _begin(run, "download", config_path, key, outputs_exist(cache))
+    summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
+    run.mark_current(MANIFEST_OF["download"], key)
     _artifact(cfg, "download", summary)
     return summary
 
@@ -157,18 +222,19 @@ def pick_station_day_task(
     return summary
 
 
-def _station_day_files(sds_root: Path, network: str, station: str, day: date) -> list[Path]:
-    doy = day.timetuple().tm_yday
-    pattern = f"{day.year}/{network}/{station}/*.D/{network}.{station}.*.{day.year}.{doy:03d}"
-    return sorted(sds_root.glob(pattern))
+def _track_progress(futures: list, labels: list[str], description: str, unit: str) -> None:
+    """Wait for ``futures``, reporting the finished share in a progress artifact (1 % steps).
 
-
-def _track_progress(futures: list, description: str) -> None:
-    """Wait for ``futures``, reporting the finished share in a progress artifact (1 % steps)."""
+    The terminal's progress bar (:mod:`pipeline.progress`) advances by one ``unit`` per
+    finished future and names it by its entry of ``labels``.
+    """
     progress = create_progress_artifact(0.0, description=description)
+    label_of = {id(future): label for future, label in zip(futures, labels, strict=True)}
+    user_progress.set_total(len(futures), unit)
     shown = 0
     for done, future in enumerate(as_completed(futures), start=1):
         future.wait()  # keeps the final state on the future (else ``.state`` asks the API)
+        user_progress.advance(label_of[id(future)])
         percent = 100 * done // len(futures)
         if percent > shown:
             update_progress_artifact(progress, float(percent))
@@ -181,7 +247,7 @@ def pick_flow(config_path: str) -> dict:
     from pipeline.picking.stage import finish_picking, station_day_path
     from pipeline.waveforms import waveform_root
     from pipeline.waveforms.inventory import read_stations_csv
-    from pipeline.waveforms.sds import days_in_span
+    from pipeline.waveforms.sds import days_in_span, station_day_files
 
     logger = get_run_logger()
     began = time.perf_counter()
@@ -206,14 +272,21 @@ def pick_flow(config_path: str) -> dict:
     caches = [
         cache_inputs(
             section=cfg.picking,
-            inputs=_station_day_files(sds_root, row.network, row.station, day),
+            inputs=station_day_files(
+                sds_root, row.network, row.station, row.location, row.channel_prefix, [day]
+            ),
             outputs=[station_day_path(run.root, row.network, row.station, day)],
-            extra={"weights": weights},
+            extra={"weights": weights, "channels": [row.location, row.channel_prefix]},
         )
         for row, day in units
     ]
+    stamps = OutputKeys(run.root / "picks")
+    keys = [description_key(pick_station_day_task.name, c) for c in caches]
+    fresh = [stamps.matches(c["outputs"][0], k) for c, k in zip(caches, keys, strict=True)]
+    stage_key = description_key("pick", {"units": keys})
+    _begin(run, "pick", config_path, stage_key, all(fresh) and all(map(outputs_exist, caches)))
     futures = [
-        cached(pick_station_day_task, cache).submit(
+        cached(pick_station_day_task, cache, on_disk).submit(
             config_path,
             row.network,
             row.station,
@@ -222,20 +295,29 @@ def pick_flow(config_path: str) -> dict:
             day,
             cache=cache,
         )
-        for (row, day), cache in zip(units, caches, strict=True)
+        for (row, day), cache, on_disk in zip(units, caches, fresh, strict=True)
     ]
-    _track_progress(futures, f"eqcat {cfg.name}: station-days picked (%)")
-    summaries, failures = [], {}
-    for (row, day), future in zip(units, futures, strict=True):
+    _track_progress(
+        futures,
+        [f"{row.network}.{row.station} {day}" for row, day in units],
+        f"eqcat {cfg.name}: station-days picked (%)",
+        "station-days",
+    )
+    summaries, failures, written = [], {}, {}
+    for (row, day), future, cache, key in zip(units, futures, caches, keys, strict=True):
         state = future.state
         if state.is_completed():
             summaries.append(future.result())
+            written[Path(cache["outputs"][0])] = key
         else:
             label = f"{row.network}.{row.station}.{day}"
             failures[label] = str(state.message or state.name)
             logger.error("station-day %s failed: %s", label, failures[label])
     model_name = "stalta" if cfg.picking.picker == "stalta" else Path(weights["path"]).stem
+    stamps.save(written)
     summary = finish_picking(run, cfg.picking, summaries, failures, model_name, len(units), began)
+    # A failed station-day leaves the stage to be redone (and its downstream) next time.
+    run.mark_current(MANIFEST_OF["pick"], stage_key + (":incomplete" if failures else ""))
     summary = {
         "counts": summary["counts"],
         "failures": failures,
@@ -337,16 +419,83 @@ STAGE_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+#: Tables a stage reads when they exist, beyond those of :data:`STAGE_FILES`.
+OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "relocate": ("location/phase_residuals.parquet",),
+    "magnitude": ("waveforms/stations.csv",),
+    "report": (
+        "association/assignments.parquet",
+        "picks/picks.parquet",
+        "magnitude/picks.parquet",
+        "magnitude/station_magnitudes.parquet",
+        "location/arrivals.parquet",
+        "location/phases.parquet",
+        "location/picks.parquet",
+        "location/phase_residuals.parquet",
+        "waveforms/stations.csv",
+        "waveforms/quality.parquet",
+    ),
+}
+#: Stages that read waveforms again (cross-correlation, amplitudes).
+WAVEFORM_STAGES = ("relocate", "magnitude")
+
+
+def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path], dict]:
+    """Every file ``stage`` reads (tables, velocity model, waveform day files, reference
+    catalog) and the manifest facts it reports (failed station-days)."""
+    from pipeline.velocity import model_path
+
+    _, tables, _ = STAGE_FILES[stage]
+    inputs = [run.root / p for p in (*tables, *OPTIONAL_INPUTS.get(stage, ()))]
+    inputs.append(model_path(cfg.velocity_model))
+    extra: dict[str, Any] = {}
+    if stage in WAVEFORM_STAGES:
+        inputs += _waveform_files(cfg, run)
+    if stage == "report":
+        if cfg.report.reference is not None and cfg.report.reference.path is not None:
+            inputs.append(cfg.report.reference.path)
+        manifest = run.read_manifest()
+        extra["failures"] = {
+            k: manifest.get(k, {}).get("details", {}).get("failures")
+            for k in ("waveforms", "picks")
+        }
+    return inputs, extra
+
+
+def _waveform_files(cfg: BuildConfig, run: RunDir) -> list[Path]:
+    """The day files (with neighbouring days) of every station of the build."""
+    from pipeline.waveforms import waveform_root
+    from pipeline.waveforms.inventory import read_stations_csv
+    from pipeline.waveforms.sds import days_in_span, station_day_files
+
+    path = run.root / "waveforms" / "stations.csv"
+    if not path.is_file():
+        return []
+    root = waveform_root(run, cfg.waveforms)
+    days = days_in_span(cfg.starttime, cfg.endtime)
+    stations = read_stations_csv(path).drop_duplicates(["network", "station"])
+    return [
+        f
+        for r in stations.itertuples(index=False)
+        for f in station_day_files(root, r.network, r.station, r.location, r.channel_prefix, days)
+    ]
+
+
 def _run_stage(stage: str, config_path: str) -> dict:
     cfg = load_config(config_path)
     run = _run(cfg)
-    section, inputs, outputs = STAGE_FILES[stage]
+    section, _, outputs = STAGE_FILES[stage]
+    inputs, extra = _stage_inputs(stage, cfg, run)
     cache = cache_inputs(
         section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
-        inputs=[run.root / p for p in inputs],
+        inputs=inputs,
         outputs=[run.root / p for p in outputs],
+        extra=extra,
     )
-    summary = cached(stage_task, cache)(stage, config_path, cache=cache)
+    key = description_key(stage_task.name, cache)
+    unchanged = _begin(run, stage, config_path, key, outputs_exist(cache))
+    summary = cached(stage_task, cache, unchanged)(stage, config_path, cache=cache)
+    run.mark_current(MANIFEST_OF[stage], key)
     _artifact(cfg, stage, summary)
     return summary
 
@@ -423,7 +572,8 @@ def build_catalog(
             stage_flow = STAGE_FLOWS[name]
             if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
                 stage_flow = with_runner(stage_flow, cfg, dask_address)
-            results[name] = stage_flow(config_path)
+            with user_progress.stage(f"{cfg.name}: {name}"):
+                results[name] = stage_flow(config_path)
             logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
     lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
     lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]

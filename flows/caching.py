@@ -7,14 +7,23 @@ runs, and its result is stored under the same key), so deleting an output (or th
 directory) always forces the work to be redone, and the first run of a build already
 fills the cache that its rerun hits.
 
-Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text),
-``size:mtime_ns`` for miniSEED day files, which are large and written atomically once.
+Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text);
+``size:mtime_ns:sha256`` for waveform day files, so an archive replaced by other data —
+even with the same sizes and times (``cp -p``, ``rsync -a``) — is seen as changed. A day
+file's content hash is computed once per file state (path, size, mtime, ctime, inode) and
+remembered across builds in ``~/.cache/eqcat/file_hashes.sqlite`` (``EQCAT_CACHE_DIR``
+overrides the folder), so a scheduled build over a growing archive reads only new or
+changed day files; ctime cannot be set back by copying tools, so a rewritten file is hashed
+again. Where that file cannot be written, hashes are remembered for this process only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,23 +32,103 @@ from prefect import Task
 from pydantic_core import to_jsonable_python
 
 import pipeline
-from pipeline.rundir import sha256_file
+from pipeline.rundir import sha256_file, write_text_atomic
 
 PIPELINE_ROOT = Path(pipeline.__file__).resolve().parent
+#: HypoInverse / HypoDD templates and the shipped velocity models: code as well.
+TEMPLATES_ROOT = PIPELINE_ROOT.parent / "hypo_templates"
+
+_hash_lock = threading.Lock()
+_content_hashes: dict[str, str] = {}
+_hash_store: sqlite3.Connection | None = None
+_hash_store_opened = False
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the pipeline package's source: any code change invalidates the caches."""
+    """Hash of the pipeline's source and templates: any change invalidates the caches."""
     digest = hashlib.sha256(pipeline.__version__.encode())
-    for path in sorted(PIPELINE_ROOT.rglob("*.py")):
-        digest.update(path.relative_to(PIPELINE_ROOT).as_posix().encode())
+    files = sorted(PIPELINE_ROOT.rglob("*.py")) + sorted(
+        p for p in TEMPLATES_ROOT.rglob("*") if p.is_file()
+    )
+    for path in files:
+        digest.update(path.relative_to(PIPELINE_ROOT.parent).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
+def hash_store_path() -> Path:
+    """The SQLite file that remembers day-file hashes across builds."""
+    folder = os.environ.get("EQCAT_CACHE_DIR") or Path.home() / ".cache" / "eqcat"
+    return Path(folder).expanduser() / "file_hashes.sqlite"
+
+
+def _open_hash_store() -> sqlite3.Connection | None:
+    """The shared hash store (opened once per process; None where it cannot be written).
+
+    Call with ``_hash_lock`` held.
+    """
+    global _hash_store, _hash_store_opened
+    if not _hash_store_opened:
+        _hash_store_opened = True
+        try:
+            path = hash_store_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _hash_store = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            _hash_store.execute(
+                "CREATE TABLE IF NOT EXISTS file_hash (state TEXT PRIMARY KEY, sha256 TEXT)"
+            )
+            _hash_store.commit()
+        except (OSError, sqlite3.Error):
+            _hash_store = None
+    return _hash_store
+
+
+def _stored_hash(state: str) -> str | None:
+    """The remembered hash of a file state, from this process or the hash store."""
+    with _hash_lock:
+        if state in _content_hashes:
+            return _content_hashes[state]
+        store = _open_hash_store()
+        if store is None:
+            return None
+        try:
+            row = store.execute("SELECT sha256 FROM file_hash WHERE state = ?", (state,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+
+def _remember_hash(state: str, digest: str) -> None:
+    """Remember a file state's hash in this process and, where possible, the hash store."""
+    with _hash_lock:
+        _content_hashes[state] = digest
+        store = _open_hash_store()
+        if store is None:
+            return
+        try:
+            store.execute("INSERT OR REPLACE INTO file_hash VALUES (?, ?)", (state, digest))
+            store.commit()
+        except sqlite3.Error:
+            pass  # a busy or read-only store only costs a re-hash next time
+
+
+def _content_hash(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime, ctime, inode)."""
+    stat = path.stat()
+    state = json.dumps(
+        [str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    )
+    known = _stored_hash(state)
+    if known is None:
+        known = sha256_file(path)
+        _remember_hash(state, known)
+    return known
+
+
 def file_fingerprint(path: Path) -> str:
-    """Content hash for tables, size and mtime for waveform day files; ``missing`` if absent."""
+    """Content hash for tables; size, mtime and content hash for waveform day files;
+    ``missing`` if absent."""
     if not path.exists():
         return "missing"
     if path.is_dir():
@@ -51,7 +140,7 @@ def file_fingerprint(path: Path) -> str:
     if path.suffix in {".parquet", ".csv", ".xml", ".json", ".yaml", ".txt"}:
         return sha256_file(path)
     stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{_content_hash(path)}"
 
 
 def cache_inputs(
@@ -83,11 +172,27 @@ def outputs_exist(description: dict[str, Any]) -> bool:
     return all(Path(p).exists() for p in description["outputs"])
 
 
-def cached(task_obj: Task, description: dict[str, Any]) -> Task:
-    """``task_obj``, refreshing its cache entry when an expected output file is missing."""
-    if outputs_exist(description):
+def cached(task_obj: Task, description: dict[str, Any], on_disk: bool = True) -> Task:
+    """``task_obj``, refreshing its cache entry unless its outputs on disk are its own.
+
+    ``on_disk`` says whether the files now on disk were written from this description (the
+    caller knows: manifest or :class:`OutputKeys`); when not — or an output is missing —
+    the task runs even if Prefect holds a result for the key (a config switched back to an
+    earlier value must not leave the other config's files in place).
+    """
+    if on_disk and outputs_exist(description):
         return task_obj
     return task_obj.with_options(refresh_cache=True)
+
+
+def description_key(task_name: str, description: dict[str, Any]) -> str:
+    """Hash of a task name, the code version and a :func:`cache_inputs` description."""
+    payload = json.dumps(
+        {"task": task_name, "code": code_version(), **description},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -95,9 +200,28 @@ def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     description = parameters.get("cache")
     if description is None:
         return None
-    payload = json.dumps(
-        {"task": context.task.name, "code": code_version(), **description},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return description_key(context.task.name, description)
+
+
+class OutputKeys:
+    """Which key each output file was last written under: ``<folder>/cache_keys.json``.
+
+    Written only by the flow (one writer), after its tasks finished; read before submitting
+    them, so a task whose file on disk came from other inputs runs again.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / "cache_keys.json"
+        try:
+            self.keys: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            self.keys = {}
+
+    def matches(self, output: Path, key: str) -> bool:
+        """Whether ``output`` was last written under ``key``."""
+        return self.keys.get(Path(output).name) == key
+
+    def save(self, written: dict[Path, str]) -> None:
+        """Record ``{output: key}`` for outputs just written (atomically)."""
+        self.keys.update({Path(p).name: k for p, k in written.items()})
+        write_text_atomic(self.path, json.dumps(self.keys, indent=1, sort_keys=True))

@@ -26,10 +26,18 @@ def extended_span(now: datetime, days: int) -> tuple[datetime, datetime]:
 
 
 @flow(name="extend_catalog")
-def extend_catalog(config_path: str, days: int = 2) -> dict:
-    """Build ``config_path`` over the last ``days`` days (a config copy in the run directory)."""
+def extend_catalog(config_path: str, days: int = 2, end: datetime | None = None) -> dict:
+    """Build ``config_path`` over the last ``days`` days (a config copy in the run directory).
+
+    ``end``: the end of the span (UTC); default the last UTC midnight. Given explicitly, a run
+    can catch up a missed day or, on an archive, extend the catalog to a chosen time.
+    """
     cfg = load_config(config_path)
-    start, end = extended_span(datetime.now(UTC), days)
+    if end is None:
+        start, end = extended_span(datetime.now(UTC), days)
+    else:
+        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+        start = end - timedelta(days=days)
     start = min(start, cfg.starttime)  # keep the catalog's history: extend, never shrink
     spec = cfg.model_dump(mode="json")
     spec.update(starttime=start.isoformat(), endtime=end.isoformat())

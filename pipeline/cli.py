@@ -7,12 +7,14 @@ line per problem (file, field, value, what is allowed) and exits with status 2.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from pipeline import progress
 from pipeline.config import BuildConfig, ConfigError, load_config
 
 app = typer.Typer(
@@ -35,12 +37,81 @@ def _load(config_path: Path) -> BuildConfig:
         raise typer.Exit(code=2) from None
 
 
+#: Loggers shown from WARNING on at default verbosity: the request lines of Prefect's API
+#: client (httpx) and Prefect's per-run state lines ("Finished in state Completed()"),
+#: which the progress bars replace.
+QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
+
+
+class QuietFilter(logging.Filter):
+    """Default-verbosity filter of the console handler.
+
+    Drops records under WARNING from :data:`QUIET_LOGGERS`, and Prefect's per-task warning
+    that a timeout cannot interrupt a worker thread (logged for every mapped task that has
+    ``timeout_seconds`` and runs on a thread pool: thousands of identical lines for a long
+    build). A filter on the handler, not logger levels: Prefect resets its loggers' levels
+    when it configures its logging, and its API log handler still gets everything.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if record.levelno < logging.WARNING and any(
+            name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS
+        ):
+            return False
+        message = record.getMessage()
+        return not (
+            name.startswith("prefect")
+            and message.startswith("Timeout of")
+            and "worker thread" in message
+        )
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Writes log lines through a rich console, so they print above live progress bars.
+
+    (Its name must not start with ``_``: Prefect keeps a root handler it takes for the
+    user's own and replaces the others with its console handler.)
+    """
+
+    def __init__(self, out: Console) -> None:
+        super().__init__()
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr through :data:`console`: everything from DEBUG with ``verbose``.
+
+    Default: INFO through :class:`QuietFilter`, and the temporary Prefect server's usage
+    telemetry off (``PREFECT_SERVER_ANALYTICS_ENABLED=false`` unless set in the
+    environment): offline it fails with a logged traceback. ``verbose`` shows all of it.
+    """
+    handler = ConsoleLogHandler(console)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(QuietFilter())
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")] = False):
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="debug logs, incl. Prefect's API requests and warnings"
+        ),
+    ] = False,
+):
+    configure_logging(verbose)
 
 
 @app.command()
@@ -87,14 +158,35 @@ def _run_build(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
-    results = build_catalog(str(config), stage=stage, from_stage=from_stage, dask_address=dask)
+    with progress.display(console):
+        results = build_catalog(str(config), stage=stage, from_stage=from_stage, dask_address=dask)
     for name, summary in results.items():
         counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
         typer.echo(f"{name}: {counts}")
-    report = cfg.run_dir / "report" / "index.html"
-    if report.exists():
-        typer.echo(f"report: {report.resolve()}")
+    echo_outputs(cfg.run_dir)
     return results
+
+
+#: What a user opens after a build: label and path in the run directory.
+RUN_OUTPUTS = (
+    ("catalog CSV", "catalog/catalog.csv"),
+    ("catalog QuakeML", "catalog/catalog.xml"),
+    ("report HTML", "report/index.html"),
+)
+
+
+def run_outputs(run_dir: Path) -> list[tuple[str, Path]]:
+    """The :data:`RUN_OUTPUTS` of ``run_dir`` that exist, as (label, absolute path)."""
+    paths = [(label, (Path(run_dir) / rel).resolve()) for label, rel in RUN_OUTPUTS]
+    return [(label, path) for label, path in paths if path.is_file()]
+
+
+def echo_outputs(run_dir: Path) -> None:
+    """Print the catalog CSV / QuakeML / report paths of ``run_dir`` (those that exist)."""
+    outputs = run_outputs(run_dir)
+    width = max((len(label) for label, _ in outputs), default=0)
+    for label, path in outputs:
+        typer.echo(f"{label + ':':{width + 1}s} {path}")
 
 
 @app.command()
@@ -160,45 +252,95 @@ def relocate(
     typer.echo(f"relocations: {relocate_dir(hypodd_dir, cfg)}")
 
 
-@app.command()
-def mc(
-    catalog: Annotated[Path, typer.Argument(help="catalog CSV with a magnitude column")],
-    magnitude_column: Annotated[str, typer.Option(help="magnitude column")] = "magnitude",
-    time_column: Annotated[
-        str | None, typer.Option(help="origin-time column ('' for none)")
-    ] = "origin_time",
-    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
-    out: Annotated[Path | None, typer.Option(help="folder for completeness.json + figures")] = None,
-) -> None:
-    """Completeness magnitude (MAXC, GFT, MBS) and b-value of any catalog CSV."""
-    from pipeline.completeness import CompletenessConfig, completeness_report_for_csv
+def _utc_option(value: str | None, option: str):
+    """A UTC Timestamp from an ISO 8601 option value (None stays None)."""
+    if value is None:
+        return None
+    import pandas as pd
 
     try:
-        result = completeness_report_for_csv(
-            catalog,
-            magnitude_column,
-            time_column or None,
-            CompletenessConfig(delta_m=delta_m),
-            output_dir=out,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    except ValueError:
+        console.print(f"[red]error:[/red] {option} {value!r}: expected ISO 8601 (2024-01-31T12:00)")
         raise typer.Exit(code=2) from None
-    if not result.get("estimable", True):
-        typer.echo(f"{catalog}: Mc/b not estimable: {result.get('reason')}")
-        return
-    for method, est in (result.get("mc") or {}).items():
-        typer.echo(
-            f"Mc {method:6s} {est['mc']}  [{est['ci_low']}, {est['ci_high']}]"
-            + (f"  ({est['reason']})" if est.get("reason") else "")
-        )
-    typer.echo(
-        f"b = {result['b']:.3f} ± {result['b_std']:.3f} (Shi & Bolt) at Mc = "
-        f"{result['mc_selected']} ({result['mc_method']}), a = {result['a']:.2f}, "
-        f"{result['n_above_mc']} events ≥ Mc"
+
+
+@app.command()
+def mc(
+    catalog: Annotated[Path, typer.Argument(help="catalog: QuakeML, or CSV with a header row")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="report folder (index.html, completeness.json, figures/); "
+            "default ./<catalog name>_mc"
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto | quakeml | csv")] = "auto",
+    magnitude_column: Annotated[
+        str | None, typer.Option(help="CSV magnitude column (default: detected)")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="CSV origin-time column (default: detected)")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="keep events at or after (UTC)")] = None,
+    end: Annotated[str | None, typer.Option(help="keep events before (UTC)")] = None,
+    min_latitude: Annotated[float | None, typer.Option(help="region: south edge (deg)")] = None,
+    max_latitude: Annotated[float | None, typer.Option(help="region: north edge (deg)")] = None,
+    min_longitude: Annotated[float | None, typer.Option(help="region: west edge (deg)")] = None,
+    max_longitude: Annotated[float | None, typer.Option(help="region: east edge (deg)")] = None,
+    magnitude_type: Annotated[
+        list[str] | None, typer.Option(help="keep this magnitude type (repeatable), e.g. ML")
+    ] = None,
+    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
+    title: Annotated[str | None, typer.Option(help="report title")] = None,
+) -> None:
+    """Completeness report of any catalog: Mc (MAXC, GFT, MBS) with bootstrap intervals, b, Mc(t).
+
+    Reads QuakeML or CSV (ComCat-style time,latitude,longitude,depth,mag,magType; FDSN-style
+    magnitude,magnitude_type; eqcat's catalog.csv), filters on request and writes the HTML
+    report section of a build into OUT.
+    """
+    from pipeline.catalog_io import CatalogFilter, CatalogReadError, filter_catalog, read_catalog
+    from pipeline.completeness import CompletenessConfig
+    from pipeline.report.catalog_report import write_catalog_report
+
+    types = tuple(magnitude_type or ())
+    selection = CatalogFilter(
+        starttime=_utc_option(start, "--start"),
+        endtime=_utc_option(end, "--end"),
+        minlatitude=min_latitude,
+        maxlatitude=max_latitude,
+        minlongitude=min_longitude,
+        maxlongitude=max_longitude,
+        magnitude_types=types,
     )
-    if out:
-        typer.echo(f"written: {out / 'completeness.json'}")
+    try:
+        cfg = CompletenessConfig(delta_m=delta_m)
+        events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
+        selected = filter_catalog(events, selection, catalog)
+    except (CatalogReadError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    out = out or Path(f"{catalog.stem}_mc")
+    index, result = write_catalog_report(
+        selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
+    )
+    typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
+    for method, est in result.mc.items():
+        typer.echo(
+            f"Mc {method:6s} {est.mc:.1f}  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
+            + (f"  ({est.reason})" if est.reason else "")
+        )
+    if result.estimable:
+        typer.echo(
+            f"b = {result.b:.3f} ± {result.b_std:.3f} (Shi & Bolt) at Mc = "
+            f"{result.mc_selected:.1f} ({result.mc_method}), a = {result.a:.2f}, "
+            f"{result.n_above_mc} events ≥ Mc"
+        )
+    else:
+        typer.echo(f"Mc/b not estimable: {result.reason}")
+    typer.echo(f"report: {index.resolve()}")
 
 
 @app.command()
@@ -220,12 +362,13 @@ def demo(
     from flows.demo import format_comparison, run_demo
     from pipeline.score import format_truth_table
 
-    scores = run_demo(out)
+    with progress.display(console):
+        scores = run_demo(out)
     typer.echo(format_truth_table(scores["eqt"]))
     typer.echo("")
     typer.echo(format_comparison(scores))
     run_dir = Path(scores["eqt"]["run_dir"])
-    typer.echo(f"report: {(run_dir / 'report' / 'index.html').resolve()}")
+    echo_outputs(run_dir)
     typer.echo(
         f"scores: {run_dir / 'score.json'}, {Path(scores['stalta']['run_dir']) / 'score.json'}"
     )

@@ -27,7 +27,8 @@ Methods
 
 :func:`analyze_magnitudes` returns a :class:`CompletenessResult`; its
 :meth:`~CompletenessResult.to_dict` is plain JSON (``NaN`` becomes ``null``).
-:func:`completeness_report_for_csv` runs the analysis on any catalog CSV.
+``eqcat mc`` runs it on any catalog (:mod:`pipeline.catalog_io`,
+:mod:`pipeline.report.catalog_report`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,11 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from pipeline.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +81,15 @@ class CompletenessConfig(BaseModel):
     n_bootstrap: int = Field(200, ge=0, le=100_000, description="bootstrap resamples (0 = off)")
     confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval level")
     seed: int = Field(42, description="random seed of the bootstrap")
-    window_events: int = Field(
-        500, ge=50, description="events per moving window for Mc(t) and b(t)"
+    window_events: int | None = Field(
+        None,
+        ge=50,
+        description="events per moving window for Mc(t) and b(t); None: sized to the "
+        "catalog (see window_plan)",
     )
-    window_step: int = Field(250, ge=1, description="events between moving-window starts")
+    window_step: int | None = Field(
+        None, ge=1, description="events between moving-window starts; None: a quarter window"
+    )
 
     @model_validator(mode="after")
     def _method_has_level(self) -> CompletenessConfig:
@@ -386,17 +389,37 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float, floa
     return float(low), float(high), float(finite.std()), finite.size / values.size
 
 
+#: Bounds (events) of a moving window sized to the catalog by :func:`window_plan`.
+AUTO_WINDOW_MIN, AUTO_WINDOW_MAX = 100, 500
+
+
+def window_plan(n: int, cfg: CompletenessConfig) -> tuple[int, int]:
+    """(events per window, events between window starts) for ``n`` events.
+
+    Configured values win. Otherwise the window is a quarter of the catalog, kept within
+    [:data:`AUTO_WINDOW_MIN`, :data:`AUTO_WINDOW_MAX`] events, and the step a quarter of
+    the window: a catalog of 400–2,000 events gets 13 windows, a larger one more, so Mc(t)
+    is a curve rather than two points joined by a line. (A rule chosen here, not taken from
+    a paper: 100 events is twice ``min_events``' default; 500 was the fixed window before.)
+    """
+    size = cfg.window_events
+    if size is None:
+        size = min(max(n // 4, AUTO_WINDOW_MIN), AUTO_WINDOW_MAX)
+    step = cfg.window_step if cfg.window_step is not None else max(size // 4, 1)
+    return size, step
+
+
 def _time_windows(
     binned: np.ndarray, times: np.ndarray, cfg: CompletenessConfig
 ) -> list[dict[str, Any]]:
-    """Mc and b in moving windows of ``window_events`` events ordered by time."""
+    """Mc and b in moving windows of events ordered by time (sizes: :func:`window_plan`)."""
     order = np.argsort(times, kind="stable")
     m, t = binned[order], times[order]
     n = m.size
-    size = cfg.window_events
+    size, step = window_plan(n, cfg)
     if n < size:
         return []
-    starts = list(range(0, n - size + 1, cfg.window_step))
+    starts = list(range(0, n - size + 1, step))
     if starts[-1] != n - size:
         starts.append(n - size)
     out = []
@@ -412,6 +435,7 @@ def _time_windows(
                 "end_time": pd.Timestamp(wt[-1]).isoformat(),
                 "median_time": pd.Timestamp(wt[size // 2]).isoformat(),
                 "n_events": int(size),
+                "step_events": int(step),
                 "mc": mc,
                 **{f"mc_{k}": float(v) for k, v in mcs.items()},
                 "b": b,
@@ -528,79 +552,3 @@ def analyze_magnitudes(
         keep = ~pd.isna(t)
         result.time_windows = _time_windows(binned[keep], t[keep], cfg)
     return result
-
-
-# --------------------------------------------------------------------------------------
-# Any catalog CSV (``eqcat mc``)
-
-
-def _missing_column(path: Path, column: str, columns: pd.Index) -> str:
-    return f"{path}: no column {column!r} (columns: {', '.join(map(str, columns))})"
-
-
-def read_catalog_csv(
-    path: str | Path, magnitude_column: str = "magnitude", time_column: str | None = "origin_time"
-) -> tuple[np.ndarray, pd.Series | None]:
-    """Magnitudes (float, NaN where missing or not a number) and times from a catalog CSV.
-
-    ``time_column`` may be None, or absent from the file when left at its default.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the magnitude column (or an explicitly requested time column) is missing.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: catalog file not found")
-    table = pd.read_csv(path)
-    if magnitude_column not in table.columns:
-        raise ValueError(_missing_column(path, magnitude_column, table.columns))
-    mags = pd.to_numeric(table[magnitude_column], errors="coerce").to_numpy(dtype=float)
-    times = None
-    if time_column is not None:
-        if time_column in table.columns:
-            times = pd.to_datetime(table[time_column], utc=True, errors="coerce", format="mixed")
-        elif time_column != "origin_time":
-            raise ValueError(_missing_column(path, time_column, table.columns))
-    return mags, times
-
-
-def completeness_report_for_csv(
-    path: str | Path,
-    magnitude_column: str = "magnitude",
-    time_column: str | None = "origin_time",
-    cfg: CompletenessConfig | None = None,
-    output_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Mc / b analysis of any catalog CSV; optionally write ``completeness.json`` + FMD figure.
-
-    Args:
-        path: CSV with a header row.
-        magnitude_column: column holding magnitudes.
-        time_column: column of origin times (ISO 8601) for Mc(t)/b(t); None to skip.
-        cfg: estimation settings (defaults when None).
-        output_dir: when given, writes ``completeness.json``, ``fmd.png``,
-            ``b_vs_cutoff.png`` and, with times, ``mc_b_time.png`` there.
-
-    Returns:
-        the JSON-serialisable result dict (plus ``source`` and, when written, ``outputs``).
-    """
-    mags, times = read_catalog_csv(path, magnitude_column, time_column)
-    result = analyze_magnitudes(mags, times, cfg)
-    out = result.to_dict()
-    out["source"] = str(path)
-    if output_dir is not None:
-        from pipeline.report.figures import plot_b_vs_cutoff, plot_fmd, plot_mc_b_time
-
-        folder = Path(output_dir)
-        outputs = [
-            str(plot_fmd(result, folder / "fmd.png")),
-            str(plot_b_vs_cutoff(result, folder / "b_vs_cutoff.png")),
-        ]
-        if result.time_windows:
-            outputs.append(str(plot_mc_b_time(result, folder / "mc_b_time.png")))
-        json_path = folder / "completeness.json"
-        outputs.append(str(json_path))
-        out["outputs"] = outputs
-        write_text_atomic(json_path, json.dumps(out, indent=2, allow_nan=False))
-    return out

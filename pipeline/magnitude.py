@@ -17,6 +17,14 @@ Two amplitude scales (``MagnitudeConfig.method``):
 
       0.85 M - 2.50 = log10(A) + 1.73 log10(r),   r <= 200 km (hypocentral)
 
+  Source check: the paper itself (Watanabe 1971, *Zisin* 24(3), 189–200, J-STAGE
+  ``zisin1948/24/3/24_3_189``) was not available offline. The coefficients, the unit (cm/s)
+  and the distance (km) agree with the published GaMMA associator, which cites that paper:
+  AI4EPS/GaMMA ``gamma/seismic_ops.py`` (commit f6b1ac7), ``log10 A = 0.85 M - 2.50 -
+  1.73 log10 r`` with ``A`` in cm/s (``gamma/utils.py`` converts m/s × 100). Not checked: which
+  component(s) the paper measures and its distance range (``r <= 200 km`` above is from
+  memory). The Tottori configs therefore use Hutton & Boore.
+
 Both sets of coefficients are config fields. Per station the horizontal peaks are combined
 (``amplitude_combination``: mean of the component peaks, or their maximum) into one
 amplitude and one station magnitude (plus an optional station correction); the event
@@ -69,13 +77,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
-from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.geodetics import gps2dist_azimuth
 from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +120,9 @@ class MagnitudeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["hutton_boore", "watanabe"] = Field(
-        "hutton_boore", description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity"
+        "hutton_boore",
+        description="Wood–Anderson ML (Hutton & Boore 1987) or JMA-style velocity "
+        "(Watanabe 1971; coefficients as in GaMMA, the paper itself not checked)",
     )
     wood_anderson_gain: float = Field(
         2080.0, gt=0, description="Wood–Anderson static magnification (2080 or 2800)"
@@ -532,6 +543,16 @@ def _channel_prefix(stations: pd.DataFrame, network: str, station: str, location
     return prefix
 
 
+def _station_rate(stations: pd.DataFrame, network: str, station: str) -> float | None:
+    """The station's sampling rate (Hz) from stations.csv; None when the table lacks it."""
+    if "sampling_rate" not in stations:
+        return None
+    rows = stations[(stations["network"] == network) & (stations["station"] == station)]
+    rates = pd.to_numeric(rows["sampling_rate"], errors="coerce").dropna()
+    rates = rates[rates > 0]
+    return float(rates.iloc[0]) if len(rates) else None
+
+
 def _check_codes(network: str, station: str, location: str) -> None:
     """SEED codes become SDS paths: refuse anything but letters, digits, '-' and '_'."""
     for label, code in (("network", network), ("station", station), ("location", location)):
@@ -620,24 +641,30 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
         amplitude and station magnitude are noise-corrected when ``cfg.noise_correction``
         (station magnitude NaN where the correction leaves nothing).
     """
-    client = SDSClient(str(sds_root))
     meter = AmplitudeMeter(inp.inventory, cfg)
     pairs = _pair_windows(inp, cfg)
     rows = []
     if not pairs.empty:
-        for (net, sta, loc), windows in pairs.groupby(["network", "station", "location"]):
+        by_station = pairs.groupby(["network", "station", "location"])
+        progress.set_total(by_station.ngroups, "stations")
+        for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
             prefix = _channel_prefix(inp.stations, net, sta, loc)
+            rate = _station_rate(inp.stations, net, sta)
             for chunk in _chunks(windows, cfg.read_chunk_s):
                 first = min(_noise_start(w, cfg) for w in chunk.itertuples(index=False))
-                stream = client.get_waveforms(
+                stream = read_station(
+                    sds_root,
                     net,
                     sta,
                     loc,
-                    f"{prefix}?",
+                    prefix,
                     first - cfg.padding_s,
                     max(chunk["end"]) + cfg.padding_s,
                 )
+                common = rate or nominal_rate(stream)
+                if common is not None:
+                    conform_rate(stream, common, f"{net}.{sta}")
                 stream.merge()  # gaps become masked samples; such windows are skipped
                 for w in chunk.itertuples(index=False):
                     part = stream.slice(_noise_start(w, cfg) - cfg.padding_s, w.end + cfg.padding_s)
@@ -671,6 +698,7 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
                             and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
                         }
                     )
+            progress.advance(f"{net}.{sta}")  # the command line's progress bar, if shown
     table = pd.DataFrame(rows, columns=[*STATION_MAGNITUDE_COLUMNS, "used"])
     table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
     table["used"] = table["used"].astype(bool)

@@ -37,6 +37,37 @@ STAGE_DIRS = (
 )
 
 
+#: Manifest stages in build order (the catalog and report are written by one flow stage).
+MANIFEST_STAGES = (
+    "waveforms",
+    "picks",
+    "association",
+    "location",
+    "relocation",
+    "magnitude",
+    "catalog",
+    "report",
+)
+#: The tables of each stage that later stages and users read as its result.
+STAGE_RESULTS = {
+    "picks": ("picks/picks.parquet",),
+    "association": ("association/events.parquet", "association/assignments.parquet"),
+    "location": ("location/locations.parquet",),
+    "relocation": ("relocation/relocations.parquet",),
+    "magnitude": (
+        "magnitude/magnitudes.parquet",
+        "magnitude/station_magnitudes.parquet",
+        "magnitude/picks.parquet",
+    ),
+    "catalog": ("catalog/catalog.parquet", "catalog/catalog.csv", "catalog/catalog.xml"),
+    "report": ("report/index.html", "report/completeness.json"),
+}
+
+
+class StaleStageError(RuntimeError):
+    """A stage's input comes from a stage that reran (or is rerunning) after it."""
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` and rename it onto ``path`` on success.
@@ -177,6 +208,76 @@ class RunDir:
             "details": details or {},
         }
         manifest[stage] = entry
+        self._write_manifest(manifest)
+        return entry
+
+    # ------------------------------------------------------------------ staleness
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, default=str))
-        return entry
+
+    def begin_stage(self, stages: tuple[str, ...], reason: str) -> list[str]:
+        """Before ``stages`` rerun: mark them and every later stage stale; delete later results.
+
+        The rerunning stages keep their files until they are replaced (atomically), but their
+        manifest entries say ``status: stale`` until :meth:`mark_current`. Every later stage
+        loses its result tables (:data:`STAGE_RESULTS`) and the outputs its manifest entry
+        lists (for picking only ``picks/picks.parquet``: the per station-day tables are
+        checked against their own inputs), so a failed rebuild never leaves an old catalog or
+        report that looks complete. Returns the run-relative paths deleted.
+        """
+        first = min(MANIFEST_STAGES.index(s) for s in stages)
+        manifest = self.read_manifest()
+        removed: list[str] = []
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for stage in MANIFEST_STAGES[first:]:
+            entry = manifest.get(stage)
+            later = stage not in stages
+            if later:
+                listed = [] if stage == "picks" else list((entry or {}).get("outputs", []))
+                for rel in dict.fromkeys([*STAGE_RESULTS.get(stage, ()), *listed]):
+                    path = self.root / rel
+                    if path.is_file():
+                        path.unlink()
+                        removed.append(rel)
+            if entry is None and not later:
+                entry = {}
+            if entry is not None:
+                entry.update({"status": "stale", "stale_since": now, "stale_because": reason})
+                manifest[stage] = entry
+        self._write_manifest(manifest)
+        return removed
+
+    def mark_current(self, stages: tuple[str, ...], input_key: str) -> None:
+        """Record that ``stages`` finished from the inputs identified by ``input_key``."""
+        manifest = self.read_manifest()
+        for stage in stages:
+            entry = manifest.setdefault(stage, {})
+            for k in ("stale_since", "stale_because"):
+                entry.pop(k, None)
+            entry.update({"status": "current", "input_key": input_key})
+        self._write_manifest(manifest)
+
+    def is_current(self, stages: tuple[str, ...], input_key: str) -> bool:
+        """Whether ``stages`` are recorded as current for exactly ``input_key``."""
+        manifest = self.read_manifest()
+        return all(
+            manifest.get(s, {}).get("status") == "current"
+            and manifest.get(s, {}).get("input_key") == input_key
+            for s in stages
+        )
+
+    def require_current(self, stages: tuple[str, ...], rerun_hint: str) -> None:
+        """Raise :class:`StaleStageError` when one of ``stages`` is marked stale.
+
+        ``rerun_hint`` tells the user what to run (e.g. ``eqcat build CONFIG --from pick``).
+        """
+        manifest = self.read_manifest()
+        for stage in stages:
+            entry = manifest.get(stage, {})
+            if entry.get("status") == "stale":
+                raise StaleStageError(
+                    f"{self.root}: stage '{stage}' is stale ({entry.get('stale_because')}, "
+                    f"since {entry.get('stale_since')}); {rerun_hint}"
+                )

@@ -83,6 +83,14 @@ def available_models() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
 
 
+def model_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a model given by shipped name (e.g. ``"tottori"``) or path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
+    return path
+
+
 def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
     """Load a model by shipped name (e.g. ``"tottori"``) or from a YAML path.
 
@@ -90,9 +98,7 @@ def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
         FileNotFoundError: naming the path and the shipped models when not found.
         ValueError: naming the file and field when the content is invalid.
     """
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
+    path = model_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(
             f"velocity model {str(name_or_path)!r} not found at {path}; "

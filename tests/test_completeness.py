@@ -15,7 +15,6 @@ from pipeline.completeness import (
     analyze_magnitudes,
     b_value,
     bin_magnitudes,
-    completeness_report_for_csv,
     fmd,
 )
 
@@ -182,29 +181,3 @@ def test_agrees_with_seismostats():
     assert std == pytest.approx(ss_std, rel=1e-6)
     # seismostats' Kolmogorov–Smirnov Mc and our GFT95 are different tests of the same fit.
     assert abs(ss_ks - res.mc["gft95"].mc) <= 0.2 + 1e-9
-
-
-def test_csv_report(tmp_path):
-    mags = gr_catalog(1500, 0.3, seed=12)
-    times = pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(
-        np.arange(mags.size) * 60.0, unit="s"
-    )
-    csv = tmp_path / "cat.csv"
-    pd.DataFrame({"origin_time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "mag": mags}).to_csv(
-        csv, index=False
-    )
-    out = completeness_report_for_csv(csv, magnitude_column="mag", output_dir=tmp_path / "mc")
-    assert out["estimable"] and out["time_windows"]
-    assert (tmp_path / "mc" / "fmd.png").stat().st_size > 10_000
-    assert (tmp_path / "mc" / "mc_b_time.png").is_file()
-    assert (tmp_path / "mc" / "b_vs_cutoff.png").is_file()
-    assert len(out["outputs"]) == 4
-    saved = json.loads((tmp_path / "mc" / "completeness.json").read_text())
-    assert saved["b"] == pytest.approx(out["b"])
-
-    with pytest.raises(ValueError, match=r"cat\.csv.*'magnitude'"):
-        completeness_report_for_csv(csv)
-    with pytest.raises(ValueError, match=r"'when'"):
-        completeness_report_for_csv(csv, magnitude_column="mag", time_column="when")
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        completeness_report_for_csv(tmp_path / "nope.csv")

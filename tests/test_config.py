@@ -14,9 +14,14 @@ MINIMAL = {
     "endtime": "2000-10-07T00:00:00",
     "stations": {
         "kind": "inline",
-        "stations": [{"network": "N", "station": "TTRH", "latitude": 35.3, "longitude": 133.4}],
+        "stations": [{"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}],
     },
 }
+
+
+def load_config_text(path: Path) -> dict:
+    """The raw YAML mapping of a config file."""
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def _write(tmp_path, content) -> Path:
@@ -26,7 +31,16 @@ def _write(tmp_path, content) -> Path:
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_validate(path):
+def test_shipped_configs_validate(path, tmp_path, monkeypatch):
+    # Run from a fresh folder: example_sds.yaml reads the archive `make demo` leaves in
+    # runs/demo/waveforms (relative to where eqcat runs); without it, one clear error.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    sds = load_config_text(path).get("waveforms", {}).get("source", {})
+    if sds.get("kind") == "sds":
+        with pytest.raises(ConfigError, match=f"SDS archive folder not found: {sds['path']}"):
+            load_config(path)
+        (tmp_path / sds["path"]).mkdir(parents=True)
     cfg = load_config(path)
     assert cfg.endtime > cfg.starttime
 

@@ -199,6 +199,15 @@ def test_mc_dropout_mean_and_std(eqt, reference):
     assert np.abs(passes["picker_P"].mean(axis=1) - det["picker_P"]).mean() < 0.01
 
 
+def test_mc_passes_run_the_deterministic_stem_once_per_window(eqt, reference):
+    """The passes start from the stem of each window, bit-identical to the stem of copies,
+    so only the dropout masks differ from running every pass as its own window."""
+    x = reference["x"][:3]
+    once = eqt.network.downsample(x).numpy()
+    copies = eqt.network.downsample(np.repeat(x, 4, axis=0)).numpy()
+    np.testing.assert_array_equal(np.repeat(once, 4, axis=0), copies)
+
+
 def test_mc_mode_changes_nothing_but_dropout(eqt, reference):
     """With the dropout rates at zero the stochastic pass equals the deterministic one.
 

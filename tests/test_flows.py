@@ -145,7 +145,6 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert len(runs) == 1 + N_STATIONS + 5
     assert state_counts(runs) == {"Cached": len(runs)}
     assert again["pick"]["counts"] == first["pick"]["counts"]
-    assert t_again < t_first / 5
 
     two_days = write_config(tmp_path, SCENARIO_END, picker="eqt")
     extended, runs, t_ext = run_build(two_days)

@@ -218,6 +218,16 @@ def test_formulas():
     assert median_mad(np.array([1.0, 2.0, 4.0, np.nan])) == (2.0, 1.0)
 
 
+def test_watanabe_worked_numbers():
+    """Worked by hand from log10 A = 0.85 M - 2.50 - 1.73 log10 r (A cm/s, r km), the form
+    of Watanabe (1971) in AI4EPS/GaMMA gamma/seismic_ops.py (commit f6b1ac7)."""
+    # M 1.0 at 10 km: 0.85 - 2.50 - 1.73 = -3.38; M 3.0 at 100 km: 2.55 - 2.50 - 3.46 = -3.41;
+    # M 2.0 at 20 km: 1.70 - 2.50 - 1.73 x 1.30103 = -3.050782.
+    worked = [(10**-3.38, 10.0, 1.0), (10**-3.41, 100.0, 3.0), (10**-3.050782, 20.0, 2.0)]
+    for amplitude_cm_s, r_km, magnitude in worked:
+        assert watanabe_m(amplitude_cm_s, r_km) == pytest.approx(magnitude, abs=1e-6)
+
+
 def test_recovers_magnitudes(tmp_path):
     run, _ = build_run(tmp_path / "run")
     entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))

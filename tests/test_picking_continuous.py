@@ -27,13 +27,19 @@ from pipeline.picking.stage import (
     pick_all,
     pick_span,
     pick_station_day,
+    record_windows,
     station_day_path,
 )
 from pipeline.picking.windows import (
+    OUTPUTS,
     WINDOW,
+    combine,
+    combined_passes,
+    effective_blind,
     standardised_windows,
     window_starts,
     window_step,
+    windows_covering,
 )
 from pipeline.rundir import RunDir
 from pipeline.waveforms.sds import write_channel_day
@@ -72,6 +78,28 @@ class FakePicker:
                     v[i] = np.roll(v[i], self.rng.integers(-3, 4)) * self.rng.uniform(0.8, 1.0)
                 out[k] = v
         return {k: v.astype(np.float32) for k, v in out.items()}
+
+    def predict_passes(self, x, passes, batch_size=500):
+        """(N, passes, window) stochastic passes, as ``predict_windows(mc_samples=1)``."""
+        self.calls.append((len(x), -passes))
+        result = self.predict_windows(np.repeat(x, passes, axis=0), mc_samples=1)
+        self.calls.pop()
+        return {k: v.reshape(len(x), passes, -1) for k, v in result.items()}
+
+
+class ReproduciblePasses(FakePicker):
+    """A :class:`FakePicker` whose pass ``m`` of a window is the deterministic output
+    shifted by ``m % 5 - 2`` samples and scaled by ``1 - 0.02 m``: the same whatever the
+    windows are run with."""
+
+    def predict_passes(self, x, passes, batch_size=500):
+        self.calls.append((len(x), -passes))
+        det = self.predict_windows(x)
+        self.calls.pop()
+        return {
+            k: np.stack([np.roll(v, m % 5 - 2, axis=1) * (1 - 0.02 * m) for m in range(passes)], 1)
+            for k, v in det.items()
+        }
 
 
 def _event_data(n: int, events: list[tuple[float, float]]) -> np.ndarray:
@@ -206,9 +234,9 @@ def test_fake_picks_land_on_the_events_and_mc_runs_only_where_detected():
     for phase, col in (("P", 0), ("S", 1)):
         got = picks.loc[picks["phase"] == phase, "sample"].to_numpy() / FS
         assert got == pytest.approx([e[col] for e in events], abs=0.02)
-    # stochastic passes only for windows with a detection, batched as repeated windows
-    mc_windows = sum(n for n, m in model.calls if m == 1)
-    assert stats.mc_windows == mc_windows // 8 and 0 < stats.mc_windows < stats.windows / 2
+    # stochastic passes only for windows used around the picks, 8 passes per window
+    mc_windows = sum(n for n, m in model.calls if m == -8)
+    assert stats.mc_windows == mc_windows and 0 < stats.mc_windows < stats.windows / 2
     assert (picks["probability_std"] > 0).all()
     assert ((picks["time_std_s"] > 0.002) & (picks["time_std_s"] < 0.05)).all()
     assert (picks["detection_probability_std"] >= 0).all()
@@ -263,6 +291,60 @@ def test_span_gap_yields_no_pick_inside_it():
     assert not ((times >= 280) & (times < 320)).any()
     assert sorted(times[picks["phase"] == "P"].round(1)) == [100.0, 500.0]
     assert stats.gap_seconds == pytest.approx(40, abs=0.05)
+
+
+def test_mc_gate_gives_the_statistics_of_mc_on_every_window():
+    """Passes only on the windows used around the picks: the same table as passes on all."""
+    events = [(100.0, 103.0), (250.0, 254.5), (430.0, 431.5), (541.0, 545.0)]
+    record = _record(_event_data(60_000, events))
+    cfg = PickerConfig(mc_samples=5)
+    stats = SpanStats()
+    gated = eqt_record_picks(record, ReproduciblePasses(), cfg, stats)
+    # reference: every window through the passes, then the same extraction
+    model, prepared = ReproduciblePasses(), record_windows(record, cfg)
+    n, starts = record.n_samples, prepared.starts
+    blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
+    outputs = model.predict_windows(prepared.windows)
+    curves = {k: combine(outputs[k], starts, n, blind[k]) for k in OUTPUTS}
+    passes = {k: np.zeros((5, n), np.float32) for k in OUTPUTS}
+    combined_passes(model, prepared.windows, starts, n, blind, 5, 500, out=passes)
+    everywhere = extract_picks(curves, cfg, FS, record.near_gaps(cfg.gap_guard_s), passes)
+    pd.testing.assert_frame_equal(gated, everywhere)
+    assert len(gated) == 8 and (gated["time_std_s"] > 0).all()
+    assert 0 < stats.mc_windows < stats.windows / 2
+
+
+def test_windows_covering_marks_exactly_the_windows_used_there():
+    starts = np.array([0, 4200, 8400, 12600])
+    blind = (500, 500)
+    n = 18_600
+    # used samples: [0, 5500), [4700, 9700), [8900, 13900), [13100, 18600)
+    hits = windows_covering(starts, n, blind, np.array([[5000, 5001], [14000, 14100]]))
+    assert hits.tolist() == [True, True, False, True]
+    assert windows_covering(starts, n, blind, np.zeros((0, 2))).tolist() == [False] * 4
+    assert windows_covering(starts, n, blind, np.array([[9700, 9800]])).tolist() == [
+        False, False, True, False
+    ]  # fmt: skip
+
+
+def test_chunks_sharing_one_model_call_give_the_same_picks():
+    """The GPU path gathers chunks into one call; on the CPU it can be forced."""
+    n = int(1800 * FS)
+    events = [(120.0, 123.0), (299.95, 302.0), (598.0, 600.02), (1500.0, 1507.0)]
+    stream = _stream(_event_data(n, events))
+    reader = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
+    cfg, codes = PickerConfig(chunk_s=300), ("XX", "TEST", "")
+    one, gathered = FakePicker(), FakePicker()
+    alone = pick_span(reader, codes, T0, T0 + 1800, cfg, one, group_windows=1)
+    together = pick_span(reader, codes, T0, T0 + 1800, cfg, gathered, group_windows=10_000)
+    pd.testing.assert_frame_equal(alone, together)
+    assert len(alone) == 8
+    assert len(one.calls) == 6 and len(gathered.calls) == 1
+    assert gathered.calls[0][0] == sum(c[0] for c in one.calls) >= 60
+    # gathered in groups of >= 20 windows: 6 chunks of 11 windows -> 3 calls
+    grouped = FakePicker()
+    pick_span(reader, codes, T0, T0 + 1800, cfg, grouped, group_windows=20)
+    assert [c[0] >= 20 for c in grouped.calls] == [True] * 3
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -361,6 +443,29 @@ def test_station_day_stage_writes_tables_and_manifest(tmp_path):
     assert run.read_manifest()["picks"]["counts"]["station_days"] == 2
 
 
+def test_pick_all_workers_give_the_same_tables(tmp_path):
+    stream = _stream(_event_data(int(1200 * FS), [(10.0, 13.0), (500.0, 502.0)]),
+                     start=T0 + 3600 * 5)  # fmt: skip
+    tables = []
+    for workers in (1, 3):
+        run = _run_with_archive(tmp_path / str(workers), stream)
+        stations = pd.read_csv(run.path("waveforms", "stations.csv"), keep_default_na=False)
+        extra = stations.assign(station="OTHER")  # no data: an empty table
+        stations = pd.concat([stations, extra], ignore_index=True)
+        result = pick_all(run, PickerConfig(), stations, [DAY, date(2024, 2, 4)],
+                          model=FakePicker(), workers=workers)  # fmt: skip
+        assert result["counts"]["station_days"] == 6 and result["counts"]["failed"] == 0
+        assert [s["station_day"] for s in result["station_days"]] == [
+            f"XX.{sta}.{day}" for day in ("2024-02-03", "2024-02-04")
+            for sta in ("TEST", "EMPTY", "OTHER")
+        ]  # fmt: skip
+        tables.append(pd.read_parquet(run.path("picks", "picks.parquet")))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert len(tables[0]) == 4
+    with pytest.raises(ValueError, match="workers"):
+        pick_all(run, PickerConfig(), stations, [DAY], model=FakePicker(), workers=0)
+
+
 def test_bad_station_day_error_names_it(tmp_path):
     run = _run_with_archive(tmp_path, _stream(np.zeros((1000, 3))))
     with pytest.raises(PickingError, match=r"station-day XX\.\.\./x\.2024-02-03: .*station"):
@@ -452,3 +557,7 @@ def test_o2wilz_gap_has_no_pick_and_mc_reports_spread(tmp_path, eqt, wilz):
     assert len(picks) >= 4
     assert (picks["probability_std"] >= 0).all() and (picks["probability_std"] > 0).any()
     assert picks["time_std_s"].notna().all() and (picks["time_std_s"] < 0.5).all()
+    # MC adds statistics, never moves or drops a pick: the deterministic part is identical
+    plain = pick_span(reader, ("O2", "WILZ", ""), start, start + 900, PickerConfig(), eqt)
+    same = ["pick_id", "phase", "time", "detection_start", "detection_end"]
+    pd.testing.assert_frame_equal(picks[same], plain[same])

@@ -16,7 +16,8 @@ import pytest
 from hypodd.config import parse_inp
 
 from pipeline.relocation import hypodd_formats as fmt
-from pipeline.relocation.engine import HypoDDError, engine_command, relocate_dir
+from pipeline.relocation.engine import ITERATIONS_DIR, HypoDDError, engine_command, relocate_dir
+from pipeline.relocation.hypodd_package import SparseSystem, lsqr_float32
 from pipeline.relocation.params import Ph2dtConfig, RelocationConfig
 from pipeline.relocation.ph2dt import KM_PER_DEG, catalog_differential_times
 from pipeline.relocation.stage import relocate, station_labels
@@ -182,6 +183,44 @@ def test_engine_reproduces_example1_reloc(shared, tmp_path):
     dz = (both.depth_km - both.depth_km_ref).abs() * 1e3
     assert dh.max() < 10.0 and dz.max() < 10.0
     assert (tmp_path / "hypoDD.engine.log").read_text().strip()
+    # per-iteration relocations are stowed away; the source-parameter file is written
+    assert not list(tmp_path.glob("hypoDD.reloc.*"))
+    assert len(list((tmp_path / ITERATIONS_DIR).glob("hypoDD.reloc.001.0*"))) >= 5
+    names = "id lat lon station elv dist az ainp ains ttp tts xp yp zp xs ys zs".split()
+    src = pd.read_csv(tmp_path / "hypoDD.src", sep=r"\s+", header=None, names=names)
+    ref_src = pd.read_csv(shared(*EXAMPLE, "hypoDD.src"), sep=r"\s+", header=None, names=names)
+    pairs = src.merge(ref_src, on=["id", "station"], suffixes=("", "_ref"))
+    assert len(pairs) >= 0.9 * len(ref_src)
+    assert (pairs.ttp - pairs.ttp_ref).abs().max() < 0.01  # s; at final vs last-iteration sites
+    assert (pairs.tts - pairs.tts_ref).abs().max() < 0.02
+    assert (pairs.dist - pairs.dist_ref).abs().max() < 0.05  # km
+
+
+def test_float32_lsqr_solves_damped_least_squares_with_hypodd_errors():
+    """Against the dense solution of the damped normal equations and against scipy's LSQR
+    (float64): the solution, and HypoDD's standard errors rnorm / sqrt(m) * sqrt(var), var
+    being LSQR's running estimate of diag((A'A + damp^2 I)^-1) (a lower bound)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import lsqr
+
+    rng = np.random.default_rng(4)
+    m, n, damp = 400, 24, 0.5
+    dense = rng.normal(0, 1, (m, n)) * (rng.uniform(0, 1, (m, n)) < 0.3)
+    rows, cols = np.nonzero(dense)
+    matrix = SparseSystem(rows, cols, dense[rows, cols].astype(np.float32), (m, n))
+    b = (dense @ rng.normal(0, 1, n) + rng.normal(0, 0.1, m)).astype(np.float32)
+    result = lsqr_float32(matrix, b, damp)
+    normal = dense.T @ dense + damp**2 * np.eye(n)
+    exact = np.linalg.solve(normal, dense.T @ b)
+    assert result.x.dtype == np.float32 and result.istop in (1, 2)
+    np.testing.assert_allclose(result.x, exact, rtol=1e-3, atol=1e-4)
+    rnorm = np.sqrt(np.sum((dense @ exact - b) ** 2) + damp**2 * np.sum(exact**2))
+    assert result.rnorm == pytest.approx(rnorm, rel=1e-3)
+    ref = lsqr(csr_matrix(dense), b.astype(float), damp=damp, atol=0, btol=0,
+               conlim=0, iter_lim=result.itn, calc_var=True)  # fmt: skip
+    np.testing.assert_allclose(result.se, rnorm / np.sqrt(m) * np.sqrt(ref[9]), rtol=0.01)
+    upper = rnorm / np.sqrt(m) * np.sqrt(np.diag(np.linalg.inv(normal)))
+    assert (result.se <= upper * 1.001).all()
 
 
 @pytest.mark.parametrize(

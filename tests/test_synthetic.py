@@ -107,12 +107,12 @@ def test_files_layout_and_metadata(scenario):
     stations = read_stations_csv(out / "waveforms" / "stations.csv")
     assert list(stations.columns) == STATION_COLUMNS
     assert len(stations) == 8 == summary.n_stations
-    assert set(stations.network) == {"N"} and (stations.channel_prefix == "HH").all()
+    assert set(stations.network) == {"XX"} and (stations.channel_prefix == "HH").all()
     inv = read_inventory(str(out / "waveforms" / "inventory.xml"))
     assert len(inv.get_contents()["channels"]) == 24
-    sens = inv.get_response("N.HINH..HHZ", UTCDateTime(cfg.start_time)).instrument_sensitivity
+    sens = inv.get_response("XX.X02..HHZ", UTCDateTime(cfg.start_time)).instrument_sensitivity
     assert sens.value == pytest.approx(cfg.sensitivity) and sens.input_units == "M/S"
-    files = sorted((out / "waveforms" / "2000" / "N").glob("*/*.D/*"))
+    files = sorted((out / "waveforms" / "2000" / "XX").glob("*/*.D/*"))
     assert len(files) == 24 and files[0].name.endswith(".2000.281")  # 2000-10-07
     st = read(str(files[0]))
     assert st[0].stats.sampling_rate == 100.0 and st[0].data.dtype == np.int32

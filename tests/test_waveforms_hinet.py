@@ -35,10 +35,12 @@ from pipeline.waveforms.hinet import (
 from pipeline.waveforms.params import HinetSource, WaveformConfig
 
 PASSWORD = "s3cret-Pw-42"
-# Tottori-area stations (coordinates approximate, for the test).
+# Two real Hi-net stations as HinetPy's documentation records them (seisman/HinetPy, commit
+# 7198856c): N.WNNH from docs/tutorial/get-started.md (get_station_list output), N.AAKH from
+# the channel-table example of docs/appendix/channeltable.md.
 CTABLE = {
-    "N.HKTH": (35.3110, 133.2470, 190.0),
-    "N.TTRH": (35.1350, 133.4310, 440.0),
+    "N.WNNH": (45.4883, 141.885, -159.06),
+    "N.AAKH": (36.3726, 137.9203, 483.0),
 }
 # A span across midnight UTC: two Hi-net requests, one per UTC day.
 START = datetime(2000, 10, 5, 23, 55, tzinfo=UTC)
@@ -71,7 +73,7 @@ class MockHinetClient:
             for j, comp in enumerate("UNE"):
                 lines.append(
                     f"{0x3000 + 3 * i + j:04X} 1 0 {station} {comp} 6 27 1.785000E+02 m/s "
-                    f"1.00 0.700 54 1.023000E-07 {lat:.4f} {lon:.4f} {elev:.0f} 0.00 0.00 X"
+                    f"1.00 0.700 54 1.023000E-07 {lat:.4f} {lon:.4f} {elev:g} 0.00 0.00 X"
                 )
         ctable.write_text("\n".join(lines) + "\n")
         return str(data), str(ctable)
@@ -134,26 +136,26 @@ def test_hinet_download_to_sds_with_env_credentials(
 
     (client,) = MockHinetClient.instances
     assert (client.user, client.password) == ("tottori-user", PASSWORD)
-    assert client.selected == [("0101", ["N.HKTH", "N.TTRH"])]
+    assert client.selected == [("0101", ["N.WNNH", "N.AAKH"])]
     # Requests are in JST (UTC+9), one per UTC day of the span.
     assert client.requests == [
         ("0101", datetime(2000, 10, 6, 8, 55), 5),
         ("0101", datetime(2000, 10, 6, 9, 0), 5),
     ]
     root = run.root / "waveforms"
-    first = read(str(root / "2000/N/TTRH/EHZ.D/N.TTRH..EHZ.D.2000.279"))
-    second = read(str(root / "2000/N/TTRH/EHZ.D/N.TTRH..EHZ.D.2000.280"))
+    first = read(str(root / "2000/N/AAKH/EHZ.D/N.AAKH..EHZ.D.2000.279"))
+    second = read(str(root / "2000/N/AAKH/EHZ.D/N.AAKH..EHZ.D.2000.280"))
     assert first[0].stats.starttime == UTCDateTime(START)  # shifted from JST to UTC
     assert second[0].stats.starttime == UTCDateTime(2000, 10, 6)
     assert first[0].stats.npts == second[0].stats.npts == 5 * 60 * RATE
     assert first[0].data.dtype == np.float32
 
     stations = pd.read_csv(root / "stations.csv", keep_default_na=False)
-    ttrh = stations[stations["station"] == "TTRH"].iloc[0]
-    assert (ttrh["network"], ttrh["channel_prefix"], ttrh["sampling_rate"]) == ("N", "EH", 100.0)
-    assert (ttrh["latitude"], ttrh["longitude"], ttrh["elevation_m"]) == CTABLE["N.TTRH"]
+    aakh = stations[stations["station"] == "AAKH"].iloc[0]
+    assert (aakh["network"], aakh["channel_prefix"], aakh["sampling_rate"]) == ("N", "EH", 100.0)
+    assert (aakh["latitude"], aakh["longitude"], aakh["elevation_m"]) == CTABLE["N.AAKH"]
     inventory = read_inventory(str(root / "inventory.xml"))
-    response = inventory.select(station="TTRH", channel="EHZ")[0][0][0].response
+    response = inventory.select(station="AAKH", channel="EHZ")[0][0][0].response
     assert response.instrument_sensitivity.value == pytest.approx(1e9, rel=1e-3)
     assert summary["units_total"] == 4 and summary["channel_days_ok"] == 12
 
@@ -205,8 +207,8 @@ def test_hinet_config_never_holds_credentials():
     with pytest.raises(ValidationError, match="network_code"):
         HinetSource(network_code="01/01")
     assert HinetSource(network_code="0103A").network_code == "0103A"  # F-net
-    with pytest.raises(ValidationError, match="expected a name like 'N.TTRH'"):
-        HinetSource(stations=["TTRH"])
+    with pytest.raises(ValidationError, match="expected a name like 'N.AAKH'"):
+        HinetSource(stations=["AAKH"])
 
 
 def test_channel_table_errors_name_file_and_line(tmp_path):
@@ -216,6 +218,6 @@ def test_channel_table_errors_name_file_and_line(tmp_path):
     )
     table = read_channel_table(next(tmp_path.glob("*.ch")))
     assert len(table) == 6 and set(table["component"]) == {"U", "N", "E"}
-    bad.write_text("3001 1 0 N.TTRH U 6 27\n")
+    bad.write_text("3001 1 0 N.AAKH U 6 27\n")
     with pytest.raises(ValueError, match=r"bad.ch:1: not a Hi-net channel-table line"):
         read_channel_table(bad)

@@ -126,6 +126,8 @@ def associate_pyocto(
         n_s_picks=cfg.n_s_picks,
         n_p_and_s_picks=cfg.n_p_and_s_picks,
         refinement_iterations=cfg.refinement_iterations,
+        location_split_depth=cfg.location_split_depth,
+        location_split_return=cfg.location_split_return,
         time_slicing=cfg.time_slicing_s,
         min_pick_fraction=cfg.min_pick_fraction,
         n_threads=cfg.n_threads,

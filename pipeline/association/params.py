@@ -93,7 +93,19 @@ class PyOctoConfig(_Section):
         "at 20 events/min but ran 7x slower in our generated-pick runs",
     )
     min_node_size_location_km: float = Field(
-        0.5, gt=0, description="smallest node (km) of the location search"
+        1.5,
+        gt=0,
+        description="smallest node (km) of the location search (PyOcto's default; 0.5 km "
+        "cost 15% more CPU in benchmarks/association.py for no better score)",
+    )
+    location_split_depth: int = Field(
+        4,
+        ge=2,
+        description="search depth of PyOcto's location splits (its default 6; 4 halved the "
+        "location CPU time at equal scores in benchmarks/association.py)",
+    )
+    location_split_return: int = Field(
+        2, ge=1, description="part of location_split_depth only sampled, not descended"
     )
     min_interevent_time_s: float = Field(
         1.0, ge=0, description="minimum time (s) between two events"
@@ -117,10 +129,15 @@ class PyOctoConfig(_Section):
         "search volume",
     )
     margin_km: float = Field(
-        20.0, ge=0, description="how far (km) the search volume extends beyond the stations"
+        10.0,
+        ge=0,
+        description="how far (km) the search volume extends beyond the stations (as the "
+        "time-based grid's grid_margin_km); PyOcto's cost grows with the volume",
     )
     zlim_km: tuple[float, float] = Field(
-        (0.0, 30.0), description="depth range (km below sea level) of the search volume"
+        (0.0, 20.0),
+        description="depth range (km below sea level) of the search volume (covers the "
+        "time-based grid's default depths); PyOcto's cost grows with the volume",
     )
     table_spacing_km: float = Field(
         0.5, gt=0, le=5, description="node spacing (km) of the 1-D travel-time table"
@@ -132,6 +149,8 @@ class PyOctoConfig(_Section):
         low, high = self.zlim_km
         if not 0.0 <= low < high <= 60.0:
             raise ValueError("zlim_km must satisfy 0 <= min < max <= 60")
+        if self.location_split_return >= self.location_split_depth:
+            raise ValueError("location_split_return must be smaller than location_split_depth")
         return self
 
 

@@ -128,7 +128,8 @@ class PickerConfig(_Section):
         0,
         ge=0,
         le=200,
-        description="Monte-Carlo dropout passes on windows with a detection (0 = off; >= 2)",
+        description="Monte-Carlo dropout passes (0 = off; >= 2), run on the windows used "
+        "around each pick and its detection",
     )
     mc_time_window_s: float = Field(
         0.5,

@@ -12,14 +12,10 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
-from obspy.clients.filesystem.sds import Client as SDSClient
-
-from pipeline.waveforms.params import check_code
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +82,6 @@ class Record:
     def missing_components(self) -> list[str]:
         """Components ('E', 'N', 'Z') without any data (filled with zeros)."""
         return [c for c, ch in zip(COMPONENTS, self.channels, strict=True) if ch is None]
-
-
-def read_sds(
-    sds_root: Path,
-    network: str,
-    station: str,
-    location: str,
-    channel_prefix: str,
-    starttime: UTCDateTime,
-    endtime: UTCDateTime,
-) -> Stream:
-    """All ``<prefix>?`` channels of one station in ``[starttime, endtime]`` from an SDS archive.
-
-    Codes are validated (SEED patterns) before they reach the file system.
-    """
-    net = check_code("network", network)
-    sta = check_code("station", station)
-    loc = check_code("location", location)
-    prefix = check_code("channel_prefix", channel_prefix)
-    client = SDSClient(str(sds_root))
-    return client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
 
 
 def _slot_traces(stream: Stream, label: str) -> dict[int, list[Trace]]:

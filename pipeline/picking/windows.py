@@ -41,6 +41,10 @@ class WindowPredictor(Protocol):
         self, x: np.ndarray, mc_samples: int = 0, batch_size: int = 500
     ) -> dict[str, np.ndarray]: ...
 
+    def predict_passes(
+        self, x: np.ndarray, passes: int, batch_size: int = 500
+    ) -> dict[str, np.ndarray]: ...
+
 
 def window_step(overlap: float, window: int = WINDOW) -> int:
     """Samples between window starts for an overlap fraction (at least 1)."""
@@ -140,17 +144,53 @@ def combine(
     Returns:
         (..., n_samples) float32 (``out`` when given).
     """
-    window = outputs.shape[-1]
     if out is None:
         out = np.zeros(outputs.shape[1:-1] + (n_samples,), dtype=np.float32)
-    head, tail = blind
-    for values, s in zip(outputs, starts, strict=True):
-        lo = 0 if s == 0 else head
-        hi = window if s + window >= n_samples else window - tail
-        hi = min(hi, n_samples - s)
+    lows, highs = used_bounds(starts, n_samples, blind, outputs.shape[-1])
+    for values, s, lo, hi in zip(outputs, starts, lows, highs, strict=True):
         target = out[..., s + lo : s + hi]
         np.maximum(target, values[..., lo:hi], out=target)
     return out
+
+
+def used_bounds(
+    starts: np.ndarray, n_samples: int, blind: tuple[int, int], window: int = WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) int64 arrays: the samples ``[lo, hi)`` of each window that :func:`combine` uses.
+
+    Offsets inside the window (samples); the first window of the record keeps its start, one
+    reaching the end of the record its end, and nothing beyond ``n_samples`` is used.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    head, tail = blind
+    lo = np.where(starts == 0, 0, head)
+    hi = np.where(starts + window >= n_samples, window, window - tail)
+    return lo, np.minimum(hi, n_samples - starts)
+
+
+def windows_covering(
+    starts: np.ndarray,
+    n_samples: int,
+    blind: tuple[int, int],
+    intervals: np.ndarray,
+    window: int = WINDOW,
+) -> np.ndarray:
+    """(N,) bool: windows whose used samples (:func:`used_bounds`) meet any interval.
+
+    Args:
+        starts: (N,) window start samples.
+        n_samples: record length.
+        blind: one output's entry of :func:`effective_blind`.
+        intervals: (K, 2) record samples ``[start, end)``.
+
+    Combining only the marked windows gives, on every sample of the intervals, the same
+    value as combining all windows (the others contribute nothing there).
+    """
+    intervals = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
+    lo, hi = used_bounds(starts, n_samples, blind, window)
+    first, last = np.asarray(starts) + lo, np.asarray(starts) + hi
+    meets = (first[:, None] < intervals[None, :, 1]) & (intervals[None, :, 0] < last[:, None])
+    return meets.any(axis=1)
 
 
 def predict(model: WindowPredictor, windows: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
@@ -173,17 +213,15 @@ def combined_passes(
 ) -> dict[str, np.ndarray]:
     """Combine ``passes`` MC-dropout passes of each window into ``out[k]`` (passes, n_samples).
 
-    The passes are batched together: each window is repeated ``passes`` times in one input
-    array and the model draws an independent dropout mask per batch element (one stochastic
-    pass each). Windows go in groups of ``batch_size // passes`` so the repeated input stays
-    near one batch in memory.
+    :meth:`~pipeline.picking.model.EQTransformer.predict_passes` runs the deterministic
+    encoder stem once per window and draws an independent dropout mask per pass; windows go
+    in groups of ``batch_size // passes`` so the (group, passes, window) outputs stay near one
+    batch in memory.
     """
-    window = windows.shape[1]
     group = max(1, batch_size // passes)
     for g in range(0, len(windows), group):
-        repeated = np.repeat(windows[g : g + group], passes, axis=0)
-        result = model.predict_windows(repeated, mc_samples=1, batch_size=batch_size)
+        result = model.predict_passes(windows[g : g + group], passes, batch_size=batch_size)
         for k in OUTPUTS:
-            values = np.asarray(result[k], dtype=np.float32).reshape(-1, passes, window)
+            values = np.asarray(result[k], dtype=np.float32)
             combine(values, starts[g : g + group], n_samples, blind[k], out=out[k])
     return out

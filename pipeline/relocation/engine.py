@@ -4,13 +4,16 @@ Both read a version-2 ``hypoDD.inp`` in their working folder and write their out
 The package is run with this interpreter through :mod:`pipeline.relocation.hypodd_package`
 (its console script is broken in 0.2.1, and its data weighting is quadratic in the number of
 air quakes). The engine's standard output and error go to ``hypoDD.engine.log`` in the
-folder; HypoDD writes its own ``hypoDD.log`` beside it.
+folder; HypoDD writes its own ``hypoDD.log`` beside it. The per-iteration relocations both
+engines write (``hypoDD.reloc.CCC.III``: cluster, iteration) are moved into the subfolder
+``hypoDD.iterations`` so that the folder holds the final outputs only.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from pipeline.rundir import write_text_atomic
 log = logging.getLogger(__name__)
 
 ENGINE_LOG = "hypoDD.engine.log"
+ITERATIONS_DIR = "hypoDD.iterations"
 
 
 class HypoDDError(RuntimeError):
@@ -77,6 +81,18 @@ def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
     return files
 
 
+def _stow_iterations(folder: Path, reloc_name: str) -> None:
+    """Move ``<reloc>.CCC.III`` (per cluster and iteration) into :data:`ITERATIONS_DIR`."""
+    pattern = re.compile(re.escape(reloc_name) + r"\.\d{3}\.\d{3}")
+    target = folder / ITERATIONS_DIR
+    if target.is_dir():
+        shutil.rmtree(target)  # a previous run's iterations must not mix with this run's
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and pattern.fullmatch(path.name):
+            target.mkdir(exist_ok=True)
+            path.replace(target / path.name)
+
+
 def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> EngineRun:
     """Run the configured engine in ``folder`` on its ``inp_name``.
 
@@ -115,6 +131,7 @@ def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp"
         ) from exc
     wall = time.perf_counter() - started
     write_text_atomic(log_path, proc.stdout + proc.stderr)
+    _stow_iterations(folder, reloc.name)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise HypoDDError(

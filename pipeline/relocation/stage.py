@@ -139,7 +139,7 @@ def _phases(
         {
             "hypodd_id": table["hypodd_id"].to_numpy(),
             "station": table["label"].to_numpy(),
-            "phase": table["phase"].str.upper().to_numpy(),
+            "phase": table["phase"].astype(str).str.upper().to_numpy(),
             "time": time_utc.to_numpy(),
             "travel_time_s": ((time_utc - table["origin_time"]).dt.total_seconds()).to_numpy(),
             "weight": weight.to_numpy(),
@@ -405,6 +405,12 @@ def _separation_km(events: pd.DataFrame, id1: np.ndarray, id2: np.ndarray) -> np
     return np.sqrt(dx**2 + dy**2 + dz**2)
 
 
+def _rate(row) -> float | None:
+    """The station's sampling rate (Hz) from its stations.csv row; None when absent or not > 0."""
+    rate = pd.to_numeric(getattr(row, "sampling_rate", None), errors="coerce")
+    return float(rate) if pd.notna(rate) and rate > 0 else None
+
+
 def _cross_correlate(
     run: RunDir,
     cfg: RelocationConfig,
@@ -430,7 +436,7 @@ def _cross_correlate(
         sep = _separation_km(events, pairs["id1"].to_numpy(), pairs["id2"].to_numpy())
         pairs = pairs[sep <= cc_cfg.max_sep_km]
     infos = [
-        StationInfo(r.label, r.network, r.station, r.location, r.channel_prefix)
+        StationInfo(r.label, r.network, r.station, r.location, r.channel_prefix, _rate(r))
         for r in sta.itertuples(index=False)
     ]
     origins = events.set_index("hypodd_id")["origin_time"]

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from obspy import read
+from obspy import UTCDateTime
 from scipy.signal import butter, sosfiltfilt
 
 from pipeline.relocation.hypodd_formats import empty_dt_cc
 from pipeline.relocation.params import CrossCorrelationConfig
-from pipeline.waveforms.sds import sds_relpath
+from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class StationInfo:
     station: str
     location: str
     channel_prefix: str
+    sampling_rate: float | None = None  # Hz every channel is read at; None: the most common
 
 
 @dataclass(frozen=True)
@@ -164,19 +165,26 @@ class _Archive:
         if day not in self._days:
             if len(self._days) >= 2:
                 self._days.pop(min(self._days))
-            channels = {}
-            i = self.info
-            for comp in ("Z", "N", "E", "1", "2", "3"):
-                cha = i.channel_prefix + comp
-                path = self.root / sds_relpath(i.network, i.station, i.location, cha, day)
-                if path.is_file():
-                    stream = read(str(path), format="MSEED").merge(method=1, fill_value=0)
-                    tr = stream[0]
-                    channels[cha] = _Channel(
-                        tr.stats.starttime.timestamp, tr.stats.sampling_rate, tr.data
-                    )
-            self._days[day] = channels
+            self._days[day] = self._read_day(day)
         return self._days[day]
+
+    def _read_day(self, day: date) -> dict[str, _Channel]:
+        """The station's channels of ``day``, all at one rate, gaps filled with zeros."""
+        i = self.info
+        start = UTCDateTime(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        stream = read_station(
+            self.root, i.network, i.station, i.location, i.channel_prefix, start, start + 86400
+        )
+        rate = i.sampling_rate or nominal_rate(stream)
+        if rate is None:
+            return {}
+        conform_rate(stream, rate, i.label)
+        stream.trim(start, start + 86400 - 0.5 / rate)
+        channels = {}
+        for cha in sorted({tr.stats.channel for tr in stream}):
+            tr = stream.select(channel=cha).merge(method=1, fill_value=0)[0]
+            channels[cha] = _Channel(tr.stats.starttime.timestamp, rate, np.asarray(tr.data))
+        return channels
 
     def _channels(self, start: float, end: float) -> dict[str, _Channel]:
         days = sorted({_utc_date(start), _utc_date(end)})

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -98,10 +99,18 @@ def plot_fmd(
 
 
 def plot_mc_b_time(result: CompletenessResult, path: str | Path) -> Path:
-    """Mc (every method) and b ± sigma in moving windows of N events against time."""
+    """Mc (every method) and b ± sigma in moving windows of N events against time.
+
+    Each point is one window, placed at its median event time; the grey band under the Mc
+    panel spans the first window (how much time one point averages over).
+    """
     windows = pd.DataFrame(result.time_windows)
     if windows.empty:
-        return _empty(path, "Mc and b through time", "too few events for one time window")
+        return _empty(
+            path,
+            "Mc and b through time",
+            f"too few events with magnitude and time for moving windows ({result.n_valid} events)",
+        )
     t = pd.to_datetime(windows["median_time"], utc=True, format="ISO8601")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for key in result.mc:
@@ -110,18 +119,36 @@ def plot_mc_b_time(result: CompletenessResult, path: str | Path) -> Path:
             color, style = MC_STYLES.get(key, ("gray", ":"))
             ax1.plot(t, windows[column], style, color=color, marker=".", label=key.upper())
     ax1.plot(
-        t, windows["mc"], "-", color="black", lw=2, label=f"used ({result.config['mc_method']})"
+        t,
+        windows["mc"],
+        "-",
+        color="black",
+        lw=2,
+        marker="o",
+        ms=4,
+        label=f"used ({result.config['mc_method']})",
     )
+    first = windows.iloc[0]
+    if {"start_time", "end_time"} <= set(windows.columns):
+        ax1.axvspan(
+            pd.Timestamp(first["start_time"]),
+            pd.Timestamp(first["end_time"]),
+            color="gray",
+            alpha=0.12,
+            label="span of the first window",
+        )
     ax1.set_ylabel("Mc")
     ax1.legend(fontsize=8, ncol=3)
     ax1.grid(alpha=0.3)
     ax2.errorbar(t, windows["b"], yerr=windows["b_std"], fmt="o-", ms=3, color="tab:red")
-    ax2.set_ylabel("b-value")
+    ax2.set_ylabel("b-value (± Shi–Bolt σ)")
     ax2.set_xlabel("Time (UTC, window median)")
     ax2.grid(alpha=0.3)
-    n = int(windows["n_events"].iloc[0])
-    ax1.set_title(f"Mc and b in moving windows of {n} events")
-    fig.autofmt_xdate()
+    n = int(first["n_events"])
+    step = first.get("step_events")
+    step_text = f", step {int(step)}" if step is not None and pd.notna(step) else ""
+    ax1.set_title(f"Mc and b in {len(windows)} moving windows of {n} events{step_text}")
+    ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax2.xaxis.get_major_locator()))
     return _save(fig, path)
 
 
@@ -157,6 +184,54 @@ def _associator_only(events: pd.DataFrame) -> np.ndarray:
     return (stage == "association").to_numpy()
 
 
+#: Earth radius (km) for the scale bar's km-per-degree (mean radius, IUGG).
+EARTH_RADIUS_KM = 6371.0
+
+
+def nice_length(target: float) -> float:
+    """The 1-2-5 × 10^k number nearest below ``target`` (> 0), e.g. 7.3 -> 5, 0.34 -> 0.2."""
+    exponent = math.floor(math.log10(target))
+    for mantissa in (5, 2, 1):
+        if mantissa * 10**exponent <= target:
+            return mantissa * 10**exponent
+    return 10**exponent
+
+
+def add_scale_bar(ax: plt.Axes, latitude: float) -> float:
+    """Draw a km scale bar on a lon/lat map of mean ``latitude`` (°); return its length (km).
+
+    The bar is about a quarter of the map's width, rounded down to 1-2-5 × 10^k km; one
+    degree of longitude is 2π R cos(latitude) / 360 km (spherical Earth).
+    """
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    km_per_deg = 2 * math.pi * EARTH_RADIUS_KM * math.cos(math.radians(latitude)) / 360
+    x0, x1 = ax.get_xlim()
+    length_km = nice_length(max(abs(x1 - x0) * km_per_deg / 4, 1e-3))
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length_km / km_per_deg,
+        f"{length_km:g} km",
+        "lower right",
+        pad=0.5,
+        sep=4,
+        frameon=True,
+        size_vertical=0,
+        fontproperties={"size": 9},
+    )
+    bar.patch.set_alpha(0.8)
+    ax.add_artist(bar)
+    return length_km
+
+
+def _colours(located: pd.DataFrame, color_by: str) -> tuple[pd.Series, str, bool]:
+    """(values, colour-bar label, values are matplotlib dates) of the map's colour."""
+    if color_by == "origin_time":
+        times = pd.to_datetime(located["origin_time"], utc=True).dt.tz_localize(None)
+        return pd.Series(mdates.date2num(times), index=located.index), "origin time (UTC)", True
+    return located[color_by].astype(float), color_by.replace("_", " "), False
+
+
 def plot_epicentres(
     events: pd.DataFrame,
     stations: pd.DataFrame | None,
@@ -165,20 +240,20 @@ def plot_epicentres(
 ) -> Path:
     """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲.
 
-    Events with only the associator's origin (``location_stage == "association"``) are grey
-    crosses: their epicentres are rough.
+    The colour bar spans exactly the coloured events' values (origin times as dates); a km
+    scale bar sits in the lower right. Events with only the associator's origin
+    (``location_stage == "association"``) are grey crosses: their epicentres are rough.
     """
     if events.empty:
         return _empty(path, "Epicentres", "no located events")
     rough = _associator_only(events)
     located = events[~rough]
     fig, ax = plt.subplots(figsize=(7, 6))
-    if color_by == "origin_time":
-        t0 = events["origin_time"].min()
-        colors = (located["origin_time"] - t0).dt.total_seconds() / 86400.0
-        clabel = f"days after {t0:%Y-%m-%d}"
-    else:
-        colors, clabel = located[color_by], color_by.replace("_", " ")
+    colors, clabel, dates = _colours(located, color_by)
+    finite = colors[np.isfinite(colors)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if vmax <= vmin:
+        vmax = vmin + (1 / 24 if dates else 1.0)
     mag = located.get("magnitude", pd.Series(np.nan, index=located.index))
     sizes = np.where(np.isfinite(mag), 4 + 6 * np.clip(mag.fillna(0) + 1, 0, 6) ** 1.5, 8)
     sc = ax.scatter(
@@ -187,10 +262,18 @@ def plot_epicentres(
         c=colors,
         s=sizes,
         cmap="viridis",
+        vmin=vmin,
+        vmax=vmax,
         edgecolors="k",
         linewidths=0.2,
     )
-    fig.colorbar(sc, ax=ax, label=clabel)
+    if dates:
+        clabel = f"{clabel}, first {mdates.num2date(vmin):%Y-%m-%d %H:%M}"
+    bar = fig.colorbar(sc, ax=ax, label=clabel)
+    if dates:
+        locator = mdates.AutoDateLocator()
+        bar.ax.yaxis.set_major_locator(locator)
+        bar.ax.yaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
     if rough.any():
         ax.plot(
             events.loc[rough, "longitude"],
@@ -211,10 +294,12 @@ def plot_epicentres(
             label="stations",
         )
     if rough.any() or (stations is not None and not stations.empty):
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper left")
+    mean_lat = float(events["latitude"].mean())
     ax.set_xlabel("Longitude (°)")
     ax.set_ylabel("Latitude (°)")
-    ax.set_aspect(1 / max(math.cos(math.radians(float(events["latitude"].mean()))), 0.1))
+    ax.set_aspect(1 / max(math.cos(math.radians(mean_lat)), 0.1))
+    add_scale_bar(ax, mean_lat)
     ax.set_title(f"Epicentres ({len(events)} events), size ~ magnitude")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -254,19 +339,44 @@ def plot_depth_sections(events: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_events_per_day(events: pd.DataFrame, path: str | Path) -> Path:
-    """Bar chart of events per UTC day, with the cumulative count."""
+#: Spans shorter than this (days) get events per hour, longer ones events per day.
+HOURLY_BELOW_DAYS = 3.0
+
+
+def rate_bin(events: pd.DataFrame) -> str:
+    """``"hour"`` when the events span under :data:`HOURLY_BELOW_DAYS` days, else ``"day"``."""
     if events.empty:
-        return _empty(path, "Events per day", "no events")
-    days = events["origin_time"].dt.floor("D").value_counts().sort_index()
+        return "day"
+    span = events["origin_time"].max() - events["origin_time"].min()
+    return "hour" if span < pd.Timedelta(days=HOURLY_BELOW_DAYS) else "day"
+
+
+def plot_event_rate(events: pd.DataFrame, path: str | Path) -> Path:
+    """Events per hour (span < 3 days) or per UTC day as bars, with the cumulative count.
+
+    Empty bins between the first and the last event are drawn as zero; the cumulative line
+    steps up at every event's origin time.
+    """
+    unit = rate_bin(events)
+    if events.empty:
+        return _empty(path, f"Events per {unit}", "no events")
+    times = events["origin_time"].sort_values()
+    freq = "h" if unit == "hour" else "D"
+    counts = times.dt.floor(freq).value_counts()
+    bins = pd.date_range(counts.index.min(), counts.index.max(), freq=freq)
+    counts = counts.reindex(bins, fill_value=0)
+    width = (1 / 24 if unit == "hour" else 1.0) * 0.85  # matplotlib date units: days
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.bar(days.index, days.values, width=0.8, color="tab:blue")
-    ax.set_ylabel("Events per day")
+    ax.bar(bins, counts.to_numpy(), width=width, align="edge", color="tab:blue")
+    ax.set_ylabel(f"Events per {unit}")
     ax2 = ax.twinx()
-    ax2.plot(days.index, days.values.cumsum(), color="black")
-    ax2.set_ylabel("Cumulative")
-    ax.set_title("Events per day (UTC)")
-    fig.autofmt_xdate()
+    cumulative = np.arange(1, len(times) + 1)
+    ax2.step(times, cumulative, where="post", color="black", lw=1.5, label="cumulative")
+    ax2.set_ylim(0, len(times) * 1.05)
+    ax2.set_ylabel("Cumulative number of events")
+    ax2.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Events per {unit} (UTC), {len(times)} in all")
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     return _save(fig, path)
 
 

@@ -1,8 +1,9 @@
 """``report/index.html``: summary table, completeness numbers and figures of a run.
 
 The page is self-contained for offline viewing: PNG figures sit beside it in
-``report/figures/`` and are linked relatively; there are no scripts, fonts or styles from
-the internet. ``report/completeness.json`` holds every number the page shows.
+``report/figures/`` and are linked relatively; the event table sorts with a short inline
+script; there are no scripts, fonts or styles from the internet.
+``report/completeness.json`` holds every number the page shows.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.catalog import _picks_path, arrival_residuals, assemble_catalog
+from pipeline.catalog_io import read_catalog
 from pipeline.completeness import (
     CompletenessConfig,
     CompletenessResult,
     analyze_magnitudes,
     json_clean,
-    read_catalog_csv,
 )
-from pipeline.report import figures
+from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -122,24 +123,47 @@ def _reference(cfg: ReportConfig) -> tuple[dict[str, Any] | None, CompletenessRe
     out = ref.model_dump(mode="json")
     res = None
     if ref.path is not None:
-        mags, _ = read_catalog_csv(ref.path, ref.magnitude_column, time_column=None)
+        mags = read_catalog(ref.path, magnitude_column=ref.magnitude_column)["magnitude"]
         res = analyze_magnitudes(mags, cfg=cfg.completeness)
-        out["n_events"] = res.n_valid if ref.n_events is None else ref.n_events
+        table = pd.read_csv(ref.path)
+        out["n_events"] = count_events(table) if ref.n_events is None else ref.n_events
+        out["events_with_magnitude"] = res.n_valid
         out["mc"] = res.mc_selected if ref.mc is None else ref.mc
         out["b"] = res.b if ref.b is None else ref.b
         out["computed"] = res.to_dict()
-        out["location_quality"] = location_quality(pd.read_csv(ref.path))
+        out["location_quality"] = location_quality(table)
     return json_clean(out), res
+
+
+def count_events(table: pd.DataFrame) -> int:
+    """Events of a catalog table as ``eqcat score`` counts them: rows with a hypocentre.
+
+    Rows whose ``origin_time``, ``latitude`` or ``longitude`` is missing are not events;
+    a column the table lacks is not checked.
+    """
+    ok = pd.Series(True, index=table.index)
+    for column in ("origin_time", "latitude", "longitude"):
+        if column in table.columns:
+            ok &= table[column].notna()
+    return int(ok.sum())
 
 
 def _comparison_rows(
     summary: dict[str, Any], result: CompletenessResult, reference: dict[str, Any]
 ) -> list[tuple[str, str]]:
-    """Rows "this run vs reference": events, Mc, b and location quality."""
+    """Rows "this run vs reference": events, Mc, b and location quality.
+
+    "Events" counts catalog rows with a hypocentre on both sides (:func:`count_events`),
+    the same number as "catalog events" in ``eqcat demo``'s terminal table.
+    """
     own, other = summary["location_quality"], reference.get("location_quality") or {}
     rows = [
         ("Catalog", f"this run vs {_fmt(reference['name'])}"),
         ("Events", f"{summary['events']} vs {_fmt(reference.get('n_events'))}"),
+        (
+            "Events with magnitude",
+            f"{summary['events_with_magnitude']} vs {_fmt(reference.get('events_with_magnitude'))}",
+        ),
         ("Mc", f"{_fmt(result.mc_selected, 1)} vs {_fmt(reference.get('mc'), 1)}"),
         ("b", f"{_fmt(result.b)} vs {_fmt(reference.get('b'))}"),
         (
@@ -202,6 +226,172 @@ def _mc_table(result: CompletenessResult, reference: dict[str, Any] | None) -> s
     return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
 
 
+def completeness_figures(
+    result: CompletenessResult,
+    fig_dir: Path,
+    reference: CompletenessResult | None = None,
+    reference_name: str = "",
+) -> list[tuple[str, Path]]:
+    """The completeness figures (FMD, Mc/b through time, b vs cut-off): (caption, PNG path).
+
+    Shared by the run report and ``eqcat mc`` (:mod:`pipeline.report.catalog_report`).
+    """
+    return [
+        (
+            "Frequency–magnitude distribution",
+            figures.plot_fmd(
+                result, fig_dir / "fmd.png", reference=reference, reference_name=reference_name
+            ),
+        ),
+        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
+        (
+            "b versus cut-off magnitude",
+            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
+        ),
+    ]
+
+
+def render_completeness_section(
+    result: CompletenessResult,
+    reference: dict[str, Any] | None = None,
+    figure_sources: list[tuple[str, str]] | None = None,
+) -> str:
+    """The report's "Magnitude of completeness" section as an HTML fragment.
+
+    Args:
+        result: the catalog's completeness analysis.
+        reference: the reference catalog's numbers (a row of the Mc table), or None.
+        figure_sources: (caption, image path relative to the page) of figures to show in
+            the section (e.g. the FMD and Mc(t)); none when None.
+
+    Returns:
+        ``<h2>`` heading, settings line, b-value line, Mc table and figures; usable in any
+        page, e.g. ``render_page(title, render_completeness_section(...))``.
+    """
+    b_text = (
+        f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
+        f"{_fmt(result.b_ci_low)} – {_fmt(result.b_ci_high)}; a = {_fmt(result.a)}, "
+        f"{result.n_above_mc} events ≥ Mc {_fmt(result.mc_selected, 1)} "
+        f"({_fmt(result.mc_method or '')})"
+        if result.estimable
+        else f"<span class='warn'>{_fmt(result.reason)}</span>"
+    )
+    settings = ""
+    if result.config:
+        settings = (
+            f"Magnitude bin {result.delta_m:g}; MAXC correction "
+            f"{result.config['maxc_correction']:+g}; {result.config['n_bootstrap']} bootstrap "
+            f"resamples (seed {result.config['seed']}); {result.n_valid} magnitudes, "
+            f"{result.n_nan} missing (excluded)."
+        )
+    return f"""<h2>Magnitude of completeness</h2>
+<p>{settings}</p>
+<p>b-value: {b_text}</p>
+{_mc_table(result, reference)}
+{_figures_html(figure_sources or [])}"""
+
+
+def _figures_html(figure_sources: list[tuple[str, str]]) -> str:
+    return "\n".join(
+        f"<figure><img src='{html.escape(src)}' alt='{html.escape(title)}'>"
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, src in figure_sources
+    )
+
+
+#: Columns of the report's event table: catalog column -> (header, decimals; None: text).
+#: Columns missing from a catalog are left out.
+EVENT_TABLE_COLUMNS: dict[str, tuple[str, int | None]] = {
+    "event_id": ("event", None),
+    "origin_time": ("origin time (UTC)", None),
+    "latitude": ("lat (°)", 4),
+    "longitude": ("lon (°)", 4),
+    "depth_km": ("depth (km)", 2),
+    "magnitude": ("mag", 2),
+    "magnitude_type": ("type", None),
+    "quality": ("quality", None),
+    "location_stage": ("located by", None),
+    "n_p": ("n P", 0),
+    "n_s": ("n S", 0),
+    "rms_s": ("rms (s)", 3),
+    "horizontal_error_km": ("erh (km)", 2),
+    "vertical_error_km": ("erz (km)", 2),
+    "azimuthal_gap_deg": ("gap (°)", 0),
+}
+#: At most this many rows in the page (the first ones by origin time); the CSV has all.
+MAX_TABLE_ROWS = 10_000
+
+
+def _cell(value: Any, digits: int | None) -> str:
+    """One table cell; numbers carry ``data-v`` for the numeric sort; missing is blank."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return "<td></td>"
+    if isinstance(value, pd.Timestamp):
+        return f"<td>{value.strftime('%Y-%m-%d %H:%M:%S.%f')[:-4]}</td>"
+    if digits is not None:
+        number = float(value)
+        return f"<td data-v='{number!r}'>{number:.{digits}f}</td>"
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def render_event_table(catalog: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
+    """The catalog as an HTML table that sorts on a click on a column header.
+
+    Columns: the :data:`EVENT_TABLE_COLUMNS` present in ``catalog``; at most ``max_rows``
+    rows (the first by origin time, with a note). Sorting is the inline script
+    :data:`SORT_JS` (the page must include it).
+    """
+    columns = {k: v for k, v in EVENT_TABLE_COLUMNS.items() if k in catalog.columns}
+    shown = catalog.sort_values("origin_time").head(max_rows)
+    head = "".join(f"<th title='click to sort'>{html.escape(h)}</th>" for h, _ in columns.values())
+    rows = [
+        "<tr>" + "".join(_cell(row[k], digits) for k, (_, digits) in columns.items()) + "</tr>"
+        for row in shown[list(columns)].to_dict("records")
+    ]
+    note = (
+        f"<p>The first {len(shown)} of {len(catalog)} events by origin time; every event "
+        "is in <code>catalog/catalog.csv</code>. Click a column header to sort.</p>"
+        if len(shown) < len(catalog)
+        else f"<p>{len(catalog)} events; click a column header to sort.</p>"
+    )
+    body = "\n".join(rows)
+    return (
+        f"{note}\n<div class='scroll'><table class='sortable' id='events'>"
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>"
+    )
+
+
+#: Click-to-sort for tables of class ``sortable``: numbers (``data-v``) numerically, text
+#: alphabetically, blank cells last; a second click on a header reverses. Inline, no library.
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var headers = table.querySelectorAll('th');
+  headers.forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var asc = th.getAttribute('data-order') !== 'asc';
+      headers.forEach(function (h) { h.removeAttribute('data-order'); });
+      th.setAttribute('data-order', asc ? 'asc' : 'desc');
+      var key = function (row) {
+        var cell = row.cells[col];
+        if (cell.textContent === '') { return null; }
+        var v = cell.getAttribute('data-v');
+        return v === null ? cell.textContent : parseFloat(v);
+      };
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return (x === null) - (y === null); }
+        var c = typeof x === 'number' ? x - y : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
 CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -210,6 +400,26 @@ th { background: #eef; }
 figure { margin: 1.5em 0; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .warn { color: #a00; font-weight: bold; }
+.scroll { max-height: 600px; overflow: auto; border: 1px solid #ddd; }
+table.sortable th { cursor: pointer; position: sticky; top: 0; }
+table.sortable th[data-order=asc]::after { content: " ▲"; }
+table.sortable th[data-order=desc]::after { content: " ▼"; }
+table.sortable td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+"""
+
+
+def render_page(title: str, body: str) -> str:
+    """A whole report page: ``title`` as heading, the HTML fragment ``body``, :data:`CSS`
+    and the table-sorting script :data:`SORT_JS` inline (nothing loaded from the internet).
+    """
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{body}
+<script>{SORT_JS}</script>
+</body></html>
 """
 
 
@@ -242,21 +452,10 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     result = analyze_magnitudes(catalog["magnitude"], catalog["origin_time"], cfg.completeness)
     reference, reference_result = _reference(cfg)
 
+    completeness_figs = completeness_figures(
+        result, fig_dir, reference_result, cfg.reference.name if cfg.reference else ""
+    )
     figs: list[tuple[str, Path]] = [
-        (
-            "Frequency–magnitude distribution",
-            figures.plot_fmd(
-                result,
-                fig_dir / "fmd.png",
-                reference=reference_result,
-                reference_name=cfg.reference.name if cfg.reference else "",
-            ),
-        ),
-        ("Mc and b through time", figures.plot_mc_b_time(result, fig_dir / "mc_b_time.png")),
-        (
-            "b versus cut-off magnitude",
-            figures.plot_b_vs_cutoff(result, fig_dir / "b_vs_cutoff.png"),
-        ),
         (
             "Epicentres",
             figures.plot_epicentres(
@@ -264,7 +463,10 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
             ),
         ),
         ("Depth sections", figures.plot_depth_sections(catalog, fig_dir / "depth_sections.png")),
-        ("Events per day", figures.plot_events_per_day(catalog, fig_dir / "events_per_day.png")),
+        (
+            f"Events per {figures.rate_bin(catalog)}",
+            figures.plot_event_rate(catalog, fig_dir / "event_rate.png"),
+        ),
     ]
     if not picks.empty:
         by_phase = {p: picks[picks["phase"].str.upper().str[0] == p] for p in ("P", "S")}
@@ -315,7 +517,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         first, last = catalog["origin_time"].min(), catalog["origin_time"].max()
         span = f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
     summary = {
-        "events": int(len(catalog)),
+        "events": count_events(catalog),
         "events_with_magnitude": int(catalog["magnitude"].notna().sum()),
         "events_by_location_stage": catalog["location_stage"].value_counts().to_dict(),
         "events_by_quality_class": _quality_class_counts(run),
@@ -326,22 +528,18 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "data_gaps": data_gaps(run),
         "location_quality": location_quality(catalog),
     }
+    dq = data_quality.assess(run, picks, len(catalog))
+    summary["data_quality"] = dq.to_dict()
     numbers = {
         "summary": summary,
         "completeness": result.to_dict(),
         "reference": reference,
-        "figures": [str(p.relative_to(out)) for _, p in figs],
+        "figures": [str(p.relative_to(out)) for _, p in completeness_figs + figs],
     }
     write_text_atomic(
         out / "completeness.json", json.dumps(numbers, indent=2, allow_nan=False, default=str)
     )
 
-    b_text = (
-        f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
-        f"{_fmt(result.b_ci_low)} – {_fmt(result.b_ci_high)}"
-        if result.estimable
-        else f"<span class='warn'>{_fmt(result.reason)}</span>"
-    )
     rows = [
         ("Events", f"{summary['events']} ({summary['events_with_magnitude']} with magnitude)"),
         (
@@ -361,56 +559,44 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         ("Picks", str(summary["picks"])),
         ("Stations", _fmt(summary["stations"])),
         ("Time span", _fmt(span)),
-        (
-            "Magnitudes",
-            f"{result.n_valid} valid, {result.n_nan} missing (excluded); "
-            f"type {_fmt(', '.join(summary['magnitude_types']) or '–')}",
-        ),
+        ("Magnitude types", _fmt(", ".join(summary["magnitude_types"]) or "–")),
         ("Mc used for b", f"{_fmt(result.mc_selected, 1)} ({_fmt(result.mc_method or '')})"),
-        ("b-value", b_text),
-        ("a-value", f"{_fmt(result.a)} (N ≥ Mc: {result.n_above_mc})"),
         (
-            "Failed station-days",
-            "<span class='warn'>"
-            + html.escape("; ".join(f"{k}: {v}" for k, v in summary["data_gaps"].items()))
-            + "</span>"
-            if summary["data_gaps"]
-            else "none",
+            "b-value",
+            f"{result.b:.2f} ± {result.b_std:.2f}"
+            if result.estimable
+            else f"<span class='warn'>{_fmt(result.reason)}</span>",
         ),
+        ("Failed station-days", data_quality.failures_cell(summary["data_gaps"], dq)),
     ]
     ref_html = ""
     if reference is not None:
         ref_rows = _comparison_rows(summary, result, reference)
         ref_html = "<h2>Comparison with the reference catalog</h2>\n" + _table(ref_rows)
-    fig_html = "\n".join(
-        f"<figure><img src='{p.relative_to(out).as_posix()}' alt='{html.escape(t)}'>"
-        f"<figcaption>{html.escape(t)}</figcaption></figure>"
-        for t, p in figs
-    )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(cfg.title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{html.escape(cfg.title)}</h1>
-<p>Run <code>{html.escape(run.root.name)}</code>, written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
-All numbers are in <a href="completeness.json">completeness.json</a>.</p>
+
+    def sources(items: list[tuple[str, Path]]) -> list[tuple[str, str]]:
+        return [(title, p.relative_to(out).as_posix()) for title, p in items]
+
+    completeness_html = render_completeness_section(result, reference, sources(completeness_figs))
+    body = f"""<p>Run <code>{html.escape(run.root.name)}</code>, written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
+All numbers are in <a href="completeness.json">completeness.json</a>; the catalog is
+<code>catalog/catalog.csv</code> and <code>catalog/catalog.xml</code> (QuakeML).</p>
 <h2>Summary</h2>
 {_table(rows)}
-<h2>Magnitude of completeness</h2>
-<p>Magnitude bin {result.delta_m:g}; MAXC correction {result.config["maxc_correction"]:+g};
-{result.config["n_bootstrap"]} bootstrap resamples (seed {result.config["seed"]}).</p>
-{_mc_table(result, reference)}
+{data_quality.section_html(dq)}
 {ref_html}
+{completeness_html}
 <h2>Figures</h2>
-{fig_html}
-</body></html>
-"""  # noqa: E501
+{_figures_html(sources(figs))}
+<h2>Events</h2>
+{render_event_table(catalog)}"""  # noqa: E501
+    page = render_page(cfg.title, body)
     path = write_text_atomic(out / "index.html", page)
     run.record_stage(
         "report",
         outputs=[str(p.relative_to(run.root)) for p in [path, out / "completeness.json"]]
-        + [str(p.relative_to(run.root)) for _, p in figs],
-        counts={"events": summary["events"], "figures": len(figs)},
+        + [str(p.relative_to(run.root)) for _, p in completeness_figs + figs],
+        counts={"events": summary["events"], "figures": len(completeness_figs + figs)},
         wall_time_s=time.monotonic() - started,
         details={"mc": result.mc_selected, "b": result.b, "estimable": result.estimable},
     )

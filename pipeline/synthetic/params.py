@@ -2,7 +2,8 @@
 
 Defaults describe a replica of the 2000 Western Tottori (Mw 6.6) aftershock sequence: a
 vertical left-lateral fault striking ~N150°E near 35.27°N, 133.35°E, ~25 km long, 2–15 km
-deep, recorded by the 18 Hi-net stations of ``station_configs/tottori_stations.csv``.
+deep, recorded by the 18 synthetic stations ``XX.X01``..``XX.X18`` of
+``station_configs/replica_stations.csv`` (made-up sites, not Hi-net stations).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_STATIONS_CSV = REPO_ROOT / "station_configs" / "tottori_stations.csv"
+DEFAULT_STATIONS_CSV = REPO_ROOT / "station_configs" / "replica_stations.csv"
 
 #: Origin time of the 2000 Western Tottori mainshock (13:30:18 JST).
 TOTTORI_MAINSHOCK = datetime(2000, 10, 6, 4, 30, 18, tzinfo=UTC)

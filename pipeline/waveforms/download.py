@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from obspy import Stream, UTCDateTime
+import pandas as pd
+from obspy import Stream, UTCDateTime, read_inventory
 from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
@@ -38,6 +39,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from pipeline import progress as build_progress
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
@@ -251,6 +253,8 @@ def download_units(
         else:
             todo.append(unit)
     client = DataselectClient(source)
+    build_progress.set_total(len(units), "station-days")  # the command line's bar, if shown
+    build_progress.advance(n=len(units) - len(todo))
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=max_workers) as pool:
         task = bar.add_task(
             "download", total=len(units), completed=len(units) - len(todo), size="0 B"
@@ -270,6 +274,7 @@ def download_units(
             results[record["status"]].append(record)
             nbytes += sum(f["bytes"] for f in record["files"])
             bar.update(task, advance=1, size=decimal(nbytes))
+            build_progress.advance(record["unit"])
     for records in results.values():
         records.sort(key=lambda r: r["unit"])
     return results
@@ -280,6 +285,56 @@ def _stations_input(cfg: StationSourceConfig | None) -> str:
     if isinstance(cfg, StationXMLStations):
         return f"sha256:{sha256_file(cfg.path)}"
     return cfg.model_dump_json() if cfg is not None else "hinet channel tables"
+
+
+def write_quality(
+    folder: Path,
+    root: Path,
+    choices: list[StationChoice],
+    starttime: datetime,
+    endtime: datetime,
+    waveform_cfg: WaveformConfig,
+) -> pd.DataFrame:
+    """Assess every chosen channel-day of the archive ``root``; write ``folder/quality.parquet``."""
+    window = (UTCDateTime(starttime), UTCDateTime(endtime))
+    quality = quality_table(
+        root,
+        choices,
+        days_in_span(starttime, endtime),
+        window,
+        waveform_cfg.quality,
+        waveform_cfg.max_workers,
+    )
+    write_parquet_atomic(quality, folder / "quality.parquet")
+    flagged = quality[quality["flagged"]]
+    for row in flagged.itertuples(index=False):
+        log.warning(
+            "data quality %s.%s.%s.%s %s: %s",
+            row.network, row.station, row.location, row.channel, f"{row.day:%Y-%m-%d}", row.reason,
+        )  # fmt: skip
+    return quality
+
+
+def assess_generated_archive(
+    run: RunDir, waveform_cfg: WaveformConfig, starttime: datetime, endtime: datetime
+) -> pd.DataFrame:
+    """``quality.parquet`` of an archive written into the run (the synthetic scenario).
+
+    The channels are chosen from ``<run>/waveforms/inventory.xml`` by the same rules as a
+    download's, so the table has the same rows a download would give.
+    """
+    folder = run.root / STAGE
+    starttime = starttime if starttime.tzinfo else starttime.replace(tzinfo=UTC)
+    endtime = endtime if endtime.tzinfo else endtime.replace(tzinfo=UTC)
+    inventory = read_inventory(str(folder / "inventory.xml"))
+    choices = select_channels(
+        inventory,
+        waveform_cfg.channel_priority,
+        waveform_cfg.location_priority,
+        starttime,
+        endtime,
+    )
+    return write_quality(folder, folder, choices, starttime, endtime, waveform_cfg)
 
 
 def download_waveforms(
@@ -336,16 +391,7 @@ def download_waveforms(
     if isinstance(source, FDSNSource):
         results = download_units(units, source, folder, waveform_cfg.max_workers, progress)
     root = waveform_root(run, waveform_cfg)
-    window = (UTCDateTime(starttime), UTCDateTime(endtime))
-    quality = quality_table(
-        root,
-        choices,
-        days_in_span(starttime, endtime),
-        window,
-        waveform_cfg.quality,
-        waveform_cfg.max_workers,
-    )
-    write_parquet_atomic(quality, folder / "quality.parquet")
+    quality = write_quality(folder, root, choices, starttime, endtime, waveform_cfg)
 
     corrupt = quality.loc[quality["status"] == "corrupt", "path"].tolist()
     downloaded_bytes = sum(f["bytes"] for r in results["ok"] for f in r["files"])

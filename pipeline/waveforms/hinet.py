@@ -4,6 +4,11 @@ Flow per UTC day of the span (one resumable unit, recorded in
 ``units/hinet.<CODE>.<YYYY.DOY>.json``; the win32 and SAC intermediates are deleted once the
 day is in the archive, the channel table is kept):
 
+0. Stations: the names in ``HinetSource.stations``, or those of NIED's station list
+   (``HinetPy.Client.get_station_list``) that ``HinetSource.select`` keeps — a circle or box
+   as HinetPy's ``select_stations`` takes it, then the ``max_stations`` nearest its centre —
+   are selected on the server (``select_stations``) and listed in
+   ``<run>/waveforms/hinet_selection.json``.
 1. ``HinetPy.Client.get_continuous_waveform`` downloads win32 data and its channel table
    (``.ch``) into ``<run>/waveforms/hinet_raw/<YYYY.DOY>/``. Hi-net works in JST (UTC+9): the
    request start is converted from UTC.
@@ -13,8 +18,8 @@ day is in the archive, the channel table is kept):
    archive), build them with ``make`` and put them on ``PATH``. Without them the stage stops
    with :class:`Win32ToolsMissing` before any request. ``win2sac_32`` removes the sensor
    sensitivity and multiplies by 1e9: the SAC data are velocity in nm/s.
-3. SAC traces are shifted from JST to UTC, renamed to SEED codes (station ``N.TTRH`` ->
-   ``TTRH``, component ``U/N/E`` -> channel ``EHZ/EHN/EHE``, network ``HinetSource.seed_network``)
+3. SAC traces are shifted from JST to UTC, renamed to SEED codes (station ``N.AAKH`` ->
+   ``AAKH``, component ``U/N/E`` -> channel ``EHZ/EHN/EHE``, network ``HinetSource.seed_network``)
    and written as one miniSEED file per channel-day (float32).
 4. The channel tables give coordinates, elevation, sensor period, damping and sensitivity; the
    stage's ``inventory.xml`` carries them with a velocity-geophone pole-zero response of overall
@@ -40,9 +45,10 @@ from pathlib import Path
 import pandas as pd
 from obspy import Inventory, Stream, UTCDateTime, read
 from obspy.core.inventory import Channel, Network, Response, Station
+from obspy.geodetics import locations2degrees
 
 from pipeline.rundir import write_text_atomic
-from pipeline.waveforms.params import HinetSource, check_code
+from pipeline.waveforms.params import HinetSource, HinetStationRule, check_code
 from pipeline.waveforms.sds import (
     day_bounds,
     days_in_span,
@@ -166,7 +172,7 @@ def read_channel_table(path: Path) -> pd.DataFrame:
 
 
 def seed_codes(hinet_station: str, component: str, sampling_rate: float) -> tuple[str, str]:
-    """SEED (station, channel) of a Hi-net channel, e.g. ('N.TTRH', 'U', 100) -> ('TTRH', 'EHZ').
+    """SEED (station, channel) of a Hi-net channel, e.g. ('N.AAKH', 'U', 100) -> ('AAKH', 'EHZ').
 
     Band code from the sampling rate (E: 80-250 Hz, S: 10-80 Hz short period), instrument H.
     """
@@ -180,7 +186,7 @@ def seed_codes(hinet_station: str, component: str, sampling_rate: float) -> tupl
 def sac_to_stream(sac_files: list[Path], seed_network: str) -> Stream:
     """Read win2sac SAC files (JST, nm/s) into a UTC stream with SEED codes, float32 data.
 
-    File names are HinetPy's ``<station>.<component>.SAC`` (e.g. ``N.TTRH.U.SAC``).
+    File names are HinetPy's ``<station>.<component>.SAC`` (e.g. ``N.AAKH.U.SAC``).
     """
     stream = Stream()
     for path in sac_files:
@@ -249,6 +255,54 @@ def channel_table_inventory(
     return Inventory(networks=[network], source="eqcat from Hi-net channel tables")
 
 
+def stations_by_rule(listing: list, rule: HinetStationRule) -> list[str]:
+    """Names of the stations of ``listing`` that the rule keeps, nearest the centre first.
+
+    ``listing``: station records with ``name``, ``latitude``, ``longitude`` (degrees), as
+    HinetPy's ``Client.get_station_list`` returns them. Inside the circle (great-circle
+    distance <= ``max_radius_deg``) or the box (bounds included), ranked by distance from
+    :attr:`HinetStationRule.centre` (ties by name), at most ``max_stations``.
+    """
+    lat0, lon0 = rule.centre
+    ranked = []
+    for station in listing:
+        if station.latitude is None or station.longitude is None:
+            continue
+        dist = locations2degrees(lat0, lon0, station.latitude, station.longitude)
+        if rule.max_radius_deg is not None:
+            inside = dist <= rule.max_radius_deg
+        else:
+            inside = (
+                rule.min_latitude <= station.latitude <= rule.max_latitude
+                and rule.min_longitude <= station.longitude <= rule.max_longitude
+            )
+        if inside:
+            ranked.append((dist, station.name))
+    ranked.sort()
+    return [name for _, name in ranked[: rule.max_stations]]
+
+
+def select_hinet_stations(client, cfg: HinetSource) -> list[str]:
+    """Select the configured stations on the Hi-net server; return their names.
+
+    ``cfg.stations``: those names. ``cfg.select``: NIED's station list through HinetPy
+    (``client.get_station_list``), filtered by :func:`stations_by_rule`. Neither: the
+    account's current selection is left as it is (returns ``[]``).
+    """
+    names = list(cfg.stations)
+    if cfg.select is not None:
+        names = stations_by_rule(client.get_station_list(cfg.network_code), cfg.select)
+        if not names:
+            raise ValueError(
+                f"waveforms.source.select: no station of Hi-net network {cfg.network_code} "
+                f"matches the rule {cfg.select.model_dump(exclude_none=True)}"
+            )
+        log.info("Hi-net %s: selected %d stations by rule", cfg.network_code, len(names))
+    if names:
+        client.select_stations(cfg.network_code, names)
+    return names
+
+
 def _hinetpy_client(credentials: HinetCredentials):
     """Log in to Hi-net (network access)."""
     from HinetPy import Client
@@ -294,8 +348,10 @@ def download_hinet(
         else:
             if client is None:
                 client = _hinetpy_client(credentials)
-                if cfg.stations:
-                    client.select_stations(cfg.network_code, cfg.stations)
+                selected = select_hinet_stations(client, cfg)
+                write_text_atomic(
+                    folder / "hinet_selection.json", json.dumps({"stations": selected}, indent=1)
+                )
             record = _fetch_day(client, cfg, folder, raw, start, end, day)
             write_text_atomic(unit, json.dumps(record, indent=1, sort_keys=True))
         rate = record.get("sampling_rate", rate)

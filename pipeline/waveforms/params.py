@@ -104,13 +104,25 @@ class FDSNStationQuery(_Section):
 
     @model_validator(mode="after")
     def _one_region(self) -> FDSNStationQuery:
-        box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
-        circle = (self.latitude, self.longitude, self.max_radius_deg)
-        if any(v is not None for v in box) and any(v is not None for v in circle):
-            raise ValueError("give a box (min/max latitude/longitude) or a circle, not both")
-        if any(v is not None for v in circle) and any(v is None for v in circle):
-            raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+        region_kind(self)
         return self
+
+
+def region_kind(section: BaseModel) -> Literal["box", "circle"] | None:
+    """Which region a section with box and circle fields gives: "box", "circle" or None.
+
+    Box fields: ``min_latitude``, ``max_latitude``, ``min_longitude``, ``max_longitude``
+    (any of them); circle fields: ``latitude``, ``longitude``, ``max_radius_deg`` (all three).
+    Raises ``ValueError`` when both are given or the circle is incomplete.
+    """
+    box = (section.min_latitude, section.max_latitude, section.min_longitude, section.max_longitude)
+    circle = (section.latitude, section.longitude, section.max_radius_deg)
+    has_box, has_circle = (any(v is not None for v in part) for part in (box, circle))
+    if has_box and has_circle:
+        raise ValueError("give a box (min/max latitude/longitude) or a circle, not both")
+    if has_circle and None in circle:
+        raise ValueError("a circle needs latitude, longitude and max_radius_deg")
+    return "circle" if has_circle else "box" if has_box else None
 
 
 #: The station section: one of the three sources, chosen by ``kind``.
@@ -159,6 +171,54 @@ class SDSSource(_Section):
         return value
 
 
+class HinetStationRule(_Section):
+    """Hi-net stations chosen by rule from NIED's station list (the list HinetPy's
+    ``Client.get_station_list`` reads), like HinetPy's ``select_stations`` circle or box, then
+    the ``max_stations`` nearest the centre (circle centre, or the box centre).
+
+    Codes and coordinates of the data then come from the channel tables that come with it.
+    """
+
+    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees N")
+    longitude: float | None = Field(None, ge=-180, le=180, description="circle centre, degrees E")
+    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, degrees")
+    min_latitude: float | None = Field(None, ge=-90, le=90, description="box, degrees")
+    max_latitude: float | None = Field(None, ge=-90, le=90)
+    min_longitude: float | None = Field(None, ge=-180, le=180)
+    max_longitude: float | None = Field(None, ge=-180, le=180)
+    max_stations: int | None = Field(
+        None, ge=1, description="keep this many, nearest the centre first; None = all inside"
+    )
+
+    @model_validator(mode="after")
+    def _circle_or_box(self) -> HinetStationRule:
+        kind = region_kind(self)
+        if kind is None:
+            raise ValueError(
+                "give a circle (latitude, longitude, max_radius_deg) or a box "
+                "(min/max_latitude, min/max_longitude)"
+            )
+        if kind == "box":  # the box centre ranks the stations: all four bounds
+            box = (self.min_latitude, self.max_latitude, self.min_longitude, self.max_longitude)
+            if None in box:
+                raise ValueError(
+                    "a box needs min_latitude, max_latitude, min_longitude, max_longitude"
+                )
+            if self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude:
+                raise ValueError("box: min_latitude/min_longitude must be below the maxima")
+        return self
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """(latitude, longitude) from which stations are ranked, degrees."""
+        if self.latitude is not None:
+            return self.latitude, self.longitude
+        return (
+            (self.min_latitude + self.max_latitude) / 2,
+            (self.min_longitude + self.max_longitude) / 2,
+        )
+
+
 class HinetSource(_Section):
     """NIED Hi-net continuous data through HinetPy (needs the win32tools programs).
 
@@ -174,8 +234,13 @@ class HinetSource(_Section):
     )
     stations: list[str] = Field(
         [],
-        description="Hi-net station names to select first, e.g. ['N.TTRH']; [] = the account's "
+        description="Hi-net station names to select first, e.g. ['N.AAKH']; [] = the account's "
         "current selection (selecting changes the account's setting on the Hi-net server)",
+    )
+    select: HinetStationRule | None = Field(
+        None,
+        description="choose stations by rule from NIED's station list (instead of 'stations'); "
+        "selecting changes the account's setting on the Hi-net server",
     )
     span_minutes: int | None = Field(
         None, ge=1, le=60, description="minutes per sub-request; None = HinetPy's choice"
@@ -193,13 +258,19 @@ class HinetSource(_Section):
     def _hinet_stations(cls, value: list[str]) -> list[str]:
         for name in value:
             if not re.fullmatch(r"N\.[A-Z0-9]{1,5}", name):
-                raise ValueError(f"Hi-net station {name!r}: expected a name like 'N.TTRH'")
+                raise ValueError(f"Hi-net station {name!r}: expected a name like 'N.AAKH'")
         return value
 
     @field_validator("seed_network")
     @classmethod
     def _seed_network(cls, value: str) -> str:
         return check_code("network", value)
+
+    @model_validator(mode="after")
+    def _stations_or_rule(self) -> HinetSource:
+        if self.stations and self.select is not None:
+            raise ValueError("give Hi-net 'stations' or a 'select' rule, not both")
+        return self
 
 
 class QualityConfig(_Section):
@@ -216,6 +287,9 @@ class QualityConfig(_Section):
     )
     rate_tolerance: float = Field(
         1e-4, gt=0, description="relative sampling-rate difference counted as a mismatch"
+    )
+    min_coverage: float = Field(
+        0.99, ge=0, le=1, description="a channel-day covering less of the span is truncated"
     )
 
 

@@ -7,21 +7,28 @@ reads it to skip or warn. Columns:
 ============== ==========================================================================
 network, station, location, channel   SEED codes
 day            UTC midnight of the day, datetime64[ns, UTC]
+span_s         seconds of the day inside the requested span
 path           the file (absolute), '' when missing
 status         'ok', 'missing' (no file) or 'corrupt' (the file could not be read)
 error          reader message for corrupt files, else ''
 n_traces       contiguous segments in the file
 n_samples      samples in the file
 sampling_rate  most common sampling rate in the file (Hz; NaN when none)
-coverage       n_samples / (expected samples in the requested part of the day), 0..1+
+data_s         seconds of data in the requested part of the day (sum of segment lengths)
+coverage       data_s / (seconds of the requested part of the day), 0..1+
 n_gaps, gap_s          gaps between segments and their total length (s)
 n_overlaps, overlap_s  overlaps between segments and their total length (s)
 rate_mismatch  segments differ in rate, or differ from the inventory rate
 clipped_samples  samples at the clip level (or in flat runs at the max/min)
 clipped        clipped_samples > 0
 flat           peak-to-peak amplitude <= QualityConfig.flat_max_ptp (dead channel)
+flagged        the channel-day has a problem a seismologist should see (``reason`` says which)
+reason         '; '-joined problems: no file, corrupt file, flat (dead) channel, truncated
+               (coverage below QualityConfig.min_coverage), gaps, clipped samples, sampling
+               rate not the inventory's; '' when none
 ============== ==========================================================================
 
+Only the requested part of each day is assessed (data outside the span are cut away first).
 A corrupt file is logged by name and reported with ``status='corrupt'``; it never stops the
 build.
 """
@@ -40,7 +47,7 @@ from obspy import Stream, UTCDateTime, read
 
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
-from pipeline.waveforms.sds import day_bounds, sds_relpath
+from pipeline.waveforms.sds import day_bounds, sds_relpath, trim_to_window
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +57,14 @@ QUALITY_COLUMNS = [
     "location",
     "channel",
     "day",
+    "span_s",
     "path",
     "status",
     "error",
     "n_traces",
     "n_samples",
     "sampling_rate",
+    "data_s",
     "coverage",
     "n_gaps",
     "gap_s",
@@ -65,6 +74,8 @@ QUALITY_COLUMNS = [
     "clipped_samples",
     "clipped",
     "flat",
+    "flagged",
+    "reason",
 ]
 
 
@@ -125,12 +136,13 @@ def assess_stream(
             for level in (data.max(), data.min())
         )
     n_gaps, gap_s, n_overlaps, overlap_s = _gaps_overlaps(stream)
-    expected = expected_seconds * (expected_rate if expected_rate > 0 else rate)
+    data_s = float(sum(tr.stats.npts * tr.stats.delta for tr in stream))
     return {
         "n_traces": len(stream),
         "n_samples": n_samples,
         "sampling_rate": rate,
-        "coverage": n_samples / expected if expected > 0 else 0.0,
+        "data_s": data_s,
+        "coverage": data_s / expected_seconds if expected_seconds > 0 else 0.0,
         "n_gaps": n_gaps,
         "gap_s": gap_s,
         "n_overlaps": n_overlaps,
@@ -140,6 +152,29 @@ def assess_stream(
         "clipped": clipped_samples > 0,
         "flat": flat,
     }
+
+
+def quality_reason(row, cfg: QualityConfig) -> str:
+    """The problems of one quality row (a ``QUALITY_COLUMNS`` record), '; '-joined; '' if none."""
+    if row.status == "missing":
+        return "no data file"
+    if row.status == "corrupt":
+        return f"corrupt file ({row.error})"
+    if row.n_samples == 0:
+        return "no data in the requested span"
+    problems = []
+    if row.flat:
+        problems.append("flat (dead channel: constant value)")
+    spanned = row.coverage * (1.0 + row.gap_s / row.data_s) if row.data_s > 0 else 0.0
+    if spanned < cfg.min_coverage:  # data missing at the start or end, not between segments
+        problems.append(f"truncated: data cover {100 * row.coverage:.0f} % of the span")
+    if row.gap_s > 0:
+        problems.append(f"{row.n_gaps} gap(s), {row.gap_s:.0f} s")
+    if row.clipped:
+        problems.append(f"clipped ({row.clipped_samples} samples)")
+    if row.rate_mismatch:
+        problems.append(f"sampling rate {row.sampling_rate:g} Hz is not the inventory's")
+    return "; ".join(problems)
 
 
 def assess_file(
@@ -161,6 +196,7 @@ def assess_file(
     except Exception as exc:  # any reader failure means a corrupt file, reported not raised
         log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
         return {"path": str(path), "status": "corrupt", "error": str(exc), **empty}
+    trim_to_window(stream, *window)
     return {
         "path": str(path),
         "status": "ok",
@@ -196,6 +232,7 @@ def quality_table(
                     "location": choice.location,
                     "channel": channel,
                     "day": pd.Timestamp(day, tz="UTC"),
+                    "span_s": float(span[1] - span[0]),
                 }
                 jobs.append((key, path, choice.sampling_rate, span))
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
@@ -203,5 +240,7 @@ def quality_table(
             pool.map(lambda job: {**job[0], **assess_file(job[1], job[2], job[3], cfg)}, jobs)
         )
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+    table["reason"] = [quality_reason(row, cfg) for row in table.itertuples(index=False)]
+    table["flagged"] = table["reason"] != ""
     table["day"] = pd.to_datetime(table["day"], utc=True).astype("datetime64[ns, UTC]")
     return table

@@ -95,6 +95,35 @@ def remove_stale_temporaries(root: Path) -> int:
     return removed
 
 
+def station_day_files(
+    root: Path,
+    network: str,
+    station: str,
+    location: str,
+    channel_prefix: str,
+    days: list[date],
+    neighbours: bool = True,
+) -> list[Path]:
+    """The channel-day files of one station's ``<prefix>?`` channels on ``days``, sorted.
+
+    With ``neighbours`` the days before and after each day are included too: a reader that
+    pads its spans (the picker, cross-correlation, magnitudes) reads into them.
+    """
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    loc = check_code("location", location)
+    prefix = check_code("channel_prefix", channel_prefix)
+    wanted = set(days)
+    if neighbours:
+        wanted |= {d + timedelta(days=k) for d in days for k in (-1, 1)}
+    files: list[Path] = []
+    for day in sorted(wanted):
+        year, doy = day.year, day.timetuple().tm_yday
+        folder = root / f"{year:04d}" / net / sta
+        files += folder.glob(f"{prefix}?.D/{net}.{sta}.{loc}.{prefix}?.D.{year:04d}.{doy:03d}")
+    return sorted(files)
+
+
 def archive_files(root: Path) -> list[Path]:
     """All channel-day files of an SDS archive (hidden temporaries excluded), sorted."""
     return sorted(

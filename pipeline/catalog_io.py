@@ -1,0 +1,292 @@
+"""Read an earthquake catalog made elsewhere (QuakeML or CSV) into one event table.
+
+Used by ``eqcat mc`` to report the completeness of catalogs eqcat did not build.
+
+Formats:
+
+- **QuakeML** (read with :func:`obspy.read_events`): per event the preferred origin (else
+  the first) and the preferred magnitude (else the first); with a magnitude-type filter,
+  the event's magnitude of that type is used when it has one.
+- **CSV** with a header row: ComCat-style exports (``time,latitude,longitude,depth,mag,
+  magType,...``), FDSN/SED-style exports (``time,...,magnitude,magnitude_type``) and eqcat's
+  own ``catalog.csv`` (``origin_time,...,depth_km,magnitude,magnitude_type``). Columns are
+  recognised by the names in :data:`COLUMN_ALIASES` (case-insensitive); only a magnitude
+  column is required.
+
+Output columns (:data:`EVENT_COLUMNS`): ``origin_time`` (UTC Timestamp, NaT if absent),
+``latitude``, ``longitude`` (degrees), ``depth_km`` (km below sea level), ``magnitude``
+(NaN if absent), ``magnitude_type`` (str, "" if absent). A ``depth`` column is in km (the
+ComCat convention) unless its largest absolute value exceeds :data:`DEPTH_METRES_ABOVE`,
+in which case it is read as metres (FDSN text exports of some agencies, e.g. SED).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Standard column -> accepted CSV header names (compared case-insensitively), in order.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "origin_time": ("origin_time", "time", "origintime", "datetime", "date_time", "otime"),
+    "latitude": ("latitude", "lat"),
+    "longitude": ("longitude", "lon", "long", "lng"),
+    "depth_km": ("depth_km", "depth"),
+    "magnitude": ("magnitude", "mag"),
+    "magnitude_type": ("magnitude_type", "magtype", "mag_type"),
+}
+
+EVENT_COLUMNS = list(COLUMN_ALIASES)
+
+#: A ``depth`` column whose largest |value| exceeds this is in metres (no hypocentre is
+#: deeper than ~700 km).
+DEPTH_METRES_ABOVE = 1000.0
+
+QUAKEML_SUFFIXES = {".xml", ".qml", ".quakeml"}
+
+
+class CatalogReadError(ValueError):
+    """A catalog file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class CatalogFilter:
+    """Which events to keep; every field None (or empty) keeps all.
+
+    Times are UTC; the region is a latitude/longitude box in degrees (inclusive);
+    ``magnitude_types`` are compared case-insensitively (e.g. ``("ML", "Mw")``).
+    """
+
+    starttime: pd.Timestamp | None = None
+    endtime: pd.Timestamp | None = None
+    minlatitude: float | None = None
+    maxlatitude: float | None = None
+    minlongitude: float | None = None
+    maxlongitude: float | None = None
+    magnitude_types: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the report, e.g. ``time >= 2024-01-01T00:00:00+00:00; type in ML``."""
+        parts = []
+        if self.starttime is not None:
+            parts.append(f"time ≥ {self.starttime.isoformat()}")
+        if self.endtime is not None:
+            parts.append(f"time < {self.endtime.isoformat()}")
+        for name, low, high in (
+            ("latitude", self.minlatitude, self.maxlatitude),
+            ("longitude", self.minlongitude, self.maxlongitude),
+        ):
+            if low is not None or high is not None:
+                parts.append(f"{_bound(low)} ≤ {name} ≤ {_bound(high)}")
+        if self.magnitude_types:
+            parts.append("magnitude type in " + ", ".join(self.magnitude_types))
+        return "; ".join(parts) or "none"
+
+
+def _bound(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
+def detect_format(path: Path) -> str:
+    """'quakeml' for .xml/.qml/.quakeml files or content starting with '<', else 'csv'."""
+    if path.suffix.lower() in QUAKEML_SUFFIXES:
+        return "quakeml"
+    with open(path, "rb") as fh:
+        head = fh.read(256).lstrip()
+    return "quakeml" if head.startswith(b"<") else "csv"
+
+
+def read_catalog(
+    path: str | Path,
+    fmt: str = "auto",
+    magnitude_column: str | None = None,
+    time_column: str | None = None,
+    magnitude_types: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Read a QuakeML or CSV catalog into :data:`EVENT_COLUMNS` (see module docstring).
+
+    Args:
+        path: the catalog file.
+        fmt: 'auto' (:func:`detect_format`), 'quakeml' or 'csv'.
+        magnitude_column, time_column: CSV column names overriding the detection.
+        magnitude_types: for QuakeML, prefer an event's magnitude of one of these types.
+
+    Raises:
+        CatalogReadError: missing or empty file, unreadable QuakeML, no magnitude column,
+            a non-numeric magnitude or an unreadable time (row named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogReadError(f"{path}: catalog file not found")
+    if path.stat().st_size == 0:
+        raise CatalogReadError(f"{path}: empty file (expected a QuakeML or CSV catalog)")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "quakeml":
+        return _read_quakeml(path, magnitude_types)
+    if fmt == "csv":
+        return _read_csv(path, magnitude_column, time_column)
+    raise CatalogReadError(f"{path}: unknown format {fmt!r} (expected auto, quakeml or csv)")
+
+
+def _read_quakeml(path: Path, magnitude_types: tuple[str, ...]) -> pd.DataFrame:
+    import obspy
+
+    try:
+        catalog = obspy.read_events(str(path), format="QUAKEML")
+    except Exception as exc:  # obspy raises many types for malformed XML
+        raise CatalogReadError(f"{path}: not readable as QuakeML ({exc})") from None
+    wanted = {t.lower() for t in magnitude_types}
+    rows = []
+    for event in catalog:
+        origin = event.preferred_origin() or (event.origins[0] if event.origins else None)
+        magnitude = event.preferred_magnitude() or (
+            event.magnitudes[0] if event.magnitudes else None
+        )
+        if wanted and (magnitude is None or (magnitude.magnitude_type or "").lower() not in wanted):
+            magnitude = next(
+                (m for m in event.magnitudes if (m.magnitude_type or "").lower() in wanted),
+                magnitude,
+            )
+        depth_m = origin.depth if origin is not None else None
+        rows.append(
+            {
+                "origin_time": pd.Timestamp(origin.time.datetime, tz="UTC")
+                if origin is not None and origin.time is not None
+                else pd.NaT,
+                "latitude": _float(origin.latitude if origin is not None else None),
+                "longitude": _float(origin.longitude if origin is not None else None),
+                "depth_km": _float(depth_m) / 1000.0,
+                "magnitude": _float(magnitude.mag if magnitude is not None else None),
+                "magnitude_type": (magnitude.magnitude_type or "") if magnitude else "",
+            }
+        )
+    if not rows:
+        raise CatalogReadError(f"{path}: QuakeML without events")
+    table = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    table["origin_time"] = pd.to_datetime(table["origin_time"], utc=True)
+    return table
+
+
+def _float(value: object) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _find_column(path: Path, columns: pd.Index, standard: str, override: str | None) -> str | None:
+    """The file's column for ``standard`` (override first, then the aliases), or None."""
+    if override is not None:
+        if override not in columns:
+            raise CatalogReadError(
+                f"{path}: no column {override!r} (columns: {', '.join(map(str, columns))})"
+            )
+        return override
+    lower = {str(c).strip().lower(): c for c in columns}
+    return next((lower[a] for a in COLUMN_ALIASES[standard] if a in lower), None)
+
+
+def _read_csv(path: Path, magnitude_column: str | None, time_column: str | None) -> pd.DataFrame:
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise CatalogReadError(f"{path}: empty file (expected a CSV header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CatalogReadError(f"{path}: not readable as CSV ({exc})") from None
+    found = {
+        standard: _find_column(
+            path,
+            raw.columns,
+            standard,
+            {"magnitude": magnitude_column, "origin_time": time_column}.get(standard),
+        )
+        for standard in EVENT_COLUMNS
+    }
+    if found["magnitude"] is None:
+        raise CatalogReadError(
+            f"{path}: no magnitude column (expected one of "
+            f"{', '.join(COLUMN_ALIASES['magnitude'])}; columns: {', '.join(raw.columns)})"
+        )
+    if raw.empty:
+        raise CatalogReadError(f"{path}: no events (header only)")
+    table = pd.DataFrame(index=raw.index)
+    table["origin_time"] = (
+        _times(path, raw[found["origin_time"]]) if found["origin_time"] else pd.NaT
+    )
+    for standard in ("latitude", "longitude", "depth_km", "magnitude"):
+        column = found[standard]
+        table[standard] = _numbers(path, raw[column], standard) if column is not None else math.nan
+    if found["depth_km"] is not None and found["depth_km"].strip().lower() == "depth":
+        if np.nanmax(np.abs(table["depth_km"].to_numpy(dtype=float)), initial=0) > (
+            DEPTH_METRES_ABOVE
+        ):
+            table["depth_km"] = table["depth_km"] / 1000.0
+    column = found["magnitude_type"]
+    table["magnitude_type"] = raw[column].str.strip() if column is not None else ""
+    table["origin_time"] = pd.to_datetime(table["origin_time"], utc=True)
+    return table[EVENT_COLUMNS].reset_index(drop=True)
+
+
+def _numbers(path: Path, values: pd.Series, what: str) -> pd.Series:
+    """Floats of a text column; blanks become NaN, other non-numbers raise (row named)."""
+    text = values.str.strip()
+    numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+    bad = numbers.isna() & (text != "") & ~text.str.lower().isin({"nan", "na", "null", "none"})
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CatalogReadError(
+            f"{path}: non-numeric {what.removesuffix('_km')} {text.iloc[row]!r} in row "
+            f"{row + 1} (line {row + 2})"
+        )
+    return numbers.astype(float)
+
+
+def _times(path: Path, values: pd.Series) -> pd.Series:
+    """UTC timestamps of an ISO 8601 text column; blanks become NaT, others raise (row named)."""
+    text = values.str.strip()
+    times = pd.to_datetime(text.where(text != ""), utc=True, errors="coerce", format="mixed")
+    bad = times.isna() & (text != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CatalogReadError(
+            f"{path}: unreadable time {text.iloc[row]!r} in row {row + 1} (line {row + 2}); "
+            "expected ISO 8601, e.g. 2024-01-01T12:00:00Z"
+        )
+    return times
+
+
+def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) -> pd.DataFrame:
+    """Events of ``table`` (:data:`EVENT_COLUMNS`) that pass ``selection``.
+
+    Raises:
+        CatalogReadError: a filter needs a column the file did not have (all NaN).
+    """
+    keep = pd.Series(True, index=table.index)
+
+    def need(column: str, option: str) -> pd.Series:
+        values = table[column]
+        if values.isna().all():
+            raise CatalogReadError(f"{path}: {option} needs a {column} column; the file has none")
+        return values
+
+    if selection.starttime is not None:
+        keep &= need("origin_time", "--start") >= selection.starttime
+    if selection.endtime is not None:
+        keep &= need("origin_time", "--end") < selection.endtime
+    for column, low, high in (
+        ("latitude", selection.minlatitude, selection.maxlatitude),
+        ("longitude", selection.minlongitude, selection.maxlongitude),
+    ):
+        if low is not None:
+            keep &= need(column, f"--min-{column}") >= low
+        if high is not None:
+            keep &= need(column, f"--max-{column}") <= high
+    if selection.magnitude_types:
+        types = table["magnitude_type"].fillna("").str.lower()
+        if (types == "").all():
+            raise CatalogReadError(
+                f"{path}: --magnitude-type needs a magnitude type column; the file has none"
+            )
+        keep &= types.isin({t.lower() for t in selection.magnitude_types})
+    return table[keep].reset_index(drop=True)

@@ -1,0 +1,225 @@
+"""The report's data-quality section: what the waveforms of each station were like.
+
+Built from ``<run>/waveforms/quality.parquet`` (one row per channel-day,
+:mod:`pipeline.waveforms.quality`), the picks table and the manifest. One row per station
+(:data:`STATION_COLUMNS`):
+
+================= ======================================================================
+station           ``NET.STA`` (``NET.STA.LOC`` with a location code)
+channels          channel codes assessed
+data_s            seconds with data on the station's best-covered channel, summed over days
+gap_s             seconds of the requested span without data on that channel
+flat              channels that are flat (dead: constant value) on some day
+clipped           channels with clipped samples, with their count
+missing           channels without any data in the span (no file, or no sample in the span)
+truncated         channels whose data stop early or start late
+picks             picks of the station
+picks_per_hour    picks / data hours (NaN without data)
+problems          every flagged channel-day reason, '; '-joined ('' when none)
+================= ======================================================================
+
+A station with problems is listed in the report summary next to the failed station-days,
+so the page never says "none" over a dead or missing station. When the catalog is empty,
+:func:`empty_catalog_reason` says why (no data, dead data, no picks, no association).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.rundir import RunDir
+
+STATION_COLUMNS = [
+    "station",
+    "channels",
+    "data_s",
+    "gap_s",
+    "flat",
+    "clipped",
+    "missing",
+    "truncated",
+    "picks",
+    "picks_per_hour",
+    "problems",
+]
+
+
+@dataclass
+class DataQuality:
+    """The data-quality findings of a run.
+
+    Attributes:
+        stations: one row per station (:data:`STATION_COLUMNS`); empty without a quality table.
+        problems: station label -> its problems, for the stations that have any.
+        empty_reason: why the catalog has no event (None when it has events).
+        source: the quality table read (None when the run has none).
+    """
+
+    stations: pd.DataFrame
+    problems: dict[str, str] = field(default_factory=dict)
+    empty_reason: str | None = None
+    source: Path | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-able summary for ``completeness.json``."""
+        rows = self.stations.astype(object).where(self.stations.notna(), None)
+        return {
+            "quality_table": str(self.source) if self.source else None,
+            "stations": rows.to_dict(orient="records"),
+            "problems": self.problems,
+            "empty_reason": self.empty_reason,
+        }
+
+
+def _station_label(table: pd.DataFrame) -> pd.Series:
+    """``NET.STA`` or ``NET.STA.LOC`` (with a location code) per row."""
+    location = table["location"].fillna("") if "location" in table else ""
+    label = table["network"] + "." + table["station"]
+    return label.where(location == "", label + "." + location)
+
+
+def station_quality(quality: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
+    """Per-station summary (:data:`STATION_COLUMNS`) of a quality table and the picks."""
+    if quality.empty:
+        return pd.DataFrame(columns=STATION_COLUMNS)
+    quality = quality.assign(label=_station_label(quality))
+    pick_counts = pd.Series(dtype=int)
+    if not picks.empty:
+        pick_counts = _station_label(picks).value_counts()
+    rows = []
+    for label, group in quality.groupby("label", sort=True):
+        per_day = group.groupby("day").agg(best=("data_s", "max"), span=("span_s", "first"))
+        data_s = float(per_day["best"].sum())
+        gap_s = float((per_day["span"] - per_day["best"]).clip(lower=0).sum())
+        by_channel = group.groupby("channel")
+        missing = [c for c, g in by_channel if (g["n_samples"] == 0).all()]
+        flat = sorted(group.loc[group["flat"], "channel"].unique())
+        clipped = [
+            f"{c} ({int(g['clipped_samples'].sum())})" for c, g in by_channel if g["clipped"].any()
+        ]
+        truncated = sorted(group.loc[group["reason"].str.contains("truncated"), "channel"].unique())
+        flagged = group[group["flagged"]]
+        problems = "; ".join(
+            f"{r.channel} {r.day:%Y-%m-%d}: {r.reason}" for r in flagged.itertuples(index=False)
+        )
+        if missing and len(missing) == by_channel.ngroups:
+            problems = "no data at all in the span; " + problems
+        n_picks = int(pick_counts.get(label, 0))
+        rows.append(
+            {
+                "station": label,
+                "channels": ", ".join(sorted(group["channel"].unique())),
+                "data_s": data_s,
+                "gap_s": gap_s,
+                "flat": ", ".join(flat),
+                "clipped": ", ".join(clipped),
+                "missing": ", ".join(missing),
+                "truncated": ", ".join(truncated),
+                "picks": n_picks,
+                "picks_per_hour": n_picks / (data_s / 3600.0) if data_s > 0 else math.nan,
+                "problems": problems,
+            }
+        )
+    return pd.DataFrame(rows, columns=STATION_COLUMNS)
+
+
+def empty_catalog_reason(
+    run: RunDir, quality: pd.DataFrame | None, picks: pd.DataFrame, n_events: int
+) -> str | None:
+    """Why a run's catalog has no event, in one sentence; None when it has events."""
+    if n_events > 0:
+        return None
+    if quality is not None and not quality.empty:
+        with_data = quality[quality["n_samples"] > 0]
+        if with_data.empty:
+            return "no waveform data in the requested span: every channel-day is missing or empty"
+        if with_data["flat"].all():
+            return "every channel with data is flat (dead: constant value); nothing to pick"
+    if picks.empty:
+        return "the picker found no pick in the waveform data"
+    manifest = run.read_manifest()
+    associated = manifest.get("association", {}).get("counts", {}).get("events")
+    n_stations = picks.drop_duplicates(["network", "station"]).shape[0]
+    if not associated:
+        return (
+            f"{len(picks)} picks at {n_stations} station(s), but the associator formed no "
+            "event from them (too few stations with coinciding picks)"
+        )
+    return f"{associated} associated event(s), but none has a hypocentre"
+
+
+def assess(run: RunDir, picks: pd.DataFrame, n_events: int) -> DataQuality:
+    """The data-quality findings of ``run`` (reads ``waveforms/quality.parquet`` if present)."""
+    path = run.root / "waveforms" / "quality.parquet"
+    quality = pd.read_parquet(path) if path.is_file() else None
+    if quality is not None and "reason" not in quality:  # a table from before the reasons
+        quality = None
+    stations = station_quality(quality if quality is not None else pd.DataFrame(), picks)
+    problems = {r.station: r.problems for r in stations.itertuples(index=False) if r.problems}
+    return DataQuality(
+        stations=stations,
+        problems=problems,
+        empty_reason=empty_catalog_reason(run, quality, picks, n_events),
+        source=path if quality is not None else None,
+    )
+
+
+def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
+    """HTML of the summary's "Failed station-days" cell: failures and stations with problems."""
+    parts = [f"{k}: {v}" for k, v in failed.items()]
+    if dq.problems:
+        parts.append(
+            f"data problems at {len(dq.problems)} station(s): {', '.join(dq.problems)} "
+            "(see Data quality)"
+        )
+    if not parts:
+        return "none"
+    return "<span class='warn'>" + html.escape("; ".join(parts)) + "</span>"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return (
+            "–" if not math.isfinite(value) else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+        )
+    return html.escape(str(value)) if value not in ("", None) else "–"
+
+
+def section_html(dq: DataQuality) -> str:
+    """The ``<h2>Data quality</h2>`` section: why the catalog is empty, then the station table."""
+    out = ["<h2>Data quality</h2>"]
+    if dq.empty_reason:
+        out.append(f"<p class='warn'>No events: {html.escape(dq.empty_reason)}.</p>")
+    if dq.source is None:
+        out.append("<p>No quality table (<code>waveforms/quality.parquet</code>) in this run.</p>")
+        return "\n".join(out)
+    heads = {
+        "station": "station",
+        "data_s": "data (s)",
+        "gap_s": "gap (s)",
+        "flat": "flat / dead",
+        "clipped": "clipped (samples)",
+        "missing": "missing components",
+        "truncated": "truncated",
+        "picks_per_hour": "picks per hour",
+        "problems": "problems",
+    }
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in heads.values()) + "</tr>"
+    body = []
+    for row in dq.stations.itertuples(index=False):
+        cls = " class='warn'" if row.problems else ""
+        cells = "".join(f"<td>{_cell(getattr(row, k))}</td>" for k in heads)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    n_bad = len(dq.problems)
+    out.append(
+        f"<p>{len(dq.stations)} station(s); {n_bad} with data problems "
+        "(from <code>waveforms/quality.parquet</code>, one row per channel-day with a "
+        "<code>reason</code>).</p>"
+    )
+    out.append("<table>\n" + head + "\n" + "\n".join(body) + "\n</table>")
+    return "\n".join(out)

@@ -1,0 +1,97 @@
+"""Reading a station's waveforms back from an SDS archive, at one sampling rate.
+
+Every stage that reads waveforms after the download (picking, cross-correlation, magnitudes)
+goes through :func:`read_station`, so they all see the same traces: codes validated before
+they become paths, and — when a rate is asked for — every channel brought to that rate with
+ObsPy. A station whose channels disagree in rate (one channel recorded at 200 Hz beside two
+at 100 Hz, or a rate change within a day) then gives traces that line up sample for sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from obspy import Stream, UTCDateTime
+from obspy.clients.filesystem.sds import Client as SDSClient
+
+from pipeline.waveforms.params import check_code
+
+log = logging.getLogger(__name__)
+
+#: Relative rate difference below which a trace is taken as already at the target rate.
+RATE_TOLERANCE = 1e-6
+
+
+def conform_rate(stream: Stream, sampling_rate: float, label: str = "") -> Stream:
+    """Bring every trace of ``stream`` to ``sampling_rate`` (Hz), in place; return it.
+
+    Traces at another rate are resampled with ObsPy's ``Trace.resample`` (Fourier method,
+    Hann window); when decimating, its anti-alias low-pass (Chebyshev type II below the new
+    Nyquist frequency) runs first. Traces with masked gaps are split into contiguous pieces
+    before resampling, so a gap never enters the Fourier transform. Each resampled channel
+    is logged once with ``label``.
+    """
+    out = Stream()
+    changed: set[tuple[str, float]] = set()
+    for trace in stream:
+        rate = float(trace.stats.sampling_rate)
+        if abs(rate - sampling_rate) <= RATE_TOLERANCE * sampling_rate:
+            out.append(trace)
+            continue
+        changed.add((trace.id, rate))
+        for piece in Stream([trace]).split():
+            if piece.stats.npts < 2:
+                continue
+            piece.resample(sampling_rate, no_filter=sampling_rate > rate)
+            out.append(piece)
+    for seed_id, rate in sorted(changed):
+        log.info("%s%s: resampled %g Hz -> %g Hz", f"{label}: " if label else "", seed_id, rate,
+                 sampling_rate)  # fmt: skip
+    stream.traces = out.traces
+    return stream
+
+
+def read_station(
+    sds_root: Path,
+    network: str,
+    station: str,
+    location: str,
+    channel_prefix: str,
+    starttime: UTCDateTime,
+    endtime: UTCDateTime,
+    sampling_rate: float | None = None,
+) -> Stream:
+    """All ``<prefix>?`` channels of one station in ``[starttime, endtime]`` from an SDS archive.
+
+    Args:
+        sds_root: root of the archive (``YYYY/NET/STA/CHA.D/NET.STA.LOC.CHA.D.YYYY.DOY``).
+        network, station, location, channel_prefix: SEED codes, validated before they reach
+            the file system (``ValueError`` names the bad one).
+        starttime, endtime: the span to read.
+        sampling_rate: Hz; when given, every trace is brought to it (:func:`conform_rate`).
+            None leaves the traces as recorded (the picker resamples after its band-pass).
+
+    Returns:
+        The traces (unmerged; gaps and overlaps as in the files). Empty when no file covers
+        the span.
+    """
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    loc = check_code("location", location)
+    prefix = check_code("channel_prefix", channel_prefix)
+    client = SDSClient(str(sds_root))
+    stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
+    if sampling_rate is not None:
+        conform_rate(stream, sampling_rate, f"{net}.{sta}.{loc}")
+        stream.trim(starttime, endtime)  # resampling can reach a sample past the request
+    return stream
+
+
+def nominal_rate(stream: Stream) -> float | None:
+    """The rate (Hz) most samples of ``stream`` were recorded at; None for an empty stream."""
+    totals: dict[float, int] = {}
+    for trace in stream:
+        rate = float(trace.stats.sampling_rate)
+        totals[rate] = totals.get(rate, 0) + trace.stats.npts
+    return max(totals, key=lambda r: (totals[r], r)) if totals else None

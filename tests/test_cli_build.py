@@ -1,0 +1,134 @@
+"""``eqcat build`` as a user runs it: clean default logs, progress bars, output paths.
+
+Each build is a real ``eqcat`` subprocess (Prefect's ephemeral server in a temporary
+``PREFECT_HOME``) on a tiny synthetic scenario with the STA/LTA picker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.synthetic import generate_scenario
+from pipeline.synthetic.params import ScenarioConfig
+from pipeline.waveforms.inventory import read_stations_csv
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: What a user must not see at default verbosity (``-v`` shows it): httpx request lines,
+#: Prefect's per-task timeout-in-thread warning, the server telemetry traceback.
+NOISE = ("HTTP Request:", "Timeout of", "Traceback", "send_telemetry_heartbeat")
+
+
+def eqcat(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    """Run ``eqcat ARGS`` in ``cwd`` with its own Prefect home, as a user would."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    for key in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    """A finished default-verbosity build: (config path, completed process, work folder)."""
+    folder = tmp_path_factory.mktemp("cli_build")
+    start = "2000-10-10T23:40:00"
+    spec = {
+        "name": "clitest",
+        "starttime": start,
+        "endtime": "2000-10-11T00:20:00",
+        "velocity_model": "tottori",
+        "output_dir": str(folder / "runs"),
+        "scenario": {"seed": 7, "start_time": start, "duration_s": 2400, "max_stations": 6},
+        "picking": {"picker": "stalta"},
+        "association": {"associator": "time"},
+    }
+    config = folder / "clitest.yaml"
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = eqcat("build", str(config), cwd=folder, home=folder / "prefect")
+    return config, result, folder
+
+
+def test_build_prints_output_paths_and_no_noise(tiny_build):
+    _, result, folder = tiny_build
+    assert result.returncode == 0, result.stderr[-3000:]
+    for noise in NOISE:
+        assert noise not in result.stderr, noise
+    # one progress bar per stage; picking counts station-days (6 stations x 2 days)
+    bars = {x.split()[2]: x for x in result.stderr.splitlines() if "clitest: " in x}
+    assert re.search(r"12/12\s+station-days", bars["pick"])
+    assert re.search(r"6/6\s+stations", bars["magnitude"])  # amplitudes: station by station
+    assert "clitest: report" in result.stderr
+    run = folder / "runs" / "clitest"
+    lines = result.stdout.strip().splitlines()
+    expected = {
+        "catalog CSV:": run / "catalog" / "catalog.csv",
+        "catalog QuakeML:": run / "catalog" / "catalog.xml",
+        "report HTML:": run / "report" / "index.html",
+    }
+    for label, path in expected.items():
+        line = next(x for x in lines if x.startswith(label))
+        shown = Path(line.split(maxsplit=len(label.split()))[-1])
+        assert shown == path.resolve() and shown.is_file()
+    assert lines[-1].startswith("report HTML:")
+
+
+def test_verbose_shows_what_default_hides(tiny_build):
+    config, _, folder = tiny_build
+    result = eqcat("-v", "build", str(config), "--stage", "associate", cwd=folder,
+                   home=folder / "prefect")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HTTP Request:" in result.stderr
+    assert "DEBUG" in result.stderr
+
+
+def test_example_sds_config_validates_and_reads_its_archive(tmp_path):
+    """station_configs/example_sds.yaml on an SDS archive laid where it expects one.
+
+    The archive is a short piece of the synthetic replica (6 of its 18 stations, 10 minutes,
+    inside the config's span) written to ``runs/demo/waveforms`` under the folder eqcat
+    runs from, as ``make demo`` does; the inline stations are the config's own.
+    """
+    example = REPO / "station_configs" / "example_sds.yaml"
+    scenario = ScenarioConfig(
+        start_time=datetime(2000, 10, 8, 5, 0, tzinfo=UTC), duration_s=600, max_stations=6
+    )
+    generate_scenario(tmp_path / "runs" / "demo", scenario)
+    result = eqcat("validate", str(example), cwd=tmp_path, home=tmp_path / "prefect")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+    result = eqcat("build", str(example), "--stage", "download", cwd=tmp_path,
+                   home=tmp_path / "prefect")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "runs" / "example_sds" / "waveforms"
+    stations = read_stations_csv(folder / "stations.csv").set_index("station")
+    cited = pd.read_csv(REPO / "station_configs" / "replica_stations.csv", comment="#")
+    assert sorted(stations.index) == sorted(cited["station"])
+    for row in cited.itertuples():
+        assert stations.loc[row.station, "latitude"] == pytest.approx(row.latitude)
+        assert stations.loc[row.station, "longitude"] == pytest.approx(row.longitude)
+    quality = pd.read_parquet(folder / "quality.parquet")
+    present = set(quality.loc[quality["status"] == "ok", "station"])
+    assert len(present) == 6 and present <= set(cited["station"])
