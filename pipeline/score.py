@@ -39,6 +39,15 @@ Keys of ``score.json`` (``None`` when a stage is missing or a value is undefined
   deviation of the differences about their median)};
 - ``b_true`` (scenario), ``mc_recovered``, ``b_recovered``, ``b_recovered_std`` (from the
   run's catalog magnitudes);
+- ``stage_losses``: where the true events are lost (:mod:`pipeline.score_losses`):
+  ``min_stations``, ``by_magnitude`` (rows per 0.5 bin with ``n_true``, ``n_picked``,
+  ``n_associated``, ``n_located``, ``n_in_catalog`` and ``lost_<reason>`` for picks_missed,
+  not_associated, split, merged, not_located, mislocated, not_in_catalog), ``all``,
+  ``above_mc_true`` (the same for the true events at/above ``mc_true``) and ``false_events``
+  ({``n``, ``duplicate``, ``mislocated``, ``false_picks``, ``no_picks``});
+- ``catalog_all``: when the scored table is the default catalog and the run has
+  ``catalog/catalog_all.parquet`` (every quality class): {``n_events``, ``n_matched``,
+  ``recall``, ``precision``, ``recall_above_mc_true``}; else None;
 - ``tolerances``: the matching tolerances; ``notes``: what was missing.
 """
 
@@ -51,14 +60,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import write_text_atomic
+from pipeline.score_losses import (
+    FALSE_EVENT_CLASSES,
+    RunTables,
+    classify_false_events,
+    classify_true_events,
+    format_loss_table,
+    loss_rows,
+)
 
 log = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6371.0
 MAGNITUDE_BIN = 0.5
+#: Stations an event needs when the run's config does not say (association.min_stations).
+DEFAULT_MIN_STATIONS = 3
 #: SNR bins (true S/P peak velocity over noise rms, ``truth/picks.csv`` column snr) of the
 #: pick recall; events "well above the noise" are those with snr >= HIGH_SNR.
 SNR_EDGES = (5.0, 10.0, 20.0, 50.0, math.inf)
@@ -148,34 +168,62 @@ def match_events(
     return pd.DataFrame(rows, columns=["run", "truth", "dt_s", "epi_km"])
 
 
-def pick_residuals(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: float) -> dict:
-    """Per phase: counts, precision, recall by true SNR, residual statistics (run − true)."""
+def match_picks(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: float) -> np.ndarray:
+    """Row position in ``truth_picks`` of the true arrival each run pick matches, -1 when none.
+
+    A run pick matches the nearest true arrival of the same network, station and phase when
+    it lies within ``tol_s``. Shape (len(run_picks),), int64.
+    """
+    out = np.full(len(run_picks), -1, dtype=np.int64)
+    if run_picks.empty or truth_picks.empty:
+        return out
+    truth = truth_picks.reset_index(drop=True)
+    run_phase = run_picks["phase"].astype(str).str.upper().to_numpy()
+    run_key = (run_picks["network"].astype(str) + "." + run_picks["station"].astype(str)).to_numpy()
+    true_key = (truth["network"].astype(str) + "." + truth["station"].astype(str)).to_numpy()
+    true_groups = pd.Series(np.arange(len(truth))).groupby([true_key, truth["phase"].to_numpy()])
+    true_groups = dict(true_groups.indices)
+    t_all = truth.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    run_t = run_picks.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    for key, rows in (
+        pd.Series(np.arange(len(run_picks))).groupby([run_key, run_phase]).indices.items()
+    ):
+        if key not in true_groups:
+            continue
+        cand_rows = true_groups[key]
+        cand_rows = cand_rows[np.argsort(t_all[cand_rows], kind="stable")]
+        t_true = t_all[cand_rows]
+        t_run = run_t[rows]
+        pos = np.clip(np.searchsorted(t_true, t_run), 1, max(len(t_true) - 1, 1))
+        cand = np.stack([pos - 1, np.minimum(pos, len(t_true) - 1)])
+        diffs = t_run[None, :] - t_true[cand]
+        best = np.argmin(np.abs(diffs), axis=0)
+        chosen = cand[best, np.arange(len(t_run))]
+        ok = np.abs(diffs[best, np.arange(len(t_run))]) <= tol_s
+        out[rows[ok]] = cand_rows[chosen[ok]]
+    return out
+
+
+def pick_residuals(
+    run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: float, matched: np.ndarray
+) -> dict:
+    """Per phase: counts, precision, recall by true SNR, residual statistics (run − true).
+
+    ``matched``: :func:`match_picks` of ``run_picks`` against ``truth_picks`` (RangeIndex).
+    """
     out = {}
+    run_t = run_picks.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    true_t = truth_picks.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    run_phase = run_picks.phase.astype(str).str.upper().to_numpy()
     for phase in ("P", "S"):
-        run = run_picks[run_picks.phase.str.upper() == phase]
+        is_phase = run_phase == phase
+        hit = is_phase & (matched >= 0)
+        res = run_t[hit] - true_t[matched[hit]]
         true = truth_picks[truth_picks.phase == phase]
         snr = true.snr.to_numpy(float) if "snr" in true.columns else np.full(len(true), np.inf)
         usable = ~true.in_gap.astype(bool).to_numpy() if "in_gap" in true.columns else True
         usable = np.ones(len(true), dtype=bool) & usable
-        residuals, matched_true = [], set()
-        true_groups = {k: g for k, g in true.groupby(["network", "station"])}
-        for key, group in run.groupby(["network", "station"]):
-            if key not in true_groups:
-                continue
-            tg = true_groups[key].sort_values("time")
-            t_true = tg.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
-            t_run = group.time.to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
-            pos = np.clip(np.searchsorted(t_true, t_run), 1, max(len(t_true) - 1, 1))
-            cand = np.stack([pos - 1, np.minimum(pos, len(t_true) - 1)])
-            diffs = t_run[None, :] - t_true[cand]
-            best = np.argmin(np.abs(diffs), axis=0)
-            chosen = cand[best, np.arange(len(t_run))]
-            res = diffs[best, np.arange(len(t_run))]
-            ok = np.abs(res) <= tol_s
-            residuals.append(res[ok])
-            matched_true.update(tg.index[chosen[ok]])
-        res = np.concatenate(residuals) if residuals else np.array([])
-        picked = true.index.isin(list(matched_true))
+        picked = true.index.isin(np.unique(matched[hit]))
         by_snr = []
         for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:], strict=True):
             inside = usable & (snr >= lo) & (snr < hi)
@@ -189,10 +237,11 @@ def pick_residuals(run_picks: pd.DataFrame, truth_picks: pd.DataFrame, tol_s: fl
                     }
                 )
         high = usable & (snr >= HIGH_SNR)
+        n_run = int(is_phase.sum())
         out[phase] = {
-            "n_picks": len(run),
+            "n_picks": n_run,
             "n_matched": int(res.size),
-            "precision": _finite(res.size / len(run)) if len(run) else None,
+            "precision": _finite(res.size / n_run) if n_run else None,
             "n_true_high_snr": int(high.sum()),
             "recall_high_snr": _finite(picked[high].mean()) if high.any() else None,
             "recall_by_snr": by_snr,
@@ -339,6 +388,89 @@ def _magnitudes(run_dir: Path, events: pd.DataFrame | None, notes: list[str]) ->
     return events.event_id.map(mags).astype(float)
 
 
+def _min_stations(run_dir: Path) -> int:
+    """The association stage's ``min_stations`` of the run (3 when the config is unreadable)."""
+    path = run_dir / "config.resolved.yaml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return int(config["association"]["min_stations"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return DEFAULT_MIN_STATIONS
+
+
+def _stage_losses(
+    run_dir: Path,
+    truth: pd.DataFrame,
+    truth_picks: pd.DataFrame,
+    pick_truth: pd.Series | None,
+    locations: pd.DataFrame | None,
+    events: pd.DataFrame | None,
+    matches: pd.DataFrame | None,
+    detected: np.ndarray,
+    mc_true: float | None,
+) -> dict:
+    """The per-stage loss table (:mod:`pipeline.score_losses`) of the scored event table."""
+    assignments_path = run_dir / "association" / "assignments.parquet"
+    assignments = pd.read_parquet(assignments_path) if assignments_path.is_file() else None
+    tables = RunTables(pick_truth, assignments, locations, events)
+    event_row = pd.Series(np.arange(len(truth)), index=truth.event_id.astype(str))
+    true_event_index = (
+        truth_picks.event_id.astype(str).map(event_row).fillna(-1).to_numpy(dtype=np.int64)
+    )
+    min_stations = _min_stations(run_dir)
+    reached, reason = classify_true_events(
+        len(truth), truth_picks, true_event_index, tables, detected, min_stations
+    )
+    true_m = truth.magnitude.to_numpy(float)
+    edges = np.arange(
+        np.floor(np.nanmin(true_m, initial=0.0) / MAGNITUDE_BIN) * MAGNITUDE_BIN,
+        np.nanmax(true_m, initial=0.0) + MAGNITUDE_BIN + 1e-9,
+        MAGNITUDE_BIN,
+    )
+    rows = loss_rows(true_m, reached, reason, edges)
+    out = {"min_stations": min_stations, "by_magnitude": rows[:-1], "all": rows[-1]}
+    out["above_mc_true"] = None
+    if mc_true is not None:
+        above = true_m >= mc_true - 0.05
+        row = loss_rows(true_m[above], reached[above], reason[above], np.array([]))[-1]
+        out["above_mc_true"] = row | {"label": f">= Mc {mc_true:.1f}"}
+    matched_run = np.zeros(0 if events is None else len(events), dtype=bool)
+    if matches is not None and len(matches):
+        matched_run[matches.run.to_numpy(int)] = True
+    false = classify_false_events(tables, true_event_index, matched_run, detected)
+    out["false_events"] = {"n": int((false != "").sum())} | {
+        name: int((false == name).sum()) for name in FALSE_EVENT_CLASSES
+    }
+    return out
+
+
+def _score_full_catalog(
+    run_dir: Path, source: str | None, truth: pd.DataFrame, tol: tuple, mc_true: float | None
+) -> dict | None:
+    """Recall and precision of ``catalog/catalog_all.parquet`` (every event, all quality
+    classes) when the scored table is the default catalog; None otherwise."""
+    path = run_dir / "catalog" / "catalog_all.parquet"
+    if source != "catalog/catalog.parquet" or not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
+    table = table[table[["latitude", "longitude"]].notna().all(axis=1)].reset_index(drop=True)
+    matches = match_events(table, truth, *tol)
+    detected = np.zeros(len(truth), dtype=bool)
+    detected[matches.truth.to_numpy(int)] = True
+    out = {
+        "n_events": len(table),
+        "n_matched": len(matches),
+        "recall": _finite(len(matches) / len(truth)) if len(truth) else None,
+        "precision": _finite(len(matches) / len(table)) if len(table) else None,
+        "recall_above_mc_true": None,
+    }
+    if mc_true is not None:
+        above = truth.magnitude.to_numpy(float) >= mc_true - 0.05
+        out["recall_above_mc_true"] = _finite(detected[above].mean()) if above.any() else None
+    return out
+
+
 def score_run(
     run_dir: Path,
     truth_dir: Path,
@@ -403,15 +535,22 @@ def score_run(
                 score["precision_above_mc_true"] = _finite(matched_run[run_above].mean())
 
     picks_path = run_dir / "picks" / "picks.parquet"
+    pick_truth = None
     if picks_path.is_file():
         run_picks = pd.read_parquet(picks_path)
         run_picks["time"] = pd.to_datetime(run_picks.time, utc=True)
-        score["picks"] = pick_residuals(run_picks, truth_picks, pick_tol_s)
+        matched_picks = match_picks(run_picks, truth_picks, pick_tol_s)
+        score["picks"] = pick_residuals(run_picks, truth_picks, pick_tol_s, matched_picks)
+        pick_truth = pd.Series(matched_picks, index=run_picks.pick_id.astype(str).to_numpy())
     else:
         notes.append(f"picks: {picks_path} missing")
         score["picks"] = None
 
     locations = _read_table(run_dir / "location" / "locations.parquet", notes, "hypoinverse")
+    score["stage_losses"] = _stage_losses(
+        run_dir, truth, truth_picks, pick_truth, locations, events, matches, detected, mc_true
+    )
+    score["catalog_all"] = _score_full_catalog(run_dir, source, truth, tol, mc_true)
     score["hypoinverse"] = location_errors(locations, truth, "located", tol)
     relocations = _read_table(run_dir / "relocation" / "relocations.parquet", notes, "hypodd")
     score["hypodd"] = location_errors(relocations, truth, "relocated", tol)
@@ -463,12 +602,22 @@ def format_truth_table(score: dict) -> str:
                 for r in score["by_location_stage"]
             )
         )
+    full = score.get("catalog_all")
+    if full:
+        lines.append(
+            f"  full catalog (catalog_all, every quality class): {full['n_events']} events, "
+            f"{full['n_matched']} matched; recall {_fmt(full['recall'])}, precision "
+            f"{_fmt(full['precision'])}, at/above true Mc recall "
+            f"{_fmt(full['recall_above_mc_true'])}"
+        )
     lines.append("  magnitude bin   true  detected  recall")
     for row in score["by_magnitude"]:
         lines.append(
             f"  [{row['m_low']:4.1f}, {row['m_high']:4.1f})  {row['n_true']:6d}  "
             f"{row['n_detected']:8d}  {row['recall']:6.2f}"
         )
+    if score.get("stage_losses"):
+        lines += format_loss_table(score["stage_losses"])
     lines.append("  picks     n   matched  precision  recall(snr>=50)  mean(s)  std(s)  MAE(s)")
     for phase, p in (score.get("picks") or {}).items():
         lines.append(

@@ -147,9 +147,20 @@ def test_export_catalog(tmp_path):
     events.loc[n - 1, ["latitude", "longitude", "depth_km"]] = np.nan
     events.to_parquet(events_path)
     entry = export_catalog(run)
-    cat = pd.read_parquet(run.root / "catalog" / "catalog.parquet")
+    cat = pd.read_parquet(run.root / "catalog" / "catalog_all.parquet")
     assert list(cat.columns) == CATALOG_COLUMNS
     assert len(cat) == n - 1 and entry["counts"]["left_out_no_hypocentre"] == 1
+    assert entry["counts"]["events_all"] == n - 1
+    # The default catalog holds the reliable classes; the associator-only event is class D.
+    default = pd.read_parquet(run.root / "catalog" / "catalog.parquet")
+    assert list(default.columns) == CATALOG_COLUMNS
+    assert (
+        default["event_id"].tolist()
+        == cat.loc[cat.quality_class.isin(["A", "B"]), "event_id"].tolist()
+    )
+    assert entry["counts"]["events"] == len(default) == n - 2
+    assert (cat.loc[cat.location_stage == "hypodd", "quality_class"] == "A").all()
+    assert (cat["n_stations"] > 0).all()
     assert entry["counts"]["events_association"] == 1
     assert cat["origin_time"].is_monotonic_increasing
     assert str(cat["origin_time"].dtype) == "datetime64[ns, UTC]"
@@ -157,7 +168,7 @@ def test_export_catalog(tmp_path):
     # The relocations hold every located event; 20 are flagged as not moved by HypoDD.
     assert stages["hypodd"] == n - 2 - 20 and stages["hypoinverse"] == 20
     fallback = cat.set_index("event_id").loc[f"ev{n - 2:05d}"]
-    assert fallback["location_stage"] == "association"
+    assert fallback["location_stage"] == "association" and fallback["quality_class"] == "D"
     assert fallback["latitude"] == pytest.approx(events.loc[n - 2, "latitude"])
     assert fallback["depth_km"] == pytest.approx(events.loc[n - 2, "depth_km"])
     assert np.isnan(
@@ -171,15 +182,18 @@ def test_export_catalog(tmp_path):
     assert cat["magnitude"].notna().mean() > 0.9
     assert set(cat.loc[cat["magnitude"].notna(), "magnitude_type"]) == {"ML"}
 
-    csv = pd.read_csv(run.root / "catalog" / "catalog.csv")
+    csv = pd.read_csv(run.root / "catalog" / "catalog_all.csv")
     assert list(csv.columns) == CATALOG_COLUMNS and len(csv) == len(cat)
     assert pd.to_datetime(csv["origin_time"], utc=True).equals(cat["origin_time"].dt.floor("us"))
+    assert len(pd.read_csv(run.root / "catalog" / "catalog.csv")) == len(default)
 
     qml = read_events(str(run.root / "catalog" / "catalog.xml"))
-    assert len(qml) == len(cat)
-    preliminary = [e for e in qml if e.preferred_origin().evaluation_status == "preliminary"]
-    assert [str(e.resource_id).rsplit("/", 1)[-1] for e in preliminary] == [f"ev{n - 2:05d}"]
-    assert preliminary[0].preferred_origin().origin_uncertainty is None
+    assert len(qml) == len(default)
+    assert not [e for e in qml if e.preferred_origin().evaluation_status == "preliminary"]
+    assert {c.text for e in qml for c in e.preferred_origin().comments} <= {
+        "quality_class=A",
+        "quality_class=B",
+    }
     first = next(e for e in qml if str(e.resource_id).endswith("/ev00000"))
     origin = first.preferred_origin()
     assert origin.depth == pytest.approx(cat.iloc[0]["depth_km"] * 1000, rel=1e-6)
@@ -272,3 +286,29 @@ def test_mc_b_time_plot_takes_whole_second_window_times(tmp_path):
     )  # fmt: skip
     path = plot_mc_b_time(result, tmp_path / "mc_b_time.png")
     assert path.stat().st_size > 10_000
+
+
+def test_quality_classes_follow_the_documented_limits():
+    from pipeline.catalog import quality_classes
+
+    good = {
+        "location_stage": "hypoinverse",
+        "n_p": 5,
+        "n_s": 4,
+        "n_stations": 5,
+        "azimuthal_gap_deg": 120.0,
+        "rms_s": 0.1,
+        "horizontal_error_km": 0.5,
+        "vertical_error_km": 1.0,
+    }
+    rows = [
+        good,  # A
+        good | {"location_stage": "hypodd", "n_p": 2, "n_s": 1, "azimuthal_gap_deg": 300.0},  # A
+        good | {"vertical_error_km": 20.0},  # B: A's ERZ limit 2 km fails, B has none
+        good | {"n_p": 3, "n_s": 2, "n_stations": 3},  # B: 5 readings, 3 stations
+        good | {"azimuthal_gap_deg": 250.0},  # C: gap over 240
+        good | {"n_p": 2, "n_s": 2},  # C: 4 readings
+        good | {"rms_s": float("nan")},  # C: unknown RMS fails
+        good | {"location_stage": "association"},  # D
+    ]
+    assert list(quality_classes(pd.DataFrame(rows))) == ["A", "A", "B", "B", "C", "C", "C", "D"]

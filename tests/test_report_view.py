@@ -64,9 +64,12 @@ def test_event_table_lists_every_event(short_report):
     page = short_report.read_text()
     table = page[page.index("<table class='sortable'") :]
     table = table[: table.index("</table>")]
-    assert table.count("<tr>") == N_SHORT + 1  # header + one row per event
-    assert "http" not in page  # no CDN: the sort script is inline
+    # header + one row per event of the default catalog (quality classes A and B)
     catalog = pd.read_parquet(short_report.parents[1] / "catalog" / "catalog.parquet")
+    full = pd.read_parquet(short_report.parents[1] / "catalog" / "catalog_all.parquet")
+    assert len(full) == N_SHORT and len(catalog) == full.quality_class.isin(["A", "B"]).sum()
+    assert table.count("<tr>") == len(catalog) + 1
+    assert "http" not in page  # no CDN: the sort script is inline
     first = catalog.sort_values("origin_time").iloc[0]
     assert f"<td>{first['event_id']}</td>" in table
 

@@ -198,3 +198,106 @@ def test_unlocated_rows_are_left_out_with_a_note(tmp_path):
     assert source == "location/locations.parquet"
     assert list(table.event_id) == ["ev1"]
     assert notes == ["events: 1 rows of location/locations.parquet without a hypocentre"]
+
+
+def _loss_run(run, truth, truth_picks):
+    """A run whose events fail at known stages (groups of 10 true events, in time order).
+
+    0-9 no picks; 10-19 picked, left unassigned; 20-29 split over two events (2 + 1
+    stations); 30-39 merged into the event of the next true event (their 3 P picks with its
+    6 picks); 40-49 not located; 50-59 located but 30 s off in the catalog; 60-69 located,
+    not in the catalog; from 70 in the catalog (events 70-74 also with a duplicate holding
+    two of their picks); plus 3 catalog events made of picks that match no arrival.
+    """
+    picks = truth_picks.copy()
+    picks["pick_id"] = [f"p{i}" for i in range(len(picks))]
+    row = pd.Series(np.arange(len(truth)), index=truth.event_id)
+    picks["true"] = picks.event_id.map(row)
+    picks = picks[picks.true >= 10]
+    bogus = picks[picks.true == 399].assign(
+        time=lambda d: d.time + pd.Timedelta(seconds=25), true=-1, pick_id=lambda d: "x" + d.pick_id
+    )
+    picks = pd.concat([picks, bogus])
+    assign = []
+    catalog, locations = [], []
+
+    def event(event_id, members, true_row, shift_s=0.0, located=True, in_catalog=True):
+        assign.extend((event_id, p) for p in members)
+        origin = truth.iloc[true_row]
+        rec = {
+            "event_id": event_id,
+            "origin_time": origin.origin_time + pd.Timedelta(seconds=shift_s),
+            "latitude": origin.latitude,
+            "longitude": origin.longitude,
+            "depth_km": origin.depth_km,
+        }
+        locations.append(rec | {"located": located})
+        if located:
+            catalog.append(rec | {"magnitude": origin.magnitude, "in_default": in_catalog})
+
+    by_true = dict(tuple(picks.groupby("true")))
+    for k in range(20, 400):
+        own = by_true[k]
+        if 20 <= k < 30:
+            event(f"a{k}", own[own.station != "CCCH"].pick_id, k, in_catalog=False)
+            event(f"b{k}", own[own.station == "CCCH"].pick_id, k, in_catalog=False)
+        elif 30 <= k < 40 and k % 2 == 0:
+            nxt = by_true[k + 1]
+            merged = [*own[own.phase == "P"].pick_id, *nxt.pick_id]
+            event(f"m{k}", merged, k + 1)
+        elif 30 <= k < 40:
+            continue
+        elif k < 70:
+            event(f"e{k}", own.pick_id, k, shift_s=30.0 if k >= 50 else 0.0,
+                  located=k >= 50, in_catalog=k < 60)  # fmt: skip
+        else:
+            event(f"e{k}", own.pick_id[2:], k)
+            if k < 75:
+                event(f"d{k}", own.pick_id[:2], k, shift_s=20.0)
+    for j, chunk in enumerate(np.array_split(bogus.pick_id.to_numpy(), 3)):
+        event(f"f{j}", chunk, 399, shift_s=40.0 + j)
+    write_parquet_atomic(
+        picks.drop(columns=["snr", "in_gap", "true", "event_id"]), run / "picks" / "picks.parquet"
+    )
+    write_parquet_atomic(
+        pd.DataFrame(assign, columns=["event_id", "pick_id"]),
+        run / "association" / "assignments.parquet",
+    )
+    write_parquet_atomic(pd.DataFrame(locations), run / "location" / "locations.parquet")
+    full = pd.DataFrame(catalog)
+    write_parquet_atomic(full[full.in_default], run / "catalog" / "catalog.parquet")
+    write_parquet_atomic(full, run / "catalog" / "catalog_all.parquet")
+
+
+def test_stage_losses_attribute_each_lost_event_to_its_stage(tmp_path):
+    rng = np.random.default_rng(3)
+    truth, truth_picks = _truth(tmp_path / "truth", rng)
+    _loss_run(tmp_path / "run", truth, truth_picks)
+    score = score_run(tmp_path / "run", tmp_path / "truth")
+    losses = score["stage_losses"]
+    total = losses["all"]
+    assert losses["min_stations"] == 3
+    assert total["n_true"] == N_TRUE
+    assert total["lost_picks_missed"] == 10
+    assert total["lost_not_associated"] == 10
+    assert total["lost_split"] == 10
+    assert total["lost_merged"] == 5
+    assert total["lost_not_located"] == 10
+    assert total["lost_mislocated"] == 10
+    assert total["lost_not_in_catalog"] == 10
+    assert total["n_in_catalog"] == score["n_matched_events"] == N_TRUE - 65
+    assert [total[f"n_{s}"] for s in ("picked", "associated", "located")] == [390, 365, 355]
+    assert sum(row["n_true"] for row in losses["by_magnitude"]) == N_TRUE
+    for row in [*losses["by_magnitude"], total]:
+        lost = sum(v for k, v in row.items() if k.startswith("lost_"))
+        assert row["n_true"] == row["n_in_catalog"] + lost
+    false = losses["false_events"]
+    assert false == {"n": 18, "duplicate": 5, "mislocated": 10, "false_picks": 3, "no_picks": 0}
+    # catalog_all also holds the 20 events of the split ones (one of each pair at the true
+    # origin) and the 10 left out of the default catalog (30 s off)
+    full = score["catalog_all"]
+    assert full["n_matched"] == score["n_matched_events"] + 10
+    assert full["n_events"] == score["n_detected_events"] + 30
+    text = format_truth_table(score)
+    assert "where true events are lost" in text and "false catalog events 18" in text
+    assert "full catalog (catalog_all" in text

@@ -73,6 +73,15 @@ def _load_catalog(run: RunDir) -> pd.DataFrame:
     return assemble_catalog(run)[0]
 
 
+def _quality_class_counts(run: RunDir) -> dict[str, int]:
+    """Events per quality class in ``catalog/catalog_all.parquet`` ({} when absent)."""
+    path = run.root / "catalog" / "catalog_all.parquet"
+    if not path.is_file():
+        return {}
+    classes = pd.read_parquet(path, columns=["quality_class"])["quality_class"]
+    return {str(k): int(v) for k, v in classes.value_counts().sort_index().items()}
+
+
 #: Location-quality columns of a catalog (pipeline.catalog) summarised by their median.
 LOCATION_QUALITY_COLUMNS = {
     "horizontal_error_km": "median horizontal error (km)",
@@ -511,6 +520,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "events": count_events(catalog),
         "events_with_magnitude": int(catalog["magnitude"].notna().sum()),
         "events_by_location_stage": catalog["location_stage"].value_counts().to_dict(),
+        "events_by_quality_class": _quality_class_counts(run),
         "picks": int(len(picks)),
         "stations": int(len(stations)) if stations is not None else None,
         "time_span": span,
@@ -532,6 +542,16 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
 
     rows = [
         ("Events", f"{summary['events']} ({summary['events_with_magnitude']} with magnitude)"),
+        (
+            "Quality classes",
+            _fmt(
+                "all events (catalog_all.csv): "
+                + ", ".join(f"{k}: {v}" for k, v in summary["events_by_quality_class"].items())
+                + "; this report and catalog.csv: A and B"
+                if summary["events_by_quality_class"]
+                else None
+            ),
+        ),
         (
             "Location stage",
             _fmt(", ".join(f"{k}: {v}" for k, v in summary["events_by_location_stage"].items())),
