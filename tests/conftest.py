@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_HOME,
+    PREFECT_LOCAL_STORAGE_PATH,
+    temporary_settings,
+)
+from prefect.testing.utilities import prefect_test_harness
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +50,22 @@ def hyp_binary() -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect server, home and result storage for the whole session.
+
+    The settings are also exported as environment variables, so processes started
+    inside (Dask workers) report to the same server and share the result storage.
+    """
+    home = tmp_path_factory.mktemp("prefect_home")
+    storage = home / "storage"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(storage))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: storage}):
+            with prefect_test_harness(server_startup_timeout=120):
+                mp.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+                yield

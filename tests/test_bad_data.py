@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from obspy import UTCDateTime, read
-from test_flows import prefect_server, run_build, state_counts  # noqa: F401 (fixture)
+from test_flows import run_build, state_counts
 
 from pipeline.config import load_config, write_resolved_config
 from pipeline.relocation.xcorr import StationInfo, _Archive
@@ -310,7 +310,7 @@ def _replace_keeping_size_and_mtime(path: Path) -> None:
 
 
 def test_changed_archive_repicks_exactly_the_changed_station_day(
-    prefect_server,  # noqa: F811
+    prefect_server,
     archive,
     tmp_path,
 ):
@@ -348,7 +348,7 @@ def test_changed_archive_repicks_exactly_the_changed_station_day(
 
 
 def test_failed_rebuild_leaves_no_stale_catalog_or_report(
-    prefect_server,  # noqa: F811
+    prefect_server,
     archive,
     tmp_path,
     monkeypatch,

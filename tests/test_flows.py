@@ -26,13 +26,6 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 from prefect.client.schemas.objects import TaskRun
-from prefect.settings import (
-    PREFECT_API_URL,
-    PREFECT_HOME,
-    PREFECT_LOCAL_STORAGE_PATH,
-    temporary_settings,
-)
-from prefect.testing.utilities import prefect_test_harness
 
 import pipeline.picking
 from flows.build import build_catalog
@@ -44,25 +37,6 @@ SCENARIO_START = "2000-10-10T23:40:00"
 MIDNIGHT = "2000-10-11T00:00:00"
 SCENARIO_END = "2000-10-11T00:20:00"
 N_STATIONS = 6
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A temporary Prefect server, home and result storage for the whole session.
-
-    The settings are also exported as environment variables, so processes started
-    inside (Dask workers) report to the same server and share the result storage.
-    """
-    home = tmp_path_factory.mktemp("prefect_home")
-    storage = home / "storage"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(storage))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        with temporary_settings(updates={PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: storage}):
-            with prefect_test_harness(server_startup_timeout=120):
-                mp.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
-                yield
 
 
 def write_config(folder: Path, endtime: str, picker: str = "stalta") -> str:
