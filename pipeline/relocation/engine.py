@@ -192,8 +192,8 @@ def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
 
     The engine runs in a hidden working folder inside ``folder``; only when it succeeds are
     its outputs (the files hypoDD.inp names, ``hypoDD.log`` and the iterations folder) moved
-    into ``folder``, each with an atomic rename. A failed or interrupted run leaves the folder's earlier results
-    as they were, with the engine's output in ``hypoDD.engine.log``.
+    into ``folder``, each with an atomic rename. A failed or interrupted run leaves the
+    folder's earlier results as they were, with the engine's output in ``hypoDD.engine.log``.
 
     Returns:
         The path of the relocation file (``hypoDD.reloc`` unless hypoDD.inp names another).
