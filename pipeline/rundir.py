@@ -42,17 +42,9 @@ STAGE_DIRS = (
 )
 
 
-#: Manifest stages in build order (the catalog and report are written by one flow stage).
-MANIFEST_STAGES = (
-    "waveforms",
-    "picks",
-    "association",
-    "location",
-    "relocation",
-    "magnitude",
-    "catalog",
-    "report",
-)
+#: Manifest stages in build order: one per stage folder (the catalog and report are
+#: written by one flow stage).
+MANIFEST_STAGES = STAGE_DIRS
 #: The tables of each stage that later stages and users read as its result.
 STAGE_RESULTS = {
     "picks": ("picks/picks.parquet",),
