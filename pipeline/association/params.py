@@ -83,12 +83,12 @@ class PyOctoConfig(_Section):
     """
 
     tolerance_s: float = Field(
-        0.2,
+        0.1,
         gt=0,
         description="velocity-model tolerance (s) of the octree's pick-in-node test; events keep "
         "the picks within pick_match_tolerance_s of the located origin, so this only widens "
-        "the search. 0.5 cost 19% more CPU at 10^5 picks in benchmarks/association.py for "
-        "equal scores",
+        "the search. At 10^5 picks in benchmarks/association.py 0.5 cost 19% more CPU than "
+        "0.2 for equal scores, and 0.1 cost 8% less than 0.2 for equal or better scores",
     )
     pick_match_tolerance_s: float = Field(
         0.6, gt=0, description="largest |residual| (s) for matching a pick to a located event"
@@ -136,10 +136,10 @@ class PyOctoConfig(_Section):
     )
     max_pick_overlap: int = Field(4, ge=0, description="picks two events may share (PyOcto)")
     refinement_iterations: int = Field(
-        2,
+        3,
         ge=1,
-        description="locate / re-match iterations (PyOcto's default 3; 2 locates each event "
-        "3 times instead of 4 at equal scores in benchmarks/association.py, 1 lost pick recall)",
+        description="locate / re-match iterations (2 saves 3% CPU at 10^5 picks in "
+        "benchmarks/association.py but loses 0.04% pick recall, 1 loses 0.6%)",
     )
     time_slicing_s: float = Field(1200.0, gt=0, description="length (s) of PyOcto's time blocks")
     time_before_s: float | None = Field(
