@@ -228,7 +228,11 @@ def test_float32_lsqr_solves_damped_least_squares_with_hypodd_errors():
     [(3, 6.0, 5.0, 4.0, 3.0), (3, 0.3, 0.5, -999.0, 8.0), (2, -999.0, 4.0, -999.0, 5.0),
      (1, 5.0, -999.0, 2.0, -999.0), (2, -999.0, -999.0, -999.0, -999.0)],
 )  # fmt: skip
-def test_vectorised_weighting_equals_the_package(idata, maxres_cross, maxres_net, maxdcc, maxdct):
+def test_vectorised_weighting_agrees_with_the_package(
+    idata, maxres_cross, maxres_net, maxdcc, maxdct
+):
+    """Ours rounds every step to float32 as weighting.f does, the package some in float64:
+    the weights agree to a few float32 units and the flags exactly."""
     from hypodd.core.weighting import weighting as package_weighting
 
     from pipeline.relocation.hypodd_package import weighting
@@ -250,11 +254,40 @@ def test_vectorised_weighting_equals_the_package(idata, maxres_cross, maxres_net
         a = weighting(ndt, airquakes, *args, **arrays, dt_wt=ours)
         b = package_weighting(ndt, airquakes, *args, **arrays, dt_wt=theirs)
         assert a == b
-        np.testing.assert_array_equal(ours, theirs)
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, rtol=5e-6, atol=1e-7)
+        np.testing.assert_array_equal(ours[ndt:], theirs[ndt:])  # beyond ndt: untouched
         c1, c2 = arrays["dt_c1"][:ndt], arrays["dt_c2"][:ndt]
         of_airquakes = np.isin(c1, airquakes) | np.isin(c2, airquakes)
         assert of_airquakes.any() == bool(airquakes)
         assert (ours[:ndt][of_airquakes] == 0).all()
+
+
+def test_weighting_reads_minus_nine_as_not_set():
+    """hypoDD.inp's -9 switches a cut-off off (getinp.f); taken literally, a -9 km distance
+    cut-off would scale every weight by (1 + (d / 9 km)^p)^p."""
+    from pipeline.relocation.hypodd_package import weighting
+
+    rng = np.random.default_rng(9)
+    n = 500
+    arrays = {
+        "dt_c1": rng.integers(1, 50, n).astype(np.int32),
+        "dt_c2": rng.integers(1, 50, n).astype(np.int32),
+        "dt_idx": rng.integers(1, 5, n).astype(np.int32),
+        "dt_qual": rng.uniform(0.1, 1.0, n).astype(np.float32),
+        "dt_res": rng.normal(0.0, 0.05, n).astype(np.float32),
+        "dt_offs": rng.uniform(1000.0, 9000.0, n).astype(np.float32),
+    }
+    weights = {}
+    for unset in (-9.0, -999.0):
+        wt = np.zeros(n, np.float32)
+        flag = weighting(n, [], 3, unset, unset, unset, unset, 0.0, 1.0, 1.0, 1.0, 0.5,
+                         **arrays, dt_wt=wt)  # fmt: skip
+        weights[unset] = (flag, wt)
+    assert weights[-9.0][0] == weights[-999.0][0] == 0
+    np.testing.assert_array_equal(weights[-9.0][1], weights[-999.0][1])
+    apriori = np.where(arrays["dt_idx"] == 4, np.float32(0.5), np.float32(1.0))
+    np.testing.assert_array_equal(weights[-9.0][1], apriori * arrays["dt_qual"])
 
 
 def test_engine_errors_are_clear(tmp_path):
