@@ -45,9 +45,9 @@ def test_layer_top_conventions(model):
     top = np.asarray(model.top, np.float32)
     k = int(np.nonzero(np.isclose(top, 4.2))[0][0])
     # a source exactly at a top belongs to the layer above it (vmodel.f, partials.f)
-    assert rt._source_layer(top[k], top) == k - 1
-    assert rt._source_layer(top[k] + np.float32(0.001), top) == k
-    assert rt._source_layer(np.float32(-0.1), top) == 0  # air quake: first layer
+    assert rt.source_layer(top[k], top) == k - 1
+    assert rt.source_layer(top[k] + np.float32(0.001), top) == k
+    assert rt.source_layer(np.float32(-0.1), top) == 0  # air quake: first layer
     # sources within 0.1 mm of a top are moved 1 m up before tracing; others stay
     depth = np.array([top[k], top[k] + np.float32(5e-5), np.float32(4.25)], np.float32)
     moved = rt.off_layer_tops(depth, top)

@@ -505,8 +505,8 @@ def write_source_parameters(inp_path: str) -> bool:
     every station of the file when that is not written): event id, latitude, longitude,
     station, elevation (km), epicentral distance (km), azimuth (deg), take-off angles of P
     and S (deg from down), P and S travel times (s) and the slowness partials dT/dx, dT/dy,
-    dT/dz of P then S (s/km), computed by the package's ray tracer at the final locations
-    (HypoDD writes them at the locations of the last iteration's start).
+    dT/dz of P then S (s/km), traced as during the iterations (:func:`_traced_partials`) at
+    the final locations (HypoDD writes them at the locations of the last iteration's start).
     """
     from hypodd.config import parse_inp
     from hypodd.io.readers import read_stations
@@ -530,7 +530,6 @@ def write_source_parameters(inp_path: str) -> bool:
 
 def _source_lines(events, cluster, stations, used, model, imod):
     """``hypoDD.src`` lines of one cluster (see :func:`write_source_parameters`)."""
-    from hypodd.core.partials import compute_partials
     from hypodd.geodesy.delaz_vec import delaz_vec
 
     labels = list(stations["lab"])
@@ -541,16 +540,17 @@ def _source_lines(events, cluster, stations, used, model, imod):
         wanted = set(rows.station[data])
         keep = [i for i, lab in enumerate(labels) if lab in wanted]
     lat, lon = events.latitude.to_numpy(float), events.longitude.to_numpy(float)
-    depth = events.depth_km.to_numpy(np.float32).astype(float)
+    depth = raytrace32.off_layer_tops(events.depth_km.to_numpy(np.float32), model.top)
     sta_lat = stations["lat"][keep].astype(float)
     sta_lon = stations["lon"][keep].astype(float)
     sta_elv = stations["elv"][keep].astype(float)
-    ttp, tts, xp, yp, zp, xs, ys, zs = compute_partials(
-        len(events), lat, lon, depth.copy(), len(keep), sta_lat, sta_lon, sta_elv,
-        model.nl, model.ratio, model.v, model.top, imod=imod,
+    ttp, tts, xp, yp, zp, xs, ys, zs = _traced_partials(
+        len(events), lat, lon, depth, len(keep), sta_lat, sta_lon, sta_elv,
+        model.nl, model.ratio, model.v, model.top, imod,
     )  # fmt: skip
     dist, az = delaz_vec(lat, lon, sta_lat, sta_lon)
-    layer = np.clip(np.searchsorted(model.top, depth, side="right") - 1, 0, model.nl - 1)
+    top = np.asarray(model.top, np.float32)
+    layer = np.array([raytrace32.source_layer(d, top) for d in depth], int)
     vp = np.asarray(model.v, float)[layer]
     vs = vp / np.asarray(model.ratio, float)[layer]
     ainp = np.degrees(np.arccos(np.clip(zp * vp, -1, 1)))
@@ -573,6 +573,23 @@ def compute_partials(
     Layered models (``imod`` 0 and 1) go through :mod:`pipeline.relocation.raytrace32`
     (single precision, the Fortran's order); other models through the package.
     """
+    caller = _driver_locals()
+    _start_depths_in_float32(caller)
+    depth = src_dep
+    if imod in (0, 1):
+        depth = raytrace32.off_layer_tops(src_dep[:nsrc], mod_top[:mod_nl])
+        _keep_nudged_depths(caller.get("src_dep"), src_dep[:nsrc], depth)
+    return _traced_partials(
+        nsrc, src_lat, src_lon, depth, nsta, sta_lat, sta_lon, sta_elv,
+        mod_nl, mod_ratio, mod_v, mod_top, imod,
+    )  # fmt: skip
+
+
+def _traced_partials(
+    nsrc, src_lat, src_lon, src_dep, nsta, sta_lat, sta_lon, sta_elv,
+    mod_nl, mod_ratio, mod_v, mod_top, imod,
+):  # fmt: skip
+    """Layered models through :func:`raytrace32.partials`, the others through the package."""
     from hypodd.core.partials import compute_partials as package_partials
 
     if imod not in (0, 1):
@@ -580,12 +597,8 @@ def compute_partials(
             nsrc, src_lat, src_lon, src_dep, nsta, sta_lat, sta_lon, sta_elv,
             mod_nl, mod_ratio, mod_v, mod_top, imod=imod,
         )  # fmt: skip
-    depth = raytrace32.off_layer_tops(src_dep[:nsrc], mod_top[:mod_nl])
-    caller = _driver_locals()
-    _start_depths_in_float32(caller)
-    _keep_nudged_depths(caller.get("src_dep"), src_dep[:nsrc], depth)
     return raytrace32.partials(
-        src_lat[:nsrc], src_lon[:nsrc], depth, sta_lat[:nsta], sta_lon[:nsta],
+        src_lat[:nsrc], src_lon[:nsrc], src_dep[:nsrc], sta_lat[:nsta], sta_lon[:nsta],
         sta_elv[:nsta], mod_v[:mod_nl], mod_ratio[:mod_nl], mod_top[:mod_nl],
     )  # fmt: skip
 

@@ -61,7 +61,7 @@ def _sqrt_pos(x):
 
 
 @njit(cache=True)
-def _source_layer(depth, top):
+def source_layer(depth, top):
     """0-based layer of ``depth`` (km): the first top at or below it, minus one (vmodel.f)."""
     nl = top.shape[0]
     for i in range(nl):
@@ -217,7 +217,7 @@ def ttime(delta, depth, v, top):
     """
     nl = v.shape[0]
     vsq = v * v
-    jl = _source_layer(depth, top)
+    jl = source_layer(depth, top)
     thk = np.zeros(nl, np.float32)
     for i in range(nl - 1):
         thk[i] = top[i + 1] - top[i]
@@ -270,7 +270,7 @@ def _partials(src_lat, src_lon, src_dep, sta_lat, sta_lon, sta_elv, v, vs, top):
             depth = src_dep[j] + sta_elv[i]
             out[0, i, j], ainp = ttime(dist, depth, v, top_adj)
             out[1, i, j], ains = ttime(dist, depth, vs, top_adj)
-            k = _source_layer(src_dep[j], top)
+            k = source_layer(src_dep[j], top)
             rp = (ainp * PI) / HALF_TURN
             rs = (ains * PI) / HALF_TURN
             east = np.cos(((az - QUARTER_TURN) * PI) / HALF_TURN)
