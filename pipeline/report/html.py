@@ -180,7 +180,8 @@ def _comparison_rows(
 
 
 def data_gaps(run: RunDir) -> dict[str, str]:
-    """Station-days that failed (download or picking) per the manifest: label -> reason."""
+    """Station-days that failed (download or picking) or that the picker skipped (every
+    component dead) per the manifest: label -> reason."""
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
     for stage in ("waveforms", "picks"):
@@ -189,6 +190,8 @@ def data_gaps(run: RunDir) -> dict[str, str]:
             gaps.update({k: f"{stage}: {v}" for k, v in failures.items()})
         elif isinstance(failures, list):
             gaps.update({str(f): stage for f in failures})
+    skipped = manifest.get("picks", {}).get("details", {}).get("skipped", {})
+    gaps.update({k: f"picks: {v}" for k, v in skipped.items()})
     return gaps
 
 
