@@ -575,6 +575,7 @@ def compute_partials(
     """
     caller = _driver_locals()
     _start_depths_in_float32(caller)
+    _separations_in_float32(caller)
     depth = src_dep
     if imod in (0, 1):
         depth = raytrace32.off_layer_tops(src_dep[:nsrc], mod_top[:mod_nl])
@@ -681,6 +682,23 @@ def _start_depths_in_float32(caller: dict) -> None:
     start = (caller["ev_dep"][:nev].astype(np.float32) - centroid) * f32(1000)
     caller["src_z"][:nev] = start
     caller["src_z0"][:nev] = start
+
+
+def _separations_in_float32(caller: dict) -> None:
+    """Recompute the package's inter-event distances (m) of the data as HypoDD does.
+
+    ``hypoDD.f`` sums the squared coordinate differences in REAL*4 (``x*x``) after each
+    update; the package squares NumPy float32 scalars with ``**``, which rounds differently
+    now and then. The distances enter the distance weighting of the next iteration.
+    ``caller``: the package's ``run_hypoDD`` locals, changed in place after its first
+    iteration.
+    """
+    if caller.get("iter_", 1) <= 1:
+        return
+    ndt = caller["ndt"]
+    ic1, ic2 = caller["dt_ic1"][:ndt], caller["dt_ic2"][:ndt]
+    dx, dy, dz = (caller[name][ic1] - caller[name][ic2] for name in ("src_x", "src_y", "src_z"))
+    caller["dt_offs"][:ndt] = np.sqrt((dx * dx + dy * dy) + dz * dz)
 
 
 def _keep_nudged_depths(caller_depths, passed: np.ndarray, nudged: np.ndarray) -> None:
