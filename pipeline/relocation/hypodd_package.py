@@ -34,8 +34,8 @@ module therefore does in float32, in the Fortran's order, what the Fortran does 
   (``atol = btol = 1e-6``), summing the sparse products in HypoDD's order;
 * the package's own updates through NumPy's NEP 50 promotion (float32 stays float32);
   the starting z below the centroid (``trialsrc.f``), sources moved off layer tops for good
-  (``partials.f`` changes its caller's depths) and the rounding of the local coordinates
-  (``dist.f``, ``redist.f``).
+  (``partials.f`` changes its caller's depths) and the local coordinates (``setorg.f``'s
+  REAL*4 flattening, ``dist.f``'s and ``redist.f``'s rounding).
 
 Checked against the Fortran (gfortran -O, instrumented) on example 2: the shifts of
 iterations 1-15 are bit-identical, later ones differ in the last bits; the final hypocentres
@@ -379,10 +379,10 @@ def lsqr_float32(
 
 
 def _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials):
-    """Weighted design matrix and its unweighted data rows, in ``lsfit_lsqr.f``'s order.
+    """Weighted design matrix, its elements in ``lsfit_lsqr.f``'s order.
 
     Returns:
-        (weighted matrix, unweighted elements of the 8 * ndt data entries (float32)).
+        The matrix: 8 elements per datum (float32), then the ``ev_fix`` constraint rows.
     """
     tmp_xp, tmp_yp, tmp_zp, tmp_xs, tmp_ys, tmp_zs = partials
     wt = dt_wt[:ndt].astype(np.float32)
@@ -422,7 +422,7 @@ def _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, part
         np.concatenate(values).astype(np.float32),
         (ndt + len(extra), 4 * nev),
     )
-    return matrix, unweighted
+    return matrix
 
 
 def solve_lsqr(
@@ -440,9 +440,7 @@ def solve_lsqr(
     from hypodd.solvers.stats import resstat
 
     partials = (tmp_xp, tmp_yp, tmp_zp, tmp_xs, tmp_ys, tmp_zs)
-    matrix, unweighted = _design(
-        ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials
-    )
+    matrix = _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials)
     wt = dt_wt[:ndt].astype(np.float32)
     rhs = np.zeros(matrix.shape[0], np.float32)
     rhs[:ndt] = dt_res[:ndt].astype(np.float32) * f32(1000) * wt
@@ -459,19 +457,19 @@ def solve_lsqr(
     x = result.x / norm
     se = result.se / norm
 
-    # residuals with the unweighted matrix; data of zero weight keep theirs, as in HypoDD
+    # residuals with the matrix unscaled again as lsfit_lsqr.f does it (elements times 1 / wt
+    # times the column norm, in float32); data of zero weight have no elements and keep theirs
     data = slice(0, 8 * ndt)
-    kept = np.tile(wt != 0, 8)
+    inverse = np.ones(ndt, np.float32)
+    np.divide(f32(1), wt, out=inverse, where=wt != 0)
+    unscaled = (matrix.values[data] * np.tile(inverse, 8)) * norm[matrix.cols[data]]
     residual = -dt_res[:ndt].astype(np.float32) * f32(1000)
-    np.add.at(
-        residual,
-        matrix.rows[data][kept],
-        unweighted[kept] * x[matrix.cols[data][kept]],
-    )
+    np.add.at(residual, matrix.rows[data], unscaled * x[matrix.cols[data]])
     dt_res[:ndt] = -residual / f32(1000)
     rms_cc, rms_ct, rms_cc0, rms_ct0, resvar = resstat(ndt, nev, dt_res, dt_wt, dt_idx, idata)
 
-    errors = np.sqrt(np.abs(se).astype(np.float64)) * np.sqrt(abs(resvar)) * LSQR_ERROR_FACTOR
+    spread = np.sqrt(f32(abs(resvar)))
+    errors = (np.sqrt(np.abs(se)) * spread * f32(LSQR_ERROR_FACTOR)).astype(np.float64)
     shifts = -x  # float32, as HypoDD adds them to its REAL*4 source parameters
     return {
         "src_dx": shifts[0::4],
@@ -731,6 +729,31 @@ def compute_residuals(ndt, nsrc, dt_dt, dt_idx, dt_ista, dt_ic1, dt_ic2, src_t, 
     )
 
 
+#: ``setorg.f``'s flattening 1 / 298.26 (WGS72), a REAL*4 literal there.
+ELLIPTICITY = float(f32(298.26))
+
+
+def ellipsoid_as_hypodd(sdc) -> None:
+    """Set the package's coordinate-system constants as ``setorg.f`` computes them.
+
+    ``sdc``: the package's ``SDC`` (changed in place). HypoDD assigns the flattening as the
+    REAL*4 literal ``298.26`` to a double; the package uses the double 298.26, so its
+    geocentric-latitude factor ``rlatc`` differs from 1e-10 on, enough to move a local x by
+    a unit in the last place now and then.
+    """
+    rad, olat = float(sdc.rad), float(sdc.olat)
+    phi = olat * rad / 60.0
+    beta = phi - math.sin(phi * 2.0) / ELLIPTICITY
+    rlatc = math.tan(beta) / math.tan(phi)
+    lat1 = math.atan(rlatc * math.tan(olat * rad / 60.0))
+    lat2 = math.atan(rlatc * math.tan(float(f32(sdc.olat) + f32(1)) * rad / 60.0))
+    radius = float(sdc.rearth) * (1.0 - math.sin(lat1) ** 2 / ELLIPTICITY)
+    delb = math.acos(math.sin(lat1) ** 2 + math.cos(rad / 60.0) * math.cos(lat1) ** 2)
+    sdc.ellip, sdc.rlatc = np.float64(ELLIPTICITY), np.float64(rlatc)
+    sdc.aa, sdc.bc = f32(radius * (lat2 - lat1)), f32(radius * delb)
+    sdc.bb = f32(radius * delb / math.cos(lat1))
+
+
 def latlon_to_xy(sdc, xlat: float, xlon: float) -> tuple[np.float32, np.float32]:
     """Local x, y (km, float32) of a latitude and longitude (deg): HypoDD's ``dist.f``.
 
@@ -803,6 +826,13 @@ def main(argv: list[str]) -> None:
     program.solve_lsqr = solve_lsqr
     program.compute_partials = compute_partials
     program.compute_residuals = compute_residuals
+    package_setorg = coordinates.SDC.__init__
+
+    def setorg(sdc, *args, **kwargs):
+        package_setorg(sdc, *args, **kwargs)
+        ellipsoid_as_hypodd(sdc)
+
+    coordinates.SDC.__init__ = setorg
     coordinates.SDC.xy_to_latlon = xy_to_latlon
     coordinates.SDC.latlon_to_xy = latlon_to_xy
     program.read_cc = lambda path: read_differential_times(path, "cc")
