@@ -408,25 +408,34 @@ def _solution(hyp_id: int, start: int, n_p: int, n_s: int, rms: float) -> dict:
     return {"hypoinverse_id": hyp_id, "start": start, "n_p": n_p, "n_s": n_s, "rms_s": rms}
 
 
-def test_choose_solutions_keeps_readings_then_lowest_rms():
+def test_choose_solutions_replaces_the_primary_only_by_a_clearly_lower_rms():
     events = pd.DataFrame(
         [
-            _solution(1, 0, 4, 4, 0.20),  # event 1: start 1 has the same readings, lower RMS
-            _solution(1, 1, 4, 4, 0.05),
-            _solution(2, 0, 5, 5, 0.10),  # event 2: start 1 drops readings for its lower RMS
+            _solution(1, 0, 4, 4, 0.20),  # 1: start 2 has the same readings, the lowest RMS
+            _solution(1, 1, 4, 4, 0.10),
+            _solution(1, 2, 4, 4, 0.05),
+            _solution(2, 0, 5, 5, 0.10),  # 2: start 1 dropped readings for its lower RMS
             _solution(2, 1, 4, 4, 0.01),
-            _solution(3, 0, 3, 3, 0.10),  # event 3: a tie keeps the primary start
-            _solution(3, 1, 3, 3, 0.10),
-            _solution(4, 1, 2, 2, 0.30),  # event 4: located from start 1 only
+            _solution(3, 0, 3, 3, 0.10),  # 3: 0.09 s is not clearly lower (less than 20 %)
+            _solution(3, 1, 3, 3, 0.09),
+            _solution(4, 0, 9, 9, 0.20),  # 4: more readings at a higher RMS do not win
+            _solution(4, 1, 9, 10, 0.30),
+            _solution(5, 1, 2, 2, 0.30),  # 5: not located from the primary start
+            _solution(5, 2, 2, 2, 0.25),
         ]
     )
     phases = pd.DataFrame(
-        {"hypoinverse_id": events["hypoinverse_id"], "start": events["start"], "pick": range(7)}
+        {
+            "hypoinverse_id": events["hypoinverse_id"],
+            "start": events["start"],
+            "pick": range(len(events)),
+        }
     )
-    solutions = [(events[events.start == k], phases[phases.start == k]) for k in (0, 1)]
+    solutions = [(events[events.start == k], phases[phases.start == k]) for k in (0, 1, 2)]
     best, kept = locate_stage.choose_solutions(solutions)
-    assert dict(zip(best["hypoinverse_id"], best["start"], strict=True)) == {1: 1, 2: 0, 3: 0, 4: 1}
-    assert sorted(kept["pick"]) == [1, 2, 4, 6]
+    chosen = dict(zip(best["hypoinverse_id"], best["start"], strict=True))
+    assert chosen == {1: 2, 2: 0, 3: 0, 4: 0, 5: 2}
+    assert sorted(kept["pick"]) == [2, 3, 5, 7, 10]
 
 
 def test_trial_depths_lift_events_off_a_layer_top(hyp_binary, tmp_path):

@@ -61,9 +61,10 @@ class LocationConfig(BaseModel):
         [5.0, 10.0, 15.0],
         max_length=10,
         description="further trial depths (km): each event is located again from each (with "
-        "the same trial epicentre and time) and the solution keeping the most weighted "
-        "readings, then with the lowest RMS, is kept; HypoInverse 1.40 has no multiple "
-        "trial-depth option. [] locates once. Unused when fix_depth",
+        "the same trial epicentre and time); a solution replaces the primary one (from the "
+        "associator's origin) when its RMS is clearly lower with no fewer weighted readings. "
+        "HypoInverse 1.40 has no multiple trial-depth option. [] locates once. Unused when "
+        "fix_depth",
     )
     use_association_trial: bool = Field(
         True,

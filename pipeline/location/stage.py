@@ -15,8 +15,9 @@ iterations can end in a local minimum (in a layered CRH model often at a layer t
 at exactly the Tottori model's 2 km interface, 650 of the 651 demo events it located, seed
 2000, stayed within 1.8-2.6 km). Every
 event is therefore located from the primary start (the associator's origin) and again from
-each of ``trial_depths_km`` (same trial epicentre and time), and per event the solution that
-keeps the most weighted readings, then has the lowest RMS, is kept (:func:`choose_solutions`).
+each of ``trial_depths_km`` (same trial epicentre and time); per event the primary solution
+is kept unless another start reached a clearly lower RMS with no fewer weighted readings
+(:func:`choose_solutions`).
 The primary run's files are in ``<run>/location/``, those of the other starts in
 ``<run>/location/trial_depths/<depth>km/``.
 
@@ -353,16 +354,23 @@ def trial_starts(cfg: LocationConfig) -> list[float | None]:
 
 def choose_solutions(
     solutions: list[tuple[pd.DataFrame, pd.DataFrame]],
+    rms_ratio: float = 0.8,
+    rms_gain_s: float = 0.02,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per event the best of its HypoInverse solutions from several starts.
 
     Args:
         solutions: per start, (events, phases) as :func:`parse_archive` returns them, each
             with a ``start`` column (the start's index, 0 = the primary start).
+        rms_ratio, rms_gain_s: how much lower (fraction of, and seconds below, the primary
+            RMS) another start's RMS must be to replace the primary solution.
 
-    The best solution keeps the most readings weighted (``n_p + n_s``: a start that ends
-    where HypoInverse's residual weighting discards readings does not win by its lower
-    RMS), then has the lowest RMS, then the earliest start.
+    The primary solution is kept unless another start reached a clearly lower RMS (at most
+    ``rms_ratio`` times the primary RMS and at least ``rms_gain_s`` below it; HypoInverse
+    reports RMS to 0.01 s) with no fewer weighted readings (``n_p + n_s``): a start whose
+    residual weighting discarded readings does not win by its lower RMS, nor one that keeps
+    more readings at a higher RMS. The lowest such RMS wins (then the earliest start). An
+    event the primary start did not locate takes the other starts' lowest RMS.
 
     Returns:
         (events, phases) of the chosen solutions, one events row per located event.
@@ -371,9 +379,21 @@ def choose_solutions(
     phases = pd.concat([p for _, p in solutions], ignore_index=True)
     if events.empty:
         return events, phases
-    readings = events["n_p"].fillna(0) + events["n_s"].fillna(0)
-    ranked = events.assign(_readings=-readings, _rms=events["rms_s"].fillna(np.inf))
-    best = ranked.sort_values(["hypoinverse_id", "_readings", "_rms", "start"], kind="stable")
+    events = events.assign(
+        _readings=events["n_p"].fillna(0) + events["n_s"].fillna(0),
+        _rms=events["rms_s"].fillna(np.inf),
+    )
+    primary = events[events["start"] == 0].set_index("hypoinverse_id")
+    ref_rms = events["hypoinverse_id"].map(primary["_rms"])
+    ref_readings = events["hypoinverse_id"].map(primary["_readings"])
+    better = (
+        (events["_rms"] <= rms_ratio * ref_rms)
+        & (events["_rms"] <= ref_rms - rms_gain_s)
+        & (events["_readings"] >= ref_readings)
+    )
+    eligible = events[(events["start"] == 0) | better | ref_rms.isna()]
+    # primary first among equals; a better start has a lower RMS than the primary by design
+    best = eligible.sort_values(["hypoinverse_id", "_rms", "start"], kind="stable")
     best = best.drop_duplicates("hypoinverse_id").drop(columns=["_readings", "_rms"])
     keep = phases.merge(best[["hypoinverse_id", "start"]], on=["hypoinverse_id", "start"])
     return best.reset_index(drop=True), keep
