@@ -209,15 +209,19 @@ class ConsoleLogHandler(logging.Handler):
 def configure_logging(verbose: bool) -> None:
     """Log to stderr through :data:`console`: everything from DEBUG with ``verbose``.
 
-    Default: INFO through :class:`QuietFilter`, and the temporary Prefect server's usage
+    Default: INFO through :class:`QuietFilter`, the temporary Prefect server's usage
     telemetry off (``PREFECT_SERVER_ANALYTICS_ENABLED=false`` unless set in the
-    environment): offline it fails with a logged traceback. ``verbose`` shows all of it.
+    environment): offline it fails with a logged traceback; and TensorFlow's C++ log lines
+    off (``TF_CPP_MIN_LOG_LEVEL=3`` unless set; see :mod:`pipeline.picking.backend`): its
+    start-up notes and, without a GPU, a "failed call to cuInit" error on every command
+    that loads the picker (the model's load line says CPU or GPU). ``verbose`` shows all.
     """
     handler = ConsoleLogHandler(console)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not verbose:
         handler.addFilter(QuietFilter())
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
