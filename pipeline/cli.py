@@ -487,11 +487,18 @@ def mc(
 def score(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
     truth: Annotated[Path, typer.Argument(help="truth folder (catalog.csv, picks.csv)")],
+    mc_ref: Annotated[
+        float | None,
+        typer.Option(
+            help="fixed magnitude cut of the at/above-Mc recall, precision and loss row "
+            "(default: the true Mc of the matched events, which moves with the run)"
+        ),
+    ] = None,
 ) -> None:
     """Score a run against a truth catalog; writes RUN_DIR/score.json and prints the table."""
     from pipeline.score import format_truth_table, score_run
 
-    typer.echo(format_truth_table(score_run(run_dir, truth)))
+    typer.echo(format_truth_table(score_run(run_dir, truth, mc_ref=mc_ref)))
 
 
 @app.command()
