@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.association import AssociationConfig, associate_picks
 from pipeline.association.core import PickArrays, RawAssociation
-from pipeline.association.diagnose import diagnose_association, minimums, summarize
+from pipeline.association.diagnose import diagnose_association, main, minimums, summarize
 from pipeline.association.geometry import StationGeometry, station_travel_times
 from pipeline.association.refine import merge_split_events
 from pipeline.association.stage import _station_id
@@ -219,3 +219,24 @@ def test_diagnosis_names_reason_and_cause():
     assert summary["n_true"] == 2 and summary["associated"] == 1
     assert summary["cause"] == {"below_minimums": 1, "picks_taken": 0, "missed": 0}
     assert summary["failing"] == {"n_p_picks": 1, "n_p_and_s_picks": 1}
+
+
+def test_diagnosis_command_reads_a_run(tmp_path, capsys):
+    """``python -m pipeline.association.diagnose RUN`` on a run folder of the same case."""
+    picks, assignments, truth, truth_picks = _diagnosis_case()
+    for folder in ("truth", "picks", "association"):
+        (tmp_path / folder).mkdir()
+    catalog = truth.assign(latitude=35.3, longitude=133.3, depth_km=10.0)
+    catalog.to_csv(tmp_path / "truth" / "catalog.csv", index=False)
+    truth_picks.to_csv(tmp_path / "truth" / "picks.csv", index=False)
+    picks.assign(location="").to_parquet(tmp_path / "picks" / "picks.parquet")
+    assignments.to_parquet(tmp_path / "association" / "assignments.parquet")
+    (tmp_path / "config.resolved.yaml").write_text(
+        "association:\n  associator: pyocto\n  pyocto: {n_p_picks: 2}\n"
+    )
+    assert main([str(tmp_path), "--m-min", "0.8", "--csv", str(tmp_path / "d.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "'cause': {'below_minimums': 1, 'picks_taken': 1, 'missed': 0}" in out
+    assert "'false': 1" in out  # ev2 is made mostly of false picks
+    table = pd.read_csv(tmp_path / "d.csv")
+    assert list(table["reason"].fillna("")) == ["", "not_associated", "not_associated"]
