@@ -1,22 +1,23 @@
 """A second look after the associator: merging events that are halves of one event.
 
-An associator may cut one event in two:
-most P picks in one event and most S picks in another, each with few stations and located
-far off (some of the replica's duplicate events are such halves). Two events whose
-origin times differ by at most ``window_s`` and that share no station-phase (neither has a P,
-or an S, at a station where the other has one) are merged when all their picks together fit
-one source: on the origin grid of the time-based associator (L1 misfit,
-:func:`~pipeline.association.timebased.relocate_on_grid`) every |residual| is at most
-``tolerance_s``. The merged event takes the grid node and origin as its preliminary
-hypocentre (the location stage relocates it). Pairs are tried in origin-time order, and an
-event merged into may absorb further events.
+An associator may cut one event in two: most P picks in one event and most S picks in
+another, each with few stations and located far off (some of the replica's duplicate events
+are such halves). Two events whose origin times differ by at most ``window_s`` and that share
+no station-phase (neither has a P, or an S, at a station where the other has one) are merged
+when all their picks together fit one source: on the origin grid of the time-based
+associator (L1 misfit, :func:`~pipeline.association.timebased.relocate_on_grid`) every
+|residual| is at most ``tolerance_s`` (up to ``max_outliers`` picks may miss it; they become
+unassigned). The merged event takes the grid node and origin as its preliminary hypocentre
+(the location stage relocates it). Pairs are tried in origin-time order, and an event merged
+into may absorb further events.
 
 Measured on the demo replica's picks (seeds 2000-2002, ``python -m
 pipeline.association.diagnose``): 1-2 fewer duplicate events per seed (6 h) at equal recall.
 A leftover pass (PyOcto again on the picks the first pass left unassigned) was tried too: it
 associated 3-6 more true events per seed on the replica, but on generated picks
-(:mod:`pipeline.association.synthetic`, events 4 s apart) it made ~25 duplicate events per
-100 (event precision 0.96 -> 0.82), so it is not part of the stage.
+(:mod:`pipeline.association.synthetic`, events 4 s apart) it made 22-31 extra events per
+100 (event precision 0.96 -> 0.82 and 0.95 -> 0.76 on two draws), so it is not part of the
+stage.
 """
 
 from __future__ import annotations

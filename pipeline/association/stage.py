@@ -18,7 +18,8 @@ over the MC-dropout std gate). Rules applied to both associators' output: a pick
 several events stays with the one where its |residual| is smallest; an event keeps at most
 one P and one S pick per station (the higher weight wins, weight = probability -
 std_weight × probability_std); events left with fewer than ``min_stations`` stations are
-dissolved (their picks become unassigned).
+dissolved (their picks become unassigned). With ``merge_window_s`` > 0, events that are halves
+of one event are then merged (:mod:`.refine`) and the rules applied again.
 """
 
 from __future__ import annotations
