@@ -42,12 +42,13 @@ from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream
 from pipeline.picking.stalta import stalta_picks
 from pipeline.picking.windows import (
     OUTPUTS,
+    STACKING,
     WINDOW,
     WindowPredictor,
-    combine,
     combined_passes,
     effective_blind,
     predict,
+    stack,
     standardised_windows,
     window_starts,
     window_step,
@@ -169,7 +170,10 @@ def record_curves(
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
     if outputs is None:
         outputs = predict(model, prepared.windows, cfg.batch_size)
-    return {k: combine(outputs[k], prepared.starts, record.n_samples, blind[k]) for k in OUTPUTS}
+    return {
+        k: stack(outputs[k], prepared.starts, record.n_samples, blind[k], STACKING[k])
+        for k in OUTPUTS
+    }
 
 
 def eqt_record_picks(
