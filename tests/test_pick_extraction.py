@@ -11,7 +11,7 @@ from obspy import UTCDateTime
 
 from pipeline.picking.params import PickerConfig
 from pipeline.picking.preprocess import Record
-from pipeline.picking.stage import eqt_record_picks
+from pipeline.picking.stage import eqt_record_picks, record_curves
 from pipeline.picking.windows import (
     WINDOW,
     combine,
@@ -116,3 +116,43 @@ def test_window_beginning_between_p_and_s_does_not_pick_the_s_as_p():
     picks = eqt_record_picks(record, FirstArrivalPicker(), PickerConfig())
     assert picks.loc[picks["phase"] == "P", "sample"].tolist() == pytest.approx([p], abs=1)
     assert picks.loc[picks["phase"] == "S", "sample"].tolist() == pytest.approx([s], abs=1)
+
+
+# ------------------------------------------------------------------ the real original model
+
+
+@pytest.fixture(scope="module")
+def original():
+    """The authors' original EQTransformer model (the picking default), as the product loads it."""
+    from pipeline.picking import load_eqt
+    from pipeline.weights import WeightsUnavailableError
+
+    try:
+        return load_eqt("original")
+    except WeightsUnavailableError as exc:
+        pytest.fail(f"the original EQTransformer model is not installed: {exc} (make setup)")
+
+
+def _whole_second_share(peaks: np.ndarray) -> float:
+    """Fraction of peak positions (samples) within one sample after a whole second."""
+    return float(np.isin(np.asarray(peaks) % 100, (0, 1)).mean())
+
+
+def test_original_model_pulls_p_to_whole_seconds_and_the_combination_spreads_it(original):
+    """On white noise the model's P peaks sit on whole seconds of its window (chance: 2 %);
+    windows at odd quarter-second steps, mean-combined, spread them over four phases."""
+    from scipy.signal import find_peaks
+
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(16, WINDOW, 3)).astype(np.float32)
+    per_window = original.predict_windows(windows, batch_size=16)["picker_P"]
+    peaks = np.concatenate([find_peaks(v, height=0.02)[0] for v in per_window])
+    assert len(peaks) > 50 and _whole_second_share(peaks) > 0.25
+
+    n = 24_000 + 2 * WINDOW
+    record = Record("XX.NOISE.", T0, FS, rng.normal(size=(n, 3)).astype(np.float32),
+                    np.zeros(n, bool), ("E", "N", "Z"))  # fmt: skip
+    curves = record_curves(record, original, PickerConfig())
+    inner = curves["picker_P"][WINDOW:-WINDOW]
+    combined = find_peaks(inner, height=0.01)[0] + WINDOW
+    assert len(combined) > 20 and _whole_second_share(combined) < 0.5 * _whole_second_share(peaks)
