@@ -231,6 +231,7 @@ def pick_station_day_task(
         location=location,
         channel_prefix=channel_prefix,
         sds_root=waveform_root(run, cfg.waveforms),
+        flat_max_ptp=cfg.waveforms.quality.flat_max_ptp,
     )
     summary["path"] = str(summary["path"])
     return summary
@@ -290,7 +291,11 @@ def pick_flow(config_path: str) -> dict:
                 sds_root, row.network, row.station, row.location, row.channel_prefix, [day]
             ),
             outputs=[station_day_path(run.root, row.network, row.station, day)],
-            extra={"weights": weights, "channels": [row.location, row.channel_prefix]},
+            extra={
+                "weights": weights,
+                "channels": [row.location, row.channel_prefix],
+                "flat_max_ptp": cfg.waveforms.quality.flat_max_ptp,
+            },
         )
         for row, day in units
     ]

@@ -209,15 +209,19 @@ class ConsoleLogHandler(logging.Handler):
 def configure_logging(verbose: bool) -> None:
     """Log to stderr through :data:`console`: everything from DEBUG with ``verbose``.
 
-    Default: INFO through :class:`QuietFilter`, and the temporary Prefect server's usage
+    Default: INFO through :class:`QuietFilter`, the temporary Prefect server's usage
     telemetry off (``PREFECT_SERVER_ANALYTICS_ENABLED=false`` unless set in the
-    environment): offline it fails with a logged traceback. ``verbose`` shows all of it.
+    environment): offline it fails with a logged traceback; and TensorFlow's C++ log lines
+    off (``TF_CPP_MIN_LOG_LEVEL=3`` unless set; see :mod:`pipeline.picking.backend`): its
+    start-up notes and, without a GPU, a "failed call to cuInit" error on every command
+    that loads the picker (the model's load line says CPU or GPU). ``verbose`` shows all.
     """
     handler = ConsoleLogHandler(console)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not verbose:
         handler.addFilter(QuietFilter())
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -483,11 +487,18 @@ def mc(
 def score(
     run_dir: Annotated[Path, typer.Argument(help="run directory")],
     truth: Annotated[Path, typer.Argument(help="truth folder (catalog.csv, picks.csv)")],
+    mc_ref: Annotated[
+        float | None,
+        typer.Option(
+            help="fixed magnitude cut of the at/above-Mc recall, precision and loss row "
+            "(default: the true Mc of the matched events, which moves with the run)"
+        ),
+    ] = None,
 ) -> None:
     """Score a run against a truth catalog; writes RUN_DIR/score.json and prints the table."""
     from pipeline.score import format_truth_table, score_run
 
-    typer.echo(format_truth_table(score_run(run_dir, truth)))
+    typer.echo(format_truth_table(score_run(run_dir, truth, mc_ref=mc_ref)))
 
 
 @app.command()

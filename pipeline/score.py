@@ -22,8 +22,11 @@ Keys of ``score.json`` (``None`` when a stage is missing or a value is undefined
 - ``mc_true``: Mc (completeness module, MAXC+0.2 / GFT "best") of the *true* magnitudes of
   the matched events (the completeness the build reached, free of magnitude errors);
   ``recall_above_mc_true``, ``precision_above_mc_true`` (precision counts a run event
-  ``>= mc_true`` by its own magnitude); ``m_recall90``: smallest magnitude bin edge from
-  which every 0.5-wide bin has recall >= 0.9;
+  ``>= mc_true`` by its own magnitude). ``mc_true`` moves with the run (a build that finds
+  fewer small events has a higher one), so to compare runs, pass a fixed ``mc_ref``
+  (``eqcat score --mc-ref M``): the "above" figures and the loss table's last row then use
+  it (``mc_ref`` in ``score.json``; None when not given); ``m_recall90``: smallest
+  magnitude bin edge from which every 0.5-wide bin has recall >= 0.9;
 - ``by_location_stage``: list of {``stage`` (the catalog's ``location_stage``: hypodd,
   hypoinverse or association), ``n``, ``n_matched``, ``precision``} (empty without it);
 - ``by_magnitude``: list of {``m_low``, ``m_high``, ``n_true``, ``n_detected``, ``recall``};
@@ -477,10 +480,12 @@ def score_run(
     time_tol_s: float = 2.0,
     distance_tol_km: float = 10.0,
     pick_tol_s: float = 0.5,
+    mc_ref: float | None = None,
 ) -> dict:
     """Compute the truth table of ``run_dir`` against ``truth_dir``; write ``score.json``.
 
-    Returns the dict written (keys in the module docstring).
+    ``mc_ref`` (magnitude) fixes the cut of the "at/above Mc" figures; by default they use
+    ``mc_true``. Returns the dict written (keys in the module docstring).
     """
     run_dir, notes = Path(run_dir), []
     if not run_dir.is_dir():
@@ -521,14 +526,15 @@ def score_run(
     score["by_magnitude"] = bins
     score["m_recall90"] = _m_recall90(bins)
     mc_true = _mc_b(true_m[detected])[0] if detected.sum() else None
-    score["mc_true"] = mc_true
+    score["mc_true"], score["mc_ref"] = mc_true, mc_ref
+    mc_cut = mc_true if mc_ref is None else mc_ref
     run_m = _magnitudes(run_dir, events, notes)
     score["recall_above_mc_true"] = score["precision_above_mc_true"] = None
-    if mc_true is not None and matches is not None:
-        above = true_m >= mc_true - 0.05
+    if mc_cut is not None and matches is not None:
+        above = true_m >= mc_cut - 0.05
         score["recall_above_mc_true"] = _finite(detected[above].mean()) if above.any() else None
         if run_m is not None:
-            run_above = run_m.to_numpy(float) >= mc_true - 0.05
+            run_above = run_m.to_numpy(float) >= mc_cut - 0.05
             matched_run = np.zeros(len(events), dtype=bool)
             matched_run[matches.run.to_numpy(int)] = True
             if run_above.any():
@@ -548,9 +554,9 @@ def score_run(
 
     locations = _read_table(run_dir / "location" / "locations.parquet", notes, "hypoinverse")
     score["stage_losses"] = _stage_losses(
-        run_dir, truth, truth_picks, pick_truth, locations, events, matches, detected, mc_true
+        run_dir, truth, truth_picks, pick_truth, locations, events, matches, detected, mc_cut
     )
-    score["catalog_all"] = _score_full_catalog(run_dir, source, truth, tol, mc_true)
+    score["catalog_all"] = _score_full_catalog(run_dir, source, truth, tol, mc_cut)
     score["hypoinverse"] = location_errors(locations, truth, "located", tol)
     relocations = _read_table(run_dir / "relocation" / "relocations.parquet", notes, "hypodd")
     score["hypodd"] = location_errors(relocations, truth, "relocated", tol)
@@ -583,6 +589,13 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _mc_cut_label(score: dict) -> str:
+    """How the truth table names the magnitude cut of its "at/above" figures."""
+    if score.get("mc_ref") is None:
+        return f"true Mc {_fmt(score['mc_true'], '.1f')}"
+    return f"reference M {score['mc_ref']:.1f} (true Mc {_fmt(score['mc_true'], '.1f')})"
+
+
 def format_truth_table(score: dict) -> str:
     """The truth table as plain text (events by magnitude, picks, locations, magnitudes)."""
     lines = [
@@ -590,7 +603,7 @@ def format_truth_table(score: dict) -> str:
         f"  events: true {score['n_true_events']}, detected {_fmt(score['n_detected_events'], 'd')}"
         f", matched {_fmt(score['n_matched_events'], 'd')}; recall {_fmt(score['recall'])},"
         f" precision {_fmt(score['precision'])}",
-        f"  at/above true Mc {_fmt(score['mc_true'], '.1f')}: recall "
+        f"  at/above {_mc_cut_label(score)}: recall "
         f"{_fmt(score['recall_above_mc_true'])}, precision {_fmt(score['precision_above_mc_true'])}"
         f"; 90% recall from M {_fmt(score['m_recall90'], '.1f')}",
     ]
@@ -607,7 +620,7 @@ def format_truth_table(score: dict) -> str:
         lines.append(
             f"  full catalog (catalog_all, every quality class): {full['n_events']} events, "
             f"{full['n_matched']} matched; recall {_fmt(full['recall'])}, precision "
-            f"{_fmt(full['precision'])}, at/above true Mc recall "
+            f"{_fmt(full['precision'])}, at/above the same cut recall "
             f"{_fmt(full['recall_above_mc_true'])}"
         )
     lines.append("  magnitude bin   true  detected  recall")

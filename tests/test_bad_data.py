@@ -115,7 +115,14 @@ def build_direct(config: Path) -> RunDir:
     download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime, progress=False)
     stations = read_stations_csv(run.root / "waveforms" / "stations.csv")
     days = days_in_span(cfg.starttime, cfg.endtime)
-    pick_all(run, cfg.picking, stations, days, sds_root=sds)
+    pick_all(
+        run,
+        cfg.picking,
+        stations,
+        days,
+        sds_root=sds,
+        flat_max_ptp=cfg.waveforms.quality.flat_max_ptp,
+    )
     associate(run, cfg.association, model)
     locate(run, cfg.location, model)
     relocate(run, cfg.relocation, model, sds)
@@ -202,7 +209,8 @@ def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
     sds = copy_archive(archive, tmp_path / "sds")
     stations = station_codes(sds)
     dead, short, gapped, absent, clipped = stations
-    rewrite(day_file(sds, dead, "HHZ"), _zero)
+    for channel in ("HHE", "HHN", "HHZ"):  # every component dead: the day is not picked
+        rewrite(day_file(sds, dead, channel), _zero)
     rewrite(day_file(sds, short, "HHN"), lambda st: st.trim(T0, T0 + 600))
     for channel in ("HHE", "HHN", "HHZ"):
         rewrite(day_file(sds, gapped, channel), lambda st: st.cutout(T0 + 600, T0 + 1200))
@@ -215,14 +223,14 @@ def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
         ["station", "channel"]
     )
     reason = quality["reason"]
-    assert "flat" in reason[(dead, "HHZ")]
+    assert all("flat" in reason[(dead, c)] for c in ("HHE", "HHN", "HHZ"))
     assert "truncated: data cover 33 %" in reason[(short, "HHN")]
     assert all("1 gap(s), 600 s" in reason[(gapped, c)] for c in ("HHE", "HHN", "HHZ"))
     assert all(reason[(absent, c)] == "no data file" for c in ("HHE", "HHN", "HHZ"))
     assert "clipped" in reason[(clipped, "HHE")]
     flagged = quality[quality["flagged"]].index
     assert set(flagged) == {
-        (dead, "HHZ"),
+        *((dead, c) for c in ("HHE", "HHN", "HHZ")),
         (short, "HHN"),
         *((gapped, c) for c in ("HHE", "HHN", "HHZ")),
         *((absent, c) for c in ("HHE", "HHN", "HHZ")),
@@ -233,14 +241,65 @@ def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
     assert "<h2>Data quality</h2>" in text
     assert "<tr><th>Failed station-days</th><td>none</td></tr>" not in text
     assert "data problems at 5 station(s)" in text
+    skipped = f"{net}.{dead}.2000-10-08"
+    assert run.read_manifest()["picks"]["details"]["skipped"] == {
+        skipped: "every component dead (flat); not picked"
+    }
+    assert f"{skipped}: picks: every component dead (flat); not picked" in text
+    assert summary_of(run)["data_gaps"][skipped].startswith("picks: every component dead")
     rows = pd.DataFrame(summary_of(run)["data_quality"]["stations"]).set_index("station")
-    assert rows.loc[f"{net}.{dead}", "flat"] == "HHZ"
+    assert rows.loc[f"{net}.{dead}", "flat"] == "HHE, HHN, HHZ"
+    assert rows.loc[f"{net}.{dead}", "picks"] == 0
     assert rows.loc[f"{net}.{short}", "truncated"] == "HHN"
     assert rows.loc[f"{net}.{gapped}", "gap_s"] == pytest.approx(600, abs=0.1)
     assert rows.loc[f"{net}.{absent}", "missing"] == "HHE, HHN, HHZ"
     assert rows.loc[f"{net}.{absent}", "data_s"] == 0
     assert rows.loc[f"{net}.{clipped}", "clipped"].startswith("HHE (")
     assert rows.loc[f"{net}.{clipped}", "picks_per_hour"] > 0
+
+
+def _jitter(st):
+    """A dead sensor behind a live digitiser: a constant offset and ±1 count of noise."""
+    rng = np.random.default_rng(0)
+    for tr in st:
+        tr.data = 1234 + rng.integers(0, 2, tr.stats.npts)
+    return st
+
+
+def test_dead_component_is_picked_as_a_missing_one(archive, tmp_path):
+    """EQTransformer (the original model) on a 10-minute cut: a dead vertical (±1 count of
+    jitter, flat at ``flat_max_ptp`` 1) gives exactly the picks of a vertical with no file,
+    as EQTransformer's predictor fills a missing channel with zeros; fed as data (threshold
+    0) the jitter would be standardised into the network's input."""
+    from pipeline.picking import PickerConfig, load_eqt
+    from pipeline.picking.preprocess import preprocess_stream
+    from pipeline.picking.stage import pick_span
+    from pipeline.picking.windows import standardised_windows
+
+    station = station_codes(archive)[0]
+    net = network_dir(archive).name
+    dead_sds = copy_archive(archive, tmp_path / "dead")
+    rewrite(day_file(dead_sds, station, "HHZ"), _jitter)
+    missing_sds = copy_archive(archive, tmp_path / "missing")
+    day_file(missing_sds, station, "HHZ").unlink()
+
+    def reader(sds):
+        return lambda t0, t1: read_station(sds, net, station, "", "HH", t0, t1)
+
+    raw = reader(dead_sds)(T0, T0 + 600)
+    fed = preprocess_stream(raw.copy(), station)
+    assert fed.dead == () and np.std(standardised_windows(fed.data, np.array([0]))[0, :, 2]) > 0.5
+    record = preprocess_stream(raw, station, flat_max_ptp=1)
+    assert record.dead == ("Z",) and record.channels[2] is None and record.live
+    assert not record.data[:, 2].any() and "HHZ dead (flat)" in record.notes[0]
+
+    cfg = PickerConfig(mc_samples=0)
+    model = load_eqt()
+    codes = (net, station, "")
+    dead = pick_span(reader(dead_sds), codes, T0, T0 + 600, cfg, model, flat_max_ptp=1)
+    missing = pick_span(reader(missing_sds), codes, T0, T0 + 600, cfg, model)
+    assert len(missing) > 0
+    pd.testing.assert_frame_equal(dead, missing)
 
 
 def test_off_rate_channel_is_resampled_wherever_waveforms_are_read(archive, tmp_path):

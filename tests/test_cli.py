@@ -1,5 +1,6 @@
 """Smoke tests of the eqcat command line, run as a real subprocess."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,37 @@ def test_validate_bad_config_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unknown key 'wibble'" in result.stderr
+
+
+#: TensorFlow's C++ start-up output: Abseil's notice, Abseil/glog lines (oneDNN note,
+#: "Could not find cuda drivers", "failed call to cuInit").
+TF_START_UP = re.compile(r"absl::InitializeLog|^[IWEF]\d{4} \d\d:\d\d|cuInit|oneDNN", re.M)
+
+
+def test_default_output_has_no_tensorflow_start_up_lines(monkeypatch):
+    """`eqcat validate` loads TensorFlow (the weights check): its C++ lines only with -v."""
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    quiet = _eqcat("validate", "station_configs/demo.yaml")
+    assert quiet.returncode == 0 and "OK" in quiet.stdout, quiet.stderr
+    assert not TF_START_UP.search(quiet.stdout + quiet.stderr), quiet.stderr
+    verbose = _eqcat("-v", "validate", "station_configs/demo.yaml")
+    assert verbose.returncode == 0, verbose.stderr
+    assert TF_START_UP.search(verbose.stderr)  # they are there; the default hides them
+
+
+def test_absl_filter_keeps_what_is_not_under_the_level():
+    from pipeline.picking.backend import filter_absl_lines
+
+    text = (  # recorded from TensorFlow 2.21.0 on a CPU machine, plus other writes
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796095563.738512    5722 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1796095563.880680    5722 cpu_feature_guard.cc:227] This TensorFlow ...\n"
+        "To enable the following instructions: AVX2 AVX512F FMA, in other operations, ...\n"
+        "2026-12-01 03:26:34,584 INFO flows.build: stage download started\n"
+        "E0000 00:00:1796095603.288483    5961 cuda_platform.cc:52] failed call to cuInit\n"
+        "/x/y.py:3: UserWarning: something\n"
+    )
+    lines = text.splitlines(keepends=True)
+    assert filter_absl_lines(text, 0) == text
+    assert filter_absl_lines(text, 1) == "".join(lines[4:])
+    assert filter_absl_lines(text, 3) == lines[4] + lines[6]

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.location import LocationConfig, locate, locate_picks
+from pipeline.location import stage as locate_stage
 from pipeline.location.hypoinverse_formats import (
     PhasePick,
     parse_abandoned,
@@ -398,3 +399,69 @@ def test_abandoned_events_parsed_from_terminal_output():
         " *** 2 PHASES CANT SOLVE SEQUENCE NO.  332, ID NO.       412\n"
     )
     assert parse_abandoned(text) == {5: 3, 412: 2}
+
+
+# ------------------------------------------------------------------ several trial depths
+
+
+def _solution(hyp_id: int, start: int, n_p: int, n_s: int, rms: float) -> dict:
+    return {"hypoinverse_id": hyp_id, "start": start, "n_p": n_p, "n_s": n_s, "rms_s": rms}
+
+
+def test_choose_solutions_replaces_the_primary_only_by_a_clearly_lower_rms():
+    events = pd.DataFrame(
+        [
+            _solution(1, 0, 4, 4, 0.20),  # 1: start 2 has the same readings, the lowest RMS
+            _solution(1, 1, 4, 4, 0.10),
+            _solution(1, 2, 4, 4, 0.05),
+            _solution(2, 0, 5, 5, 0.10),  # 2: start 1 dropped readings for its lower RMS
+            _solution(2, 1, 4, 4, 0.01),
+            _solution(3, 0, 3, 3, 0.10),  # 3: 0.09 s is not clearly lower (less than 20 %)
+            _solution(3, 1, 3, 3, 0.09),
+            _solution(4, 0, 9, 9, 0.20),  # 4: more readings at a higher RMS do not win
+            _solution(4, 1, 9, 10, 0.30),
+            _solution(5, 1, 2, 2, 0.30),  # 5: not located from the primary start
+            _solution(5, 2, 2, 2, 0.25),
+        ]
+    )
+    phases = pd.DataFrame(
+        {
+            "hypoinverse_id": events["hypoinverse_id"],
+            "start": events["start"],
+            "pick": range(len(events)),
+        }
+    )
+    solutions = [(events[events.start == k], phases[phases.start == k]) for k in (0, 1, 2)]
+    best, kept = locate_stage.choose_solutions(solutions)
+    chosen = dict(zip(best["hypoinverse_id"], best["start"], strict=True))
+    assert chosen == {1: 2, 2: 0, 3: 0, 4: 0, 5: 2}
+    assert sorted(kept["pick"]) == [2, 3, 5, 7, 10]
+
+
+def test_trial_depths_lift_events_off_a_layer_top(hyp_binary, tmp_path):
+    """Started at exactly the Tottori model's 2 km layer top, HypoInverse keeps most events
+    there; the further trial depths find the true depths (4-15 km)."""
+    model, stations, events, picks, assignments, truth = _scenario(seed=11, n_events=8)
+    events["depth_km"] = 2.0
+    errors = {}
+    for name, depths in (("one start", []), ("several starts", [5.0, 10.0, 15.0])):
+        run = _write_run(tmp_path / name, stations, events, picks, assignments)
+        locate(run, LocationConfig(trial_depths_km=depths), model)
+        located = pd.read_parquet(run.path("location", "locations.parquet"))
+        assert located["located"].all()
+        merged = located.merge(truth, on="event_id", suffixes=("", "_true"))
+        errors[name] = (merged["depth_km"] - merged["depth_km_true"]).abs()
+        print(f"{name}: depth errors (km) {np.round(errors[name].to_numpy(), 2)}; starts kept "
+              f"{located['start_depth_km'].tolist()}")  # fmt: skip
+    assert (errors["one start"] > 2.0).sum() >= 3
+    assert errors["several starts"].max() < 1.0
+    folder = run.path("location", "trial_depths", "10.00km")
+    terminators = [
+        line for line in (folder / "phases.arc").read_text().splitlines() if line[:4] == "    "
+    ]
+    assert len(terminators) == len(events)
+    assert all(line[29:34] == " 1000" for line in terminators)  # trial depth, F5.2
+    assert (
+        "location/trial_depths/10.00km/hypoinverse.arc"
+        in run.read_manifest()["location"]["outputs"]
+    )

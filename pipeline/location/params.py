@@ -57,6 +57,15 @@ class LocationConfig(BaseModel):
     )
     trial_depth_km: float = Field(10.0, ge=0, le=60, description="ZTR: trial depth (km)")
     fix_depth: bool = Field(False, description="ZTR: hold every depth at the trial depth")
+    trial_depths_km: list[float] = Field(
+        [5.0, 10.0, 15.0],
+        max_length=10,
+        description="further trial depths (km): each event is located again from each (with "
+        "the same trial epicentre and time); a solution replaces the primary one (from the "
+        "associator's origin) when its RMS is clearly lower with no fewer weighted readings. "
+        "HypoInverse 1.40 has no multiple trial-depth option. [] locates once. Unused when "
+        "fix_depth",
+    )
     use_association_trial: bool = Field(
         True,
         description="start from the associator's origin time, epicentre and depth (when known) "
@@ -89,6 +98,13 @@ class LocationConfig(BaseModel):
         description="RMS: start iteration, RMSCUT (s), RMSW1, RMSW2",
     )
     timeout_s: float = Field(600.0, gt=0, description="wall-clock limit of one HypoInverse run")
+
+    @field_validator("trial_depths_km")
+    @classmethod
+    def _depths_in_range(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= z <= 60 for z in value):
+            raise ValueError("trial_depths_km must lie in 0-60 km")
+        return value
 
     @field_validator("probability_thresholds")
     @classmethod

@@ -9,6 +9,18 @@ correction ``elevation / Vp(top layer)`` (``elevation_correction``), so depths a
 level. An event is sent to HypoInverse with at least ``min_stations`` (3) stations and
 ``min_phases`` (4, the program's ``MIN``) readings of weight code < 4.
 
+Several starts: HypoInverse 1.40 takes one trial depth per event (``ZTR`` or the terminator
+line) and has no multiple-trial-depth option, and from a poor trial depth its Gauss-Newton
+iterations can end in a local minimum (in a layered CRH model often at a layer top: started
+at exactly the Tottori model's 2 km interface, 650 of the 651 demo events it located, seed
+2000, stayed within 1.8-2.6 km). Every
+event is therefore located from the primary start (the associator's origin) and again from
+each of ``trial_depths_km`` (same trial epicentre and time); per event the primary solution
+is kept unless another start reached a clearly lower RMS with no fewer weighted readings
+(:func:`choose_solutions`).
+The primary run's files are in ``<run>/location/``, those of the other starts in
+``<run>/location/trial_depths/<depth>km/``.
+
 Outputs in ``<run>/location/``: the program's inputs (``stations.sta``, ``model_p.crh``
 [+ ``model_s.crh``], ``phases.arc``, ``hypoinverse.hyp``) and outputs (``hypoinverse.arc``,
 ``hypoinverse.sum``, ``hypoinverse.prt``, ``hypoinverse.log``) as the program reads and
@@ -17,8 +29,9 @@ writes them, ``event_ids.csv`` (HypoInverse numeric id <-> event_id), and
 - ``locations.parquet``: one row per associated event: event_id, origin_time
   (datetime64[ns, UTC]), latitude, longitude (deg, east positive), depth_km, rms_s, erh_km,
   erz_km, gap_deg, nearest_km, n_p, n_s (P / S times with final weight > 0.1), quality
-  (HypoInverse's A-D), located (bool), reason (why an event was not located, or which of
-  its picks were left out; empty otherwise).
+  (HypoInverse's A-D), start_depth_km (trial depth of the start whose solution was kept),
+  located (bool), reason (why an event was not located, or which of its picks were left out;
+  empty otherwise).
 - ``phase_residuals.parquet``: one row per pick HypoInverse used: event_id, pick_id,
   network, station, phase, residual_s, weight (normalised weight used), weight_code
   (assigned 0-4), distance_km.
@@ -27,6 +40,8 @@ writes them, ``event_ids.csv`` (HypoInverse numeric id <-> event_id), and
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import time as wall_clock
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -59,10 +74,13 @@ PHASE_FILE = "phases.arc"
 ARCHIVE_FILE = "hypoinverse.arc"
 SUMMARY_FILE = "hypoinverse.sum"
 PRINT_FILE = "hypoinverse.prt"
+#: Folder (in the stage folder) of the HypoInverse runs from the further trial depths.
+STARTS_DIR = "trial_depths"
 
 LOCATION_COLUMNS = [
     "event_id", "origin_time", "latitude", "longitude", "depth_km", "rms_s", "erh_km",
-    "erz_km", "gap_deg", "nearest_km", "n_p", "n_s", "quality", "located", "reason",
+    "erz_km", "gap_deg", "nearest_km", "n_p", "n_s", "quality", "start_depth_km", "located",
+    "reason",
 ]  # fmt: skip
 RESIDUAL_COLUMNS = [
     "event_id", "pick_id", "network", "station", "phase", "residual_s", "weight",
@@ -168,6 +186,19 @@ class PhaseInput:
     reasons: dict[str, list[str]]  # event_id -> notes
     not_sent: set[str]  # event_ids not given to HypoInverse
     pick_keys: dict[tuple, list[tuple[str, str, int]]]  # output key -> [(event_id, pick_id, code)]
+    sent: list[tuple[int, list[PhasePick], dict]] = field(default_factory=list)
+    # per event sent: (hypoinverse_id, picks, trial values of phase_event_lines)
+
+    def text_from_depth(self, depth_km: float) -> str:
+        """The phase file with every event's trial depth set to ``depth_km`` (km).
+
+        The trial epicentre and origin time stay those of :attr:`text` (the associator's
+        when ``use_association_trial``, else HypoInverse's default start).
+        """
+        lines: list[str] = []
+        for hyp_id, picks, trial in self.sent:
+            lines += phase_event_lines(picks, hyp_id, **{**trial, "trial_depth_km": depth_km})
+        return "\n".join(lines) + "\n"
 
 
 def _pick_key(hyp_id: int, network: str, station: str, location: str, phase: str, t) -> tuple:
@@ -201,6 +232,7 @@ def phase_input(
     lines: list[str] = []
     ids: list[tuple[int, str]] = []
     pick_keys: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
+    sent: list[tuple[int, list[PhasePick], dict]] = []
     by_event = dict(tuple(picks.groupby("event_id", sort=False)))
     for event in events.itertuples(index=False):
         event_id = str(event.event_id)
@@ -247,11 +279,12 @@ def phase_input(
             else {}
         )
         lines += phase_event_lines([p for _, p in usable], hyp_id, **trial)
+        sent.append((hyp_id, [p for _, p in usable], trial))
         for pick_id, p in usable:
             key = _pick_key(hyp_id, p.network, p.station, p.location, p.phase, p.time)
             pick_keys[key].append((event_id, pick_id, p.weight_code))
     id_table = pd.DataFrame(ids, columns=["hypoinverse_id", "event_id"])
-    return PhaseInput("\n".join(lines) + "\n", id_table, reasons, not_sent, pick_keys)
+    return PhaseInput("\n".join(lines) + "\n", id_table, reasons, not_sent, pick_keys, sent)
 
 
 def _too_few_readings(picks: list[PhasePick], cfg: LocationConfig) -> str:
@@ -312,6 +345,60 @@ def command_values(cfg: LocationConfig, model: VelocityModel, has_s_model: bool)
     }
 
 
+def trial_starts(cfg: LocationConfig) -> list[float | None]:
+    """The starts of each event's location: None (the trial hypocentre of the phase file:
+    the associator's, or HypoInverse's default at ``ZTR``), then each of
+    ``cfg.trial_depths_km`` (km; none when every depth is fixed)."""
+    return [None] + ([] if cfg.fix_depth else list(cfg.trial_depths_km))
+
+
+def choose_solutions(
+    solutions: list[tuple[pd.DataFrame, pd.DataFrame]],
+    rms_ratio: float = 0.8,
+    rms_gain_s: float = 0.02,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per event the best of its HypoInverse solutions from several starts.
+
+    Args:
+        solutions: per start, (events, phases) as :func:`parse_archive` returns them, each
+            with a ``start`` column (the start's index, 0 = the primary start).
+        rms_ratio, rms_gain_s: how much lower (fraction of, and seconds below, the primary
+            RMS) another start's RMS must be to replace the primary solution.
+
+    The primary solution is kept unless another start reached a clearly lower RMS (at most
+    ``rms_ratio`` times the primary RMS and at least ``rms_gain_s`` below it; HypoInverse
+    reports RMS to 0.01 s) with no fewer weighted readings (``n_p + n_s``): a start whose
+    residual weighting discarded readings does not win by its lower RMS, nor one that keeps
+    more readings at a higher RMS. The lowest such RMS wins (then the earliest start). An
+    event the primary start did not locate takes the other starts' lowest RMS.
+
+    Returns:
+        (events, phases) of the chosen solutions, one events row per located event.
+    """
+    events = pd.concat([e for e, _ in solutions], ignore_index=True)
+    phases = pd.concat([p for _, p in solutions], ignore_index=True)
+    if events.empty:
+        return events, phases
+    events = events.assign(
+        _readings=events["n_p"].fillna(0) + events["n_s"].fillna(0),
+        _rms=events["rms_s"].fillna(np.inf),
+    )
+    primary = events[events["start"] == 0].set_index("hypoinverse_id")
+    ref_rms = events["hypoinverse_id"].map(primary["_rms"])
+    ref_readings = events["hypoinverse_id"].map(primary["_readings"])
+    better = (
+        (events["_rms"] <= rms_ratio * ref_rms)
+        & (events["_rms"] <= ref_rms - rms_gain_s)
+        & (events["_readings"] >= ref_readings)
+    )
+    eligible = events[(events["start"] == 0) | better | ref_rms.isna()]
+    # primary first among equals; a better start has a lower RMS than the primary by design
+    best = eligible.sort_values(["hypoinverse_id", "_rms", "start"], kind="stable")
+    best = best.drop_duplicates("hypoinverse_id").drop(columns=["_readings", "_rms"])
+    keep = phases.merge(best[["hypoinverse_id", "start"]], on=["hypoinverse_id", "start"])
+    return best.reset_index(drop=True), keep
+
+
 def locate_picks(
     events: pd.DataFrame,
     picks: pd.DataFrame,
@@ -338,31 +425,54 @@ def locate_picks(
     table = station_table(stations, float(model.vp_km_s[0]) if correct else None)
     phases = phase_input(events, picks, table, cfg)
     p_text, s_text = crh_models(model)
-    inputs = {STATION_FILE: table.text, "model_p.crh": p_text, PHASE_FILE: phases.text}
+    inputs = {STATION_FILE: table.text, "model_p.crh": p_text}
     if s_text is not None:
         inputs["model_s.crh"] = s_text
     write_text_atomic(folder / "event_ids.csv", phases.ids.to_csv(index=False))
 
     located = pd.DataFrame(columns=["hypoinverse_id"])
     out_phases = pd.DataFrame()
+    starts_dir = folder / STARTS_DIR
+    if starts_dir.is_dir():  # solutions of an earlier run's starts are stale
+        shutil.rmtree(starts_dir)
     if len(phases.ids):
         command = render_command_file(command_values(cfg, model, s_text is not None))
-        log_path = run_hypoinverse(
-            command, inputs, [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], folder, cfg.timeout_s
-        )
-        abandoned = parse_abandoned(log_path.read_text(encoding="ascii", errors="replace"))
+        solutions = []
+        primary_depths = {
+            hyp_id: _float(trial.get("trial_depth_km", np.nan)) for hyp_id, _, trial in phases.sent
+        }
+        primary_depths = {
+            k: v if math.isfinite(v) else cfg.trial_depth_km for k, v in primary_depths.items()
+        }
+        for index, depth in enumerate(trial_starts(cfg)):
+            where = folder if depth is None else starts_dir / f"{depth:05.2f}km"
+            text = phases.text if depth is None else phases.text_from_depth(depth)
+            log_path = run_hypoinverse(
+                command,
+                {**inputs, PHASE_FILE: text},
+                [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE],
+                where,
+                cfg.timeout_s,
+            )
+            if depth is None:
+                abandoned = parse_abandoned(log_path.read_text(encoding="ascii", errors="replace"))
+            events_k, phases_k = parse_archive(where / ARCHIVE_FILE)
+            quality = parse_hypo71_summary(where / SUMMARY_FILE)[["hypoinverse_id", "quality"]]
+            events_k = events_k.merge(quality, on="hypoinverse_id", how="left")
+            events_k["start_depth_km"] = (
+                events_k["hypoinverse_id"].map(primary_depths) if depth is None else depth
+            )
+            solutions.append((events_k.assign(start=index), phases_k.assign(start=index)))
+        located, out_phases = choose_solutions(solutions)
         for hyp_id, event_id in phases.ids.itertuples(index=False):
-            if hyp_id in abandoned:
+            if hyp_id in abandoned and hyp_id not in set(located["hypoinverse_id"]):
                 phases.reasons[event_id].insert(
                     0,
                     f"not located: HypoInverse abandoned it with {abandoned[hyp_id]} readings "
                     "weighted after its distance and residual weighting (fewer than 4)",
                 )
-        located, out_phases = parse_archive(folder / ARCHIVE_FILE)
-        quality = parse_hypo71_summary(folder / SUMMARY_FILE)[["hypoinverse_id", "quality"]]
-        located = located.merge(quality, on="hypoinverse_id", how="left")
     else:
-        for name, text in inputs.items():
+        for name, text in {**inputs, PHASE_FILE: phases.text}.items():
             write_text_atomic(folder / name, text)
     residuals, unmatched = _residuals(phases, out_phases)
     for event_id, pick_ids in unmatched.items():
@@ -394,7 +504,7 @@ def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) 
     for column in ("n_p", "n_s"):
         table[column] = table[column].astype("Int64")
     for column in ("latitude", "longitude", "depth_km", "rms_s", "erh_km", "erz_km", "gap_deg",
-                   "nearest_km"):  # fmt: skip
+                   "nearest_km", "start_depth_km"):  # fmt: skip
         table[column] = table[column].astype(float)
     table["quality"] = table["quality"].fillna("").astype(str)
     table["located"] = table["located"].astype(bool)
@@ -475,8 +585,8 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
     }
     outputs = [
         str(p.relative_to(run.root))
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
     entry = run.record_stage(
         "location",

@@ -130,7 +130,7 @@ def diagnose_station(
         ns0, ns1 = c0.ns, c1.ns
         t = arrivals["time"].astype("int64")
         inside = arrivals[(t >= ns0) & (t < ns1)]
-        if record is None or inside.empty:
+        if record is None or not record.live or inside.empty:
             continue
         curves = record_curves(record, model, cfg, prepared)
         blocked = record.near_gaps(cfg.gap_guard_s)

@@ -16,9 +16,9 @@ All tensors are ``(batch, time, features)``.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import ops
+
+from pipeline.picking.backend import keras, ops
 
 #: Keras 2's ``K.epsilon()``, added to the attention softmax denominator.
 ATTENTION_EPSILON = 1e-7

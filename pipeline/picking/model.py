@@ -39,12 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
-import tensorflow as tf
-from keras import ops
 
 from pipeline.errors import EqcatInputError
+from pipeline.picking.backend import keras, ops, tf
 from pipeline.picking.layers import (
     LSTM_GATES,
     FeedForward,

@@ -5,6 +5,16 @@ The steps follow the EQTransformer continuous-data predictor: detrend, band-pass
 segment is detrended, tapered and filtered on its own before gaps are filled with zeros, so a
 gap never becomes a step that rings through the filter; the gap samples are remembered
 (:attr:`Record.gap_mask`) and no pick is made inside them.
+
+A dead component (peak-to-peak of its raw data in the record at most ``flat_max_ptp``, 0 by
+default: a constant value, the quality table's "flat (dead)" rule) is treated as a missing
+one: zeros, left out of the gap mask, and noted. That is what EQTransformer's own
+continuous-data predictor does with a missing channel (``mseed_predictor.py`` of
+smousavi05/EQTransformer fills its column with zeros, and the per-channel normalisation
+leaves an all-zero column at zero); without the rule, a dead channel with a little digitiser
+jitter would be standardised to unit variance and fed to the network as if it were signal.
+When every component is dead, the record has no live component (:attr:`Record.live`) and
+the picker skips it.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ class Record:
         sampling_rate: samples per second (always :data:`MODEL_RATE`).
         data: (n, 3) float32, columns E, N, Z; zeros where a component has no data.
         gap_mask: (n,) bool, True where a component that the station has lacked data.
-        channels: channel code used per column (None where the component is missing).
+        channels: channel code used per column (None where the component is missing or dead).
+        dead: components ('E', 'N', 'Z') whose data are flat (dead), treated as missing.
     """
 
     label: str
@@ -51,6 +62,7 @@ class Record:
     gap_mask: np.ndarray
     channels: tuple[str | None, str | None, str | None]
     notes: list[str] = field(default_factory=list)
+    dead: tuple[str, ...] = ()
 
     @property
     def n_samples(self) -> int:
@@ -80,8 +92,13 @@ class Record:
 
     @property
     def missing_components(self) -> list[str]:
-        """Components ('E', 'N', 'Z') without any data (filled with zeros)."""
+        """Components ('E', 'N', 'Z') without any data or dead (filled with zeros)."""
         return [c for c, ch in zip(COMPONENTS, self.channels, strict=True) if ch is None]
+
+    @property
+    def live(self) -> bool:
+        """Whether any component has data that are not dead (else nothing to pick)."""
+        return len(self.missing_components) < len(COMPONENTS)
 
 
 def _slot_traces(stream: Stream, label: str) -> dict[int, list[Trace]]:
@@ -159,31 +176,45 @@ def _filtered_segments(
     return out
 
 
+def is_dead(traces: list[Trace], flat_max_ptp: float = 0.0) -> bool:
+    """Whether the raw data of ``traces`` (one component) have peak-to-peak amplitude at
+    most ``flat_max_ptp`` (counts; 0: constant) — the quality table's flat (dead) rule."""
+    data = [np.asarray(tr.data) for tr in traces if tr.stats.npts]
+    return bool(data) and float(np.ptp(np.concatenate(data))) <= flat_max_ptp
+
+
 def preprocess_stream(
     stream: Stream,
     label: str,
     freqmin: float = 1.0,
     freqmax: float = 45.0,
+    flat_max_ptp: float = 0.0,
 ) -> Record | None:
     """Turn the raw traces of one station into a :class:`Record` (None when no data).
 
-    Components map E/1 -> column 0, N/2 -> column 1, Z -> column 2; a missing component
-    becomes zeros and is logged and listed in :attr:`Record.notes`. Segments are placed on
-    the grid of the earliest sample by nearest-sample rounding (sub-sample offsets between
-    components are ignored).
+    Components map E/1 -> column 0, N/2 -> column 1, Z -> column 2; a missing or dead
+    (:func:`is_dead` with ``flat_max_ptp``) component becomes zeros and is logged and
+    listed in :attr:`Record.notes`. Segments are placed on the grid of the earliest sample
+    by nearest-sample rounding (sub-sample offsets between components are ignored). When
+    every component with data is dead, the record spans their data, is all zeros, all gap,
+    and not :attr:`~Record.live`.
 
     Raises:
         ValueError: mixed location/channel prefixes (message names ``label``).
     """
     slots = _slot_traces(stream, label)
+    dead = {slot: traces for slot, traces in slots.items() if is_dead(traces, flat_max_ptp)}
     segments = {
-        slot: _filtered_segments(traces, freqmin, freqmax, label) for slot, traces in slots.items()
+        slot: _filtered_segments(traces, freqmin, freqmax, label)
+        for slot, traces in slots.items()
+        if slot not in dead
     }
     segments = {slot: segs for slot, segs in segments.items() if segs}
-    if not segments:
+    if not segments and not dead:
         return None
-    start = min(tr.stats.starttime for segs in segments.values() for tr in segs)
-    end = max(tr.stats.endtime for segs in segments.values() for tr in segs)
+    spanned = [tr for segs in (*segments.values(), *dead.values()) for tr in segs]
+    start = min(tr.stats.starttime for tr in spanned)
+    end = max(tr.stats.endtime for tr in spanned)
     n = int(round((end - start) * MODEL_RATE)) + 1
     data = np.zeros((n, 3), dtype=np.float32)
     covered = np.zeros((n, 3), dtype=bool)
@@ -194,11 +225,20 @@ def preprocess_stream(
             data[i0:i1, slot] = tr.data[: i1 - i0]
             covered[i0:i1, slot] = True
     present = sorted(segments)
-    gap_mask = ~covered[:, present].all(axis=1)
+    gap_mask = ~covered[:, present].all(axis=1) if present else np.ones(n, dtype=bool)
     channels = tuple(segments[s][0].stats.channel if s in segments else None for s in range(3))
-    record = Record(label, start, MODEL_RATE, data, gap_mask, channels)
-    if record.missing_components:
-        note = f"{label}: component(s) {', '.join(record.missing_components)} missing (zeros)"
+    dead_components = tuple(COMPONENTS[s] for s in sorted(dead))
+    record = Record(label, start, MODEL_RATE, data, gap_mask, channels, dead=dead_components)
+    absent = [c for c in record.missing_components if c not in dead_components]
+    if absent:
+        note = f"{label}: component(s) {', '.join(absent)} missing (zeros)"
+        log.warning(note)
+        record.notes.append(note)
+    if dead:
+        codes = ", ".join(dead[s][0].stats.channel for s in sorted(dead))
+        note = f"{label}: {codes} dead (flat), treated as missing (zeros)"
+        if not record.live:
+            note = f"{label}: every component dead (flat: {codes}); not picked"
         log.warning(note)
         record.notes.append(note)
     return record

@@ -5,6 +5,9 @@ A station-day is streamed in chunks of ``chunk_s`` seconds; each chunk is read w
 whose time falls inside the chunk itself are kept, so seams neither lose nor double picks (a
 final thinning by ``min_pick_separation_s`` removes near-twins from the two sides of a seam).
 Data of the neighbouring days are read where they exist, so picks near midnight are found.
+A dead (flat) component is treated as a missing one, as EQTransformer's predictor treats a
+missing channel (:mod:`pipeline.picking.preprocess`); a chunk whose every component is dead
+is not picked, and a station-day with no live data at all is reported as skipped.
 
 Outputs, one row per pick (``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``, then all of them
 concatenated in ``<run>/picks/picks.parquet``):
@@ -107,6 +110,7 @@ class SpanStats:
     windows: int = 0
     mc_windows: int = 0
     rejected_uncertain: int = 0
+    dead_chunks: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -280,6 +284,7 @@ def pick_span(
     model: WindowPredictor | None = None,
     stats: SpanStats | None = None,
     group_windows: int | None = None,
+    flat_max_ptp: float = 0.0,
 ) -> pd.DataFrame:
     """Picks of one station with times in ``[start, end)``, streamed in chunks.
 
@@ -297,6 +302,9 @@ def pick_span(
         group_windows: chunks are gathered until they hold this many windows before the
             model is called; None = :data:`GPU_MIN_WINDOWS` when the model runs on a GPU,
             else one chunk per call.
+        flat_max_ptp: a component whose raw peak-to-peak in a chunk is at most this (counts;
+            0: constant) is dead and treated as missing; a chunk without a live component
+            is skipped (counted in ``stats.dead_chunks``).
 
     Returns:
         The picks table (module docstring), sorted by time, with unique pick ids.
@@ -327,11 +335,14 @@ def pick_span(
             tables.append(table[(table["time"] >= _ts(c0)) & (table["time"] < _ts(c1))])
         group.clear()
 
-    for c0, c1, record, prepared in prepared_chunks(read, label, start, end, cfg):
+    for c0, c1, record, prepared in prepared_chunks(read, label, start, end, cfg, flat_max_ptp):
         if record is None:
             continue
-        stats.chunks += 1
         stats.notes.extend(n for n in record.notes if n not in stats.notes)
+        if not record.live:
+            stats.dead_chunks += 1
+            continue
+        stats.chunks += 1
         inside = _core_mask(record, c0, c1)
         stats.data_seconds += float((inside & ~record.gap_mask).sum()) / record.sampling_rate
         stats.gap_seconds += float((inside & record.gap_mask).sum()) / record.sampling_rate
@@ -350,20 +361,28 @@ def pick_span(
 
 
 def prepared_chunks(
-    read: Reader, label: str, start: UTCDateTime, end: UTCDateTime, cfg: PickerConfig
+    read: Reader,
+    label: str,
+    start: UTCDateTime,
+    end: UTCDateTime,
+    cfg: PickerConfig,
+    flat_max_ptp: float = 0.0,
 ) -> Iterator[tuple[UTCDateTime, UTCDateTime, Record | None, RecordWindows | None]]:
     """(chunk start, chunk end, record or None, its windows or None) per chunk, in order.
 
     Each chunk is read with one window plus :data:`EDGE_S` on both sides and preprocessed;
     for EQTransformer its windows are made too. One chunk is prepared ahead in a background
     thread (the heavy parts, ObsPy/SciPy filtering and NumPy, overlap with model calls).
+    A record without a live component (every component dead) gets no windows.
     """
     pad = WINDOW / MODEL_RATE + EDGE_S
     bounds = [start + k * cfg.chunk_s for k in range(int(np.ceil((end - start) / cfg.chunk_s)))]
 
     def prepare(c0: UTCDateTime, c1: UTCDateTime):
-        record = preprocess_stream(read(c0 - pad, c1 + pad), label, cfg.freqmin_hz, cfg.freqmax_hz)
-        eqt = record is not None and cfg.picker == "eqt"
+        record = preprocess_stream(
+            read(c0 - pad, c1 + pad), label, cfg.freqmin_hz, cfg.freqmax_hz, flat_max_ptp
+        )
+        eqt = record is not None and record.live and cfg.picker == "eqt"
         prepared = record_windows(record, cfg) if eqt else None
         return c0, c1, record, prepared
 
@@ -444,6 +463,7 @@ def pick_station_day(
     location: str | None = None,
     channel_prefix: str | None = None,
     sds_root: Path | None = None,
+    flat_max_ptp: float = 0.0,
 ) -> dict[str, Any]:
     """Pick one station-day and write ``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``.
 
@@ -455,11 +475,14 @@ def pick_station_day(
         model: a loaded EQTransformer (None: loaded from ``cfg.weights`` for ``picker='eqt'``).
         location, channel_prefix: the channels to read (None: from ``waveforms/stations.csv``).
         sds_root: the SDS archive (None: ``<run>/waveforms``).
+        flat_max_ptp: dead-channel threshold (counts), the waveform section's
+            ``quality.flat_max_ptp`` (see :func:`pick_span`).
 
     Returns:
         Summary: station_day, path, n_p, n_s, chunks, windows, mc_windows, data_seconds,
-        gap_seconds, rejected_uncertain, notes, wall_time_s. A day without data writes an
-        empty table.
+        gap_seconds, rejected_uncertain, notes, skipped (why the day was not picked, or
+        None), wall_time_s. A day without data, or whose every component is dead, writes
+        an empty table.
 
     Raises:
         PickingError: anything that stops this station-day; the message names it.
@@ -486,7 +509,14 @@ def pick_station_day(
         start = UTCDateTime(datetime(day.year, day.month, day.day, tzinfo=UTC))
         stats = SpanStats()
         table = pick_span(
-            read, (network, station, location), start, start + 86400, cfg, model, stats
+            read,
+            (network, station, location),
+            start,
+            start + 86400,
+            cfg,
+            model,
+            stats,
+            flat_max_ptp=flat_max_ptp,
         )
         write_parquet_atomic(table, target)
     except Exception as exc:
@@ -495,7 +525,11 @@ def pick_station_day(
         if isinstance(exc, PickingError):
             raise PickingError(f"station-day {label}: {exc}") from exc
         raise PickingError(f"station-day {label}: {type(exc).__name__}: {exc}") from exc
-    if stats.chunks == 0:
+    skipped = None
+    if stats.chunks == 0 and stats.dead_chunks:
+        skipped = "every component dead (flat); not picked"
+        log.warning("%s: %s", label, skipped)
+    elif stats.chunks == 0:
         log.warning("%s: no waveform data; wrote an empty picks table", label)
     return {
         "station_day": label,
@@ -509,6 +543,7 @@ def pick_station_day(
         "gap_seconds": stats.gap_seconds,
         "rejected_uncertain": stats.rejected_uncertain,
         "notes": stats.notes,
+        "skipped": skipped,
         "wall_time_s": time.perf_counter() - began,
     }
 
@@ -550,6 +585,7 @@ def pick_all(
     model: WindowPredictor | None = None,
     sds_root: Path | None = None,
     workers: int = PICK_WORKERS,
+    flat_max_ptp: float = 0.0,
 ) -> dict[str, Any]:
     """Pick every station-day of a build, merge the tables and record the stage.
 
@@ -563,6 +599,7 @@ def pick_all(
         sds_root: the SDS archive (None: ``<run>/waveforms``).
         workers: station-days picked at once, in threads sharing the model
             (:data:`PICK_WORKERS` by default); the picks do not depend on it.
+        flat_max_ptp: dead-channel threshold (counts; see :func:`pick_span`).
 
     Returns:
         Summary with counts (station_days, failed, picks, p, s), the per station-day
@@ -599,6 +636,7 @@ def pick_all(
             location=str(row.location),
             channel_prefix=row.channel_prefix,
             sds_root=sds_root,
+            flat_max_ptp=flat_max_ptp,
         )
 
     with (
@@ -670,6 +708,7 @@ def finish_picking(
             "model": model_name,
             "config": cfg.model_dump(mode="json"),
             "failures": failures,
+            "skipped": {s["station_day"]: s["skipped"] for s in summaries if s.get("skipped")},
             "notes": sorted({n for s in summaries for n in s["notes"]}),
         },
     )

@@ -216,10 +216,17 @@ def section_html(dq: DataQuality) -> str:
         cells = "".join(f"<td>{_cell(getattr(row, k))}</td>" for k in heads)
         body.append(f"<tr{cls}>{cells}</tr>")
     n_bad = len(dq.problems)
+    dead_note = (
+        " A flat (dead) component is treated by the picker as a missing one (zeros, as "
+        "EQTransformer's predictor does); a station-day with every component dead is not "
+        "picked."
+        if (dq.stations["flat"] != "").any()
+        else ""
+    )
     out.append(
         f"<p>{len(dq.stations)} station(s); {n_bad} with data problems "
         "(from <code>waveforms/quality.parquet</code>, one row per channel-day with a "
-        "<code>reason</code>).</p>"
+        f"<code>reason</code>).{dead_note}</p>"
     )
     out.append("<table>\n" + head + "\n" + "\n".join(body) + "\n</table>")
     return "\n".join(out)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.completeness import CompletenessResult  # noqa: E402
+from pipeline.report.coastlines import draw_boundaries  # noqa: E402
 from pipeline.rundir import atomic_path  # noqa: E402
 
 DPI = 110
@@ -237,15 +238,19 @@ def plot_epicentres(
     stations: pd.DataFrame | None,
     path: str | Path,
     color_by: str = "depth_km",
-) -> Path:
+) -> tuple[Path, str | None]:
     """Epicentre map (lon/lat), sized by magnitude, coloured by ``color_by``; stations as ▲.
 
     The colour bar spans exactly the coloured events' values (origin times as dates); a km
-    scale bar sits in the lower right. Events with only the associator's origin
+    scale bar sits in the lower right; coastlines and borders (GSHHG, see
+    :mod:`pipeline.report.coastlines`) lie beneath. Events with only the associator's origin
     (``location_stage == "association"``) are grey crosses: their epicentres are rough.
+
+    Returns:
+        the PNG's path and None, or why the map has no coastlines (data not installed).
     """
     if events.empty:
-        return _empty(path, "Epicentres", "no located events")
+        return _empty(path, "Epicentres", "no located events"), None
     rough = _associator_only(events)
     located = events[~rough]
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -299,10 +304,11 @@ def plot_epicentres(
     ax.set_xlabel("Longitude (°)")
     ax.set_ylabel("Latitude (°)")
     ax.set_aspect(1 / max(math.cos(math.radians(mean_lat)), 0.1))
+    coastline_note = draw_boundaries(ax)
     add_scale_bar(ax, mean_lat)
     ax.set_title(f"Epicentres ({len(events)} events), size ~ magnitude")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path), coastline_note
 
 
 def plot_depth_sections(events: pd.DataFrame, path: str | Path) -> Path:

