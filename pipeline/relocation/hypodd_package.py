@@ -1,38 +1,47 @@
-"""Running the ``hypodd`` Python package with its data weighting vectorised.
+"""Running the ``hypodd`` Python package as HypoDD 2 runs: vectorised, in REAL*4 arithmetic.
 
 ``hypodd`` 0.2.1 weights the differential times in a Python loop over every datum and,
 inside it, over every air-quake event of the iteration: O(n_dt × n_airquakes). On the full
 Tottori replica (1.96 M differential times, 797 air quakes after the first iteration) that
 one step had weighted 579 k data after 16 min (~52 min projected for one iteration), where
-the whole 2-day relocation took 13 min.
-:func:`weighting` computes the same weights (HypoDD 2 ``weighting.f``: a priori weights from
-the data quality, zero weight for data of air-quake events, distance and residual
-re-weighting with bi-weight functions, thresholds from the median absolute deviation) with
-array operations, rounding to float32 at the same points as the package so the weights are
-identical; ``tests/test_relocation.py`` compares the two on random data.
+the whole 2-day relocation took 13 min. :func:`weighting` computes HypoDD 2's weights
+(``weighting.f``: a priori weights from the data quality, zero weight for data of air-quake
+events, distance and residual re-weighting with bi-weight functions, thresholds from the
+median absolute deviation) with array operations.
 
 :func:`solve_lsqr` replaces the package's LSQR step (``hypodd.solvers.lsqr.solve_lsqr``) by
-HypoDD 2's ``lsfit_lsqr.f``:
+HypoDD 2's ``lsfit_lsqr.f``. Error scaling: HypoDD's LSQR returns
+``se = rnorm / sqrt(m) * sqrt(var)``, ``var`` being LSQR's running estimate of
+``diag((A'A + damp^2 I)^-1)`` and ``m`` the number of rows of the damped problem, and
+``lsfit_lsqr.f`` reports ``2.7955 * sqrt(se / colnorm) * sqrt(resvar)`` (m, ms). The package
+drops the ``rnorm / sqrt(m)`` factor and takes ``sqrt(var) / colnorm``: its EX/EY/EZ on the
+official example 2 were 0.17-0.46x the reference's (median).
 
-* Error scaling. HypoDD's LSQR returns ``se = rnorm / sqrt(m) * sqrt(var)``, ``var`` being
-  LSQR's running estimate of ``diag((A'A + damp^2 I)^-1)`` and ``m`` the number of rows of the
-  damped problem, and ``lsfit_lsqr.f`` reports ``2.7955 * sqrt(se / colnorm) * sqrt(resvar)``
-  (m, ms). The package drops the ``rnorm / sqrt(m)`` factor and takes ``sqrt(var) / colnorm``:
-  its EX/EY/EZ on the official example 2 were 0.17-0.46x the reference's (median), ours are
-  0.96-1.00x.
-* Precision. HypoDD runs LSQR (Paige & Saunders 1982) in single precision and stops it early
-  (``atol = btol = 1e-6``: ~30 steps for 1,232 unknowns); :func:`lsqr_float32` does the same,
-  summing the sparse products in HypoDD's order of non-zero elements. (The package mixes
-  float32 products with float64 vectors.)
+Precision. HypoDD's result depends on its rounding: near a layer top the direct ray leaves
+almost horizontally, its take-off angle comes from a regula-falsi search that stops at 20 m
+misfit, and a change in the last bit of a distance can change the number of search steps and
+with it dT/dz (:mod:`pipeline.relocation.raytrace32`). On example 2 the package, and the
+Fortran itself built with fused multiply-add (gfortran -O2 -march=native -mfma), end 33-35
+shallow events 10-60 m below the reference; the plain build (gfortran -O) within 6 m. This
+module therefore does in float32, in the Fortran's order, what the Fortran does in REAL*4:
 
-On example 2 the depths of ~33 shallow events (3.5-4.6 km, near the layer tops at 3.6, 4.2
-and 4.8 km) still end 10-60 m below the reference, with either LSQR. This is a rounding-level
-bifurcation of HypoDD itself, not a defect of either implementation: the same Fortran source
-compiled with fused multiply-add (gfortran -O2 -march=native -mfma) lands on the same deeper
-depths (33 events > 10 m from the reference, within 14 m of ours), the plain -O build within
-6 m of the reference. Close to a layer top the take-off angles of the direct ray are near
-90 deg, so dT/dz there nearly vanishes and an event stays on whichever side of the top it first
-reached.
+* travel times and partials (``partials.f`` and the ray tracer, :mod:`raytrace32`; the
+  package traces in float64), the residuals (``dtres.f``), the differential times as read
+  (``getdata.f``: ``T1 - T2``, ``DT - OTC``);
+* the weights, with -9 in hypoDD.inp read as "not set" (the package applied a -9 km distance
+  cut-off, which scaled every weight up);
+* LSQR (Paige & Saunders 1982) with ``snrm2``'s in-order sums, stopped as HypoDD stops it
+  (``atol = btol = 1e-6``), summing the sparse products in HypoDD's order;
+* the package's own updates through NumPy's NEP 50 promotion (float32 stays float32);
+  the starting z below the centroid (``trialsrc.f``), sources moved off layer tops for good
+  (``partials.f`` changes its caller's depths) and the local coordinates (``setorg.f``'s
+  REAL*4 flattening, ``dist.f``'s and ``redist.f``'s rounding).
+
+Checked against the Fortran (gfortran -O, instrumented) on example 2: the hypocentres and
+shifts of all 25 iterations are bit-identical, and so are the final hypocentres in
+``hypoDD.reloc`` (one error estimate of 308 x 3 differs by 0.1 m: the package's ``resstat``
+in float64); like the Fortran's, all are within 6 m of the reference ``hypoDD.reloc``
+(README, "HypoDD example 2"; ``tests/test_relocation.py``).
 
 The package writes no source-parameter file; :func:`write_source_parameters` writes it
 (``hypoDD.src`` when hypoDD.inp names one) in HypoDD's layout.
@@ -43,11 +52,14 @@ Run as ``python -m pipeline.relocation.hypodd_package hypoDD.inp`` in the HypoDD
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.relocation import raytrace32
 
 #: HypoDD data type codes (``dt_idx``): cross-correlation P/S, catalogue P/S.
 CC_P, CC_S, CT_P, CT_S = 1, 2, 3, 4
@@ -55,16 +67,31 @@ CC_P, CC_S, CT_P, CT_S = 1, 2, 3, 4
 #: MAD of a normal distribution in units of its standard deviation.
 MAD_TO_SIGMA = 0.67449
 
+f32 = np.float32
 
-def _mad_scaled(residuals: np.ndarray) -> np.float64:
-    """Median absolute deviation of ``residuals`` (s) / 0.67449, as HypoDD computes it."""
+#: hypoDD.inp's "not set" for cut-offs and weights, and what ``getinp.f`` turns it into.
+NOT_SET_INPUT, NOT_SET = -9, -999
+
+
+def _mad_scaled(residuals: np.ndarray) -> np.float32:
+    """Median absolute deviation of ``residuals`` (s) / 0.67449, in float32 as HypoDD has it."""
+    residuals = residuals.astype(np.float32)
     median = np.median(residuals)
-    return np.median(np.abs(residuals - median)) / MAD_TO_SIGMA
+    return np.median(np.abs(residuals - median)) / f32(MAD_TO_SIGMA)
 
 
 def _biweight(x: np.ndarray, power: int) -> np.ndarray:
-    """HypoDD's taper ``(1 - x**p)**p`` (float64; negative beyond x = 1 for odd p)."""
-    return (1.0 - x**power) ** power
+    """HypoDD's taper ``(1 - x**p)**p`` in float32 (negative beyond x = 1 for odd p).
+
+    The powers are multiplied as gfortran expands them: ``x**3 = x*x*x``,
+    ``x**5 = (x*x*x) * (x*x)``.
+    """
+
+    def power_of(y):
+        square = y * y
+        return square * y if power == 3 else (square * y) * square
+
+    return power_of(f32(1) - power_of(x))
 
 
 def weighting(
@@ -88,7 +115,12 @@ def weighting(
     dt_offs: np.ndarray,
     dt_wt: np.ndarray,
 ) -> int:
-    """Set the weights ``dt_wt[:ndt]`` in place; same signature and result as the package's.
+    """Set the weights ``dt_wt[:ndt]`` in place; same signature as the package's.
+
+    HypoDD 2's ``weighting.f`` with its REAL*4 arithmetic: the parameters are rounded to
+    float32 as the Fortran reads them, and every product is rounded as there. A cut-off or
+    weight of -9 in hypoDD.inp means "not set" (-999), as ``getinp.f`` reads it; the package
+    took -9 literally, which multiplied every weight by ``(1 + (d / 9 km)**p)**p``.
 
     Args:
         ndt: number of differential times in use.
@@ -110,13 +142,16 @@ def weighting(
         1 when a weight fell below ``minwght`` (or, without re-weighting, when an air quake
         zeroed data), else 0.
     """
+    maxres_cross, maxres_net, maxdcc, maxdct, wt_ccp, wt_ccs, wt_ctp, wt_cts = (
+        NOT_SET if value == NOT_SET_INPUT else value
+        for value in (maxres_cross, maxres_net, maxdcc, maxdct, wt_ccp, wt_ccs, wt_ctp, wt_cts)
+    )
     kind = dt_idx[:ndt]
-    qual = dt_qual[:ndt].astype(np.float64)
-    weights = dt_wt[:ndt].astype(np.float64)
+    qual = dt_qual[:ndt].astype(np.float32)
+    weights = dt_wt[:ndt].astype(np.float32)
     for code, apriori in ((CC_P, wt_ccp), (CC_S, wt_ccs), (CT_P, wt_ctp), (CT_S, wt_cts)):
         chosen = kind == code
-        weights[chosen] = apriori * qual[chosen]
-    weights = weights.astype(np.float32)
+        weights[chosen] = f32(apriori) * qual[chosen]
     ineg = 0
     if mbad_cusps:
         bad = np.asarray(mbad_cusps)
@@ -133,32 +168,30 @@ def weighting(
 
     res = dt_res[:ndt]
     is_cc = kind <= CC_S
-    maxres_cc, maxres_ct = maxres_cross, maxres_net
+    maxres_cc, maxres_ct = f32(maxres_cross), f32(maxres_net)
     if idata == 3:
         if maxres_cross >= 1:
-            maxres_cc = _mad_scaled(res[is_cc]) * maxres_cross
+            maxres_cc = _mad_scaled(res[is_cc]) * f32(maxres_cross)
         if maxres_net >= 1:
-            maxres_ct = _mad_scaled(res[~is_cc]) * maxres_net
+            maxres_ct = _mad_scaled(res[~is_cc]) * f32(maxres_net)
     elif idata == 1 and maxres_cross >= 1:
-        maxres_cc = _mad_scaled(res) * maxres_cross
+        maxres_cc = _mad_scaled(res) * f32(maxres_cross)
     elif idata == 2 and maxres_net >= 1:
-        maxres_ct = _mad_scaled(res) * maxres_net
+        maxres_ct = _mad_scaled(res) * f32(maxres_net)
 
-    offs = dt_offs[:ndt].astype(np.float64)
-    abs_res = np.abs(res).astype(np.float64)
+    offs = dt_offs[:ndt].astype(np.float32)
+    abs_res = np.abs(res).astype(np.float32)
     for part, maxd, power, maxres, limit in (
         (is_cc, maxdcc, 5, maxres_cross, maxres_cc),
         (~is_cc, maxdct, 3, maxres_net, maxres_ct),
     ):
         if maxd != -999:
-            taper = _biweight(offs[part] / (maxd * 1000), power)
-            weights[part] = (weights[part].astype(np.float64) * taper).astype(np.float32)
+            weights[part] = weights[part] * _biweight(offs[part] / (f32(maxd) * f32(1000)), power)
         if maxres > 0:
-            scaled = part & (weights > 0.000001)
-            taper = _biweight(abs_res[scaled] / np.float64(limit), 3)
-            weights[scaled] = (weights[scaled].astype(np.float64) * taper).astype(np.float32)
+            scaled = part & (weights > f32(0.000001))
+            weights[scaled] = weights[scaled] * _biweight(abs_res[scaled] / f32(limit), 3)
     dt_wt[:ndt] = weights
-    return int(bool((weights < minwght).any()))
+    return int(bool((weights < f32(minwght)).any()))
 
 
 #: HypoDD's 95 % confidence factor for LSQR errors (``lsfit_lsqr.f``).
@@ -173,8 +206,6 @@ FIX_ROWS = {
     5: ((3, 1000.0),),
     6: ((0, 100.0), (1, 100.0)),
 }
-
-f32 = np.float32
 
 
 @dataclass
@@ -216,9 +247,19 @@ class LsqrResult:
     xnorm: float
 
 
+def _running_sum(start: np.float32, terms: np.ndarray) -> np.float32:
+    """``start + terms[0] + terms[1] + ...`` added one at a time in float32, as a loop does."""
+    return np.cumsum(np.concatenate(([start], terms)), dtype=np.float32)[-1]
+
+
 def _normalise(vector: np.ndarray) -> np.float32:
-    """Scale ``vector`` to unit length in place; return its former norm (float32)."""
-    beta = f32(np.linalg.norm(vector))
+    """Scale ``vector`` to unit length in place; return its former norm (float32).
+
+    HypoDD's ``normlz``: the norm by its BLAS ``snrm2``, which sums the squares in order
+    (its rescaling branches only act on elements below 4.4e-16 or above 1.3e19 / n, which
+    the scaled system does not hold), then ``sscal`` by ``1 / norm``.
+    """
+    beta = np.sqrt(_running_sum(f32(0), vector * vector))
     if beta > 0:
         vector *= f32(1) / beta
     return beta
@@ -293,7 +334,7 @@ def lsqr_float32(
         x += t1 * w
         w = t2 * w + v
         se += step
-        ddnorm = ddnorm + f32(step.sum(dtype=np.float32))
+        ddnorm = _running_sum(ddnorm, step)
         # a rotation on the right estimates norm(x)
         delta = sn2 * rho
         gambar = -cs2 * rho
@@ -339,10 +380,10 @@ def lsqr_float32(
 
 
 def _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials):
-    """Weighted design matrix and its unweighted data rows, in ``lsfit_lsqr.f``'s order.
+    """Weighted design matrix, its elements in ``lsfit_lsqr.f``'s order.
 
     Returns:
-        (weighted matrix, unweighted elements of the 8 * ndt data entries (float32)).
+        The matrix: 8 elements per datum (float32), then the ``ev_fix`` constraint rows.
     """
     tmp_xp, tmp_yp, tmp_zp, tmp_xs, tmp_ys, tmp_zs = partials
     wt = dt_wt[:ndt].astype(np.float32)
@@ -382,7 +423,7 @@ def _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, part
         np.concatenate(values).astype(np.float32),
         (ndt + len(extra), 4 * nev),
     )
-    return matrix, unweighted
+    return matrix
 
 
 def solve_lsqr(
@@ -400,9 +441,7 @@ def solve_lsqr(
     from hypodd.solvers.stats import resstat
 
     partials = (tmp_xp, tmp_yp, tmp_zp, tmp_xs, tmp_ys, tmp_zs)
-    matrix, unweighted = _design(
-        ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials
-    )
+    matrix = _design(ndt, nev, nsrc, ev_fix, dt_wt, dt_ista, dt_ic1, dt_ic2, dt_idx, partials)
     wt = dt_wt[:ndt].astype(np.float32)
     rhs = np.zeros(matrix.shape[0], np.float32)
     rhs[:ndt] = dt_res[:ndt].astype(np.float32) * f32(1000) * wt
@@ -419,20 +458,20 @@ def solve_lsqr(
     x = result.x / norm
     se = result.se / norm
 
-    # residuals with the unweighted matrix; data of zero weight keep theirs, as in HypoDD
+    # residuals with the matrix unscaled again as lsfit_lsqr.f does it (elements times 1 / wt
+    # times the column norm, in float32); data of zero weight have no elements and keep theirs
     data = slice(0, 8 * ndt)
-    kept = np.tile(wt != 0, 8)
+    inverse = np.ones(ndt, np.float32)
+    np.divide(f32(1), wt, out=inverse, where=wt != 0)
+    unscaled = (matrix.values[data] * np.tile(inverse, 8)) * norm[matrix.cols[data]]
     residual = -dt_res[:ndt].astype(np.float32) * f32(1000)
-    np.add.at(
-        residual,
-        matrix.rows[data][kept],
-        unweighted[kept] * x[matrix.cols[data][kept]],
-    )
+    np.add.at(residual, matrix.rows[data], unscaled * x[matrix.cols[data]])
     dt_res[:ndt] = -residual / f32(1000)
     rms_cc, rms_ct, rms_cc0, rms_ct0, resvar = resstat(ndt, nev, dt_res, dt_wt, dt_idx, idata)
 
-    errors = np.sqrt(np.abs(se).astype(np.float64)) * np.sqrt(abs(resvar)) * LSQR_ERROR_FACTOR
-    shifts = -x.astype(np.float64)
+    spread = np.sqrt(f32(abs(resvar)))
+    errors = (np.sqrt(np.abs(se)) * spread * f32(LSQR_ERROR_FACTOR)).astype(np.float64)
+    shifts = -x  # float32, as HypoDD adds them to its REAL*4 source parameters
     return {
         "src_dx": shifts[0::4],
         "src_dy": shifts[1::4],
@@ -465,8 +504,8 @@ def write_source_parameters(inp_path: str) -> bool:
     every station of the file when that is not written): event id, latitude, longitude,
     station, elevation (km), epicentral distance (km), azimuth (deg), take-off angles of P
     and S (deg from down), P and S travel times (s) and the slowness partials dT/dx, dT/dy,
-    dT/dz of P then S (s/km), computed by the package's ray tracer at the final locations
-    (HypoDD writes them at the locations of the last iteration's start).
+    dT/dz of P then S (s/km), traced as during the iterations (:func:`_traced_partials`) at
+    the final locations (HypoDD writes them at the locations of the last iteration's start).
     """
     from hypodd.config import parse_inp
     from hypodd.io.readers import read_stations
@@ -490,7 +529,6 @@ def write_source_parameters(inp_path: str) -> bool:
 
 def _source_lines(events, cluster, stations, used, model, imod):
     """``hypoDD.src`` lines of one cluster (see :func:`write_source_parameters`)."""
-    from hypodd.core.partials import compute_partials
     from hypodd.geodesy.delaz_vec import delaz_vec
 
     labels = list(stations["lab"])
@@ -501,16 +539,17 @@ def _source_lines(events, cluster, stations, used, model, imod):
         wanted = set(rows.station[data])
         keep = [i for i, lab in enumerate(labels) if lab in wanted]
     lat, lon = events.latitude.to_numpy(float), events.longitude.to_numpy(float)
-    depth = events.depth_km.to_numpy(np.float32).astype(float)
+    depth = raytrace32.off_layer_tops(events.depth_km.to_numpy(np.float32), model.top)
     sta_lat = stations["lat"][keep].astype(float)
     sta_lon = stations["lon"][keep].astype(float)
     sta_elv = stations["elv"][keep].astype(float)
-    ttp, tts, xp, yp, zp, xs, ys, zs = compute_partials(
-        len(events), lat, lon, depth.copy(), len(keep), sta_lat, sta_lon, sta_elv,
-        model.nl, model.ratio, model.v, model.top, imod=imod,
+    ttp, tts, xp, yp, zp, xs, ys, zs = _traced_partials(
+        len(events), lat, lon, depth, len(keep), sta_lat, sta_lon, sta_elv,
+        model.nl, model.ratio, model.v, model.top, imod,
     )  # fmt: skip
     dist, az = delaz_vec(lat, lon, sta_lat, sta_lon)
-    layer = np.clip(np.searchsorted(model.top, depth, side="right") - 1, 0, model.nl - 1)
+    top = np.asarray(model.top, np.float32)
+    layer = np.array([raytrace32.source_layer(d, top) for d in depth], int)
     vp = np.asarray(model.v, float)[layer]
     vs = vp / np.asarray(model.ratio, float)[layer]
     ainp = np.degrees(np.arccos(np.clip(zp * vp, -1, 1)))
@@ -524,14 +563,281 @@ def _source_lines(events, cluster, stations, used, model, imod):
             )  # fmt: skip
 
 
+def compute_partials(
+    nsrc, src_lat, src_lon, src_dep, nsta, sta_lat, sta_lon, sta_elv,
+    mod_nl, mod_ratio, mod_v, mod_top, imod=1,
+):  # fmt: skip
+    """Travel times and partials as HypoDD computes them; the package's signature and result.
+
+    Layered models (``imod`` 0 and 1) go through :mod:`pipeline.relocation.raytrace32`
+    (single precision, the Fortran's order); other models through the package.
+    """
+    caller = _driver_locals()
+    _start_depths_in_float32(caller)
+    _separations_in_float32(caller)
+    depth = src_dep
+    if imod in (0, 1):
+        depth = raytrace32.off_layer_tops(src_dep[:nsrc], mod_top[:mod_nl])
+        _keep_nudged_depths(caller.get("src_dep"), src_dep[:nsrc], depth)
+    return _traced_partials(
+        nsrc, src_lat, src_lon, depth, nsta, sta_lat, sta_lon, sta_elv,
+        mod_nl, mod_ratio, mod_v, mod_top, imod,
+    )  # fmt: skip
+
+
+def _traced_partials(
+    nsrc, src_lat, src_lon, src_dep, nsta, sta_lat, sta_lon, sta_elv,
+    mod_nl, mod_ratio, mod_v, mod_top, imod,
+):  # fmt: skip
+    """Layered models through :func:`raytrace32.partials`, the others through the package."""
+    from hypodd.core.partials import compute_partials as package_partials
+
+    if imod not in (0, 1):
+        return package_partials(
+            nsrc, src_lat, src_lon, src_dep, nsta, sta_lat, sta_lon, sta_elv,
+            mod_nl, mod_ratio, mod_v, mod_top, imod=imod,
+        )  # fmt: skip
+    return raytrace32.partials(
+        src_lat[:nsrc], src_lon[:nsrc], src_dep[:nsrc], sta_lat[:nsta], sta_lon[:nsta],
+        sta_elv[:nsta], mod_v[:mod_nl], mod_ratio[:mod_nl], mod_top[:mod_nl],
+    )  # fmt: skip
+
+
+#: Data type codes of the phases in dt.cc and dt.ct.
+PHASE_CODES = {"cc": {"P": CC_P, "S": CC_S}, "ct": {"P": CT_P, "S": CT_S}}
+
+
+def read_differential_times(path: str, kind: str) -> dict:
+    """dt.cc (``kind="cc"``) or dt.ct (``"ct"``) as the package's readers return it.
+
+    The differential times are formed in float32 as ``getdata.f`` forms them: dt.cc
+    ``DT - OTC`` and dt.ct ``T1 - T2`` of the REAL*4 values read (the package subtracts in
+    float64). Pairs whose origin-time correction is -999 (none) are skipped, as there.
+    Lines that are not a P or S datum are skipped.
+
+    Returns:
+        ``sta`` (list of str), ``dt`` and ``qual`` (float32), ``c1``, ``c2``, ``idx``
+        (int32) and ``ndt``.
+    """
+    n_fields = 4 if kind == "cc" else 5
+    codes = PHASE_CODES[kind]
+    stations, first, second, quality, pairs, kinds = [], [], [], [], [], []
+    pair, otc, skip = (0, 0), "0", False
+    with open(path) as lines:
+        for line in lines:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "#":
+                pair = (int(parts[1]), int(parts[2]))
+                otc = parts[3] if kind == "cc" and len(parts) > 3 else "0"
+                skip = abs(float(otc) + 999) < 0.001
+                continue
+            if skip or len(parts) < n_fields or parts[n_fields - 1].upper() not in codes:
+                continue
+            stations.append(parts[0])
+            first.append(parts[1])
+            second.append(otc if kind == "cc" else parts[2])
+            quality.append(parts[n_fields - 2])
+            pairs.append(pair)
+            kinds.append(codes[parts[n_fields - 1].upper()])
+    ids = np.array(pairs, np.int32).reshape(-1, 2)
+    return {
+        "sta": stations,
+        "dt": np.array(first, float).astype(np.float32) - np.array(second, float).astype(f32),
+        "qual": np.array(quality, float).astype(np.float32),
+        "c1": ids[:, 0].copy(),
+        "c2": ids[:, 1].copy(),
+        "idx": np.array(kinds, np.int32),
+        "ndt": len(stations),
+    }
+
+
+def _driver_locals() -> dict:
+    """The local variables of the package's iteration driver (``hypodd.hypoDD.run_hypoDD``).
+
+    Its arrays are changed in place where HypoDD's subroutines change their arguments.
+    """
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_name != "run_hypoDD":
+        frame = frame.f_back
+    if frame is None:
+        raise RuntimeError("compute_partials must be called from hypodd's run_hypoDD")
+    return frame.f_locals
+
+
+def _start_depths_in_float32(caller: dict) -> None:
+    """Set the package's starting z (m below the cluster centroid) as HypoDD computes them.
+
+    ``trialsrc.f`` forms ``z = (depth - centroid depth) * 1000`` in REAL*4 from the REAL*4
+    centroid; the package subtracts a float64 centroid. z enters the inter-event distances of
+    the distance weighting. Done on a cluster's first iteration (``caller``: the package's
+    ``run_hypoDD`` locals; changed in place), when it starts from the catalogue locations.
+    """
+    if caller.get("iter_") != 1 or caller["cfg"].istart != 2:
+        return
+    nev = caller["nev"]
+    centroid = f32(caller["sdc0_dep"])
+    start = (caller["ev_dep"][:nev].astype(np.float32) - centroid) * f32(1000)
+    caller["src_z"][:nev] = start
+    caller["src_z0"][:nev] = start
+
+
+def _separations_in_float32(caller: dict) -> None:
+    """Recompute the package's inter-event distances (m) of the data as HypoDD does.
+
+    ``hypoDD.f`` sums the squared coordinate differences in REAL*4 (``x*x``) after each
+    update; the package squares NumPy float32 scalars with ``**``, which rounds differently
+    now and then. The distances enter the distance weighting of the next iteration.
+    ``caller``: the package's ``run_hypoDD`` locals, changed in place after its first
+    iteration.
+    """
+    if caller.get("iter_", 1) <= 1:
+        return
+    ndt = caller["ndt"]
+    ic1, ic2 = caller["dt_ic1"][:ndt], caller["dt_ic2"][:ndt]
+    dx, dy, dz = (caller[name][ic1] - caller[name][ic2] for name in ("src_x", "src_y", "src_z"))
+    caller["dt_offs"][:ndt] = np.sqrt((dx * dx + dy * dy) + dz * dz)
+
+
+def _keep_nudged_depths(caller_depths, passed: np.ndarray, nudged: np.ndarray) -> None:
+    """Write the depths moved off layer tops back into the package's source depths.
+
+    HypoDD's ``partials.f`` moves such sources up in its caller's array (the move persists
+    into later iterations and the output); the package passes a copy. ``caller_depths`` is
+    the package's float32 ``src_dep`` array, changed in place when it holds ``passed``.
+    """
+    moved = nudged != np.asarray(passed, np.float32)
+    if not moved.any():
+        return
+    n = len(passed)
+    if (
+        not isinstance(caller_depths, np.ndarray)
+        or caller_depths.dtype != np.float32
+        or not np.array_equal(caller_depths[:n], np.asarray(passed, np.float32))
+    ):
+        raise RuntimeError("hypodd package changed: its src_dep is not the depths passed")
+    caller_depths[:n] = nudged
+
+
+def compute_residuals(ndt, nsrc, dt_dt, dt_idx, dt_ista, dt_ic1, dt_ic2, src_t, ttp, tts):
+    """Differential-time residuals in float32 (dtres.f); the package's signature and result."""
+    if nsrc == 1:
+        return np.zeros(ndt, np.float32), np.asarray(dt_dt[:ndt], np.float32).copy()
+    data = slice(0, ndt)
+    return raytrace32.residuals(
+        dt_dt[data], dt_idx[data], dt_ista[data], dt_ic1[data], dt_ic2[data], src_t, ttp, tts
+    )
+
+
+#: ``setorg.f``'s flattening 1 / 298.26 (WGS72), a REAL*4 literal there.
+ELLIPTICITY = float(f32(298.26))
+
+
+def ellipsoid_as_hypodd(sdc) -> None:
+    """Set the package's coordinate-system constants as ``setorg.f`` computes them.
+
+    ``sdc``: the package's ``SDC`` (changed in place). HypoDD assigns the flattening as the
+    REAL*4 literal ``298.26`` to a double; the package uses the double 298.26, so its
+    geocentric-latitude factor ``rlatc`` differs from 1e-10 on, enough to move a local x by
+    a unit in the last place now and then.
+    """
+    rad, olat = float(sdc.rad), float(sdc.olat)
+    phi = olat * rad / 60.0
+    beta = phi - math.sin(phi * 2.0) / ELLIPTICITY
+    rlatc = math.tan(beta) / math.tan(phi)
+    lat1 = math.atan(rlatc * math.tan(olat * rad / 60.0))
+    lat2 = math.atan(rlatc * math.tan(float(f32(sdc.olat) + f32(1)) * rad / 60.0))
+    radius = float(sdc.rearth) * (1.0 - math.sin(lat1) ** 2 / ELLIPTICITY)
+    delb = math.acos(math.sin(lat1) ** 2 + math.cos(rad / 60.0) * math.cos(lat1) ** 2)
+    sdc.ellip, sdc.rlatc = np.float64(ELLIPTICITY), np.float64(rlatc)
+    sdc.aa, sdc.bc = f32(radius * (lat2 - lat1)), f32(radius * delb)
+    sdc.bb = f32(radius * delb / math.cos(lat1))
+
+
+def latlon_to_xy(sdc, xlat: float, xlon: float) -> tuple[np.float32, np.float32]:
+    """Local x, y (km, float32) of a latitude and longitude (deg): HypoDD's ``dist.f``.
+
+    A replacement for the package's ``SDC.latlon_to_xy`` (``sdc``: its coordinate system):
+    ``x = (x * bb) * cos(lat)`` multiplies the REAL*4 product by the double-precision cosine
+    and rounds once, as there (the package rounds the cosine to float32 first).
+    """
+    minutes = 60.0
+    q = f32(minutes * float(xlat) - float(sdc.olat))
+    yp = q + f32(sdc.olat)
+    rad, rlatc = float(sdc.rad), float(sdc.rlatc)
+    lat1 = math.atan(rlatc * math.tan(rad * float(yp) / 60.0))
+    lat2 = math.atan(rlatc * math.tan(rad * float(f32(sdc.olat)) / 60.0))
+    lat3 = (lat2 + lat1) / 2.0
+    xx = f32(minutes * float(xlon) - float(sdc.olon))
+    q = q * f32(sdc.aa)
+    xx = f32(float(xx * f32(sdc.bb)) * math.cos(lat3))
+    if f32(sdc._rotate) != 0:
+        cost, sint = f32(sdc.cost), f32(sdc.sint)
+        q, xx = cost * q + sint * xx, cost * xx - sint * q
+    return xx, q
+
+
+def xy_to_latlon(sdc, xkm: float, ykm: float) -> tuple[np.float64, np.float64]:
+    """Latitude and longitude (deg, float64) of local x, y (km): HypoDD's ``redist.f``.
+
+    A replacement for the package's ``SDC.xy_to_latlon`` (``sdc``: its coordinate system):
+    the longitude offset ``p = x / (bb * cos(lat))`` is divided in double precision and
+    rounded once, as there (the package rounds ``cos(lat)`` and the product to float32
+    first, which moved events by one unit in the last place now and then).
+    """
+    minutes = f32(60)
+    xx, yy = f32(xkm), f32(ykm)
+    y = yy * f32(sdc.cost) - xx * f32(sdc.sint)
+    x = yy * f32(sdc.sint) + xx * f32(sdc.cost)
+    if abs(float(sdc.aa)) < 0.0000001:
+        raise ZeroDivisionError(f"redist: aa={sdc.aa} -- division by zero")
+    q = y / f32(sdc.aa)
+    lat = int((q + f32(sdc.olat)) / minutes)
+    lat_minutes = q + f32(sdc.olat) - minutes * f32(lat)
+    yp = f32(float(minutes * f32(lat)) + float(lat_minutes))
+    rad, rlatc = float(sdc.rad), float(sdc.rlatc)
+    lat1 = math.atan(rlatc * math.tan(float(yp) * rad / 60.0))
+    lat2 = math.atan(rlatc * math.tan(float(f32(sdc.olat)) * rad / 60.0))
+    clat1 = math.cos((lat1 + lat2) / 2.0)
+    if abs(float(f32(float(sdc.bb) * clat1))) < 0.000001:
+        raise ZeroDivisionError(f"redist: bb={sdc.bb}, cos(lat)={clat1} -- division by zero")
+    p = f32(float(x) / (float(f32(sdc.bb)) * clat1))
+    lon = int((p + f32(sdc.olon)) / minutes)
+    lon_minutes = p + f32(sdc.olon) - minutes * f32(lon)
+    return (
+        np.float64(lat) + np.float64(lat_minutes) / 60.0,
+        np.float64(lon) + np.float64(lon_minutes) / 60.0,
+    )
+
+
 def main(argv: list[str]) -> None:
     """``python -m pipeline.relocation.hypodd_package hypoDD.inp``: the package's program."""
     import hypodd.hypoDD as program
+    from hypodd.geodesy import coordinates
 
     if len(argv) != 2:
         raise SystemExit("usage: python -m pipeline.relocation.hypodd_package hypoDD.inp")
+    # NumPy 2's promotion rule (NEP 50; opt-in on 1.24-1.26): a float32 scalar combined with a
+    # Python float stays float32, as a REAL*4 with a literal in Fortran. The package's own
+    # updates (e.g. ``src_dep[i] += src_dz[i] / 1000.0``) then round as HypoDD's do.
+    if hasattr(np, "_set_promotion_state"):
+        np._set_promotion_state("weak")
     program.weighting = weighting
     program.solve_lsqr = solve_lsqr
+    program.compute_partials = compute_partials
+    program.compute_residuals = compute_residuals
+    package_setorg = coordinates.SDC.__init__
+
+    def setorg(sdc, *args, **kwargs):
+        package_setorg(sdc, *args, **kwargs)
+        ellipsoid_as_hypodd(sdc)
+
+    coordinates.SDC.__init__ = setorg
+    coordinates.SDC.xy_to_latlon = xy_to_latlon
+    coordinates.SDC.latlon_to_xy = latlon_to_xy
+    program.read_cc = lambda path: read_differential_times(path, "cc")
+    program.read_ct = lambda path: read_differential_times(path, "ct")
     program.run_hypoDD(argv[1])
     write_source_parameters(argv[1])
 
