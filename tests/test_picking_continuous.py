@@ -15,7 +15,16 @@ import pytest
 from obspy import Stream, Trace, UTCDateTime, read
 from scipy.ndimage import maximum_filter1d
 
-from pipeline.picking.extract import extract_picks, find_detections, pick_candidates, runs, thin
+from pipeline.picking.extract import (
+    FATES,
+    detections_of,
+    extract_picks,
+    find_detections,
+    pick_candidate_fates,
+    pick_candidates,
+    runs,
+    thin,
+)
 from pipeline.picking.params import PickerConfig
 from pipeline.picking.preprocess import Record, preprocess_stream
 from pipeline.picking.stage import (
@@ -201,6 +210,30 @@ def test_extract_one_p_and_s_per_detection_unless_probabilities_say_otherwise():
     assert (picks["detection_start"] == 1000).all() and (picks["detection_end"] == 1800).all()
     assert picks["detection_probability"].tolist() == pytest.approx([0.9] * 3)
     assert picks["probability_std"].eq(0).all() and picks["time_std_s"].isna().all()
+
+
+def test_candidate_fates_say_why_a_peak_is_not_a_pick():
+    curves = _curves()
+    curves["picker_S"][1420:1431] = np.hanning(11) * 0.45  # 0.2 s after the first S: thinned
+    curves["picker_S"][1415:1420] = 0.0  # (a separate candidate run)
+    cfg = PickerConfig(extra_pick_threshold=0.4)
+    detections = detections_of(curves, cfg, FS)
+    fates = pick_candidate_fates(curves, detections, cfg, FS)
+    got = {(r.phase, round(r.sample)): r.fate for r in fates.itertuples()}
+    assert got == {
+        ("P", 1000): "kept",
+        ("P", 1705): "kept",
+        ("P", 2505): "no_detection",
+        ("S", 1405): "kept",
+        ("S", 1425): "thinned",
+        ("S", 1605): "kept",
+    }
+    looser = pick_candidate_fates(curves, detections, PickerConfig(), FS)
+    assert looser.loc[looser["sample"].round() == 1605, "fate"].item() == "weaker_in_detection"
+    assert set(fates["fate"]) <= set(FATES)
+    kept = fates[fates["fate"] == "kept"].sort_values("sample")
+    picks = extract_picks(curves, cfg, FS)
+    assert picks["sample"].tolist() == pytest.approx(kept["sample"].tolist())
 
 
 def test_extract_makes_no_pick_inside_a_gap():
