@@ -1,12 +1,12 @@
 """Picking throughput: real-time factor of continuous-data picking, plain and with MC dropout.
 
 Run: ``.venv/bin/python benchmarks/picking_throughput.py [--models original conservative]
-[--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.3]
+[--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.7]
 [--workers 2] [--cases wilz wilz-mc quiet quiet-mc wilz-x2]``.
 
 Models: ``original`` (the default picking model) and ``conservative``, as installed by set-up,
 or weights files; each runs with the picking defaults (``PickerConfig``: thresholds 0.5/0.3/0.3,
-1 h chunks, batch 500) but ``--overlap`` and ``--mc``.
+1 h chunks, batch 500, overlap 0.7) but ``--overlap`` and ``--mc``.
 
 Cases, each in a fresh Python process (so its peak memory is its own):
 
@@ -115,7 +115,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     quiet = case.startswith("quiet")
     stream = _quiet_day(wilz, model, args.quiet_hours, args.quiet_events) if quiet else wilz
     mc = args.mc if case.endswith("-mc") else 0
-    cfg = PickerConfig(overlap=args.overlap, mc_samples=mc, batch_size=args.batch_size)
+    overlap = {} if args.overlap is None else {"overlap": args.overlap}
+    cfg = PickerConfig(mc_samples=mc, batch_size=args.batch_size, **overlap)
     start, end = stream[0].stats.starttime, stream[0].stats.endtime
     codes = ("O2", "WILZ", "")
     read_span = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
@@ -180,7 +181,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quiet-hours", type=float, default=24.0)
     parser.add_argument("--quiet-events", type=int, default=40)
-    parser.add_argument("--overlap", type=float, default=0.3)
+    parser.add_argument(
+        "--overlap", type=float, default=None, help="window overlap (default: the picking default)"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
@@ -191,6 +194,10 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(run_case(args.one, args)), flush=True)
         return
+    if args.overlap is None:
+        from pipeline.picking.params import PickerConfig
+
+        args.overlap = PickerConfig().overlap
     print(
         f"cpus={os.cpu_count()} load average at start={os.getloadavg()}; settings: "
         f"PickerConfig defaults, overlap={args.overlap}, batch={args.batch_size}, MC M={args.mc}, "

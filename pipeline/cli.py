@@ -227,6 +227,22 @@ def configure_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+#: Seconds a command waits for its temporary Prefect server to start (Prefect's default, 20 s,
+#: is too short on a busy machine: builds failed with "Timed out while attempting to connect to
+#: ephemeral Prefect API server" at load 10-15 on 2 cores).
+EPHEMERAL_SERVER_TIMEOUT_S = 300
+
+
+def configure_prefect() -> None:
+    """Prefect settings of every command, each only unless set in the environment.
+
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``: :data:`EPHEMERAL_SERVER_TIMEOUT_S`.
+    """
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_SERVER_TIMEOUT_S)
+    )
+
+
 @app.callback()
 def _main(
     verbose: Annotated[
@@ -240,6 +256,7 @@ def _main(
 ):
     _VERBOSE["on"] = verbose
     configure_logging(verbose)
+    configure_prefect()
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Smoke tests of the eqcat command line, run as a real subprocess."""
 
+import os
 import re
 import subprocess
 import sys
@@ -72,3 +73,16 @@ def test_absl_filter_keeps_what_is_not_under_the_level():
     assert filter_absl_lines(text, 0) == text
     assert filter_absl_lines(text, 1) == "".join(lines[4:])
     assert filter_absl_lines(text, 3) == lines[4] + lines[6]
+
+
+def test_prefect_server_start_timeout_default_and_user_override(monkeypatch):
+    """Commands wait long enough for their temporary Prefect server; a user's value wins."""
+    from pipeline.cli import EPHEMERAL_SERVER_TIMEOUT_S, configure_prefect
+
+    key = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    monkeypatch.delenv(key, raising=False)
+    configure_prefect()
+    assert os.environ[key] == str(EPHEMERAL_SERVER_TIMEOUT_S)
+    monkeypatch.setenv(key, "45")
+    configure_prefect()
+    assert os.environ[key] == "45"

@@ -204,5 +204,23 @@ class AssociationConfig(_Section):
         ge=0,
         description="a pick's weight in conflicts is probability - std_weight * probability_std",
     )
+    merge_window_s: float = Field(
+        0.0,
+        ge=0,
+        description="events whose origins differ by at most this (s), share no station-phase "
+        "and fit one source are merged (pipeline.association.refine); 0 disables",
+    )
+    merge_tolerance_s: float = Field(
+        0.6,
+        gt=0,
+        description="largest |residual| (s) of every pick at the merged source (on the "
+        "time-based associator's origin grid)",
+    )
+    merge_max_outliers: int = Field(
+        1,
+        ge=0,
+        description="picks of two merged events that may miss the merged source (they become "
+        "unassigned)",
+    )
     time: TimeAssociatorConfig = TimeAssociatorConfig()
     pyocto: PyOctoConfig = PyOctoConfig()

@@ -18,7 +18,8 @@ over the MC-dropout std gate). Rules applied to both associators' output: a pick
 several events stays with the one where its |residual| is smallest; an event keeps at most
 one P and one S pick per station (the higher weight wins, weight = probability -
 std_weight × probability_std); events left with fewer than ``min_stations`` stations are
-dissolved (their picks become unassigned).
+dissolved (their picks become unassigned). With ``merge_window_s`` > 0, events that are halves
+of one event are then merged (:mod:`.refine`) and the rules applied again.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pipeline.association.core import PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
-from pipeline.association.timebased import associate_time
+from pipeline.association.refine import merge_split_events
+from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 from pipeline.velocity import VelocityModel
 
@@ -134,6 +136,32 @@ def _clean(raw: RawAssociation, arrays: PickArrays, min_stations: int) -> RawAss
     )
 
 
+def _associate_refined(
+    arrays: PickArrays,
+    geometry: StationGeometry,
+    model: VelocityModel,
+    cfg: AssociationConfig,
+    table_dir: Path,
+) -> RawAssociation:
+    """The configured associator, then the merging of split events (:mod:`.refine`), each
+    followed by the clean-up."""
+    if cfg.associator == "time":
+        raw = associate_time(arrays, geometry, model, cfg)
+    else:
+        raw = associate_pyocto(arrays, geometry, model, cfg.pyocto, table_dir)
+    raw = _clean(raw, arrays, cfg.min_stations)
+    if cfg.merge_window_s > 0 and len(raw.assignments):
+        t = cfg.time
+        grid = OriginGrid.build(
+            geometry, model, t.grid_spacing_km, t.grid_margin_km, t.grid_depths_km, 1
+        )
+        raw = merge_split_events(
+            raw, arrays, grid, cfg.merge_window_s, cfg.merge_tolerance_s, cfg.merge_max_outliers
+        )
+        raw = _clean(raw, arrays, cfg.min_stations)
+    return raw
+
+
 def associate_picks(
     picks: pd.DataFrame,
     stations: pd.DataFrame,
@@ -195,11 +223,7 @@ def associate_picks(
         is_p=(picks["phase"].to_numpy()[rows] == "P"),
         weight=picks["probability"].to_numpy(dtype=float)[rows] - cfg.std_weight * std[rows],
     )
-    if cfg.associator == "time":
-        raw = associate_time(arrays, geometry, model, cfg)
-    else:
-        raw = associate_pyocto(arrays, geometry, model, cfg.pyocto, Path(table_dir))
-    raw = _clean(raw, arrays, cfg.min_stations)
+    raw = _associate_refined(arrays, geometry, model, cfg, Path(table_dir))
 
     kept = raw.events.loc[np.unique(raw.assignments["event"])].copy()
     kept = kept.sort_values("origin_s", kind="stable")

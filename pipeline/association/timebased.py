@@ -266,7 +266,7 @@ def _form_events(
             chosen = collect_p(node, origin)
             for _ in range(tcfg.relocations):  # relocate on P and S picks, collect again
                 chosen_s = collect_s(node, origin)
-                node, origin, _ = _relocate(
+                node, origin, _ = relocate_on_grid(
                     grid,
                     np.concatenate([t[chosen], ts[chosen_s]]),
                     np.concatenate([sta[chosen], sta_s[chosen_s]]),
@@ -331,7 +331,7 @@ def _assign_s(
     return best_event, best_res
 
 
-def _relocate(
+def relocate_on_grid(
     grid: OriginGrid,
     times: np.ndarray,
     stations: np.ndarray,
@@ -408,7 +408,7 @@ def associate_time(
     rows, assignment_parts = [], []
     for event, p_members in enumerate(members):
         idx = np.concatenate([p_members, np.asarray(s_members.get(event, []), dtype=np.int64)])
-        node, origin, residual = _relocate(
+        node, origin, residual = relocate_on_grid(
             grid, picks.time_s[idx], picks.station[idx], picks.is_p[idx], picks.weight[idx]
         )
         rows.append((origin, grid.x_km[node], grid.y_km[node], grid.depth_km[node]))

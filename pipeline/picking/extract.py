@@ -111,10 +111,9 @@ def _assign(candidates: pd.DataFrame, detections: np.ndarray, margin: int) -> np
     return np.where(reach, best, -1)
 
 
-def _select(candidates: pd.DataFrame, owner: np.ndarray, extra_threshold: float) -> pd.DataFrame:
+def _select(candidates: pd.DataFrame, extra_threshold: float) -> pd.DataFrame:
     """Strongest candidate per detection, plus further ones reaching ``extra_threshold``."""
-    table = candidates.assign(detection=owner)
-    table = table[table["detection"] >= 0].sort_values(
+    table = candidates[candidates["detection"] >= 0].sort_values(
         ["detection", "value"], ascending=[True, False], kind="stable"
     )
     strongest = ~table["detection"].duplicated()
@@ -136,6 +135,59 @@ def _mc_stats(
         lo, hi = max(0, i - half_window), min(n, i + half_window + 1)
         spread[k] = np.std(lo + np.argmax(passes[:, lo:hi], axis=1))
     return mean, std, spread
+
+
+#: Fate of a pick candidate (:func:`pick_candidate_fates`): ``kept`` (a pick), ``no_detection``
+#: (no detection within ``detection_margin_s``), ``weaker_in_detection`` (its detection keeps a
+#: stronger one and it stays below ``extra_pick_threshold``), ``thinned`` (a stronger pick of the
+#: phase lies within ``min_pick_separation_s``).
+FATES = ("kept", "no_detection", "weaker_in_detection", "thinned")
+
+
+def detections_of(curves: dict[str, np.ndarray], cfg: PickerConfig, sampling_rate: float):
+    """(K, 2) start/end samples of the detections of combined curves (module docstring)."""
+    return find_detections(
+        curves["detector"], cfg.detection_threshold, int(round(cfg.min_detection_s * sampling_rate))
+    )
+
+
+def pick_candidate_fates(
+    curves: dict[str, np.ndarray], detections: np.ndarray, cfg: PickerConfig, sampling_rate: float
+) -> pd.DataFrame:
+    """Every P and S candidate of combined curves with what extraction does with it.
+
+    Args:
+        curves: ``detector``, ``picker_P``, ``picker_S``, each (n,) (blocked samples zeroed).
+        detections: (K, 2) from :func:`detections_of`.
+
+    Returns:
+        Table with columns phase, index (integer peak sample), sample (sub-sample peak),
+        value (peak probability), detection (row in ``detections``, -1 none) and fate
+        (:data:`FATES`), sorted by phase then sample.
+    """
+    margin = int(round(cfg.detection_margin_s * sampling_rate))
+    tables = []
+    for phase, key, threshold in (
+        ("P", "picker_P", cfg.p_threshold),
+        ("S", "picker_S", cfg.s_threshold),
+    ):
+        candidates = pick_candidates(curves[key], threshold)
+        owner = _assign(candidates, detections, margin)
+        table = candidates.assign(phase=phase, detection=owner, fate="no_detection")
+        chosen = _select(table, cfg.extra_pick_threshold)
+        table.loc[(owner >= 0) & ~table.index.isin(chosen.index), "fate"] = "weaker_in_detection"
+        kept = chosen.index[
+            thin(
+                chosen["sample"].to_numpy(),
+                chosen["value"].to_numpy(),
+                cfg.min_pick_separation_s * sampling_rate,
+            )
+        ]
+        table.loc[chosen.index, "fate"] = "thinned"
+        table.loc[kept, "fate"] = "kept"
+        tables.append(table)
+    columns = ["phase", "index", "sample", "value", "detection", "fate"]
+    return pd.concat(tables, ignore_index=True)[columns]
 
 
 def extract_picks(
@@ -162,31 +214,16 @@ def extract_picks(
     if blocked is not None:
         for values in curves.values():
             values[blocked] = 0.0
-    detections = find_detections(
-        curves["detector"], cfg.detection_threshold, int(round(cfg.min_detection_s * sampling_rate))
-    )
+    detections = detections_of(curves, cfg, sampling_rate)
     det_prob = np.array([curves["detector"][s:e].mean() for s, e in detections], dtype=np.float64)
     det_std = np.zeros(len(detections))
     if passes is not None and len(detections):
         per_pass = np.stack([passes["detector"][:, s:e].mean(axis=1) for s, e in detections])
         det_prob, det_std = per_pass.mean(axis=1), per_pass.std(axis=1)
-    margin = int(round(cfg.detection_margin_s * sampling_rate))
+    candidates = pick_candidate_fates(curves, detections, cfg, sampling_rate)
     tables = []
-    for phase, key, threshold in (
-        ("P", "picker_P", cfg.p_threshold),
-        ("S", "picker_S", cfg.s_threshold),
-    ):
-        candidates = pick_candidates(curves[key], threshold)
-        chosen = _select(
-            candidates, _assign(candidates, detections, margin), cfg.extra_pick_threshold
-        )
-        chosen = chosen.iloc[
-            thin(
-                chosen["sample"].to_numpy(),
-                chosen["value"].to_numpy(),
-                cfg.min_pick_separation_s * sampling_rate,
-            )
-        ]
+    for phase, key in (("P", "picker_P"), ("S", "picker_S")):
+        chosen = candidates[(candidates["phase"] == phase) & (candidates["fate"] == "kept")]
         index = chosen["index"].to_numpy()
         det = chosen["detection"].to_numpy()
         if passes is not None:

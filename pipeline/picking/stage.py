@@ -45,12 +45,13 @@ from pipeline.picking.preprocess import MODEL_RATE, Record, preprocess_stream
 from pipeline.picking.stalta import stalta_picks
 from pipeline.picking.windows import (
     OUTPUTS,
+    STACKING,
     WINDOW,
     WindowPredictor,
-    combine,
     combined_passes,
     effective_blind,
     predict,
+    stack,
     standardised_windows,
     window_starts,
     window_step,
@@ -156,6 +157,29 @@ def mc_intervals(picks: pd.DataFrame, half_window: int, n_samples: int) -> dict[
     return {k: np.clip(v, 0, n_samples).reshape(-1, 2) for k, v in spans.items()}
 
 
+def record_curves(
+    record: Record,
+    model: WindowPredictor,
+    cfg: PickerConfig,
+    prepared: RecordWindows | None = None,
+    outputs: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Deterministic combined ``detector``, ``picker_P``, ``picker_S`` of a record, each (n,).
+
+    Args:
+        prepared: the record's windows (:func:`record_windows`; None = made here).
+        outputs: the model outputs of ``prepared.windows`` (None = predicted here).
+    """
+    prepared = prepared if prepared is not None else record_windows(record, cfg)
+    blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
+    if outputs is None:
+        outputs = predict(model, prepared.windows, cfg.batch_size)
+    return {
+        k: stack(outputs[k], prepared.starts, record.n_samples, blind[k], STACKING[k])
+        for k in OUTPUTS
+    }
+
+
 def eqt_record_picks(
     record: Record,
     model: WindowPredictor,
@@ -182,9 +206,7 @@ def eqt_record_picks(
     prepared = prepared if prepared is not None else record_windows(record, cfg)
     starts, windows = prepared.starts, prepared.windows
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
-    if outputs is None:
-        outputs = predict(model, windows, cfg.batch_size)
-    curves = {k: combine(outputs[k], starts, n, blind[k]) for k in OUTPUTS}
+    curves = record_curves(record, model, cfg, prepared, outputs)
     blocked = record.near_gaps(cfg.gap_guard_s)
     picks = extract_picks(curves, cfg, record.sampling_rate, blocked)
     if stats is not None:
@@ -313,7 +335,7 @@ def pick_span(
             tables.append(table[(table["time"] >= _ts(c0)) & (table["time"] < _ts(c1))])
         group.clear()
 
-    for c0, c1, record, prepared in _prepared_chunks(read, label, start, end, cfg, flat_max_ptp):
+    for c0, c1, record, prepared in prepared_chunks(read, label, start, end, cfg, flat_max_ptp):
         if record is None:
             continue
         stats.notes.extend(n for n in record.notes if n not in stats.notes)
@@ -338,7 +360,7 @@ def pick_span(
     return table.astype(PICKS_SCHEMA)
 
 
-def _prepared_chunks(
+def prepared_chunks(
     read: Reader,
     label: str,
     start: UTCDateTime,
