@@ -16,7 +16,13 @@ from pipeline.association import (
     associate,
     associate_picks,
 )
-from pipeline.association.octo import write_travel_time_table
+from pipeline.association.geometry import LocalProjection, StationGeometry
+from pipeline.association.octo import (
+    association_cutoff_km,
+    velocity_model_for,
+    write_travel_time_table,
+)
+from pipeline.association.params import PyOctoConfig
 from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA
 from pipeline.association.synthetic import generate, score
 from pipeline.rundir import RunDir
@@ -185,6 +191,33 @@ def test_pyocto_constant_model_and_cached_table(tmp_path, tottori):
     # A layered model writes its table once into the association folder.
     associate(run, AssociationConfig(associator="pyocto"), tottori)
     assert len(list((run.root / "association").glob("pyocto_tt_*.bin"))) == 1
+
+
+def _square_network(side_km: float) -> StationGeometry:
+    """Four stations at the corners of a square (local frame, km)."""
+    return StationGeometry(
+        ids=np.array(["XX.A.", "XX.B.", "XX.C.", "XX.D."], dtype=object),
+        x_km=np.array([0.0, side_km, 0.0, side_km]),
+        y_km=np.array([0.0, 0.0, side_km, side_km]),
+        elevation_km=np.zeros(4),
+        projection=LocalProjection(35.0, 133.0),
+    )
+
+
+def test_pyocto_cutoff_covers_the_asked_stations_everywhere(tmp_path, tottori):
+    square = _square_network(10.0)
+    cell = np.hypot(10.0, 10.0) / 100 / 2  # the rule's allowance between grid nodes
+    # One station: the worst point is the centre; four: a corner, which must reach the far one.
+    assert association_cutoff_km(square, 1) == pytest.approx(np.hypot(5.0, 5.0) + cell)
+    assert association_cutoff_km(square, 4) == pytest.approx(np.hypot(10.0, 10.0) + cell)
+    assert association_cutoff_km(square, 5) is None  # more than the network has
+    assert association_cutoff_km(square, None) is None
+    # PyOcto's model gets the distance (None: every station, PyOcto's own default).
+    cfg = PyOctoConfig(association_cutoff_stations=2)
+    model = velocity_model_for(tottori, square, cfg, tmp_path)
+    assert model.association_cutoff_distance == pytest.approx(10.0 + cell)
+    cfg = PyOctoConfig(association_cutoff_stations=None)
+    assert velocity_model_for(tottori, square, cfg, tmp_path).association_cutoff_distance is None
 
 
 def test_config_rejects_unknown_associator_and_keys():

@@ -9,6 +9,11 @@ The table is filled from :func:`pipeline.velocity.travel_time`, so PyOcto, the t
 associator and the locators share one set of travel times, and is cached next to the outputs
 under a name that hashes the model and the table extent. PyOcto adds the elevation term
 ``elevation / v_surface`` itself; the surface velocities are the model's top layer.
+
+The octree's pick-in-node test can be limited to nearby stations (PyOcto's
+``association_cutoff_distance``): a far station's pick fits almost every large node, so it
+keeps many nodes alive that no event explains. The distance is chosen by rule from the station
+geometry (:func:`association_cutoff_km`); locating and pick matching still use all stations.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyocto
+from scipy.spatial import cKDTree
 
 from pipeline.association.core import PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
@@ -43,6 +49,23 @@ def _max_horizontal_km(stations: StationGeometry, cfg: PyOctoConfig) -> float:
     return float(np.hypot(x1 - x0, y1 - y0))
 
 
+def association_cutoff_km(stations: StationGeometry, n_stations: int | None) -> float | None:
+    """Smallest distance (km) within which every point of the stations' bounding box has
+    ``n_stations`` stations (horizontal distance); None when ``n_stations`` is None or more
+    than the network has.
+
+    The box is sampled on a 101 x 101 grid; half a cell diagonal is added so that points
+    between grid nodes are covered too.
+    """
+    if n_stations is None or n_stations > len(stations):
+        return None
+    (x0, x1), (y0, y1) = stations.bounds(0.0)
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 101), np.linspace(y0, y1, 101))
+    tree = cKDTree(np.column_stack([stations.x_km, stations.y_km]))
+    distance, _ = tree.query(np.column_stack([gx.ravel(), gy.ravel()]), k=[n_stations])
+    return float(distance.max() + 0.5 * np.hypot(x1 - x0, y1 - y0) / 100)
+
+
 def write_travel_time_table(
     model: VelocityModel, spacing_km: float, max_distance_km: float, max_depth_km: float, path: Path
 ) -> Path:
@@ -63,11 +86,19 @@ def velocity_model_for(
     model: VelocityModel, stations: StationGeometry, cfg: PyOctoConfig, table_dir: Path
 ) -> pyocto.VelocityModel0D | pyocto.VelocityModel1D:
     """PyOcto's model: 0-D for one layer, else a cached 1-D table in ``table_dir``."""
+    cutoff = association_cutoff_km(stations, cfg.association_cutoff_stations)
+    if cutoff is not None:
+        log.info(
+            "pyocto: octree uses stations within %.1f km of a node (%d stations everywhere)",
+            cutoff,
+            cfg.association_cutoff_stations,
+        )
     if len(model.layer_tops_km) == 1:
         return pyocto.VelocityModel0D(
             p_velocity=float(model.vp_km_s[0]),
             s_velocity=float(model.vs_km_s[0]),
             tolerance=cfg.tolerance_s,
+            association_cutoff_distance=cutoff,
         )
     max_distance = min(_max_horizontal_km(stations, cfg) + 2 * cfg.table_spacing_km, 400.0)
     max_depth = min(cfg.zlim_km[1] + 2 * cfg.table_spacing_km, 60.0)
@@ -88,6 +119,7 @@ def velocity_model_for(
     return pyocto.VelocityModel1D(
         path=str(path),
         tolerance=cfg.tolerance_s,
+        association_cutoff_distance=cutoff,
         surface_p_velocity=float(model.vp_km_s[0]),
         surface_s_velocity=float(model.vs_km_s[0]),
     )
