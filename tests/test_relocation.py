@@ -249,6 +249,21 @@ def test_float32_lsqr_solves_damped_least_squares_with_hypodd_errors():
     assert (result.se <= upper * 1.001).all()
 
 
+def _weighting_arrays(
+    rng: np.random.Generator, n: int, n_events: int, min_offset_m: float
+) -> dict[str, np.ndarray]:
+    """Random differential-time arrays (length n) as the weighting step takes them: event
+    pair ids below n_events, data kinds 1-4, qualities, residuals (s), offsets (m)."""
+    return {
+        "dt_c1": rng.integers(1, n_events, n).astype(np.int32),
+        "dt_c2": rng.integers(1, n_events, n).astype(np.int32),
+        "dt_idx": rng.integers(1, 5, n).astype(np.int32),
+        "dt_qual": rng.uniform(0.1, 1.0, n).astype(np.float32),
+        "dt_res": rng.normal(0.0, 0.05, n).astype(np.float32),
+        "dt_offs": rng.uniform(min_offset_m, 9000.0, n).astype(np.float32),
+    }
+
+
 @pytest.mark.parametrize(
     "idata, maxres_cross, maxres_net, maxdcc, maxdct",
     [(3, 6.0, 5.0, 4.0, 3.0), (3, 0.3, 0.5, -999.0, 8.0), (2, -999.0, 4.0, -999.0, 5.0),
@@ -265,14 +280,7 @@ def test_vectorised_weighting_agrees_with_the_package(
 
     rng = np.random.default_rng(idata)
     n, ndt = 3000, 2500  # arrays are longer than the data in use, as in the package
-    arrays = {
-        "dt_c1": rng.integers(1, 200, n).astype(np.int32),
-        "dt_c2": rng.integers(1, 200, n).astype(np.int32),
-        "dt_idx": rng.integers(1, 5, n).astype(np.int32),
-        "dt_qual": rng.uniform(0.1, 1.0, n).astype(np.float32),
-        "dt_res": rng.normal(0.0, 0.05, n).astype(np.float32),
-        "dt_offs": rng.uniform(0.0, 9000.0, n).astype(np.float32),
-    }
+    arrays = _weighting_arrays(rng, n, n_events=200, min_offset_m=0.0)
     args = (idata, maxres_cross, maxres_net, maxdcc, maxdct, 0.0, 0.01, 0.01, 1.0, 0.5)
     for airquakes in ([], [7, 42, 199]):
         ours = rng.uniform(0, 1, n).astype(np.float32)
@@ -296,14 +304,7 @@ def test_weighting_reads_minus_nine_as_not_set():
 
     rng = np.random.default_rng(9)
     n = 500
-    arrays = {
-        "dt_c1": rng.integers(1, 50, n).astype(np.int32),
-        "dt_c2": rng.integers(1, 50, n).astype(np.int32),
-        "dt_idx": rng.integers(1, 5, n).astype(np.int32),
-        "dt_qual": rng.uniform(0.1, 1.0, n).astype(np.float32),
-        "dt_res": rng.normal(0.0, 0.05, n).astype(np.float32),
-        "dt_offs": rng.uniform(1000.0, 9000.0, n).astype(np.float32),
-    }
+    arrays = _weighting_arrays(rng, n, n_events=50, min_offset_m=1000.0)
     weights = {}
     for unset in (-9.0, -999.0):
         wt = np.zeros(n, np.float32)
