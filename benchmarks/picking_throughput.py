@@ -1,12 +1,12 @@
 """Picking throughput: real-time factor of continuous-data picking, plain and with MC dropout.
 
 Run: ``.venv/bin/python benchmarks/picking_throughput.py [--models original conservative]
-[--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.7]
+[--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.3]
 [--workers 2] [--cases wilz wilz-mc quiet quiet-mc wilz-x2]``.
 
 Models: ``original`` (the default picking model) and ``conservative``, as installed by set-up,
 or weights files; each runs with the picking defaults (``PickerConfig``: thresholds 0.5/0.3/0.3,
-1 h chunks, batch 500, overlap 0.7) but ``--overlap`` and ``--mc``.
+1 h chunks, batch 500, overlap 0.3) but ``--overlap`` and ``--mc``.
 
 Cases, each in a fresh Python process (so its peak memory is its own):
 

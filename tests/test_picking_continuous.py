@@ -59,7 +59,7 @@ T0 = UTCDateTime(2024, 2, 3, 0, 0, 0)
 #: Lower bounds for the O2.WILZ 2 h record: about 70 % of the 163 P and 162 S picks measured
 #: with the conservative model, Keras-3 hard-sigmoid gates and the then default thresholds
 #: 0.5/0.3/0.3, overlap 0.3 (the bounds also hold at today's defaults, 0.5/0.2/0.2 and
-#: overlap 0.7).
+#: overlap 0.3).
 P_MIN, S_MIN = 114, 113
 
 
