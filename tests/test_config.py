@@ -50,11 +50,11 @@ def test_minimal_config_gets_the_picking_defaults(tmp_path):
     assert cfg.starttime.tzinfo is not None
     assert cfg.run_dir == Path("runs") / "t"
     picking = cfg.picking
-    # the study's detection threshold, overlap and batch; P/S thresholds measured on the demo
-    # replica (pipeline/picking/params.py)
+    # the study's detection and P thresholds, overlap and batch; the S threshold measured on
+    # the demo replica and NCEDC (pipeline/picking/params.py)
     assert (picking.detection_threshold, picking.p_threshold, picking.s_threshold) == (
         0.5,
-        0.2,
+        0.3,
         0.2,
     )
     assert (picking.overlap, picking.batch_size) == (0.3, 500)

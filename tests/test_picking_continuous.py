@@ -331,7 +331,7 @@ def test_mc_gate_gives_the_statistics_of_mc_on_every_window():
     """Passes only on the windows used around the picks: the same table as passes on all."""
     events = [(100.0, 103.0), (250.0, 254.5), (430.0, 431.5), (541.0, 545.0)]
     record = _record(_event_data(60_000, events))
-    cfg = PickerConfig(mc_samples=5)
+    cfg = PickerConfig(mc_samples=5, overlap=0.7)  # 4 windows over a sample: the gate saves
     stats = SpanStats()
     gated = eqt_record_picks(record, ReproduciblePasses(), cfg, stats)
     # reference: every window through the passes, then the same extraction
