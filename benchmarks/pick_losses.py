@@ -14,6 +14,7 @@ per-arrival table (CSV).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -105,7 +106,10 @@ def main() -> None:
     parser.add_argument("--mc", type=float, default=0.8, help="true Mc (default 0.8)")
     parser.add_argument("--out", type=Path, default=None, help="per-arrival table (CSV)")
     args = parser.parse_args()
-    config = yaml.safe_load((args.run / "config.resolved.yaml").read_text())
+    resolved = args.run / "config.resolved.yaml"
+    if not resolved.is_file():
+        sys.exit(f"error: {resolved} not found (expected a built run directory)")
+    config = yaml.safe_load(resolved.read_text())
     cfg = PickerConfig(**config["picking"])
     min_stations = int(config["association"]["min_stations"])
     start, end = UTCDateTime(config["starttime"]), UTCDateTime(config["endtime"])

@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 
 from pipeline.association.params import AssociationConfig
+from pipeline.errors import EqcatInputError
 from pipeline.score import match_picks, read_truth
 from pipeline.score_losses import RunTables, classify_true_events
 
@@ -278,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--m-min", type=float, default=0.75, help="smallest magnitude listed")
     parser.add_argument("--csv", type=Path, help="write the per-event table here")
     args = parser.parse_args(argv)
-    table, false = diagnose_run(args.run, args.association)
+    try:
+        table, false = diagnose_run(args.run, args.association)
+    except (EqcatInputError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.csv:
         table.to_csv(args.csv, index=False)
     s = summarize(table, args.m_min)
