@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -193,11 +194,23 @@ def download_flow(config_path: str) -> dict:
 # --------------------------------------------------------------------------- picking
 
 
+#: Held while the model is looked up or loaded: the mapped picking tasks start together on
+#: the thread pool, and without it each thread that missed the cache loaded its own copy
+#: (the load line printed once per worker thread).
+_MODEL_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=2)
-def _model(weights: str, hard_sigmoid: str):
+def _load_model(weights: str, hard_sigmoid: str):
     from pipeline.picking import load_eqt
 
     return load_eqt(weights, hard_sigmoid=hard_sigmoid)
+
+
+def _model(weights: str, hard_sigmoid: str):
+    """The EQTransformer of ``weights``, loaded once per process (whatever the threads)."""
+    with _MODEL_LOCK:
+        return _load_model(weights, hard_sigmoid)
 
 
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED, **RETRY)

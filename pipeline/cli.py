@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -225,6 +226,14 @@ def configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)  # Python warnings (ObsPy's readers...) become log lines
+    if not verbose:
+        warnings.formatwarning = one_line_warning
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A Python warning as one line (``warnings.formatwarning`` adds the source line)."""
+    return f"{category.__name__}: {' '.join(str(message).split())}"
 
 
 #: Seconds a command waits for its temporary Prefect server to start (Prefect's default, 20 s,
@@ -315,6 +324,11 @@ def _run_build(
     for name, summary in results.items():
         counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
         typer.echo(f"{name}: {counts}")
+    from pipeline.report.data_quality import terminal_lines
+    from pipeline.rundir import RunDir
+
+    for line in terminal_lines(RunDir(cfg.run_dir)):
+        console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
     echo_outputs(cfg.run_dir)
     return results
 

@@ -69,7 +69,7 @@ def check_weights(cfg: BuildConfig) -> list[str]:
     if cfg.picking.picker != "eqt":
         return []
     from pipeline.errors import EqcatInputError
-    from pipeline.picking.model import read_weights
+    from pipeline.picking.weights_file import read_weights
     from pipeline.weights import resolve_weights
 
     field = f"picking.weights = '{cfg.picking.weights}'"

@@ -120,12 +120,12 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"}
     missing -= set(catalog.columns)
     if missing:
-        raise ValueError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
+        raise EqcatInputError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
     catalog["origin_time"] = _utc(catalog.origin_time)
     picks = pd.read_csv(paths["picks"], dtype={"network": str, "station": str})
     missing = {"event_id", "network", "station", "phase", "time"} - set(picks.columns)
     if missing:
-        raise ValueError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
+        raise EqcatInputError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
     picks["time"] = _utc(picks.time)
     scenario_path = truth_dir / "scenario.json"
     scenario = json.loads(scenario_path.read_text()) if scenario_path.is_file() else {}

@@ -28,7 +28,7 @@ import pandas as pd
 from obspy import Inventory, UTCDateTime, read_inventory
 from obspy.core.inventory import Channel, Network, Station
 
-from pipeline.errors import DataSourceError, EqcatInputError, input_error
+from pipeline.errors import OLD_RUN_HINT, DataSourceError, EqcatInputError, input_error
 from pipeline.rundir import atomic_path, atomic_write
 from pipeline.waveforms.params import (
     FDSNStationQuery,
@@ -294,5 +294,5 @@ def read_stations_csv(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=codes, keep_default_na=False)
     missing = [c for c in STATION_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: stations table lacks column(s) {missing}")
+        raise EqcatInputError(f"{path}: stations table lacks column(s) {missing}" + OLD_RUN_HINT)
     return table
