@@ -1,0 +1,232 @@
+"""The seams a user hits: one-line errors, no retries of what cannot heal, data problems shown.
+
+Each test is a case found by trying the commands on bad input (see the review of the seams):
+a config that is not text, a folder given as a config, a velocity model that is not YAML, run
+tables from another version, a corrupt miniSEED file in an SDS archive, a StationXML without
+responses, the model loaded once per process, ``eqcat validate`` without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import read_inventory
+from test_bad_data import (  # noqa: F401 - ``archive`` is a fixture
+    T0,
+    archive,
+    build_direct,
+    copy_archive,
+    day_file,
+    report_text,
+    station_codes,
+    summary_of,
+    write_config,
+)
+
+from pipeline.config import ConfigError, load_config
+from pipeline.errors import EqcatInputError, is_retryable
+from pipeline.picking.stage import PickingError
+from pipeline.report.data_quality import terminal_lines
+from pipeline.waveforms.reader import read_station
+
+REPO = Path(__file__).resolve().parents[1]
+EQCAT = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _config(tmp_path: Path, text: str | bytes, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+MINIMAL = "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"\xff\xfe\x00 not text", "not valid YAML text"),
+        (MINIMAL + "velocity_model: {vm}\nscenario: {{}}\n", "not valid YAML text"),
+        (MINIMAL + "velocity_model: {vm_list}\nscenario: {{}}\n", "expected a YAML mapping"),
+        (MINIMAL + "velocity_model: {vm_vpvs}\nscenario: {{}}\n", "'vp_vs' = 'fast'"),
+    ],
+    ids=["binary-config", "velocity-not-yaml", "velocity-a-list", "velocity-vpvs-text"],
+)
+def test_unreadable_config_or_velocity_model_is_a_config_error(tmp_path, content, expected):
+    models = {
+        "vm": _config(tmp_path, "layers: [1, 2\n", "vm.yaml"),
+        "vm_list": _config(tmp_path, "- 1\n- 2\n", "vm_list.yaml"),
+        "vm_vpvs": _config(tmp_path, "vp_vs: fast\nlayers: [{top_km: 0, vp: 6}]\n", "v3.yaml"),
+    }
+    if isinstance(content, str):
+        content = content.format(**models)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(_config(tmp_path, content))
+    assert str(tmp_path) in str(info.value)
+
+
+def test_folder_or_binary_config_exits_2_with_one_line(tmp_path):
+    binary = _config(tmp_path, b"\xff\xfe\x00 not text")
+    for target, expected in ((tmp_path, "is a folder"), (binary, "not valid YAML text")):
+        done = subprocess.run(
+            [*EQCAT, "validate", str(target)], capture_output=True, text=True, cwd=REPO
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and str(target) in lines[0]
+        assert "Traceback" not in done.stderr
+
+
+def test_validate_checks_weights_without_tensorflow():
+    """``eqcat validate`` reads the weights file with h5py; TensorFlow is never imported."""
+    code = (
+        "import sys\n"
+        "from pipeline.config import load_config\n"
+        "from pipeline.preflight import check_weights\n"
+        "cfg = load_config('station_configs/demo.yaml')\n"
+        "print(check_weights(cfg))\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "[]"], done.stdout + done.stderr
+
+
+def test_validate_still_refuses_a_file_that_is_not_weights(tmp_path):
+    from pipeline.picking.weights_file import WeightsMismatchError, read_weights
+
+    fake = _config(tmp_path, "not weights", "w.h5")
+    with pytest.raises(WeightsMismatchError, match="neither a Keras 3"):
+        read_weights(fake)
+
+
+def test_model_is_loaded_once_when_threads_ask_together(caplog):
+    """Mapped picking tasks start together on threads: one load, one load line."""
+    from flows import build
+
+    build._load_model.cache_clear()
+    models = []
+    with caplog.at_level(logging.INFO, logger="pipeline.picking.model"):
+        threads = [
+            threading.Thread(target=lambda: models.append(build._model("original", "keras2")))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(models) == 3 and all(m is models[0] for m in models)
+    loaded = [r for r in caplog.records if r.getMessage().startswith("loaded ")]
+    assert len(loaded) == 1
+
+
+@pytest.mark.parametrize(
+    "exc, retry",
+    [
+        (ValueError("bad value"), False),
+        (KeyError("column"), False),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), False),
+        (EqcatInputError("missing", path="x"), False),
+        (FileNotFoundError(2, "No such file", "x"), False),
+        (TimeoutError("read timed out"), True),
+        (ConnectionRefusedError(111, "refused"), True),
+        (RuntimeError("HypoDD crashed"), True),
+    ],
+)
+def test_retry_only_what_can_heal(exc, retry):
+    assert is_retryable(exc) is retry
+
+
+def test_a_wrapped_deterministic_error_is_not_retried():
+    try:
+        try:
+            raise ValueError("julday out of bounds")
+        except ValueError as inner:
+            raise PickingError("station-day XX.X01.2000-10-08: ValueError: ...") from inner
+    except PickingError as outer:
+        assert not is_retryable(outer)
+    assert is_retryable(PickingError("station-day: time-out"))
+
+
+def test_run_table_from_another_version_names_file_and_what_to_do(tmp_path):
+    from pipeline.catalog import _read
+
+    path = tmp_path / "locations.parquet"
+    pd.DataFrame({"event_id": ["e1"], "latitude": [35.0]}).to_parquet(path)
+    with pytest.raises(EqcatInputError, match="missing columns.*another eqcat version.*--from"):
+        _read(path)
+
+
+def test_reader_leaves_out_a_corrupt_file(archive, tmp_path):  # noqa: F811
+    sds = copy_archive(archive, tmp_path / "sds")
+    station = station_codes(sds)[0]
+    net = day_file(sds, station, "HHZ").parents[2].name
+    intact = read_station(sds, net, station, "", "HH", T0, T0 + 600)
+    day_file(sds, station, "HHZ").write_bytes(np.random.default_rng(0).bytes(3000))
+    damaged = read_station(sds, net, station, "", "HH", T0, T0 + 600)
+    assert sorted(tr.stats.channel for tr in damaged) == ["HHE", "HHN"]
+    for tr in damaged:
+        (same,) = intact.select(channel=tr.stats.channel)
+        np.testing.assert_array_equal(tr.data, same.data)
+
+
+def test_corrupt_file_and_missing_responses_show_in_report_and_terminal(
+    archive,  # noqa: F811
+    tmp_path,
+):
+    """A corrupt Z file: the station-day is still picked (Z missing) and flagged; a station
+    without responses in the StationXML gets no magnitude and is named, not fatal."""
+    sds = copy_archive(archive, tmp_path / "sds")
+    corrupt, no_response = station_codes(sds)[:2]
+    day_file(sds, corrupt, "HHZ").write_bytes(np.random.default_rng(1).bytes(3000))
+    inventory = read_inventory(str(sds / "inventory.xml"))
+    for network in inventory:
+        for station in network:
+            for channel in station if station.code == no_response else []:
+                channel.response = None
+    net = inventory[0].code
+    inventory.write(str(sds / "inventory.xml"), format="STATIONXML")
+    run = build_direct(write_config(tmp_path, sds, "seams"))
+
+    manifest = run.read_manifest()
+    picking = manifest["picks"]["details"]
+    assert not picking["failures"]  # the station-day is picked, with Z as a missing component
+    assert any(n.startswith(f"{net}.{corrupt}.") and "Z missing" in n for n in picking["notes"])
+    skipped = manifest["magnitude"]["details"]["skipped"]
+    assert (
+        list(skipped) == [f"{net}.{no_response}"]
+        and "no response" in skipped[f"{net}.{no_response}"]
+    )
+    mags = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    assert not (mags["station"] == no_response).any() and len(mags) > 0
+
+    gaps = summary_of(run)["data_gaps"]
+    assert gaps[f"{net}.{no_response}"].startswith("magnitude: inventory.xml: no response")
+    text = report_text(run)
+    assert f"{net}.{no_response}" in text and "corrupt file" in text
+    lines = terminal_lines(run)
+    assert len(lines) == 2
+    assert f"{net}.{no_response} (magnitude: " in lines[0]
+    assert f"{net}.{corrupt}" in lines[1] and "Data quality" in lines[1]
+
+
+def test_terminal_lines_are_empty_for_a_clean_run(tmp_path):
+    from pipeline.rundir import RunDir
+
+    assert terminal_lines(RunDir(tmp_path / "run")) == []
+    (tmp_path / "run" / "waveforms").mkdir(parents=True)
+    quality = pd.DataFrame({"network": ["XX"], "station": ["X01"], "location": [""]})
+    quality = quality.assign(flagged=[False], reason=[""])
+    quality.to_parquet(tmp_path / "run" / "waveforms" / "quality.parquet")
+    assert terminal_lines(RunDir(tmp_path / "run")) == []
