@@ -510,7 +510,7 @@ def mc(
             f"{result.n_above_mc} events ≥ Mc"
         )
     else:
-        typer.echo(f"Mc/b not estimable: {result.reason}")
+        typer.echo(f"Mc/b {result.reason}")
     typer.echo(f"report: {index.resolve()}")
 
 

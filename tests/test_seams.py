@@ -230,3 +230,19 @@ def test_terminal_lines_are_empty_for_a_clean_run(tmp_path):
     quality = quality.assign(flagged=[False], reason=[""])
     quality.to_parquet(tmp_path / "run" / "waveforms" / "quality.parquet")
     assert terminal_lines(RunDir(tmp_path / "run")) == []
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"starttime": "2024-02-01", "endtime": "2024-01-01"}, "--start .* must be before --end"),
+        ({"minlatitude": 40.0, "maxlatitude": 30.0}, "--min-latitude 40.0 must be below"),
+        ({"minlongitude": 200.0}, r"--min-longitude 200.0: expected degrees in \[-180, 180\]"),
+    ],
+)
+def test_mc_selection_that_can_hold_no_event_is_refused(options, expected):
+    from pipeline.catalog_io import CatalogFilter
+
+    times = {k: pd.Timestamp(v, tz="UTC") for k, v in options.items() if k.endswith("time")}
+    with pytest.raises(EqcatInputError, match=expected):
+        CatalogFilter(**{**options, **times})
