@@ -19,6 +19,7 @@ import shlex
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -129,6 +130,29 @@ def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseMod
         return type(model).model_validate({**model.model_dump(), **updates})
     except ValidationError as exc:
         raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
+
+
+def script_main(main: Callable[[], int | None]) -> None:
+    """Run the ``main`` of a diagnosis or benchmark script the way ``eqcat`` runs a command.
+
+    Same logging (TensorFlow's start-up lines and Prefect's request lines hidden), and the
+    command ends in one line and an exit status: 2 for input that cannot be used, 1 for any
+    other failure, 130 on Ctrl-C; ``-v`` / ``--verbose`` anywhere in the arguments (taken out
+    before ``main`` parses them) shows debug logs and the traceback.
+    """
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a not in ("-v", "--verbose"))]
+    _VERBOSE["on"] = verbose
+    configure_logging(verbose)
+    configure_prefect()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        _error_line("interrupted (SIGINT): stopped")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that reports any failure
+        sys.exit(report_failure(exc))
+    sys.exit(status or 0)
 
 
 app = EqcatApp(

@@ -246,3 +246,43 @@ def test_mc_selection_that_can_hold_no_event_is_refused(options, expected):
     times = {k: pd.Timestamp(v, tz="UTC") for k, v in options.items() if k.endswith("time")}
     with pytest.raises(EqcatInputError, match=expected):
         CatalogFilter(**{**options, **times})
+
+
+@pytest.mark.parametrize(
+    "body, status, line",
+    [
+        ("raise EqcatInputError('no picks column', path='run/picks.parquet')", 2, "error: run"),
+        (
+            "raise RuntimeError('engine crashed')",
+            1,
+            "error: RuntimeError: engine crashed (run with -v",
+        ),
+        ("raise KeyboardInterrupt", 130, "error: interrupted (SIGINT)"),
+        ("return 0", 0, None),
+    ],
+)
+def test_scripts_end_like_eqcat_commands(body, status, line):
+    """Diagnosis and benchmark scripts run their ``main`` through ``script_main``."""
+    code = (
+        "from pipeline.cli import script_main\n"
+        "from pipeline.errors import EqcatInputError\n"
+        f"def main():\n    {body}\n"
+        "script_main(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == status
+    lines = done.stderr.strip().splitlines()
+    assert (lines == []) if line is None else (len(lines) == 1 and lines[0].startswith(line))
+
+
+def test_pick_losses_on_a_folder_that_is_not_a_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/pick_losses.py", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
+    ]
