@@ -36,6 +36,7 @@ from flows.caching import (
     cache_inputs,
     cached,
     description_key,
+    file_fingerprint,
     outputs_exist,
     stage_cache_key,
 )
@@ -201,16 +202,17 @@ _MODEL_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=2)
-def _load_model(weights: str, hard_sigmoid: str):
+def _load_model(weights: str, hard_sigmoid: str, sha256: str | None):
     from pipeline.picking import load_eqt
 
     return load_eqt(weights, hard_sigmoid=hard_sigmoid)
 
 
-def _model(weights: str, hard_sigmoid: str):
-    """The EQTransformer of ``weights``, loaded once per process (whatever the threads)."""
+def _model(weights: str, hard_sigmoid: str, sha256: str | None = None):
+    """The EQTransformer of ``weights``, loaded once per process (whatever the threads) and
+    again when the file's content (``sha256``, as in the picking cache key) changed."""
     with _MODEL_LOCK:
-        return _load_model(weights, hard_sigmoid)
+        return _load_model(weights, hard_sigmoid, sha256)
 
 
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED, **RETRY)
@@ -230,7 +232,9 @@ def pick_station_day_task(
     cfg = load_config(config_path)
     run = _run(cfg)
     model = (
-        _model(str(cfg.picking.weights), cfg.picking.hard_sigmoid)
+        _model(
+            str(cfg.picking.weights), cfg.picking.hard_sigmoid, cache["extra"]["weights"]["sha256"]
+        )
         if cfg.picking.picker == "eqt"
         else None
     )
@@ -483,15 +487,31 @@ def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path]
     extra: dict[str, Any] = {}
     if stage in WAVEFORM_STAGES:
         inputs += _waveform_files(cfg, run)
+    if stage == "locate":
+        from pipeline.location.runner import find_hypoinverse
+
+        inputs.append(find_hypoinverse())  # the program is code too: a rebuilt one relocates
+    if stage == "relocate":
+        extra["engine"] = _hypodd_engine(cfg)
     if stage == "report":
+        from pipeline.report.data_quality import data_gaps
+
         if cfg.report.reference is not None and cfg.report.reference.path is not None:
             inputs.append(cfg.report.reference.path)
-        manifest = run.read_manifest()
-        extra["failures"] = {
-            k: manifest.get(k, {}).get("details", {}).get("failures")
-            for k in ("waveforms", "picks")
-        }
+        extra["failures"] = data_gaps(run)  # the failed and skipped units the report lists
     return inputs, extra
+
+
+def _hypodd_engine(cfg: BuildConfig) -> dict[str, str]:
+    """The HypoDD engine a relocation runs (``auto`` picks one): program and fingerprint."""
+    from importlib.metadata import version
+
+    from pipeline.relocation.engine import engine_command
+
+    kind, command = engine_command(cfg.relocation)
+    if kind == "binary":
+        return {"binary": command[0], "fingerprint": file_fingerprint(Path(command[0]))}
+    return {"python": f"hypodd {version('hypodd')}"}
 
 
 def _waveform_files(cfg: BuildConfig, run: RunDir) -> list[Path]:
