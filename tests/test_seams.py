@@ -129,6 +129,9 @@ def test_model_is_loaded_once_when_threads_ask_together(caplog):
     assert len(models) == 3 and all(m is models[0] for m in models)
     loaded = [r for r in caplog.records if r.getMessage().startswith("loaded ")]
     assert len(loaded) == 1
+    # Another content of the weights file (its sha256 in the picking key): loaded again.
+    assert build._model("original", "keras2", "another-sha256") is not models[0]
+    assert build._model("original", "keras2") is models[0]
 
 
 @pytest.mark.parametrize(
@@ -286,3 +289,38 @@ def test_pick_losses_on_a_folder_that_is_not_a_run(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
     ]
+
+
+# ------------------------------------------------------------------------ cache keys
+
+
+def test_pyocto_table_is_named_by_the_code_that_computes_it(tmp_path, monkeypatch):
+    from test_association import _square_network
+
+    from pipeline.association import octo
+    from pipeline.association.params import PyOctoConfig
+    from pipeline.velocity import load_velocity_model
+
+    model, cfg = load_velocity_model("tottori"), PyOctoConfig()
+    first = octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+    monkeypatch.setattr(octo, "TABLE_CODE_VERSION", "changed-ray-tracer")
+    second = octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+    assert len(list(tmp_path.glob("pyocto_tt_*.bin"))) == 2  # a new table, not the old one
+    assert first is not second
+
+
+def test_stage_keys_cover_programs_and_the_units_the_report_lists(tmp_path):
+    from flows import build
+    from pipeline.location.runner import find_hypoinverse
+    from pipeline.rundir import RunDir
+
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\nscenario: {{}}\n")
+    cfg = load_config(config)
+    run = RunDir(cfg.run_dir)
+    run.record_stage("magnitude", details={"skipped": {"XX.X01": "no response"}})
+    inputs, _ = build._stage_inputs("locate", cfg, run)
+    assert find_hypoinverse() in inputs
+    _, extra = build._stage_inputs("relocate", cfg, run)
+    assert set(extra["engine"]) & {"binary", "python"}
+    _, extra = build._stage_inputs("report", cfg, run)
+    assert extra["failures"] == {"XX.X01": "magnitude: no response"}
