@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import threading
 import time
+import urllib.parse
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from flows.caching import (
 )
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
-from pipeline.errors import is_retryable
+from pipeline.errors import DataSourceError, is_retryable
 from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
@@ -616,6 +618,8 @@ def build_catalog(
     """Build a catalog: every stage in order (or one, or from one on), summarised at the end."""
     logger = get_run_logger()
     cfg = load_config(config_path)
+    if dask_address or cfg.dask.address:
+        check_scheduler(dask_address or cfg.dask.address)
     run = write_resolved_config(cfg)
     results: dict[str, Any] = {}
     # Stage flows are subflows of this run, whose heartbeat covers them; their own
@@ -640,6 +644,26 @@ def build_catalog(
         key=f"{cfg.name}-summary".lower().replace("_", "-").replace(".", "-"),
     )
     return results
+
+
+def check_scheduler(address: str, timeout_s: float = 10.0) -> None:
+    """Before any work: a ``tcp://`` / ``tls://`` Dask scheduler address answers.
+
+    Raises:
+        DataSourceError: naming the address, when nothing listens there (other schemes
+            are left to Dask).
+    """
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme not in ("tcp", "tls") or not parsed.hostname:
+        return
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 8786), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise DataSourceError(
+            f"Dask scheduler {address} (--dask or dask.address) does not answer: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def with_runner(flow_obj, cfg: BuildConfig, dask_address: str | None = None):

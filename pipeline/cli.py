@@ -333,7 +333,7 @@ def _run_build(
     dask: str | None = None,
 ) -> dict:
     """Validate ``config`` then run the ``build_catalog`` flow (Prefect's ephemeral mode)."""
-    from flows.build import build_catalog, stages_to_run
+    from flows.build import build_catalog, check_scheduler, stages_to_run
 
     try:
         stages = stages_to_run(stage, from_stage)
@@ -341,6 +341,8 @@ def _run_build(
         _error_line(str(exc))
         raise typer.Exit(code=2) from None
     cfg = _load(config, preflight=True, stages=stages)
+    if dask or cfg.dask.address:
+        check_scheduler(dask or cfg.dask.address)  # before Prefect starts
     interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]), cfg.run_dir)
     _quiet_tracebacks()
     with progress.display(console):
@@ -583,6 +585,9 @@ def serve(
     days: Annotated[int, typer.Option(help="each run builds the last N days up to now")] = 2,
 ) -> None:
     """Serve a scheduled deployment that extends the catalog (last N days up to now)."""
+    if days < 1:
+        _error_line(f"--days {days}: expected a whole number of days, at least 1")
+        raise typer.Exit(code=2)
     _load(config)
     from flows.scheduled import extend_catalog
 

@@ -324,3 +324,31 @@ def test_stage_keys_cover_programs_and_the_units_the_report_lists(tmp_path):
     assert set(extra["engine"]) & {"binary", "python"}
     _, extra = build._stage_inputs("report", cfg, run)
     assert extra["failures"] == {"XX.X01": "magnitude: no response"}
+
+
+def test_dask_address_without_a_scheduler_is_refused_before_work():
+    import socket
+
+    from flows.build import check_scheduler
+    from pipeline.errors import DataSourceError
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")  # answers
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]  # bound, not listening: refused
+            with pytest.raises(DataSourceError, match=f"tcp://127.0.0.1:{port}.*does not answer"):
+                check_scheduler(f"tcp://127.0.0.1:{port}")
+
+
+def test_serve_refuses_a_span_of_no_days(tmp_path):
+    config = _config(tmp_path, MINIMAL + "scenario: {}\n")
+    done = subprocess.run(
+        [*EQCAT, "serve", str(config), "--days", "0"], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --days 0: expected a whole number of days, at least 1"
+    ]
