@@ -54,11 +54,31 @@ def _station_files(cfg: BuildConfig) -> Iterable[tuple[str, Path, str]]:
         yield "scenario.stations_csv", cfg.scenario.stations_csv, "station list"
 
 
+def _content_problem(cfg: BuildConfig, what: str) -> str | None:
+    """Why an existing station file cannot be used as a ``what``, or None (it is parsed as
+    the download stage parses it)."""
+    from pipeline.errors import EqcatInputError
+
+    try:
+        if what == "StationXML file":
+            from pipeline.waveforms.inventory import load_inventory
+
+            load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
+        else:
+            from pipeline.synthetic.stations import read_station_list
+
+            read_station_list(Path(cfg.scenario.stations_csv))
+    except (EqcatInputError, ValueError, UnicodeDecodeError) as exc:
+        return getattr(exc, "message", None) or str(exc)
+    return None
+
+
 def check_download(cfg: BuildConfig) -> list[str]:
-    """Station files of the download stage (StationXML, scenario station list)."""
+    """Station files of the download stage (StationXML, scenario station list): they exist,
+    can be read and hold what the stage needs."""
     problems = []
     for field, path, what in _station_files(cfg):
-        problem = _file_problem(Path(path), what)
+        problem = _file_problem(Path(path), what) or _content_problem(cfg, what)
         if problem:
             problems.append(f"{field} = '{path}': {problem}")
     return problems

@@ -352,3 +352,31 @@ def test_serve_refuses_a_span_of_no_days(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "error: --days 0: expected a whole number of days, at least 1"
     ]
+
+
+@pytest.mark.parametrize(
+    "section, file_text, expected",
+    [
+        (
+            "stations:\n  kind: stationxml\n  path: {path}\n",
+            "name: x\n",
+            "not a readable StationXML",
+        ),
+        ("scenario:\n  stations_csv: {path}\n", "a,b\n1,2\n", "station list lacks column(s)"),
+        (
+            "scenario:\n  stations_csv: {path}\n",
+            "network,station,latitude,longitude,elevation_m\nXX,../x,35,133,0\n",
+            "row 1: invalid station code '../x'",
+        ),
+    ],
+    ids=["stationxml-not-xml", "station-list-columns", "station-code-with-path"],
+)
+def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text, expected):
+    from pipeline.preflight import preflight_problems
+
+    station_file = _config(tmp_path, file_text, "stations.data")
+    spec = MINIMAL + f"output_dir: {tmp_path}\n" + section.format(path=station_file)
+    if "stationxml" in section:
+        spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    problems = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
+    assert len(problems) == 1 and expected in problems[0] and str(station_file) in problems[0]

@@ -47,8 +47,11 @@ def read_station_list(path: Path) -> pd.DataFrame:
             f"{path}: station list lacks column(s) {missing}; need {LIST_COLUMNS}"
         )
     for row in table.itertuples():
-        check_code("network", row.network)
-        check_code("station", row.station)
+        try:
+            check_code("network", row.network)
+            check_code("station", row.station)
+        except ValueError as exc:
+            raise EqcatInputError(f"{path}: row {row.Index + 1}: {exc}") from None
         if not (-90 <= row.latitude <= 90 and -180 <= row.longitude <= 180):
             raise EqcatInputError(f"{path}: station {row.station}: latitude/longitude out of range")
     if table.duplicated(["network", "station"]).any():
