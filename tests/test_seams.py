@@ -380,3 +380,26 @@ def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text,
         spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
     problems = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
     assert len(problems) == 1 and expected in problems[0] and str(station_file) in problems[0]
+
+
+def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path):  # noqa: F811
+    """A station whose inventory channels match no channel priority is named in the report's
+    failed/skipped units and the terminal lines, not only logged."""
+    from pipeline.config import write_resolved_config
+    from pipeline.report.data_quality import data_gaps
+    from pipeline.waveforms import download_waveforms
+
+    sds = copy_archive(archive, tmp_path / "sds")
+    dropped = station_codes(sds)[-1]
+    inventory = read_inventory(str(sds / "inventory.xml"))
+    for network in inventory:
+        for station in network:
+            for channel in station if station.code == dropped else []:
+                channel.code = "BH" + channel.code[-1]
+    inventory.write(str(sds / "inventory.xml"), format="STATIONXML")
+    cfg = load_config(write_config(tmp_path, sds, "skipped"))
+    run = write_resolved_config(cfg)
+    download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime, progress=False)
+    label = f"{inventory[0].code}.{dropped}"
+    assert data_gaps(run)[label].startswith("waveforms: skipped: no channel in the inventory")
+    assert any(label in line for line in terminal_lines(run))
