@@ -213,7 +213,7 @@ def select_channels(
                 check_code("network", net.code)
                 check_code("station", sta.code)
             except ValueError as exc:
-                why = f"skipped: {exc}"
+                label, why = repr(label), f"skipped: {exc}"  # quoted: the codes are not clean
             else:
                 choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
                 if choice is not None:
@@ -223,7 +223,7 @@ def select_channels(
                     f"skipped: no channel in the inventory matches {channel_priority} "
                     f"at locations {location_priority}"
                 )
-            log.warning("station %r %s", label, why)
+            log.warning("station %s %s", label, why)
             if skipped is not None:
                 skipped[label] = why
     return sorted(choices, key=lambda c: c.seed_id)
