@@ -403,3 +403,18 @@ def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path)
     label = f"{inventory[0].code}.{dropped}"
     assert data_gaps(run)[label].startswith("waveforms: skipped: no channel in the inventory")
     assert any(label in line for line in terminal_lines(run))
+
+
+def test_score_names_the_truth_file_row_and_value(tmp_path):
+    from pipeline.score import read_truth
+
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    columns = "event_id,origin_time,latitude,longitude,depth_km,magnitude\n"
+    (truth / "catalog.csv").write_text(columns + "e1,2000-10-08T05:00:00Z,35,133,10,1.0\n")
+    (truth / "picks.csv").write_text("")
+    with pytest.raises(EqcatInputError, match="picks.csv: not readable as CSV"):
+        read_truth(truth)
+    (truth / "picks.csv").write_text("event_id,network,station,phase,time\ne1,XX,X01,P,soon\n")
+    with pytest.raises(EqcatInputError, match=r"picks.csv: unreadable time 'soon' in row 1"):
+        read_truth(truth)
