@@ -513,13 +513,15 @@ def mc(
         magnitude_types=types,
     )
     cfg = validated_override(CompletenessConfig(), "--delta-m", delta_m=delta_m)
+    out = out or Path(f"{catalog.stem}_mc")
+    if out.exists() and not out.is_dir():
+        raise EqcatInputError(f"--out {out}: is a file; expected a report folder (new or not)")
     try:
         events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
         selected = filter_catalog(events, selection, catalog)
     except (CatalogReadError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
-    out = out or Path(f"{catalog.stem}_mc")
     index, result = write_catalog_report(
         selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
     )

@@ -418,3 +418,26 @@ def test_score_names_the_truth_file_row_and_value(tmp_path):
     (truth / "picks.csv").write_text("event_id,network,station,phase,time\ne1,XX,X01,P,soon\n")
     with pytest.raises(EqcatInputError, match=r"picks.csv: unreadable time 'soon' in row 1"):
         read_truth(truth)
+
+
+@pytest.mark.parametrize("content", ["{truncated", "[1, 2]"])
+def test_a_damaged_manifest_names_the_file_and_what_to_do(tmp_path, content):
+    from pipeline.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    run.manifest_path.write_text(content)
+    with pytest.raises(EqcatInputError, match="manifest.json: not a run manifest.*delete the run"):
+        run.read_manifest()
+
+
+def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
+    catalog = _config(tmp_path, "time,mag\n2024-01-01T00:00:00,2.0\n", "cat.csv")
+    out = _config(tmp_path, "keep me", "report.txt")
+    done = subprocess.run(
+        [*EQCAT, "mc", str(catalog), "--out", str(out)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2 and out.read_text() == "keep me"
+    assert done.stderr.strip().splitlines() == [
+        f"error: --out {out}: is a file; expected a report folder (new or not)"
+    ]
