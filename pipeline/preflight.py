@@ -156,6 +156,14 @@ def check_report(cfg: BuildConfig) -> list[str]:
     if ref is None or ref.path is None:
         return []
     problem = _file_problem(Path(ref.path), "reference catalog")
+    if problem is None:  # read as the report reads it (its magnitude column)
+        from pipeline.catalog_io import read_catalog
+        from pipeline.errors import EqcatInputError
+
+        try:
+            read_catalog(Path(ref.path), magnitude_column=ref.magnitude_column)
+        except EqcatInputError as exc:
+            problem = exc.message
     return [f"report.reference.path = '{ref.path}': {problem}"] if problem else []
 
 

@@ -441,3 +441,13 @@ def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: --out {out}: is a file; expected a report folder (new or not)"
     ]
+
+
+def test_validate_reads_the_reference_catalog(tmp_path):
+    from pipeline.preflight import check_report
+
+    reference = _config(tmp_path, "time,mag\n2000-10-08T05:00:00,M2\n", "jma.csv")
+    spec = MINIMAL + f"output_dir: {tmp_path}\nscenario: {{}}\n"
+    spec += f"report:\n  reference: {{name: JMA, path: {reference}, magnitude_column: mag}}\n"
+    (problem,) = check_report(load_config(_config(tmp_path, spec)))
+    assert "report.reference.path" in problem and "non-numeric magnitude 'M2'" in problem
