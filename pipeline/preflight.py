@@ -81,6 +81,33 @@ def check_download(cfg: BuildConfig) -> list[str]:
         problem = _file_problem(Path(path), what) or _content_problem(cfg, what)
         if problem:
             problems.append(f"{field} = '{path}': {problem}")
+    return problems + _hinet_problems(cfg)
+
+
+def _hinet_problems(cfg: BuildConfig) -> list[str]:
+    """A Hi-net source has credentials (environment; a named secret is checked at run time)
+    and the win32tools programs it converts with."""
+    from pipeline.waveforms.params import HinetSource
+
+    source = cfg.waveforms.source
+    if cfg.scenario is not None or not isinstance(source, HinetSource):
+        return []
+    from pipeline.waveforms.hinet import (
+        HinetCredentialsError,
+        Win32ToolsMissing,
+        hinet_credentials,
+        require_win32tools,
+    )
+
+    problems = []
+    checks = [require_win32tools]
+    if not source.secret_block:  # a secret needs the Prefect run's loader
+        checks.append(lambda: hinet_credentials(source))
+    for check in checks:
+        try:
+            check()
+        except (HinetCredentialsError, Win32ToolsMissing) as exc:
+            problems.append(f"waveforms.source (hinet): {exc.message}")
     return problems
 
 

@@ -63,8 +63,9 @@ STAGE_RESULTS = {
 }
 
 
-class StaleStageError(RuntimeError):
-    """A stage's input comes from a stage that reran (or is rerunning) after it."""
+class StaleStageError(EqcatInputError):
+    """A stage's input comes from a stage that reran (or is rerunning) after it: the user
+    rebuilds from there (the message says how); retrying cannot help."""
 
 
 @contextlib.contextmanager

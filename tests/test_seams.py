@@ -451,3 +451,18 @@ def test_validate_reads_the_reference_catalog(tmp_path):
     spec += f"report:\n  reference: {{name: JMA, path: {reference}, magnitude_column: mag}}\n"
     (problem,) = check_report(load_config(_config(tmp_path, spec)))
     assert "report.reference.path" in problem and "non-numeric magnitude 'M2'" in problem
+
+
+def test_hinet_build_without_credentials_or_win32tools_fails_validate(monkeypatch, tmp_path):
+    """Neither heals by retrying (the download task used to retry them for 70 s)."""
+    from pipeline.preflight import check_download
+    from pipeline.waveforms.hinet import HinetCredentialsError
+
+    monkeypatch.delenv("HINET_USER", raising=False)
+    monkeypatch.delenv("HINET_PASSWORD", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no catwin32 / win2sac_32
+    problems = check_download(load_config(REPO / "station_configs" / "tottori2000.yaml"))
+    assert len(problems) == 2
+    assert "win32tools programs catwin32, win2sac_32" in problems[0]
+    assert "HINET_USER and HINET_PASSWORD" in problems[1]
+    assert not is_retryable(HinetCredentialsError("no credentials"))
