@@ -492,7 +492,7 @@ def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path]
     if stage == "locate":
         from pipeline.location.runner import find_hypoinverse
 
-        inputs.append(find_hypoinverse())  # the program is code too: a rebuilt one relocates
+        inputs.append(find_hypoinverse())  # the program is code too: a rebuilt one may differ
     if stage == "relocate":
         extra["engine"] = _hypodd_engine(cfg)
     if stage == "report":

@@ -170,9 +170,12 @@ def assess(run: RunDir, picks: pd.DataFrame, n_events: int) -> DataQuality:
 
 
 def data_gaps(run: RunDir) -> dict[str, str]:
-    """Station-days that failed (download or picking) or that the picker skipped (every
-    component dead), and stations the magnitude stage skipped (no instrument response), per
-    the manifest: label -> reason."""
+    """What the stages could not use, per the manifest: label -> reason.
+
+    Station-days that failed (download or picking) or that the picker skipped (every
+    component dead), stations the download skipped (no channel matching the priorities,
+    invalid codes) and stations the magnitude stage skipped (no instrument response).
+    """
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
     for stage in ("waveforms", "picks", "magnitude"):
