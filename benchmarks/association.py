@@ -113,4 +113,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     pd.set_option("display.width", 120)
-    main()
+    from pipeline.cli import script_main
+
+    script_main(main)

@@ -14,7 +14,6 @@ per-arrival table (CSV).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +22,7 @@ import pandas as pd
 import yaml
 from obspy import UTCDateTime
 
-from pipeline.picking import load_eqt
-from pipeline.picking.diagnose import CAUSES, diagnose_arrivals
+from pipeline.errors import EqcatInputError
 from pipeline.picking.params import PickerConfig
 
 SNR_EDGES = (0.0, 2.0, 5.0, 10.0, np.inf)
@@ -46,6 +44,8 @@ def recoverable(table: pd.DataFrame, causes: set[str], min_stations: int) -> int
 
 def report(table: pd.DataFrame, mc: float, min_stations: int) -> None:
     """Print the breakdown (module docstring)."""
+    from pipeline.picking.diagnose import CAUSES
+
     above = table[table["magnitude"] >= mc - 0.05]
     lost = lost_events(above, min_stations)
     lost_ids = set(lost.index[lost])
@@ -100,6 +100,9 @@ def report(table: pd.DataFrame, mc: float, min_stations: int) -> None:
 
 
 def main() -> None:
+    from pipeline.picking import load_eqt  # TensorFlow: after the logging set-up
+    from pipeline.picking.diagnose import diagnose_arrivals
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--truth", type=Path, default=None)
@@ -108,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     resolved = args.run / "config.resolved.yaml"
     if not resolved.is_file():
-        sys.exit(f"error: {resolved} not found (expected a built run directory)")
+        raise EqcatInputError("not found (expected a built run directory)", path=resolved)
     config = yaml.safe_load(resolved.read_text())
     cfg = PickerConfig(**config["picking"])
     min_stations = int(config["association"]["min_stations"])
@@ -126,4 +129,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.cli import script_main
+
+    script_main(main)

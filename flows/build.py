@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
+import threading
 import time
+import urllib.parse
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,13 @@ from flows.caching import (
     cache_inputs,
     cached,
     description_key,
+    file_fingerprint,
     outputs_exist,
     stage_cache_key,
 )
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
-from pipeline.errors import is_retryable
+from pipeline.errors import DataSourceError, is_retryable
 from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
@@ -193,11 +197,24 @@ def download_flow(config_path: str) -> dict:
 # --------------------------------------------------------------------------- picking
 
 
+#: Held while the model is looked up or loaded: the mapped picking tasks start together on
+#: the thread pool, and without it each thread that missed the cache loaded its own copy
+#: (the load line printed once per worker thread).
+_MODEL_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=2)
-def _model(weights: str, hard_sigmoid: str):
+def _load_model(weights: str, hard_sigmoid: str, sha256: str | None):
     from pipeline.picking import load_eqt
 
     return load_eqt(weights, hard_sigmoid=hard_sigmoid)
+
+
+def _model(weights: str, hard_sigmoid: str, sha256: str | None = None):
+    """The EQTransformer of ``weights``, loaded once per process (whatever the threads) and
+    again when the file's content (``sha256``, as in the picking cache key) changed."""
+    with _MODEL_LOCK:
+        return _load_model(weights, hard_sigmoid, sha256)
 
 
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=STATION_DAY_TIMEOUT_S, **CACHED, **RETRY)
@@ -217,7 +234,9 @@ def pick_station_day_task(
     cfg = load_config(config_path)
     run = _run(cfg)
     model = (
-        _model(str(cfg.picking.weights), cfg.picking.hard_sigmoid)
+        _model(
+            str(cfg.picking.weights), cfg.picking.hard_sigmoid, cache["extra"]["weights"]["sha256"]
+        )
         if cfg.picking.picker == "eqt"
         else None
     )
@@ -470,15 +489,31 @@ def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path]
     extra: dict[str, Any] = {}
     if stage in WAVEFORM_STAGES:
         inputs += _waveform_files(cfg, run)
+    if stage == "locate":
+        from pipeline.location.runner import find_hypoinverse
+
+        inputs.append(find_hypoinverse())  # the program is code too: a rebuilt one may differ
+    if stage == "relocate":
+        extra["engine"] = _hypodd_engine(cfg)
     if stage == "report":
+        from pipeline.report.data_quality import data_gaps
+
         if cfg.report.reference is not None and cfg.report.reference.path is not None:
             inputs.append(cfg.report.reference.path)
-        manifest = run.read_manifest()
-        extra["failures"] = {
-            k: manifest.get(k, {}).get("details", {}).get("failures")
-            for k in ("waveforms", "picks")
-        }
+        extra["failures"] = data_gaps(run)  # the failed and skipped units the report lists
     return inputs, extra
+
+
+def _hypodd_engine(cfg: BuildConfig) -> dict[str, str]:
+    """The HypoDD engine a relocation runs (``auto`` picks one): program and fingerprint."""
+    from importlib.metadata import version
+
+    from pipeline.relocation.engine import engine_command
+
+    kind, command = engine_command(cfg.relocation)
+    if kind == "binary":
+        return {"binary": command[0], "fingerprint": file_fingerprint(Path(command[0]))}
+    return {"python": f"hypodd {version('hypodd')}"}
 
 
 def _waveform_files(cfg: BuildConfig, run: RunDir) -> list[Path]:
@@ -583,6 +618,8 @@ def build_catalog(
     """Build a catalog: every stage in order (or one, or from one on), summarised at the end."""
     logger = get_run_logger()
     cfg = load_config(config_path)
+    if dask_address or cfg.dask.address:
+        check_scheduler(dask_address or cfg.dask.address)
     run = write_resolved_config(cfg)
     results: dict[str, Any] = {}
     # Stage flows are subflows of this run, whose heartbeat covers them; their own
@@ -607,6 +644,26 @@ def build_catalog(
         key=f"{cfg.name}-summary".lower().replace("_", "-").replace(".", "-"),
     )
     return results
+
+
+def check_scheduler(address: str, timeout_s: float = 10.0) -> None:
+    """Before any work: a ``tcp://`` / ``tls://`` Dask scheduler address answers.
+
+    Raises:
+        DataSourceError: naming the address, when nothing listens there (other schemes
+            are left to Dask).
+    """
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme not in ("tcp", "tls") or not parsed.hostname:
+        return
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 8786), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise DataSourceError(
+            f"Dask scheduler {address} (--dask or dask.address) does not answer: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def with_runner(flow_obj, cfg: BuildConfig, dask_address: str | None = None):

@@ -91,6 +91,7 @@ from obspy.core.event import (
     WaveformStreamID,
 )
 
+from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import (
     RunDir,
     atomic_path,
@@ -164,7 +165,7 @@ def _read(path: Path) -> pd.DataFrame | None:
     table = pd.read_parquet(path)
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km"} - set(table)
     if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        raise EqcatInputError(f"{path}: missing columns {sorted(missing)}" + OLD_RUN_HINT)
     return table
 
 

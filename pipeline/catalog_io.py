@@ -70,6 +70,25 @@ class CatalogFilter:
     maxlongitude: float | None = None
     magnitude_types: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Refuse a selection that can hold no event (start not before end, min above max)."""
+        pairs = (
+            ("--start", self.starttime, "before", "--end", self.endtime),
+            ("--min-latitude", self.minlatitude, "below", "--max-latitude", self.maxlatitude),
+            ("--min-longitude", self.minlongitude, "below", "--max-longitude", self.maxlongitude),
+        )
+        for low_name, low, word, high_name, high in pairs:
+            if low is not None and high is not None and not low < high:
+                raise EqcatInputError(f"{low_name} {low} must be {word} {high_name} {high}")
+        for name, value, limit in (
+            ("--min-latitude", self.minlatitude, 90),
+            ("--max-latitude", self.maxlatitude, 90),
+            ("--min-longitude", self.minlongitude, 180),
+            ("--max-longitude", self.maxlongitude, 180),
+        ):
+            if value is not None and not -limit <= value <= limit:
+                raise EqcatInputError(f"{name} {value}: expected degrees in [-{limit}, {limit}]")
+
     def describe(self) -> str:
         """One line for the report, e.g. ``time >= 2024-01-01T00:00:00+00:00; type in ML``."""
         parts = []

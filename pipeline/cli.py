@@ -18,6 +18,8 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,6 +132,29 @@ def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseMod
         raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
 
 
+def script_main(main: Callable[[], int | None]) -> None:
+    """Run the ``main`` of a diagnosis or benchmark script the way ``eqcat`` runs a command.
+
+    Same logging (TensorFlow's start-up lines and Prefect's request lines hidden), and the
+    command ends in one line and an exit status: 2 for input that cannot be used, 1 for any
+    other failure, 130 on Ctrl-C; ``-v`` / ``--verbose`` anywhere in the arguments (taken out
+    before ``main`` parses them) shows debug logs and the traceback.
+    """
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a not in ("-v", "--verbose"))]
+    _VERBOSE["on"] = verbose
+    configure_logging(verbose)
+    configure_prefect()
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        _error_line("interrupted (SIGINT): stopped")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that reports any failure
+        sys.exit(report_failure(exc))
+    sys.exit(status or 0)
+
+
 app = EqcatApp(
     help="eqcat: build earthquake catalogs from continuous waveforms "
     "(EQTransformer → association → HypoInverse → HypoDD → magnitudes → Mc/b report).",
@@ -225,6 +250,14 @@ def configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)  # Python warnings (ObsPy's readers...) become log lines
+    if not verbose:
+        warnings.formatwarning = one_line_warning
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A Python warning as one line (``warnings.formatwarning`` adds the source line)."""
+    return f"{category.__name__}: {' '.join(str(message).split())}"
 
 
 #: Seconds a command waits for its temporary Prefect server to start (Prefect's default, 20 s,
@@ -300,7 +333,7 @@ def _run_build(
     dask: str | None = None,
 ) -> dict:
     """Validate ``config`` then run the ``build_catalog`` flow (Prefect's ephemeral mode)."""
-    from flows.build import build_catalog, stages_to_run
+    from flows.build import build_catalog, check_scheduler, stages_to_run
 
     try:
         stages = stages_to_run(stage, from_stage)
@@ -308,6 +341,8 @@ def _run_build(
         _error_line(str(exc))
         raise typer.Exit(code=2) from None
     cfg = _load(config, preflight=True, stages=stages)
+    if dask or cfg.dask.address:
+        check_scheduler(dask or cfg.dask.address)  # before Prefect starts
     interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]), cfg.run_dir)
     _quiet_tracebacks()
     with progress.display(console):
@@ -315,6 +350,11 @@ def _run_build(
     for name, summary in results.items():
         counts = summary.get("counts", {}) if isinstance(summary, dict) else {}
         typer.echo(f"{name}: {counts}")
+    from pipeline.report.data_quality import terminal_lines
+    from pipeline.rundir import RunDir
+
+    for line in terminal_lines(RunDir(cfg.run_dir)):
+        console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
     echo_outputs(cfg.run_dir)
     return results
 
@@ -473,13 +513,15 @@ def mc(
         magnitude_types=types,
     )
     cfg = validated_override(CompletenessConfig(), "--delta-m", delta_m=delta_m)
+    out = out or Path(f"{catalog.stem}_mc")
+    if out.exists() and not out.is_dir():
+        raise EqcatInputError(f"--out {out}: is a file; expected a report folder (new or not)")
     try:
         events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
         selected = filter_catalog(events, selection, catalog)
     except (CatalogReadError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
-    out = out or Path(f"{catalog.stem}_mc")
     index, result = write_catalog_report(
         selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
     )
@@ -496,7 +538,7 @@ def mc(
             f"{result.n_above_mc} events ≥ Mc"
         )
     else:
-        typer.echo(f"Mc/b not estimable: {result.reason}")
+        typer.echo(f"Mc/b {result.reason}")
     typer.echo(f"report: {index.resolve()}")
 
 
@@ -545,6 +587,9 @@ def serve(
     days: Annotated[int, typer.Option(help="each run builds the last N days up to now")] = 2,
 ) -> None:
     """Serve a scheduled deployment that extends the catalog (last N days up to now)."""
+    if days < 1:
+        _error_line(f"--days {days}: expected a whole number of days, at least 1")
+        raise typer.Exit(code=2)
     _load(config)
     from flows.scheduled import extend_catalog
 

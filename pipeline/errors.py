@@ -57,6 +57,13 @@ _FILE_ERRORS = (
 )
 
 
+#: Appended to "a run table lacks columns": the run directory is from another eqcat version.
+OLD_RUN_HINT = (
+    " (a run directory written by another eqcat version? rebuild it from the stage that "
+    "writes this table: eqcat build CONFIG --from STAGE)"
+)
+
+
 class EqcatInputError(ValueError):
     """Input that cannot be used: ``str()`` is one line naming the file/field/station.
 
@@ -139,6 +146,30 @@ def input_error(exc: BaseException) -> EqcatInputError | None:
     return None
 
 
+#: Errors that a second try on the same inputs raises again: a bad value, a wrong type, a
+#: missing key or column (``UnicodeDecodeError`` and ``json.JSONDecodeError`` are
+#: ``ValueError``\ s). A time-out, a refused connection or an HTTP 5xx answer is none of them.
+DETERMINISTIC_ERRORS = (ValueError, TypeError, LookupError, AttributeError, NotImplementedError)
+
+
+def _causes(exc: BaseException):
+    """``exc`` and its explicit causes (``raise ... from``), innermost last."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed task should be tried again: not for input that cannot heal."""
-    return input_error(exc) is None and not isinstance(exc, InterruptedBuild)
+    """Whether a failed task should be tried again: not for what cannot heal.
+
+    Not retried: input that cannot be used (:func:`input_error`), an interrupted build, and
+    :data:`DETERMINISTIC_ERRORS`, also when they are the cause of a wrapping error (a
+    station-day's ``PickingError`` names the corrupt file that caused it).
+    """
+    if isinstance(exc, InterruptedBuild):
+        return False
+    return not any(
+        input_error(e) is not None or isinstance(e, DETERMINISTIC_ERRORS) for e in _causes(exc)
+    )

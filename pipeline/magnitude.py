@@ -83,6 +83,7 @@ from obspy.signal.util import _npts2nfft
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import progress
+from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
@@ -289,6 +290,10 @@ def _window_peak(
     return float(segment[i]), tr.stats.starttime + (i0 + i) * tr.stats.delta
 
 
+class MissingResponseError(EqcatInputError):
+    """A channel without an instrument response in the inventory: its station is skipped."""
+
+
 class AmplitudeMeter:
     """Turns raw counts into Wood–Anderson displacement (mm) or ground velocity (cm/s).
 
@@ -326,7 +331,9 @@ class AmplitudeMeter:
             try:
                 response = self.inventory.get_response(seed_id, when)
             except Exception as exc:  # ObsPy raises a bare Exception when none matches
-                raise ValueError(f"inventory.xml: no response for {seed_id} at {when}") from exc
+                raise MissingResponseError(
+                    f"inventory.xml: no response for {seed_id} at {when}"
+                ) from exc
             self._remember(self._responses, key, response)
         tkey = (seed_id, day, delta, nfft)
         if tkey in self._transfers:
@@ -454,7 +461,7 @@ def read_events(run: RunDir) -> tuple[pd.DataFrame, list[Path]]:
         table = pd.read_parquet(path)
         missing = set(cols) - set(table.columns)
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+            raise EqcatInputError(f"{path}: missing columns {sorted(missing)}" + OLD_RUN_HINT)
         table = table[cols].assign(event_id=table["event_id"].astype(str))
         parts.append(table[table[cols[1:]].notna().all(axis=1)])
         paths.append(path)
@@ -496,7 +503,7 @@ def _read_inputs(run: RunDir) -> _Inputs:
     ):
         missing = cols - set(table.columns)
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+            raise EqcatInputError(f"{path}: missing columns {sorted(missing)}" + OLD_RUN_HINT)
     stations = pd.read_csv(
         paths["stations"], dtype={"network": str, "station": str, "location": str}
     )
@@ -533,10 +540,10 @@ def _channel_prefix(stations: pd.DataFrame, network: str, station: str, location
     exact = rows[rows["location"] == location]
     rows = exact if not exact.empty else rows
     if rows.empty:
-        raise ValueError(f"station {network}.{station}: not in waveforms/stations.csv")
+        raise EqcatInputError(f"station {network}.{station}: not in waveforms/stations.csv")
     prefix = str(rows.iloc[0]["channel_prefix"])
     if not CHANNEL_PREFIX.match(prefix):
-        raise ValueError(
+        raise EqcatInputError(
             f"waveforms/stations.csv: station {network}.{station}: channel_prefix {prefix!r} "
             "is not two letters/digits"
         )
@@ -557,7 +564,9 @@ def _check_codes(network: str, station: str, location: str) -> None:
     """SEED codes become SDS paths: refuse anything but letters, digits, '-' and '_'."""
     for label, code in (("network", network), ("station", station), ("location", location)):
         if not SEED_CODE.match(code):
-            raise ValueError(f"picks: {label} code {code!r} of {network}.{station} is not valid")
+            raise EqcatInputError(
+                f"picks: {label} code {code!r} of {network}.{station} is not valid"
+            )
 
 
 def _pair_windows(inp: _Inputs, cfg: MagnitudeConfig) -> pd.DataFrame:
@@ -629,11 +638,16 @@ def _noise_start(w, cfg: MagnitudeConfig) -> UTCDateTime:
     return w.noise_end - cfg.noise_windows * (w.end - w.start)
 
 
-def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig) -> pd.DataFrame:
+def measure_station_magnitudes(
+    inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig, skipped: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Amplitudes, noise and station magnitudes for every (event, station) pair with a pick.
 
     Waveforms are read once per station and chunk of ``cfg.read_chunk_s`` seconds (not once
     per event), so memory stays bounded and large catalogs do not re-read the archive.
+    A station with a channel that has no instrument response in the inventory gives no
+    magnitude: it is logged and, when ``skipped`` is given, recorded there
+    (``NET.STA`` -> why).
 
     Returns:
         one row per measured pair: the ``STATION_MAGNITUDE_COLUMNS`` plus ``used`` (False
@@ -649,60 +663,80 @@ def measure_station_magnitudes(inp: _Inputs, sds_root: Path, cfg: MagnitudeConfi
         progress.set_total(by_station.ngroups, "stations")
         for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
-            prefix = _channel_prefix(inp.stations, net, sta, loc)
-            rate = _station_rate(inp.stations, net, sta)
-            for chunk in _chunks(windows, cfg.read_chunk_s):
-                first = min(_noise_start(w, cfg) for w in chunk.itertuples(index=False))
-                stream = read_station(
-                    sds_root,
-                    net,
-                    sta,
-                    loc,
-                    prefix,
-                    first - cfg.padding_s,
-                    max(chunk["end"]) + cfg.padding_s,
-                )
-                common = rate or nominal_rate(stream)
-                if common is not None:
-                    conform_rate(stream, common, f"{net}.{sta}")
-                stream.merge()  # gaps become masked samples; such windows are skipped
-                for w in chunk.itertuples(index=False):
-                    part = stream.slice(_noise_start(w, cfg) - cfg.padding_s, w.end + cfg.padding_s)
-                    m = meter.measure(part, (w.start, w.end), w.noise_end)
-                    if not (math.isfinite(m.amplitude) and m.amplitude > 0):
-                        log.debug("event %s station %s.%s: no amplitude", w.event_id, net, sta)
-                        continue
-                    amplitude = m.amplitude
-                    if cfg.noise_correction and math.isfinite(m.noise):
-                        amplitude = math.sqrt(max(amplitude**2 - m.noise**2, 0.0))
-                    mag = math.nan
-                    if amplitude > 0:
-                        mag = float(station_magnitude(amplitude, w.distance_km, cfg))
-                        mag += cfg.station_corrections.get(f"{net}.{sta}", 0.0)
-                    rows.append(
-                        {
-                            "event_id": w.event_id,
-                            "network": net,
-                            "station": sta,
-                            "location": loc,
-                            "pick_id": w.pick_id,
-                            "distance_km": w.distance_km,
-                            "amplitude": amplitude,
-                            "amplitude_unit": cfg.amplitude_unit,
-                            "amplitude_time": pd.Timestamp(m.time.ns, unit="ns", tz="UTC"),
-                            "n_components": m.n_components,
-                            "noise_amplitude": m.noise,
-                            "snr": m.snr,
-                            "station_magnitude": mag,
-                            "used": math.isfinite(mag)
-                            and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
-                        }
-                    )
+            try:
+                rows += _station_rows(meter, inp, sds_root, cfg, (net, sta, loc), windows)
+            except MissingResponseError as exc:
+                log.warning("station %s.%s: %s; no magnitudes from it", net, sta, exc.message)
+                if skipped is not None:
+                    skipped[f"{net}.{sta}"] = f"{exc.message}; no magnitudes from it"
             progress.advance(f"{net}.{sta}")  # the command line's progress bar, if shown
     table = pd.DataFrame(rows, columns=[*STATION_MAGNITUDE_COLUMNS, "used"])
     table["amplitude_time"] = pd.to_datetime(table["amplitude_time"], utc=True)
     table["used"] = table["used"].astype(bool)
     return table.sort_values(["event_id", "network", "station"]).reset_index(drop=True)
+
+
+def _station_rows(
+    meter: AmplitudeMeter,
+    inp: _Inputs,
+    sds_root: Path,
+    cfg: MagnitudeConfig,
+    codes: tuple[str, str, str],
+    windows: pd.DataFrame,
+) -> list[dict]:
+    """The measured rows (see :func:`measure_station_magnitudes`) of one station's windows."""
+    net, sta, loc = codes
+    rows = []
+    prefix = _channel_prefix(inp.stations, net, sta, loc)
+    rate = _station_rate(inp.stations, net, sta)
+    for chunk in _chunks(windows, cfg.read_chunk_s):
+        first = min(_noise_start(w, cfg) for w in chunk.itertuples(index=False))
+        stream = read_station(
+            sds_root,
+            net,
+            sta,
+            loc,
+            prefix,
+            first - cfg.padding_s,
+            max(chunk["end"]) + cfg.padding_s,
+        )
+        common = rate or nominal_rate(stream)
+        if common is not None:
+            conform_rate(stream, common, f"{net}.{sta}")
+        stream.merge()  # gaps become masked samples; such windows are skipped
+        for w in chunk.itertuples(index=False):
+            part = stream.slice(_noise_start(w, cfg) - cfg.padding_s, w.end + cfg.padding_s)
+            m = meter.measure(part, (w.start, w.end), w.noise_end)
+            if not (math.isfinite(m.amplitude) and m.amplitude > 0):
+                log.debug("event %s station %s.%s: no amplitude", w.event_id, net, sta)
+                continue
+            amplitude = m.amplitude
+            if cfg.noise_correction and math.isfinite(m.noise):
+                amplitude = math.sqrt(max(amplitude**2 - m.noise**2, 0.0))
+            mag = math.nan
+            if amplitude > 0:
+                mag = float(station_magnitude(amplitude, w.distance_km, cfg))
+                mag += cfg.station_corrections.get(f"{net}.{sta}", 0.0)
+            rows.append(
+                {
+                    "event_id": w.event_id,
+                    "network": net,
+                    "station": sta,
+                    "location": loc,
+                    "pick_id": w.pick_id,
+                    "distance_km": w.distance_km,
+                    "amplitude": amplitude,
+                    "amplitude_unit": cfg.amplitude_unit,
+                    "amplitude_time": pd.Timestamp(m.time.ns, unit="ns", tz="UTC"),
+                    "n_components": m.n_components,
+                    "noise_amplitude": m.noise,
+                    "snr": m.snr,
+                    "station_magnitude": mag,
+                    "used": math.isfinite(mag)
+                    and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
+                }
+            )
+    return rows
 
 
 def event_magnitudes(station_mags: pd.DataFrame, cfg: MagnitudeConfig) -> pd.DataFrame:
@@ -751,7 +785,8 @@ def compute_magnitudes(
     cfg = cfg or MagnitudeConfig()
     started = time.monotonic()
     inp = _read_inputs(run)
-    measured = measure_station_magnitudes(inp, sds_root or run.root / "waveforms", cfg)
+    skipped: dict[str, str] = {}
+    measured = measure_station_magnitudes(inp, sds_root or run.root / "waveforms", cfg, skipped)
     station_mags = measured[measured["used"]].drop(columns="used").reset_index(drop=True)
     event_mags = event_magnitudes(station_mags, cfg)
     out = run.stage_dir("magnitude")
@@ -788,6 +823,7 @@ def compute_magnitudes(
             "station_magnitudes": int(len(station_mags)),
             "amplitudes_measured": int(len(measured)),
             "amplitudes_below_min_snr": below,
+            "stations_skipped": len(skipped),
         },
         wall_time_s=time.monotonic() - started,
         details={
@@ -795,5 +831,6 @@ def compute_magnitudes(
             "magnitude_type": cfg.magnitude_type,
             "min_snr": cfg.min_snr,
             "noise_correction": cfg.noise_correction,
+            "skipped": skipped,
         },
     )

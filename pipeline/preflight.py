@@ -54,13 +54,60 @@ def _station_files(cfg: BuildConfig) -> Iterable[tuple[str, Path, str]]:
         yield "scenario.stations_csv", cfg.scenario.stations_csv, "station list"
 
 
+def _content_problem(cfg: BuildConfig, what: str) -> str | None:
+    """Why an existing station file cannot be used as a ``what``, or None (it is parsed as
+    the download stage parses it)."""
+    from pipeline.errors import EqcatInputError
+
+    try:
+        if what == "StationXML file":
+            from pipeline.waveforms.inventory import load_inventory
+
+            load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
+        else:
+            from pipeline.synthetic.stations import read_station_list
+
+            read_station_list(Path(cfg.scenario.stations_csv))
+    except (EqcatInputError, ValueError, UnicodeDecodeError) as exc:
+        return getattr(exc, "message", None) or str(exc)
+    return None
+
+
 def check_download(cfg: BuildConfig) -> list[str]:
-    """Station files of the download stage (StationXML, scenario station list)."""
+    """Station files of the download stage (StationXML, scenario station list): they exist,
+    can be read and hold what the stage needs."""
     problems = []
     for field, path, what in _station_files(cfg):
-        problem = _file_problem(Path(path), what)
+        problem = _file_problem(Path(path), what) or _content_problem(cfg, what)
         if problem:
             problems.append(f"{field} = '{path}': {problem}")
+    return problems + _hinet_problems(cfg)
+
+
+def _hinet_problems(cfg: BuildConfig) -> list[str]:
+    """A Hi-net source has credentials (environment; a named secret is checked at run time)
+    and the win32tools programs it converts with."""
+    from pipeline.waveforms.params import HinetSource
+
+    source = cfg.waveforms.source
+    if cfg.scenario is not None or not isinstance(source, HinetSource):
+        return []
+    from pipeline.waveforms.hinet import (
+        HinetCredentialsError,
+        Win32ToolsMissing,
+        hinet_credentials,
+        require_win32tools,
+    )
+
+    problems = []
+    checks = [require_win32tools]
+    if not source.secret_block:  # a secret needs the Prefect run's loader
+        checks.append(lambda: hinet_credentials(source))
+    for check in checks:
+        try:
+            check()
+        except (HinetCredentialsError, Win32ToolsMissing) as exc:
+            problems.append(f"waveforms.source (hinet): {exc.message}")
     return problems
 
 
@@ -69,7 +116,7 @@ def check_weights(cfg: BuildConfig) -> list[str]:
     if cfg.picking.picker != "eqt":
         return []
     from pipeline.errors import EqcatInputError
-    from pipeline.picking.model import read_weights
+    from pipeline.picking.weights_file import read_weights
     from pipeline.weights import resolve_weights
 
     field = f"picking.weights = '{cfg.picking.weights}'"
@@ -136,6 +183,14 @@ def check_report(cfg: BuildConfig) -> list[str]:
     if ref is None or ref.path is None:
         return []
     problem = _file_problem(Path(ref.path), "reference catalog")
+    if problem is None:  # read as the report reads it (its magnitude column)
+        from pipeline.catalog_io import read_catalog
+        from pipeline.errors import EqcatInputError
+
+        try:
+            read_catalog(Path(ref.path), magnitude_column=ref.magnitude_column)
+        except EqcatInputError as exc:
+            problem = exc.message
     return [f"report.reference.path = '{ref.path}': {problem}"] if problem else []
 
 

@@ -22,6 +22,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
+
 #: Permissions of every file a stage writes (mkstemp alone would give 0600).
 FILE_MODE = 0o644
 
@@ -61,8 +63,9 @@ STAGE_RESULTS = {
 }
 
 
-class StaleStageError(RuntimeError):
-    """A stage's input comes from a stage that reran (or is rerunning) after it."""
+class StaleStageError(EqcatInputError):
+    """A stage's input comes from a stage that reran (or is rerunning) after it: the user
+    rebuilds from there (the message says how); retrying cannot help."""
 
 
 @contextlib.contextmanager
@@ -199,7 +202,17 @@ class RunDir:
         """The manifest as a dict (empty when the run has none yet)."""
         if not self.manifest_path.exists():
             return {}
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            manifest = exc
+        if not isinstance(manifest, dict):
+            raise EqcatInputError(
+                f"not a run manifest (a JSON object of stages expected: {manifest}); "
+                "restore it, or delete the run directory to build it again",
+                path=self.manifest_path,
+            )
+        return manifest
 
     def record_stage(
         self,

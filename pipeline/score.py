@@ -103,8 +103,26 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _utc(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series, utc=True, format="ISO8601")
+def _truth_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """A truth CSV; an empty or unreadable file is an input error naming it."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError, ParserError, bytes
+        raise EqcatInputError(f"not readable as CSV ({exc})", path=path) from None
+
+
+def _utc_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``table[column]`` as UTC times; an unreadable one names the file, row and value."""
+    times = pd.to_datetime(table[column], utc=True, format="ISO8601", errors="coerce")
+    bad = times.isna() & table[column].notna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise EqcatInputError(
+            f"unreadable {column} {table[column].iloc[row]!r} in row {row + 1} "
+            f"(line {row + 2}); expected ISO 8601, e.g. 2000-10-08T05:00:00Z",
+            path=path,
+        )
+    return times
 
 
 def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -116,17 +134,17 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             raise EqcatInputError(
                 "truth file not found (expected a scenario's truth/ folder)", path=path
             )
-    catalog = pd.read_csv(paths["catalog"])
+    catalog = _truth_csv(paths["catalog"])
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"}
     missing -= set(catalog.columns)
     if missing:
-        raise ValueError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
-    catalog["origin_time"] = _utc(catalog.origin_time)
-    picks = pd.read_csv(paths["picks"], dtype={"network": str, "station": str})
+        raise EqcatInputError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
+    catalog["origin_time"] = _utc_column(catalog, "origin_time", paths["catalog"])
+    picks = _truth_csv(paths["picks"], dtype={"network": str, "station": str})
     missing = {"event_id", "network", "station", "phase", "time"} - set(picks.columns)
     if missing:
-        raise ValueError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
-    picks["time"] = _utc(picks.time)
+        raise EqcatInputError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
+    picks["time"] = _utc_column(picks, "time", paths["picks"])
     scenario_path = truth_dir / "scenario.json"
     scenario = json.loads(scenario_path.read_text()) if scenario_path.is_file() else {}
     return catalog, picks, scenario

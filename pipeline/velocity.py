@@ -104,7 +104,14 @@ def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
             f"velocity model {str(name_or_path)!r} not found at {path}; "
             f"shipped models: {', '.join(available_models())}"
         )
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid YAML text ({exc})".replace("\n", " ")) from None
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"{path}: expected a YAML mapping with 'layers', got {type(spec).__name__}"
+        )
     return _model_from_spec(spec, path)
 
 
@@ -112,7 +119,10 @@ def _model_from_spec(spec: dict, path: Path) -> VelocityModel:
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ValueError(f"{path}: field 'layers' must be a non-empty list of {{top_km, vp}}")
-    vp_vs = float(spec.get("vp_vs", 1.73))
+    try:
+        vp_vs = float(spec.get("vp_vs", 1.73))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: field 'vp_vs' = {spec['vp_vs']!r} is not a number") from None
     if not 1.4 <= vp_vs <= 2.5:
         raise ValueError(f"{path}: field 'vp_vs' = {vp_vs} outside the plausible range 1.4–2.5")
     try:

@@ -108,6 +108,14 @@ def wilz_config(folder: Path, sds: Path, **fields) -> Path:
     return write_config(folder, "wilz", **spec)
 
 
+def placeholder_stationxml(path: Path) -> None:
+    """A readable StationXML without stations, for the cases about other inputs (validate
+    reads the StationXML a config names)."""
+    from obspy import Inventory
+
+    Inventory(networks=[], source="eqcat test").write(str(path), format="STATIONXML")
+
+
 # ------------------------------------------------------------------------ config and files
 
 
@@ -130,7 +138,7 @@ def test_unreadable_stationxml_is_one_line(env, wilz_sds, tmp_path):
 
 
 def test_missing_weights_file_names_the_field(env, wilz_sds, tmp_path):
-    (tmp_path / "O2.WILZ.xml").write_text("")
+    placeholder_stationxml(tmp_path / "O2.WILZ.xml")
     missing = tmp_path / "no_such_model.keras"
     config = wilz_config(tmp_path, wilz_sds, picking={"picker": "eqt", "weights": str(missing)})
     line = assert_one_error(eqcat(env, "validate", config), 2, "picking.weights", missing.name)
@@ -142,7 +150,7 @@ def test_missing_weights_file_names_the_field(env, wilz_sds, tmp_path):
 
 
 def test_output_dir_that_cannot_be_written(env, wilz_sds, tmp_path):
-    (tmp_path / "O2.WILZ.xml").write_text("")
+    placeholder_stationxml(tmp_path / "O2.WILZ.xml")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     config = wilz_config(tmp_path, wilz_sds, output_dir=str(blocker / "runs"))
@@ -153,7 +161,7 @@ def test_output_dir_that_cannot_be_written(env, wilz_sds, tmp_path):
 
 
 def test_velocity_model_beyond_hypoinverse_limit(env, wilz_sds, tmp_path):
-    (tmp_path / "O2.WILZ.xml").write_text("")
+    placeholder_stationxml(tmp_path / "O2.WILZ.xml")
     layers = [{"top_km": float(k), "vp": 4.0 + 0.1 * k} for k in range(21)]
     model = tmp_path / "many_layers.yaml"
     model.write_text(yaml.safe_dump({"name": "many", "vp_vs": 1.73, "layers": layers}))
@@ -175,7 +183,7 @@ def test_offline_fdsn_is_one_line_after_its_retries(env, wilz_sds, tmp_path):
 
 
 def test_option_values_are_validated(env, wilz_sds, tmp_path):
-    (tmp_path / "O2.WILZ.xml").write_text("")
+    placeholder_stationxml(tmp_path / "O2.WILZ.xml")
     config = wilz_config(tmp_path, wilz_sds)
     both = eqcat(env, "build", config, "--stage", "pick", "--from", "locate")
     assert_one_error(both, 2, "--stage", "--from", "not both")

@@ -28,6 +28,7 @@ import pandas as pd
 import pyocto
 from scipy.spatial import cKDTree
 
+from pipeline import velocity
 from pipeline.association.core import PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.params import PyOctoConfig
@@ -64,6 +65,13 @@ def association_cutoff_km(stations: StationGeometry, n_stations: int | None) -> 
     tree = cKDTree(np.column_stack([stations.x_km, stations.y_km]))
     distance, _ = tree.query(np.column_stack([gx.ravel(), gy.ravel()]), k=[n_stations])
     return float(distance.max() + 0.5 * np.hypot(x1 - x0, y1 - y0) / 100)
+
+
+#: Hash of the code that computes and writes the table (this module, :mod:`pipeline.velocity`):
+#: part of the cached table's name, so a changed ray tracer or format never reuses an old one.
+TABLE_CODE_VERSION = hashlib.sha256(
+    Path(__file__).read_bytes() + Path(velocity.__file__).read_bytes()
+).hexdigest()[:16]
 
 
 def write_travel_time_table(
@@ -109,6 +117,7 @@ def velocity_model_for(
                 model.vp_km_s.tobytes(),
                 model.vs_km_s.tobytes(),
                 struct.pack("ddd", cfg.table_spacing_km, max_distance, max_depth),
+                TABLE_CODE_VERSION.encode(),
             ]
         )
     ).hexdigest()[:16]

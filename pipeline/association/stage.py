@@ -37,6 +37,7 @@ from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
 from pipeline.association.refine import merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 from pipeline.velocity import VelocityModel
 
@@ -63,7 +64,7 @@ ASSIGNMENT_SCHEMA = {
 }
 
 
-class AssociationInputError(ValueError):
+class AssociationInputError(EqcatInputError):
     """Picks or stations that the associators cannot use; the message names what and where."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import run_engine
 from pipeline.relocation.params import HypoDDConfig, RelocationConfig
@@ -54,7 +55,7 @@ RESIDUALS = "location/phase_residuals.parquet"
 S_WEIGHT_RATIO_BOUNDS = (0.5, 1.0)
 
 
-class RelocationInputError(ValueError):
+class RelocationInputError(EqcatInputError):
     """An input table the relocation stage cannot use; the message names file and field."""
 
 

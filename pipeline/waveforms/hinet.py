@@ -47,6 +47,7 @@ from obspy import Inventory, Stream, UTCDateTime, read
 from obspy.core.inventory import Channel, Network, Response, Station
 from obspy.geodetics import locations2degrees
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import write_text_atomic
 from pipeline.waveforms.params import HinetSource, HinetStationRule, check_code
 from pipeline.waveforms.sds import (
@@ -81,11 +82,11 @@ CTABLE_COLUMNS = [
 ]
 
 
-class HinetCredentialsError(RuntimeError):
+class HinetCredentialsError(EqcatInputError):
     """No Hi-net credentials in the environment or the named secret."""
 
 
-class Win32ToolsMissing(RuntimeError):
+class Win32ToolsMissing(EqcatInputError):
     """The Hi-net win32tools programs are not on PATH."""
 
 

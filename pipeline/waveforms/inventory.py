@@ -28,7 +28,7 @@ import pandas as pd
 from obspy import Inventory, UTCDateTime, read_inventory
 from obspy.core.inventory import Channel, Network, Station
 
-from pipeline.errors import DataSourceError, EqcatInputError, input_error
+from pipeline.errors import OLD_RUN_HINT, DataSourceError, EqcatInputError, input_error
 from pipeline.rundir import atomic_path, atomic_write
 from pipeline.waveforms.params import (
     FDSNStationQuery,
@@ -192,13 +192,15 @@ def select_channels(
     location_priority: list[str],
     starttime: datetime,
     endtime: datetime,
+    skipped: dict[str, str] | None = None,
 ) -> list[StationChoice]:
     """Choose per station the channels to use, by channel then location priority.
 
     For each station active in ``[starttime, endtime)``, the first channel pattern (e.g. 'HH?')
     that has channels at some location wins; among locations, the first matching location
     pattern wins. Stations with no matching channel are skipped with a warning; stations
-    with invalid SEED codes are skipped with a warning naming them.
+    with invalid SEED codes are skipped with a warning naming them; both are recorded in
+    ``skipped`` (``NET.STA`` -> why) when it is given.
     """
     t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
     choices = []
@@ -211,18 +213,19 @@ def select_channels(
                 check_code("network", net.code)
                 check_code("station", sta.code)
             except ValueError as exc:
-                log.warning("station %r skipped: %s", label, exc)
-                continue
-            choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
-            if choice is None:
-                log.warning(
-                    "station %s skipped: no channel matches %s at locations %s",
-                    label,
-                    channel_priority,
-                    location_priority,
+                label, why = repr(label), f"skipped: {exc}"  # quoted: the codes are not clean
+            else:
+                choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
+                if choice is not None:
+                    choices.append(choice)
+                    continue
+                why = (
+                    f"skipped: no channel in the inventory matches {channel_priority} "
+                    f"at locations {location_priority}"
                 )
-                continue
-            choices.append(choice)
+            log.warning("station %s %s", label, why)
+            if skipped is not None:
+                skipped[label] = why
     return sorted(choices, key=lambda c: c.seed_id)
 
 
@@ -294,5 +297,5 @@ def read_stations_csv(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=codes, keep_default_na=False)
     missing = [c for c in STATION_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: stations table lacks column(s) {missing}")
+        raise EqcatInputError(f"{path}: stations table lacks column(s) {missing}" + OLD_RUN_HINT)
     return table

@@ -10,12 +10,14 @@ at 100 Hz, or a rate change within a day) then gives traces that line up sample 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
-from obspy import Stream, UTCDateTime
+from obspy import Stream, UTCDateTime, read
 from obspy.clients.filesystem.sds import Client as SDSClient
 
 from pipeline.waveforms.params import check_code
+from pipeline.waveforms.sds import station_day_files
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,40 @@ def read_station(
     loc = check_code("location", location)
     prefix = check_code("channel_prefix", channel_prefix)
     client = SDSClient(str(sds_root))
-    stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
+    try:
+        stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
+    except Exception:  # noqa: BLE001 - a corrupt file: read the others, file by file
+        stream = _read_readable_files(client, (net, sta, loc, prefix), starttime, endtime)
     if sampling_rate is not None:
         conform_rate(stream, sampling_rate, f"{net}.{sta}.{loc}")
         stream.trim(starttime, endtime)  # resampling can reach a sample past the request
+    return stream
+
+
+def _read_readable_files(
+    client: SDSClient,
+    codes: tuple[str, str, str, str],
+    starttime: UTCDateTime,
+    endtime: UTCDateTime,
+) -> Stream:
+    """What :meth:`SDSClient.get_waveforms` returns, leaving out the files it cannot read.
+
+    Each corrupt file is logged by name; the quality table (``waveforms/quality.parquet``)
+    flags it as ``corrupt`` and the report lists it, so the station is read without it as
+    if that channel-day were missing.
+    """
+    net, sta, loc, prefix = codes
+    stream = Stream()
+    first = (starttime - client.fileborder_seconds).date  # as the client: the day before
+    days = [first + timedelta(days=k) for k in range((endtime.date - first).days + 1)]
+    for path in station_day_files(Path(client.sds_root), net, sta, loc, prefix, days, False):
+        try:
+            stream += read(str(path), format="MSEED", starttime=starttime, endtime=endtime)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a corrupt file
+            log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
+    stream = stream.select(network=net, station=sta, location=loc, channel=f"{prefix}?")
+    stream.trim(starttime, endtime)
+    stream.merge(-1)
     return stream
 
 

@@ -1,0 +1,468 @@
+"""The seams a user hits: one-line errors, no retries of what cannot heal, data problems shown.
+
+Each test is a case found by trying the commands on bad input (see the review of the seams):
+a config that is not text, a folder given as a config, a velocity model that is not YAML, run
+tables from another version, a corrupt miniSEED file in an SDS archive, a StationXML without
+responses, the model loaded once per process, ``eqcat validate`` without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import read_inventory
+from test_bad_data import (  # noqa: F401 - ``archive`` is a fixture
+    T0,
+    archive,
+    build_direct,
+    copy_archive,
+    day_file,
+    report_text,
+    station_codes,
+    summary_of,
+    write_config,
+)
+
+from pipeline.config import ConfigError, load_config
+from pipeline.errors import EqcatInputError, is_retryable
+from pipeline.picking.stage import PickingError
+from pipeline.report.data_quality import terminal_lines
+from pipeline.waveforms.reader import read_station
+
+REPO = Path(__file__).resolve().parents[1]
+EQCAT = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _config(tmp_path: Path, text: str | bytes, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+MINIMAL = "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"\xff\xfe\x00 not text", "not valid YAML text"),
+        (MINIMAL + "velocity_model: {vm}\nscenario: {{}}\n", "not valid YAML text"),
+        (MINIMAL + "velocity_model: {vm_list}\nscenario: {{}}\n", "expected a YAML mapping"),
+        (MINIMAL + "velocity_model: {vm_vpvs}\nscenario: {{}}\n", "'vp_vs' = 'fast'"),
+    ],
+    ids=["binary-config", "velocity-not-yaml", "velocity-a-list", "velocity-vpvs-text"],
+)
+def test_unreadable_config_or_velocity_model_is_a_config_error(tmp_path, content, expected):
+    models = {
+        "vm": _config(tmp_path, "layers: [1, 2\n", "vm.yaml"),
+        "vm_list": _config(tmp_path, "- 1\n- 2\n", "vm_list.yaml"),
+        "vm_vpvs": _config(tmp_path, "vp_vs: fast\nlayers: [{top_km: 0, vp: 6}]\n", "v3.yaml"),
+    }
+    if isinstance(content, str):
+        content = content.format(**models)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(_config(tmp_path, content))
+    assert str(tmp_path) in str(info.value)
+
+
+def test_folder_or_binary_config_exits_2_with_one_line(tmp_path):
+    binary = _config(tmp_path, b"\xff\xfe\x00 not text")
+    for target, expected in ((tmp_path, "is a folder"), (binary, "not valid YAML text")):
+        done = subprocess.run(
+            [*EQCAT, "validate", str(target)], capture_output=True, text=True, cwd=REPO
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and str(target) in lines[0]
+        assert "Traceback" not in done.stderr
+
+
+def test_validate_checks_weights_without_tensorflow():
+    """``eqcat validate`` reads the weights file with h5py; TensorFlow is never imported."""
+    code = (
+        "import sys\n"
+        "from pipeline.config import load_config\n"
+        "from pipeline.preflight import check_weights\n"
+        "cfg = load_config('station_configs/demo.yaml')\n"
+        "print(check_weights(cfg))\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "[]"], done.stdout + done.stderr
+
+
+def test_validate_still_refuses_a_file_that_is_not_weights(tmp_path):
+    from pipeline.picking.weights_file import WeightsMismatchError, read_weights
+
+    fake = _config(tmp_path, "not weights", "w.h5")
+    with pytest.raises(WeightsMismatchError, match="neither a Keras 3"):
+        read_weights(fake)
+
+
+def test_model_is_loaded_once_when_threads_ask_together(caplog):
+    """Mapped picking tasks start together on threads: one load, one load line."""
+    from flows import build
+
+    build._load_model.cache_clear()
+    models = []
+    with caplog.at_level(logging.INFO, logger="pipeline.picking.model"):
+        threads = [
+            threading.Thread(target=lambda: models.append(build._model("original", "keras2")))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(models) == 3 and all(m is models[0] for m in models)
+    loaded = [r for r in caplog.records if r.getMessage().startswith("loaded ")]
+    assert len(loaded) == 1
+    # Another content of the weights file (its sha256 in the picking key): loaded again.
+    assert build._model("original", "keras2", "another-sha256") is not models[0]
+    assert build._model("original", "keras2") is models[0]
+
+
+@pytest.mark.parametrize(
+    "exc, retry",
+    [
+        (ValueError("bad value"), False),
+        (KeyError("column"), False),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), False),
+        (EqcatInputError("missing", path="x"), False),
+        (FileNotFoundError(2, "No such file", "x"), False),
+        (TimeoutError("read timed out"), True),
+        (ConnectionRefusedError(111, "refused"), True),
+        (RuntimeError("HypoDD crashed"), True),
+    ],
+)
+def test_retry_only_what_can_heal(exc, retry):
+    assert is_retryable(exc) is retry
+
+
+def test_a_wrapped_deterministic_error_is_not_retried():
+    try:
+        try:
+            raise ValueError("julday out of bounds")
+        except ValueError as inner:
+            raise PickingError("station-day XX.X01.2000-10-08: ValueError: ...") from inner
+    except PickingError as outer:
+        assert not is_retryable(outer)
+    assert is_retryable(PickingError("station-day: time-out"))
+
+
+def test_run_table_from_another_version_names_file_and_what_to_do(tmp_path):
+    from pipeline.catalog import _read
+
+    path = tmp_path / "locations.parquet"
+    pd.DataFrame({"event_id": ["e1"], "latitude": [35.0]}).to_parquet(path)
+    with pytest.raises(EqcatInputError, match="missing columns.*another eqcat version.*--from"):
+        _read(path)
+
+
+def test_reader_leaves_out_a_corrupt_file(archive, tmp_path):  # noqa: F811
+    sds = copy_archive(archive, tmp_path / "sds")
+    station = station_codes(sds)[0]
+    net = day_file(sds, station, "HHZ").parents[2].name
+    intact = read_station(sds, net, station, "", "HH", T0, T0 + 600)
+    day_file(sds, station, "HHZ").write_bytes(np.random.default_rng(0).bytes(3000))
+    damaged = read_station(sds, net, station, "", "HH", T0, T0 + 600)
+    assert sorted(tr.stats.channel for tr in damaged) == ["HHE", "HHN"]
+    for tr in damaged:
+        (same,) = intact.select(channel=tr.stats.channel)
+        np.testing.assert_array_equal(tr.data, same.data)
+
+
+def test_corrupt_file_and_missing_responses_show_in_report_and_terminal(
+    archive,  # noqa: F811
+    tmp_path,
+):
+    """A corrupt Z file: the station-day is still picked (Z missing) and flagged; a station
+    without responses in the StationXML gets no magnitude and is named, not fatal."""
+    sds = copy_archive(archive, tmp_path / "sds")
+    corrupt, no_response = station_codes(sds)[:2]
+    day_file(sds, corrupt, "HHZ").write_bytes(np.random.default_rng(1).bytes(3000))
+    inventory = read_inventory(str(sds / "inventory.xml"))
+    for network in inventory:
+        for station in network:
+            for channel in station if station.code == no_response else []:
+                channel.response = None
+    net = inventory[0].code
+    inventory.write(str(sds / "inventory.xml"), format="STATIONXML")
+    run = build_direct(write_config(tmp_path, sds, "seams"))
+
+    manifest = run.read_manifest()
+    picking = manifest["picks"]["details"]
+    assert not picking["failures"]  # the station-day is picked, with Z as a missing component
+    assert any(n.startswith(f"{net}.{corrupt}.") and "Z missing" in n for n in picking["notes"])
+    skipped = manifest["magnitude"]["details"]["skipped"]
+    assert (
+        list(skipped) == [f"{net}.{no_response}"]
+        and "no response" in skipped[f"{net}.{no_response}"]
+    )
+    mags = pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet")
+    assert not (mags["station"] == no_response).any() and len(mags) > 0
+
+    gaps = summary_of(run)["data_gaps"]
+    assert gaps[f"{net}.{no_response}"].startswith("magnitude: inventory.xml: no response")
+    text = report_text(run)
+    assert f"{net}.{no_response}" in text and "corrupt file" in text
+    lines = terminal_lines(run)
+    assert len(lines) == 2
+    assert f"{net}.{no_response} (magnitude: " in lines[0]
+    assert f"{net}.{corrupt}" in lines[1] and "Data quality" in lines[1]
+
+
+def test_terminal_lines_are_empty_for_a_clean_run(tmp_path):
+    from pipeline.rundir import RunDir
+
+    assert terminal_lines(RunDir(tmp_path / "run")) == []
+    (tmp_path / "run" / "waveforms").mkdir(parents=True)
+    quality = pd.DataFrame({"network": ["XX"], "station": ["X01"], "location": [""]})
+    quality = quality.assign(flagged=[False], reason=[""])
+    quality.to_parquet(tmp_path / "run" / "waveforms" / "quality.parquet")
+    assert terminal_lines(RunDir(tmp_path / "run")) == []
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"starttime": "2024-02-01", "endtime": "2024-01-01"}, "--start .* must be before --end"),
+        ({"minlatitude": 40.0, "maxlatitude": 30.0}, "--min-latitude 40.0 must be below"),
+        ({"minlongitude": 200.0}, r"--min-longitude 200.0: expected degrees in \[-180, 180\]"),
+    ],
+)
+def test_mc_selection_that_can_hold_no_event_is_refused(options, expected):
+    from pipeline.catalog_io import CatalogFilter
+
+    times = {k: pd.Timestamp(v, tz="UTC") for k, v in options.items() if k.endswith("time")}
+    with pytest.raises(EqcatInputError, match=expected):
+        CatalogFilter(**{**options, **times})
+
+
+@pytest.mark.parametrize(
+    "body, status, line",
+    [
+        ("raise EqcatInputError('no picks column', path='run/picks.parquet')", 2, "error: run"),
+        (
+            "raise RuntimeError('engine crashed')",
+            1,
+            "error: RuntimeError: engine crashed (run with -v",
+        ),
+        ("raise KeyboardInterrupt", 130, "error: interrupted (SIGINT)"),
+        ("return 0", 0, None),
+    ],
+)
+def test_scripts_end_like_eqcat_commands(body, status, line):
+    """Diagnosis and benchmark scripts run their ``main`` through ``script_main``."""
+    code = (
+        "from pipeline.cli import script_main\n"
+        "from pipeline.errors import EqcatInputError\n"
+        f"def main():\n    {body}\n"
+        "script_main(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == status
+    lines = done.stderr.strip().splitlines()
+    assert (lines == []) if line is None else (len(lines) == 1 and lines[0].startswith(line))
+
+
+def test_pick_losses_on_a_folder_that_is_not_a_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/pick_losses.py", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
+    ]
+
+
+# ------------------------------------------------------------------------ cache keys
+
+
+def test_pyocto_table_is_named_by_the_code_that_computes_it(tmp_path, monkeypatch):
+    from test_association import _square_network
+
+    from pipeline.association import octo
+    from pipeline.association.params import PyOctoConfig
+    from pipeline.velocity import load_velocity_model
+
+    model, cfg = load_velocity_model("tottori"), PyOctoConfig()
+    first = octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+    monkeypatch.setattr(octo, "TABLE_CODE_VERSION", "changed-ray-tracer")
+    second = octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+    assert len(list(tmp_path.glob("pyocto_tt_*.bin"))) == 2  # a new table, not the old one
+    assert first is not second
+
+
+def test_stage_keys_cover_programs_and_the_units_the_report_lists(tmp_path):
+    from flows import build
+    from pipeline.location.runner import find_hypoinverse
+    from pipeline.rundir import RunDir
+
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\nscenario: {{}}\n")
+    cfg = load_config(config)
+    run = RunDir(cfg.run_dir)
+    run.record_stage("magnitude", details={"skipped": {"XX.X01": "no response"}})
+    inputs, _ = build._stage_inputs("locate", cfg, run)
+    assert find_hypoinverse() in inputs
+    _, extra = build._stage_inputs("relocate", cfg, run)
+    assert set(extra["engine"]) & {"binary", "python"}
+    _, extra = build._stage_inputs("report", cfg, run)
+    assert extra["failures"] == {"XX.X01": "magnitude: no response"}
+
+
+def test_dask_address_without_a_scheduler_is_refused_before_work():
+    import socket
+
+    from flows.build import check_scheduler
+    from pipeline.errors import DataSourceError
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")  # answers
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]  # bound, not listening: refused
+            with pytest.raises(DataSourceError, match=f"tcp://127.0.0.1:{port}.*does not answer"):
+                check_scheduler(f"tcp://127.0.0.1:{port}")
+
+
+def test_serve_refuses_a_span_of_no_days(tmp_path):
+    config = _config(tmp_path, MINIMAL + "scenario: {}\n")
+    done = subprocess.run(
+        [*EQCAT, "serve", str(config), "--days", "0"], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --days 0: expected a whole number of days, at least 1"
+    ]
+
+
+@pytest.mark.parametrize(
+    "section, file_text, expected",
+    [
+        (
+            "stations:\n  kind: stationxml\n  path: {path}\n",
+            "name: x\n",
+            "not a readable StationXML",
+        ),
+        ("scenario:\n  stations_csv: {path}\n", "a,b\n1,2\n", "station list lacks column(s)"),
+        (
+            "scenario:\n  stations_csv: {path}\n",
+            "network,station,latitude,longitude,elevation_m\nXX,../x,35,133,0\n",
+            "row 1: invalid station code '../x'",
+        ),
+    ],
+    ids=["stationxml-not-xml", "station-list-columns", "station-code-with-path"],
+)
+def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text, expected):
+    from pipeline.preflight import preflight_problems
+
+    station_file = _config(tmp_path, file_text, "stations.data")
+    spec = MINIMAL + f"output_dir: {tmp_path}\n" + section.format(path=station_file)
+    if "stationxml" in section:
+        spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    problems = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
+    assert len(problems) == 1 and expected in problems[0] and str(station_file) in problems[0]
+
+
+def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path):  # noqa: F811
+    """A station whose inventory channels match no channel priority is named in the report's
+    failed/skipped units and the terminal lines, not only logged."""
+    from pipeline.config import write_resolved_config
+    from pipeline.report.data_quality import data_gaps
+    from pipeline.waveforms import download_waveforms
+
+    sds = copy_archive(archive, tmp_path / "sds")
+    dropped = station_codes(sds)[-1]
+    inventory = read_inventory(str(sds / "inventory.xml"))
+    for network in inventory:
+        for station in network:
+            for channel in station if station.code == dropped else []:
+                channel.code = "BH" + channel.code[-1]
+    inventory.write(str(sds / "inventory.xml"), format="STATIONXML")
+    cfg = load_config(write_config(tmp_path, sds, "skipped"))
+    run = write_resolved_config(cfg)
+    download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime, progress=False)
+    label = f"{inventory[0].code}.{dropped}"
+    assert data_gaps(run)[label].startswith("waveforms: skipped: no channel in the inventory")
+    assert any(label in line for line in terminal_lines(run))
+
+
+def test_score_names_the_truth_file_row_and_value(tmp_path):
+    from pipeline.score import read_truth
+
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    columns = "event_id,origin_time,latitude,longitude,depth_km,magnitude\n"
+    (truth / "catalog.csv").write_text(columns + "e1,2000-10-08T05:00:00Z,35,133,10,1.0\n")
+    (truth / "picks.csv").write_text("")
+    with pytest.raises(EqcatInputError, match="picks.csv: not readable as CSV"):
+        read_truth(truth)
+    (truth / "picks.csv").write_text("event_id,network,station,phase,time\ne1,XX,X01,P,soon\n")
+    with pytest.raises(EqcatInputError, match=r"picks.csv: unreadable time 'soon' in row 1"):
+        read_truth(truth)
+
+
+@pytest.mark.parametrize("content", ["{truncated", "[1, 2]"])
+def test_a_damaged_manifest_names_the_file_and_what_to_do(tmp_path, content):
+    from pipeline.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    run.manifest_path.write_text(content)
+    with pytest.raises(EqcatInputError, match="manifest.json: not a run manifest.*delete the run"):
+        run.read_manifest()
+
+
+def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
+    catalog = _config(tmp_path, "time,mag\n2024-01-01T00:00:00,2.0\n", "cat.csv")
+    out = _config(tmp_path, "keep me", "report.txt")
+    done = subprocess.run(
+        [*EQCAT, "mc", str(catalog), "--out", str(out)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2 and out.read_text() == "keep me"
+    assert done.stderr.strip().splitlines() == [
+        f"error: --out {out}: is a file; expected a report folder (new or not)"
+    ]
+
+
+def test_validate_reads_the_reference_catalog(tmp_path):
+    from pipeline.preflight import check_report
+
+    reference = _config(tmp_path, "time,mag\n2000-10-08T05:00:00,M2\n", "jma.csv")
+    spec = MINIMAL + f"output_dir: {tmp_path}\nscenario: {{}}\n"
+    spec += f"report:\n  reference: {{name: JMA, path: {reference}, magnitude_column: mag}}\n"
+    (problem,) = check_report(load_config(_config(tmp_path, spec)))
+    assert "report.reference.path" in problem and "non-numeric magnitude 'M2'" in problem
+
+
+def test_hinet_build_without_credentials_or_win32tools_fails_validate(monkeypatch, tmp_path):
+    """Neither heals by retrying (the download task used to retry them for 70 s)."""
+    from pipeline.preflight import check_download
+    from pipeline.waveforms.hinet import HinetCredentialsError
+
+    monkeypatch.delenv("HINET_USER", raising=False)
+    monkeypatch.delenv("HINET_PASSWORD", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no catwin32 / win2sac_32
+    problems = check_download(load_config(REPO / "station_configs" / "tottori2000.yaml"))
+    assert len(problems) == 2
+    assert "win32tools programs catwin32, win2sac_32" in problems[0]
+    assert "HINET_USER and HINET_PASSWORD" in problems[1]
+    assert not is_retryable(HinetCredentialsError("no credentials"))
