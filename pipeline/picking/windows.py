@@ -50,9 +50,9 @@ found 9 % of the S; the conservative model found fewer (best of 11 window positi
 the S, 16 % of the P; the original 36 % and 27 %). So after the regular windows are
 combined and picked, one more window is run per detection that has picks: it ends
 :data:`CONTEXT_MARGIN` samples before the detection's first pick, so that the detected
-event is cut off, and its outputs
-join the combined traces by the maximum (P only where it reaches :data:`CONTEXT_P_MIN`; the
-first ``blind`` and the last :data:`CONTEXT_TAIL` samples unused). Demo replica, seed 2000,
+event is cut off, and its outputs join the combined traces by the maximum (P only where it
+reaches :data:`CONTEXT_P_MIN`; the first ``blind`` and the last :data:`CONTEXT_TAIL` samples
+unused). Demo replica, seed 2000,
 overlap 0.3 (pick stage; events = true events >= M 0.8 picked at >= 3 stations):
 
     context windows            windows  events  P precision  S precision  matched arrivals
