@@ -203,15 +203,15 @@ def context_curves(
         k: stack(outputs[k], prepared.starts, record.n_samples, blind[k], STACKING[k])
         for k in OUTPUTS
     }
-    none = np.zeros(0, dtype=np.int64)
+    no_context = np.zeros(0, dtype=np.int64)
     if not cfg.context_windows or record.n_samples <= WINDOW:
-        return curves, none
+        return curves, no_context
     blocked = record.near_gaps(cfg.gap_guard_s)
     picks = extract_picks(
         {k: v.copy() for k, v in curves.items()}, cfg, record.sampling_rate, blocked
     )
     if picks.empty:
-        return curves, none
+        return curves, no_context
     starts = context_starts(picks.groupby("detection_start")["sample"].min().to_numpy())
     if len(starts):
         context = predict(model, standardised_windows(record.data, starts), cfg.batch_size)
