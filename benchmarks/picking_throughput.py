@@ -2,11 +2,12 @@
 
 Run: ``.venv/bin/python benchmarks/picking_throughput.py [--models original conservative]
 [--mc 20] [--repeats 3] [--quiet-hours 24] [--quiet-events 40] [--overlap 0.3]
-[--workers 2] [--cases wilz wilz-mc quiet quiet-mc wilz-x2]``.
+[--context-windows on|off] [--workers 2] [--cases wilz wilz-mc quiet quiet-mc wilz-x2]``.
 
 Models: ``original`` (the default picking model) and ``conservative``, as installed by set-up,
 or weights files; each runs with the picking defaults (``PickerConfig``: thresholds 0.5/0.3/0.3,
-1 h chunks, batch 500, overlap 0.3) but ``--overlap`` and ``--mc``.
+1 h chunks, batch 500, overlap 0.3, context windows on) but ``--overlap``,
+``--context-windows`` and ``--mc``.
 
 Cases, each in a fresh Python process (so its peak memory is its own):
 
@@ -70,10 +71,11 @@ def _quiet_day(wilz: Stream, model, hours: float, events: int, seed: int = 7) ->
     for tr in wilz:
         pieces = tr.data[: len(tr.data) // 1000 * 1000].reshape(-1, 1000)
         levels.append(np.percentile(pieces.std(axis=1), 5))
-    # event records: the strongest P picks of the record, 30 s from P - 5 s
+    # event records: the strongest P picks of the record (regular windows only, so that the
+    # data do not depend on the settings benchmarked), 30 s from P - 5 s
     picks = pick_span(lambda a, b: wilz.slice(a, b).copy(), ("O2", "WILZ", ""),
-                      wilz[0].stats.starttime, wilz[0].stats.endtime, PickerConfig(),
-                      model)  # fmt: skip
+                      wilz[0].stats.starttime, wilz[0].stats.endtime,
+                      PickerConfig(context_windows=False), model)  # fmt: skip
     p = picks[picks["phase"] == "P"].nlargest(events, "probability")
     starts = np.sort(rng.choice(np.arange(60, hours * 3600 - 60, 120.0), len(p), replace=False))
     t0 = UTCDateTime(2024, 3, 1)
@@ -116,7 +118,10 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     stream = _quiet_day(wilz, model, args.quiet_hours, args.quiet_events) if quiet else wilz
     mc = args.mc if case.endswith("-mc") else 0
     overlap = {} if args.overlap is None else {"overlap": args.overlap}
-    cfg = PickerConfig(mc_samples=mc, batch_size=args.batch_size, **overlap)
+    context = (
+        {} if args.context_windows is None else {"context_windows": args.context_windows == "on"}
+    )
+    cfg = PickerConfig(mc_samples=mc, batch_size=args.batch_size, **overlap, **context)
     start, end = stream[0].stats.starttime, stream[0].stats.endtime
     codes = ("O2", "WILZ", "")
     read_span = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
@@ -184,6 +189,12 @@ def main() -> None:
     parser.add_argument(
         "--overlap", type=float, default=None, help="window overlap (default: the picking default)"
     )
+    parser.add_argument(
+        "--context-windows",
+        choices=("on", "off"),
+        default=None,
+        help="picking.context_windows (default: the picking default)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
@@ -194,13 +205,16 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(run_case(args.one, args)), flush=True)
         return
-    if args.overlap is None:
-        from pipeline.picking.params import PickerConfig
+    from pipeline.picking.params import PickerConfig
 
+    if args.overlap is None:
         args.overlap = PickerConfig().overlap
+    if args.context_windows is None:
+        args.context_windows = "on" if PickerConfig().context_windows else "off"
     print(
         f"cpus={os.cpu_count()} load average at start={os.getloadavg()}; settings: "
-        f"PickerConfig defaults, overlap={args.overlap}, batch={args.batch_size}, MC M={args.mc}, "
+        f"PickerConfig defaults, overlap={args.overlap}, context windows {args.context_windows}, "
+        f"batch={args.batch_size}, MC M={args.mc}, "
         f"repeats={args.repeats}, quiet day {args.quiet_hours} h with {args.quiet_events} events",
         flush=True,
     )
@@ -210,6 +224,7 @@ def main() -> None:
         f"--quiet-hours={args.quiet_hours}",
         f"--quiet-events={args.quiet_events}",
         f"--overlap={args.overlap}",
+        f"--context-windows={args.context_windows}",
         f"--batch-size={args.batch_size}",
         f"--workers={args.workers}",
     ]

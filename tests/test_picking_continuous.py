@@ -42,8 +42,12 @@ from pipeline.picking.stage import (
 from pipeline.picking.windows import (
     OUTPUTS,
     WINDOW,
+    add_context,
     combine,
     combined_passes,
+    context_blind,
+    context_passes,
+    context_starts,
     effective_blind,
     standardised_windows,
     window_starts,
@@ -264,7 +268,9 @@ def test_fake_picks_land_on_the_events_and_mc_runs_only_where_detected():
     record = _record(_event_data(60_000, events))
     model = FakePicker()
     stats = SpanStats()
-    picks = eqt_record_picks(record, model, PickerConfig(mc_samples=8), stats)
+    # regular windows only: the context windows (always near a detection) are gated below
+    cfg = PickerConfig(mc_samples=8, context_windows=False)
+    picks = eqt_record_picks(record, model, cfg, stats)
     for phase, col in (("P", 0), ("S", 1)):
         got = picks.loc[picks["phase"] == phase, "sample"].to_numpy() / FS
         assert got == pytest.approx([e[col] for e in events], abs=0.02)
@@ -328,8 +334,12 @@ def test_span_gap_yields_no_pick_inside_it():
 
 
 def test_mc_gate_gives_the_statistics_of_mc_on_every_window():
-    """Passes only on the windows used around the picks: the same table as passes on all."""
-    events = [(100.0, 103.0), (250.0, 254.5), (430.0, 431.5), (541.0, 545.0)]
+    """Passes only on the windows used around the picks: the same table as passes on all.
+
+    Regular and context windows alike (an event 20 s after another makes the context window
+    before it hold the first one).
+    """
+    events = [(100.0, 103.0), (250.0, 254.5), (270.0, 273.0), (430.0, 431.5), (541.0, 545.0)]
     record = _record(_event_data(60_000, events))
     cfg = PickerConfig(mc_samples=5, overlap=0.7)  # 4 windows over a sample: the gate saves
     stats = SpanStats()
@@ -340,12 +350,53 @@ def test_mc_gate_gives_the_statistics_of_mc_on_every_window():
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
     outputs = model.predict_windows(prepared.windows)
     curves = {k: combine(outputs[k], starts, n, blind[k]) for k in OUTPUTS}
+    first = extract_picks({k: v.copy() for k, v in curves.items()}, cfg, FS)
+    extra = context_starts(first.groupby("detection_start")["sample"].min().to_numpy())
+    extra_windows = standardised_windows(record.data, extra)
+    add_context(model.predict_windows(extra_windows), extra, n, context_blind(500), curves)
     passes = {k: np.zeros((5, n), np.float32) for k in OUTPUTS}
     combined_passes(model, prepared.windows, starts, n, blind, 5, 500, out=passes)
+    context_passes(model, extra_windows, extra, n, context_blind(500), 5, 500, out=passes)
     everywhere = extract_picks(curves, cfg, FS, record.near_gaps(cfg.gap_guard_s), passes)
     pd.testing.assert_frame_equal(gated, everywhere)
-    assert len(gated) == 8 and (gated["time_std_s"] > 0).all()
-    assert 0 < stats.mc_windows < stats.windows / 2
+    assert len(gated) == 10 and (gated["time_std_s"] > 0).all()
+    # one per detection, ending 1 s before its first pick (the fake detector splits the
+    # second event's P and S, 4.5 s apart, into two detections)
+    assert extra.tolist() == [3899, 18899, 19350, 20899, 36900, 47999]
+    assert stats.windows == len(starts) + len(extra)
+    assert 0 < stats.mc_windows < 0.6 * stats.windows  # 22 of 39: the gate saves
+
+
+class LargestEventPicker(FakePicker):
+    """A :class:`FakePicker` that, like EQTransformer on the demo replica, gives a window's
+    smaller arrivals nothing when a larger one is in it: values below half the window's
+    largest P or S value are zeroed."""
+
+    def predict_windows(self, x, mc_samples=0, batch_size=500):
+        out = super().predict_windows(x, mc_samples, batch_size)
+        top = np.maximum(out["picker_P"], out["picker_S"]).max(axis=1, keepdims=True)
+        return {k: np.where(v >= 0.5 * top, v, 0).astype(np.float32) for k, v in out.items()}
+
+
+def test_context_window_finds_a_small_event_before_a_larger_one():
+    """Small event (P 100 s, S 102 s), larger one 8 s later: the regular windows all hold
+    both; the window ending 1 s before the larger one's P holds the small one alone."""
+    n = 30_000
+    t = np.arange(n) / FS
+    data = np.random.default_rng(3).normal(size=(n, 3))
+    for p, s, amplitude in ((100.0, 102.0, 300.0), (108.0, 111.0, 3000.0)):
+        data[:, 0] += amplitude * np.exp(-0.5 * ((t - p) * FS / 3) ** 2)
+        data[:, 1] += amplitude * np.exp(-0.5 * ((t - s) * FS / 3) ** 2)
+    record = _record(data)
+    found = {}
+    for context in (False, True):
+        picks = eqt_record_picks(
+            record, LargestEventPicker(), PickerConfig(context_windows=context)
+        )
+        found[context] = sorted((picks["sample"] / FS).round(2).tolist())
+    assert found[False] == pytest.approx([108.0, 111.0], abs=0.02)
+    # the context window gives the small event's S (its P is not taken from it)
+    assert found[True] == pytest.approx([102.0, 108.0, 111.0], abs=0.02)
 
 
 def test_windows_covering_marks_exactly_the_windows_used_there():
@@ -367,7 +418,9 @@ def test_chunks_sharing_one_model_call_give_the_same_picks():
     events = [(120.0, 123.0), (299.95, 302.0), (598.0, 600.02), (1500.0, 1507.0)]
     stream = _stream(_event_data(n, events))
     reader = lambda a, b: stream.slice(a, b).copy()  # noqa: E731
-    cfg, codes = PickerConfig(chunk_s=300, overlap=0.3), ("XX", "TEST", "")
+    # regular windows only: context windows are run per record after the shared call
+    cfg = PickerConfig(chunk_s=300, overlap=0.3, context_windows=False)
+    codes = ("XX", "TEST", "")
     one, gathered = FakePicker(), FakePicker()
     alone = pick_span(reader, codes, T0, T0 + 1800, cfg, one, group_windows=1)
     together = pick_span(reader, codes, T0, T0 + 1800, cfg, gathered, group_windows=10_000)

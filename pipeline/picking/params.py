@@ -146,6 +146,15 @@ class PickerConfig(_Section):
         "demo replica, at 2.3 times the model calls and lower P recall on real labelled "
         "records (module docstring)",
     )
+    context_windows: bool = Field(
+        True,
+        description="after the regular windows, run one more window per detection with "
+        "picks, ending 1 s before its first pick, and join its detector and S outputs by the "
+        "maximum: a larger event later in a window hides smaller arrivals before "
+        "it. Demo replica (seed 2000, overlap 0.3): 559 instead of 518 of the 599 true "
+        "events >= M 0.8 picked at >= 3 stations, for 1.8 times the model calls "
+        "(pipeline/picking/windows.py); false = regular windows only",
+    )
     blind_samples: int = Field(
         500,
         ge=0,

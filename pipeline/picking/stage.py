@@ -48,7 +48,11 @@ from pipeline.picking.windows import (
     STACKING,
     WINDOW,
     WindowPredictor,
+    add_context,
     combined_passes,
+    context_blind,
+    context_passes,
+    context_starts,
     effective_blind,
     predict,
     stack,
@@ -166,18 +170,53 @@ def record_curves(
 ) -> dict[str, np.ndarray]:
     """Deterministic combined ``detector``, ``picker_P``, ``picker_S`` of a record, each (n,).
 
+    The regular windows, then (``cfg.context_windows``) the context windows
+    (:func:`context_curves`).
+
     Args:
         prepared: the record's windows (:func:`record_windows`; None = made here).
         outputs: the model outputs of ``prepared.windows`` (None = predicted here).
+    """
+    return context_curves(record, model, cfg, prepared, outputs)[0]
+
+
+def context_curves(
+    record: Record,
+    model: WindowPredictor,
+    cfg: PickerConfig,
+    prepared: RecordWindows | None = None,
+    outputs: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(combined curves as :func:`record_curves` gives them, context window starts).
+
+    The regular windows' outputs are combined (:data:`STACKING`) and picked; with
+    ``cfg.context_windows`` one more window per detection with picks, ending just before its
+    first pick, is run and joined by the maximum
+    (:func:`~pipeline.picking.windows.add_context`; the module docstring of
+    :mod:`pipeline.picking.windows`). Without, the starts are empty.
     """
     prepared = prepared if prepared is not None else record_windows(record, cfg)
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
     if outputs is None:
         outputs = predict(model, prepared.windows, cfg.batch_size)
-    return {
+    curves = {
         k: stack(outputs[k], prepared.starts, record.n_samples, blind[k], STACKING[k])
         for k in OUTPUTS
     }
+    no_context = np.zeros(0, dtype=np.int64)
+    if not cfg.context_windows or record.n_samples <= WINDOW:
+        return curves, no_context
+    blocked = record.near_gaps(cfg.gap_guard_s)
+    picks = extract_picks(
+        {k: v.copy() for k, v in curves.items()}, cfg, record.sampling_rate, blocked
+    )
+    if picks.empty:
+        return curves, no_context
+    starts = context_starts(picks.groupby("detection_start")["sample"].min().to_numpy())
+    if len(starts):
+        context = predict(model, standardised_windows(record.data, starts), cfg.batch_size)
+        add_context(context, starts, record.n_samples, context_blind(cfg.blind_samples), curves)
+    return curves, starts
 
 
 def eqt_record_picks(
@@ -190,9 +229,10 @@ def eqt_record_picks(
 ) -> pd.DataFrame:
     """EQTransformer picks of one record (positions in samples, see ``extract_picks``).
 
-    Windows, standardisation, batched prediction, combination and extraction from the
-    deterministic pass. With ``mc_samples > 0`` the stochastic passes then run only on the
-    windows whose used samples (:func:`~pipeline.picking.windows.windows_covering`) meet
+    Windows, standardisation, batched prediction, combination (with the context windows,
+    :func:`context_curves`) and extraction from the deterministic pass. With
+    ``mc_samples > 0`` the stochastic passes then run only on the windows (regular and
+    context) whose used samples (:func:`~pipeline.picking.windows.windows_covering`) meet
     what the MC statistics read: the detection of each pick and the samples within
     ``mc_time_window_s`` of it. Every window contributing there is run, so the statistics
     equal those of running every window; pick positions never depend on the passes.
@@ -206,24 +246,39 @@ def eqt_record_picks(
     prepared = prepared if prepared is not None else record_windows(record, cfg)
     starts, windows = prepared.starts, prepared.windows
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
-    curves = record_curves(record, model, cfg, prepared, outputs)
+    curves, extra = context_curves(record, model, cfg, prepared, outputs)
     blocked = record.near_gaps(cfg.gap_guard_s)
     picks = extract_picks(curves, cfg, record.sampling_rate, blocked)
     if stats is not None:
-        stats.windows += len(starts)
+        stats.windows += len(starts) + len(extra)
     if not cfg.mc_samples or picks.empty:
         return picks
     half = int(round(cfg.mc_time_window_s * record.sampling_rate))
     spans = mc_intervals(picks, half, n)
     need = np.zeros(len(starts), dtype=bool)
+    extra_blind = context_blind(cfg.blind_samples)
+    need_extra = np.zeros(len(extra), dtype=bool)
     for k in OUTPUTS:
         need |= windows_covering(starts, n, blind[k], spans[k])
+        need_extra |= windows_covering(extra, n, extra_blind, spans[k])
     passes = {k: np.zeros((cfg.mc_samples, n), dtype=np.float32) for k in OUTPUTS}
     combined_passes(
         model, windows[need], starts[need], n, blind, cfg.mc_samples, cfg.batch_size, out=passes
     )
+    if need_extra.any():
+        chosen = extra[need_extra]
+        context_passes(
+            model,
+            standardised_windows(record.data, chosen),
+            chosen,
+            n,
+            extra_blind,
+            cfg.mc_samples,
+            cfg.batch_size,
+            out=passes,
+        )
     if stats is not None:
-        stats.mc_windows += int(need.sum())
+        stats.mc_windows += int(need.sum() + need_extra.sum())
     return extract_picks(curves, cfg, record.sampling_rate, blocked, passes)
 
 
