@@ -23,6 +23,7 @@ stage.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -125,4 +126,49 @@ def merge_split_events(
         assignments=pd.DataFrame(rows, columns=["event", "pick", "residual_s"]).astype(
             {"event": np.int64, "pick": np.int64, "residual_s": float}
         ),
+    )
+
+
+def add_leftover_events(
+    raw: RawAssociation,
+    picks: PickArrays,
+    associate: Callable[[PickArrays], RawAssociation],
+) -> RawAssociation:
+    """``raw`` plus the events ``associate`` finds among the picks ``raw`` leaves unassigned.
+
+    Args:
+        raw: events and assignments after the clean-up of :mod:`.stage`.
+        picks: the picks the assignments index.
+        associate: an associator run on a subset of the picks (pick indices of its result
+            index that subset).
+
+    Returns:
+        The association with the new events appended (event labels after ``raw``'s, pick
+        indices mapped back to ``picks``).
+    """
+    assigned = np.zeros(len(picks), dtype=bool)
+    assigned[raw.assignments["pick"].to_numpy(dtype=np.int64)] = True
+    rest = np.flatnonzero(~assigned)
+    if rest.size == 0:
+        return raw
+    subset = PickArrays(
+        time_s=picks.time_s[rest],
+        station=picks.station[rest],
+        is_p=picks.is_p[rest],
+        weight=picks.weight[rest],
+    )
+    extra = associate(subset)
+    log.info("leftover pass: %d events on %d unassigned picks", len(extra.events), rest.size)
+    if len(extra.assignments) == 0:
+        return raw
+    offset = int(raw.events.index.max()) + 1 if len(raw.events) else 0
+    events = extra.events.reset_index(drop=True)
+    events.index = events.index + offset
+    assignments = extra.assignments.assign(
+        event=extra.assignments["event"].to_numpy(dtype=np.int64) + offset,
+        pick=rest[extra.assignments["pick"].to_numpy(dtype=np.int64)],
+    )
+    return RawAssociation(
+        events=pd.concat([raw.events, events]),
+        assignments=pd.concat([raw.assignments, assignments], ignore_index=True),
     )

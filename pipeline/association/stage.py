@@ -35,7 +35,7 @@ from pipeline.association.core import PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
-from pipeline.association.refine import merge_split_events
+from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
 from pipeline.velocity import VelocityModel
@@ -150,6 +150,12 @@ def _associate_refined(
     else:
         raw = associate_pyocto(arrays, geometry, model, cfg.pyocto, table_dir)
     raw = _clean(raw, arrays, cfg.min_stations)
+    if cfg.leftover is not None:
+        second = cfg.pyocto.model_copy(update=cfg.leftover.model_dump())
+        raw = add_leftover_events(
+            raw, arrays, lambda rest: associate_pyocto(rest, geometry, model, second, table_dir)
+        )
+        raw = _clean(raw, arrays, cfg.min_stations)
     if cfg.merge_window_s > 0 and len(raw.assignments):
         t = cfg.time
         grid = OriginGrid.build(
