@@ -8,8 +8,15 @@ import pytest
 
 from pipeline.association import AssociationConfig, associate_picks
 from pipeline.association.core import PickArrays, RawAssociation
-from pipeline.association.diagnose import diagnose_association, main, minimums, summarize
+from pipeline.association.diagnose import (
+    diagnose_association,
+    leftover_minimums,
+    main,
+    minimums,
+    summarize,
+)
 from pipeline.association.geometry import StationGeometry, station_travel_times
+from pipeline.association.params import LeftoverConfig
 from pipeline.association.refine import merge_split_events
 from pipeline.association.stage import _station_id
 from pipeline.association.synthetic import generate, score
@@ -219,6 +226,14 @@ def test_diagnosis_names_reason_and_cause():
     assert summary["n_true"] == 2 and summary["associated"] == 1
     assert summary["cause"] == {"below_minimums": 1, "picks_taken": 0, "missed": 0}
     assert summary["failing"] == {"n_p_picks": 1, "n_p_and_s_picks": 1}
+    # A leftover pass that needs no P could find t2 (4 S picks) with 4 picks, not with 6.
+    for n_picks, cause in ((4, "missed"), (6, "below_minimums")):
+        cfg_lo = cfg.model_copy(update={"leftover": LeftoverConfig(n_picks=n_picks)})
+        table = diagnose_association(
+            picks, assignments, truth, truth_picks, minimums(cfg_lo), 0.5,
+            leftover_minimums(cfg_lo),
+        )  # fmt: skip
+        assert table.set_index("event_id").loc["t2", "cause"] == cause
 
 
 def test_diagnosis_command_reads_a_run(tmp_path, capsys):

@@ -18,8 +18,10 @@ over the MC-dropout std gate). Rules applied to both associators' output: a pick
 several events stays with the one where its |residual| is smallest; an event keeps at most
 one P and one S pick per station (the higher weight wins, weight = probability -
 std_weight × probability_std); events left with fewer than ``min_stations`` stations are
-dissolved (their picks become unassigned). With ``merge_window_s`` > 0, events that are halves
-of one event are then merged (:mod:`.refine`) and the rules applied again.
+dissolved (their picks become unassigned). With ``leftover`` set (PyOcto only), a second
+PyOcto pass with its own minimums adds events among the unassigned picks, and with
+``merge_window_s`` > 0, events that are halves of one event are then merged (both in
+:mod:`.refine`), each followed by the same rules.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ def _associate_refined(
     cfg: AssociationConfig,
     table_dir: Path,
 ) -> RawAssociation:
-    """The configured associator, then the merging of split events (:mod:`.refine`), each
-    followed by the clean-up."""
+    """The configured associator, then the leftover pass and the merging of split events
+    (:mod:`.refine`), each followed by the clean-up."""
     if cfg.associator == "time":
         raw = associate_time(arrays, geometry, model, cfg)
     else:
