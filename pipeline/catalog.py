@@ -23,7 +23,8 @@ vertical_error_km      depth uncertainty, km (NaN when unknown)
 rms_s                  RMS travel-time residual, s
 azimuthal_gap_deg      largest azimuthal gap between stations, degrees
 nearest_station_km     epicentral distance of the nearest station the locator used, km
-                       (HypoInverse's DMIN, whole km; NaN when unknown)
+                       (HypoInverse's DMIN, whole km, also for HypoDD-relocated events;
+                       NaN for associator origins)
 n_p, n_s               number of P and S picks associated with the event
 magnitude              event magnitude (NaN when none could be measured)
 magnitude_type         "ML", "MJMA-vel", ... ("" when no magnitude)
