@@ -8,8 +8,15 @@ import pytest
 
 from pipeline.association import AssociationConfig, associate_picks
 from pipeline.association.core import PickArrays, RawAssociation
-from pipeline.association.diagnose import diagnose_association, main, minimums, summarize
+from pipeline.association.diagnose import (
+    diagnose_association,
+    leftover_minimums,
+    main,
+    minimums,
+    summarize,
+)
 from pipeline.association.geometry import StationGeometry, station_travel_times
+from pipeline.association.params import LeftoverConfig
 from pipeline.association.refine import merge_split_events
 from pipeline.association.stage import _station_id
 from pipeline.association.synthetic import generate, score
@@ -219,6 +226,14 @@ def test_diagnosis_names_reason_and_cause():
     assert summary["n_true"] == 2 and summary["associated"] == 1
     assert summary["cause"] == {"below_minimums": 1, "picks_taken": 0, "missed": 0}
     assert summary["failing"] == {"n_p_picks": 1, "n_p_and_s_picks": 1}
+    # A leftover pass that needs no P could find t2 (4 S picks) with 4 picks, not with 6.
+    for n_picks, cause in ((4, "missed"), (6, "below_minimums")):
+        cfg_lo = cfg.model_copy(update={"leftover": LeftoverConfig(n_picks=n_picks)})
+        table = diagnose_association(
+            picks, assignments, truth, truth_picks, minimums(cfg_lo), 0.5,
+            leftover_minimums(cfg_lo),
+        )  # fmt: skip
+        assert table.set_index("event_id").loc["t2", "cause"] == cause
 
 
 def test_diagnosis_command_reads_a_run(tmp_path, capsys):
@@ -240,3 +255,42 @@ def test_diagnosis_command_reads_a_run(tmp_path, capsys):
     assert "'false': 1" in out  # ev2 is made mostly of false picks
     table = pd.read_csv(tmp_path / "d.csv")
     assert list(table["reason"].fillna("")) == ["", "not_associated", "not_associated"]
+
+
+def test_leftover_pass_finds_events_without_p_picks(tottori, tmp_path):
+    """Events whose every P pick was missed fail the first pass's one-P minimum; the leftover
+    pass (no P needed, 6 picks) finds them on the picks the first pass left, every pick stays
+    in at most one event, and the events the first pass found keep their picks."""
+    scenario = generate(tottori, 40, interval_s=30.0, false_fraction=0.0, seed=7)
+    s_only = set(range(0, 40, 4))
+    truth = scenario.pick_truth.loc[scenario.picks["pick_id"]].to_numpy()
+    drop = (scenario.picks["phase"] == "P").to_numpy() & np.isin(truth, list(s_only))
+    picks = scenario.picks[~drop].reset_index(drop=True)
+    stations = scenario.stations.assign(id=_station_id(scenario.stations))
+    stations = stations[["id", "latitude", "longitude", "elevation_m"]]
+    found = {}
+    for name, leftover in (("first", None), ("leftover", {"n_picks": 6})):
+        cfg = AssociationConfig(associator="pyocto", pyocto=DEMO_PYOCTO, leftover=leftover)
+        _, assignments, counts = associate_picks(picks, stations, tottori, cfg, tmp_path)
+        assert assignments["pick_id"].is_unique
+        assert counts["assigned"] + counts["unassigned"] == len(picks)
+        true_event = scenario.pick_truth.loc[assignments["pick_id"]].to_numpy()
+        found[name] = assignments.assign(true_event=true_event)
+    # Events of S picks only, seen at >= 6 stations: none found first, most by the leftover pass.
+    s_picks = picks[np.isin(scenario.pick_truth.loc[picks["pick_id"]], list(s_only))]
+    seen = s_picks.groupby(scenario.pick_truth.loc[s_picks["pick_id"]].to_numpy()).size()
+    wanted = set(seen.index[seen >= 6])
+    assert len(wanted) >= 5
+    assert not wanted & set(found["first"]["true_event"])
+    assert len(wanted & set(found["leftover"]["true_event"])) >= len(wanted) - 1
+    # The first pass's events are kept whole (the leftover pass only adds events; ids renumber).
+    first = found["first"].set_index("pick_id")["event_id"]
+    second = found["leftover"].set_index("pick_id")["event_id"]
+    assert set(first.index) <= set(second.index)
+    assert (second.loc[first.index].groupby(first.to_numpy()).nunique() == 1).all()
+    assert second.loc[first.index].nunique() == first.nunique()
+
+
+def test_leftover_pass_needs_pyocto():
+    with pytest.raises(ValueError, match="leftover"):
+        AssociationConfig(associator="time", leftover={"n_picks": 6})

@@ -307,8 +307,13 @@ def test_quality_classes_follow_the_documented_limits():
         good | {"vertical_error_km": 20.0},  # B: A's ERZ limit 2 km fails, B has none
         good | {"n_p": 3, "n_s": 2, "n_stations": 3},  # B: 5 readings, 3 stations
         good | {"azimuthal_gap_deg": 250.0},  # C: gap over 240
-        good | {"n_p": 2, "n_s": 2},  # C: 4 readings
+        good | {"n_p": 2, "n_s": 2},  # C: 4 readings, nearest station unknown
+        good | {"n_p": 2, "n_s": 2, "nearest_station_km": 15.0},  # B: 4 readings, a station near
+        good | {"n_p": 2, "n_s": 2, "nearest_station_km": 16.0},  # C: 4 readings, none near
+        good | {"n_p": 2, "n_s": 1, "nearest_station_km": 3.0},  # C: 3 readings, even near
+        good | {"nearest_station_km": 40.0},  # A: 9 readings need no near station
         good | {"rms_s": float("nan")},  # C: unknown RMS fails
         good | {"location_stage": "association"},  # D
     ]
-    assert list(quality_classes(pd.DataFrame(rows))) == ["A", "A", "B", "B", "C", "C", "C", "D"]
+    expected = ["A", "A", "B", "B", "C", "C", "B", "C", "C", "A", "C", "D"]
+    assert list(quality_classes(pd.DataFrame(rows))) == expected

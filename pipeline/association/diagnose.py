@@ -10,7 +10,8 @@ Each event lost at association also gets a **cause**:
     its matched picks alone fail the associator's minimums (PyOcto: ``n_picks``,
     ``n_p_picks``, ``n_s_picks``, ``n_p_and_s_picks``; time-based: P picks on ``min_stations``
     stations; both: ``min_stations`` stations): no associator setting short of lowering them
-    can find it. ``failing`` names the minimums it fails.
+    can find it. ``failing`` names the minimums it fails. With a leftover pass
+    (``association.leftover``) an event meeting that pass's minimums is not below them.
 ``picks_taken``
     some of its matched picks went to an event made mostly of another true event's picks or
     of false picks (a neighbour in time, or a false event, took them).
@@ -70,6 +71,13 @@ def minimums(cfg: AssociationConfig) -> dict[str, int]:
     }
 
 
+def leftover_minimums(cfg: AssociationConfig) -> dict[str, int] | None:
+    """The per-event minimums of the leftover pass (names as :func:`minimums`), None without."""
+    if cfg.leftover is None:
+        return None
+    return cfg.leftover.model_dump() | {"min_stations": cfg.min_stations}
+
+
 def _failing(row: pd.Series, need: dict[str, int]) -> str:
     have = {
         "n_picks": row.n_p + row.n_s,
@@ -105,6 +113,7 @@ def diagnose_association(
     truth_picks: pd.DataFrame,
     need: dict[str, int],
     pick_tol_s: float = 0.5,
+    need_leftover: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Per true event, how far its picks got through association (columns: module docstring).
 
@@ -115,6 +124,8 @@ def diagnose_association(
         truth_picks: true arrivals (event_id, network, station, phase, time), RangeIndex.
         need: the associator's minimums (:func:`minimums`).
         pick_tol_s: largest |run - true| time (s) for a run pick to match a true arrival.
+        need_leftover: the leftover pass's minimums (:func:`leftover_minimums`); an event
+            meeting them is not ``below_minimums``.
     """
     truth = truth.reset_index(drop=True)
     truth_picks = truth_picks.reset_index(drop=True)
@@ -184,7 +195,10 @@ def diagnose_association(
     )
     out = pd.concat([out, per.reset_index(drop=True)], axis=1)
     out["reason"] = reason
-    out["failing"] = [_failing(row, need) for row in out.itertuples()]
+    out["failing"] = [
+        "" if need_leftover and not _failing(row, need_leftover) else _failing(row, need)
+        for row in out.itertuples()
+    ]
     lost = out["reason"].isin(ASSOCIATION_LOSSES)
     out["cause"] = ""
     out.loc[lost, "cause"] = np.select(
@@ -268,7 +282,9 @@ def diagnose_run(
         Path(association_dir or run / "association") / "assignments.parquet"
     )
     need = minimums(cfg)
-    table = diagnose_association(picks, assignments, truth, truth_picks, need)
+    table = diagnose_association(
+        picks, assignments, truth, truth_picks, need, need_leftover=leftover_minimums(cfg)
+    )
     return table, false_events(picks, assignments, truth, truth_picks)
 
 

@@ -1,6 +1,22 @@
-"""A second look after the associator: merging events that are halves of one event.
+"""A second look after the associator: events among the leftover picks, and merging events
+that are halves of one event.
 
-An associator may cut one event in two: most P picks in one event and most S picks in
+**Leftover pass** (:func:`add_leftover_events`, ``association.leftover``): PyOcto runs again
+on the picks the first pass left unassigned, with minimums of its own. The demo's first pass
+needs a P pick (``n_p_picks: 1``), so an event whose P picks the picker missed stays
+unassigned even when 5-6 stations have its S; and an event next to a larger one loses its
+picks to it, leaving the rest too few for a first-pass event among all the picks. A second
+pass needing 6 picks and 3 S picks but no P found such events on the demo replica's picks
+(seeds 2000-2002, main at b4a022a; ``python -m pipeline.association.diagnose``): associated
+true events M >= 0.75 469 -> 474, 486 -> 492, 487 -> 489, most of the new events' picks
+being a true event's that no first-pass event held. On dense generated picks
+(:mod:`pipeline.association.synthetic`, 100 events 4 s apart, seeds 11 and 12) it made 22-23
+extra events, nearly all mixtures of picks of events already found (event precision 0.98 ->
+0.81, 0.96 -> 0.80), so it is off by default; the demo sets it (``station_configs/demo.yaml``,
+where the end-to-end figures are).
+
+**Merging split events** (:func:`merge_split_events`): an associator may cut one event in
+two: most P picks in one event and most S picks in
 another, each with few stations and located far off (some of the replica's duplicate events
 are such halves). Two events whose origin times differ by at most ``window_s`` and that share
 no station-phase (neither has a P, or an S, at a station where the other has one) are merged
@@ -13,16 +29,12 @@ into may absorb further events.
 
 Measured on the demo replica's picks (seeds 2000-2002, ``python -m
 pipeline.association.diagnose``): 1-2 fewer duplicate events per seed (6 h) at equal recall.
-A leftover pass (PyOcto again on the picks the first pass left unassigned) was tried too: it
-associated 3-6 more true events per seed on the replica, but on generated picks
-(:mod:`pipeline.association.synthetic`, events 4 s apart) it made 22-31 extra events per
-100 (event precision 0.96 -> 0.82 and 0.95 -> 0.76 on two draws), so it is not part of the
-stage.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -125,4 +137,49 @@ def merge_split_events(
         assignments=pd.DataFrame(rows, columns=["event", "pick", "residual_s"]).astype(
             {"event": np.int64, "pick": np.int64, "residual_s": float}
         ),
+    )
+
+
+def add_leftover_events(
+    raw: RawAssociation,
+    picks: PickArrays,
+    associate: Callable[[PickArrays], RawAssociation],
+) -> RawAssociation:
+    """``raw`` plus the events ``associate`` finds among the picks ``raw`` leaves unassigned.
+
+    Args:
+        raw: events and assignments after the clean-up of :mod:`.stage`.
+        picks: the picks the assignments index.
+        associate: an associator run on a subset of the picks (pick indices of its result
+            index that subset).
+
+    Returns:
+        The association with the new events appended (event labels after ``raw``'s, pick
+        indices mapped back to ``picks``).
+    """
+    assigned = np.zeros(len(picks), dtype=bool)
+    assigned[raw.assignments["pick"].to_numpy(dtype=np.int64)] = True
+    rest = np.flatnonzero(~assigned)
+    if rest.size == 0:
+        return raw
+    subset = PickArrays(
+        time_s=picks.time_s[rest],
+        station=picks.station[rest],
+        is_p=picks.is_p[rest],
+        weight=picks.weight[rest],
+    )
+    extra = associate(subset)
+    log.info("leftover pass: %d events on %d unassigned picks", len(extra.events), rest.size)
+    if len(extra.assignments) == 0:
+        return raw
+    offset = int(raw.events.index.max()) + 1 if len(raw.events) else 0
+    events = extra.events.reset_index(drop=True)
+    events.index = events.index + offset
+    assignments = extra.assignments.assign(
+        event=extra.assignments["event"].to_numpy(dtype=np.int64) + offset,
+        pick=rest[extra.assignments["pick"].to_numpy(dtype=np.int64)],
+    )
+    return RawAssociation(
+        events=pd.concat([raw.events, events]),
+        assignments=pd.concat([raw.assignments, assignments], ignore_index=True),
     )

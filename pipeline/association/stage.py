@@ -18,8 +18,10 @@ over the MC-dropout std gate). Rules applied to both associators' output: a pick
 several events stays with the one where its |residual| is smallest; an event keeps at most
 one P and one S pick per station (the higher weight wins, weight = probability -
 std_weight × probability_std); events left with fewer than ``min_stations`` stations are
-dissolved (their picks become unassigned). With ``merge_window_s`` > 0, events that are halves
-of one event are then merged (:mod:`.refine`) and the rules applied again.
+dissolved (their picks become unassigned). With ``leftover`` set (PyOcto only), a second
+PyOcto pass with its own minimums adds events among the unassigned picks, and with
+``merge_window_s`` > 0, events that are halves of one event are then merged (both in
+:mod:`.refine`), each followed by the same rules.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pipeline.association.core import PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
-from pipeline.association.refine import merge_split_events
+from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
@@ -144,13 +146,19 @@ def _associate_refined(
     cfg: AssociationConfig,
     table_dir: Path,
 ) -> RawAssociation:
-    """The configured associator, then the merging of split events (:mod:`.refine`), each
-    followed by the clean-up."""
+    """The configured associator, then the leftover pass and the merging of split events
+    (:mod:`.refine`), each followed by the clean-up."""
     if cfg.associator == "time":
         raw = associate_time(arrays, geometry, model, cfg)
     else:
         raw = associate_pyocto(arrays, geometry, model, cfg.pyocto, table_dir)
     raw = _clean(raw, arrays, cfg.min_stations)
+    if cfg.leftover is not None:
+        second = cfg.pyocto.model_copy(update=cfg.leftover.model_dump())
+        raw = add_leftover_events(
+            raw, arrays, lambda rest: associate_pyocto(rest, geometry, model, second, table_dir)
+        )
+        raw = _clean(raw, arrays, cfg.min_stations)
     if cfg.merge_window_s > 0 and len(raw.assignments):
         t = cfg.time
         grid = OriginGrid.build(
