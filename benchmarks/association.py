@@ -26,6 +26,7 @@ import pandas as pd
 from pipeline.association import AssociationConfig, associate_picks
 from pipeline.association.stage import read_stations
 from pipeline.association.synthetic import generate, score
+from pipeline.cli import positive
 from pipeline.velocity import load_velocity_model
 
 PICKS_PER_EVENT = 29.8  # measured mean of the default scenario (incl. 10% false picks), seed 11
@@ -61,10 +62,10 @@ def _run(scenario, stations, model, cfg, table_dir, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6])
+    parser.add_argument("--sizes", nargs="+", type=positive(float), default=[1e4, 1e5, 1e6])
     parser.add_argument("--associators", nargs="+", default=["time", "pyocto"])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--pyocto-max", type=float, default=1e6)
+    parser.add_argument("--repeat", type=positive(int), default=3)
+    parser.add_argument("--pyocto-max", type=positive(float), default=1e6)
     parser.add_argument("--pyocto", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     model = load_velocity_model("tottori")

@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.cli import positive
 from pipeline.completeness import CompletenessConfig, analyze_magnitudes, b_value  # noqa: E402
 from tests.test_completeness import TRUE_B, TRUE_MC, gr_catalog  # noqa: E402
 
@@ -36,7 +37,7 @@ VARIANTS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=positive(int), default=20)
     args = parser.parse_args()
     header = ("ramp", "N", "method", "mean dMc", "|dMc|<=0.1", "found", "mean|db|", "max|db|")
     print("{:>5} {:>6} {:>10} {:>9} {:>10} {:>6} {:>9} {:>8}".format(*header))

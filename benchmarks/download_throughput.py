@@ -25,6 +25,7 @@ from obspy.core.inventory import Channel, Network, Station
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fdsn_server import DataselectServer, FlakyProxy  # noqa: E402
 
+from pipeline.cli import positive
 from pipeline.rundir import RunDir  # noqa: E402
 from pipeline.waveforms import download_waveforms  # noqa: E402
 from pipeline.waveforms.params import FDSNSource, StationXMLStations, WaveformConfig  # noqa: E402
@@ -84,10 +85,10 @@ def run_once(base_url: str, stationxml: Path, workers: int, days: int, folder: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stations", type=int, default=12)
-    parser.add_argument("--days", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=20.0, help="Hz")
-    parser.add_argument("--workers", nargs="+", type=int, default=[1, 4, 8])
+    parser.add_argument("--stations", type=positive(int), default=12)
+    parser.add_argument("--days", type=positive(int), default=2)
+    parser.add_argument("--rate", type=positive(float), default=20.0, help="Hz")
+    parser.add_argument("--workers", nargs="+", type=positive(int), default=[1, 4, 8])
     parser.add_argument(
         "--latency",
         nargs="+",

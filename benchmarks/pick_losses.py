@@ -102,6 +102,7 @@ def report(table: pd.DataFrame, mc: float, min_stations: int) -> None:
 def main() -> None:
     from pipeline.picking import load_eqt  # TensorFlow: after the logging set-up
     from pipeline.picking.diagnose import diagnose_arrivals
+    from pipeline.score import read_truth
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -116,9 +117,11 @@ def main() -> None:
     cfg = PickerConfig(**config["picking"])
     min_stations = int(config["association"]["min_stations"])
     start, end = UTCDateTime(config["starttime"]), UTCDateTime(config["endtime"])
+    truth = args.truth or args.run / "truth"
+    read_truth(truth)  # a missing or bad truth folder fails here, before the model loads
     model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)
     began = time.perf_counter()
-    table = diagnose_arrivals(args.run, args.truth or args.run / "truth", cfg, model, start, end)
+    table = diagnose_arrivals(args.run, truth, cfg, model, start, end)
     print(
         f"{args.run}: model {model.name}, {len(table)} true arrivals diagnosed in "
         f"{time.perf_counter() - began:.0f} s"

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 from obspy import Stream, Trace, UTCDateTime, read
 
+from pipeline.cli import positive
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
 WILZ = SHARED / "data" / "continuous" / "O2.WILZ"
@@ -182,10 +184,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["original", "conservative"])
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--mc", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quiet-hours", type=float, default=24.0)
-    parser.add_argument("--quiet-events", type=int, default=40)
+    parser.add_argument("--mc", type=positive(int), default=20)
+    parser.add_argument("--repeats", type=positive(int), default=3)
+    parser.add_argument("--quiet-hours", type=positive(float), default=24.0)
+    parser.add_argument("--quiet-events", type=positive(int), default=40)
     parser.add_argument(
         "--overlap", type=float, default=None, help="window overlap (default: the picking default)"
     )
@@ -195,8 +197,8 @@ def main() -> None:
         default=None,
         help="picking.context_windows (default: the picking default)",
     )
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=positive(int), default=500)
+    parser.add_argument("--workers", type=positive(int), default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.cli import positive
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The scenario is centred on this midnight (four days after the Tottori mainshock).
 MIDNIGHT = datetime(2000, 10, 11, tzinfo=UTC)
@@ -144,8 +146,10 @@ def in_fresh_process(step: str, config_path: Path, prefect_home: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stations", type=int, default=6, help="scenario stations")
-    parser.add_argument("--minutes", type=float, default=40.0, help="scenario length (min)")
+    parser.add_argument("--stations", type=positive(int), default=6, help="scenario stations")
+    parser.add_argument(
+        "--minutes", type=positive(float), default=40.0, help="scenario length (min)"
+    )
     parser.add_argument("--picker", choices=("stalta", "eqt"), default="stalta")
     parser.add_argument("--step", choices=("direct", "build"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import positive
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import HypoDDError, engine_command, run_engine
 from pipeline.relocation.params import RelocationConfig
@@ -168,13 +169,15 @@ def bench_example(shared: Path, workdir: Path, example: int, engine: str, repeat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
-    parser.add_argument("--engine-timeout", type=float, default=600.0)
+    parser.add_argument("--sizes", type=positive(int), nargs="*", default=[1000, 10000])
+    parser.add_argument("--engine-timeout", type=positive(float), default=600.0)
     parser.add_argument("--engine", choices=["auto", "binary", "python"], default="auto")
     parser.add_argument(
         "--examples", type=int, nargs="*", choices=[1, 2], help="official examples only"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per example and engine")
+    parser.add_argument(
+        "--repeats", type=positive(int), default=3, help="runs per example and engine"
+    )
     parser.add_argument(
         "--shared", type=Path, default=Path(os.environ.get("EQCAT_SHARED", "../shared"))
     )

@@ -43,6 +43,8 @@ from pathlib import Path
 import psutil
 import yaml
 
+from pipeline.cli import positive
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "station_configs" / "tottori_replica.yaml"
 STAGES = ("download", "pick", "associate", "locate", "relocate", "magnitude", "report")
@@ -204,10 +206,15 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=CONFIG, help="base build config")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
     parser.add_argument("--weights", default=None, help="picking.weights (path or name)")
-    parser.add_argument("--days", type=float, default=None, help="only N days of the replica")
+    parser.add_argument(
+        "--days", type=positive(float), default=None, help="only N days of the replica"
+    )
     parser.add_argument("--skip-days", type=float, default=0.0, help="start N days later")
     parser.add_argument(
-        "--span-days", type=int, default=None, help="build the catalog from the first N UTC days"
+        "--span-days",
+        type=positive(int),
+        default=None,
+        help="build the catalog from the first N UTC days",
     )
     parser.add_argument(
         "--stage-limit", action="append", default=[], help="STAGE=SECONDS: stop a stage after"

@@ -13,6 +13,7 @@ how to resume it (:mod:`pipeline.interrupt`).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shlex
@@ -130,6 +131,26 @@ def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseMod
         return type(model).model_validate({**model.model_dump(), **updates})
     except ValidationError as exc:
         raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """``argparse`` type for a count or a size (repeats, seeds, hours): a number > 0.
+
+    ``type=positive(int)`` accepts "3" and refuses "0", "-1" and "x" with one usage line.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"expected {noun} > 0, got {text!r}")
+        return value
+
+    noun = "an integer" if kind is int else "a number"
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
 
 
 def script_main(main: Callable[[], int | None]) -> None:
@@ -298,9 +319,14 @@ def validate(config: ConfigArg) -> None:
 
     Besides the fields: the files it names exist (StationXML, station lists, SDS root,
     weights, templates, reference catalog), the velocity model fits HypoInverse, the
-    programs it needs are installed and output_dir is writable. Exit status 2 on a problem.
+    programs it needs are installed and output_dir is writable. Exit status 2 on a problem;
+    warnings (stations without instrument responses: no magnitudes) do not fail it.
     """
+    from pipeline.preflight import response_notes
+
     cfg = _load(config, preflight=True)
+    for note in response_notes(cfg):
+        typer.echo(f"{config}: warning: {note}", err=True)
     days = (cfg.endtime - cfg.starttime).total_seconds() / 86400
     typer.echo(
         f"{config}: OK — build {cfg.name!r}, {cfg.starttime:%Y-%m-%d %H:%M} → "

@@ -13,8 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import BuildConfig, ConfigError
+
+if TYPE_CHECKING:
+    from obspy.core.inventory import Channel
 
 #: HypoInverse 1.40 reads at most this many layers per crustal model (``NLYR=20`` in
 #: ``common.inc`` of its source, hypoinvpy 0.7.0 sdist, ``hyp1.40/source``).
@@ -218,6 +222,46 @@ CHECKS: tuple[tuple[Callable[[BuildConfig], list[str]], tuple[str, ...] | None],
     (check_hypodd, ("relocate",)),
     (check_report, ("report",)),
 )
+
+
+def response_notes(cfg: BuildConfig) -> list[str]:
+    """Warnings that do not stop a build, for a config that passed the checks above.
+
+    Stations whose channels carry no instrument response get no local magnitude (the
+    magnitude stage skips them and the report lists them). Empty for a synthetic scenario
+    and for FDSN and Hi-net stations (their responses arrive with the data).
+    """
+    if cfg.scenario is not None or cfg.stations is None or cfg.stations.kind == "fdsn":
+        return []
+    if cfg.stations.kind == "inline":
+        return [
+            "stations: an inline station list carries no instrument responses, so no "
+            "magnitudes will be computed (use kind: stationxml with responses for ML)"
+        ]
+    from pipeline.waveforms.inventory import load_inventory
+
+    inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
+    missing = sorted(
+        f"{net.code}.{sta.code}"
+        for net in inventory
+        for sta in net
+        if not all(_has_response(cha) for cha in sta)
+    )
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if missing[10:] else "")
+    return [
+        f"stations.path = '{cfg.stations.path}': {len(missing)} station(s) have channels "
+        f"without an instrument response ({shown}): no magnitudes from those channels"
+    ]
+
+
+def _has_response(channel: Channel) -> bool:
+    """Whether an ObsPy channel carries a usable response (stages or an overall sensitivity)."""
+    response = channel.response
+    return response is not None and bool(
+        response.response_stages or response.instrument_sensitivity
+    )
 
 
 def check_stage_order(cfg: BuildConfig, stages: list[str]) -> list[str]:

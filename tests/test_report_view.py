@@ -108,6 +108,19 @@ def test_event_table_sorts_on_click_in_chromium(tmp_path):
     assert desc == "c,d,a,b"
 
 
+def test_event_table_shows_every_catalog_column_a_reader_needs():
+    """Quality class, station count and nearest distance: the columns the catalog CSV has."""
+    from pipeline.catalog import CATALOG_COLUMNS
+
+    row = {c: 1.0 for c in CATALOG_COLUMNS}
+    row.update(event_id="e1", origin_time=pd.Timestamp("2000-10-06", tz="UTC"))
+    row.update(magnitude_type="ML", location_stage="hypoinverse", quality_class="B")
+    html = render_event_table(pd.DataFrame([row]))
+    for header in ("class", "stations", "nearest station (km)", "gap (°)"):
+        assert f">{header}</th>" in html
+    assert "<td>B</td>" in html
+
+
 def test_event_table_caps_rows_with_a_note():
     catalog = pd.DataFrame(
         {

@@ -466,3 +466,84 @@ def test_hinet_build_without_credentials_or_win32tools_fails_validate(monkeypatc
     assert "win32tools programs catwin32, win2sac_32" in problems[0]
     assert "HINET_USER and HINET_PASSWORD" in problems[1]
     assert not is_retryable(HinetCredentialsError("no credentials"))
+
+
+def test_pick_losses_checks_the_truth_before_loading_the_model(tmp_path):
+    (tmp_path / "config.resolved.yaml").write_text(
+        "starttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
+        "picking: {}\nassociation: {min_stations: 3}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "benchmarks/pick_losses.py", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'truth' / 'catalog.csv'}: truth file not found "
+        "(expected a scenario's truth/ folder)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("completeness.py", ["--seeds", "-1"]),
+        ("eqt_inference.py", ["--repeats", "0"]),
+        ("picking_throughput.py", ["--workers", "x"]),
+    ],
+)
+def test_benchmark_counts_must_be_positive(script, args):
+    """A count of 0, a negative one or a word is refused by the argument parser, at once."""
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1].endswith(f"expected an integer > 0, got {args[1]!r}")
+    )
+    assert "tensorflow" not in done.stderr.lower()
+
+
+def test_validate_warns_of_stations_without_responses(tmp_path):
+    """Missing responses cost the magnitudes only: ``validate`` passes and says so."""
+    from obspy.core.inventory import InstrumentSensitivity, Response
+
+    from pipeline.preflight import response_notes
+    from pipeline.waveforms.inventory import inline_inventory
+    from pipeline.waveforms.params import InlineStations
+
+    inline = InlineStations(
+        stations=[
+            {"network": "XX", "station": s, "latitude": 35.0, "longitude": 133.0}
+            for s in ("A1", "B2")
+        ]
+    )
+    inventory = inline_inventory(inline, pd.Timestamp("2000-10-08").to_pydatetime())
+    for channel in inventory.select(station="A1")[0][0]:
+        channel.response = Response(
+            instrument_sensitivity=InstrumentSensitivity(1e9, 1.0, "M/S", "COUNTS")
+        )
+    inventory.write(str(tmp_path / "st.xml"), format="STATIONXML")
+    spec = (
+        MINIMAL + f"output_dir: {tmp_path}\nwaveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    )
+    xml_cfg = load_config(
+        _config(tmp_path, spec + f"stations:\n  kind: stationxml\n  path: {tmp_path / 'st.xml'}\n")
+    )
+    assert response_notes(xml_cfg) == [
+        f"stations.path = '{tmp_path / 'st.xml'}': 1 station(s) have channels without an "
+        "instrument response (XX.B2): no magnitudes from those channels"
+    ]
+    inline_spec = spec + "stations:\n  kind: inline\n  stations:\n"
+    inline_spec += "    - {network: XX, station: A1, latitude: 35.0, longitude: 133.0}\n"
+    notes = response_notes(load_config(_config(tmp_path, inline_spec, "i.yaml")))
+    assert len(notes) == 1 and "inline station list carries no instrument responses" in notes[0]
+    assert (
+        response_notes(load_config(_config(tmp_path, MINIMAL + "scenario: {}\n", "s.yaml"))) == []
+    )

@@ -296,14 +296,16 @@ EVENT_TABLE_COLUMNS: dict[str, tuple[str, int | None]] = {
     "depth_km": ("depth (km)", 2),
     "magnitude": ("mag", 2),
     "magnitude_type": ("type", None),
-    "quality": ("quality", None),
+    "quality_class": ("class", None),
     "location_stage": ("located by", None),
     "n_p": ("n P", 0),
     "n_s": ("n S", 0),
+    "n_stations": ("stations", 0),
     "rms_s": ("rms (s)", 3),
     "horizontal_error_km": ("erh (km)", 2),
     "vertical_error_km": ("erz (km)", 2),
     "azimuthal_gap_deg": ("gap (°)", 0),
+    "nearest_station_km": ("nearest station (km)", 0),
 }
 #: At most this many rows in the page (the first ones by origin time); the CSV has all.
 MAX_TABLE_ROWS = 10_000
