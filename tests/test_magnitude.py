@@ -15,7 +15,9 @@ from pipeline.magnitude import (
     WOOD_ANDERSON_ZEROS,
     AmplitudeMeter,
     MagnitudeConfig,
+    censored_median,
     compute_magnitudes,
+    event_magnitudes,
     hutton_boore_ml,
     median_mad,
     read_events,
@@ -216,6 +218,36 @@ def test_formulas():
     m = watanabe_m(1e-3, 50.0)
     assert 0.85 * m - 2.50 == pytest.approx(-3.0 + 1.73 * math.log10(50.0))
     assert median_mad(np.array([1.0, 2.0, 4.0, np.nan])) == (2.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "values, n_below, expected",
+    [
+        ([1.0, 2.0, 3.0], 0, 2.0),
+        ([1.0, 2.0, 3.0], 1, 1.5),  # sorted: (c, 1, 2, 3) -> (1 + 2) / 2
+        ([1.0, 2.0, 3.0], 2, 1.0),  # (c, c, 1, 2, 3) -> 1
+        ([1.0, 2.0, 3.0], 3, math.nan),  # the median falls on a censored value
+        ([], 0, math.nan),
+    ],
+)
+def test_censored_median(values, n_below, expected):
+    got = censored_median(np.array(values), n_below)
+    assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
+def test_event_magnitude_counts_stations_below_the_noise():
+    """A station below the noise pulls the median down ('censor'), is left out ('drop'),
+    and an event mostly below the noise keeps the median of its measured stations."""
+    rows = [("a", m, True) for m in (1.0, 1.2, 1.4)] + [("a", np.nan, False)]
+    rows += [("b", 2.0, True), ("b", np.nan, False), ("b", np.nan, False)]
+    measured = pd.DataFrame(rows, columns=["event_id", "station_magnitude", "used"])
+    censor = event_magnitudes(measured, MagnitudeConfig()).set_index("event_id")
+    drop = event_magnitudes(measured, MagnitudeConfig(below_noise="drop")).set_index("event_id")
+    assert censor.loc["a", "magnitude"] == pytest.approx(1.1)
+    assert drop.loc["a", "magnitude"] == pytest.approx(1.2)
+    assert censor.loc["b", "magnitude"] == drop.loc["b", "magnitude"] == 2.0
+    assert censor["n_below_noise"].to_dict() == {"a": 1, "b": 2}
+    assert censor["n_stations"].to_dict() == {"a": 3, "b": 1}
 
 
 def test_watanabe_worked_numbers():
