@@ -116,7 +116,7 @@ def diagnose_run(run: Path, m_min: float) -> pd.DataFrame:
     """:func:`diagnose_classes` of ``run``'s catalog_all against ``run/truth`` (its span)."""
     path = Path(run) / "catalog" / "catalog_all.parquet"
     if not path.is_file():
-        raise EqcatInputError("no catalog_all.parquet (run `eqcat build` first)", path=path)
+        raise EqcatInputError("not found (run `eqcat build` first)", path=path)
     catalog = pd.read_parquet(path)
     catalog["origin_time"] = pd.to_datetime(catalog["origin_time"], utc=True)
     catalog = catalog[catalog[["latitude", "longitude"]].notna().all(axis=1)]
