@@ -492,6 +492,21 @@ def _score_full_catalog(
     return out
 
 
+#: What a run directory holds from the start of a build (the resolved config, the manifest)
+#: or after a stage; a folder with none of them is not a run.
+RUN_MARKERS = (
+    "config.resolved.yaml",
+    "manifest.json",
+    "waveforms",
+    "picks",
+    "association",
+    "location",
+    "relocation",
+    "magnitude",
+    "catalog",
+)
+
+
 def score_run(
     run_dir: Path,
     truth_dir: Path,
@@ -508,6 +523,12 @@ def score_run(
     run_dir, notes = Path(run_dir), []
     if not run_dir.is_dir():
         raise EqcatInputError("run directory not found", path=run_dir)
+    if not any((run_dir / marker).exists() for marker in RUN_MARKERS):
+        raise EqcatInputError(
+            f"not a run directory (none of {', '.join(RUN_MARKERS)}); pass the folder "
+            "`eqcat build` wrote",
+            path=run_dir,
+        )
     truth, truth_picks, scenario = read_truth(truth_dir)
     summary = scenario.get("summary", {})
     if summary:

@@ -154,7 +154,7 @@ def test_missing_stages_give_none_with_notes(tmp_path):
     rng = np.random.default_rng(1)
     _truth(tmp_path / "truth", rng)
     run = tmp_path / "run"
-    run.mkdir()
+    (run / "waveforms").mkdir(parents=True)  # a build that stopped after its download
     score = score_run(run, tmp_path / "truth")
     assert score["recall"] is None and score["picks"] is None and score["hypodd"] is None
     assert any("picks" in note for note in score["notes"])

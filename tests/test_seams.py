@@ -405,6 +405,21 @@ def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path)
     assert any(label in line for line in terminal_lines(run))
 
 
+def test_score_refuses_a_folder_that_is_not_a_run(tmp_path):
+    """No stage folder: one error line and exit 2, and no score.json left in the folder."""
+    (tmp_path / "truth").mkdir()
+    done = subprocess.run(
+        [*EQCAT, "score", str(tmp_path), str(tmp_path / "truth")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}: not a run directory")
+    assert not (tmp_path / "score.json").exists()
+
+
 def test_score_names_the_truth_file_row_and_value(tmp_path):
     from pipeline.score import read_truth
 
