@@ -209,7 +209,7 @@ def _curves(n=3000):
 
 
 def test_extract_one_p_and_s_per_detection_unless_probabilities_say_otherwise():
-    picks = extract_picks(_curves(), PickerConfig(), FS)
+    picks = extract_picks(_curves(), PickerConfig(extra_pick_threshold=0.6), FS)
     assert picks["phase"].tolist() == ["P", "S", "P"]
     assert picks["sample"].tolist() == pytest.approx([1000, 1405, 1705])
     assert picks["probability"].tolist() == pytest.approx([0.8, 0.5, 0.7])
@@ -234,7 +234,7 @@ def test_candidate_fates_say_why_a_peak_is_not_a_pick():
         ("S", 1425): "thinned",
         ("S", 1605): "kept",
     }
-    looser = pick_candidate_fates(curves, detections, PickerConfig(), FS)
+    looser = pick_candidate_fates(curves, detections, PickerConfig(extra_pick_threshold=0.6), FS)
     assert looser.loc[looser["sample"].round() == 1605, "fate"].item() == "weaker_in_detection"
     assert set(fates["fate"]) <= set(FATES)
     kept = fates[fates["fate"] == "kept"].sort_values("sample")
