@@ -40,14 +40,16 @@ from pipeline.picking.stage import (
     station_day_path,
 )
 from pipeline.picking.windows import (
+    CONTEXT_MIN_DATA,
     OUTPUTS,
     WINDOW,
     add_context,
+    cleared_windows,
     combine,
     combined_passes,
     context_blind,
     context_passes,
-    context_starts,
+    context_windows,
     effective_blind,
     standardised_windows,
     window_starts,
@@ -207,7 +209,7 @@ def _curves(n=3000):
 
 
 def test_extract_one_p_and_s_per_detection_unless_probabilities_say_otherwise():
-    picks = extract_picks(_curves(), PickerConfig(), FS)
+    picks = extract_picks(_curves(), PickerConfig(extra_pick_threshold=0.6), FS)
     assert picks["phase"].tolist() == ["P", "S", "P"]
     assert picks["sample"].tolist() == pytest.approx([1000, 1405, 1705])
     assert picks["probability"].tolist() == pytest.approx([0.8, 0.5, 0.7])
@@ -232,7 +234,7 @@ def test_candidate_fates_say_why_a_peak_is_not_a_pick():
         ("S", 1425): "thinned",
         ("S", 1605): "kept",
     }
-    looser = pick_candidate_fates(curves, detections, PickerConfig(), FS)
+    looser = pick_candidate_fates(curves, detections, PickerConfig(extra_pick_threshold=0.6), FS)
     assert looser.loc[looser["sample"].round() == 1605, "fate"].item() == "weaker_in_detection"
     assert set(fates["fate"]) <= set(FATES)
     kept = fates[fates["fate"] == "kept"].sort_values("sample")
@@ -351,18 +353,24 @@ def test_mc_gate_gives_the_statistics_of_mc_on_every_window():
     outputs = model.predict_windows(prepared.windows)
     curves = {k: combine(outputs[k], starts, n, blind[k]) for k in OUTPUTS}
     first = extract_picks({k: v.copy() for k, v in curves.items()}, cfg, FS)
-    extra = context_starts(first.groupby("detection_start")["sample"].min().to_numpy())
-    extra_windows = standardised_windows(record.data, extra)
-    add_context(model.predict_windows(extra_windows), extra, n, context_blind(500), curves)
+    spans = first.groupby("detection_start")["sample"].agg(["min", "max"])
+    extra, clear = context_windows(spans["min"].to_numpy(), spans["max"].to_numpy())
+    extra_windows = cleared_windows(record.data, extra, clear)
+    outputs = model.predict_windows(extra_windows)
+    add_context(outputs, extra, n, context_blind(500), curves, clear)
     passes = {k: np.zeros((5, n), np.float32) for k in OUTPUTS}
     combined_passes(model, prepared.windows, starts, n, blind, 5, 500, out=passes)
-    context_passes(model, extra_windows, extra, n, context_blind(500), 5, 500, out=passes)
+    context_passes(model, extra_windows, extra, n, context_blind(500), 5, 500, passes, clear)
     everywhere = extract_picks(curves, cfg, FS, record.near_gaps(cfg.gap_guard_s), passes)
     pd.testing.assert_frame_equal(gated, everywhere)
-    assert len(gated) == 10 and (gated["time_std_s"] > 0).all()
+    # 10 true picks and one S in the 2.5 s kept by the window cleared up to 1 s after the
+    # second event's P (the fake picker reads the noise, scaled up by the zeros, as an S)
+    assert len(gated) == 11 and (gated["time_std_s"] > 0).all()
     # one per detection, ending 1 s before its first pick (the fake detector splits the
-    # second event's P and S, 4.5 s apart, into two detections)
+    # second event's P and S, 4.5 s apart, into two detections); the windows of the S half
+    # and of the third event 20 s later are cleared up to 1 s after the previous pick
     assert extra.tolist() == [3899, 18899, 19350, 20899, 36900, 47999]
+    assert clear.tolist() == [0, 0, 24999 + 100 - 19350, 25450 + 100 - 20899, 0, 0]
     assert stats.windows == len(starts) + len(extra)
     assert 0 < stats.mc_windows < 0.6 * stats.windows  # 22 of 39: the gate saves
 
@@ -397,6 +405,68 @@ def test_context_window_finds_a_small_event_before_a_larger_one():
     assert found[False] == pytest.approx([108.0, 111.0], abs=0.02)
     # the context window gives the small event's S (its P is not taken from it)
     assert found[True] == pytest.approx([102.0, 108.0, 111.0], abs=0.02)
+
+
+def test_cleared_context_window_finds_a_small_event_after_a_larger_one():
+    """Large event (P 100 s, S 103 s), small one 15 s later, a medium one 40 s later: every
+    window holding the small event holds the large one; the medium one's context window,
+    cleared up to 1 s after the large one's S, holds the small one alone."""
+    n = 30_000
+    t = np.arange(n) / FS
+    data = np.random.default_rng(5).normal(size=(n, 3))
+    for p, s, amplitude in ((100.0, 103.0, 3000.0), (115.0, 117.0, 300.0), (140.0, 143.0, 1000.0)):
+        data[:, 0] += amplitude * np.exp(-0.5 * ((t - p) * FS / 3) ** 2)
+        data[:, 1] += amplitude * np.exp(-0.5 * ((t - s) * FS / 3) ** 2)
+    record = _record(data)
+    found = {}
+    for context in (False, True):
+        picks = eqt_record_picks(
+            record, LargestEventPicker(), PickerConfig(context_windows=context)
+        )
+        found[context] = sorted((picks["sample"] / FS).round(2).tolist())
+    assert found[False] == pytest.approx([100.0, 103.0, 140.0, 143.0], abs=0.02)
+    # the cleared window gives the small event's S (its P is not taken from it)
+    assert found[True] == pytest.approx([100.0, 103.0, 117.0, 140.0, 143.0], abs=0.02)
+
+
+def test_context_windows_end_before_each_detection_and_clear_the_previous_one():
+    first = np.array([9000.4, 20000.0, 9200.0, 20150.0, 5000.0])
+    last = np.array([9300.0, 20100.0, 9700.9, 20400.0, 5100.0])
+    starts, clear = context_windows(first, last)
+    # 5000 would start before the record; 9000 is cleared up to 1 s after 5100; 9200 lies
+    # inside the previous detection, 20150 keeps nothing after 20100 + 100: left out;
+    # 20000: the previous last pick (9700) is before its window, nothing cleared
+    assert starts.tolist() == [9000 - 100 - WINDOW, 20000 - 100 - WINDOW]
+    assert clear.tolist() == [5100 + 100 - (9000 - 100 - WINDOW), 0]
+    # at least CONTEXT_MIN_DATA (2 s) of data kept
+    for second, kept in ((10300.0, False), (10400.0, True)):
+        starts, clear = context_windows(np.array([10000.0, second]), np.array([10000.0, second]))
+        assert (len(starts) == 2) is kept
+        if kept:
+            assert WINDOW - clear[1] == CONTEXT_MIN_DATA
+
+
+def test_cleared_windows_zero_the_head_and_standardise_the_rest():
+    data = np.random.default_rng(2).normal(3.0, 2.0, size=(20_000, 3))
+    starts, clear = np.array([1000, 7000]), np.array([0, 4500])
+    x = cleared_windows(data, starts, clear)
+    np.testing.assert_allclose(x[0], standardised_windows(data, starts[:1])[0], atol=1e-5)
+    assert not x[1, :4500].any()
+    kept = x[1, 4500:].astype(np.float64)
+    np.testing.assert_allclose(kept.mean(axis=0), 0, atol=1e-6)
+    # unit std over the whole window, zeros counted
+    np.testing.assert_allclose(np.sqrt((kept**2).sum(axis=0) / WINDOW), 1, rtol=1e-5)
+
+
+def test_add_context_uses_a_cleared_window_from_its_first_kept_sample():
+    n = 20_000
+    ones = {k: np.ones((2, WINDOW), np.float32) for k in OUTPUTS}
+    out = {k: np.zeros(n, np.float32) for k in OUTPUTS}
+    add_context(ones, np.array([1000, 10000]), n, (500, 50), out, np.array([0, 3000]))
+    used = np.flatnonzero(out["picker_S"])
+    expected = np.r_[1500 : 1000 + WINDOW - 50, 13000 : 10000 + WINDOW - 50]
+    assert used.tolist() == expected.tolist()
+    assert not out["picker_P"].any()  # P is not joined
 
 
 def test_windows_covering_marks_exactly_the_windows_used_there():

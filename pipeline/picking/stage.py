@@ -49,10 +49,11 @@ from pipeline.picking.windows import (
     WINDOW,
     WindowPredictor,
     add_context,
+    cleared_windows,
     combined_passes,
     context_blind,
     context_passes,
-    context_starts,
+    context_windows,
     effective_blind,
     predict,
     stack,
@@ -186,14 +187,15 @@ def context_curves(
     cfg: PickerConfig,
     prepared: RecordWindows | None = None,
     outputs: dict[str, np.ndarray] | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(combined curves as :func:`record_curves` gives them, context window starts).
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(combined curves as :func:`record_curves` gives them, context window starts, clear).
 
     The regular windows' outputs are combined (:data:`STACKING`) and picked; with
     ``cfg.context_windows`` one more window per detection with picks, ending just before its
-    first pick, is run and joined by the maximum
-    (:func:`~pipeline.picking.windows.add_context`; the module docstring of
-    :mod:`pipeline.picking.windows`). Without, the starts are empty.
+    first pick and cleared before the previous detection's last pick, is run and joined by
+    the maximum (:func:`~pipeline.picking.windows.context_windows`,
+    :func:`~pipeline.picking.windows.add_context`; the module docstring of
+    :mod:`pipeline.picking.windows`). Without, the starts and clears are empty.
     """
     prepared = prepared if prepared is not None else record_windows(record, cfg)
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
@@ -205,18 +207,20 @@ def context_curves(
     }
     no_context = np.zeros(0, dtype=np.int64)
     if not cfg.context_windows or record.n_samples <= WINDOW:
-        return curves, no_context
+        return curves, no_context, no_context
     blocked = record.near_gaps(cfg.gap_guard_s)
     picks = extract_picks(
         {k: v.copy() for k, v in curves.items()}, cfg, record.sampling_rate, blocked
     )
     if picks.empty:
-        return curves, no_context
-    starts = context_starts(picks.groupby("detection_start")["sample"].min().to_numpy())
+        return curves, no_context, no_context
+    spans = picks.groupby("detection_start")["sample"].agg(["min", "max"])
+    starts, clear = context_windows(spans["min"].to_numpy(), spans["max"].to_numpy())
     if len(starts):
-        context = predict(model, standardised_windows(record.data, starts), cfg.batch_size)
-        add_context(context, starts, record.n_samples, context_blind(cfg.blind_samples), curves)
-    return curves, starts
+        context = predict(model, cleared_windows(record.data, starts, clear), cfg.batch_size)
+        blind = context_blind(cfg.blind_samples)
+        add_context(context, starts, record.n_samples, blind, curves, clear)
+    return curves, starts, clear
 
 
 def eqt_record_picks(
@@ -246,7 +250,7 @@ def eqt_record_picks(
     prepared = prepared if prepared is not None else record_windows(record, cfg)
     starts, windows = prepared.starts, prepared.windows
     blind = effective_blind(cfg.blind_samples, window_step(cfg.overlap))
-    curves, extra = context_curves(record, model, cfg, prepared, outputs)
+    curves, extra, clear = context_curves(record, model, cfg, prepared, outputs)
     blocked = record.near_gaps(cfg.gap_guard_s)
     picks = extract_picks(curves, cfg, record.sampling_rate, blocked)
     if stats is not None:
@@ -260,22 +264,24 @@ def eqt_record_picks(
     need_extra = np.zeros(len(extra), dtype=bool)
     for k in OUTPUTS:
         need |= windows_covering(starts, n, blind[k], spans[k])
-        need_extra |= windows_covering(extra, n, extra_blind, spans[k])
+        # cleared windows are used from their first kept sample: (0, tail) covers them all
+        need_extra |= windows_covering(extra, n, (0, extra_blind[1]), spans[k])
     passes = {k: np.zeros((cfg.mc_samples, n), dtype=np.float32) for k in OUTPUTS}
     combined_passes(
         model, windows[need], starts[need], n, blind, cfg.mc_samples, cfg.batch_size, out=passes
     )
     if need_extra.any():
-        chosen = extra[need_extra]
+        chosen, chosen_clear = extra[need_extra], clear[need_extra]
         context_passes(
             model,
-            standardised_windows(record.data, chosen),
+            cleared_windows(record.data, chosen, chosen_clear),
             chosen,
             n,
             extra_blind,
             cfg.mc_samples,
             cfg.batch_size,
             out=passes,
+            clear=chosen_clear,
         )
     if stats is not None:
         stats.mc_windows += int(need.sum() + need_extra.sum())

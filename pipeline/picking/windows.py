@@ -67,6 +67,38 @@ same events (catalog recall 0.79 either way) with 12 instead of 6 false events (
 precision 0.86 instead of 0.90). A second window per detection, starting 1 s after its last
 pick (for small events in a larger one's coda), found 3 more events for 2.6 times the
 windows instead of 1.8.
+
+**Cleared heads.** The arrivals still missed then mostly follow a larger event: of the 317
+missed S (true SNR >= 5) of the 42 events >= M 0.8 picked at < 3 stations (seed 2000, the
+context windows above), 232 of the 306 with another event's arrival within 30 s have the
+strongest such arrival *before* them (median 6 times their SNR); half lie inside that
+event's detection, 0-8 s after its last pick, the others 2-30 s after it and mostly more
+than 10 s before the next detection. A window starting after the larger event still holds
+the next one: windows starting at each detection's end (or 1 s after its last pick) found
+2 more events (seed 2000) for twice the extra windows. So a context window's data before
+:data:`CONTEXT_MARGIN` samples after the previous detection's last pick (the latest last
+pick of the detections starting earlier) are replaced by zeros (the kept data demeaned, the
+standard deviation taken over the whole window with the zeros, as for a record padded to one
+window), and only the kept samples are used; a window keeping under
+:data:`CONTEXT_MIN_DATA` samples is not run. The window then holds only the stretch between
+two detections: one window per detection as before. Demo replica, pick stage, true events
+>= M 0.8 picked at >= 3 stations, seeds 2000 / 2001 / 2002 (context windows, picks only):
+
+    context windows                       extra windows            events          S false
+    plain (before)                        7,643 / 8,056 / 7,339    559 / 538 / 567  173 / 178 / 171
+    cleared (this)                        7,644 / 8,054 / 7,331    563 / 545 / 571  239 / 242 / 241
+    plain + cleared                      13,517 / 14,299 / 12,566  568 / 550 / 575  213 / 219 / 208
+    cleared + plain where a pick >= 0.7  10,520 / 11,408 /  9,669  568 / 549 / 573  206 / 208 / 204
+
+Running both kinds finds a few more events for 1.7 times the extra windows, which would take
+the throughput below SeisBench's, so only the cleared ones are run. The zeros make the
+model read more noise as S (64-70 more false S picks per seed, S pick precision 0.98 ->
+0.97); 23-46 fewer P picks per seed (22-32 of them false: detections change; P is not
+joined). Their detector also joins neighbouring events' detections, whose weaker S picks then
+went (correct S picks -221 to -357 per seed in full builds, recall down on two seeds), so the
+default ``extra_pick_threshold`` is 0.4 (:mod:`pipeline.picking.params`): full builds then
+picked 573/551/586 true events and the default catalog recall >= M 0.8 rose from
+0.80/0.82/0.79 to 0.82/0.84/0.80 (README "Cleared context windows").
 """
 
 from __future__ import annotations
@@ -87,6 +119,8 @@ QUARTER_SECOND = 25
 CONTEXT_MARGIN = 100
 #: The last samples (0.5 s) of a context window are not used.
 CONTEXT_TAIL = 50
+#: A context window whose head is cleared keeps at least this many samples (2 s) of data.
+CONTEXT_MIN_DATA = 200
 #: Outputs of a context window joined into the combined traces (module docstring: its P
 #: picks were less often right than the regular windows').
 CONTEXT_OUTPUTS = ("detector", "picker_S")
@@ -282,18 +316,53 @@ def windows_covering(
     return meets.any(axis=1)
 
 
-def context_starts(first_picks: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """Starts of the context windows (module docstring): sorted unique int64 samples.
+def context_windows(
+    first_picks: np.ndarray, last_picks: np.ndarray, window: int = WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and cleared heads of the context windows (module docstring).
 
     Args:
         first_picks: (K,) sample of the first pick of each detection (may be fractional).
+        last_picks: (K,) sample of its last pick.
 
-    Each window ends :data:`CONTEXT_MARGIN` samples before its pick (rounded down); windows
-    that would start before the record are left out.
+    Returns:
+        ``(starts, clear)``, int64, sorted by start, one row per distinct window: each window
+        ends :data:`CONTEXT_MARGIN` samples before its detection's first pick (rounded
+        down); ``clear`` is how many of its first samples are replaced by zeros, those
+        before :data:`CONTEXT_MARGIN` samples after the latest last pick of the detections
+        whose first pick comes earlier (0 when that lies before the window). Windows that
+        would start before the record, or keep fewer than :data:`CONTEXT_MIN_DATA` samples
+        of data, are left out.
     """
-    ends = np.floor(np.asarray(first_picks, dtype=float)).astype(np.int64) - CONTEXT_MARGIN
-    starts = ends - window
-    return np.unique(starts[starts >= 0])
+    first = np.floor(np.asarray(first_picks, dtype=float)).astype(np.int64)
+    last = np.floor(np.asarray(last_picks, dtype=float)).astype(np.int64)
+    order = np.argsort(first, kind="stable")
+    first, last = first[order], last[order]
+    starts = first - CONTEXT_MARGIN - window
+    previous = np.maximum.accumulate(np.concatenate(([np.iinfo(np.int64).min // 2], last)))[:-1]
+    clear = np.clip(previous + CONTEXT_MARGIN - starts, 0, window)
+    keep = (starts >= 0) & (window - clear >= CONTEXT_MIN_DATA)
+    pairs = np.unique(np.stack([starts[keep], clear[keep]], axis=1).reshape(-1, 2), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def cleared_windows(
+    data: np.ndarray, starts: np.ndarray, clear: np.ndarray, window: int = WINDOW
+) -> np.ndarray:
+    """Standardised windows (N, window, C) whose first ``clear[i]`` samples are zeros.
+
+    As :func:`standardised_windows` (which a window with ``clear == 0`` equals), but the
+    mean is that of the kept samples and the standard deviation is taken over the whole
+    window with the zeros counted, as for a record zero-padded to one window.
+    """
+    out = standardised_windows(data, starts, window)
+    for i in np.flatnonzero(np.asarray(clear) > 0):
+        kept = data[starts[i] + clear[i] : starts[i] + window].astype(np.float64)
+        kept -= kept.mean(axis=0)
+        std = np.sqrt(np.square(kept).sum(axis=0) / window)
+        out[i, : clear[i]] = 0.0
+        out[i, clear[i] :] = kept / np.where(std > 0, std, 1.0)
+    return out
 
 
 def context_blind(blind: int, window: int = WINDOW) -> tuple[int, int]:
@@ -307,15 +376,24 @@ def add_context(
     n_samples: int,
     blind: tuple[int, int],
     out: dict[str, np.ndarray],
+    clear: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Combine context windows' outputs into the combined traces ``out`` by the maximum.
 
     ``outputs[k]``: (N, ..., window) of the windows at ``starts`` (extra axes such as MC
-    passes are kept, as in :func:`combine`); only :data:`CONTEXT_OUTPUTS` are joined.
+    passes are kept, as in :func:`combine`); only :data:`CONTEXT_OUTPUTS` are joined. A
+    window with a cleared head (``clear[i] > 0``, :func:`context_windows`) is used from its
+    first kept sample on, the others from ``blind[0]``; all but their last ``blind[1]``.
     ``out[k]`` is updated in place and returned.
     """
+    starts = np.asarray(starts, dtype=np.int64)
+    clear = np.zeros(len(starts), dtype=np.int64) if clear is None else np.asarray(clear)
+    head = np.where(clear > 0, clear, np.where(starts == 0, 0, blind[0]))
     for k in CONTEXT_OUTPUTS:
-        combine(np.asarray(outputs[k], dtype=np.float32), starts, n_samples, blind, out[k], "max")
+        values = np.asarray(outputs[k], dtype=np.float32)
+        offset = np.arange(values.shape[-1])
+        used = offset >= head.reshape((-1,) + (1,) * (values.ndim - 1))
+        combine(np.where(used, values, 0.0), starts, n_samples, (0, blind[1]), out[k], "max")
     return out
 
 
@@ -345,11 +423,11 @@ def combined_passes(
     in groups of ``batch_size // passes`` so the (group, passes, window) outputs stay near one
     batch in memory.
     """
-    for part, result in _passes_in_groups(model, windows, starts, passes, batch_size):
+    for part, result in _passes_in_groups(model, windows, passes, batch_size):
         for k in OUTPUTS:
             values = np.asarray(result[k], dtype=np.float32)
             how = "sum" if STACKING[k] == "mean" else "max"
-            combine(values, part, n_samples, blind[k], out[k], how)
+            combine(values, starts[part], n_samples, blind[k], out[k], how)
     for k in OUTPUTS:
         if STACKING[k] == "mean":
             out[k] /= np.maximum(coverage(starts, n_samples, blind[k], windows.shape[1]), 1.0)
@@ -365,25 +443,25 @@ def context_passes(
     passes: int,
     batch_size: int,
     out: dict[str, np.ndarray],
+    clear: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """MC-dropout passes of context windows joined into ``out[k]`` (passes, n_samples).
 
     As :func:`combined_passes`, but each pass is combined as :func:`add_context` combines the
     deterministic outputs (call it after :func:`combined_passes` of the regular windows).
     """
-    for part, result in _passes_in_groups(model, windows, starts, passes, batch_size):
-        add_context(result, part, n_samples, blind, out)
+    clear = np.zeros(len(starts), dtype=np.int64) if clear is None else np.asarray(clear)
+    for part, result in _passes_in_groups(model, windows, passes, batch_size):
+        add_context(result, starts[part], n_samples, blind, out, clear[part])
     return out
 
 
-def _passes_in_groups(model, windows, starts, passes, batch_size):
-    """(starts, ``predict_passes`` result) of windows in groups of ``batch_size // passes``.
+def _passes_in_groups(model, windows, passes, batch_size):
+    """(slice of the windows, ``predict_passes`` result) in groups of ``batch_size // passes``.
 
     The (group, passes, window) outputs stay near one batch in memory.
     """
     group = max(1, batch_size // passes)
     for g in range(0, len(windows), group):
-        yield (
-            starts[g : g + group],
-            model.predict_passes(windows[g : g + group], passes, batch_size),
-        )
+        part = slice(g, g + group)
+        yield part, model.predict_passes(windows[part], passes, batch_size)
