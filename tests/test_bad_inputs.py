@@ -250,8 +250,11 @@ def test_score_of_missing_run_or_truth_creates_nothing(env, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     result = eqcat(env, "score", run, tmp_path / "truth")
+    assert_one_error(result, 2, "run", "not a run directory")
+    (run / "waveforms").mkdir()  # a build that stopped after its download
+    result = eqcat(env, "score", run, tmp_path / "truth")
     assert_one_error(result, 2, "catalog.csv", "truth file not found")
-    assert list(run.iterdir()) == []
+    assert list(run.iterdir()) == [run / "waveforms"]
 
 
 def test_mc_names_the_file_and_the_row(env, tmp_path):
