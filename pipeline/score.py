@@ -66,7 +66,7 @@ import pandas as pd
 import yaml
 
 from pipeline.errors import EqcatInputError
-from pipeline.rundir import write_text_atomic
+from pipeline.rundir import STAGE_DIRS, write_text_atomic
 from pipeline.score_losses import (
     FALSE_EVENT_CLASSES,
     RunTables,
@@ -494,17 +494,7 @@ def _score_full_catalog(
 
 #: What a run directory holds from the start of a build (the resolved config, the manifest)
 #: or after a stage; a folder with none of them is not a run.
-RUN_MARKERS = (
-    "config.resolved.yaml",
-    "manifest.json",
-    "waveforms",
-    "picks",
-    "association",
-    "location",
-    "relocation",
-    "magnitude",
-    "catalog",
-)
+RUN_MARKERS = ("config.resolved.yaml", "manifest.json", *STAGE_DIRS)
 
 
 def score_run(

@@ -278,7 +278,20 @@ def test_scripts_end_like_eqcat_commands(body, status, line):
     assert (lines == []) if line is None else (len(lines) == 1 and lines[0].startswith(line))
 
 
-def test_pick_losses_on_a_folder_that_is_not_a_run(tmp_path):
+@pytest.mark.parametrize("with_config", [False, True], ids=["not-a-run", "no-truth"])
+def test_pick_losses_checks_its_inputs_before_loading_the_model(tmp_path, with_config):
+    expected = (
+        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
+    )
+    if with_config:
+        (tmp_path / "config.resolved.yaml").write_text(
+            "starttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
+            "picking: {}\nassociation: {min_stations: 3}\n"
+        )
+        expected = (
+            f"error: {tmp_path / 'truth' / 'catalog.csv'}: truth file not found "
+            "(expected a scenario's truth/ folder)"
+        )
     done = subprocess.run(
         [sys.executable, "benchmarks/pick_losses.py", str(tmp_path)],
         capture_output=True,
@@ -286,9 +299,7 @@ def test_pick_losses_on_a_folder_that_is_not_a_run(tmp_path):
         cwd=REPO,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
-    ]
+    assert done.stderr.strip().splitlines() == [expected]
 
 
 # ------------------------------------------------------------------------ cache keys
@@ -481,24 +492,6 @@ def test_hinet_build_without_credentials_or_win32tools_fails_validate(monkeypatc
     assert "win32tools programs catwin32, win2sac_32" in problems[0]
     assert "HINET_USER and HINET_PASSWORD" in problems[1]
     assert not is_retryable(HinetCredentialsError("no credentials"))
-
-
-def test_pick_losses_checks_the_truth_before_loading_the_model(tmp_path):
-    (tmp_path / "config.resolved.yaml").write_text(
-        "starttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
-        "picking: {}\nassociation: {min_stations: 3}\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "benchmarks/pick_losses.py", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'truth' / 'catalog.csv'}: truth file not found "
-        "(expected a scenario's truth/ folder)"
-    ]
 
 
 @pytest.mark.parametrize(
