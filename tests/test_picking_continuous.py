@@ -22,7 +22,9 @@ from pipeline.picking.extract import (
     find_detections,
     pick_candidate_fates,
     pick_candidates,
+    run_means,
     runs,
+    subsample_peaks,
     thin,
 )
 from pipeline.picking.params import PickerConfig
@@ -260,6 +262,20 @@ def test_candidates_subsample_peak_and_thinning():
     assert kept.tolist() == [1, 2, 3]
     assert find_detections(np.r_[np.zeros(5), np.ones(3) * 0.6, np.zeros(5)], 0.5, 5).size == 0
     assert runs(np.array([0, 1, 1, 0, 1], bool))[0].tolist() == [1, 4]
+
+
+def test_subsample_peaks_stay_at_the_ends_and_on_flat_tops():
+    prob = np.array([0.9, 0.5, 0.6, 0.6, 0.2, 0.4, 0.8])
+    peaks = subsample_peaks(prob, np.array([0, 2, 6]))
+    assert peaks[0] == 0.0 and peaks[2] == 6.0
+    assert peaks[1] == pytest.approx(2 + 0.5 * (0.5 - 0.6) / (0.5 - 1.2 + 0.6))
+    assert subsample_peaks(prob, np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_run_means_of_detections():
+    values = np.arange(10, dtype=np.float32)
+    assert run_means(values, np.array([[0, 4], [5, 6]])).tolist() == [1.5, 5.0]
+    assert run_means(values, np.zeros((0, 2), np.int64)).shape == (0,)
 
 
 # ------------------------------------------------------------------ record / span with the fake

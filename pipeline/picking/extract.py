@@ -51,15 +51,22 @@ def find_detections(detector: np.ndarray, threshold: float, min_samples: int) ->
     return np.stack([starts[keep], ends[keep]], axis=1).astype(np.int64).reshape(-1, 2)
 
 
-def _subsample_peak(prob: np.ndarray, i: int) -> float:
-    """Peak position (samples) from a parabola through ``prob[i-1:i+2]``; ``i`` at the ends."""
-    if i <= 0 or i >= len(prob) - 1:
-        return float(i)
-    left, mid, right = (float(v) for v in prob[i - 1 : i + 2])
+def subsample_peaks(prob: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Peak positions (samples, float64) from a parabola through ``prob[i-1:i+2]`` per index.
+
+    An index at either end of ``prob``, or without a concave parabola, stays where it is.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    peaks = index.astype(np.float64)
+    inner = (index > 0) & (index < len(prob) - 1)
+    i = index[inner]
+    left, mid, right = (prob[i + k].astype(np.float64) for k in (-1, 0, 1))
     denom = left - 2.0 * mid + right
-    if denom >= 0:
-        return float(i)
-    return i + 0.5 * (left - right) / denom
+    concave = denom < 0
+    shift = np.zeros(len(i))
+    shift[concave] = 0.5 * (left - right)[concave] / denom[concave]
+    peaks[inner] += shift
+    return peaks
 
 
 def pick_candidates(prob: np.ndarray, threshold: float) -> pd.DataFrame:
@@ -71,8 +78,8 @@ def pick_candidates(prob: np.ndarray, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "index": index,
-            "sample": [_subsample_peak(prob, i) for i in index],
-            "value": prob[index].astype(np.float64) if len(index) else np.zeros(0),
+            "sample": subsample_peaks(prob, index),
+            "value": prob[index].astype(np.float64),
         }
     )
 
@@ -118,6 +125,13 @@ def _select(candidates: pd.DataFrame, extra_threshold: float) -> pd.DataFrame:
     )
     strongest = ~table["detection"].duplicated()
     return table[strongest.to_numpy() | (table["value"] >= extra_threshold).to_numpy()]
+
+
+def run_means(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """(K,) float64 mean of ``values`` (n,) over each ``[start, end)`` row of ``spans`` (K, 2)."""
+    sums = np.concatenate(([0.0], np.cumsum(values, dtype=np.float64)))
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    return (sums[spans[:, 1]] - sums[spans[:, 0]]) / np.maximum(spans[:, 1] - spans[:, 0], 1)
 
 
 def _mc_stats(
@@ -215,7 +229,7 @@ def extract_picks(
         for values in curves.values():
             values[blocked] = 0.0
     detections = detections_of(curves, cfg, sampling_rate)
-    det_prob = np.array([curves["detector"][s:e].mean() for s, e in detections], dtype=np.float64)
+    det_prob = run_means(curves["detector"], detections)
     det_std = np.zeros(len(detections))
     if passes is not None and len(detections):
         per_pass = np.stack([passes["detector"][:, s:e].mean(axis=1) for s, e in detections])

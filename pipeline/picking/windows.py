@@ -355,14 +355,17 @@ def cleared_windows(
     mean is that of the kept samples and the standard deviation is taken over the whole
     window with the zeros counted, as for a record zero-padded to one window.
     """
-    out = standardised_windows(data, starts, window)
-    for i in np.flatnonzero(np.asarray(clear) > 0):
-        kept = data[starts[i] + clear[i] : starts[i] + window].astype(np.float64)
-        kept -= kept.mean(axis=0)
-        std = np.sqrt(np.square(kept).sum(axis=0) / window)
-        out[i, : clear[i]] = 0.0
-        out[i, clear[i] :] = kept / np.where(std > 0, std, 1.0)
-    return out
+    starts = np.asarray(starts, dtype=np.int64)
+    view = np.lib.stride_tricks.sliding_window_view(data, (window, data.shape[1]))[:, 0]
+    x = view[starts].astype(np.float64)  # (N, window, C)
+    kept = np.arange(window)[None, :] >= np.asarray(clear, dtype=np.int64)[:, None]
+    n_kept = np.maximum(kept.sum(axis=1), 1)[:, None]
+    x *= kept[:, :, None]
+    x -= (x.sum(axis=1) / n_kept)[:, None, :]
+    x *= kept[:, :, None]
+    std = np.sqrt(np.square(x).sum(axis=1) / window)
+    x /= np.where(std > 0, std, 1.0)[:, None, :]
+    return x.astype(np.float32)
 
 
 def context_blind(blind: int, window: int = WINDOW) -> tuple[int, int]:
