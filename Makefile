@@ -1,7 +1,9 @@
 # eqcat: two commands do everything on a fresh machine.
 #   make demo   set up if needed, then build the embedded synthetic Tottori-like catalog
 #   make test   set up if needed, then run the whole test suite
-.PHONY: setup setup-test demo test lint
+#   make bench-seisbench   SeisBench's EQTransformer on the picking benchmark's record, in its
+#                          own environment (.venv-seisbench: SeisBench and PyTorch, ~4 GB)
+.PHONY: setup setup-test demo test lint bench-seisbench
 
 VENV := .venv
 PYTEST_ARGS ?=
@@ -19,6 +21,12 @@ demo: setup
 
 test: setup-test
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+SEISBENCH_VENV := .venv-seisbench
+bench-seisbench:
+	test -x $(SEISBENCH_VENV)/bin/python || \
+		(python3 -m venv $(SEISBENCH_VENV) && $(SEISBENCH_VENV)/bin/pip install -q "seisbench==0.12.6")
+	$(SEISBENCH_VENV)/bin/python benchmarks/seisbench_throughput.py
 
 lint:
 	$(VENV)/bin/ruff format --check pipeline flows tests benchmarks
