@@ -35,10 +35,23 @@ import pandas as pd
 
 from pipeline.catalog import LIMIT_NAMES, RELIABLE_CLASSES, limit_checks
 from pipeline.errors import EqcatInputError
-from pipeline.score import match_events, read_truth
+from pipeline.rundir import read_run_table, require_run_dir
+from pipeline.score import RUN_EVENT_COLUMNS, match_events, read_truth, truth_in_span
 
 #: Matching tolerances of ``eqcat score`` (origin time s, epicentre km).
 TOLERANCES = (2.0, 10.0)
+#: Columns of catalog_all besides the event's time and place that the diagnosis reads.
+CLASS_COLUMNS = (
+    "quality_class",
+    "magnitude",
+    "n_p",
+    "n_s",
+    "n_stations",
+    "azimuthal_gap_deg",
+    "rms_s",
+    "horizontal_error_km",
+    "vertical_error_km",
+)
 
 
 def failing_limits(catalog: pd.DataFrame) -> np.ndarray:
@@ -114,19 +127,14 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 def diagnose_run(run: Path, m_min: float) -> pd.DataFrame:
     """:func:`diagnose_classes` of ``run``'s catalog_all against ``run/truth`` (its span)."""
-    path = Path(run) / "catalog" / "catalog_all.parquet"
+    path = require_run_dir(run) / "catalog" / "catalog_all.parquet"
     if not path.is_file():
         raise EqcatInputError("not found (run `eqcat build` first)", path=path)
-    catalog = pd.read_parquet(path)
+    catalog = read_run_table(path, (*RUN_EVENT_COLUMNS, *CLASS_COLUMNS))
     catalog["origin_time"] = pd.to_datetime(catalog["origin_time"], utc=True)
     catalog = catalog[catalog[["latitude", "longitude"]].notna().all(axis=1)]
     truth, _, scenario = read_truth(Path(run) / "truth")
-    summary = scenario.get("summary", {})
-    if summary:
-        start = pd.Timestamp(summary["start_time"]).tz_convert("UTC")
-        end = pd.Timestamp(summary["end_time"]).tz_convert("UTC")
-        truth = truth[(truth["origin_time"] >= start) & (truth["origin_time"] < end)]
-    return diagnose_classes(catalog, truth.reset_index(drop=True), m_min)
+    return diagnose_classes(catalog, truth_in_span(truth, scenario), m_min)
 
 
 def main(argv: list[str] | None = None) -> int:
