@@ -319,13 +319,14 @@ def validate(config: ConfigArg) -> None:
 
     Besides the fields: the files it names exist (StationXML, station lists, SDS root,
     weights, templates, reference catalog), the velocity model fits HypoInverse, the
-    programs it needs are installed and output_dir is writable. Exit status 2 on a problem;
-    warnings (stations without instrument responses: no magnitudes) do not fail it.
+    programs it needs are installed, output_dir is writable and the station list leaves the
+    download a usable station. Exit status 2 on a problem; warnings (stations the download
+    will skip, stations without instrument responses: no magnitudes) do not fail it.
     """
-    from pipeline.preflight import response_notes
+    from pipeline.preflight import response_notes, station_notes
 
     cfg = _load(config, preflight=True)
-    for note in response_notes(cfg):
+    for note in [*station_notes(cfg), *response_notes(cfg)]:
         typer.echo(f"{config}: warning: {note}", err=True)
     days = (cfg.endtime - cfg.starttime).total_seconds() / 86400
     typer.echo(
