@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.catalog import LIMIT_NAMES, RELIABLE_CLASSES, limit_checks
+from pipeline.cli import finite
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import read_run_table, require_run_dir
 from pipeline.score import RUN_EVENT_COLUMNS, match_events, read_truth, truth_in_span
@@ -140,7 +141,7 @@ def diagnose_run(run: Path, m_min: float) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("run", type=Path, help="run directory of a synthetic scenario")
-    parser.add_argument("--m-min", type=float, default=0.75, help="magnitude counted in adds")
+    parser.add_argument("--m-min", type=finite, default=0.75, help="magnitude counted in adds")
     parser.add_argument("--csv", type=Path, help="write the per-event table here")
     args = parser.parse_args(argv)
     try:

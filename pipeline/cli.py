@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shlex
 import sys
@@ -133,10 +134,12 @@ def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseMod
         raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
 
 
-def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    """``argparse`` type for a count or a size (repeats, seeds, hours): a number > 0.
+def positive(kind: type[int] | type[float], or_zero: bool = False) -> Callable[[str], float]:
+    """``argparse`` type for a count or a size (repeats, seeds, hours): a number > 0
+    (``or_zero``: >= 0, for an offset).
 
-    ``type=positive(int)`` accepts "3" and refuses "0", "-1" and "x" with one usage line.
+    ``type=positive(float)`` accepts "3" and refuses "0", "-1", "x", "nan" and "inf" with one
+    usage line.
     """
 
     def parse(text: str) -> float:
@@ -144,13 +147,28 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not value > 0:
-            raise argparse.ArgumentTypeError(f"expected {noun} > 0, got {text!r}")
+        if value is None or not (value >= 0 if or_zero else value > 0) or value == math.inf:
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}")
         return value
 
     noun = "an integer" if kind is int else "a number"
+    bound = ">= 0" if or_zero else "> 0"
     parse.__name__ = f"positive {kind.__name__}"
     return parse
+
+
+def finite(text: str) -> float:
+    """``argparse`` type for a magnitude or another value of any sign: a finite number.
+
+    Refuses "nan", "inf" and "x" with one usage line.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def script_main(main: Callable[[], int | None]) -> None:

@@ -280,9 +280,7 @@ def test_scripts_end_like_eqcat_commands(body, status, line):
 
 @pytest.mark.parametrize("with_config", [False, True], ids=["not-a-run", "no-truth"])
 def test_pick_losses_checks_its_inputs_before_loading_the_model(tmp_path, with_config):
-    expected = (
-        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
-    )
+    expected = f"error: {tmp_path}: not a run directory (none of config.resolved.yaml"
     if with_config:
         (tmp_path / "config.resolved.yaml").write_text(
             "starttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
@@ -299,7 +297,8 @@ def test_pick_losses_checks_its_inputs_before_loading_the_model(tmp_path, with_c
         cwd=REPO,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [expected]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(expected)
 
 
 # ------------------------------------------------------------------------ cache keys
