@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 from obspy import UTCDateTime
 
-from pipeline.cli import finite
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
 from pipeline.picking.params import PickerConfig
 from pipeline.rundir import require_run_dir
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--truth", type=Path, default=None)
     parser.add_argument("--mc", type=finite, default=0.8, help="true Mc (default 0.8)")
-    parser.add_argument("--out", type=Path, default=None, help="per-arrival table (CSV)")
+    parser.add_argument("--out", type=output_file, help="per-arrival table (CSV)")
     args = parser.parse_args()
     resolved = require_run_dir(args.run) / "config.resolved.yaml"
     if not resolved.is_file():

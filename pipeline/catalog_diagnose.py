@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.catalog import LIMIT_NAMES, RELIABLE_CLASSES, limit_checks
-from pipeline.cli import finite
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import read_run_table, require_run_dir
 from pipeline.score import RUN_EVENT_COLUMNS, match_events, read_truth, truth_in_span
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("run", type=Path, help="run directory of a synthetic scenario")
     parser.add_argument("--m-min", type=finite, default=0.75, help="magnitude counted in adds")
-    parser.add_argument("--csv", type=Path, help="write the per-event table here")
+    parser.add_argument("--csv", type=output_file, help="write the per-event table here")
     args = parser.parse_args(argv)
     try:
         table = diagnose_run(args.run, args.m_min)
@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if table.empty:
+        print(f"{args.run}: catalog_all has no located event; nothing to diagnose")
+        return 0
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(summarize(table).to_string(index=False, float_format="%.2f"))
     return 0

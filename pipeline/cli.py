@@ -171,6 +171,20 @@ def finite(text: str) -> float:
     return value
 
 
+def output_file(text: str) -> Path:
+    """``argparse`` type for a file a script writes at its end (a table): checked up front.
+
+    Refuses an existing folder and a path whose folder does not exist, with one usage line,
+    so that a long run does not fail at its last step.
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} not found")
+    return path
+
+
 def script_main(main: Callable[[], int | None]) -> None:
     """Run the ``main`` of a diagnosis or benchmark script the way ``eqcat`` runs a command.
 

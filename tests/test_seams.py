@@ -607,6 +607,20 @@ def test_run_folder_is_checked_by_one_helper(tmp_path, make, expected):
     assert not (tmp_path / "score.json").exists()
 
 
+def test_catalog_diagnose_of_a_run_without_events_says_so(tmp_path, capsys):
+    from pipeline.catalog_diagnose import CLASS_COLUMNS, main
+    from pipeline.score import RUN_EVENT_COLUMNS
+
+    (tmp_path / "catalog").mkdir()
+    empty = pd.DataFrame({c: [] for c in (*RUN_EVENT_COLUMNS, *CLASS_COLUMNS)})
+    empty.to_parquet(tmp_path / "catalog" / "catalog_all.parquet")
+    _truth_folder(tmp_path / "truth")
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path}: catalog_all has no located event; nothing to diagnose"
+    ]
+
+
 def test_catalog_diagnose_of_a_missing_run_is_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.catalog_diagnose", str(tmp_path / "nope")],
@@ -831,6 +845,12 @@ def test_a_station_listed_twice_is_used_once_and_named(tmp_path, kind):
         ("benchmarks/pick_losses.py", ["run", "--mc", "nan"], "expected a finite number, got"),
         ("-m", ["pipeline.catalog_diagnose", "run", "--m-min", "inf"], "expected a finite"),
         ("benchmarks/seisbench_throughput.py", ["--repeats", "0"], "--repeats must be at least"),
+        ("benchmarks/pick_losses.py", ["run", "--out", "/"], "'/' is a folder; expected a file"),
+        (
+            "-m",
+            ["pipeline.catalog_diagnose", "run", "--csv", "/no/t.csv"],
+            "folder '/no' not found",
+        ),
     ],
 )
 def test_script_options_are_refused_by_the_parser(tmp_path, script, args, expected):

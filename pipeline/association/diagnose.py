@@ -43,7 +43,7 @@ import pandas as pd
 import yaml
 
 from pipeline.association.params import AssociationConfig
-from pipeline.cli import finite
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import read_run_table, require_run_dir
 from pipeline.score import PICK_COLUMNS, match_picks, read_truth, truth_in_span
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="run directory of a synthetic scenario")
     parser.add_argument("--association", type=Path, help="folder of assignments.parquet")
     parser.add_argument("--m-min", type=finite, default=0.75, help="smallest magnitude listed")
-    parser.add_argument("--csv", type=Path, help="write the per-event table here")
+    parser.add_argument("--csv", type=output_file, help="write the per-event table here")
     args = parser.parse_args(argv)
     try:
         table, false = diagnose_run(args.run, args.association)
