@@ -231,7 +231,7 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         raise EqcatInputError("no true events (header only)", path=paths["catalog"])
     catalog["origin_time"] = _utc_column(catalog, "origin_time", paths["catalog"])
     _truth_numbers(catalog, paths["catalog"])
-    picks = _truth_csv(paths["picks"], dtype={"network": str, "station": str})
+    picks = _truth_csv(paths["picks"], dtype={"event_id": str, "network": str, "station": str})
     missing = {"event_id", "network", "station", "phase", "time"} - set(picks.columns)
     if missing:
         raise EqcatInputError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
