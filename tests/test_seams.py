@@ -912,3 +912,25 @@ def test_argument_types(parse, text, ok):
             function(text)
     else:
         assert function(text) == ok
+
+
+@pytest.mark.parametrize(
+    "section, field",
+    [
+        (
+            "stations: {kind: inline, stations: [{network: XX, station: A1, latitude: 35.0, "
+            "longitude: 133.0, elevation_m: .inf}]}",
+            "stations.inline.stations.0.elevation_m",
+        ),
+        ("magnitude: {watanabe_b: .nan}", "magnitude.watanabe_b"),
+        ("relocation: {hypodd: {max_gap_deg: .inf}}", "relocation.hypodd.max_gap_deg"),
+        ("scenario: {magnitude_max: .nan}", "scenario.magnitude_max"),
+    ],
+)
+def test_config_numbers_refuse_nan_and_infinity(tmp_path, section, field):
+    """Every section shares one pydantic configuration (pipeline.sections)."""
+    spec = MINIMAL + section + "\n" + ("" if "scenario" in section else "scenario: {}\n")
+    if section.startswith("stations"):
+        spec = MINIMAL + section + f"\nwaveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    with pytest.raises(ConfigError, match=re.escape(field) + ".*finite number"):
+        load_config(_config(tmp_path, spec))
