@@ -22,8 +22,10 @@ import pandas as pd
 import yaml
 from obspy import UTCDateTime
 
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
 from pipeline.picking.params import PickerConfig
+from pipeline.rundir import require_run_dir
 
 SNR_EDGES = (0.0, 2.0, 5.0, 10.0, np.inf)
 
@@ -107,10 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--truth", type=Path, default=None)
-    parser.add_argument("--mc", type=float, default=0.8, help="true Mc (default 0.8)")
-    parser.add_argument("--out", type=Path, default=None, help="per-arrival table (CSV)")
+    parser.add_argument("--mc", type=finite, default=0.8, help="true Mc (default 0.8)")
+    parser.add_argument("--out", type=output_file, help="per-arrival table (CSV)")
     args = parser.parse_args()
-    resolved = args.run / "config.resolved.yaml"
+    resolved = require_run_dir(args.run) / "config.resolved.yaml"
     if not resolved.is_file():
         raise EqcatInputError("not found (expected a built run directory)", path=resolved)
     config = yaml.safe_load(resolved.read_text())

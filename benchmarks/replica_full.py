@@ -16,7 +16,8 @@ already recorded complete; an interrupted stage resumes through the product's ow
 (generation per station-day, picking per station-day). A stage that runs past its limit
 (``--stage-limit relocate=3600``) is stopped and recorded as such, with its elapsed time,
 and the build goes on (magnitudes and the catalog fall back to the HypoInverse locations
-when there are no relocations); a failed stage ends the build.
+when there are no relocations); a failed stage ends the build, and the script exits with
+the stage's exit status and its last error line.
 
 Options that shrink the run: ``--days N`` (and ``--skip-days D``) generate and build only N
 days of the replica starting D days after its start (``--days 0.25`` = the densest first 6
@@ -44,6 +45,7 @@ import psutil
 import yaml
 
 from pipeline.cli import positive
+from pipeline.errors import EqcatInputError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "station_configs" / "tottori_replica.yaml"
@@ -72,6 +74,9 @@ def replica_config(
 
     ``out/replica.yaml``, or ``out/replica_spanNd.yaml`` for a span build (both can share
     the run directory).
+
+    Raises:
+        EqcatInputError: ``skip_days`` reaches past the end of the replica.
     """
     cfg = yaml.safe_load(base.read_text())
     cfg["output_dir"] = str(out)
@@ -81,6 +86,11 @@ def replica_config(
     end = datetime.fromisoformat(str(cfg["endtime"]))
     if days is not None or skip_days:
         start = start + timedelta(days=skip_days)
+        if start >= end:
+            raise EqcatInputError(
+                f"--skip-days {skip_days:g}: the replica ({base}) spans "
+                f"{(end - start).total_seconds() / 86400 + skip_days:g} days"
+            )
         if days is not None:
             end = min(end, start + timedelta(days=days))
         cfg["scenario"]["start_time"] = start.isoformat()
@@ -190,26 +200,52 @@ def run_stage(config: Path, stage: str, log_path: Path, limit_s: float | None) -
     }
 
 
-def _stage_limits(items: list[str]) -> dict[str, float]:
-    limits = {}
-    for item in items:
-        name, _, seconds = item.partition("=")
-        if name not in STAGES or not seconds:
-            raise SystemExit(f"--stage-limit {item!r}: expected STAGE=SECONDS, STAGE in {STAGES}")
-        limits[name] = float(seconds)
-    return limits
+def _stage_list(text: str) -> list[str]:
+    """``argparse`` type of ``--stages``: names of :data:`STAGES`, comma separated."""
+    stages = [s for s in text.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise argparse.ArgumentTypeError(
+            f"expected stages among {', '.join(STAGES)}, comma separated, got {text!r}"
+        )
+    return stages
 
 
-def main() -> None:
+def _stage_limit(item: str) -> tuple[str, float]:
+    """``argparse`` type of ``--stage-limit``: ``STAGE=SECONDS`` (seconds > 0)."""
+    name, _, seconds = item.partition("=")
+    try:
+        limit = positive(float)(seconds)
+    except argparse.ArgumentTypeError:
+        limit = None
+    if name not in STAGES or limit is None:
+        raise argparse.ArgumentTypeError(
+            f"expected STAGE=SECONDS (seconds > 0; STAGE one of {', '.join(STAGES)}), got {item!r}"
+        )
+    return name, limit
+
+
+def _error_line(log_path: Path) -> str:
+    """The last ``error:`` line of a stage's log ('' without one)."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    last = next((ln for ln in reversed(lines) if ln.startswith("error:")), "")
+    return last.removeprefix("error:").strip()
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="benchmark folder (kept)")
     parser.add_argument("--config", type=Path, default=CONFIG, help="base build config")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
+    parser.add_argument(
+        "--stages", type=_stage_list, default=",".join(STAGES), help="comma-separated stages"
+    )
     parser.add_argument("--weights", default=None, help="picking.weights (path or name)")
     parser.add_argument(
         "--days", type=positive(float), default=None, help="only N days of the replica"
     )
-    parser.add_argument("--skip-days", type=float, default=0.0, help="start N days later")
+    parser.add_argument(
+        "--skip-days", type=positive(float, or_zero=True), default=0.0, help="start N days later"
+    )
     parser.add_argument(
         "--span-days",
         type=positive(int),
@@ -217,14 +253,14 @@ def main() -> None:
         help="build the catalog from the first N UTC days",
     )
     parser.add_argument(
-        "--stage-limit", action="append", default=[], help="STAGE=SECONDS: stop a stage after"
+        "--stage-limit",
+        type=_stage_limit,
+        action="append",
+        default=[],
+        help="STAGE=SECONDS: stop a stage after",
     )
     args = parser.parse_args()
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise SystemExit(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
-    limits = _stage_limits(args.stage_limit)
+    stages, limits = args.stages, dict(args.stage_limit)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = replica_config(
@@ -244,6 +280,7 @@ def main() -> None:
         "run_dir": str(run_dir),
         "commit": commit or None,
     }
+    failed = None
     for stage in stages:
         if record["stages"].get(stage, {}).get("complete"):
             print(f"{stage}: recorded complete, skipped", flush=True)
@@ -267,6 +304,7 @@ def main() -> None:
         _write_json(record_path, record)
         print(f"{stage}: {json.dumps(result)}", flush=True)
         if result["returncode"] != 0 and not result["stopped"]:
+            failed = stage
             break  # failed: the later stages would read stale or missing tables
     truth = run_dir / "truth"
     if (truth / "catalog.csv").exists():
@@ -285,6 +323,14 @@ def main() -> None:
             record["score"] = json.loads((run_dir / "score.json").read_text())
         _write_json(record_path, record)
     print(json.dumps({k: v for k, v in record.items() if k != "score"}))
+    if failed is None:
+        return 0
+    code, log_path = record["stages"][failed]["returncode"], out / f"{failed}.log"
+    print(
+        f"error: stage {failed} failed (exit {code}; log {log_path}): {_error_line(log_path)}",
+        file=sys.stderr,
+    )
+    return code if code > 0 else 1
 
 
 if __name__ == "__main__":

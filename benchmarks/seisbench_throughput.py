@@ -49,7 +49,7 @@ def main() -> None:
         parser.error("--repeats must be at least 1")
     files = sorted(WILZ.glob("*.mseed"))
     if not files:
-        raise SystemExit(f"error: no miniSEED under {WILZ} (set EQCAT_SHARED)")
+        parser.exit(2, f"error: {WILZ}: no miniSEED files (set EQCAT_SHARED to the shared data)\n")
 
     import seisbench
     import torch

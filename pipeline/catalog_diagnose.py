@@ -34,11 +34,25 @@ import numpy as np
 import pandas as pd
 
 from pipeline.catalog import LIMIT_NAMES, RELIABLE_CLASSES, limit_checks
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
-from pipeline.score import match_events, read_truth
+from pipeline.rundir import read_run_table, require_run_dir
+from pipeline.score import RUN_EVENT_COLUMNS, match_events, read_truth, truth_in_span
 
 #: Matching tolerances of ``eqcat score`` (origin time s, epicentre km).
 TOLERANCES = (2.0, 10.0)
+#: Columns of catalog_all besides the event's time and place that the diagnosis reads.
+CLASS_COLUMNS = (
+    "quality_class",
+    "magnitude",
+    "n_p",
+    "n_s",
+    "n_stations",
+    "azimuthal_gap_deg",
+    "rms_s",
+    "horizontal_error_km",
+    "vertical_error_km",
+)
 
 
 def failing_limits(catalog: pd.DataFrame) -> np.ndarray:
@@ -114,26 +128,21 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 def diagnose_run(run: Path, m_min: float) -> pd.DataFrame:
     """:func:`diagnose_classes` of ``run``'s catalog_all against ``run/truth`` (its span)."""
-    path = Path(run) / "catalog" / "catalog_all.parquet"
+    path = require_run_dir(run) / "catalog" / "catalog_all.parquet"
     if not path.is_file():
         raise EqcatInputError("not found (run `eqcat build` first)", path=path)
-    catalog = pd.read_parquet(path)
+    catalog = read_run_table(path, (*RUN_EVENT_COLUMNS, *CLASS_COLUMNS))
     catalog["origin_time"] = pd.to_datetime(catalog["origin_time"], utc=True)
     catalog = catalog[catalog[["latitude", "longitude"]].notna().all(axis=1)]
     truth, _, scenario = read_truth(Path(run) / "truth")
-    summary = scenario.get("summary", {})
-    if summary:
-        start = pd.Timestamp(summary["start_time"]).tz_convert("UTC")
-        end = pd.Timestamp(summary["end_time"]).tz_convert("UTC")
-        truth = truth[(truth["origin_time"] >= start) & (truth["origin_time"] < end)]
-    return diagnose_classes(catalog, truth.reset_index(drop=True), m_min)
+    return diagnose_classes(catalog, truth_in_span(truth, scenario), m_min)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("run", type=Path, help="run directory of a synthetic scenario")
-    parser.add_argument("--m-min", type=float, default=0.75, help="magnitude counted in adds")
-    parser.add_argument("--csv", type=Path, help="write the per-event table here")
+    parser.add_argument("--m-min", type=finite, default=0.75, help="magnitude counted in adds")
+    parser.add_argument("--csv", type=output_file, help="write the per-event table here")
     args = parser.parse_args(argv)
     try:
         table = diagnose_run(args.run, args.m_min)
@@ -142,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if table.empty:
+        print(f"{args.run}: catalog_all has no located event; nothing to diagnose")
+        return 0
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(summarize(table).to_string(index=False, float_format="%.2f"))
     return 0

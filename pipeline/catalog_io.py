@@ -137,9 +137,12 @@ def read_catalog(
 
     Raises:
         CatalogReadError: missing or empty file, unreadable QuakeML, no magnitude column,
-            a non-numeric magnitude or an unreadable time (row named).
+            no event with a magnitude, a non-numeric or infinite number or an unreadable
+            time (row named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CatalogReadError(f"{path}: is a folder; expected a QuakeML or CSV catalog file")
     if not path.is_file():
         raise CatalogReadError(f"{path}: catalog file not found")
     if path.stat().st_size == 0:
@@ -147,10 +150,17 @@ def read_catalog(
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "quakeml":
-        return _read_quakeml(path, magnitude_types)
-    if fmt == "csv":
-        return _read_csv(path, magnitude_column, time_column)
-    raise CatalogReadError(f"{path}: unknown format {fmt!r} (expected auto, quakeml or csv)")
+        table = _read_quakeml(path, magnitude_types)
+    elif fmt == "csv":
+        table = _read_csv(path, magnitude_column, time_column)
+    else:
+        raise CatalogReadError(f"{path}: unknown format {fmt!r} (expected auto, quakeml or csv)")
+    if table["magnitude"].isna().all():
+        raise CatalogReadError(
+            f"{path}: none of its {len(table)} event(s) has a magnitude (expected a value in "
+            "the magnitude column, or a QuakeML <magnitude> per event)"
+        )
+    return table
 
 
 def _read_quakeml(path: Path, magnitude_types: tuple[str, ...]) -> pd.DataFrame:
@@ -237,7 +247,9 @@ def _read_csv(path: Path, magnitude_column: str | None, time_column: str | None)
     )
     for standard in ("latitude", "longitude", "depth_km", "magnitude"):
         column = found[standard]
-        table[standard] = _numbers(path, raw[column], standard) if column is not None else math.nan
+        table[standard] = (
+            numeric_column(path, raw[column], standard) if column is not None else math.nan
+        )
     if found["depth_km"] is not None and found["depth_km"].strip().lower() == "depth":
         if np.nanmax(np.abs(table["depth_km"].to_numpy(dtype=float)), initial=0) > (
             DEPTH_METRES_ABOVE
@@ -249,18 +261,21 @@ def _read_csv(path: Path, magnitude_column: str | None, time_column: str | None)
     return table[EVENT_COLUMNS].reset_index(drop=True)
 
 
-def _numbers(path: Path, values: pd.Series, what: str) -> pd.Series:
-    """Floats of a text column; blanks become NaN, other non-numbers raise (row named)."""
+def numeric_column(path: Path, values: pd.Series, what: str) -> pd.Series:
+    """Floats of a text column; blanks become NaN, other non-numbers and infinities raise
+    (file, row and value named)."""
     text = values.str.strip()
-    numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
-    bad = numbers.isna() & (text != "") & ~text.str.lower().isin({"nan", "na", "null", "none"})
+    numbers = pd.to_numeric(text.where(text != ""), errors="coerce").astype(float)
+    blank = (text == "") | text.str.lower().isin({"nan", "na", "null", "none"})
+    bad = (numbers.isna() & ~blank) | np.isinf(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
+        kind = "infinite" if np.isinf(numbers.iloc[row]) else "non-numeric"
         raise CatalogReadError(
-            f"{path}: non-numeric {what.removesuffix('_km')} {text.iloc[row]!r} in row "
+            f"{path}: {kind} {what.removesuffix('_km')} {text.iloc[row]!r} in row "
             f"{row + 1} (line {row + 2})"
         )
-    return numbers.astype(float)
+    return numbers
 
 
 def _times(path: Path, values: pd.Series) -> pd.Series:
@@ -281,7 +296,8 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
     """Events of ``table`` (:data:`EVENT_COLUMNS`) that pass ``selection``.
 
     Raises:
-        CatalogReadError: a filter needs a column the file did not have (all NaN).
+        CatalogReadError: a filter needs a column the file did not have (all NaN), or no
+            event passes it.
     """
     keep = pd.Series(True, index=table.index)
 
@@ -310,4 +326,9 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
                 f"{path}: --magnitude-type needs a magnitude type column; the file has none"
             )
         keep &= types.isin({t.lower() for t in selection.magnitude_types})
+    if not keep.any():
+        raise CatalogReadError(
+            f"{path}: none of its {len(table)} event(s) passes the selection "
+            f"({selection.describe()})"
+        )
     return table[keep].reset_index(drop=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shlex
 import sys
@@ -133,10 +134,12 @@ def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseMod
         raise EqcatInputError(format_validation_errors(exc, option).replace("\n", "; ")) from None
 
 
-def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    """``argparse`` type for a count or a size (repeats, seeds, hours): a number > 0.
+def positive(kind: type[int] | type[float], or_zero: bool = False) -> Callable[[str], float]:
+    """``argparse`` type for a count or a size (repeats, seeds, hours): a number > 0
+    (``or_zero``: >= 0, for an offset).
 
-    ``type=positive(int)`` accepts "3" and refuses "0", "-1" and "x" with one usage line.
+    ``type=positive(float)`` accepts "3" and refuses "0", "-1", "x", "nan" and "inf" with one
+    usage line.
     """
 
     def parse(text: str) -> float:
@@ -144,13 +147,42 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not value > 0:
-            raise argparse.ArgumentTypeError(f"expected {noun} > 0, got {text!r}")
+        if value is None or not (value >= 0 if or_zero else value > 0) or value == math.inf:
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}")
         return value
 
     noun = "an integer" if kind is int else "a number"
+    bound = ">= 0" if or_zero else "> 0"
     parse.__name__ = f"positive {kind.__name__}"
     return parse
+
+
+def finite(text: str) -> float:
+    """``argparse`` type for a magnitude or another value of any sign: a finite number.
+
+    Refuses "nan", "inf" and "x" with one usage line.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """``argparse`` type for a file a script writes at its end (a table): checked up front.
+
+    Refuses an existing folder and a path whose folder does not exist, with one usage line,
+    so that a long run does not fail at its last step.
+    """
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} not found")
+    return path
 
 
 def script_main(main: Callable[[], int | None]) -> None:
@@ -319,13 +351,14 @@ def validate(config: ConfigArg) -> None:
 
     Besides the fields: the files it names exist (StationXML, station lists, SDS root,
     weights, templates, reference catalog), the velocity model fits HypoInverse, the
-    programs it needs are installed and output_dir is writable. Exit status 2 on a problem;
-    warnings (stations without instrument responses: no magnitudes) do not fail it.
+    programs it needs are installed, output_dir is writable and the station list leaves the
+    download a usable station. Exit status 2 on a problem; warnings (stations the download
+    will skip, stations without instrument responses: no magnitudes) do not fail it.
     """
-    from pipeline.preflight import response_notes
+    from pipeline.preflight import response_notes, station_notes
 
     cfg = _load(config, preflight=True)
-    for note in response_notes(cfg):
+    for note in [*station_notes(cfg), *response_notes(cfg)]:
         typer.echo(f"{config}: warning: {note}", err=True)
     days = (cfg.endtime - cfg.starttime).total_seconds() / 86400
     typer.echo(

@@ -41,7 +41,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from pipeline.sections import SECTION_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ MC_METHODS = ("maxc", "gft90", "gft95", "mbs")
 class CompletenessConfig(BaseModel):
     """Completeness (Mc) and Gutenberg–Richter estimation settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     delta_m: float = Field(0.1, gt=0, le=1, description="magnitude bin width")
     maxc_correction: float = Field(

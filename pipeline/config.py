@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pipeline.association import AssociationConfig
 from pipeline.errors import MultiLineInputError
@@ -27,6 +27,7 @@ from pipeline.picking.params import PickerConfig
 from pipeline.relocation.params import RelocationConfig
 from pipeline.report.html import ReportConfig
 from pipeline.rundir import RunDir, sha256_text, write_text_atomic
+from pipeline.sections import SECTION_CONFIG
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.waveforms.params import HinetSource, StationSourceConfig, WaveformConfig
 
@@ -39,9 +40,9 @@ class ConfigError(MultiLineInputError):
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors."""
+    """Base of every config section: unknown keys, NaN and infinity are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
 
 class RegionConfig(Section):

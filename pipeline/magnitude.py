@@ -94,11 +94,12 @@ from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
 from obspy.geodetics import gps2dist_azimuth
 from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from pipeline import progress
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.sections import SECTION_CONFIG
 from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ STATION_MAGNITUDE_COLUMNS = [
 class MagnitudeConfig(BaseModel):
     """Local-magnitude settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     method: Literal["hutton_boore", "watanabe"] = Field(
         "hutton_boore",

@@ -88,6 +88,76 @@ def check_download(cfg: BuildConfig) -> list[str]:
     return problems + _hinet_problems(cfg)
 
 
+def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | None:
+    """What the download stage makes of a StationXML file or an inline station list:
+    (config field, stations it uses, ``NET.STA`` -> why it skips one), by
+    :func:`pipeline.waveforms.inventory.select_channels`. None for the other station sources
+    (their stations arrive with the download) and for an unreadable file (check_download
+    names it)."""
+    from pipeline.errors import EqcatInputError
+    from pipeline.waveforms.params import HinetSource
+
+    stations = cfg.stations
+    if (
+        cfg.scenario is not None
+        or stations is None
+        or stations.kind == "fdsn"
+        or isinstance(cfg.waveforms.source, HinetSource)
+    ):
+        return None
+    from pipeline.waveforms.inventory import load_inventory, select_channels
+
+    try:
+        inventory = load_inventory(stations, cfg.starttime, cfg.endtime)
+    except EqcatInputError:
+        return None
+    field = "stations" if stations.kind == "inline" else f"stations.path = '{stations.path}'"
+    skipped: dict[str, str] = {}
+    waveforms = cfg.waveforms
+    choices = select_channels(
+        inventory,
+        waveforms.channel_priority,
+        waveforms.location_priority,
+        cfg.starttime,
+        cfg.endtime,
+        skipped,
+    )
+    return field, choices, skipped
+
+
+#: At most this many skipped stations are named, one line each, by :func:`station_notes`.
+MAX_NAMED_STATIONS = 10
+
+
+def check_stations(cfg: BuildConfig) -> list[str]:
+    """A StationXML file or inline list leaves the download at least one usable station."""
+    selection = _station_selection(cfg)
+    if selection is None or selection[1]:
+        return []
+    field, _, skipped = selection
+    span = f"between {cfg.starttime:%Y-%m-%d %H:%M} and {cfg.endtime:%Y-%m-%d %H:%M} UTC"
+    if not skipped:
+        return [f"{field}: no station is active {span}"]
+    why = "; ".join(f"{label} {reason}" for label, reason in list(skipped.items())[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return [f"{field}: no usable station {span}: {why}{more}"]
+
+
+def station_notes(cfg: BuildConfig) -> list[str]:
+    """Warnings: the stations the download will skip (bad codes, no matching channel,
+    listed twice), one line each (at most :data:`MAX_NAMED_STATIONS`), for a config
+    whose station list leaves some stations usable."""
+    selection = _station_selection(cfg)
+    if selection is None or not selection[1]:
+        return []
+    field, _, skipped = selection
+    lines = [f"{field}: station {label} {why}" for label, why in skipped.items()]
+    if len(lines) > MAX_NAMED_STATIONS:
+        rest = len(lines) - MAX_NAMED_STATIONS
+        lines = [*lines[:MAX_NAMED_STATIONS], f"{field}: and {rest} more station(s) skipped"]
+    return lines
+
+
 def _hinet_problems(cfg: BuildConfig) -> list[str]:
     """A Hi-net source has credentials (environment; a named secret is checked at run time)
     and the win32tools programs it converts with."""
@@ -217,6 +287,7 @@ def check_output_dir(cfg: BuildConfig) -> list[str]:
 CHECKS: tuple[tuple[Callable[[BuildConfig], list[str]], tuple[str, ...] | None], ...] = (
     (check_output_dir, None),
     (check_download, ("download",)),
+    (check_stations, ("download",)),
     (check_weights, ("pick",)),
     (check_hypoinverse, ("locate",)),
     (check_hypodd, ("relocate",)),
@@ -242,10 +313,12 @@ def response_notes(cfg: BuildConfig) -> list[str]:
 
     inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
     missing = sorted(
-        f"{net.code}.{sta.code}"
-        for net in inventory
-        for sta in net
-        if not all(_has_response(cha) for cha in sta)
+        {
+            f"{net.code}.{sta.code}"
+            for net in inventory
+            for sta in net
+            if not all(_has_response(cha) for cha in sta)
+        }
     )
     if not missing:
         return []

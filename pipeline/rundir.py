@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from pipeline.errors import EqcatInputError
+from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 
 #: Permissions of every file a stage writes (mkstemp alone would give 0600).
 FILE_MODE = 0o644
@@ -61,6 +61,55 @@ STAGE_RESULTS = {
     "catalog": ("catalog/catalog.parquet", "catalog/catalog.csv", "catalog/catalog.xml"),
     "report": ("report/index.html", "report/completeness.json"),
 }
+
+
+#: What a run directory holds from the start of a build (the resolved config, the manifest)
+#: or after a stage; a folder with none of them is not a run.
+RUN_MARKERS = ("config.resolved.yaml", "manifest.json", *STAGE_DIRS)
+
+
+def require_run_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a Path when it is a run directory (:data:`RUN_MARKERS`), else raise.
+
+    Raises:
+        EqcatInputError: naming ``path``: missing, a file, or a folder that is not a run.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EqcatInputError("run directory not found", path=path)
+    if not path.is_dir():
+        raise EqcatInputError("is a file; expected a run directory", path=path)
+    if not any((path / marker).exists() for marker in RUN_MARKERS):
+        raise EqcatInputError(
+            f"not a run directory (none of {', '.join(RUN_MARKERS)}); pass the folder "
+            "`eqcat build` wrote",
+            path=path,
+        )
+    return path
+
+
+def read_run_table(path: str | os.PathLike, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A Parquet table of a run that must hold ``columns``.
+
+    Raises:
+        EqcatInputError: naming ``path``: not a readable Parquet file (damaged, truncated,
+            a folder), or a table without one of ``columns`` (another eqcat version).
+    """
+    try:
+        table = pd.read_parquet(path)
+    except (FileNotFoundError, PermissionError):
+        raise  # input errors that name the file already
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid (a ValueError), ArrowIOError
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise EqcatInputError(
+            f"not a readable Parquet table ({reason}); rebuild it from the stage that "
+            "writes it: eqcat build CONFIG --from STAGE",
+            path=path,
+        ) from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise EqcatInputError(f"missing column(s) {missing}{OLD_RUN_HINT}", path=path)
+    return table
 
 
 class StaleStageError(EqcatInputError):

@@ -65,8 +65,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.catalog_io import numeric_column
 from pipeline.errors import EqcatInputError
-from pipeline.rundir import STAGE_DIRS, write_text_atomic
+from pipeline.rundir import read_run_table, require_run_dir, write_text_atomic
 from pipeline.score_losses import (
     FALSE_EVENT_CLASSES,
     RunTables,
@@ -112,21 +113,108 @@ def _truth_csv(path: Path, **kwargs) -> pd.DataFrame:
 
 
 def _utc_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """``table[column]`` as UTC times; an unreadable one names the file, row and value."""
+    """``table[column]`` as UTC times; a blank or unreadable one names the file, row and value."""
     times = pd.to_datetime(table[column], utc=True, format="ISO8601", errors="coerce")
-    bad = times.isna() & table[column].notna()
+    bad = times.isna()
     if bad.any():
         row = int(bad.to_numpy().argmax())
+        value = table[column].iloc[row]
+        what = f"unreadable {column} {value!r}" if pd.notna(value) else f"blank {column}"
         raise EqcatInputError(
-            f"unreadable {column} {table[column].iloc[row]!r} in row {row + 1} "
-            f"(line {row + 2}); expected ISO 8601, e.g. 2000-10-08T05:00:00Z",
+            f"{what} in row {row + 1} (line {row + 2}); expected ISO 8601, "
+            "e.g. 2000-10-08T05:00:00Z",
             path=path,
         )
     return times
 
 
+#: Numeric columns of ``TRUTH/catalog.csv`` and the range each value must lie in.
+TRUTH_NUMBERS = {
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 180.0),
+    "depth_km": (-10.0, 800.0),
+    "magnitude": (-5.0, 10.0),
+}
+
+
+def _truth_numbers(table: pd.DataFrame, path: Path) -> None:
+    """Parse :data:`TRUTH_NUMBERS` of a true catalog in place and check its event ids.
+
+    Raises:
+        EqcatInputError: naming the file, row and value: a blank, non-numeric or
+            out-of-range number, or an event_id given twice.
+    """
+    for column, (low, high) in TRUTH_NUMBERS.items():
+        text = table[column].astype(str).where(table[column].notna(), "")
+        values = numeric_column(path, text, column)
+        bad = ~values.between(low, high)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            value = values.iloc[row]
+            what = f"{column} {value:g}" if np.isfinite(value) else f"blank {column}"
+            raise EqcatInputError(
+                f"{what} in row {row + 1} (line {row + 2}): every true event needs a "
+                f"number in [{low:g}, {high:g}]",
+                path=path,
+            )
+        table[column] = values
+    repeated = table["event_id"].duplicated()
+    if repeated.any():
+        row = int(repeated.to_numpy().argmax())
+        raise EqcatInputError(
+            f"event_id {table['event_id'].iloc[row]!r} in row {row + 1} (line {row + 2}) "
+            "is given twice; expected one row per event",
+            path=path,
+        )
+
+
+def _scenario(path: Path) -> dict:
+    """``scenario.json`` of a truth folder (``{}`` without one), its record span checked."""
+    if not path.is_file():
+        return {}
+    try:
+        scenario = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        scenario = exc
+    if not isinstance(scenario, dict):
+        raise EqcatInputError(
+            f"not a scenario record (a JSON object expected: {scenario}); restore it, or "
+            "delete it to score every true event",
+            path=path,
+        )
+    summary = scenario.get("summary") or {}
+    try:
+        span = [pd.Timestamp(summary[k]).tz_convert("UTC") for k in ("start_time", "end_time")]
+    except (KeyError, TypeError, ValueError) as exc:
+        if summary:
+            raise EqcatInputError(
+                f"summary start_time/end_time unreadable ({type(exc).__name__}: {exc}); "
+                "expected ISO 8601 times with a zone",
+                path=path,
+            ) from None
+        span = None
+    return scenario | {"span": span}
+
+
+def truth_in_span(truth: pd.DataFrame, scenario: dict) -> pd.DataFrame:
+    """True events whose origin lies in the record span of ``scenario`` (:func:`read_truth`);
+    all of them without one."""
+    if not scenario.get("span"):
+        return truth.reset_index(drop=True)
+    start, end = scenario["span"]
+    inside = (truth["origin_time"] >= start) & (truth["origin_time"] < end)
+    return truth[inside].reset_index(drop=True)
+
+
 def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """True catalog, true picks and the scenario record (``{}`` without scenario.json)."""
+    """True catalog, true picks and the scenario record (``{}`` without scenario.json).
+
+    The scenario record gets ``span``: its record's (start, end) UTC Timestamps, or None.
+
+    Raises:
+        EqcatInputError: naming the file (and row): a missing or unreadable file or column,
+            a blank or unreadable time, number or event_id (:func:`_truth_numbers`).
+    """
     truth_dir = Path(truth_dir)
     paths = {name: truth_dir / f"{name}.csv" for name in ("catalog", "picks")}
     for path in paths.values():
@@ -134,20 +222,23 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             raise EqcatInputError(
                 "truth file not found (expected a scenario's truth/ folder)", path=path
             )
-    catalog = _truth_csv(paths["catalog"])
+    catalog = _truth_csv(paths["catalog"], dtype={"event_id": str})
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km", "magnitude"}
     missing -= set(catalog.columns)
     if missing:
         raise EqcatInputError(f"{paths['catalog']}: missing column(s) {sorted(missing)}")
+    if catalog.empty:
+        raise EqcatInputError("no true events (header only)", path=paths["catalog"])
     catalog["origin_time"] = _utc_column(catalog, "origin_time", paths["catalog"])
-    picks = _truth_csv(paths["picks"], dtype={"network": str, "station": str})
+    _truth_numbers(catalog, paths["catalog"])
+    picks = _truth_csv(paths["picks"], dtype={"event_id": str, "network": str, "station": str})
     missing = {"event_id", "network", "station", "phase", "time"} - set(picks.columns)
     if missing:
         raise EqcatInputError(f"{paths['picks']}: missing column(s) {sorted(missing)}")
     picks["time"] = _utc_column(picks, "time", paths["picks"])
-    scenario_path = truth_dir / "scenario.json"
-    scenario = json.loads(scenario_path.read_text()) if scenario_path.is_file() else {}
-    return catalog, picks, scenario
+    if "snr" in picks.columns:
+        picks["snr"] = numeric_column(paths["picks"], picks["snr"].astype(str), "snr")
+    return catalog, picks, _scenario(truth_dir / "scenario.json")
 
 
 def match_events(
@@ -273,11 +364,17 @@ def pick_residuals(
     return out
 
 
+#: Columns the scorer reads from an event table of a run (catalog, relocations, locations,
+#: association events) and from its picks, assignments and magnitudes.
+RUN_EVENT_COLUMNS = ("event_id", "origin_time", "latitude", "longitude")
+PICK_COLUMNS = ("pick_id", "network", "station", "phase", "time")
+
+
 def _read_table(path: Path, notes: list[str], what: str) -> pd.DataFrame | None:
     if not path.is_file():
         notes.append(f"{what}: {path} missing")
         return None
-    table = pd.read_parquet(path)
+    table = read_run_table(path, (*RUN_EVENT_COLUMNS, "depth_km"))
     if "origin_time" in table.columns:
         table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
     return table
@@ -385,7 +482,7 @@ def _event_table(run_dir: Path, notes: list[str]) -> tuple[pd.DataFrame | None, 
     ):
         path = run_dir / rel
         if path.is_file():
-            table = pd.read_parquet(path)
+            table = read_run_table(path, RUN_EVENT_COLUMNS)
             table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
             unlocated = table.origin_time.isna() | table.latitude.isna() | table.longitude.isna()
             if unlocated.any():
@@ -405,7 +502,7 @@ def _magnitudes(run_dir: Path, events: pd.DataFrame | None, notes: list[str]) ->
     if not path.is_file():
         notes.append(f"magnitudes: {path} missing")
         return None
-    mags = pd.read_parquet(path).set_index("event_id").magnitude
+    mags = read_run_table(path, ("event_id", "magnitude")).set_index("event_id").magnitude
     return events.event_id.map(mags).astype(float)
 
 
@@ -432,7 +529,11 @@ def _stage_losses(
 ) -> dict:
     """The per-stage loss table (:mod:`pipeline.score_losses`) of the scored event table."""
     assignments_path = run_dir / "association" / "assignments.parquet"
-    assignments = pd.read_parquet(assignments_path) if assignments_path.is_file() else None
+    assignments = (
+        read_run_table(assignments_path, ("event_id", "pick_id"))
+        if assignments_path.is_file()
+        else None
+    )
     tables = RunTables(pick_truth, assignments, locations, events)
     event_row = pd.Series(np.arange(len(truth)), index=truth.event_id.astype(str))
     true_event_index = (
@@ -473,7 +574,7 @@ def _score_full_catalog(
     path = run_dir / "catalog" / "catalog_all.parquet"
     if source != "catalog/catalog.parquet" or not path.is_file():
         return None
-    table = pd.read_parquet(path)
+    table = read_run_table(path, RUN_EVENT_COLUMNS)
     table["origin_time"] = pd.to_datetime(table.origin_time, utc=True)
     table = table[table[["latitude", "longitude"]].notna().all(axis=1)].reset_index(drop=True)
     matches = match_events(table, truth, *tol)
@@ -492,11 +593,6 @@ def _score_full_catalog(
     return out
 
 
-#: What a run directory holds from the start of a build (the resolved config, the manifest)
-#: or after a stage; a folder with none of them is not a run.
-RUN_MARKERS = ("config.resolved.yaml", "manifest.json", *STAGE_DIRS)
-
-
 def score_run(
     run_dir: Path,
     truth_dir: Path,
@@ -507,25 +603,20 @@ def score_run(
 ) -> dict:
     """Compute the truth table of ``run_dir`` against ``truth_dir``; write ``score.json``.
 
-    ``mc_ref`` (magnitude) fixes the cut of the "at/above Mc" figures; by default they use
-    ``mc_true``. Returns the dict written (keys in the module docstring).
+    ``mc_ref`` (magnitude, finite; negative magnitudes are real) fixes the cut of the
+    "at/above Mc" figures; by default they use ``mc_true``. Returns the dict written (keys
+    in the module docstring).
+
+    Raises:
+        EqcatInputError: a non-finite ``mc_ref``, a folder that is not a run
+            (:func:`pipeline.rundir.require_run_dir`), unusable truth (:func:`read_truth`)
+            or an unreadable run table (:func:`pipeline.rundir.read_run_table`).
     """
-    run_dir, notes = Path(run_dir), []
-    if not run_dir.is_dir():
-        raise EqcatInputError("run directory not found", path=run_dir)
-    if not any((run_dir / marker).exists() for marker in RUN_MARKERS):
-        raise EqcatInputError(
-            f"not a run directory (none of {', '.join(RUN_MARKERS)}); pass the folder "
-            "`eqcat build` wrote",
-            path=run_dir,
-        )
+    if mc_ref is not None and not math.isfinite(mc_ref):
+        raise EqcatInputError(f"--mc-ref {mc_ref}: expected a finite magnitude")
+    run_dir, notes = require_run_dir(run_dir), []
     truth, truth_picks, scenario = read_truth(truth_dir)
-    summary = scenario.get("summary", {})
-    if summary:
-        start = pd.Timestamp(summary["start_time"]).tz_convert("UTC")
-        end = pd.Timestamp(summary["end_time"]).tz_convert("UTC")
-        truth = truth[(truth.origin_time >= start) & (truth.origin_time < end)]
-    truth = truth.reset_index(drop=True)
+    truth = truth_in_span(truth, scenario)
     tol = (time_tol_s, distance_tol_km)
     score: dict = {
         "run_dir": str(run_dir),
@@ -572,7 +663,7 @@ def score_run(
     picks_path = run_dir / "picks" / "picks.parquet"
     pick_truth = None
     if picks_path.is_file():
-        run_picks = pd.read_parquet(picks_path)
+        run_picks = read_run_table(picks_path, PICK_COLUMNS)
         run_picks["time"] = pd.to_datetime(run_picks.time, utc=True)
         matched_picks = match_picks(run_picks, truth_picks, pick_tol_s)
         score["picks"] = pick_residuals(run_picks, truth_picks, pick_tol_s, matched_picks)

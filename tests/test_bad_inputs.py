@@ -109,11 +109,17 @@ def wilz_config(folder: Path, sds: Path, **fields) -> Path:
 
 
 def placeholder_stationxml(path: Path) -> None:
-    """A readable StationXML without stations, for the cases about other inputs (validate
-    reads the StationXML a config names)."""
-    from obspy import Inventory
+    """A StationXML of O2.WILZ (EH channels, no responses), for the cases about other inputs
+    (validate reads the StationXML a config names and needs a usable station in it)."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
 
-    Inventory(networks=[], source="eqcat test").write(str(path), format="STATIONXML")
+    station = Station("WILZ", 46.0, 7.0, 500.0, creation_date=UTCDateTime(2020, 1, 1))
+    station.channels = [
+        Channel(f"EH{c}", "", 46.0, 7.0, 500.0, 0.0, sample_rate=100.0) for c in "ZNE"
+    ]
+    inventory = Inventory(networks=[Network("O2", stations=[station])], source="eqcat test")
+    inventory.write(str(path), format="STATIONXML")
 
 
 # ------------------------------------------------------------------------ config and files

@@ -74,5 +74,6 @@ def test_adds_counts_true_events_the_default_catalog_lacks():
 
 
 def test_a_run_without_catalog_is_an_input_error(tmp_path, capsys):
+    (tmp_path / "picks").mkdir()  # a build that stopped after picking
     assert main([str(tmp_path)]) == 2
     assert "catalog_all.parquet" in capsys.readouterr().err

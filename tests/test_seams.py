@@ -8,7 +8,10 @@ responses, the model loaded once per process, ``eqcat validate`` without TensorF
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from obspy import read_inventory
 from test_bad_data import (  # noqa: F401 - ``archive`` is a fixture
     T0,
@@ -280,9 +284,7 @@ def test_scripts_end_like_eqcat_commands(body, status, line):
 
 @pytest.mark.parametrize("with_config", [False, True], ids=["not-a-run", "no-truth"])
 def test_pick_losses_checks_its_inputs_before_loading_the_model(tmp_path, with_config):
-    expected = (
-        f"error: {tmp_path / 'config.resolved.yaml'}: not found (expected a built run directory)"
-    )
+    expected = f"error: {tmp_path}: not a run directory (none of config.resolved.yaml"
     if with_config:
         (tmp_path / "config.resolved.yaml").write_text(
             "starttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
@@ -299,7 +301,8 @@ def test_pick_losses_checks_its_inputs_before_loading_the_model(tmp_path, with_c
         cwd=REPO,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [expected]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(expected)
 
 
 # ------------------------------------------------------------------------ cache keys
@@ -555,3 +558,379 @@ def test_validate_warns_of_stations_without_responses(tmp_path):
     assert (
         response_notes(load_config(_config(tmp_path, MINIMAL + "scenario: {}\n", "s.yaml"))) == []
     )
+
+
+# ------------------------------------------------- run folders, run tables and truth (session 8)
+
+TRUTH_CATALOG = (
+    "event_id,origin_time,latitude,longitude,depth_km,magnitude\n"
+    "e1,2000-10-08T05:00:00Z,35.3,133.3,10.0,1.2\n"
+    "e2,2000-10-08T05:01:00Z,35.2,133.4,8.0,0.9\n"
+)
+TRUTH_PICKS = (
+    "event_id,network,station,phase,time,snr\n"
+    "e1,XX,X01,P,2000-10-08T05:00:02Z,12.0\n"
+    "e2,XX,X01,S,2000-10-08T05:01:04Z,8.0\n"
+)
+
+
+def _truth_folder(folder: Path, catalog: str = TRUTH_CATALOG, picks: str = TRUTH_PICKS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "catalog.csv").write_text(catalog)
+    (folder / "picks.csv").write_text(picks)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p / "missing", "missing: run directory not found"),
+        (lambda p: _config(p, "text", "file.txt"), "file.txt: is a file; expected a run"),
+        (lambda p: p, "not a run directory (none of config.resolved.yaml"),
+    ],
+    ids=["missing", "a-file", "not-a-run"],
+)
+def test_run_folder_is_checked_by_one_helper(tmp_path, make, expected):
+    """``eqcat score``, catalog_diagnose, association diagnose and pick_losses share it."""
+    from pipeline.catalog_diagnose import diagnose_run
+    from pipeline.rundir import require_run_dir
+    from pipeline.score import score_run
+
+    target = make(tmp_path)
+    for check in (
+        require_run_dir,
+        lambda run: diagnose_run(run, 0.75),
+        lambda run: score_run(run, _truth_folder(tmp_path / "truth")),
+    ):
+        with pytest.raises(EqcatInputError, match=re.escape(expected)):
+            check(target)
+    assert not (tmp_path / "score.json").exists()
+
+
+def test_catalog_diagnose_of_a_run_without_events_says_so(tmp_path, capsys):
+    from pipeline.catalog_diagnose import CLASS_COLUMNS, main
+    from pipeline.score import RUN_EVENT_COLUMNS
+
+    (tmp_path / "catalog").mkdir()
+    empty = pd.DataFrame({c: [] for c in (*RUN_EVENT_COLUMNS, *CLASS_COLUMNS)})
+    empty.to_parquet(tmp_path / "catalog" / "catalog_all.parquet")
+    _truth_folder(tmp_path / "truth")
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path}: catalog_all has no located event; nothing to diagnose"
+    ]
+
+
+def test_catalog_diagnose_of_a_missing_run_is_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.catalog_diagnose", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: run directory not found"
+    ]
+
+
+@pytest.mark.parametrize(
+    "table, damage, expected",
+    [
+        ("catalog/catalog.parquet", "bytes", "not a readable Parquet table"),
+        ("catalog/catalog.parquet", "latitude", r"missing column\(s\) \['latitude'\]"),
+        ("picks/picks.parquet", "bytes", "not a readable Parquet table"),
+        ("picks/picks.parquet", "pick_id", r"missing column\(s\) \['pick_id'\]"),
+    ],
+)
+def test_damaged_or_old_run_table_names_the_file(tmp_path, table, damage, expected):
+    from pipeline.score import score_run
+
+    run = tmp_path / "run"
+    path = run / table
+    path.parent.mkdir(parents=True)
+    columns = {
+        "event_id": ["e1"],
+        "origin_time": [pd.Timestamp("2000-10-08T05:00:00Z")],
+        "latitude": [35.3],
+        "longitude": [133.3],
+        "depth_km": [10.0],
+        "pick_id": ["p1"],
+        "network": ["XX"],
+        "station": ["X01"],
+        "phase": ["P"],
+        "time": [pd.Timestamp("2000-10-08T05:00:02Z")],
+    }
+    if damage == "bytes":
+        path.write_bytes(b"PAR1 truncated")
+    else:
+        pd.DataFrame(columns).drop(columns=[damage]).to_parquet(path)
+    with pytest.raises(EqcatInputError, match=expected) as info:
+        score_run(run, _truth_folder(tmp_path / "truth"))
+    assert str(path) in str(info.value) and "--from" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "file, old, new, expected",
+    [
+        ("catalog.csv", "1.2", "big", "non-numeric magnitude 'big' in row 1 (line 2)"),
+        ("catalog.csv", "0.9", "", "blank magnitude in row 2 (line 3)"),
+        ("catalog.csv", "35.2", "95", "latitude 95 in row 2 (line 3): every true event needs"),
+        ("catalog.csv", "10.0", "deep", "non-numeric depth 'deep' in row 1"),
+        ("catalog.csv", "2000-10-08T05:01:00Z", "", "blank origin_time in row 2"),
+        ("catalog.csv", "e2,", "e1,", "event_id 'e1' in row 2 (line 3) is given twice"),
+        ("picks.csv", "2000-10-08T05:01:04Z", "", "blank time in row 2"),
+        ("picks.csv", "12.0", "loud", "non-numeric snr 'loud' in row 1"),
+    ],
+)
+def test_truth_values_are_checked_row_by_row(tmp_path, file, old, new, expected):
+    from pipeline.score import read_truth
+
+    text = {"catalog.csv": TRUTH_CATALOG, "picks.csv": TRUTH_PICKS}
+    text[file] = text[file].replace(old, new, 1)
+    truth = _truth_folder(tmp_path, text["catalog.csv"], text["picks.csv"])
+    with pytest.raises(EqcatInputError, match=re.escape(expected)) as info:
+        read_truth(truth)
+    assert str(truth / file) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "scenario, expected",
+    [
+        ("{truncated", "scenario.json: not a scenario record"),
+        ("[1, 2]", "scenario.json: not a scenario record"),
+        ('{"summary": {"start_time": "soon"}}', "scenario.json: summary start_time/end_time"),
+    ],
+)
+def test_a_damaged_scenario_record_names_the_file(tmp_path, scenario, expected):
+    from pipeline.score import read_truth
+
+    truth = _truth_folder(tmp_path)
+    (truth / "scenario.json").write_text(scenario)
+    with pytest.raises(EqcatInputError, match=expected):
+        read_truth(truth)
+    (truth / "scenario.json").unlink()
+    (truth / "catalog.csv").write_text(TRUTH_CATALOG.splitlines()[0] + "\n")
+    with pytest.raises(EqcatInputError, match=r"catalog.csv: no true events \(header only\)"):
+        read_truth(truth)
+
+
+@pytest.mark.parametrize("mc_ref", [math.nan, math.inf])
+def test_score_refuses_a_reference_magnitude_that_is_not_finite(tmp_path, mc_ref):
+    from pipeline.score import score_run
+
+    (tmp_path / "picks").mkdir()
+    with pytest.raises(EqcatInputError, match=f"--mc-ref {mc_ref}: expected a finite magnitude"):
+        score_run(tmp_path, _truth_folder(tmp_path / "truth"), mc_ref=mc_ref)
+    assert not (tmp_path / "score.json").exists()
+
+
+def _quakeml_without_magnitudes(path: Path) -> Path:
+    from obspy import UTCDateTime
+    from obspy.core.event import Catalog, Event, Origin
+
+    origin = Origin(time=UTCDateTime(2024, 1, 1), latitude=35.0, longitude=133.0, depth=1e4)
+    Catalog(events=[Event(origins=[origin])]).write(str(path), format="QUAKEML")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: _config(p, "time,mag\n2024-01-01,\n2024-01-02,nan\n", "c.csv"), "none of its 2"),
+        (lambda p: _quakeml_without_magnitudes(p / "c.xml"), "none of its 1 event(s) has a mag"),
+        (lambda p: _config(p, "time,mag\n2024-01-01,inf\n", "c.csv"), "infinite magnitude 'inf'"),
+        (lambda p: p, "is a folder; expected a QuakeML or CSV catalog file"),
+    ],
+    ids=["csv-blank-magnitudes", "quakeml-without-magnitudes", "csv-infinite", "a-folder"],
+)
+def test_mc_refuses_a_catalog_without_magnitudes(tmp_path, make, expected):
+    from pipeline.catalog_io import CatalogReadError, read_catalog
+
+    with pytest.raises(CatalogReadError, match=re.escape(expected)):
+        read_catalog(make(tmp_path))
+
+
+def test_mc_refuses_a_selection_that_keeps_no_event(tmp_path):
+    catalog = _config(tmp_path, "time,mag,magType\n2024-01-01T00:00:00,2.0,ML\n", "cat.csv")
+    done = subprocess.run(
+        [*EQCAT, "mc", str(catalog), "--magnitude-type", "Mw", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 2 and not (tmp_path / "r").exists()
+    assert done.stderr.strip().splitlines() == [
+        f"error: {catalog}: none of its 1 event(s) passes the selection (magnitude type in Mw)"
+    ]
+
+
+def _stationxml(path: Path, network: str, stations: list[tuple[str, int]]) -> Path:
+    """A StationXML file: ``stations`` as (code, number of HH channels)."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
+
+    made = []
+    for code, n_channels in stations:
+        station = Station(code, 35.0, 133.0, 0.0, creation_date=UTCDateTime(2000, 1, 1))
+        for component in "ZNE"[:n_channels]:
+            station.channels.append(
+                Channel(f"HH{component}", "", 35.0, 133.0, 0.0, 0.0, sample_rate=100.0)
+            )
+        made.append(station)
+    networks = [Network(network, stations=made)] if stations else []
+    Inventory(networks=networks, source="eqcat test").write(str(path), format="STATIONXML")
+    return path
+
+
+@pytest.mark.parametrize(
+    "network, stations, expected",
+    [
+        ("XX", [("A1", 0)], "no usable station between .*: XX.A1 skipped: no channel"),
+        ("XX", [("A B", 3)], "no usable station .*'XX.A B' skipped: invalid station code"),
+        ("../n", [("A1", 3)], "no usable station .*invalid network code '../n'"),
+        ("XX", [], "no station is active between 2000-10-08 05:00 and 2000-10-08 06:00 UTC"),
+    ],
+    ids=["no-channels", "bad-station-code", "network-code-with-path", "no-stations"],
+)
+def test_validate_refuses_a_stationxml_without_a_usable_station(
+    tmp_path, network, stations, expected
+):
+    from pipeline.preflight import preflight_problems, station_notes
+
+    xml = _stationxml(tmp_path / "st.xml", network, stations)
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: stationxml, path: {xml}}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    cfg = load_config(_config(tmp_path, spec))
+    (problem,) = preflight_problems(cfg, ["download"])
+    assert problem.startswith(f"stations.path = '{xml}': ")
+    assert re.search(expected, problem), problem
+    assert station_notes(cfg) == []  # the problem says it; no warning repeats it
+
+
+@pytest.mark.parametrize("kind", ["stationxml", "inline"])
+def test_a_station_listed_twice_is_used_once_and_named(tmp_path, kind):
+    from pipeline.preflight import preflight_problems, station_notes
+    from pipeline.waveforms.inventory import load_inventory, select_channels
+
+    if kind == "stationxml":
+        xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("A1", 3), ("B2", 3)])
+        section, field = f"{{kind: stationxml, path: {xml}}}", f"stations.path = '{xml}'"
+    else:
+        rows = ", ".join(
+            f"{{network: XX, station: {s}, latitude: {lat}, longitude: 133.0}}"
+            for s, lat in (("A1", 35.0), ("A1", 36.0), ("B2", 35.0))
+        )
+        section, field = f"{{kind: inline, stations: [{rows}]}}", "stations"
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {section}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    cfg = load_config(_config(tmp_path, spec))
+    assert preflight_problems(cfg, ["download"]) == []
+    assert station_notes(cfg) == [
+        f"{field}: station XX.A1 (repeated) skipped: listed again for the same span; its "
+        "first entry is used"
+    ]
+    inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
+    choices = select_channels(inventory, ["HH?"], ["*"], cfg.starttime, cfg.endtime, {})
+    assert [(c.station, c.latitude) for c in choices] == [("A1", 35.0), ("B2", 35.0)]
+
+
+@pytest.mark.parametrize(
+    "script, args, expected",
+    [
+        ("benchmarks/replica_full.py", ["--stages", "foo"], "--stages: expected stages among"),
+        ("benchmarks/replica_full.py", ["--stage-limit", "pick=x"], "expected STAGE=SECONDS"),
+        ("benchmarks/replica_full.py", ["--skip-days", "-1"], "expected a number >= 0, got '-1'"),
+        ("benchmarks/replica_full.py", ["--days", "inf"], "expected a number > 0, got 'inf'"),
+        ("benchmarks/pick_losses.py", ["run", "--mc", "nan"], "expected a finite number, got"),
+        ("-m", ["pipeline.catalog_diagnose", "run", "--m-min", "inf"], "expected a finite"),
+        ("benchmarks/seisbench_throughput.py", ["--repeats", "0"], "--repeats must be at least"),
+        ("benchmarks/pick_losses.py", ["run", "--out", "/"], "'/' is a folder; expected a file"),
+        (
+            "-m",
+            ["pipeline.catalog_diagnose", "run", "--csv", "/no/t.csv"],
+            "folder '/no' not found",
+        ),
+    ],
+)
+def test_script_options_are_refused_by_the_parser(tmp_path, script, args, expected):
+    if script.startswith("benchmarks/replica_full"):
+        args = ["--out", str(tmp_path / "bench"), *args]
+    done = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 2
+    assert expected in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bench").exists()
+
+
+def test_replica_benchmark_exits_with_the_status_of_a_failed_stage(tmp_path):
+    base = yaml.safe_load((REPO / "station_configs" / "tottori_replica.yaml").read_text())
+    base["velocity_model"] = str(tmp_path / "no_such_model.yaml")
+    config = _config(tmp_path, yaml.safe_dump(base), "replica.yaml")
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/replica_full.py", "--out", str(out), "--config", str(config)]
+        + ["--stages", "download", "--days", "0.01"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: stage download failed (exit 2; log {out / 'download.log'}): ")
+    assert "no_such_model.yaml" in line
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["stages"]["download"]["complete"] is False
+
+
+@pytest.mark.parametrize(
+    "parse, text, ok",
+    [
+        ("positive_or_zero", "0", 0.0),
+        ("positive_or_zero", "-0.5", None),
+        ("positive", "nan", None),
+        ("positive", "inf", None),
+        ("finite", "-1.5", -1.5),
+        ("finite", "nan", None),
+        ("finite", "x", None),
+    ],
+)
+def test_argument_types(parse, text, ok):
+    import argparse
+
+    from pipeline.cli import finite, positive
+
+    function = {
+        "positive_or_zero": positive(float, or_zero=True),
+        "positive": positive(float),
+        "finite": finite,
+    }[parse]
+    if ok is None:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(text))):
+            function(text)
+    else:
+        assert function(text) == ok
+
+
+@pytest.mark.parametrize(
+    "section, field",
+    [
+        (
+            "stations: {kind: inline, stations: [{network: XX, station: A1, latitude: 35.0, "
+            "longitude: 133.0, elevation_m: .inf}]}",
+            "stations.inline.stations.0.elevation_m",
+        ),
+        ("magnitude: {watanabe_b: .nan}", "magnitude.watanabe_b"),
+        ("relocation: {hypodd: {max_gap_deg: .inf}}", "relocation.hypodd.max_gap_deg"),
+        ("scenario: {magnitude_max: .nan}", "scenario.magnitude_max"),
+    ],
+)
+def test_config_numbers_refuse_nan_and_infinity(tmp_path, section, field):
+    """Every section shares one pydantic configuration (pipeline.sections)."""
+    spec = MINIMAL + section + "\n" + ("" if "scenario" in section else "scenario: {}\n")
+    if section.startswith("stations"):
+        spec = MINIMAL + section + f"\nwaveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    with pytest.raises(ConfigError, match=re.escape(field) + ".*finite number"):
+        load_config(_config(tmp_path, spec))

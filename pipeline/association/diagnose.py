@@ -43,8 +43,10 @@ import pandas as pd
 import yaml
 
 from pipeline.association.params import AssociationConfig
+from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
-from pipeline.score import match_picks, read_truth
+from pipeline.rundir import read_run_table, require_run_dir
+from pipeline.score import PICK_COLUMNS, match_picks, read_truth, truth_in_span
 from pipeline.score_losses import RunTables, classify_true_events
 
 #: Reasons of :mod:`pipeline.score_losses` that belong to the association stage.
@@ -267,19 +269,16 @@ def diagnose_run(
     the assignments of ``association_dir`` (default ``RUN/association``) and the association
     section of ``RUN/config.resolved.yaml`` unless ``cfg`` is given.
     """
-    run = Path(run)
+    run = require_run_dir(run)
     truth, truth_picks, scenario = read_truth(run / "truth")
-    summary = scenario.get("summary", {})
-    if summary:
-        start = pd.Timestamp(summary["start_time"]).tz_convert("UTC")
-        end = pd.Timestamp(summary["end_time"]).tz_convert("UTC")
-        truth = truth[(truth["origin_time"] >= start) & (truth["origin_time"] < end)]
+    truth = truth_in_span(truth, scenario)
     if cfg is None:
         resolved = yaml.safe_load((run / "config.resolved.yaml").read_text(encoding="utf-8"))
         cfg = AssociationConfig(**resolved.get("association", {}))
-    picks = pd.read_parquet(run / "picks" / "picks.parquet")
-    assignments = pd.read_parquet(
-        Path(association_dir or run / "association") / "assignments.parquet"
+    picks = read_run_table(run / "picks" / "picks.parquet", PICK_COLUMNS)
+    assignments = read_run_table(
+        Path(association_dir or run / "association") / "assignments.parquet",
+        ("event_id", "pick_id"),
     )
     need = minimums(cfg)
     table = diagnose_association(
@@ -292,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("run", type=Path, help="run directory of a synthetic scenario")
     parser.add_argument("--association", type=Path, help="folder of assignments.parquet")
-    parser.add_argument("--m-min", type=float, default=0.75, help="smallest magnitude listed")
-    parser.add_argument("--csv", type=Path, help="write the per-event table here")
+    parser.add_argument("--m-min", type=finite, default=0.75, help="smallest magnitude listed")
+    parser.add_argument("--csv", type=output_file, help="write the per-event table here")
     args = parser.parse_args(argv)
     try:
         table, false = diagnose_run(args.run, args.association)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from pipeline.sections import SECTION_CONFIG
 
 
 class LocationConfig(BaseModel):
@@ -14,7 +16,7 @@ class LocationConfig(BaseModel):
     command names are those of the HypoInverse-2000 manual (Klein 2002, hyp1.40 notes).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     crust_model_type: Literal["CRH", "CRE"] = Field(
         "CRH",

@@ -23,13 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from pipeline.sections import SECTION_CONFIG
 from pipeline.weights import DEFAULT_MODEL, check_weights_spec
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
 
 class StaLtaConfig(_Section):

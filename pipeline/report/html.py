@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from pipeline.catalog import _picks_path, arrival_residuals, assemble_catalog
 from pipeline.catalog_io import read_catalog
@@ -30,6 +30,7 @@ from pipeline.completeness import (
 )
 from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, write_text_atomic
+from pipeline.sections import SECTION_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class ReferenceCatalog(BaseModel):
     the number of events and Mc/b are computed with the same settings as the run's.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     name: str = Field(description="label in the report, e.g. 'JMA'")
     n_events: int | None = Field(None, ge=0, description="number of events in the reference")
@@ -54,7 +55,7 @@ class ReferenceCatalog(BaseModel):
 class ReportConfig(BaseModel):
     """HTML report settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     title: str = Field("eqcat catalog report", description="page title")
     completeness: CompletenessConfig = Field(

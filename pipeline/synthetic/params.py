@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from pipeline.sections import SECTION_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATIONS_CSV = REPO_ROOT / "station_configs" / "replica_stations.csv"
@@ -23,7 +25,7 @@ TOTTORI_MAINSHOCK = datetime(2000, 10, 6, 4, 30, 18, tzinfo=UTC)
 class ScenarioConfig(BaseModel):
     """A seeded synthetic aftershock scenario: sequence, network, waveforms and noise."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
     seed: int = Field(2000, ge=0, description="seed of every random draw (same seed, same files)")
     # --- time span and sequence (Omori–Utsu rate, Gutenberg–Richter sizes)

@@ -381,6 +381,8 @@ def download_waveforms(
         endtime,
         skipped,
     )
+    for label, why in skipped.items():
+        log.warning("station %s %s", label, why)
     if not choices:
         raise EqcatInputError(
             f"no station has channels matching {waveform_cfg.channel_priority} "

@@ -198,12 +198,13 @@ def select_channels(
 
     For each station active in ``[starttime, endtime)``, the first channel pattern (e.g. 'HH?')
     that has channels at some location wins; among locations, the first matching location
-    pattern wins. Stations with no matching channel are skipped with a warning; stations
-    with invalid SEED codes are skipped with a warning naming them; both are recorded in
-    ``skipped`` (``NET.STA`` -> why) when it is given.
+    pattern wins. Skipped: stations with no matching channel, stations with invalid SEED
+    codes, and a station listed again (another entry with the same network and station code
+    active in the span: its first entry is used). They are recorded in ``skipped``
+    (``NET.STA``, or ``NET.STA (repeated)`` -> why) when it is given, else logged as warnings.
     """
     t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
-    choices = []
+    choices, chosen = [], set()
     for net in inventory:
         for sta in net:
             if not _active(sta, t0, t1):
@@ -216,15 +217,21 @@ def select_channels(
                 label, why = repr(label), f"skipped: {exc}"  # quoted: the codes are not clean
             else:
                 choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
-                if choice is not None:
+                if choice is not None and label in chosen:
+                    label = f"{label} (repeated)"
+                    why = "skipped: listed again for the same span; its first entry is used"
+                elif choice is not None:
                     choices.append(choice)
+                    chosen.add(label)
                     continue
-                why = (
-                    f"skipped: no channel in the inventory matches {channel_priority} "
-                    f"at locations {location_priority}"
-                )
-            log.warning("station %s %s", label, why)
-            if skipped is not None:
+                else:
+                    why = (
+                        f"skipped: no channel in the inventory matches {channel_priority} "
+                        f"at locations {location_priority}"
+                    )
+            if skipped is None:
+                log.warning("station %s %s", label, why)
+            else:
                 skipped[label] = why
     return sorted(choices, key=lambda c: c.seed_id)
 

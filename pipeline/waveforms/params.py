@@ -18,7 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from pipeline.sections import SECTION_CONFIG
 
 #: Strict SEED code patterns; a code that fails them never becomes part of a path.
 CODE_PATTERNS = {
@@ -47,7 +49,7 @@ def check_code(kind: str, value: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = SECTION_CONFIG
 
 
 class InlineStation(_Section):
