@@ -11,6 +11,12 @@ which the terminal's Ctrl-C has already stopped), and a second Ctrl-C prints a t
 most :data:`GRACE_S` seconds and then end the process; :func:`stop_now` (also what a second
 signal does) prints one line saying how to resume, ends child processes, removes temporary
 files of the run directory and exits at once with status 128 + signal number.
+
+The grace period is counted by a watcher thread that sees every delivery of the signals
+(:func:`signal.set_wakeup_fd`), whichever Python handler runs: while a flow runs, Prefect's
+engine replaces the SIGTERM handler with its own, whose crash handling then retried, for
+minutes, to report to its API server, which a SIGTERM sent to the whole process group
+(``docker stop``, a service manager, ``kill -- -PGID``) had already stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ GRACE_S = 3.0
 CHILD_GRACE_S = 2.0
 
 _lock = threading.Lock()
-_state: dict = {"signal": None, "resume": None, "run_dirs": []}
+_state: dict = {"signal": None, "resume": None, "run_dirs": [], "deliveries": 0, "watched": False}
 
 
 def set_resume(command: str | None, run_dir: Path | None = None) -> None:
@@ -91,21 +97,61 @@ def stop_now(code: int | None = None) -> None:
     os._exit(128 + signum if code is None else code)
 
 
-def _on_signal(signum: int, frame) -> None:
+def _delivered(signum: int) -> None:
+    """Count one delivery of ``signum``: the first starts the grace period, a second ends now."""
     with _lock:
-        first = _state["signal"] is None
-        if first:
+        _state["deliveries"] += 1
+        second = _state["deliveries"] > 1
+        if _state["signal"] is None:
             _state["signal"] = signum
-    if not first:
+    if second:
         stop_now()
     timer = threading.Timer(GRACE_S, stop_now)
     timer.daemon = True
     timer.start()
+
+
+def _on_signal(signum: int, frame) -> None:
+    """Python handler: counts the delivery unless the watcher does, then unwinds the main thread."""
+    if _state["watched"]:
+        with _lock:
+            if _state["signal"] is None:
+                _state["signal"] = signum
+    else:
+        _delivered(signum)
     raise KeyboardInterrupt
+
+
+def _watch(fd: int) -> None:
+    """Watcher thread: :func:`_delivered` for each SIGINT or SIGTERM byte of the wakeup pipe."""
+    handled = {int(signal.SIGINT), int(signal.SIGTERM)}
+    while True:
+        for signum in os.read(fd, 64):
+            if signum in handled:
+                _delivered(signum)
+
+
+def quiet_worker() -> None:
+    """Initializer of worker processes forked by a command: signals as a plain process has.
+
+    The parent stops them (:func:`stop_now`); a Ctrl-C, which the terminal sends to every
+    process of the group, is ignored, and SIGTERM ends them at once, without the parent's
+    handlers (Prefect's would raise inside them, print and carry on).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
 
 
 def install() -> None:
     """Handle SIGINT and SIGTERM as this module describes (main thread only)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if not _state["watched"]:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=_watch, args=(read_fd,), daemon=True, name="signals").start()
+        _state["watched"] = True

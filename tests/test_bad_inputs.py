@@ -294,9 +294,14 @@ def demo_cut(folder: Path, output_dir: Path, picker: str) -> Path:
     return path
 
 
-def build_until(env, config: Path, stage: str | None, sig=signal.SIGINT, timeout=300):
+def build_until(
+    env, config: Path, stage: str | None, sig=signal.SIGINT, timeout=300, trigger=None, group=False
+):
     """Run ``eqcat build``; send ``sig`` as soon as ``stage`` starts (None: run to the end).
 
+    ``trigger``: send it instead at the first output line holding this text; ``group``: run
+    the build in a session of its own and signal its whole process group (its children, and
+    Prefect's API server, get the signal too, as with ``docker stop`` or ``kill -- -PGID``).
     Returns (exit status, stderr, seconds from the signal to the exit).
     """
     proc = subprocess.Popen(
@@ -306,18 +311,41 @@ def build_until(env, config: Path, stage: str | None, sig=signal.SIGINT, timeout
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=group,
     )
+    trigger = trigger or (stage and f"stage {stage} started")
     lines, signalled = [], None
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
         lines.append(line)
-        if stage and signalled is None and f"stage {stage} started" in line:
-            proc.send_signal(sig)
+        if trigger and signalled is None and trigger in line:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
             signalled = time.monotonic()
         assert time.monotonic() < deadline, "build did not finish"
     code = proc.wait(timeout=60)
     stopped_in = None if signalled is None else time.monotonic() - signalled
     return code, "".join(lines), stopped_in
+
+
+def test_sigterm_to_the_process_group_during_generation_stops_the_build(env, tmp_path):
+    """SIGTERM to the whole group (the build, its generator processes, Prefect's server)
+    while the scenario is generated: one line, status 143, in seconds. Prefect's own SIGTERM
+    handler used to retry reporting the crash to its stopped server for minutes."""
+    spec = yaml.safe_load((REPO / "station_configs" / "demo.yaml").read_text())
+    spec["output_dir"] = str(tmp_path / "runs")
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, stopped_in = build_until(
+        env, config, None, signal.SIGTERM, trigger="written", group=True
+    )
+    assert stopped_in is not None, out[-2000:]
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert stopped_in < 10, stopped_in
+    assert out.strip().splitlines()[-1].startswith("interrupted (SIGTERM): stopped")
+    assert "Traceback" not in out
 
 
 def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, tmp_path):

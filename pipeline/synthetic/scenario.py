@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from obspy import Stream, Trace, UTCDateTime
 
+from pipeline.interrupt import quiet_worker
 from pipeline.rundir import RunDir, atomic_path, write_text_atomic
 from pipeline.synthetic.noise import diurnal_factor_at, gap_intervals, station_noise
 from pipeline.synthetic.params import ScenarioConfig
@@ -324,7 +325,7 @@ def generate_scenario(
         for s_idx, row in enumerate(stations.itertuples(index=False))
     ]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=quiet_worker) as pool:
             results = list(pool.map(_generate_station, *zip(*jobs, strict=True)))
     else:
         results = [_generate_station(*job) for job in jobs]
