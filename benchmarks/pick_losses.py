@@ -1,6 +1,7 @@
 """Why events are lost at picking: the picker's curves at the true arrivals of a scored run.
 
     python benchmarks/pick_losses.py RUN [--truth RUN/truth] [--mc 0.8] [--out table.csv]
+        [--start 2000-10-06T12:00:00 --hours 2]
 
 Re-runs the run's picker (config.resolved.yaml's ``picking`` section, its model) on the run's
 SDS archive as the picking stage does, looks at every true arrival of the span
@@ -8,7 +9,8 @@ SDS archive as the picking stage does, looks at every true arrival of the span
 are lost at picking (matching picks at fewer than ``min_stations`` stations), the cause of
 every arrival, by phase and true SNR, with the window positions and neighbour distances,
 and what-ifs: how many of these events extraction alone could recover. ``--out`` writes the
-per-arrival table (CSV).
+per-arrival table (CSV). ``--start`` / ``--hours`` diagnose part of the run's span (a long
+run, e.g. the full replica, takes as long as its picking).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 import yaml
 from obspy import UTCDateTime
 
-from pipeline.cli import finite, output_file
+from pipeline.cli import finite, output_file, positive
 from pipeline.errors import EqcatInputError
 from pipeline.picking.params import PickerConfig
 from pipeline.rundir import require_run_dir
@@ -111,6 +113,8 @@ def main() -> None:
     parser.add_argument("--truth", type=Path, default=None)
     parser.add_argument("--mc", type=finite, default=0.8, help="true Mc (default 0.8)")
     parser.add_argument("--out", type=output_file, help="per-arrival table (CSV)")
+    parser.add_argument("--start", type=UTCDateTime, help="start of the part (default: run's)")
+    parser.add_argument("--hours", type=positive(float), help="length of the part (h)")
     args = parser.parse_args()
     resolved = require_run_dir(args.run) / "config.resolved.yaml"
     if not resolved.is_file():
@@ -118,7 +122,13 @@ def main() -> None:
     config = yaml.safe_load(resolved.read_text())
     cfg = PickerConfig(**config["picking"])
     min_stations = int(config["association"]["min_stations"])
-    start, end = UTCDateTime(config["starttime"]), UTCDateTime(config["endtime"])
+    span = UTCDateTime(config["starttime"]), UTCDateTime(config["endtime"])
+    start = span[0] if args.start is None else max(span[0], args.start)
+    end = span[1] if args.hours is None else min(span[1], start + args.hours * 3600)
+    if end <= start:
+        raise EqcatInputError(
+            f"--start {args.start} lies outside the run's span {span[0]} - {span[1]}"
+        )
     truth = args.truth or args.run / "truth"
     read_truth(truth)  # a missing or bad truth folder fails here, before the model loads
     model = load_eqt(cfg.weights, hard_sigmoid=cfg.hard_sigmoid)

@@ -846,6 +846,8 @@ def test_a_station_listed_twice_is_used_once_and_named(tmp_path, kind):
         ("-m", ["pipeline.catalog_diagnose", "run", "--m-min", "inf"], "expected a finite"),
         ("benchmarks/seisbench_throughput.py", ["--repeats", "0"], "--repeats must be at least"),
         ("benchmarks/pick_losses.py", ["run", "--out", "/"], "'/' is a folder; expected a file"),
+        ("benchmarks/pick_losses.py", ["run", "--hours", "0"], "expected a number > 0, got '0'"),
+        ("benchmarks/pick_losses.py", ["run", "--start", "x"], "invalid UTCDateTime value: 'x'"),
         (
             "-m",
             ["pipeline.catalog_diagnose", "run", "--csv", "/no/t.csv"],
