@@ -2,7 +2,7 @@
 #   make demo   set up if needed, then build the embedded synthetic Tottori-like catalog
 #   make test   set up if needed, then run the whole test suite
 #   make bench-seisbench   SeisBench's EQTransformer on the picking benchmark's record, in its
-#                          own environment (.venv-seisbench: SeisBench and PyTorch, ~4 GB)
+#                          own environment (.venv-seisbench: SeisBench and PyTorch, ~6 GB)
 .PHONY: setup setup-test demo test lint bench-seisbench
 
 VENV := .venv

@@ -63,6 +63,24 @@ STAGE_RESULTS = {
 }
 
 
+def read_json_object(path: Path, what: str, remedy: str) -> dict[str, Any]:
+    """A JSON object file as a dict; ``{}`` when the file does not exist.
+
+    Raises:
+        EqcatInputError: naming ``path``: not JSON, not UTF-8, a folder or not an object;
+            the message is "not ``what``: <reason>); ``remedy``".
+    """
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, IsADirectoryError) as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise EqcatInputError(f"not {what}: {value}); {remedy}", path=path)
+    return value
+
+
 #: What a run directory holds from the start of a build (the resolved config, the manifest)
 #: or after a stage; a folder with none of them is not a run.
 RUN_MARKERS = ("config.resolved.yaml", "manifest.json", *STAGE_DIRS)
@@ -249,19 +267,11 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest as a dict (empty when the run has none yet)."""
-        if not self.manifest_path.exists():
-            return {}
-        try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            manifest = exc
-        if not isinstance(manifest, dict):
-            raise EqcatInputError(
-                f"not a run manifest (a JSON object of stages expected: {manifest}); "
-                "restore it, or delete the run directory to build it again",
-                path=self.manifest_path,
-            )
-        return manifest
+        return read_json_object(
+            self.manifest_path,
+            "a run manifest (a JSON object of stages expected",
+            "restore it, or delete the run directory to build it again",
+        )
 
     def record_stage(
         self,

@@ -67,7 +67,7 @@ import yaml
 
 from pipeline.catalog_io import numeric_column
 from pipeline.errors import EqcatInputError
-from pipeline.rundir import read_run_table, require_run_dir, write_text_atomic
+from pipeline.rundir import read_json_object, read_run_table, require_run_dir, write_text_atomic
 from pipeline.score_losses import (
     FALSE_EVENT_CLASSES,
     RunTables,
@@ -170,18 +170,13 @@ def _truth_numbers(table: pd.DataFrame, path: Path) -> None:
 
 def _scenario(path: Path) -> dict:
     """``scenario.json`` of a truth folder (``{}`` without one), its record span checked."""
-    if not path.is_file():
+    scenario = read_json_object(
+        path,
+        "a scenario record (a JSON object expected",
+        "restore it, or delete it to score every true event",
+    )
+    if not scenario:
         return {}
-    try:
-        scenario = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        scenario = exc
-    if not isinstance(scenario, dict):
-        raise EqcatInputError(
-            f"not a scenario record (a JSON object expected: {scenario}); restore it, or "
-            "delete it to score every true event",
-            path=path,
-        )
     summary = scenario.get("summary") or {}
     try:
         span = [pd.Timestamp(summary[k]).tz_convert("UTC") for k in ("start_time", "end_time")]
