@@ -116,6 +116,7 @@ from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import (
     RunDir,
     atomic_path,
+    read_run_table,
     sha256_file,
     write_parquet_atomic,
     write_text_atomic,
@@ -198,7 +199,7 @@ def _normalise(table: pd.DataFrame, stage: str) -> pd.DataFrame:
 def _read(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    table = pd.read_parquet(path)
+    table = read_run_table(path)
     missing = {"event_id", "origin_time", "latitude", "longitude", "depth_km"} - set(table)
     if missing:
         raise EqcatInputError(f"{path}: missing columns {sorted(missing)}" + OLD_RUN_HINT)
@@ -252,7 +253,7 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
     picks_path = _picks_path(run)
     base["n_stations"] = np.nan
     if assignments.is_file() and picks_path is not None:
-        counts = _phase_counts(pd.read_parquet(assignments), pd.read_parquet(picks_path))
+        counts = _phase_counts(read_run_table(assignments), read_run_table(picks_path))
         for phase in ("n_p", "n_s"):
             fill = base["event_id"].map(counts[phase])
             base[phase] = base[phase].where(base[phase].notna(), fill)
@@ -263,7 +264,7 @@ def assemble_catalog(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], list[Pa
 
     mags_path = root / "magnitude" / "magnitudes.parquet"
     if mags_path.is_file():
-        mags = pd.read_parquet(mags_path).drop_duplicates("event_id").set_index("event_id")
+        mags = read_run_table(mags_path).drop_duplicates("event_id").set_index("event_id")
         mags.index = mags.index.astype(str)
         base["magnitude"] = base["event_id"].map(mags["magnitude"]).astype(float)
         base["magnitude_type"] = base["event_id"].map(mags["magnitude_type"]).fillna("")
@@ -409,7 +410,7 @@ def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
     ):
         if not path.is_file():
             continue
-        table = pd.read_parquet(path)
+        table = read_run_table(path)
         column = next((c for c in RESIDUAL_ALIASES if c in table.columns), None)
         if column is None or "pick_id" not in table:
             continue
@@ -631,9 +632,9 @@ def export_catalog(run: RunDir) -> dict:
     picks_path = _picks_path(run)
     assignments_path = run.root / "association" / "assignments.parquet"
     station_mags_path = run.root / "magnitude" / "station_magnitudes.parquet"
-    picks = pd.read_parquet(picks_path) if picks_path else None
-    assignments = pd.read_parquet(assignments_path) if assignments_path.is_file() else None
-    station_mags = pd.read_parquet(station_mags_path) if station_mags_path.is_file() else None
+    picks = read_run_table(picks_path) if picks_path else None
+    assignments = read_run_table(assignments_path) if assignments_path.is_file() else None
+    station_mags = read_run_table(station_mags_path) if station_mags_path.is_file() else None
     qml = to_quakeml_catalog(catalog, picks, assignments, arrival_residuals(run), station_mags)
     outputs = [
         write_parquet_atomic(full, out / "catalog_all.parquet"),

@@ -98,7 +98,7 @@ from pydantic import BaseModel, Field
 
 from pipeline import progress
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
-from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
 from pipeline.sections import SECTION_CONFIG
 from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
 
@@ -487,7 +487,7 @@ def read_events(run: RunDir) -> tuple[pd.DataFrame, list[Path]]:
         path = run.root / folder / name
         if not path.is_file():
             continue
-        table = pd.read_parquet(path)
+        table = read_run_table(path)
         missing = set(cols) - set(table.columns)
         if missing:
             raise EqcatInputError(f"{path}: missing columns {sorted(missing)}" + OLD_RUN_HINT)
@@ -524,8 +524,8 @@ def _read_inputs(run: RunDir) -> _Inputs:
     for name, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"{path}: {name} file missing (needed for magnitudes)")
-    picks = pd.read_parquet(paths["picks"])
-    assignments = pd.read_parquet(paths["assignments"])
+    picks = read_run_table(paths["picks"])
+    assignments = read_run_table(paths["assignments"])
     for table, cols, path in (
         (picks, {"pick_id", "network", "station", "phase", "time"}, paths["picks"]),
         (assignments, {"event_id", "pick_id"}, paths["assignments"]),

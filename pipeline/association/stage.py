@@ -40,7 +40,7 @@ from pipeline.association.params import AssociationConfig
 from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.errors import EqcatInputError
-from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic
+from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
 from pipeline.velocity import VelocityModel
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict
         raise FileNotFoundError(
             f"picks table {picks_path} not found (written by the picking stage)"
         )
-    picks = pd.read_parquet(picks_path)
+    picks = read_run_table(picks_path)
     stations = read_stations(stations_path)
     out_dir = run.stage_dir("association")
     events, assignments, counts = associate_picks(

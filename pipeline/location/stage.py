@@ -64,7 +64,13 @@ from pipeline.location.hypoinverse_formats import (
 )
 from pipeline.location.params import LocationConfig
 from pipeline.location.runner import render_command_file, run_hypoinverse
-from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.rundir import (
+    RunDir,
+    read_run_table,
+    sha256_file,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.velocity import VelocityModel
 
 log = logging.getLogger(__name__)
@@ -560,9 +566,9 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
     for name, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"location stage needs {path} ({name}); run earlier stages")
-    events = pd.read_parquet(paths["events"])
-    assignments = pd.read_parquet(paths["assignments"])[["event_id", "pick_id"]]
-    picks = pd.read_parquet(paths["picks"])
+    events = read_run_table(paths["events"])
+    assignments = read_run_table(paths["assignments"])[["event_id", "pick_id"]]
+    picks = read_run_table(paths["picks"])
     stations = pd.read_csv(paths["stations"], dtype={"network": str, "station": str,
                                                      "location": str}, keep_default_na=False,
                            na_values={"latitude": [""], "longitude": [""],

@@ -43,6 +43,7 @@ from pipeline.picking.extract import detections_of, pick_candidate_fates
 from pipeline.picking.params import PickerConfig
 from pipeline.picking.stage import prepared_chunks, record_curves, station_channels
 from pipeline.picking.windows import WINDOW, WindowPredictor, effective_blind, window_step
+from pipeline.rundir import read_run_table
 from pipeline.score import match_picks
 from pipeline.waveforms.reader import read_station
 
@@ -200,7 +201,7 @@ def diagnose_arrivals(
 
     run_dir, truth_dir = Path(run_dir), Path(truth_dir)
     catalog, truth_picks, _ = read_truth(truth_dir)
-    run_picks = pd.read_parquet(run_dir / "picks" / "picks.parquet")
+    run_picks = read_run_table(run_dir / "picks" / "picks.parquet")
     run_picks["time"] = pd.to_datetime(run_picks["time"], utc=True)
     matched = match_picks(run_picks, truth_picks, tolerance_s)
     truth_picks = truth_picks.assign(

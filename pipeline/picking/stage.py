@@ -62,7 +62,7 @@ from pipeline.picking.windows import (
     window_step,
     windows_covering,
 )
-from pipeline.rundir import RunDir, sha256_text, write_parquet_atomic
+from pipeline.rundir import RunDir, read_run_table, sha256_text, write_parquet_atomic
 from pipeline.waveforms.params import check_code
 from pipeline.waveforms.reader import read_station
 
@@ -625,7 +625,7 @@ def merge_picks(run: RunDir | Path, paths: Iterable[Path] | None = None) -> Path
     for path in chosen:
         if not _DAY_FILE.match(path.name):
             continue
-        table = pd.read_parquet(path)
+        table = read_run_table(path)
         missing = [c for c in PICKS_SCHEMA if c not in table.columns]
         if missing:
             raise PickingError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -745,7 +745,7 @@ def finish_picking(
         began: ``time.perf_counter()`` at the start of the stage.
     """
     merged = merge_picks(run, [Path(s["path"]) for s in summaries])
-    table = pd.read_parquet(merged, columns=["phase"])
+    table = read_run_table(merged, ("phase",))[["phase"]]
     counts = {
         "station_days": n_units,
         "failed": len(failures),

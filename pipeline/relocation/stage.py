@@ -40,7 +40,13 @@ from pipeline.relocation.engine import run_engine
 from pipeline.relocation.params import HypoDDConfig, RelocationConfig
 from pipeline.relocation.ph2dt import KM_PER_DEG, Ph2dtStats, catalog_differential_times, format_log
 from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
-from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.rundir import (
+    RunDir,
+    read_run_table,
+    sha256_file,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.velocity import VelocityModel
 from pipeline.waveforms.inventory import read_stations_csv
 
@@ -68,7 +74,7 @@ def _require(table: pd.DataFrame, columns: list[str], path: Path) -> None:
 def _read_parquet(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (written by the {writer} stage)")
-    table = pd.read_parquet(path)
+    table = read_run_table(path)
     _require(table, columns, path)
     return table
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, read_run_table
 
 STATION_COLUMNS = [
     "station",
@@ -156,7 +156,7 @@ def empty_catalog_reason(
 def assess(run: RunDir, picks: pd.DataFrame, n_events: int) -> DataQuality:
     """The data-quality findings of ``run`` (reads ``waveforms/quality.parquet`` if present)."""
     path = run.root / "waveforms" / "quality.parquet"
-    quality = pd.read_parquet(path) if path.is_file() else None
+    quality = read_run_table(path) if path.is_file() else None
     if quality is not None and "reason" not in quality:  # a table from before the reasons
         quality = None
     stations = station_quality(quality if quality is not None else pd.DataFrame(), picks)
@@ -215,7 +215,7 @@ def terminal_lines(run: RunDir) -> list[str]:
             + _named([f"{label} ({why})" for label, why in gaps.items()])
         )
     path = run.root / "waveforms" / "quality.parquet"
-    quality = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    quality = read_run_table(path) if path.is_file() else pd.DataFrame()
     if {"flagged", "reason"} <= set(quality.columns) and quality["flagged"].any():
         flagged = quality[quality["flagged"]]
         stations = sorted(set(_station_label(flagged)))

@@ -29,7 +29,7 @@ from pipeline.completeness import (
     json_clean,
 )
 from pipeline.report import data_quality, figures
-from pipeline.rundir import RunDir, write_text_atomic
+from pipeline.rundir import RunDir, read_run_table, write_text_atomic
 from pipeline.sections import SECTION_CONFIG
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class ReportConfig(BaseModel):
 def _load_catalog(run: RunDir) -> pd.DataFrame:
     path = run.root / "catalog" / "catalog.parquet"
     if path.is_file():
-        return pd.read_parquet(path)
+        return read_run_table(path)
     return assemble_catalog(run)[0]
 
 
@@ -79,7 +79,7 @@ def _quality_class_counts(run: RunDir) -> dict[str, int]:
     path = run.root / "catalog" / "catalog_all.parquet"
     if not path.is_file():
         return {}
-    classes = pd.read_parquet(path, columns=["quality_class"])["quality_class"]
+    classes = read_run_table(path, ("quality_class",))["quality_class"]
     return {str(k): int(v) for k, v in classes.value_counts().sort_index().items()}
 
 
@@ -434,7 +434,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     fig_dir = out / "figures"
     catalog = _load_catalog(run)
     picks_path = _picks_path(run)
-    picks = pd.read_parquet(picks_path) if picks_path else pd.DataFrame()
+    picks = read_run_table(picks_path) if picks_path else pd.DataFrame()
     stations_path = run.root / "waveforms" / "stations.csv"
     stations = pd.read_csv(stations_path) if stations_path.is_file() else None
     residuals = arrival_residuals(run)
