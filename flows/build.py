@@ -45,7 +45,7 @@ from flows.caching import (
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.errors import DataSourceError, is_retryable
-from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
+from pipeline.rundir import MANIFEST_STAGES, RunDir, parquet_readable, sha256_file
 from pipeline.velocity import load_velocity_model
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,11 @@ def pick_flow(config_path: str) -> dict:
     ]
     stamps = OutputKeys(run.root / "picks")
     keys = [description_key(pick_station_day_task.name, c) for c in caches]
-    fresh = [stamps.matches(c["outputs"][0], k) for c, k in zip(caches, keys, strict=True)]
+    # a station-day file cut or damaged on disk is picked again, whatever its stamp says
+    fresh = [
+        stamps.matches(c["outputs"][0], k) and parquet_readable(c["outputs"][0])
+        for c, k in zip(caches, keys, strict=True)
+    ]
     stage_key = description_key("pick", {"units": keys})
     _begin(run, "pick", config_path, stage_key, all(fresh) and all(map(outputs_exist, caches)))
     futures = [

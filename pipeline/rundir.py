@@ -130,6 +130,20 @@ def read_run_table(path: str | os.PathLike, columns: tuple[str, ...] = ()) -> pd
     return table
 
 
+def parquet_readable(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a Parquet file whose footer reads (False: missing, cut or damaged).
+
+    Reads the metadata only; a cached unit whose file fails it is computed again.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):  # missing or a folder; ArrowInvalid is a ValueError
+        return False
+    return True
+
+
 class StaleStageError(EqcatInputError):
     """A stage's input comes from a stage that reran (or is rerunning) after it: the user
     rebuilds from there (the message says how); retrying cannot help."""

@@ -120,6 +120,15 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert state_counts(runs) == {"Cached": len(runs)}
     assert again["pick"]["counts"] == first["pick"]["counts"]
 
+    # a station-day file cut on disk (its stamp still matches) is picked again, alone
+    day_file = sorted((run_root / "picks").glob("*.2000-*.parquet"))[0]
+    picks_before, whole = read_picks(run_root), day_file.read_bytes()
+    day_file.write_bytes(whole[: len(whole) // 2])
+    repaired, runs, _ = run_build(one_day)
+    assert state_counts(runs, "pick_station_day_task") == {"Cached": N_STATIONS - 1, "Completed": 1}
+    assert day_file.read_bytes() == whole
+    assert read_picks(run_root).equals(picks_before)
+
     two_days = write_config(tmp_path, SCENARIO_END, picker="eqt")
     extended, runs, t_ext = run_build(two_days)
     print(f"extended build {t_ext:.1f} s")
