@@ -39,13 +39,13 @@ from flows.caching import (
     cached,
     description_key,
     file_fingerprint,
-    outputs_exist,
+    outputs_intact,
     stage_cache_key,
 )
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.errors import DataSourceError, is_retryable
-from pipeline.rundir import MANIFEST_STAGES, RunDir, parquet_readable, sha256_file
+from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
 from pipeline.velocity import load_velocity_model
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def download_flow(config_path: str) -> dict:
         inputs = _download_inputs(cfg)
     cache = cache_inputs(section=section, inputs=inputs, outputs=outputs)
     key = description_key(download_task.name, cache)
-    unchanged = _begin(run, "download", config_path, key, outputs_exist(cache))
+    unchanged = _begin(run, "download", config_path, key, outputs_intact(cache))
     summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
     run.mark_current(MANIFEST_OF["download"], key)
     _artifact(cfg, "download", summary)
@@ -322,11 +322,11 @@ def pick_flow(config_path: str) -> dict:
     keys = [description_key(pick_station_day_task.name, c) for c in caches]
     # a station-day file cut or damaged on disk is picked again, whatever its stamp says
     fresh = [
-        stamps.matches(c["outputs"][0], k) and parquet_readable(c["outputs"][0])
+        stamps.matches(c["outputs"][0], k) and outputs_intact(c)
         for c, k in zip(caches, keys, strict=True)
     ]
     stage_key = description_key("pick", {"units": keys})
-    _begin(run, "pick", config_path, stage_key, all(fresh) and all(map(outputs_exist, caches)))
+    _begin(run, "pick", config_path, stage_key, all(fresh))
     futures = [
         cached(pick_station_day_task, cache, on_disk).submit(
             config_path,
@@ -551,7 +551,7 @@ def _run_stage(stage: str, config_path: str) -> dict:
         extra=extra,
     )
     key = description_key(stage_task.name, cache)
-    unchanged = _begin(run, stage, config_path, key, outputs_exist(cache))
+    unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))
     summary = cached(stage_task, cache, unchanged)(stage, config_path, cache=cache)
     run.mark_current(MANIFEST_OF[stage], key)
     _artifact(cfg, stage, summary)

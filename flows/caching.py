@@ -4,8 +4,8 @@ A task's key is the SHA-256 of the task name, the code version, its config secti
 (JSON), the fingerprints of its input files and the paths of its outputs. When any
 expected output file is missing, :func:`cached` runs the task with ``refresh_cache`` (it
 runs, and its result is stored under the same key), so deleting an output (or the run
-directory) always forces the work to be redone, and the first run of a build already
-fills the cache that its rerun hits.
+directory), or cutting or damaging a Parquet output on disk, always forces the work to be
+redone, and the first run of a build already fills the cache that its rerun hits.
 
 Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text);
 ``size:mtime_ns:sha256`` for waveform day files, so an archive replaced by other data —
@@ -32,7 +32,7 @@ from prefect import Task
 from pydantic_core import to_jsonable_python
 
 import pipeline
-from pipeline.rundir import sha256_file, write_text_atomic
+from pipeline.rundir import parquet_readable, sha256_file, write_text_atomic
 
 PIPELINE_ROOT = Path(pipeline.__file__).resolve().parent
 #: HypoInverse / HypoDD templates and the shipped velocity models: code as well.
@@ -167,20 +167,25 @@ def cache_inputs(
     }
 
 
-def outputs_exist(description: dict[str, Any]) -> bool:
-    """Whether every output file named by a :func:`cache_inputs` description exists."""
-    return all(Path(p).exists() for p in description["outputs"])
+def outputs_intact(description: dict[str, Any]) -> bool:
+    """Whether every output file named by a :func:`cache_inputs` description exists and, for
+    a Parquet table, reads (its footer: a file cut or damaged on disk is not a cache hit)."""
+    return all(
+        parquet_readable(p) if str(p).endswith(".parquet") else Path(p).exists()
+        for p in description["outputs"]
+    )
 
 
 def cached(task_obj: Task, description: dict[str, Any], on_disk: bool = True) -> Task:
     """``task_obj``, refreshing its cache entry unless its outputs on disk are its own.
 
     ``on_disk`` says whether the files now on disk were written from this description (the
-    caller knows: manifest or :class:`OutputKeys`); when not — or an output is missing —
+    caller knows: manifest or :class:`OutputKeys`); when not — or an output is missing or
+    damaged (:func:`outputs_intact`) —
     the task runs even if Prefect holds a result for the key (a config switched back to an
     earlier value must not leave the other config's files in place).
     """
-    if on_disk and outputs_exist(description):
+    if on_disk and outputs_intact(description):
         return task_obj
     return task_obj.with_options(refresh_cache=True)
 

@@ -129,6 +129,15 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert day_file.read_bytes() == whole
     assert read_picks(run_root).equals(picks_before)
 
+    # a whole-stage table cut on disk (the manifest still calls it current) is made again,
+    # and the stages after it with it
+    table = run_root / "location" / "locations.parquet"
+    located = pd.read_parquet(table)
+    table.write_bytes(table.read_bytes()[:100])
+    _, runs, _ = run_build(one_day)
+    assert state_counts(runs, "stage_task") == {"Cached": 1, "Completed": 4}
+    assert pd.read_parquet(table).equals(located)
+
     two_days = write_config(tmp_path, SCENARIO_END, picker="eqt")
     extended, runs, t_ext = run_build(two_days)
     print(f"extended build {t_ext:.1f} s")
