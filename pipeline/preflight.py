@@ -144,9 +144,10 @@ def check_stations(cfg: BuildConfig) -> list[str]:
 
 
 def station_notes(cfg: BuildConfig) -> list[str]:
-    """Warnings: the stations the download will skip (bad codes, no matching channel,
-    listed twice), one line each (at most :data:`MAX_NAMED_STATIONS`), for a config
-    whose station list leaves some stations usable."""
+    """Warnings: the stations the download will skip (bad codes, no matching channel) and
+    stations whose entries lie far apart or leave part of the span uncovered, one line each
+    (at most :data:`MAX_NAMED_STATIONS`), for a config whose station list leaves some
+    stations usable."""
     selection = _station_selection(cfg)
     if selection is None or not selection[1]:
         return []

@@ -809,30 +809,73 @@ def test_validate_refuses_a_stationxml_without_a_usable_station(
 
 
 @pytest.mark.parametrize("kind", ["stationxml", "inline"])
-def test_a_station_listed_twice_is_used_once_and_named(tmp_path, kind):
+def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path, kind):
+    """Two entries of one station are one station; entries far apart are named, and the
+    first entry's coordinates are used."""
     from pipeline.preflight import preflight_problems, station_notes
     from pipeline.waveforms.inventory import load_inventory, select_channels
 
-    if kind == "stationxml":
+    if kind == "stationxml":  # identical entries: nothing to say
         xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("A1", 3), ("B2", 3)])
-        section, field = f"{{kind: stationxml, path: {xml}}}", f"stations.path = '{xml}'"
+        section, expected = f"{{kind: stationxml, path: {xml}}}", []
     else:
         rows = ", ".join(
             f"{{network: XX, station: {s}, latitude: {lat}, longitude: 133.0}}"
             for s, lat in (("A1", 35.0), ("A1", 36.0), ("B2", 35.0))
         )
-        section, field = f"{{kind: inline, stations: [{rows}]}}", "stations"
+        section = f"{{kind: inline, stations: [{rows}]}}"
+        expected = [
+            "stations: station XX.A1 (epochs) listed in 2 entries up to 110950 m apart; the "
+            "coordinates of the first with the chosen channels are used"
+        ]
     spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {section}\n"
     spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
     cfg = load_config(_config(tmp_path, spec))
     assert preflight_problems(cfg, ["download"]) == []
-    assert station_notes(cfg) == [
-        f"{field}: station XX.A1 (repeated) skipped: listed again for the same span; its "
-        "first entry is used"
-    ]
+    assert station_notes(cfg) == expected
     inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
     choices = select_channels(inventory, ["HH?"], ["*"], cfg.starttime, cfg.endtime, {})
-    assert [(c.station, c.latitude) for c in choices] == [("A1", 35.0), ("B2", 35.0)]
+    assert [(c.station, c.latitude, c.channels) for c in choices] == [
+        ("A1", 35.0, ("HHE", "HHN", "HHZ")),
+        ("B2", 35.0, ("HHE", "HHN", "HHZ")),
+    ]
+
+
+def test_station_epochs_join_their_channels_and_a_sensor_change_is_named():
+    """A station whose metadata changed within the span (two epochs) gets the channels of
+    both; when the chosen channels stop mid-span (the other epoch has other ones) it says so."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
+
+    from pipeline.waveforms.inventory import select_channels
+
+    t0, change, t1 = (UTCDateTime(2000, 10, d) for d in (6, 8, 10))
+
+    def epoch(start, end, codes):
+        sta = Station("A1", 35.0, 133.0, 0.0, start_date=start, end_date=end)
+        for code in codes:
+            sta.channels.append(
+                Channel(code, "", 35.0, 133.0, 0.0, 0.0, sample_rate=100.0,
+                        start_date=start, end_date=end)
+            )  # fmt: skip
+        return sta
+
+    joined = Inventory(
+        [Network("XX", stations=[epoch(t0, change, ["HHZ"]), epoch(change, None, ["HHN", "HHE"])])]
+    )
+    notes: dict[str, str] = {}
+    (choice,) = select_channels(joined, ["HH?"], ["*"], t0.datetime, t1.datetime, notes)
+    assert choice.channels == ("HHE", "HHN", "HHZ")
+    assert notes == {}
+
+    hh, eh = ["HHZ", "HHN", "HHE"], ["EHZ", "EHN", "EHE"]
+    changed = Inventory([Network("XX", stations=[epoch(t0, change, hh), epoch(change, None, eh)])])
+    (choice,) = select_channels(changed, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, notes)
+    assert choice.channel_prefix == "HH"
+    assert notes == {
+        "XX.A1 (epochs)": "channels HH? at location '' are listed for all but 48.0 h of the "
+        "span; the other entries' channels are not used"
+    }
 
 
 @pytest.mark.parametrize(

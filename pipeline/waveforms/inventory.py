@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 from obspy import Inventory, UTCDateTime, read_inventory
 from obspy.core.inventory import Channel, Network, Station
+from obspy.geodetics import gps2dist_azimuth
 
 from pipeline.errors import OLD_RUN_HINT, DataSourceError, EqcatInputError, input_error
 from pipeline.rundir import atomic_path, atomic_write
@@ -198,13 +199,18 @@ def select_channels(
 
     For each station active in ``[starttime, endtime)``, the first channel pattern (e.g. 'HH?')
     that has channels at some location wins; among locations, the first matching location
-    pattern wins. Skipped: stations with no matching channel, stations with invalid SEED
-    codes, and a station listed again (another entry with the same network and station code
-    active in the span: its first entry is used). They are recorded in ``skipped``
-    (``NET.STA``, or ``NET.STA (repeated)`` -> why) when it is given, else logged as warnings.
+    pattern wins. A station listed in several entries active in the span (epochs: metadata
+    that changed within the span) is one station whose channels are those of all its
+    entries; its coordinates are those of the first entry holding the chosen channels.
+    Skipped, and recorded in ``skipped`` (``NET.STA`` -> why) when it is given, else logged
+    as warnings: stations with no matching channel and stations with invalid SEED codes.
+    Also recorded there, as ``NET.STA (epochs)``, but used: a station whose entries place
+    it more than :data:`EPOCH_MOVE_M` apart, and one whose entries' chosen channels leave
+    part of the span uncovered (another entry's channels, e.g. after a sensor change, are not used).
     """
     t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
-    choices, chosen = [], set()
+    entries: dict[tuple[str, str], list[Station]] = {}
+    notes: dict[str, str] = {}
     for net in inventory:
         for sta in net:
             if not _active(sta, t0, t1):
@@ -214,37 +220,92 @@ def select_channels(
                 check_code("network", net.code)
                 check_code("station", sta.code)
             except ValueError as exc:
-                label, why = repr(label), f"skipped: {exc}"  # quoted: the codes are not clean
-            else:
-                choice = _choose(net.code, sta, channel_priority, location_priority, t0, t1)
-                if choice is not None and label in chosen:
-                    label = f"{label} (repeated)"
-                    why = "skipped: listed again for the same span; its first entry is used"
-                elif choice is not None:
-                    choices.append(choice)
-                    chosen.add(label)
-                    continue
-                else:
-                    why = (
-                        f"skipped: no channel in the inventory matches {channel_priority} "
-                        f"at locations {location_priority}"
-                    )
-            if skipped is None:
-                log.warning("station %s %s", label, why)
-            else:
-                skipped[label] = why
+                notes[repr(label)] = f"skipped: {exc}"  # quoted: the codes are not clean
+                continue
+            entries.setdefault((net.code, sta.code), []).append(sta)
+    choices = []
+    for (network, code), stations in entries.items():
+        label = f"{network}.{code}"
+        choice = _choose(network, stations, channel_priority, location_priority, t0, t1)
+        if choice is None:
+            notes[label] = (
+                f"skipped: no channel in the inventory matches {channel_priority} "
+                f"at locations {location_priority}"
+            )
+            continue
+        choices.append(choice)
+        epoch_note = _epoch_note(stations, choice, t0, t1)
+        if epoch_note:
+            notes[f"{label} (epochs)"] = epoch_note
+    for label, why in notes.items():
+        if skipped is None:
+            log.warning("station %s %s", label, why)
+        else:
+            skipped[label] = why
     return sorted(choices, key=lambda c: c.seed_id)
+
+
+#: Entries of one station more than this far apart (m) are named (:func:`select_channels`).
+EPOCH_MOVE_M = 100.0
+
+
+def _epoch_note(
+    stations: list[Station], choice: StationChoice, t0: UTCDateTime, t1: UTCDateTime
+) -> str:
+    """What a user should know about a station listed in several entries ("" when nothing):
+    entries far apart, or chosen channels that do not cover the whole span."""
+    notes = []
+    if len(stations) > 1:
+        moved = max(
+            gps2dist_azimuth(choice.latitude, choice.longitude, s.latitude, s.longitude)[0]
+            for s in stations
+        )
+        if moved > EPOCH_MOVE_M:
+            notes.append(
+                f"listed in {len(stations)} entries up to {moved:.0f} m apart; the "
+                "coordinates of the first with the chosen channels are used"
+            )
+    covered = [
+        (ch.start_date or t0, ch.end_date or t1)
+        for sta in stations
+        for ch in sta.channels
+        if ch.code[:2] == choice.channel_prefix
+        and ch.location_code == choice.location
+        and _active(ch, t0, t1)
+    ]
+    missing = _uncovered(covered, t0, t1)
+    if len(stations) > 1 and missing > 0:
+        notes.append(
+            f"channels {choice.channel_prefix}? at location '{choice.location}' are listed for "
+            f"all but {missing / 3600:.1f} h of the span; the other entries' channels are not "
+            "used"
+        )
+    return "; ".join(notes)
+
+
+def _uncovered(spans: list[tuple[UTCDateTime, UTCDateTime]], t0, t1) -> float:
+    """Seconds of ``[t0, t1)`` outside every (start, end) of ``spans``."""
+    missing, reached = 0.0, t0
+    for start, end in sorted(spans, key=lambda se: se[0]):
+        if start > reached:
+            missing += min(start, t1) - reached
+        reached = max(reached, end)
+        if reached >= t1:
+            return missing
+    return missing + max(0.0, t1 - reached)
 
 
 def _choose(
     network: str,
-    sta: Station,
+    stations: list[Station],
     channel_priority: list[str],
     location_priority: list[str],
     t0: UTCDateTime,
     t1: UTCDateTime,
 ) -> StationChoice | None:
-    active = [ch for ch in sta.channels if _active(ch, t0, t1)]
+    """The channels of one station (its entries active in the span, in inventory order)."""
+    sta = stations[0]
+    active = [ch for s in stations for ch in s.channels if _active(ch, t0, t1)]
     for channel_pattern in channel_priority:
         for location_pattern in location_priority:
             matched = sorted(
