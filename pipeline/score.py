@@ -73,6 +73,7 @@ from pipeline.score_losses import (
     RunTables,
     classify_false_events,
     classify_true_events,
+    enough_picks,
     format_loss_table,
     loss_rows,
 )
@@ -538,18 +539,21 @@ def _stage_losses(
     reached, reason = classify_true_events(
         len(truth), truth_picks, true_event_index, tables, detected, min_stations
     )
+    enough = enough_picks(len(truth), truth_picks, true_event_index, pick_truth, min_stations)
     true_m = truth.magnitude.to_numpy(float)
     edges = np.arange(
         np.floor(np.nanmin(true_m, initial=0.0) / MAGNITUDE_BIN) * MAGNITUDE_BIN,
         np.nanmax(true_m, initial=0.0) + MAGNITUDE_BIN + 1e-9,
         MAGNITUDE_BIN,
     )
-    rows = loss_rows(true_m, reached, reason, edges)
+    rows = loss_rows(true_m, reached, reason, edges, enough)
     out = {"min_stations": min_stations, "by_magnitude": rows[:-1], "all": rows[-1]}
     out["above_mc_true"] = None
     if mc_true is not None:
         above = true_m >= mc_true - 0.05
-        row = loss_rows(true_m[above], reached[above], reason[above], np.array([]))[-1]
+        row = loss_rows(true_m[above], reached[above], reason[above], np.array([]), enough[above])[
+            -1
+        ]
         out["above_mc_true"] = row | {"label": f">= Mc {mc_true:.1f}"}
     matched_run = np.zeros(0 if events is None else len(events), dtype=bool)
     if matches is not None and len(matches):

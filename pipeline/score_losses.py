@@ -17,6 +17,13 @@ Every true event (in the record span) is followed through the pipeline by its pi
    match is ``mislocated`` when its event is in the catalog (its origin is too far off) and
    ``not_in_catalog`` otherwise (left out of the catalog, e.g. by its quality class).
 
+Beside the funnel, ``n_enough_picks`` counts the true events whose matching picks cover at
+least :data:`ENOUGH_READINGS` of their arrivals at ``min_stations`` stations or more, what
+the default catalog's class B asks of a location (:mod:`pipeline.catalog`, 5 readings from
+3 stations): with these picks, the default catalog's recall cannot much exceed
+``n_enough_picks / n_true`` (a class-B event with 4 readings and a station within 15 km is
+the exception) however well they are associated and located.
+
 An event the catalog matches counts as in catalog whatever its path (the table's last column
 equals the run's matched events); the loss of an unmatched event is the first stage it fails,
 so each row satisfies ``n_true = n_in_catalog + sum(lost_*)``.
@@ -85,6 +92,39 @@ class RunTables:
     assignments: pd.DataFrame | None
     locations: pd.DataFrame | None
     catalog: pd.DataFrame | None
+
+
+#: Correct readings (true arrivals matched by a pick) an event needs for ``n_enough_picks``.
+ENOUGH_READINGS = 5
+
+
+def enough_picks(
+    n_true: int,
+    truth_picks: pd.DataFrame,
+    true_event_index: np.ndarray,
+    pick_truth: pd.Series | None,
+    min_stations: int,
+) -> np.ndarray:
+    """Per true event, whether run picks match >= :data:`ENOUGH_READINGS` of its arrivals at
+    >= ``min_stations`` stations (module docstring). Shape (n_true,), bool; all False
+    without picks.
+
+    Args:
+        truth_picks: the true arrivals (network, station); ``pick_truth`` indexes its rows.
+        true_event_index: per true arrival, its event's row (-1 outside the span), (P,).
+        pick_truth: per run pick, the row of the true arrival it matches (-1 none).
+    """
+    out = np.zeros(n_true, dtype=bool)
+    if pick_truth is None:
+        return out
+    arrivals = np.unique(pick_truth.to_numpy()[pick_truth.to_numpy() >= 0])
+    event = true_event_index[arrivals]
+    station = truth_picks["network"].astype(str) + "." + truth_picks["station"].astype(str)
+    station = pd.factorize(station)[0][arrivals]
+    inside = event >= 0
+    readings = np.bincount(event[inside], minlength=n_true)
+    stations = _station_counts(event, station).reindex(range(n_true), fill_value=0).to_numpy()
+    return (readings >= ENOUGH_READINGS) & (stations >= min_stations)
 
 
 def _station_counts(event: np.ndarray, station: np.ndarray) -> pd.Series:
@@ -257,12 +297,17 @@ def classify_false_events(
 
 
 def loss_rows(
-    true_m: np.ndarray, reached: np.ndarray, reason: np.ndarray, edges: np.ndarray
+    true_m: np.ndarray,
+    reached: np.ndarray,
+    reason: np.ndarray,
+    edges: np.ndarray,
+    enough: np.ndarray | None = None,
 ) -> list[dict]:
     """Rows of the loss table per magnitude bin ``[edges[i], edges[i+1])`` plus "all".
 
-    Each row: m_low, m_high (None for "all"), ``n_<stage>`` for :data:`STAGES` and
-    ``lost_<reason>`` for :data:`LOSS_REASONS`.
+    Each row: m_low, m_high (None for "all"), ``n_<stage>`` for :data:`STAGES`,
+    ``lost_<reason>`` for :data:`LOSS_REASONS` and, when ``enough`` (:func:`enough_picks`,
+    shape of ``true_m``) is given, ``n_enough_picks``.
     """
     rows = []
     bins = [(float(lo), float(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
@@ -280,6 +325,8 @@ def loss_rows(
             row[f"n_{stage}"] = int((inside & (reached >= k)).sum())
         for name in LOSS_REASONS:
             row[f"lost_{name}"] = int((inside & (reason == name)).sum())
+        if enough is not None:
+            row["n_enough_picks"] = int((inside & enough).sum())
         rows.append(row)
     return rows
 
@@ -289,9 +336,12 @@ def format_loss_table(losses: dict) -> list[str]:
     header = "  M bin        true picked assoc located catalog | lost: " + " ".join(
         f"{_LABELS[name]:>9}" for name in LOSS_REASONS
     )
+    header += " | enough picks"
     lines = [
         f"  where true events are lost (stage counts; picked/associated = >= "
-        f"{losses['min_stations']} stations)",
+        f"{losses['min_stations']} stations; enough picks = >= {ENOUGH_READINGS} of its "
+        f"arrivals picked at >= {losses['min_stations']} stations, what a class-B location "
+        "needs)",
         header,
     ]
     rows = list(losses["by_magnitude"]) + [losses["all"]]
@@ -308,7 +358,9 @@ def format_loss_table(losses: dict) -> list[str]:
             f"{row[f'n_{s}']:>{w}d}" for s, w in zip(STAGES, (5, 6, 5, 7, 7), strict=True)
         )
         lost = " ".join(f"{row[f'lost_{name}']:>9d}" for name in LOSS_REASONS)
-        lines.append(f"  {label:<11s} {counts} |       {lost}")
+        enough = row.get("n_enough_picks")
+        tail = f" | {enough:>12d}" if enough is not None else " |            -"
+        lines.append(f"  {label:<11s} {counts} |       {lost}{tail}")
     false = losses.get("false_events")
     if false:
         lines.append(

@@ -301,6 +301,9 @@ def test_stage_losses_attribute_each_lost_event_to_its_stage(tmp_path):
     text = format_truth_table(score)
     assert "where true events are lost" in text and "false catalog events 18" in text
     assert "full catalog (catalog_all" in text
+    # every picked event has its arrivals at >= 5 stations, each matched
+    assert total["n_enough_picks"] == total["n_picked"]
+    assert "enough picks" in text
 
 
 def test_fixed_reference_magnitude_sets_the_cut(scored):
@@ -315,3 +318,26 @@ def test_fixed_reference_magnitude_sets_the_cut(scored):
     assert score["recall_above_mc_true"] < 1.0  # the events below M 1.0 now count as missed
     assert score["stage_losses"]["above_mc_true"]["n_true"] == len(above)
     assert "reference M 0.5" in format_truth_table(score)
+
+
+def test_enough_picks_needs_five_matched_arrivals_at_three_stations():
+    """The recall ceiling of the loss table: an event counts when run picks match >= 5 of its
+    arrivals at >= 3 stations (two picks of one arrival count once)."""
+    from pipeline.score_losses import enough_picks
+
+    # event 0: P+S at 3 stations (6); event 1: P+S at 2 stations + P at a third (5); event 2:
+    # P at 5 stations but only 4 matched; event 3: P+S at 2 stations (4 readings)
+    rows = (
+        [(0, s, ph) for s in "ABC" for ph in "PS"]
+        + [(1, s, ph) for s in "AB" for ph in "PS"]
+        + [(1, "C", "P")]
+    )
+    rows += [(2, s, "P") for s in "ABCDE"] + [(3, s, ph) for s in "AB" for ph in "PS"]
+    truth_picks = pd.DataFrame(rows, columns=["event", "station", "phase"]).assign(network="XX")
+    matched = [i for i, r in enumerate(rows) if not (r[0] == 2 and r[1] == "E")]
+    pick_truth = pd.Series([*matched, matched[0], -1])  # a second pick of one arrival; a false one
+    enough = enough_picks(
+        4, truth_picks, truth_picks["event"].to_numpy(), pick_truth, min_stations=3
+    )
+    assert enough.tolist() == [True, True, False, False]
+    assert not enough_picks(4, truth_picks, truth_picks["event"].to_numpy(), None, 3).any()
