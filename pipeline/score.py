@@ -551,10 +551,8 @@ def _stage_losses(
     out["above_mc_true"] = None
     if mc_true is not None:
         above = true_m >= mc_true - 0.05
-        row = loss_rows(true_m[above], reached[above], reason[above], np.array([]), enough[above])[
-            -1
-        ]
-        out["above_mc_true"] = row | {"label": f">= Mc {mc_true:.1f}"}
+        rows = loss_rows(true_m[above], reached[above], reason[above], np.array([]), enough[above])
+        out["above_mc_true"] = rows[-1] | {"label": f">= Mc {mc_true:.1f}"}
     matched_run = np.zeros(0 if events is None else len(events), dtype=bool)
     if matches is not None and len(matches):
         matched_run[matches.run.to_numpy(int)] = True

@@ -254,17 +254,18 @@ def _epoch_note(
 ) -> str:
     """What a user should know about a station listed in several entries ("" when nothing):
     entries far apart, or chosen channels that do not cover the whole span."""
+    if len(stations) == 1:
+        return ""
     notes = []
-    if len(stations) > 1:
-        moved = max(
-            gps2dist_azimuth(choice.latitude, choice.longitude, s.latitude, s.longitude)[0]
-            for s in stations
+    moved = max(
+        gps2dist_azimuth(choice.latitude, choice.longitude, s.latitude, s.longitude)[0]
+        for s in stations
+    )
+    if moved > EPOCH_MOVE_M:
+        notes.append(
+            f"listed in {len(stations)} entries up to {moved:.0f} m apart; the "
+            "coordinates of the first with the chosen channels are used"
         )
-        if moved > EPOCH_MOVE_M:
-            notes.append(
-                f"listed in {len(stations)} entries up to {moved:.0f} m apart; the "
-                "coordinates of the first with the chosen channels are used"
-            )
     covered = [
         (ch.start_date or t0, ch.end_date or t1)
         for sta in stations
@@ -274,7 +275,7 @@ def _epoch_note(
         and _active(ch, t0, t1)
     ]
     missing = _uncovered(covered, t0, t1)
-    if len(stations) > 1 and missing > 0:
+    if missing > 0:
         notes.append(
             f"channels {choice.channel_prefix}? at location '{choice.location}' are listed for "
             f"all but {missing / 3600:.1f} h of the span; the other entries' channels are not "
