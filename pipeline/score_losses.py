@@ -339,9 +339,9 @@ def format_loss_table(losses: dict) -> list[str]:
     header += " | enough picks"
     lines = [
         f"  where true events are lost (stage counts; picked/associated = >= "
-        f"{losses['min_stations']} stations; enough picks = >= {ENOUGH_READINGS} of its "
-        f"arrivals picked at >= {losses['min_stations']} stations, what a class-B location "
-        "needs)",
+        f"{losses['min_stations']} stations)",
+        f"  enough picks: >= {ENOUGH_READINGS} of its arrivals picked at >= "
+        f"{losses['min_stations']} stations, what a class-B location needs",
         header,
     ]
     rows = list(losses["by_magnitude"]) + [losses["all"]]
