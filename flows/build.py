@@ -72,6 +72,11 @@ MANIFEST_OF = {
 }
 
 
+#: Manifest entries whose recorded outputs a stage owns, where not those of :data:`MANIFEST_OF`
+#: (the download stage writes the synthetic scenario's truth tables).
+OUTPUT_ENTRIES = {"download": ("waveforms", "synthetic")}
+
+
 def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool) -> bool:
     """Guard a stage: its inputs must be current; if it will recompute, mark it and every
     later stage stale first (their results are deleted). Returns whether it is unchanged."""
@@ -83,7 +88,15 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
             run.require_current(
                 tuple(stale), f"rebuild from there: eqcat build {config_path} --from {earlier}"
             )
-    unchanged = unchanged and run.is_current(MANIFEST_OF[stage], key)
+    changed = run.changed_outputs(OUTPUT_ENTRIES.get(stage, MANIFEST_OF[stage]))
+    if changed:
+        get_run_logger().info(
+            "%s reruns: %d of its output files changed or deleted since it wrote them (%s)",
+            stage,
+            len(changed),
+            ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""),
+        )
+    unchanged = unchanged and not changed and run.is_current(MANIFEST_OF[stage], key)
     if not unchanged:
         removed = run.begin_stage(MANIFEST_OF[stage], f"{stage} reran on changed inputs")
         if removed:
@@ -320,9 +333,10 @@ def pick_flow(config_path: str) -> dict:
     ]
     stamps = OutputKeys(run.root / "picks")
     keys = [description_key(pick_station_day_task.name, c) for c in caches]
-    # a station-day file cut or damaged on disk is picked again, whatever its stamp says
+    # a station-day file cut, damaged or changed on disk is picked again, whatever its stamp
+    changed = {str(run.root / rel) for rel in run.changed_outputs(MANIFEST_OF["pick"])}
     fresh = [
-        stamps.matches(c["outputs"][0], k) and outputs_intact(c)
+        stamps.matches(c["outputs"][0], k) and outputs_intact(c) and c["outputs"][0] not in changed
         for c, k in zip(caches, keys, strict=True)
     ]
     stage_key = description_key("pick", {"units": keys})

@@ -245,7 +245,9 @@ QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
 class QuietFilter(logging.Filter):
     """Default-verbosity filter of the console handler.
 
-    Drops records under WARNING from :data:`QUIET_LOGGERS`, and Prefect's per-task warning
+    Drops records under WARNING from :data:`QUIET_LOGGERS`, every Prefect record once a
+    signal stops the command (its "Crash detected!" lines: the interrupt's own line says what
+    happened and how to resume), and Prefect's per-task warning
     that a timeout cannot interrupt a worker thread (logged for every mapped task that has
     ``timeout_seconds`` and runs on a thread pool: thousands of identical lines for a long
     build). A filter on the handler, not logger levels: Prefect resets its loggers' levels
@@ -254,6 +256,8 @@ class QuietFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
+        if interrupt.interrupted_by() is not None and name.startswith("prefect"):
+            return False  # Prefect's crash lines after Ctrl-C / SIGTERM; ours says it all
         if record.levelno < logging.WARNING and any(
             name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS
         ):

@@ -37,6 +37,7 @@ CHILD_GRACE_S = 2.0
 
 _lock = threading.Lock()
 _state: dict = {"signal": None, "resume": None, "run_dirs": [], "deliveries": 0, "watched": False}
+_log = logging.getLogger(__name__)
 
 
 def set_resume(command: str | None, run_dir: Path | None = None) -> None:
@@ -131,6 +132,31 @@ def _watch(fd: int) -> None:
                 _delivered(signum)
 
 
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: once a signal stops the process, a thread's exception is a
+    debug log line (``-v`` shows it), not a traceback on the terminal.
+
+    While the main thread unwinds, threads whose work was cut off fail in their own ways, e.g.
+    a process pool's manager thread that finds its workers gone sets an exception on futures
+    the main thread has just cancelled (``InvalidStateError``). Before the signal, Python's
+    own hook reports the exception as usual.
+    """
+    if _state["signal"] is None:
+        _python_excepthook(args)
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    _log.debug(
+        "thread %s ended after the interrupt with %s: %s",
+        thread,
+        args.exc_type.__name__,
+        args.exc_value,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+_python_excepthook = threading.excepthook
+
+
 def quiet_worker() -> None:
     """Initializer of worker processes forked by a command: signals as a plain process has.
 
@@ -149,6 +175,7 @@ def install() -> None:
         return
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    threading.excepthook = _thread_exception
     if not _state["watched"]:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)

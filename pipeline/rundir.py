@@ -297,12 +297,22 @@ class RunDir:
         wall_time_s: float | None = None,
         details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record (replace) the manifest entry of ``stage`` and return it."""
+        """Record (replace) the manifest entry of ``stage`` and return it.
+
+        ``outputs`` are run-relative paths; the SHA-256 of each that is a file is recorded
+        too (``output_sha256``), so that :meth:`changed_outputs` finds an output edited, cut,
+        replaced or deleted after the stage wrote it.
+        """
         manifest = self.read_manifest()
         entry = {
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "inputs": inputs or {},
             "outputs": outputs or [],
+            "output_sha256": {
+                rel: sha256_file(self.root / rel)
+                for rel in outputs or []
+                if (self.root / rel).is_file()
+            },
             "counts": counts or {},
             "wall_time_s": wall_time_s,
             "versions": software_versions(),
@@ -311,6 +321,22 @@ class RunDir:
         manifest[stage] = entry
         self._write_manifest(manifest)
         return entry
+
+    def changed_outputs(self, stages: tuple[str, ...]) -> list[str]:
+        """Run-relative paths of the outputs of ``stages`` that are no longer as written.
+
+        Compares each file's SHA-256 with the one :meth:`record_stage` recorded; a deleted
+        file counts as changed. Entries written before hashes were recorded have none to
+        compare (nothing is reported for them).
+        """
+        manifest = self.read_manifest()
+        changed = []
+        for stage in stages:
+            for rel, digest in (manifest.get(stage) or {}).get("output_sha256", {}).items():
+                path = self.root / rel
+                if not path.is_file() or sha256_file(path) != digest:
+                    changed.append(rel)
+        return changed
 
     # ------------------------------------------------------------------ staleness
 

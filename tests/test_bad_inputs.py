@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -346,6 +347,34 @@ def test_sigterm_to_the_process_group_during_generation_stops_the_build(env, tmp
     assert stopped_in < 10, stopped_in
     assert out.strip().splitlines()[-1].startswith("interrupted (SIGTERM): stopped")
     assert "Traceback" not in out
+    assert "Crash detected" not in out  # Prefect's crash lines only with -v
+
+
+def test_a_thread_failing_after_the_interrupt_prints_no_traceback(monkeypatch, capsys, caplog):
+    """CI once saw a process pool's manager thread raise InvalidStateError while the build
+    stopped on SIGTERM (its workers gone, its futures cancelled by the unwinding main thread):
+    after a signal a thread's exception is a debug line; before one, Python's usual report."""
+    from pipeline import interrupt
+
+    def fail() -> None:
+        raise ValueError("futures already cancelled")
+
+    def run_failing_thread() -> None:
+        thread = threading.Thread(target=fail, name="pool-manager")
+        thread.start()
+        thread.join()
+
+    caplog.set_level("DEBUG", logger="pipeline.interrupt")
+    monkeypatch.setattr(threading, "excepthook", interrupt._thread_exception)
+    monkeypatch.setattr(interrupt, "_python_excepthook", threading.__excepthook__)  # not pytest's
+    monkeypatch.setitem(interrupt._state, "signal", int(signal.SIGTERM))
+    run_failing_thread()
+    assert capsys.readouterr().err == ""
+    assert "pool-manager ended after the interrupt with ValueError" in caplog.text
+    monkeypatch.setitem(interrupt._state, "signal", None)
+    run_failing_thread()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "futures already cancelled" in err
 
 
 def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, tmp_path):
@@ -367,7 +396,7 @@ def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, tmp_path
         assert stopped_in < 10, (stage, stopped_in)
         last = out.strip().splitlines()[-1]
         assert last.startswith("interrupted (") and f"resume with: eqcat build {config}" in last
-        assert "Traceback" not in out
+        assert "Traceback" not in out and "Crash detected" not in out
         assert not list(run_dir.rglob("*.eqcat-tmp.*")), stage  # only whole files remain
     code, out, _ = build_until(env, config, None)
     assert code == 0, out[-3000:]

@@ -120,14 +120,28 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert state_counts(runs) == {"Cached": len(runs)}
     assert again["pick"]["counts"] == first["pick"]["counts"]
 
-    # a station-day file cut on disk (its stamp still matches) is picked again, alone
-    day_file = sorted((run_root / "picks").glob("*.2000-*.parquet"))[0]
-    picks_before, whole = read_picks(run_root), day_file.read_bytes()
+    # a station-day file cut on disk (its stamp still matches) and one edited into another
+    # valid table are picked again, alone
+    day_file, edited = sorted((run_root / "picks").glob("*.2000-*.parquet"))[:2]
+    picks_before, whole, edited_whole = (
+        read_picks(run_root),
+        day_file.read_bytes(),
+        edited.read_bytes(),
+    )
     day_file.write_bytes(whole[: len(whole) // 2])
+    pd.read_parquet(edited).iloc[1:].to_parquet(edited, index=False)
     repaired, runs, _ = run_build(one_day)
-    assert state_counts(runs, "pick_station_day_task") == {"Cached": N_STATIONS - 1, "Completed": 1}
-    assert day_file.read_bytes() == whole
+    assert state_counts(runs, "pick_station_day_task") == {"Cached": N_STATIONS - 2, "Completed": 2}
+    assert day_file.read_bytes() == whole and edited.read_bytes() == edited_whole
     assert read_picks(run_root).equals(picks_before)
+
+    # a deleted output that no later stage reads (the catalog CSV) is written again by its stage
+    catalog_csv = run_root / "catalog" / "catalog.csv"
+    catalog_text = catalog_csv.read_text()
+    catalog_csv.unlink()
+    _, runs, _ = run_build(one_day)
+    assert state_counts(runs, "stage_task") == {"Cached": 4, "Completed": 1}
+    assert catalog_csv.read_text() == catalog_text
 
     # a whole-stage table cut on disk (the manifest still calls it current) is made again,
     # and the stages after it with it
