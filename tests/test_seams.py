@@ -874,7 +874,15 @@ def test_station_epochs_join_their_channels_and_a_sensor_change_is_named():
     assert choice.channel_prefix == "HH"
     assert notes == {
         "XX.A1 (epochs)": "channels HH? at location '' are listed for all but 48.0 h of the "
-        "span; the other entries' channels are not used"
+        "span; other channels listed in the span are not used: EH? at ''"
+    }
+
+    notes = {}
+    ended = Inventory([Network("XX", stations=[epoch(t0, change, hh), epoch(change, None, [])])])
+    select_channels(ended, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, notes)
+    assert notes == {
+        "XX.A1 (epochs)": "channels HH? at location '' are listed for all but 48.0 h of the "
+        "span; no other channels are listed for that time"
     }
 
 

@@ -276,10 +276,23 @@ def _epoch_note(
     ]
     missing = _uncovered(covered, t0, t1)
     if missing > 0:
+        others = sorted(
+            {
+                f"{ch.code[:2]}? at '{ch.location_code}'"
+                for sta in stations
+                for ch in sta.channels
+                if (ch.code[:2], ch.location_code) != (choice.channel_prefix, choice.location)
+                and _active(ch, t0, t1)
+            }
+        )
+        unused = (
+            f"other channels listed in the span are not used: {', '.join(others)}"
+            if others
+            else "no other channels are listed for that time"
+        )
         notes.append(
             f"channels {choice.channel_prefix}? at location '{choice.location}' are listed for "
-            f"all but {missing / 3600:.1f} h of the span; the other entries' channels are not "
-            "used"
+            f"all but {missing / 3600:.1f} h of the span; {unused}"
         )
     return "; ".join(notes)
 
