@@ -585,6 +585,12 @@ def mc(
     except (CatalogReadError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EqcatInputError(
+            f"--out {out}: cannot create the report folder ({exc.strerror})"
+        ) from None
     index, result = write_catalog_report(
         selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
     )

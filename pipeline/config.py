@@ -153,8 +153,11 @@ def format_validation_errors(exc: ValidationError, source: str) -> str:
 
 def parse_config(raw: Any, source: str = "<config>") -> BuildConfig:
     """Validate a mapping (already parsed YAML) into a :class:`BuildConfig`."""
+    if raw is None:
+        raise ConfigError(f"{source}: empty; expected a YAML mapping of fields (name: ...)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping of fields, got {type(raw).__name__}")
+        kind = {str: "a single value", list: "a list"}.get(type(raw), type(raw).__name__)
+        raise ConfigError(f"{source}: expected a YAML mapping of fields (name: ...), got {kind}")
     try:
         return BuildConfig.model_validate(raw)
     except ValidationError as exc:

@@ -63,8 +63,17 @@ MINIMAL = "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00
         (MINIMAL + "velocity_model: {vm}\nscenario: {{}}\n", "not valid YAML text"),
         (MINIMAL + "velocity_model: {vm_list}\nscenario: {{}}\n", "expected a YAML mapping"),
         (MINIMAL + "velocity_model: {vm_vpvs}\nscenario: {{}}\n", "'vp_vs' = 'fast'"),
+        ("", "empty; expected a YAML mapping"),
+        ("- name: t\n", "expected a YAML mapping of fields .name: ...., got a list"),
     ],
-    ids=["binary-config", "velocity-not-yaml", "velocity-a-list", "velocity-vpvs-text"],
+    ids=[
+        "binary-config",
+        "velocity-not-yaml",
+        "velocity-a-list",
+        "velocity-vpvs-text",
+        "empty-config",
+        "config-a-list",
+    ],
 )
 def test_unreadable_config_or_velocity_model_is_a_config_error(tmp_path, content, expected):
     models = {
@@ -470,6 +479,14 @@ def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: --out {out}: is a file; expected a report folder (new or not)"
     ]
+    below = out / "figures"  # a folder that cannot be made: its parent is a file
+    done = subprocess.run(
+        [*EQCAT, "mc", str(catalog), "--out", str(below)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2 and out.read_text() == "keep me"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --out {below}: cannot create the report folder (Not a directory)"
+    )
 
 
 def test_validate_reads_the_reference_catalog(tmp_path):
