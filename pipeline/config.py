@@ -144,6 +144,13 @@ def format_validation_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"{source}: {msg}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key {loc!r} (not a field of this section)")
+        elif err["type"] == "union_tag_invalid":  # e.g. stations: {kind: csv}
+            ctx = err["ctx"]
+            field = ctx["discriminator"].strip("'")
+            lines.append(
+                f"{source}: {loc}.{field} = {ctx['tag']!r}: expected one of "
+                f"{ctx['expected_tags'].replace(chr(39), '')}"
+            )
         elif err["type"] == "missing":
             lines.append(f"{source}: {loc}: required field is missing")
         else:

@@ -84,11 +84,12 @@ def available_models() -> list[str]:
 
 
 def model_path(name_or_path: str | Path) -> Path:
-    """The YAML file of a model given by shipped name (e.g. ``"tottori"``) or path."""
+    """The YAML file of a model given by shipped name (e.g. ``"tottori"``) or path (a
+    ``.yaml``/``.yml`` name, an existing file, or anything with a folder in it)."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
-    return path
+    if path.suffix in (".yaml", ".yml") or path.is_file() or len(path.parts) > 1:
+        return path
+    return TEMPLATE_DIR / f"{name_or_path}.yaml"
 
 
 def load_velocity_model(name_or_path: str | Path) -> VelocityModel:

@@ -63,6 +63,8 @@ MINIMAL = "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00
         (MINIMAL + "velocity_model: {vm}\nscenario: {{}}\n", "not valid YAML text"),
         (MINIMAL + "velocity_model: {vm_list}\nscenario: {{}}\n", "expected a YAML mapping"),
         (MINIMAL + "velocity_model: {vm_vpvs}\nscenario: {{}}\n", "'vp_vs' = 'fast'"),
+        (MINIMAL + "velocity_model: {vm_csv}\nscenario: {{}}\n", "vm.csv: expected a YAML map"),
+        (MINIMAL + "stations: {{kind: csv}}\n", "stations.kind = 'csv': expected one of inline,"),
         ("", "empty; expected a YAML mapping"),
         ("- name: t\n", "expected a YAML mapping of fields .name: ...., got a list"),
     ],
@@ -71,6 +73,8 @@ MINIMAL = "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00
         "velocity-not-yaml",
         "velocity-a-list",
         "velocity-vpvs-text",
+        "velocity-csv-path",
+        "unknown-station-source-kind",
         "empty-config",
         "config-a-list",
     ],
@@ -80,6 +84,7 @@ def test_unreadable_config_or_velocity_model_is_a_config_error(tmp_path, content
         "vm": _config(tmp_path, "layers: [1, 2\n", "vm.yaml"),
         "vm_list": _config(tmp_path, "- 1\n- 2\n", "vm_list.yaml"),
         "vm_vpvs": _config(tmp_path, "vp_vs: fast\nlayers: [{top_km: 0, vp: 6}]\n", "v3.yaml"),
+        "vm_csv": _config(tmp_path, "top_km,vp\n0,6\n", "vm.csv"),
     }
     if isinstance(content, str):
         content = content.format(**models)
