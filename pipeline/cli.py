@@ -122,6 +122,21 @@ class _NoTracebackFormatter(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+def output_folder(path: Path, option: str, what: str) -> Path:
+    """``path`` made ready as a folder to write into (created when missing).
+
+    Raises:
+        EqcatInputError: naming ``option`` when ``path`` is a file or cannot be created.
+    """
+    if path.exists() and not path.is_dir():
+        raise EqcatInputError(f"{option} {path}: is a file; expected {what} (new or not)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EqcatInputError(f"{option} {path}: cannot create {what} ({exc.strerror})") from None
+    return path
+
+
 def validated_override(model: BaseModel, option: str, **updates: Any) -> BaseModel:
     """``model`` with ``updates`` applied and validated (``model_copy`` would not validate).
 
@@ -577,20 +592,13 @@ def mc(
     )
     cfg = validated_override(CompletenessConfig(), "--delta-m", delta_m=delta_m)
     out = out or Path(f"{catalog.stem}_mc")
-    if out.exists() and not out.is_dir():
-        raise EqcatInputError(f"--out {out}: is a file; expected a report folder (new or not)")
     try:
         events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
         selected = filter_catalog(events, selection, catalog)
     except (CatalogReadError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EqcatInputError(
-            f"--out {out}: cannot create the report folder ({exc.strerror})"
-        ) from None
+    output_folder(out, "--out", "a report folder")
     index, result = write_catalog_report(
         selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
     )
@@ -637,6 +645,7 @@ def demo(
     from flows.demo import format_comparison, run_demo
     from pipeline.score import format_truth_table
 
+    output_folder(out, "--out", "a folder for the demo runs")
     with progress.display(console):
         scores = run_demo(out)
     typer.echo(format_truth_table(scores["eqt"]))
@@ -656,9 +665,19 @@ def serve(
     days: Annotated[int, typer.Option(help="each run builds the last N days up to now")] = 2,
 ) -> None:
     """Serve a scheduled deployment that extends the catalog (last N days up to now)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
     if days < 1:
         _error_line(f"--days {days}: expected a whole number of days, at least 1")
         raise typer.Exit(code=2)
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError:
+        raise EqcatInputError(
+            f"--cron {cron!r}: expected a cron schedule of 5 fields "
+            "(minute hour day month weekday, UTC), e.g. '0 2 * * *'"
+        ) from None
     _load(config)
     from flows.scheduled import extend_catalog
 

@@ -474,7 +474,7 @@ def test_a_damaged_manifest_names_the_file_and_what_to_do(tmp_path, content):
         run.read_manifest()
 
 
-def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
+def test_mc_out_that_is_a_file_or_cannot_be_made_is_refused(tmp_path):
     catalog = _config(tmp_path, "time,mag\n2024-01-01T00:00:00,2.0\n", "cat.csv")
     out = _config(tmp_path, "keep me", "report.txt")
     done = subprocess.run(
@@ -490,7 +490,7 @@ def test_mc_out_that_is_a_file_is_refused_before_reading(tmp_path):
     )
     assert done.returncode == 2 and out.read_text() == "keep me"
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: --out {below}: cannot create the report folder (Not a directory)"
+        f"error: --out {below}: cannot create a report folder (Not a directory)"
     )
 
 
@@ -1009,3 +1009,27 @@ def test_config_numbers_refuse_nan_and_infinity(tmp_path, section, field):
         spec = MINIMAL + section + f"\nwaveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
     with pytest.raises(ConfigError, match=re.escape(field) + ".*finite number"):
         load_config(_config(tmp_path, spec))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["demo", "--out", "{file}"], "--out {file}: is a file; expected a folder for the demo"),
+        (["demo", "--out", "{file}/runs"], "cannot create a folder for the demo runs (Not a dir"),
+        (["serve", "{config}", "--cron", "61 * * * *"], "--cron '61 * * * *': expected a cron"),
+    ],
+    ids=["demo-out-file", "demo-out-under-file", "serve-bad-cron"],
+)
+def test_demo_and_serve_options_are_checked_before_any_work(tmp_path, args, expected):
+    """One line and status 2, before a scenario is generated or a server is started."""
+    names = {
+        "file": _config(tmp_path, "keep me", "runs.txt"),
+        "config": REPO / "station_configs" / "example_fdsn.yaml",
+    }
+    done = subprocess.run(
+        [*EQCAT, *(a.format(**names) for a in args)], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and expected.format(**names) in line
+    assert names["file"].read_text() == "keep me"
