@@ -638,30 +638,31 @@ def build_catalog(
     cfg = load_config(config_path)
     if dask_address or cfg.dask.address:
         check_scheduler(dask_address or cfg.dask.address)
-    run = write_resolved_config(cfg)
-    results: dict[str, Any] = {}
-    # Stage flows are subflows of this run, whose heartbeat covers them; their own
-    # heartbeat thread would only add ~1 s per stage at exit (it sleeps in 1 s steps).
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        for name in stages_to_run(stage, from_stage):
-            began = time.perf_counter()
-            stage_flow = STAGE_FLOWS[name]
-            if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
-                stage_flow = with_runner(stage_flow, cfg, dask_address)
-            log.info("stage %s started", name)  # on the terminal too (what Ctrl-C stops)
-            with user_progress.stage(f"{cfg.name}: {name}"):
-                results[name] = stage_flow(config_path)
-            logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
-    lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
-    lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]
-    report = run.root / "report" / "index.html"
-    if report.exists():
-        lines += ["", f"Report: `{report.resolve()}`"]
-    create_markdown_artifact(
-        markdown="\n".join(lines),
-        key=f"{cfg.name}-summary".lower().replace("_", "-").replace(".", "-"),
-    )
-    return results
+    with RunDir(cfg.run_dir).exclusive():  # one build writes a run directory at a time
+        run = write_resolved_config(cfg)
+        results: dict[str, Any] = {}
+        # Stage flows are subflows of this run, whose heartbeat covers them; their own
+        # heartbeat thread would only add ~1 s per stage at exit (it sleeps in 1 s steps).
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            for name in stages_to_run(stage, from_stage):
+                began = time.perf_counter()
+                stage_flow = STAGE_FLOWS[name]
+                if name == "pick":  # the mapped stage runs on the build's runner (Dask or threads)
+                    stage_flow = with_runner(stage_flow, cfg, dask_address)
+                log.info("stage %s started", name)  # on the terminal too (what Ctrl-C stops)
+                with user_progress.stage(f"{cfg.name}: {name}"):
+                    results[name] = stage_flow(config_path)
+                logger.info("stage %s done in %.1f s", name, time.perf_counter() - began)
+        lines = [f"# eqcat build `{cfg.name}`", "", f"Run directory: `{run.root.resolve()}`", ""]
+        lines += [f"- **{k}**: {v.get('counts', {})}" for k, v in results.items()]
+        report = run.root / "report" / "index.html"
+        if report.exists():
+            lines += ["", f"Report: `{report.resolve()}`"]
+        create_markdown_artifact(
+            markdown="\n".join(lines),
+            key=f"{cfg.name}-summary".lower().replace("_", "-").replace(".", "-"),
+        )
+        return results
 
 
 def check_scheduler(address: str, timeout_s: float = 10.0) -> None:

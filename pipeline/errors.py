@@ -111,6 +111,10 @@ class DataSourceError(EqcatInputError):
     """A data centre or archive that cannot serve the build (refused, unreachable after retries)."""
 
 
+class RunDirBusyError(EqcatInputError):
+    """Another build holds the run directory (it cannot heal by retrying at once)."""
+
+
 class InterruptedBuild(Exception):  # noqa: N818 (not an error: the user asked for it)
     """The build was stopped by SIGINT/SIGTERM; ``str()`` says how to resume."""
 

@@ -9,11 +9,13 @@ mistakes for a finished one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from pipeline.errors import OLD_RUN_HINT, EqcatInputError
+from pipeline.errors import OLD_RUN_HINT, EqcatInputError, RunDirBusyError
 
 #: Permissions of every file a stage writes (mkstemp alone would give 0600).
 FILE_MODE = 0o644
@@ -43,6 +45,9 @@ STAGE_DIRS = (
     "report",
 )
 
+
+#: The file a build holds locked while it writes a run directory (:meth:`RunDir.exclusive`).
+LOCK_NAME = ".eqcat.lock"
 
 #: Manifest stages in build order: one per stage folder (the catalog and report are
 #: written by one flow stage).
@@ -274,6 +279,37 @@ class RunDir:
         folder = self.root / stage
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[RunDir]:
+        """Hold the run directory for one build (an advisory lock on :data:`LOCK_NAME`).
+
+        A second build of the same run directory (a scheduled run while a manual one goes
+        on, two terminals) fails at once instead of interleaving its writes with the first.
+        The lock goes with the process that holds it, also when it is killed.
+
+        Raises:
+            RunDirBusyError: naming the run directory and the build that holds it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "?"
+                raise RunDirBusyError(
+                    f"in use by another eqcat build ({holder}); wait for it to end or stop it",
+                    path=self.root,
+                ) from None
+            os.ftruncate(fd, 0)
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            os.pwrite(
+                fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0
+            )
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
 
     @property
     def manifest_path(self) -> Path:

@@ -331,6 +331,19 @@ def build_until(
     return code, "".join(lines), stopped_in
 
 
+def test_a_second_build_of_a_busy_run_directory_stops_at_once(env, tmp_path):
+    """A build (here: this test) holds the run directory: a second ``eqcat build`` of it
+    exits 2 with one line naming the directory and the holder, and writes nothing there."""
+    from pipeline.rundir import RunDir
+
+    config = demo_cut(tmp_path, tmp_path / "runs", picker="stalta")
+    run = RunDir(tmp_path / "runs" / "democut")
+    with run.exclusive():
+        result = eqcat(env, "build", config)
+    assert_one_error(result, 2, f"{run.root}: in use by another eqcat build (pid {os.getpid()}")
+    assert sorted(p.name for p in run.root.iterdir()) == [".eqcat.lock"]
+
+
 def test_sigterm_to_the_process_group_during_generation_stops_the_build(env, tmp_path):
     """SIGTERM to the whole group (the build, its generator processes, Prefect's server)
     while the scenario is generated: one line, status 143, in seconds. Prefect's own SIGTERM

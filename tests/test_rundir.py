@@ -56,3 +56,37 @@ def test_written_files_are_world_readable(tmp_path):
     with atomic_write(target) as fh:
         fh.write("<html></html>")
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_one_build_at_a_time_holds_a_run_directory(tmp_path):
+    """A second holder fails at once naming the first (pid, host, start); the lock is free
+    again when the first lets go."""
+    import os
+
+    from pipeline.errors import RunDirBusyError
+
+    run = RunDir(tmp_path / "run")
+    with run.exclusive():
+        with pytest.raises(RunDirBusyError) as busy:
+            with run.exclusive():
+                pytest.fail("a second holder got the lock")
+        message = str(busy.value)
+        assert message.startswith(
+            f"{run.root}: in use by another eqcat build (pid {os.getpid()} on "
+        )
+        assert message.endswith("wait for it to end or stop it")
+    with run.exclusive():
+        pass
+
+
+def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (run.root / "catalog").mkdir(parents=True, exist_ok=True)
+        (run.root / "catalog" / name).write_text(name)
+    outputs = ["catalog/a.csv", "catalog/b.csv", "catalog/c.csv", "catalog/"]
+    run.record_stage("catalog", outputs=outputs)
+    assert run.changed_outputs(("catalog",)) == []
+    (run.root / "catalog" / "a.csv").write_text("edited")
+    (run.root / "catalog" / "b.csv").unlink()
+    assert run.changed_outputs(("catalog", "report")) == ["catalog/a.csv", "catalog/b.csv"]
