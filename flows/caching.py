@@ -32,7 +32,7 @@ from prefect import Task
 from pydantic_core import to_jsonable_python
 
 import pipeline
-from pipeline.rundir import parquet_readable, sha256_file, write_text_atomic
+from pipeline.rundir import parquet_readable, sha256_file, software_versions, write_text_atomic
 
 PIPELINE_ROOT = Path(pipeline.__file__).resolve().parent
 #: HypoInverse / HypoDD templates and the shipped velocity models: code as well.
@@ -46,8 +46,11 @@ _hash_store_opened = False
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the pipeline's source and templates: any change invalidates the caches."""
+    """Hash of the pipeline's source and templates, and of the versions of Python and the
+    libraries that compute with them (:func:`pipeline.rundir.software_versions`): any change,
+    an upgraded TensorFlow or ObsPy too, invalidates the caches."""
     digest = hashlib.sha256(pipeline.__version__.encode())
+    digest.update(json.dumps(software_versions(), sort_keys=True).encode())
     files = sorted(PIPELINE_ROOT.rglob("*.py")) + sorted(
         p for p in TEMPLATES_ROOT.rglob("*") if p.is_file()
     )

@@ -245,12 +245,28 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: Distributions whose versions :func:`software_versions` reports (absent ones are left out;
+#: TensorFlow is ``tensorflow`` or ``tensorflow-cpu`` by set-up; ``hypodd`` is the Python engine).
+SOFTWARE = (
+    "eqcat",
+    "obspy",
+    "numpy",
+    "scipy",
+    "pandas",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "pyocto",
+    "hypodd",
+)
+
+
 def software_versions() -> dict[str, str]:
-    """Versions of Python and the main libraries, for the manifest."""
+    """Versions of Python and the libraries whose numbers enter a catalog (manifest, cache keys)."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("eqcat", "obspy", "numpy", "pandas", "tensorflow-cpu", "keras", "pyocto"):
+    for name in SOFTWARE:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
