@@ -502,3 +502,31 @@ def test_output_readers_on_example1_reference(shared):
     assert res.iloc[0].station == "NCCAI" and res.iloc[0].residual_ms == pytest.approx(1.394783)
     loc = fmt.read_loc(shared(*EXAMPLE, "hypoDD.loc"))
     assert set(loc.hypodd_id) == set(reloc.hypodd_id)
+
+
+def test_an_engine_failure_keeps_the_hypoinverse_locations_and_says_so(tmp_path):
+    """HypoDD past its time limit (the same inputs would fail again): the stage ends with the
+    HypoInverse locations, flags the linked events ``hypodd_failed`` and records the failure
+    where the report and the terminal read it."""
+    from pipeline.relocation.stage import ENGINE_FAILURE
+    from pipeline.report.data_quality import data_gaps
+
+    model = load_velocity_model("tottori")
+    scenario = make_cluster(model, n_events=12, n_stations=8, seed=7)
+    run = RunDir(tmp_path / "run")
+    write_run(run, scenario)
+    cfg = RelocationConfig(engine="python", timeout_s=0.001)
+    entry = relocate(run, cfg, model)
+
+    table = pd.read_parquet(run.root / "relocation" / "relocations.parquet")
+    assert len(table) == 12 and not table.relocated.any()
+    assert set(table.flag) == {"hypodd_failed"}
+    start = scenario.locations.set_index("event_id").loc[table.event_id]
+    assert np.allclose(table.latitude, start.latitude) and np.allclose(
+        table.depth_km, start.depth_km
+    )
+    assert entry["counts"]["hypodd_failed"] == 12 and entry["counts"]["relocated"] == 0
+    failure = entry["details"]["failures"][ENGINE_FAILURE]
+    assert "exceeded relocation.timeout_s = 0.001 s" in failure
+    assert failure.endswith("HypoInverse locations kept")
+    assert data_gaps(run)[ENGINE_FAILURE] == f"relocation: {failure}"

@@ -18,7 +18,9 @@ the P and S residual spreads set the a-priori S weight (``hypodd.s_weight_ratio 
     longitude, depth_km (relocated where ``relocated``, else the HypoInverse values),
     relocated (bool), flag ("relocated" | "not_linked": no differential times |
     "dropped_by_hypodd": linked but not in hypoDD.reloc — outside the clusters or an air quake
-    | "not_located": HypoInverse gave no location), cluster_id (Int64), ex_km, ey_km, ez_km
+    | "hypodd_failed": linked, but the engine failed (time limit, crash; the stage keeps the
+    HypoInverse locations and the report names the failure) | "not_located": HypoInverse gave
+    no location), cluster_id (Int64), ex_km, ey_km, ez_km
     (HypoDD errors; LSQR's are known to be too small), rms_ct_s, rms_cc_s, n_ct_p, n_ct_s,
     n_cc_p, n_cc_s, and start_origin_time, start_latitude, start_longitude, start_depth_km
     (the HypoInverse location).
@@ -36,7 +38,7 @@ import pandas as pd
 
 from pipeline.errors import EqcatInputError
 from pipeline.relocation import hypodd_formats as fmt
-from pipeline.relocation.engine import run_engine
+from pipeline.relocation.engine import HypoDDError, HypoDDInputError, run_engine
 from pipeline.relocation.params import HypoDDConfig, RelocationConfig
 from pipeline.relocation.ph2dt import KM_PER_DEG, Ph2dtStats, catalog_differential_times, format_log
 from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
@@ -51,6 +53,9 @@ from pipeline.velocity import VelocityModel
 from pipeline.waveforms.inventory import read_stations_csv
 
 log = logging.getLogger(__name__)
+
+#: The label of an engine failure in the stage's ``details["failures"]`` (report, terminal).
+ENGINE_FAILURE = "HypoDD (every linked event)"
 
 LOCATION_COLUMNS = ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
 ASSIGNMENT_COLUMNS = ["event_id", "pick_id"]
@@ -160,9 +165,14 @@ def _phases(
 
 
 def _join(
-    locations: pd.DataFrame, events: pd.DataFrame, reloc: pd.DataFrame, linked: set[int]
+    locations: pd.DataFrame,
+    events: pd.DataFrame,
+    reloc: pd.DataFrame,
+    linked: set[int],
+    engine_failed: bool = False,
 ) -> pd.DataFrame:
-    """relocations.parquet (module docstring) from the inputs and hypoDD.reloc."""
+    """relocations.parquet (module docstring) from the inputs and hypoDD.reloc (empty when
+    the engine failed: ``engine_failed``)."""
     base = locations.copy()
     base["event_id"] = base["event_id"].astype(str)
     base = base.merge(events[["event_id", "hypodd_id"]], on="event_id", how="left")
@@ -177,7 +187,11 @@ def _join(
         np.where(
             table["hypodd_id"].isna(),
             "not_located",
-            np.where(table["hypodd_id"].isin(list(linked)), "dropped_by_hypodd", "not_linked"),
+            np.where(
+                table["hypodd_id"].isin(list(linked)),
+                "hypodd_failed" if engine_failed else "dropped_by_hypodd",
+                "not_linked",
+            ),
         ),
     )
     start_time = pd.to_datetime(table["origin_time"], utc=True)
@@ -343,28 +357,38 @@ def relocate(
 
     Returns:
         The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
-        not_linked, dropped_by_hypodd, not_located, dt_ct_p, dt_ct_s, dt_cc_p, dt_cc_s.
+        not_linked, dropped_by_hypodd, hypodd_failed, not_located, dt_ct_p, dt_ct_s, dt_cc_p,
+        dt_cc_s; its ``details["failures"]`` names an engine failure (time limit, crash), after
+        which the HypoInverse locations are kept (an input error still raises).
     """
     started = time.perf_counter()
     prep = prepare_inputs(run, cfg, model, sds_root)
     dt_ct, dt_cc, written = prep.dt_ct, prep.dt_cc, prep.written
     linked = set(dt_ct["id1"]) | set(dt_ct["id2"]) | set(dt_cc["id1"]) | set(dt_cc["id2"])
     engine = None
+    failures: dict[str, str] = {}
     reloc = fmt.empty_reloc()
     if dt_ct.empty:
         log.warning("relocation: no linked event pairs; HypoDD not run, locations kept")
     else:
         t = time.perf_counter()
-        run_record = run_engine(prep.folder, cfg)
+        try:
+            run_record = run_engine(prep.folder, cfg)
+        except HypoDDInputError:
+            raise
+        except HypoDDError as exc:  # the same inputs fail again: keep the catalog, say why
+            failures[ENGINE_FAILURE] = f"{exc}; HypoInverse locations kept"
+            log.warning("relocation: %s", failures[ENGINE_FAILURE])
+        else:
+            engine = run_record.engine
+            loc_name = fmt.read_inp_files(prep.folder / "hypoDD.inp")["fn_loc"]
+            reloc = fmt.realign_origin_times(
+                fmt.read_reloc(run_record.reloc_path), fmt.read_loc(prep.folder / loc_name)
+            )
+            written.append(run_record.reloc_path)
         prep.timings_s["engine_s"] = round(time.perf_counter() - t, 3)
-        engine = run_record.engine
-        loc_name = fmt.read_inp_files(prep.folder / "hypoDD.inp")["fn_loc"]
-        reloc = fmt.realign_origin_times(
-            fmt.read_reloc(run_record.reloc_path), fmt.read_loc(prep.folder / loc_name)
-        )
-        written.append(run_record.reloc_path)
 
-    table = _join(prep.locations, prep.events, reloc, {int(i) for i in linked})
+    table = _join(prep.locations, prep.events, reloc, {int(i) for i in linked}, bool(failures))
     written.append(write_parquet_atomic(table, prep.folder / "relocations.parquet"))
     flags = table["flag"].value_counts()
     counts = {
@@ -373,6 +397,7 @@ def relocate(
         "relocated": int(flags.get("relocated", 0)),
         "not_linked": int(flags.get("not_linked", 0)),
         "dropped_by_hypodd": int(flags.get("dropped_by_hypodd", 0)),
+        "hypodd_failed": int(flags.get("hypodd_failed", 0)),
         "not_located": int(flags.get("not_located", 0)),
         "dt_ct_p": int((dt_ct["phase"] == "P").sum()),
         "dt_ct_s": int((dt_ct["phase"] == "S").sum()),
@@ -389,6 +414,7 @@ def relocate(
         wall_time_s=round(time.perf_counter() - started, 3),
         details={
             "engine": engine,
+            "failures": failures,
             "timings_s": prep.timings_s,
             "ph2dt": prep.ph2dt.as_dict(),
             "s_weight_ratio": prep.s_weight_ratio,

@@ -174,11 +174,12 @@ def data_gaps(run: RunDir) -> dict[str, str]:
 
     Station-days that failed (download or picking) or that the picker skipped (every
     component dead), stations the download skipped (no channel matching the priorities,
-    invalid codes) and stations the magnitude stage skipped (no instrument response).
+    invalid codes), a relocation whose engine failed (HypoInverse locations kept) and
+    stations the magnitude stage skipped (no instrument response).
     """
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
-    for stage in ("waveforms", "picks", "magnitude"):
+    for stage in ("waveforms", "picks", "relocation", "magnitude"):
         details = manifest.get(stage, {}).get("details", {})
         failures = details.get("failures", {})
         if isinstance(failures, dict):
