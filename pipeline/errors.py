@@ -153,7 +153,19 @@ def input_error(exc: BaseException) -> EqcatInputError | None:
 #: Errors that a second try on the same inputs raises again: a bad value, a wrong type, a
 #: missing key or column (``UnicodeDecodeError`` and ``json.JSONDecodeError`` are
 #: ``ValueError``\ s). A time-out, a refused connection or an HTTP 5xx answer is none of them.
-DETERMINISTIC_ERRORS = (ValueError, TypeError, LookupError, AttributeError, NotImplementedError)
+class ProgramError(RuntimeError):
+    """An external program (HypoInverse, HypoDD) failed or ran past its time limit on these
+    inputs: running it again on the same inputs gives the same end, so it is not retried."""
+
+
+DETERMINISTIC_ERRORS = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    NotImplementedError,
+    ProgramError,
+)
 
 
 def _causes(exc: BaseException):

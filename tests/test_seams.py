@@ -36,7 +36,9 @@ from test_bad_data import (  # noqa: F401 - ``archive`` is a fixture
 
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import EqcatInputError, is_retryable
+from pipeline.location.runner import HypoInverseError
 from pipeline.picking.stage import PickingError
+from pipeline.relocation.engine import HypoDDError
 from pipeline.report.data_quality import terminal_lines
 from pipeline.waveforms.reader import read_station
 
@@ -162,7 +164,9 @@ def test_model_is_loaded_once_when_threads_ask_together(caplog):
         (FileNotFoundError(2, "No such file", "x"), False),
         (TimeoutError("read timed out"), True),
         (ConnectionRefusedError(111, "refused"), True),
-        (RuntimeError("HypoDD crashed"), True),
+        (RuntimeError("some other failure"), True),
+        (HypoDDError("HypoDD (python) failed with exit status 1"), False),
+        (HypoInverseError("HypoInverse did not finish within 600 s"), False),
     ],
 )
 def test_retry_only_what_can_heal(exc, retry):

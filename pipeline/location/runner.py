@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.errors import ProgramError
 from pipeline.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ ENV_VAR = "EQCAT_HYPOINVERSE"
 TEMPLATE = Path(__file__).resolve().parents[2] / "hypo_templates" / "hypoinverse.hyp.tmpl"
 
 
-class HypoInverseError(RuntimeError):
+class HypoInverseError(ProgramError):
     """HypoInverse is missing, failed, or did not write the expected outputs."""
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import EqcatInputError
+from pipeline.errors import EqcatInputError, ProgramError
 from pipeline.relocation.hypodd_formats import read_inp_files
 from pipeline.relocation.params import RelocationConfig
 from pipeline.rundir import TEMP_MARK, write_text_atomic
@@ -34,7 +34,7 @@ ENGINE_LOG = "hypoDD.engine.log"
 ITERATIONS_DIR = "hypoDD.iterations"
 
 
-class HypoDDError(RuntimeError):
+class HypoDDError(ProgramError):
     """HypoDD could not be run or did not produce its relocations."""
 
 
