@@ -48,3 +48,11 @@ def test_day_file_hash_is_remembered_across_processes_and_redone_after_a_change(
     again = _fingerprint_in_new_process(day, env)
     assert again != first
     assert again.endswith(":" + caching.sha256_file(day))
+
+
+def test_an_upgraded_library_changes_every_cache_key(monkeypatch):
+    """The code version that enters every cache key covers the libraries that compute."""
+    before = caching.code_version.__wrapped__()
+    upgraded = {**caching.software_versions(), "tensorflow": "99.0"}
+    monkeypatch.setattr(caching, "software_versions", lambda: upgraded)
+    assert caching.code_version.__wrapped__() != before

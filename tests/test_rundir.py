@@ -90,13 +90,3 @@ def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
     (run.root / "catalog" / "a.csv").write_text("edited")
     (run.root / "catalog" / "b.csv").unlink()
     assert run.changed_outputs(("catalog", "report")) == ["catalog/a.csv", "catalog/b.csv"]
-
-
-def test_an_upgraded_library_changes_every_cache_key(monkeypatch):
-    """The code version that enters every cache key covers the libraries that compute."""
-    import flows.caching as caching
-
-    before = caching.code_version.__wrapped__()
-    upgraded = {**caching.software_versions(), "tensorflow": "99.0"}
-    monkeypatch.setattr(caching, "software_versions", lambda: upgraded)
-    assert caching.code_version.__wrapped__() != before
