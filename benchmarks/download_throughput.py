@@ -1,26 +1,35 @@
 """Waveform download throughput: station-days per second against a local FDSN server.
 
 Run: ``.venv/bin/python benchmarks/download_throughput.py [--stations 12] [--days 2]
-[--rate 20] [--workers 1 4 8] [--latency 0 0.2]``. Generates ``--stations`` x ``--days``
-full station-days of 3-component miniSEED (``--rate`` Hz, STEIM2), serves them with
+[--rate 20] [--workers 1 4 8] [--latency 0 0.2] [--repeats 3]``. Generates ``--stations`` x
+``--days`` full station-days of 3-component miniSEED (``--rate`` Hz, STEIM2), serves them with
 portable-fdsnws-dataselect (index by mseedindex) on 127.0.0.1, and downloads them with
-:func:`pipeline.waveforms.download_waveforms` (quality table included) into a fresh run
-directory per worker count. ``--latency`` > 0 puts the test proxy of ``tests/fdsn_server.py``
-in front of the server, adding that many seconds per request, like a remote data centre.
+:func:`pipeline.waveforms.download_waveforms` (quality table included; ``WaveformConfig``
+defaults but an FDSN source with a 60 s timeout and ``max_workers`` = the worker count) into
+a fresh run directory per run. ``--latency`` > 0 puts the test proxy of
+``tests/fdsn_server.py`` in front of the server, adding that many seconds per request, like a
+remote data centre.
+
+Each latency / worker count is downloaded ``--repeats`` times, one run after the other; the
+min / median wall times (s) are printed, and the rates (station-days/s, MB/s written) at the
+median wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from obspy import Inventory, Stream, Trace, UTCDateTime
 from obspy.core.inventory import Channel, Network, Station
+from timing import min_median, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fdsn_server import DataselectServer, FlakyProxy  # noqa: E402
@@ -67,20 +76,16 @@ def make_data(folder: Path, n_stations: int, n_days: int, rate: float) -> tuple[
 
 
 def run_once(base_url: str, stationxml: Path, workers: int, days: int, folder: Path) -> dict:
-    """Download everything once into a new run directory; summary plus wall time (s)."""
+    """Download everything once into a new run directory; the download summary."""
     cfg = WaveformConfig(source=FDSNSource(base_url=base_url, timeout_s=60), max_workers=workers)
-    run = RunDir(folder / f"run-w{workers}-{time.monotonic_ns()}")
-    start = time.perf_counter()
-    summary = download_waveforms(
-        run,
+    return download_waveforms(
+        RunDir(folder / f"run-w{workers}-{time.monotonic_ns()}"),
         StationXMLStations(path=stationxml),
         cfg,
         START,
         START + timedelta(days=days),
         progress=False,
     )
-    summary["wall_s"] = time.perf_counter() - start
-    return summary
 
 
 def main() -> None:
@@ -96,6 +101,7 @@ def main() -> None:
         default=[0.0],
         help="seconds added per request by a local proxy",
     )
+    parser.add_argument("--repeats", type=positive(int), default=3, help="timed runs per case")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -104,7 +110,7 @@ def main() -> None:
         print(
             f"data: {args.stations} stations x {args.days} days x 3 channels at {args.rate:g} Hz "
             f"({sum(f.stat().st_size for f in files) / 1e6:.1f} MB) in "
-            f"{time.perf_counter() - t:.1f} s"
+            f"{time.perf_counter() - t:.1f} s; {args.repeats} runs per case"
         )
         with DataselectServer(files, folder / "server") as server:
             for latency in args.latency:
@@ -112,13 +118,14 @@ def main() -> None:
                 url = proxy.__enter__().base_url if proxy else server.base_url
                 try:
                     for workers in args.workers:
-                        s = run_once(url, stationxml, workers, args.days, folder)
-                        units = s["units_downloaded"]
+                        download = partial(run_once, url, stationxml, workers, args.days, folder)
+                        walls, _, s = timed(download, args.repeats)
+                        units, median = s["units_downloaded"], statistics.median(walls)
                         print(
                             f"latency={latency:.2f}s workers={workers:2d} "
-                            f"station-days={units:3d} wall={s['wall_s']:6.2f}s "
-                            f"rate={units / s['wall_s']:6.2f} station-days/s "
-                            f"({s['bytes_downloaded'] / 1e6 / s['wall_s']:.1f} MB/s written)"
+                            f"station-days={units:3d} wall min/median={min_median(walls, '6.2f')}s "
+                            f"rate at median={units / median:6.2f} station-days/s "
+                            f"({s['bytes_downloaded'] / 1e6 / median:.1f} MB/s written)"
                         )
                 finally:
                     if proxy:

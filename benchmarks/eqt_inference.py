@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import timed
 
 from pipeline.cli import positive
 from pipeline.weights import DEFAULT_MODEL
@@ -27,24 +27,6 @@ from pipeline.weights import DEFAULT_MODEL
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EQCAT_SHARED", REPO_ROOT.parent / "shared"))
 SECONDS_PER_WINDOW_AT_30_PERCENT = 42.0
-
-
-def _time(call, repeats: int) -> tuple[float, float, float, float]:
-    """Seconds: (first call, min and median of ``repeats`` further calls, least CPU time).
-
-    CPU time is summed over threads; other processes on a shared machine disturb it less
-    than wall time.
-    """
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    walls, cpus = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        call()
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - start_cpu)
-    return first, min(walls), float(np.median(walls)), min(cpus)
 
 
 def main() -> None:
@@ -69,10 +51,13 @@ def main() -> None:
     )
     rows = []
     for label, passes in (("plain", 0), (f"MC M={args.mc}", args.mc)):
-        first, best, median, cpu = _time(
-            lambda p=passes: model.predict_windows(x, mc_samples=p, batch_size=args.batch_size),
-            args.repeats,
-        )
+
+        def predict(p: int = passes) -> dict[str, np.ndarray]:
+            return model.predict_windows(x, mc_samples=p, batch_size=args.batch_size)
+
+        first = timed(predict, 1).walls[0]  # compiles
+        walls, cpus, _ = timed(predict, args.repeats)
+        best, median, cpu = min(walls), float(np.median(walls)), min(cpus)
         rate = args.windows / best
         rows.append((label, first, best, median, rate, max(passes, 1), cpu / args.windows))
     print(

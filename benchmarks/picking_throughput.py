@@ -38,11 +38,11 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from obspy import Stream, Trace, UTCDateTime, read
+from timing import min_median, timed
 
 from pipeline.cli import positive
 
@@ -96,16 +96,6 @@ def _quiet_day(wilz: Stream, model, hours: float, events: int, seed: int = 7) ->
     return Stream(traces)
 
 
-def _timed(call, repeats: int) -> tuple[list[float], object]:
-    """Wall seconds of ``repeats`` calls and the last result."""
-    walls, result = [], None
-    for _ in range(repeats):
-        began = time.perf_counter()
-        result = call()
-        walls.append(time.perf_counter() - began)
-    return walls, result
-
-
 def run_case(case: str, args: argparse.Namespace) -> dict:
     """One timed case in this process; returns its figures."""
     from concurrent.futures import ThreadPoolExecutor
@@ -134,14 +124,14 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     rss_before = _rss_mb()
     stats = SpanStats()
     once = lambda: pick_span(read_span, codes, start, end, cfg, model)  # noqa: E731
-    walls, _ = _timed(once, args.repeats)
+    walls = timed(once, args.repeats).walls
     picks = pick_span(read_span, codes, start, end, cfg, model, stats)  # the counts, untimed
     figures = {}
     if case == "wilz-x2":
         with ThreadPoolExecutor(args.workers) as pool:
             both = lambda: list(pool.map(lambda _: once(), range(2)))  # noqa: E731
-            seq_walls, _ = _timed(lambda: [once(), once()], args.repeats)
-            par_walls, results = _timed(both, args.repeats)
+            seq_walls = timed(lambda: [once(), once()], args.repeats).walls
+            par_walls, _, results = timed(both, args.repeats)
         identical = all(r.equals(picks) for r in results)
         figures = {"sequential_s": seq_walls, "parallel_s": par_walls, "identical": identical}
     return {
@@ -161,10 +151,11 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
 
 
 def _line(r: dict) -> str:
-    best, median = min(r["walls"]), float(np.median(r["walls"]))
+    best = min(r["walls"])
     share = 100 * r["mc_windows"] / max(1, r["windows"])
     text = (
-        f"{r['case']:8s} data={r['data_s']:6.0f}s wall min/median={best:6.2f}/{median:6.2f}s "
+        f"{r['case']:8s} data={r['data_s']:6.0f}s "
+        f"wall min/median={min_median(r['walls'], '6.2f')}s "
         f"x real time={r['data_s'] / best:6.0f}  windows={r['windows']:5d} "
         f"MC windows={r['mc_windows']:5d} ({share:5.1f}%) P/S={r['picks_p']}/{r['picks_s']} "
         f"peak RSS={r['peak_rss_mb']:5.0f} MB"
@@ -172,9 +163,9 @@ def _line(r: dict) -> str:
     if "parallel_s" in r:
         seq, par = min(r["sequential_s"]), min(r["parallel_s"])
         text += (
-            f"\n{'':8s} 2 station-days: one at a time min/median={seq:.2f}/"
-            f"{np.median(r['sequential_s']):.2f}s, {len(r['parallel_s'])} runs of 2 workers "
-            f"min/median={par:.2f}/{np.median(r['parallel_s']):.2f}s -> {seq / par:.2f}x; "
+            f"\n{'':8s} 2 station-days: one at a time min/median="
+            f"{min_median(r['sequential_s'])}s, {len(r['parallel_s'])} runs of 2 workers "
+            f"min/median={min_median(r['parallel_s'])}s -> {seq / par:.2f}x; "
             f"identical picks: {r['identical']}"
         )
     return text
@@ -202,8 +193,6 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     if args.one:
         print("RESULT " + json.dumps(run_case(args.one, args)), flush=True)
         return

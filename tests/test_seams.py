@@ -529,6 +529,9 @@ def test_hinet_build_without_credentials_or_win32tools_fails_validate(monkeypatc
         ("completeness.py", ["--seeds", "-1"]),
         ("eqt_inference.py", ["--repeats", "0"]),
         ("picking_throughput.py", ["--workers", "x"]),
+        ("download_throughput.py", ["--repeats", "0"]),
+        ("prefect_overhead.py", ["--repeats", "0"]),
+        ("completeness.py", ["--repeats", "0"]),
     ],
 )
 def test_benchmark_counts_must_be_positive(script, args):
