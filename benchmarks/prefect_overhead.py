@@ -160,17 +160,14 @@ def in_fresh_process(step: str, config_path: Path, prefect_home: Path) -> dict:
 def one_round(folder: Path, stations: int, minutes: float, picker: str) -> dict[str, dict]:
     """``direct``, ``first_build`` and ``cached_build`` of new configs in the new ``folder``.
 
-    :type folder: :class:`~pathlib.Path`
-    :param folder: Folder of this round's configs, run directories and ``PREFECT_HOME``;
-        must not exist yet.
-    :type stations: int
-    :param stations: Scenario stations.
-    :type minutes: float
-    :param minutes: Scenario length (min).
-    :type picker: str
-    :param picker: ``"stalta"`` or ``"eqt"``.
-    :rtype: dict
-    :return: The timings (s) of each of :data:`PARTS`, by part.
+    Args:
+        folder: this round's configs, run directories and ``PREFECT_HOME`` (must not exist).
+        stations: scenario stations.
+        minutes: scenario length (min).
+        picker: ``"stalta"`` or ``"eqt"``.
+
+    Returns:
+        The timings (s) of each of :data:`PARTS`, by part.
     """
     folder.mkdir()
     direct = write_config(folder, "direct", stations, minutes, picker)

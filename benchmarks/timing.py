@@ -30,12 +30,12 @@ class Timed(NamedTuple, Generic[T]):
 def timed(call: Callable[[], T], repeats: int) -> Timed[T]:
     """Call ``call`` ``repeats`` times, one after the other, and time each call.
 
-    :type call: callable
-    :param call: The timed case, called without arguments.
-    :type repeats: int
-    :param repeats: Number of calls (at least 1).
-    :rtype: :class:`Timed`
-    :return: Wall and CPU seconds (s) of each call and the last call's result.
+    Args:
+        call: the timed case, called without arguments.
+        repeats: number of calls (at least 1).
+
+    Returns:
+        Wall and CPU seconds of each call, and the last call's result.
     """
     walls, cpus = [], []
     for _ in range(repeats):
@@ -47,13 +47,6 @@ def timed(call: Callable[[], T], repeats: int) -> Timed[T]:
 
 
 def min_median(seconds: list[float], spec: str = ".2f") -> str:
-    """``"min/median"`` of some times, each formatted with ``spec``.
-
-    :type seconds: list[float]
-    :param seconds: Times (s) of the repeated runs of one case.
-    :type spec: str
-    :param spec: Format spec of each number, as in ``format(value, spec)``.
-    :rtype: str
-    :return: E.g. ``"1.23/1.31"``: the min and the median, in the unit of ``seconds`` (s).
-    """
+    """``"min/median"`` of the times (s) of a case's repeated runs, e.g. ``"1.23/1.31"``;
+    each number formatted with ``spec`` (as in ``format(value, spec)``)."""
     return f"{min(seconds):{spec}}/{statistics.median(seconds):{spec}}"
