@@ -169,8 +169,8 @@ def test_parser_reads_every_event_and_phase_of_el16(shared):
     assert n_checked == 563
 
 
-def test_el16_round_trip_relocation(hyp_binary, shared, tmp_path):
-    """Parse El16.arc, write its picks back, relocate with the generic model."""
+def _el16_inputs(shared) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(events, picks, stations) of HypoDD example 1's El16.arc, as the stage passes them."""
     folder = shared("data", "hypodd_example1")
     archived, phases = parse_archive(folder / "El16.arc")
     stations = pd.read_csv(
@@ -189,8 +189,17 @@ def test_el16_round_trip_relocation(hyp_binary, shared, tmp_path):
         pick_id=[f"p{i}" for i in range(len(phases))],
         location="",
     )
+    return events, picks, stations
+
+
+def test_el16_round_trip_relocation(hyp_binary, shared, tmp_path):
+    """Parse El16.arc, write its picks back, relocate with the generic model."""
+    events, picks, stations = _el16_inputs(shared)
     model = load_velocity_model("generic_crust")
-    locations, residuals = locate_picks(events, picks, stations, LocationConfig(), model, tmp_path)
+    locations, residuals, failures = locate_picks(
+        events, picks, stations, LocationConfig(), model, tmp_path
+    )
+    assert failures == {}
     assert locations["located"].all()
     known = set(stations["station"])
     with_coordinates = picks[picks["station"].isin(known)]
@@ -465,3 +474,31 @@ def test_trial_depths_lift_events_off_a_layer_top(hyp_binary, tmp_path):
         "location/trial_depths/10.00km/hypoinverse.arc"
         in run.read_manifest()["location"]["outputs"]
     )
+
+
+def test_a_failed_trial_depth_start_leaves_the_other_solutions(
+    hyp_binary, shared, tmp_path, monkeypatch
+):
+    """HypoInverse failing from one further trial depth (injected: the real program runs for
+    the other starts) is named in the failures; every event is still located."""
+    import pipeline.location.stage as stage
+    from pipeline.location.runner import HypoInverseError
+
+    real = stage.run_hypoinverse
+
+    def failing_at_10_km(command, inputs, outputs, where, timeout_s):
+        if where.name == "10.00km":
+            raise HypoInverseError(f"HypoInverse did not finish within 1 s; see {where}")
+        return real(command, inputs, outputs, where, timeout_s)
+
+    monkeypatch.setattr(stage, "run_hypoinverse", failing_at_10_km)
+    events, picks, stations = _el16_inputs(shared)
+    model = load_velocity_model("generic_crust")
+    locations, _, failures = locate_picks(
+        events, picks, stations, LocationConfig(), model, tmp_path
+    )
+    assert list(failures) == ["HypoInverse start from 10.00 km depth"]
+    assert failures["HypoInverse start from 10.00 km depth"].endswith(
+        "the other starts' solutions kept"
+    )
+    assert locations["located"].all()

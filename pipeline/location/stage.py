@@ -63,7 +63,7 @@ from pipeline.location.hypoinverse_formats import (
     station_line,
 )
 from pipeline.location.params import LocationConfig
-from pipeline.location.runner import render_command_file, run_hypoinverse
+from pipeline.location.runner import HypoInverseError, render_command_file, run_hypoinverse
 from pipeline.rundir import (
     RunDir,
     read_run_table,
@@ -412,7 +412,7 @@ def locate_picks(
     cfg: LocationConfig,
     model: VelocityModel,
     folder: Path,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Locate ``events`` from their ``picks`` with HypoInverse, in ``folder``.
 
     Args:
@@ -424,8 +424,10 @@ def locate_picks(
         folder: where the program's files go.
 
     Returns:
-        (locations, residuals) with the columns :data:`LOCATION_COLUMNS` and
-        :data:`RESIDUAL_COLUMNS`; every event of ``events`` has a locations row.
+        (locations, residuals, failures): tables with the columns :data:`LOCATION_COLUMNS`
+        and :data:`RESIDUAL_COLUMNS` (every event of ``events`` has a locations row), and the
+        further trial-depth starts whose HypoInverse run failed (label -> why; their
+        solutions are left out, the primary start's failure raises).
     """
     correct = cfg.elevation_correction and cfg.crust_model_type == "CRH"
     table = station_table(stations, float(model.vp_km_s[0]) if correct else None)
@@ -438,6 +440,7 @@ def locate_picks(
 
     located = pd.DataFrame(columns=["hypoinverse_id"])
     out_phases = pd.DataFrame()
+    failures: dict[str, str] = {}
     starts_dir = folder / STARTS_DIR
     if starts_dir.is_dir():  # solutions of an earlier run's starts are stale
         shutil.rmtree(starts_dir)
@@ -453,13 +456,21 @@ def locate_picks(
         for index, depth in enumerate(trial_starts(cfg)):
             where = folder if depth is None else starts_dir / f"{depth:05.2f}km"
             text = phases.text if depth is None else phases.text_from_depth(depth)
-            log_path = run_hypoinverse(
-                command,
-                {**inputs, PHASE_FILE: text},
-                [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE],
-                where,
-                cfg.timeout_s,
-            )
+            try:
+                log_path = run_hypoinverse(
+                    command,
+                    {**inputs, PHASE_FILE: text},
+                    [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE],
+                    where,
+                    cfg.timeout_s,
+                )
+            except HypoInverseError as exc:
+                if depth is None:
+                    raise
+                label = f"HypoInverse start from {depth:.2f} km depth"
+                failures[label] = f"{exc}; the other starts' solutions kept"
+                log.warning("location: %s failed: %s", label, failures[label])
+                continue
             if depth is None:
                 abandoned = parse_abandoned(log_path.read_text(encoding="ascii", errors="replace"))
             events_k, phases_k = parse_archive(where / ARCHIVE_FILE)
@@ -485,7 +496,7 @@ def locate_picks(
         phases.reasons[event_id] += [
             f"pick {pick_id} not in HypoInverse's output (see {PRINT_FILE})" for pick_id in pick_ids
         ]
-    return _locations(events, phases, located), residuals
+    return _locations(events, phases, located), residuals, failures
 
 
 def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) -> pd.DataFrame:
@@ -579,7 +590,7 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
     event_picks["weight_code"] = weight_codes(event_picks, cfg)
 
     folder = run.stage_dir("location")
-    locations, residuals = locate_picks(events, event_picks, stations, cfg, model, folder)
+    locations, residuals, failures = locate_picks(events, event_picks, stations, cfg, model, folder)
     write_parquet_atomic(locations, folder / "locations.parquet")
     write_parquet_atomic(residuals, folder / "phase_residuals.parquet")
     counts = {
@@ -602,6 +613,7 @@ def locate(run: RunDir, cfg: LocationConfig, model: VelocityModel) -> dict:
         wall_time_s=round(wall_clock.perf_counter() - started, 3),
         details={
             "program": "HypoInverse 1.40",
+            "failures": failures,
             "velocity_model": model.name,
             "config": cfg.model_dump(),
         },  # fmt: skip
