@@ -150,14 +150,15 @@ def input_error(exc: BaseException) -> EqcatInputError | None:
     return None
 
 
-#: Errors that a second try on the same inputs raises again: a bad value, a wrong type, a
-#: missing key or column (``UnicodeDecodeError`` and ``json.JSONDecodeError`` are
-#: ``ValueError``\ s). A time-out, a refused connection or an HTTP 5xx answer is none of them.
 class ProgramError(RuntimeError):
     """An external program (HypoInverse, HypoDD) failed or ran past its time limit on these
     inputs: running it again on the same inputs gives the same end, so it is not retried."""
 
 
+#: Errors that a second try on the same inputs raises again: a bad value, a wrong type, a
+#: missing key or column (``UnicodeDecodeError`` and ``json.JSONDecodeError`` are
+#: ``ValueError``\ s), a failed external program. A time-out of a connection, a refused
+#: connection or an HTTP 5xx answer is none of them.
 DETERMINISTIC_ERRORS = (
     ValueError,
     TypeError,
