@@ -240,6 +240,12 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _size_and_mtime(path: Path) -> list[int]:
+    """[size (bytes), modification time (ns)] of a file, as the manifest stores it."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def sha256_text(text: str) -> str:
     """SHA-256 hex digest of a string (UTF-8)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -365,6 +371,11 @@ class RunDir:
                 for rel in outputs or []
                 if (self.root / rel).is_file()
             },
+            "output_stat": {
+                rel: _size_and_mtime(self.root / rel)
+                for rel in outputs or []
+                if (self.root / rel).is_file()
+            },
             "counts": counts or {},
             "wall_time_s": wall_time_s,
             "versions": software_versions(),
@@ -377,16 +388,21 @@ class RunDir:
     def changed_outputs(self, stages: tuple[str, ...]) -> list[str]:
         """Run-relative paths of the outputs of ``stages`` that are no longer as written.
 
-        Compares each file's SHA-256 with the one :meth:`record_stage` recorded; a deleted
+        Compares each file's SHA-256 with the one :meth:`record_stage` recorded (a file whose
+        size and modification time are still the recorded ones is not read again); a deleted
         file counts as changed. Entries written before hashes were recorded have none to
         compare (nothing is reported for them).
         """
         manifest = self.read_manifest()
         changed = []
         for stage in stages:
-            for rel, digest in (manifest.get(stage) or {}).get("output_sha256", {}).items():
+            entry = manifest.get(stage) or {}
+            stats = entry.get("output_stat", {})
+            for rel, digest in entry.get("output_sha256", {}).items():
                 path = self.root / rel
-                if not path.is_file() or sha256_file(path) != digest:
+                if not path.is_file():
+                    changed.append(rel)
+                elif _size_and_mtime(path) != stats.get(rel) and sha256_file(path) != digest:
                     changed.append(rel)
         return changed
 

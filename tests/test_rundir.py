@@ -1,6 +1,8 @@
 """Run directory: atomic writes and the manifest."""
 
 import json
+import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -87,6 +89,10 @@ def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
     outputs = ["catalog/a.csv", "catalog/b.csv", "catalog/c.csv", "catalog/"]
     run.record_stage("catalog", outputs=outputs)
     assert run.changed_outputs(("catalog",)) == []
+    os.utime(run.root / "catalog" / "c.csv", (1, 1))  # touched, same content: not changed
+    copied = RunDir(tmp_path / "copy")  # a copy without file times: not changed
+    shutil.copytree(run.root, copied.root, copy_function=shutil.copyfile)
+    assert run.changed_outputs(("catalog",)) == copied.changed_outputs(("catalog",)) == []
     (run.root / "catalog" / "a.csv").write_text("edited")
     (run.root / "catalog" / "b.csv").unlink()
     assert run.changed_outputs(("catalog", "report")) == ["catalog/a.csv", "catalog/b.csv"]
