@@ -63,8 +63,6 @@ def test_written_files_are_world_readable(tmp_path):
 def test_one_build_at_a_time_holds_a_run_directory(tmp_path):
     """A second holder fails at once naming the first (pid, host, start); the lock is free
     again when the first lets go."""
-    import os
-
     from pipeline.errors import RunDirBusyError
 
     run = RunDir(tmp_path / "run")
