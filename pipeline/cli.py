@@ -421,7 +421,7 @@ def _run_build(
     cfg = _load(config, preflight=True, stages=stages)
     if dask or cfg.dask.address:
         check_scheduler(dask or cfg.dask.address)  # before Prefect starts
-    interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]), cfg.run_dir)
+    interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]))
     _quiet_tracebacks()
     with progress.display(console):
         results = build_catalog(str(config), stage=stage, from_stage=from_stage, dask_address=dask)

@@ -10,7 +10,8 @@ which the terminal's Ctrl-C has already stopped), and a second Ctrl-C prints a t
 :func:`install` sets handlers that, on the first signal, let the main thread unwind for at
 most :data:`GRACE_S` seconds and then end the process; :func:`stop_now` (also what a second
 signal does) prints one line saying how to resume, ends child processes, removes temporary
-files of the run directory and exits at once with status 128 + signal number.
+files of the run directories this process holds (:func:`hold_run_dir`; another build's
+are left alone) and exits at once with status 128 + signal number.
 
 The grace period is counted by a watcher thread that sees every delivery of the signals
 (:func:`signal.set_wakeup_fd`), whichever Python handler runs: while a flow runs, Prefect's
@@ -40,12 +41,24 @@ _state: dict = {"signal": None, "resume": None, "run_dirs": [], "deliveries": 0,
 _log = logging.getLogger(__name__)
 
 
-def set_resume(command: str | None, run_dir: Path | None = None) -> None:
-    """Record the command that resumes the work under way, and the run directory it writes."""
+def set_resume(command: str | None) -> None:
+    """Record the command that resumes the work under way."""
     with _lock:
         _state["resume"] = command
-        if run_dir is not None:
-            _state["run_dirs"].append(Path(run_dir))
+
+
+def hold_run_dir(root: Path) -> None:
+    """Record that this process writes run directory ``root`` (it holds its lock): an
+    interrupt removes the temporary files of unfinished writes there, and only there."""
+    with _lock:
+        _state["run_dirs"].append(Path(root))
+
+
+def release_run_dir(root: Path) -> None:
+    """Undo :func:`hold_run_dir` (the lock of ``root`` is being released)."""
+    with _lock:
+        if Path(root) in _state["run_dirs"]:
+            _state["run_dirs"].remove(Path(root))
 
 
 def interrupted_by() -> int | None:

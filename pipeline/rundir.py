@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import pandas as pd
 
+from pipeline import interrupt
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError, RunDirBusyError
 
 #: Permissions of every file a stage writes (mkstemp alone would give 0600).
@@ -308,7 +309,9 @@ class RunDir:
 
         A second build of the same run directory (a scheduled run while a manual one goes
         on, two terminals) fails at once instead of interleaving its writes with the first.
-        The lock goes with the process that holds it, also when it is killed.
+        The lock goes with the process that holds it, also when it is killed. While it is
+        held, an interrupt of this process cleans the run directory's temporary files
+        (:func:`pipeline.interrupt.hold_run_dir`).
 
         Raises:
             RunDirBusyError: naming the run directory and the build that holds it.
@@ -329,7 +332,11 @@ class RunDir:
             os.pwrite(
                 fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0
             )
-            yield self
+            interrupt.hold_run_dir(self.root)
+            try:
+                yield self
+            finally:
+                interrupt.release_run_dir(self.root)
         finally:
             os.close(fd)  # releases the lock
 

@@ -63,6 +63,7 @@ def test_written_files_are_world_readable(tmp_path):
 def test_one_build_at_a_time_holds_a_run_directory(tmp_path):
     """A second holder fails at once naming the first (pid, host, start); the lock is free
     again when the first lets go."""
+    from pipeline import interrupt
     from pipeline.errors import RunDirBusyError
 
     run = RunDir(tmp_path / "run")
@@ -76,7 +77,8 @@ def test_one_build_at_a_time_holds_a_run_directory(tmp_path):
         )
         assert message.endswith("wait for it to end or stop it")
     with run.exclusive():
-        pass
+        assert run.root in interrupt._state["run_dirs"]  # an interrupt cleans its temporaries
+    assert run.root not in interrupt._state["run_dirs"]  # and no longer once released
 
 
 def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
