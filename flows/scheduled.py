@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.build import build_catalog
 from pipeline.config import load_config
-from pipeline.rundir import write_text_atomic
+from pipeline.rundir import RunDir, write_text_atomic
 
 
 def extended_span(now: datetime, days: int) -> tuple[datetime, datetime]:
@@ -42,5 +42,8 @@ def extend_catalog(config_path: str, days: int = 2, end: datetime | None = None)
     spec = cfg.model_dump(mode="json")
     spec.update(starttime=start.isoformat(), endtime=end.isoformat())
     scheduled = Path(cfg.run_dir) / "config.scheduled.yaml"
-    write_text_atomic(scheduled, yaml.safe_dump(spec, sort_keys=False))
-    return build_catalog(str(scheduled))
+    # held from before the config copy is written: an overlapping run must not change the
+    # span under a running one (each stage reads the copy again)
+    with RunDir(cfg.run_dir).exclusive():
+        write_text_atomic(scheduled, yaml.safe_dump(spec, sort_keys=False))
+        return build_catalog(str(scheduled))

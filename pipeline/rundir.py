@@ -17,6 +17,7 @@ import platform
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,10 @@ STAGE_DIRS = (
 
 #: The file a build holds locked while it writes a run directory (:meth:`RunDir.exclusive`).
 LOCK_NAME = ".eqcat.lock"
+
+#: Run directories this process holds (:meth:`RunDir.exclusive`): resolved path -> depth.
+_HELD: dict[Path, int] = {}
+_HELD_LOCK = threading.Lock()
 
 #: Manifest stages in build order: one per stage folder (the catalog and report are
 #: written by one flow stage).
@@ -309,13 +314,26 @@ class RunDir:
 
         A second build of the same run directory (a scheduled run while a manual one goes
         on, two terminals) fails at once instead of interleaving its writes with the first.
-        The lock goes with the process that holds it, also when it is killed. While it is
-        held, an interrupt of this process cleans the run directory's temporary files
-        (:func:`pipeline.interrupt.hold_run_dir`).
+        The lock goes with the process that holds it, also when it is killed; within the
+        process it is re-entrant (a scheduled run holds it while it writes its config and
+        builds). While it is held, an interrupt of this process cleans the run directory's
+        temporary files (:func:`pipeline.interrupt.hold_run_dir`).
 
         Raises:
             RunDirBusyError: naming the run directory and the build that holds it.
         """
+        key = self.root.resolve()
+        with _HELD_LOCK:
+            nested = key in _HELD
+            if nested:
+                _HELD[key] += 1
+        if nested:
+            try:
+                yield self
+            finally:
+                with _HELD_LOCK:
+                    _HELD[key] -= 1
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
@@ -332,11 +350,15 @@ class RunDir:
             os.pwrite(
                 fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0
             )
+            with _HELD_LOCK:
+                _HELD[key] = 1
             interrupt.hold_run_dir(self.root)
             try:
                 yield self
             finally:
                 interrupt.release_run_dir(self.root)
+                with _HELD_LOCK:
+                    del _HELD[key]
         finally:
             os.close(fd)  # releases the lock
 

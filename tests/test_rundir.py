@@ -3,11 +3,16 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.rundir import RunDir, atomic_write, sha256_file, write_parquet_atomic
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -61,24 +66,23 @@ def test_written_files_are_world_readable(tmp_path):
 
 
 def test_one_build_at_a_time_holds_a_run_directory(tmp_path):
-    """A second holder fails at once naming the first (pid, host, start); the lock is free
-    again when the first lets go."""
+    """Another process fails at once naming the holder (pid, host, start); within the holding
+    process the lock is re-entrant; it is free again when the holder lets go."""
     from pipeline import interrupt
-    from pipeline.errors import RunDirBusyError
 
     run = RunDir(tmp_path / "run")
+    other = [sys.executable, "-c", "import sys; from pipeline.rundir import RunDir\n"
+             "with RunDir(sys.argv[1]).exclusive(): print('held')", str(run.root)]  # fmt: skip
     with run.exclusive():
-        with pytest.raises(RunDirBusyError) as busy:
-            with run.exclusive():
-                pytest.fail("a second holder got the lock")
-        message = str(busy.value)
-        assert message.startswith(
-            f"{run.root}: in use by another eqcat build (pid {os.getpid()} on "
-        )
-        assert message.endswith("wait for it to end or stop it")
-    with run.exclusive():
-        assert run.root in interrupt._state["run_dirs"]  # an interrupt cleans its temporaries
-    assert run.root not in interrupt._state["run_dirs"]  # and no longer once released
+        with run.exclusive():  # a scheduled run: holds it, then builds (holds it again)
+            assert run.root in interrupt._state["run_dirs"]  # an interrupt cleans it
+        busy = subprocess.run(other, capture_output=True, text=True, cwd=REPO)
+        assert busy.returncode != 0 and "RunDirBusyError" in busy.stderr
+        assert f"{run.root}: in use by another eqcat build (pid {os.getpid()} on " in busy.stderr
+        assert "wait for it to end or stop it" in busy.stderr
+    assert run.root not in interrupt._state["run_dirs"]
+    free = subprocess.run(other, capture_output=True, text=True, cwd=REPO)
+    assert free.returncode == 0 and free.stdout.strip() == "held", free.stderr
 
 
 def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
