@@ -367,12 +367,24 @@ class RunDir:
         return self.root / "manifest.json"
 
     def read_manifest(self) -> dict[str, Any]:
-        """The manifest as a dict (empty when the run has none yet)."""
-        return read_json_object(
-            self.manifest_path,
-            "a run manifest (a JSON object of stages expected",
-            "restore it, or delete the run directory to build it again",
-        )
+        """The manifest as a dict (empty when the run has none yet).
+
+        Raises:
+            EqcatInputError: naming the file (and the stage) when it is not a JSON object of
+                stage entries that are objects themselves.
+        """
+        what = "a run manifest (a JSON object of stages expected"
+        remedy = "restore it, or delete the run directory to build it again"
+        manifest = read_json_object(self.manifest_path, what, remedy)
+        for stage, entry in manifest.items():
+            if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(key, {}), dict) for key in ("output_sha256", "output_stat")
+            ):
+                raise EqcatInputError(
+                    f"not {what}: its {stage!r} entry is damaged); {remedy}",
+                    path=self.manifest_path,
+                )
+        return manifest
 
     def record_stage(
         self,

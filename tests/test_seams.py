@@ -467,7 +467,10 @@ def test_score_names_the_truth_file_row_and_value(tmp_path):
         read_truth(truth)
 
 
-@pytest.mark.parametrize("content", ["{truncated", "[1, 2]"])
+@pytest.mark.parametrize(
+    "content",
+    ["{truncated", "[1, 2]", '{"report": "oops"}', '{"catalog": {"output_sha256": ["x"]}}'],
+)
 def test_a_damaged_manifest_names_the_file_and_what_to_do(tmp_path, content):
     from pipeline.rundir import RunDir
 
