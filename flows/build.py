@@ -514,11 +514,12 @@ def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path]
     if stage == "relocate":
         extra["engine"] = _hypodd_engine(cfg)
     if stage == "report":
-        from pipeline.report.data_quality import data_gaps
+        from pipeline.report.data_quality import data_gaps, station_notes
 
         if cfg.report.reference is not None and cfg.report.reference.path is not None:
             inputs.append(cfg.report.reference.path)
         extra["failures"] = data_gaps(run)  # the failed and skipped units the report lists
+        extra["station_notes"] = station_notes(run)
     return inputs, extra
 
 

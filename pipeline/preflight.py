@@ -88,12 +88,14 @@ def check_download(cfg: BuildConfig) -> list[str]:
     return problems + _hinet_problems(cfg)
 
 
-def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | None:
+def _station_selection(
+    cfg: BuildConfig,
+) -> tuple[str, list, dict[str, str], dict[str, str]] | None:
     """What the download stage makes of a StationXML file or an inline station list:
-    (config field, stations it uses, ``NET.STA`` -> why it skips one), by
-    :func:`pipeline.waveforms.inventory.select_channels`. None for the other station sources
-    (their stations arrive with the download) and for an unreadable file (check_download
-    names it)."""
+    (config field, stations it uses, ``NET.STA`` -> why it skips one, ``NET.STA`` -> a note on
+    one it uses), by :func:`pipeline.waveforms.inventory.select_channels`. None for the other
+    station sources (their stations arrive with the download) and for an unreadable file
+    (check_download names it)."""
     from pipeline.errors import EqcatInputError
     from pipeline.waveforms.params import HinetSource
 
@@ -113,6 +115,7 @@ def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | N
         return None
     field = "stations" if stations.kind == "inline" else f"stations.path = '{stations.path}'"
     skipped: dict[str, str] = {}
+    notes: dict[str, str] = {}
     waveforms = cfg.waveforms
     choices = select_channels(
         inventory,
@@ -121,8 +124,9 @@ def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | N
         cfg.starttime,
         cfg.endtime,
         skipped,
+        notes,
     )
-    return field, choices, skipped
+    return field, choices, skipped, notes
 
 
 #: At most this many skipped stations are named, one line each, by :func:`station_notes`.
@@ -134,7 +138,7 @@ def check_stations(cfg: BuildConfig) -> list[str]:
     selection = _station_selection(cfg)
     if selection is None or selection[1]:
         return []
-    field, _, skipped = selection
+    field, _, skipped, _ = selection
     span = f"between {cfg.starttime:%Y-%m-%d %H:%M} and {cfg.endtime:%Y-%m-%d %H:%M} UTC"
     if not skipped:
         return [f"{field}: no station is active {span}"]
@@ -151,11 +155,15 @@ def station_notes(cfg: BuildConfig) -> list[str]:
     selection = _station_selection(cfg)
     if selection is None or not selection[1]:
         return []
-    field, _, skipped = selection
+    field, _, skipped, notes = selection
     lines = [f"{field}: station {label} {why}" for label, why in skipped.items()]
+    lines += [f"{field}: station {label} (used): {note}" for label, note in notes.items()]
     if len(lines) > MAX_NAMED_STATIONS:
         rest = len(lines) - MAX_NAMED_STATIONS
-        lines = [*lines[:MAX_NAMED_STATIONS], f"{field}: and {rest} more station(s) skipped"]
+        lines = [
+            *lines[:MAX_NAMED_STATIONS],
+            f"{field}: and {rest} more station(s) skipped or with notes",
+        ]
     return lines
 
 

@@ -416,25 +416,42 @@ def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text,
 
 def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path):  # noqa: F811
     """A station whose inventory channels match no channel priority is named in the report's
-    failed/skipped units and the terminal lines, not only logged."""
+    failed/skipped units and the terminal lines, not only logged; a station listed twice far
+    apart is used, and named apart from them (a note, not a failure)."""
+    import copy
+
     from pipeline.config import write_resolved_config
-    from pipeline.report.data_quality import data_gaps
+    from pipeline.report.data_quality import data_gaps, notes_cell, station_notes
     from pipeline.waveforms import download_waveforms
 
     sds = copy_archive(archive, tmp_path / "sds")
-    dropped = station_codes(sds)[-1]
+    *_, moved, dropped = station_codes(sds)
     inventory = read_inventory(str(sds / "inventory.xml"))
     for network in inventory:
         for station in network:
             for channel in station if station.code == dropped else []:
                 channel.code = "BH" + channel.code[-1]
+        (entry,) = [s for s in network if s.code == moved]
+        second = copy.deepcopy(entry)
+        second.latitude = float(entry.latitude) + 0.5
+        network.stations.append(second)
     inventory.write(str(sds / "inventory.xml"), format="STATIONXML")
     cfg = load_config(write_config(tmp_path, sds, "skipped"))
     run = write_resolved_config(cfg)
     download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime, progress=False)
-    label = f"{inventory[0].code}.{dropped}"
+    net = inventory[0].code
+    label = f"{net}.{dropped}"
     assert data_gaps(run)[label].startswith("waveforms: skipped: no channel in the inventory")
-    assert any(label in line for line in terminal_lines(run))
+    assert f"{net}.{moved}" not in data_gaps(run)
+    assert list(station_notes(run)) == [f"{net}.{moved}"]
+    assert "listed in 2 entries" in station_notes(run)[f"{net}.{moved}"]
+    assert f"{net}.{moved}" in notes_cell(station_notes(run))
+    lines = terminal_lines(run)
+    assert any(label in line and "failed or skipped" in line for line in lines)
+    assert any(
+        line.startswith(f"data: notes on 1 station(s) used: {net}.{moved} (listed")
+        for line in lines
+    )
 
 
 def test_score_refuses_a_folder_that_is_not_a_run(tmp_path):
@@ -857,7 +874,7 @@ def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path,
         )
         section = f"{{kind: inline, stations: [{rows}]}}"
         expected = [
-            "stations: station XX.A1 (epochs) listed in 2 entries up to 110950 m apart; the "
+            "stations: station XX.A1 (used): listed in 2 entries up to 110950 m apart; the "
             "coordinates of the first with the chosen channels are used"
         ]
     spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {section}\n"
@@ -895,25 +912,28 @@ def test_station_epochs_join_their_channels_and_a_sensor_change_is_named():
     joined = Inventory(
         [Network("XX", stations=[epoch(t0, change, ["HHZ"]), epoch(change, None, ["HHN", "HHE"])])]
     )
+    skipped: dict[str, str] = {}
     notes: dict[str, str] = {}
-    (choice,) = select_channels(joined, ["HH?"], ["*"], t0.datetime, t1.datetime, notes)
+    (choice,) = select_channels(joined, ["HH?"], ["*"], t0.datetime, t1.datetime, skipped, notes)
     assert choice.channels == ("HHE", "HHN", "HHZ")
     assert notes == {}
 
     hh, eh = ["HHZ", "HHN", "HHE"], ["EHZ", "EHN", "EHE"]
     changed = Inventory([Network("XX", stations=[epoch(t0, change, hh), epoch(change, None, eh)])])
-    (choice,) = select_channels(changed, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, notes)
-    assert choice.channel_prefix == "HH"
+    (choice,) = select_channels(
+        changed, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, skipped, notes
+    )
+    assert choice.channel_prefix == "HH" and skipped == {}
     assert notes == {
-        "XX.A1 (epochs)": "channels HH? at location '' are listed for all but 48.0 h of the "
+        "XX.A1": "channels HH? at location '' are listed for all but 48.0 h of the "
         "span; other channels listed in the span are not used: EH? at ''"
     }
 
     notes = {}
     ended = Inventory([Network("XX", stations=[epoch(t0, change, hh), epoch(change, None, [])])])
-    select_channels(ended, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, notes)
-    assert notes == {
-        "XX.A1 (epochs)": "channels HH? at location '' are listed for all but 48.0 h of the "
+    select_channels(ended, ["HH?", "EH?"], ["*"], t0.datetime, t1.datetime, skipped, notes)
+    assert skipped == {} and notes == {
+        "XX.A1": "channels HH? at location '' are listed for all but 48.0 h of the "
         "span; no other channels are listed for that time"
     }
 

@@ -193,6 +193,16 @@ def data_gaps(run: RunDir) -> dict[str, str]:
     return gaps
 
 
+def station_notes(run: RunDir) -> dict[str, str]:
+    """What a user should know about stations the build used, per the manifest:
+    ``NET.STA`` -> note (entries far apart, channels that leave part of the span uncovered;
+    :func:`pipeline.waveforms.inventory.select_channels`). Not failures: these stations are
+    used, so they are kept apart from :func:`data_gaps`."""
+    details = run.read_manifest().get("waveforms", {}).get("details", {})
+    notes = details.get("station_notes", {})
+    return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+
+
 #: Most failed or skipped units a terminal line names before "and N more".
 TERMINAL_MAX_NAMED = 8
 
@@ -206,8 +216,9 @@ def _named(labels: list[str]) -> str:
 def terminal_lines(run: RunDir) -> list[str]:
     """What went wrong with the data, one line per kind, for the end of a build's output.
 
-    Failed or skipped station-days and stations (:func:`data_gaps`), and the stations with
-    flagged channel-days in ``waveforms/quality.parquet``; [] when nothing went wrong.
+    Failed or skipped station-days and stations (:func:`data_gaps`), notes on stations used
+    (:func:`station_notes`) and the stations with flagged channel-days in
+    ``waveforms/quality.parquet``; [] when nothing went wrong.
     """
     lines = []
     gaps = data_gaps(run)
@@ -215,6 +226,12 @@ def terminal_lines(run: RunDir) -> list[str]:
         lines.append(
             f"data: {len(gaps)} failed or skipped: "
             + _named([f"{label} ({why})" for label, why in gaps.items()])
+        )
+    notes = station_notes(run)
+    if notes:
+        lines.append(
+            f"data: notes on {len(notes)} station(s) used: "
+            + _named([f"{label} ({note})" for label, note in notes.items()])
         )
     path = run.root / "waveforms" / "quality.parquet"
     quality = read_run_table(path) if path.is_file() else pd.DataFrame()
@@ -226,6 +243,14 @@ def terminal_lines(run: RunDir) -> list[str]:
             "(no data, gaps, dead or clipped channels...: see the report's Data quality section)"
         )
     return lines
+
+
+def notes_cell(notes: dict[str, str]) -> str:
+    """HTML of the summary's "Station notes" cell (:func:`station_notes`)."""
+    if not notes:
+        return "none"
+    text = "; ".join(f"{label}: {note}" for label, note in notes.items())
+    return "<span class='warn'>" + html.escape(text) + "</span>"
 
 
 def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:

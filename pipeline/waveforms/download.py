@@ -373,6 +373,7 @@ def download_waveforms(
             raise ValueError("the fdsn and sds waveform sources need a station section")
         inventory = load_inventory(stations_cfg, starttime, endtime)
     skipped: dict[str, str] = {}
+    notes: dict[str, str] = {}
     choices = select_channels(
         inventory,
         waveform_cfg.channel_priority,
@@ -380,9 +381,12 @@ def download_waveforms(
         starttime,
         endtime,
         skipped,
+        notes,
     )
     for label, why in skipped.items():
         log.warning("station %s %s", label, why)
+    for label, note in notes.items():
+        log.warning("station %s (used): %s", label, note)
     if not choices:
         raise EqcatInputError(
             f"no station has channels matching {waveform_cfg.channel_priority} "
@@ -436,6 +440,7 @@ def download_waveforms(
             "failures": summary["failures"],
             "nodata_units": [r["unit"] for r in results["nodata"]],
             "skipped": skipped,
+            "station_notes": notes,
         },
     )
     log.info(

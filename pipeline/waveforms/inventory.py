@@ -194,6 +194,7 @@ def select_channels(
     starttime: datetime,
     endtime: datetime,
     skipped: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> list[StationChoice]:
     """Choose per station the channels to use, by channel then location priority.
 
@@ -204,13 +205,15 @@ def select_channels(
     entries; its coordinates are those of the first entry holding the chosen channels.
     Skipped, and recorded in ``skipped`` (``NET.STA`` -> why) when it is given, else logged
     as warnings: stations with no matching channel and stations with invalid SEED codes.
-    Also recorded there, as ``NET.STA (epochs)``, but used: a station whose entries place
-    it more than :data:`EPOCH_MOVE_M` apart, and one whose entries' chosen channels leave
-    part of the span uncovered (another entry's channels, e.g. after a sensor change, are not used).
+    Used, but recorded in ``notes`` (``NET.STA`` -> what to know) when it is given, else
+    logged: a station whose entries place it more than :data:`EPOCH_MOVE_M` apart, and one
+    whose entries' chosen channels leave part of the span uncovered (another entry's
+    channels, e.g. after a sensor change, are not used).
     """
     t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
     entries: dict[tuple[str, str], list[Station]] = {}
-    notes: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    used_with_notes: dict[str, str] = {}
     for net in inventory:
         for sta in net:
             if not _active(sta, t0, t1):
@@ -220,7 +223,7 @@ def select_channels(
                 check_code("network", net.code)
                 check_code("station", sta.code)
             except ValueError as exc:
-                notes[repr(label)] = f"skipped: {exc}"  # quoted: the codes are not clean
+                dropped[repr(label)] = f"skipped: {exc}"  # quoted: the codes are not clean
                 continue
             entries.setdefault((net.code, sta.code), []).append(sta)
     choices = []
@@ -228,7 +231,7 @@ def select_channels(
         label = f"{network}.{code}"
         choice = _choose(network, stations, channel_priority, location_priority, t0, t1)
         if choice is None:
-            notes[label] = (
+            dropped[label] = (
                 f"skipped: no channel in the inventory matches {channel_priority} "
                 f"at locations {location_priority}"
             )
@@ -236,13 +239,19 @@ def select_channels(
         choices.append(choice)
         epoch_note = _epoch_note(stations, choice, t0, t1)
         if epoch_note:
-            notes[f"{label} (epochs)"] = epoch_note
-    for label, why in notes.items():
-        if skipped is None:
-            log.warning("station %s %s", label, why)
-        else:
-            skipped[label] = why
+            used_with_notes[label] = epoch_note
+    _record(dropped, skipped, "station %s %s")
+    _record(used_with_notes, notes, "station %s (used): %s")
     return sorted(choices, key=lambda c: c.seed_id)
+
+
+def _record(found: dict[str, str], into: dict[str, str] | None, warning: str) -> None:
+    """Add ``found`` to ``into``, or log each item as a warning when ``into`` is None."""
+    if into is not None:
+        into.update(found)
+        return
+    for label, why in found.items():
+        log.warning(warning, label, why)
 
 
 #: Entries of one station more than this far apart (m) are named (:func:`select_channels`).
