@@ -678,7 +678,12 @@ def serve(
             f"--cron {cron!r}: expected a cron schedule of 5 fields "
             "(minute hour day month weekday, UTC), e.g. '0 2 * * *'"
         ) from None
-    _load(config)
+    if _load(config).scenario is not None:
+        raise EqcatInputError(
+            f"{config}: has a scenario section (a synthetic replica at fixed times); a served "
+            "build extends a catalog to the latest days of a waveform source (fdsn, sds, "
+            "hinet): give a config without the scenario section"
+        )
     from flows.scheduled import extend_catalog
 
     extend_catalog.serve(

@@ -1047,14 +1047,16 @@ def test_config_numbers_refuse_nan_and_infinity(tmp_path, section, field):
         (["demo", "--out", "{file}"], "--out {file}: is a file; expected a folder for the demo"),
         (["demo", "--out", "{file}/runs"], "cannot create a folder for the demo runs (Not a dir"),
         (["serve", "{config}", "--cron", "61 * * * *"], "--cron '61 * * * *': expected a cron"),
+        (["serve", "{demo}"], "{demo}: has a scenario section (a synthetic replica at fixed"),
     ],
-    ids=["demo-out-file", "demo-out-under-file", "serve-bad-cron"],
+    ids=["demo-out-file", "demo-out-under-file", "serve-bad-cron", "serve-scenario"],
 )
 def test_demo_and_serve_options_are_checked_before_any_work(tmp_path, args, expected):
     """One line and status 2, before a scenario is generated or a server is started."""
     names = {
         "file": _config(tmp_path, "keep me", "runs.txt"),
         "config": REPO / "station_configs" / "example_fdsn.yaml",
+        "demo": REPO / "station_configs" / "demo.yaml",
     }
     done = subprocess.run(
         [*EQCAT, *(a.format(**names) for a in args)], capture_output=True, text=True, cwd=REPO
