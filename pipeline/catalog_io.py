@@ -49,6 +49,14 @@ DEPTH_METRES_ABOVE = 1000.0
 
 QUAKEML_SUFFIXES = {".xml", ".qml", ".quakeml"}
 
+#: Values outside these ranges are not a place or a size of an earthquake (a placeholder
+#: such as -999 or 9999 for "unknown", or a wrong column): reading stops at the first.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "magnitude": (-10.0, 10.0),
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 360.0),
+}
+
 
 class CatalogReadError(EqcatInputError):
     """A catalog file that cannot be read; the message names the file and the problem."""
@@ -137,8 +145,8 @@ def read_catalog(
 
     Raises:
         CatalogReadError: missing or empty file, unreadable QuakeML, no magnitude column,
-            no event with a magnitude, a non-numeric or infinite number or an unreadable
-            time (row named).
+            no event with a magnitude, a non-numeric or infinite number, a value outside
+            :data:`PLAUSIBLE_RANGES` or an unreadable time (row named).
     """
     path = Path(path)
     if path.is_dir():
@@ -155,12 +163,30 @@ def read_catalog(
         table = _read_csv(path, magnitude_column, time_column)
     else:
         raise CatalogReadError(f"{path}: unknown format {fmt!r} (expected auto, quakeml or csv)")
+    check_ranges(path, table, "event" if fmt == "quakeml" else "row")
     if table["magnitude"].isna().all():
         raise CatalogReadError(
             f"{path}: none of its {len(table)} event(s) has a magnitude (expected a value in "
             "the magnitude column, or a QuakeML <magnitude> per event)"
         )
     return table
+
+
+def check_ranges(path: Path, table: pd.DataFrame, unit: str = "row") -> None:
+    """Raise at the first value of ``table`` outside :data:`PLAUSIBLE_RANGES` (NaN passes).
+
+    ``unit`` names an entry in the message: "row" (CSV, with its line) or "event" (QuakeML).
+    """
+    for column, (low, high) in PLAUSIBLE_RANGES.items():
+        values = table[column].to_numpy(dtype=float)
+        bad = ~np.isnan(values) & ((values < low) | (values > high))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            where = f"row {row + 1} (line {row + 2})" if unit == "row" else f"event {row + 1}"
+            raise CatalogReadError(
+                f"{path}: {column} {values[row]:g} in {where} is outside [{low:g}, {high:g}] "
+                "(a placeholder for an unknown value? leave it empty)"
+            )
 
 
 def _read_quakeml(path: Path, magnitude_types: tuple[str, ...]) -> pd.DataFrame:

@@ -599,9 +599,13 @@ def mc(
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     output_folder(out, "--out", "a report folder")
-    index, result = write_catalog_report(
-        selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
-    )
+    try:
+        index, result = write_catalog_report(
+            selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
+        )
+    except EqcatInputError as exc:  # magnitudes the analysis refuses (too many bins)
+        console.print(f"[red]error:[/red] {catalog}: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
     for method, est in result.mc.items():
         typer.echo(

@@ -205,6 +205,10 @@ def test_filters(tmp_path):
         ("time,mag\nyesterday,1.2\n", r"unreadable time 'yesterday' in row 1"),
         ("time,mag\n", r"bad\.csv: no events"),
         ("<?xml version='1.0'?><broken", r"bad\.csv: not readable as QuakeML"),
+        (
+            "time,mag\n2024-01-01T00:00:00Z,1.2\n2024-01-02T00:00:00Z,-999\n",
+            r"bad\.csv: magnitude -999 in row 2 \(line 3\) is outside \[-10, 10\]",
+        ),
     ],
 )
 def test_bad_input_one_line_error(tmp_path, content, message):
