@@ -45,7 +45,7 @@ from flows.caching import (
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.errors import DataSourceError, is_retryable
-from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
+from pipeline.rundir import MANIFEST_STAGES, RunDir, StaleStageError, sha256_file
 from pipeline.velocity import load_velocity_model
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,28 @@ OUTPUT_ENTRIES = {"download": ("waveforms", "synthetic")}
 
 
 def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool) -> bool:
-    """Guard a stage: its inputs must be current; if it will recompute, mark it and every
-    later stage stale first (their results are deleted). Returns whether it is unchanged."""
+    """Guard a stage: its inputs must be current and as the earlier stages wrote them; if it
+    will recompute, mark it and every later stage stale first (their results are deleted).
+    Returns whether it is unchanged.
+
+    Raises:
+        StaleStageError: an earlier stage is stale, or one of its outputs was changed or
+            deleted since it wrote it (``eqcat build --stage report`` after
+            ``location/locations.parquet`` went missing would otherwise build a catalog
+            without the HypoInverse origins); the message names the stage to rebuild from.
+    """
     first = MANIFEST_STAGES.index(MANIFEST_OF[stage][0])
     manifest = run.read_manifest()
     for earlier in STAGES[: STAGES.index(stage)]:
+        hint = f"rebuild from there: eqcat build {config_path} --from {earlier}"
         stale = [m for m in MANIFEST_OF[earlier] if manifest.get(m, {}).get("status") == "stale"]
         if stale and MANIFEST_STAGES.index(stale[0]) < first:
-            run.require_current(
-                tuple(stale), f"rebuild from there: eqcat build {config_path} --from {earlier}"
+            run.require_current(tuple(stale), hint)
+        changed = run.changed_outputs(MANIFEST_OF[earlier])
+        if changed:
+            raise StaleStageError(
+                f"{run.root}: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''} "
+                f"changed or deleted since stage '{earlier}' wrote it; {hint}"
             )
     changed = run.changed_outputs(OUTPUT_ENTRIES.get(stage, MANIFEST_OF[stage]))
     if changed:

@@ -699,7 +699,34 @@ def test_damaged_or_old_run_table_names_the_file(tmp_path, table, damage, expect
         pd.DataFrame(columns).drop(columns=[damage]).to_parquet(path)
     with pytest.raises(EqcatInputError, match=expected) as info:
         score_run(run, _truth_folder(tmp_path / "truth"))
-    assert str(path) in str(info.value) and "--from" in str(info.value)
+    stage = "report" if table.startswith("catalog") else "pick"
+    assert str(path) in str(info.value) and f"--from {stage}" in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_stage_run_alone_refuses_an_earlier_output_changed_since_written(tmp_path, damage):
+    """``eqcat report`` after ``location/locations.parquet`` was deleted built a catalog
+    without the HypoInverse origins (exit 0); a truncated one failed inside the report. Both
+    now stop before any work and name the file and the stage to rebuild from."""
+    from flows.build import _begin
+    from pipeline.rundir import RunDir, StaleStageError
+
+    run = RunDir(tmp_path / "run")
+    table = run.root / "location" / "locations.parquet"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"event_id": ["e1"]}).to_parquet(table)
+    run.record_stage("location", outputs=["location/locations.parquet"])
+    run.mark_current(("location",), "k")
+    assert _begin(run, "report", "cfg.yaml", "key", True) is False  # earlier stage intact
+    if damage == "delete":
+        table.unlink()
+    else:
+        table.write_bytes(table.read_bytes()[:20])
+    with pytest.raises(StaleStageError) as info:
+        _begin(run, "report", "cfg.yaml", "key", True)
+    assert "location/locations.parquet changed or deleted since stage 'locate'" in str(info.value)
+    assert str(info.value).endswith("eqcat build cfg.yaml --from locate")
+    assert not is_retryable(info.value)
 
 
 @pytest.mark.parametrize(
