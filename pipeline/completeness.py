@@ -67,7 +67,13 @@ class CompletenessConfig(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    delta_m: float = Field(0.1, gt=0, le=1, description="magnitude bin width")
+    delta_m: float = Field(
+        0.1,
+        ge=0.01,
+        le=1,
+        description="magnitude bin width (no magnitude is known to better than 0.01; "
+        "narrower bins only multiply the work, see MAX_FMD_BINS)",
+    )
     maxc_correction: float = Field(
         0.2, ge=-1, le=1, description="added to the maximum-curvature Mc (Woessner & Wiemer 2005)"
     )

@@ -191,8 +191,11 @@ def test_too_many_bins_is_one_input_error_not_a_memory_blow_up():
     """A bin width far below the magnitudes' precision, or one placeholder magnitude, would
     ask GFT for (K, K) arrays per bootstrap histogram (terabytes): refused, range named."""
     mags = gr_catalog(300, 0.3, seed=5)
-    with pytest.raises(EqcatInputError, match=r"bins of delta_m=0\.0001, more than 1000"):
-        analyze_magnitudes(mags, cfg=CompletenessConfig(delta_m=0.0001))
+    with pytest.raises(ValueError, match="greater than or equal to 0.01"):
+        CompletenessConfig(delta_m=0.0001)
+    wide = np.append(mags, [-5.0, 8.0])
+    with pytest.raises(EqcatInputError, match=r"1\.3e\+03 bins of delta_m=0\.01, more than 1000"):
+        analyze_magnitudes(wide, cfg=CompletenessConfig(delta_m=0.01))
     with pytest.raises(EqcatInputError, match=r"magnitudes span -1e\+06 to .*placeholder"):
         analyze_magnitudes(np.append(mags, -1e6))
 
