@@ -784,6 +784,29 @@ def test_score_refuses_a_reference_magnitude_that_is_not_finite(tmp_path, mc_ref
     assert not (tmp_path / "score.json").exists()
 
 
+def test_score_says_a_run_is_damaged_and_refuses_a_truth_file(tmp_path):
+    """A run whose catalog was deleted after its stage wrote it was scored as if every event
+    had been lost at picking, without a word; a truth *file* was reported as
+    ``catalog.csv/catalog.csv`` not found."""
+    from pipeline.rundir import RunDir
+    from pipeline.score import score_run
+
+    run = RunDir(tmp_path / "run")
+    table = run.root / "catalog" / "catalog.parquet"
+    table.parent.mkdir(parents=True)
+    table.write_bytes(b"PAR1")
+    run.record_stage("catalog", outputs=["catalog/catalog.parquet"])
+    table.unlink()
+    truth = _truth_folder(tmp_path / "truth")
+    notes = score_run(run.root, truth)["notes"]
+    assert (
+        "damaged run: catalog/catalog.parquet changed or deleted since stage 'catalog' wrote "
+        "it; rebuild: eqcat build CONFIG --from report"
+    ) in notes
+    with pytest.raises(EqcatInputError, match=r"truth/catalog\.csv: is a file; expected the truth"):
+        score_run(run.root, truth / "catalog.csv")
+
+
 def _quakeml_without_magnitudes(path: Path) -> Path:
     from obspy import UTCDateTime
     from obspy.core.event import Catalog, Event, Origin
