@@ -257,6 +257,18 @@ def _load(
 QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
 
 
+def _flow_failed_on_input(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is Prefect's log of a flow run that raised an input problem (the
+    command's own ``error:`` line reports it)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        record.name.startswith("prefect")
+        and exc is not None
+        and record.getMessage().startswith("Encountered exception during execution")
+        and _input_error_of(exc) is not None
+    )
+
+
 class QuietFilter(logging.Filter):
     """Default-verbosity filter of the console handler.
 
@@ -265,7 +277,10 @@ class QuietFilter(logging.Filter):
     happened and how to resume), and Prefect's per-task warning
     that a timeout cannot interrupt a worker thread (logged for every mapped task that has
     ``timeout_seconds`` and runs on a thread pool: thousands of identical lines for a long
-    build). A filter on the handler, not logger levels: Prefect resets its loggers' levels
+    build). Also Prefect's "Encountered exception during execution" line of a flow that
+    failed on an input problem (:func:`_input_error_of`): printed once per flow (the stage's
+    and the parent's), it repeated the command's own last ``error:`` line twice above it. A
+    filter on the handler, not logger levels: Prefect resets its loggers' levels
     when it configures its logging, and its API log handler still gets everything.
     """
 
@@ -273,6 +288,8 @@ class QuietFilter(logging.Filter):
         name = record.name
         if interrupt.interrupted_by() is not None and name.startswith("prefect"):
             return False  # Prefect's crash lines after Ctrl-C / SIGTERM; ours says it all
+        if _flow_failed_on_input(record):
+            return False
         if record.levelno < logging.WARNING and any(
             name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS
         ):
