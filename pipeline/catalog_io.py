@@ -358,3 +358,22 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
             f"({selection.describe()})"
         )
     return table[keep].reset_index(drop=True)
+
+
+def mixed_magnitude_types(table: pd.DataFrame) -> str | None:
+    """A warning when ``table`` holds more than one magnitude type (ML and Mw, ...), else None.
+
+    Mc and b of mixed scales describe none of them; the text names each type's count and the
+    option that keeps one. Types differing only in case are one type; blanks are not counted.
+    """
+    types = table["magnitude_type"].fillna("").str.strip()
+    types = types[types != ""]
+    counts = types.groupby(types.str.lower()).agg(["first", "size"])
+    if len(counts) < 2:
+        return None
+    counts = counts.sort_values("size", ascending=False)
+    listed = ", ".join(f"{row.first}: {row.size}" for row in counts.itertuples())
+    return (
+        f"mixed magnitude types ({listed}): Mc and b mix their scales; keep one with "
+        f"--magnitude-type {counts.iloc[0]['first']}"
+    )

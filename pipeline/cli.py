@@ -558,6 +558,21 @@ def _utc_option(value: str | None, option: str):
         raise typer.Exit(code=2) from None
 
 
+def _mc_line(est: Any) -> str:
+    """One Mc estimate for the terminal: value, bootstrap interval, why none was found.
+
+    A method that found no Mc shows "—" (not "nan"), and with an interval, the share of
+    bootstrap resamples that found one (the interval describes only those).
+    """
+    text = "—" if not math.isfinite(est.mc) else f"{est.mc:.1f}"
+    if math.isfinite(est.ci_low):
+        text += f"  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
+    reason = est.reason or ""
+    if reason and math.isfinite(est.ci_low):
+        reason += f"; found in {est.bootstrap_found_fraction:.0%} of the bootstrap resamples"
+    return text + (f"  ({reason})" if reason else "")
+
+
 @app.command()
 def mc(
     catalog: Annotated[Path, typer.Argument(help="catalog: QuakeML, or CSV with a header row")],
@@ -593,7 +608,13 @@ def mc(
     magnitude,magnitude_type; eqcat's catalog.csv), filters on request and writes the HTML
     report section of a build into OUT.
     """
-    from pipeline.catalog_io import CatalogFilter, CatalogReadError, filter_catalog, read_catalog
+    from pipeline.catalog_io import (
+        CatalogFilter,
+        CatalogReadError,
+        filter_catalog,
+        mixed_magnitude_types,
+        read_catalog,
+    )
     from pipeline.completeness import CompletenessConfig
     from pipeline.report.catalog_report import write_catalog_report
 
@@ -624,11 +645,11 @@ def mc(
         console.print(f"[red]error:[/red] {catalog}: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
+    mixed = mixed_magnitude_types(selected)
+    if mixed:
+        typer.echo(f"{catalog}: warning: {mixed}", err=True)
     for method, est in result.mc.items():
-        typer.echo(
-            f"Mc {method:6s} {est.mc:.1f}  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
-            + (f"  ({est.reason})" if est.reason else "")
-        )
+        typer.echo(f"Mc {method:6s} {_mc_line(est)}")
     if result.estimable:
         typer.echo(
             f"b = {result.b:.3f} ± {result.b_std:.3f} (Shi & Bolt) at Mc = "

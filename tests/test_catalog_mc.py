@@ -244,3 +244,24 @@ def test_report_screenshot_not_empty(tmp_path):
     dark = (pixels.mean(axis=-1) < 128).mean()
     assert dark > 0.005, f"only {dark:.2%} dark pixels"
     assert pixels.std() > 10
+
+
+def test_mixed_magnitude_types_are_named_and_a_missing_mc_is_a_dash(tmp_path):
+    """A CSV of ML and Mw events gave Mc and b of the mixture without a word; a method that
+    found no Mc printed "nan" beside a bootstrap interval."""
+    from pipeline.catalog_io import mixed_magnitude_types
+    from pipeline.cli import _mc_line
+    from pipeline.completeness import McEstimate
+
+    table = pd.DataFrame({"magnitude_type": ["ML", "Mw", "ml", "ML", "", None]})
+    assert mixed_magnitude_types(table) == (
+        "mixed magnitude types (ML: 3, Mw: 1): Mc and b mix their scales; keep one with "
+        "--magnitude-type ML"
+    )
+    assert mixed_magnitude_types(table.iloc[[0, 2, 4]]) is None
+    none_found = McEstimate(method="gft95", mc=float("nan"), reason="no candidate Mc")
+    none_found.ci_low, none_found.ci_high, none_found.bootstrap_found_fraction = 1.2, 1.4, 0.12
+    assert _mc_line(none_found) == (
+        "—  [1.2, 1.4]  (no candidate Mc; found in 12% of the bootstrap resamples)"
+    )
+    assert _mc_line(McEstimate(method="maxc", mc=1.4)) == "1.4"
