@@ -7,7 +7,8 @@ Formats:
 - **QuakeML** (read with :func:`obspy.read_events`): per event the preferred origin (else
   the first) and the preferred magnitude (else the first); with a magnitude-type filter,
   the event's magnitude of that type is used when it has one.
-- **CSV** with a header row: ComCat-style exports (``time,latitude,longitude,depth,mag,
+- **CSV** with a header row (fields separated by ',', ';', tabs or '|', as the header line
+  shows; times in ISO 8601): ComCat-style exports (``time,latitude,longitude,depth,mag,
   magType,...``), FDSN/SED-style exports (``time,...,magnitude,magnitude_type``) and eqcat's
   own ``catalog.csv`` (``origin_time,...,depth_km,magnitude,magnitude_type``). Columns are
   recognised by the names in :data:`COLUMN_ALIASES` (case-insensitive); only a magnitude
@@ -244,9 +245,32 @@ def _find_column(path: Path, columns: pd.Index, standard: str, override: str | N
     return next((lower[a] for a in COLUMN_ALIASES[standard] if a in lower), None)
 
 
+#: Field separators a catalog CSV may use (exports of spreadsheets: ';' or tabs).
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def _separator(path: Path) -> str:
+    """The separator of ``path``'s header line: the one of :data:`SEPARATORS` it holds most
+    often (',' when it holds none, or the file is not text: the reader names the problem)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            header = fh.readline()
+    except (UnicodeDecodeError, OSError):
+        return ","
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
 def _read_csv(path: Path, magnitude_column: str | None, time_column: str | None) -> pd.DataFrame:
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        raw = pd.read_csv(
+            path,
+            sep=_separator(path),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+        )
     except pd.errors.EmptyDataError:
         raise CatalogReadError(f"{path}: empty file (expected a CSV header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -305,9 +329,13 @@ def numeric_column(path: Path, values: pd.Series, what: str) -> pd.Series:
 
 
 def _times(path: Path, values: pd.Series) -> pd.Series:
-    """UTC timestamps of an ISO 8601 text column; blanks become NaT, others raise (row named)."""
+    """UTC timestamps of an ISO 8601 text column; blanks become NaT, others raise (row named).
+
+    Only ISO 8601 is read: "08/10/2000" (day first in most of the world) was read as
+    10 August by pandas' guessing parser, without a word.
+    """
     text = values.str.strip()
-    times = pd.to_datetime(text.where(text != ""), utc=True, errors="coerce", format="mixed")
+    times = pd.to_datetime(text.where(text != ""), utc=True, errors="coerce", format="ISO8601")
     bad = times.isna() & (text != "")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

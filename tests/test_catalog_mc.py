@@ -203,6 +203,7 @@ def test_filters(tmp_path):
             r"bad\.csv: non-numeric magnitude 'M2' in row 3 \(line 4\)",
         ),
         ("time,mag\nyesterday,1.2\n", r"unreadable time 'yesterday' in row 1"),
+        ("time,mag\n08/10/2000 05:00:00,1.2\n", r"unreadable time '08/10/2000 05:00:00'"),
         ("time,mag\n", r"bad\.csv: no events"),
         ("<?xml version='1.0'?><broken", r"bad\.csv: not readable as QuakeML"),
         (
@@ -265,3 +266,15 @@ def test_mixed_magnitude_types_are_named_and_a_missing_mc_is_a_dash(tmp_path):
         "—  [1.2, 1.4]  (no candidate Mc; found in 12% of the bootstrap resamples)"
     )
     assert _mc_line(McEstimate(method="maxc", mc=1.4)) == "1.4"
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_csv_with_another_separator_reads_like_a_comma_one(tmp_path, sep):
+    """A spreadsheet export separated by ';' (or tabs) was refused with "no magnitude column"
+    listing one column named 'time;mag;...'."""
+    rows = ["time,mag,magType", "2024-01-01T00:00:00Z,1.2,ML", "2024-01-02T12:30:00+01:00,2.5,ML"]
+    comma, other = tmp_path / "comma.csv", tmp_path / "other.csv"
+    comma.write_text("\n".join(rows) + "\n")
+    other.write_text("\n".join(r.replace(",", sep) for r in rows) + "\n")
+    pd.testing.assert_frame_equal(read_catalog(other), read_catalog(comma))
+    assert read_catalog(comma)["origin_time"].iloc[1] == pd.Timestamp("2024-01-02T11:30Z")
