@@ -508,14 +508,19 @@ class RunDir:
         self._write_manifest(manifest)
         return removed
 
-    def mark_current(self, stages: tuple[str, ...], input_key: str) -> None:
-        """Record that ``stages`` finished from the inputs identified by ``input_key``."""
+    def mark_current(
+        self, stages: tuple[str, ...], input_key: str, config_sha256: str | None = None
+    ) -> None:
+        """Record that ``stages`` finished from the inputs identified by ``input_key`` (and,
+        when given, the digest of the config fields they ran with)."""
         manifest = self.read_manifest()
         for stage in stages:
             entry = manifest.setdefault(stage, {})
             for k in ("stale_since", "stale_because"):
                 entry.pop(k, None)
             entry.update({"status": "current", "input_key": input_key})
+            if config_sha256 is not None:
+                entry["config_sha256"] = config_sha256
         self._write_manifest(manifest)
 
     def is_current(self, stages: tuple[str, ...], input_key: str) -> bool:

@@ -807,6 +807,28 @@ def test_score_says_a_run_is_damaged_and_refuses_a_truth_file(tmp_path):
         score_run(run.root, truth / "catalog.csv")
 
 
+def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_path):
+    """``eqcat report`` after ``magnitude:`` changed in the config exited 0 with the old
+    magnitudes, while config.resolved.yaml now showed the new values."""
+    from flows.build import _begin, _mark_current
+    from pipeline.rundir import RunDir, StaleStageError
+
+    scenario = "scenario: {seed: 1, start_time: 2000-10-08T05:00:00, duration_s: 600}\n"
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\n" + scenario)
+    run = RunDir(tmp_path / "t")
+    _mark_current(run, "magnitude", "key", load_config(config))
+    _begin(run, "report", str(config), "k2", True)  # same config: fine
+    config.write_text(config.read_text() + "report: {title: another}\n")
+    _begin(run, "report", str(config), "k2", True)  # the report's own section: fine
+    config.write_text(config.read_text() + "magnitude: {hb_ref_magnitude: 5.0}\n")
+    with pytest.raises(StaleStageError) as info:
+        _begin(run, "report", str(config), "k2", True)
+    assert "the config's magnitude / velocity_model changed since stage 'magnitude' ran" in str(
+        info.value
+    )
+    assert str(info.value).endswith(f"eqcat build {config} --from magnitude")
+
+
 def _quakeml_without_magnitudes(path: Path) -> Path:
     from obspy import UTCDateTime
     from obspy.core.event import Catalog, Event, Origin
