@@ -829,6 +829,28 @@ def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_pat
     assert str(info.value).endswith(f"eqcat build {config} --from magnitude")
 
 
+def test_stage_order_says_deleted_when_the_stage_ran(tmp_path):
+    """``eqcat report`` after magnitude/magnitudes.parquet was deleted said the magnitude
+    stage "has not run" although its manifest entry records the file."""
+    from pipeline.preflight import check_stage_order
+    from pipeline.rundir import RunDir
+
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\n" + "scenario: {seed: 1}\n")
+    cfg = load_config(config)
+    assert "which has not run" in check_stage_order(cfg, ["report"])[0]
+    run = RunDir(cfg.run_dir)
+    table = run.root / "magnitude" / "magnitudes.parquet"
+    table.parent.mkdir(parents=True)
+    table.write_bytes(b"PAR1")
+    run.record_stage("magnitude", outputs=["magnitude/magnitudes.parquet"])
+    assert check_stage_order(cfg, ["report"]) == []
+    table.unlink()
+    assert check_stage_order(cfg, ["report"]) == [
+        f"stage 'report' needs {table}, deleted since stage 'magnitude' wrote it: build with "
+        "--from magnitude (or without --stage/--from)"
+    ]
+
+
 def _quakeml_without_magnitudes(path: Path) -> Path:
     from obspy import UTCDateTime
     from obspy.core.event import Catalog, Event, Origin
