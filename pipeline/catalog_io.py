@@ -358,7 +358,8 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
     def need(column: str, option: str) -> pd.Series:
         values = table[column]
         if values.isna().all():
-            raise CatalogReadError(f"{path}: {option} needs a {column} column; the file has none")
+            what = "origin time" if column == "origin_time" else column
+            raise CatalogReadError(f"{path}: {option} needs an event {what}; the file has none")
         return values
 
     if selection.starttime is not None:
@@ -381,9 +382,13 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
             )
         keep &= types.isin({t.lower() for t in selection.magnitude_types})
     if not keep.any():
+        present = ""
+        if selection.magnitude_types:
+            found = sorted(set(table["magnitude_type"].fillna("").str.strip()) - {""})
+            present = f"; its magnitude types: {', '.join(found)}"
         raise CatalogReadError(
             f"{path}: none of its {len(table)} event(s) passes the selection "
-            f"({selection.describe()})"
+            f"({selection.describe()}){present}"
         )
     return table[keep].reset_index(drop=True)
 

@@ -189,7 +189,9 @@ def test_filters(tmp_path):
 
     no_position = tmp_path / "mags.csv"
     pd.DataFrame({"mag": sed["magnitude"]}).to_csv(no_position, index=False)
-    with pytest.raises(CatalogReadError, match=r"mags\.csv: --min-latitude needs a latitude"):
+    with pytest.raises(
+        CatalogReadError, match=r"mags\.csv: --min-latitude needs an event latitude"
+    ):
         filter_catalog(read_catalog(no_position), CatalogFilter(minlatitude=46.0), no_position)
 
 

@@ -887,7 +887,8 @@ def test_mc_refuses_a_selection_that_keeps_no_event(tmp_path):
     )
     assert done.returncode == 2 and not (tmp_path / "r").exists()
     assert done.stderr.strip().splitlines() == [
-        f"error: {catalog}: none of its 1 event(s) passes the selection (magnitude type in Mw)"
+        f"error: {catalog}: none of its 1 event(s) passes the selection (magnitude type in Mw); "
+        "its magnitude types: ML"
     ]
 
 
