@@ -11,6 +11,7 @@ station-days (and reruns the stages downstream of picking, whose inputs changed)
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -45,7 +46,7 @@ from flows.caching import (
 from pipeline import progress as user_progress
 from pipeline.config import BuildConfig, load_config, write_resolved_config
 from pipeline.errors import DataSourceError, is_retryable
-from pipeline.rundir import MANIFEST_STAGES, RunDir, sha256_file
+from pipeline.rundir import MANIFEST_STAGES, RunDir, StaleStageError, sha256_file, sha256_text
 from pipeline.velocity import load_velocity_model
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,69 @@ MANIFEST_OF = {
 OUTPUT_ENTRIES = {"download": ("waveforms", "synthetic")}
 
 
+#: The config fields each stage's results depend on besides its input files; recorded with
+#: the stage (:func:`_mark_current`) and compared by :func:`_begin` for the stages before the
+#: one that runs.
+CONFIG_OF = {
+    "pick": ("picking",),
+    "associate": ("association", "velocity_model"),
+    "locate": ("location", "velocity_model"),
+    "relocate": ("relocation", "velocity_model"),
+    "magnitude": ("magnitude", "velocity_model"),
+}
+
+
+def config_digest(cfg: BuildConfig, stage: str) -> str | None:
+    """SHA-256 of the config fields :data:`CONFIG_OF` names for ``stage`` (None: none)."""
+    fields = CONFIG_OF.get(stage)
+    if fields is None:
+        return None
+    dumped = cfg.model_dump(mode="json", include=set(fields))
+    return sha256_text(json.dumps(dumped, sort_keys=True, default=str))
+
+
+def _mark_current(run: RunDir, stage: str, key: str, cfg: BuildConfig) -> None:
+    """Record ``stage`` current for ``key`` and the digest of the config it ran with."""
+    run.mark_current(MANIFEST_OF[stage], key, config_sha256=config_digest(cfg, stage))
+
+
+def _config_changed(run: RunDir, manifest: dict, earlier: str, config_path: str) -> bool:
+    """Whether the config's fields of ``earlier`` differ from those it last ran with (False
+    when the manifest recorded none: a run of an older eqcat)."""
+    recorded = manifest.get(MANIFEST_OF[earlier][0], {}).get("config_sha256")
+    return recorded is not None and recorded != config_digest(load_config(config_path), earlier)
+
+
 def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool) -> bool:
-    """Guard a stage: its inputs must be current; if it will recompute, mark it and every
-    later stage stale first (their results are deleted). Returns whether it is unchanged."""
+    """Guard a stage: its inputs must be current and as the earlier stages wrote them; if it
+    will recompute, mark it and every later stage stale first (their results are deleted).
+    Returns whether it is unchanged.
+
+    Raises:
+        StaleStageError: an earlier stage is stale, its config fields (:data:`CONFIG_OF`)
+            changed since it ran, or one of its outputs was changed or deleted since it
+            wrote it (``eqcat build --stage report`` after ``location/locations.parquet``
+            went missing would otherwise build a catalog without the HypoInverse origins;
+            after ``magnitude`` changed in the config, with the old magnitudes); the message
+            names the stage to rebuild from.
+    """
     first = MANIFEST_STAGES.index(MANIFEST_OF[stage][0])
     manifest = run.read_manifest()
     for earlier in STAGES[: STAGES.index(stage)]:
+        hint = f"rebuild from there: eqcat build {config_path} --from {earlier}"
         stale = [m for m in MANIFEST_OF[earlier] if manifest.get(m, {}).get("status") == "stale"]
         if stale and MANIFEST_STAGES.index(stale[0]) < first:
-            run.require_current(
-                tuple(stale), f"rebuild from there: eqcat build {config_path} --from {earlier}"
+            run.require_current(tuple(stale), hint)
+        changed = run.changed_outputs(MANIFEST_OF[earlier])
+        if changed:
+            raise StaleStageError(
+                f"{run.root}: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''} "
+                f"changed or deleted since stage '{earlier}' wrote it; {hint}"
+            )
+        if _config_changed(run, manifest, earlier, config_path):
+            raise StaleStageError(
+                f"{run.root}: the config's {' / '.join(CONFIG_OF[earlier])} changed since "
+                f"stage '{earlier}' ran, and {stage} would use its old results; {hint}"
             )
     changed = run.changed_outputs(OUTPUT_ENTRIES.get(stage, MANIFEST_OF[stage]))
     if changed:
@@ -373,7 +427,7 @@ def pick_flow(config_path: str) -> dict:
     stamps.save(written)
     summary = finish_picking(run, cfg.picking, summaries, failures, model_name, len(units), began)
     # A failed station-day leaves the stage to be redone (and its downstream) next time.
-    run.mark_current(MANIFEST_OF["pick"], stage_key + (":incomplete" if failures else ""))
+    _mark_current(run, "pick", stage_key + (":incomplete" if failures else ""), cfg)
     summary = {
         "counts": summary["counts"],
         "failures": failures,
@@ -568,7 +622,7 @@ def _run_stage(stage: str, config_path: str) -> dict:
     key = description_key(stage_task.name, cache)
     unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))
     summary = cached(stage_task, cache, unchanged)(stage, config_path, cache=cache)
-    run.mark_current(MANIFEST_OF[stage], key)
+    _mark_current(run, stage, key, cfg)
     _artifact(cfg, stage, summary)
     return summary
 

@@ -7,7 +7,8 @@ Formats:
 - **QuakeML** (read with :func:`obspy.read_events`): per event the preferred origin (else
   the first) and the preferred magnitude (else the first); with a magnitude-type filter,
   the event's magnitude of that type is used when it has one.
-- **CSV** with a header row: ComCat-style exports (``time,latitude,longitude,depth,mag,
+- **CSV** with a header row (fields separated by ',', ';', tabs or '|', as the header line
+  shows; times in ISO 8601): ComCat-style exports (``time,latitude,longitude,depth,mag,
   magType,...``), FDSN/SED-style exports (``time,...,magnitude,magnitude_type``) and eqcat's
   own ``catalog.csv`` (``origin_time,...,depth_km,magnitude,magnitude_type``). Columns are
   recognised by the names in :data:`COLUMN_ALIASES` (case-insensitive); only a magnitude
@@ -48,6 +49,14 @@ EVENT_COLUMNS = list(COLUMN_ALIASES)
 DEPTH_METRES_ABOVE = 1000.0
 
 QUAKEML_SUFFIXES = {".xml", ".qml", ".quakeml"}
+
+#: Values outside these ranges are not a place or a size of an earthquake (a placeholder
+#: such as -999 or 9999 for "unknown", or a wrong column): reading stops at the first.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "magnitude": (-10.0, 10.0),
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 360.0),
+}
 
 
 class CatalogReadError(EqcatInputError):
@@ -137,8 +146,8 @@ def read_catalog(
 
     Raises:
         CatalogReadError: missing or empty file, unreadable QuakeML, no magnitude column,
-            no event with a magnitude, a non-numeric or infinite number or an unreadable
-            time (row named).
+            no event with a magnitude, a non-numeric or infinite number, a value outside
+            :data:`PLAUSIBLE_RANGES` or an unreadable time (row named).
     """
     path = Path(path)
     if path.is_dir():
@@ -155,12 +164,30 @@ def read_catalog(
         table = _read_csv(path, magnitude_column, time_column)
     else:
         raise CatalogReadError(f"{path}: unknown format {fmt!r} (expected auto, quakeml or csv)")
+    check_ranges(path, table, "event" if fmt == "quakeml" else "row")
     if table["magnitude"].isna().all():
         raise CatalogReadError(
             f"{path}: none of its {len(table)} event(s) has a magnitude (expected a value in "
             "the magnitude column, or a QuakeML <magnitude> per event)"
         )
     return table
+
+
+def check_ranges(path: Path, table: pd.DataFrame, unit: str = "row") -> None:
+    """Raise at the first value of ``table`` outside :data:`PLAUSIBLE_RANGES` (NaN passes).
+
+    ``unit`` names an entry in the message: "row" (CSV, with its line) or "event" (QuakeML).
+    """
+    for column, (low, high) in PLAUSIBLE_RANGES.items():
+        values = table[column].to_numpy(dtype=float)
+        bad = ~np.isnan(values) & ((values < low) | (values > high))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            where = f"row {row + 1} (line {row + 2})" if unit == "row" else f"event {row + 1}"
+            raise CatalogReadError(
+                f"{path}: {column} {values[row]:g} in {where} is outside [{low:g}, {high:g}] "
+                "(a placeholder for an unknown value? leave it empty)"
+            )
 
 
 def _read_quakeml(path: Path, magnitude_types: tuple[str, ...]) -> pd.DataFrame:
@@ -218,9 +245,32 @@ def _find_column(path: Path, columns: pd.Index, standard: str, override: str | N
     return next((lower[a] for a in COLUMN_ALIASES[standard] if a in lower), None)
 
 
+#: Field separators a catalog CSV may use (exports of spreadsheets: ';' or tabs).
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def _separator(path: Path) -> str:
+    """The separator of ``path``'s header line: the one of :data:`SEPARATORS` it holds most
+    often (',' when it holds none, or the file is not text: the reader names the problem)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            header = fh.readline()
+    except (UnicodeDecodeError, OSError):
+        return ","
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
 def _read_csv(path: Path, magnitude_column: str | None, time_column: str | None) -> pd.DataFrame:
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        raw = pd.read_csv(
+            path,
+            sep=_separator(path),
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+        )
     except pd.errors.EmptyDataError:
         raise CatalogReadError(f"{path}: empty file (expected a CSV header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -279,9 +329,13 @@ def numeric_column(path: Path, values: pd.Series, what: str) -> pd.Series:
 
 
 def _times(path: Path, values: pd.Series) -> pd.Series:
-    """UTC timestamps of an ISO 8601 text column; blanks become NaT, others raise (row named)."""
+    """UTC timestamps of an ISO 8601 text column; blanks become NaT, others raise (row named).
+
+    Only ISO 8601 is read: "08/10/2000" (day first in most of the world) was read as
+    10 August by pandas' guessing parser, without a word.
+    """
     text = values.str.strip()
-    times = pd.to_datetime(text.where(text != ""), utc=True, errors="coerce", format="mixed")
+    times = pd.to_datetime(text.where(text != ""), utc=True, errors="coerce", format="ISO8601")
     bad = times.isna() & (text != "")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -304,7 +358,8 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
     def need(column: str, option: str) -> pd.Series:
         values = table[column]
         if values.isna().all():
-            raise CatalogReadError(f"{path}: {option} needs a {column} column; the file has none")
+            what = "origin time" if column == "origin_time" else column
+            raise CatalogReadError(f"{path}: {option} needs an event {what}; the file has none")
         return values
 
     if selection.starttime is not None:
@@ -327,8 +382,31 @@ def filter_catalog(table: pd.DataFrame, selection: CatalogFilter, path: Path) ->
             )
         keep &= types.isin({t.lower() for t in selection.magnitude_types})
     if not keep.any():
+        present = ""
+        if selection.magnitude_types:
+            found = sorted(set(table["magnitude_type"].fillna("").str.strip()) - {""})
+            present = f"; its magnitude types: {', '.join(found)}"
         raise CatalogReadError(
             f"{path}: none of its {len(table)} event(s) passes the selection "
-            f"({selection.describe()})"
+            f"({selection.describe()}){present}"
         )
     return table[keep].reset_index(drop=True)
+
+
+def mixed_magnitude_types(table: pd.DataFrame) -> str | None:
+    """A warning when ``table`` holds more than one magnitude type (ML and Mw, ...), else None.
+
+    Mc and b of mixed scales describe none of them; the text names each type's count and the
+    option that keeps one. Types differing only in case are one type; blanks are not counted.
+    """
+    types = table["magnitude_type"].fillna("").str.strip()
+    types = types[types != ""]
+    counts = types.groupby(types.str.lower()).agg(["first", "size"])
+    if len(counts) < 2:
+        return None
+    counts = counts.sort_values("size", ascending=False)
+    listed = ", ".join(f"{row.first}: {row.size}" for row in counts.itertuples())
+    return (
+        f"mixed magnitude types ({listed}): Mc and b mix their scales; keep one with "
+        f"--magnitude-type {counts.iloc[0]['first']}"
+    )

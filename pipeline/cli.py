@@ -257,6 +257,18 @@ def _load(
 QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
 
 
+def _flow_failed_on_input(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is Prefect's log of a flow run that raised an input problem (the
+    command's own ``error:`` line reports it)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        record.name.startswith("prefect")
+        and exc is not None
+        and record.getMessage().startswith("Encountered exception during execution")
+        and _input_error_of(exc) is not None
+    )
+
+
 class QuietFilter(logging.Filter):
     """Default-verbosity filter of the console handler.
 
@@ -265,7 +277,10 @@ class QuietFilter(logging.Filter):
     happened and how to resume), and Prefect's per-task warning
     that a timeout cannot interrupt a worker thread (logged for every mapped task that has
     ``timeout_seconds`` and runs on a thread pool: thousands of identical lines for a long
-    build). A filter on the handler, not logger levels: Prefect resets its loggers' levels
+    build). Also Prefect's "Encountered exception during execution" line of a flow that
+    failed on an input problem (:func:`_input_error_of`): printed once per flow (the stage's
+    and the parent's), it repeated the command's own last ``error:`` line twice above it. A
+    filter on the handler, not logger levels: Prefect resets its loggers' levels
     when it configures its logging, and its API log handler still gets everything.
     """
 
@@ -273,6 +288,8 @@ class QuietFilter(logging.Filter):
         name = record.name
         if interrupt.interrupted_by() is not None and name.startswith("prefect"):
             return False  # Prefect's crash lines after Ctrl-C / SIGTERM; ours says it all
+        if _flow_failed_on_input(record):
+            return False
         if record.levelno < logging.WARNING and any(
             name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS
         ):
@@ -541,6 +558,21 @@ def _utc_option(value: str | None, option: str):
         raise typer.Exit(code=2) from None
 
 
+def _mc_line(est: Any) -> str:
+    """One Mc estimate for the terminal: value, bootstrap interval, why none was found.
+
+    A method that found no Mc shows "—" (not "nan"), and with an interval, the share of
+    bootstrap resamples that found one (the interval describes only those).
+    """
+    text = "—" if not math.isfinite(est.mc) else f"{est.mc:.1f}"
+    if math.isfinite(est.ci_low):
+        text += f"  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
+    reason = est.reason or ""
+    if reason and math.isfinite(est.ci_low):
+        reason += f"; found in {est.bootstrap_found_fraction:.0%} of the bootstrap resamples"
+    return text + (f"  ({reason})" if reason else "")
+
+
 @app.command()
 def mc(
     catalog: Annotated[Path, typer.Argument(help="catalog: QuakeML, or CSV with a header row")],
@@ -576,7 +608,13 @@ def mc(
     magnitude,magnitude_type; eqcat's catalog.csv), filters on request and writes the HTML
     report section of a build into OUT.
     """
-    from pipeline.catalog_io import CatalogFilter, CatalogReadError, filter_catalog, read_catalog
+    from pipeline.catalog_io import (
+        CatalogFilter,
+        CatalogReadError,
+        filter_catalog,
+        mixed_magnitude_types,
+        read_catalog,
+    )
     from pipeline.completeness import CompletenessConfig
     from pipeline.report.catalog_report import write_catalog_report
 
@@ -599,15 +637,19 @@ def mc(
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     output_folder(out, "--out", "a report folder")
-    index, result = write_catalog_report(
-        selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
-    )
-    typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
-    for method, est in result.mc.items():
-        typer.echo(
-            f"Mc {method:6s} {est.mc:.1f}  [{est.ci_low:.1f}, {est.ci_high:.1f}]"
-            + (f"  ({est.reason})" if est.reason else "")
+    try:
+        index, result = write_catalog_report(
+            selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
         )
+    except EqcatInputError as exc:  # magnitudes the analysis refuses (too many bins)
+        console.print(f"[red]error:[/red] {catalog}: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
+    mixed = mixed_magnitude_types(selected)
+    if mixed:
+        typer.echo(f"{catalog}: warning: {mixed}", err=True)
+    for method, est in result.mc.items():
+        typer.echo(f"Mc {method:6s} {_mc_line(est)}")
     if result.estimable:
         typer.echo(
             f"b = {result.b:.3f} ± {result.b_std:.3f} (Shi & Bolt) at Mc = "

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
+from pipeline.errors import EqcatInputError
 from pipeline.sections import SECTION_CONFIG
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,27 @@ LOG10_E = math.log10(math.e)
 #: Method keys in results, in the order they are reported.
 MC_METHODS = ("maxc", "gft90", "gft95", "mbs")
 
+#: Most magnitude bins an analysis accepts (e.g. 10 magnitude units of 0.01): the GFT test
+#: compares every candidate Mc with every bin above it, so its work grows with the square.
+MAX_FMD_BINS = 1000
+
+#: Array elements per block of histograms in :func:`gft_residuals` (bounds its memory:
+#: a few arrays of this many float64 values, ~32 MB each).
+GFT_BLOCK_ELEMENTS = 4_000_000
+
 
 class CompletenessConfig(BaseModel):
     """Completeness (Mc) and Gutenberg–Richter estimation settings."""
 
     model_config = SECTION_CONFIG
 
-    delta_m: float = Field(0.1, gt=0, le=1, description="magnitude bin width")
+    delta_m: float = Field(
+        0.1,
+        ge=0.01,
+        le=1,
+        description="magnitude bin width (no magnitude is known to better than 0.01; "
+        "narrower bins only multiply the work, see MAX_FMD_BINS)",
+    )
     maxc_correction: float = Field(
         0.2, ge=-1, le=1, description="added to the maximum-curvature Mc (Woessner & Wiemer 2005)"
     )
@@ -208,10 +223,30 @@ def gft_residuals(
 
     Synthetic cumulative counts above each candidate ``Mc_k`` follow
     ``S_i = N_k 10^(-b_k (M_i - Mc_k))`` for bins ``M_i >= Mc_k``; ``mode="incremental"``
-    compares the counts per bin (``S_i - S_(i+1)``) instead, a stricter test.
+    compares the counts per bin (``S_i - S_(i+1)``) instead, a stricter test. A stack of
+    histograms is done in blocks of at most :data:`GFT_BLOCK_ELEMENTS` (K, K) values.
     """
     counts = np.asarray(counts, dtype=float)
     k = bins.size
+    rows = max(GFT_BLOCK_ELEMENTS // max(k * k, 1), 1)
+    if counts.ndim == 2 and counts.shape[0] > rows:  # bootstrap stacks: block by block
+        blocks = [
+            gft_residuals(
+                bins,
+                counts[i : i + rows],
+                CutoffStats(
+                    mc=stats.mc,
+                    n=stats.n[i : i + rows],
+                    b=stats.b[i : i + rows],
+                    b_std=stats.b_std[i : i + rows],
+                    a=stats.a[i : i + rows],
+                ),
+                delta_m,
+                mode,
+            )
+            for i in range(0, counts.shape[0], rows)
+        ]
+        return np.concatenate(blocks, axis=0)
     offsets = bins[None, :] - bins[:, None]  # offsets[j, i] = M_i - Mc_j (used for i >= j)
     upper = np.triu(np.ones((k, k), dtype=bool))
     b = stats.b[..., :, None]
@@ -448,6 +483,25 @@ def _time_windows(
     return out
 
 
+def check_bin_count(magnitudes: np.ndarray, delta_m: float) -> None:
+    """Refuse finite ``magnitudes`` that span more than :data:`MAX_FMD_BINS` bins of ``delta_m``.
+
+    Raises:
+        EqcatInputError: naming the range, the bin width and the likely causes (a bin too
+            narrow, or a placeholder such as -999 among the magnitudes).
+    """
+    if magnitudes.size == 0:
+        return
+    low, high = float(np.min(magnitudes)), float(np.max(magnitudes))
+    n_bins = (high - low) / delta_m + 1
+    if not n_bins <= MAX_FMD_BINS:  # also catches inf/NaN from absurd values
+        raise EqcatInputError(
+            f"magnitudes span {low:g} to {high:g}: {n_bins:.3g} bins of delta_m={delta_m:g}, "
+            f"more than {MAX_FMD_BINS} (a wider bin width, or a placeholder value such as "
+            "-999 among the magnitudes?)"
+        )
+
+
 def analyze_magnitudes(
     magnitudes: np.ndarray | pd.Series | list[float],
     times: np.ndarray | pd.Series | None = None,
@@ -463,6 +517,9 @@ def analyze_magnitudes(
     Returns:
         a :class:`CompletenessResult`; ``estimable`` is False (with ``reason``) when fewer
         than ``cfg.min_events`` valid magnitudes remain or no Mc can be found.
+
+    Raises:
+        EqcatInputError: the magnitudes span more than :data:`MAX_FMD_BINS` bins.
     """
     cfg = cfg or CompletenessConfig()
     raw = np.asarray(magnitudes, dtype=float).ravel()
@@ -485,6 +542,7 @@ def analyze_magnitudes(
         )
         return result
 
+    check_bin_count(raw[finite], cfg.delta_m)
     binned = bin_magnitudes(raw[finite], cfg.delta_m)
     bins, counts, cumulative = fmd(binned, cfg.delta_m)
     result.magnitude_min, result.magnitude_max = float(bins[0]), float(bins[-1])

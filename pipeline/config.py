@@ -101,6 +101,17 @@ class BuildConfig(Section):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
         return value
 
+    @field_validator("starttime", "endtime", mode="before")
+    @classmethod
+    def _not_a_number(cls, value: Any) -> Any:
+        """Refuse a number: pydantic reads it as seconds since 1970 (``starttime: 12345``
+        gave a build from 1970-01-01 03:25, a span of 30 years, that validated)."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(
+                "expected an ISO 8601 UTC time, e.g. 2024-01-31T12:00:00 (not a number)"
+            )
+        return value
+
     @field_validator("starttime", "endtime")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:

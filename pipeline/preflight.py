@@ -346,12 +346,32 @@ def _has_response(channel: Channel) -> bool:
     )
 
 
+def _recorded_output(run_dir: Path, rel: str) -> bool:
+    """Whether the run's manifest records ``rel`` as a stage's output (it ran and wrote it).
+
+    A manifest that cannot be read counts as no record (the build reports it itself).
+    """
+    from pipeline.errors import EqcatInputError
+    from pipeline.rundir import RunDir
+
+    try:
+        manifest = RunDir(run_dir).read_manifest()
+    except EqcatInputError:
+        return False
+    return any(rel in entry.get("output_sha256", {}) for entry in manifest.values())
+
+
 def check_stage_order(cfg: BuildConfig, stages: list[str]) -> list[str]:
     """The first of ``stages`` finds what the stage before it writes in the run directory."""
     first = stages[0] if stages else "download"
     if first not in UPSTREAM_OUTPUT or (cfg.run_dir / UPSTREAM_OUTPUT[first]).is_file():
         return []
     before = ALL_STAGES[ALL_STAGES.index(first) - 1]
+    if _recorded_output(cfg.run_dir, UPSTREAM_OUTPUT[first]):
+        return [
+            f"stage {first!r} needs {cfg.run_dir / UPSTREAM_OUTPUT[first]}, deleted since "
+            f"stage {before!r} wrote it: build with --from {before} (or without --stage/--from)"
+        ]
     return [
         f"stage {first!r} needs {cfg.run_dir / UPSTREAM_OUTPUT[first]} from stage {before!r}, "
         f"which has not run: build with --from {before} (or without --stage/--from)"

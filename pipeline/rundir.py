@@ -117,6 +117,28 @@ def require_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+#: The ``eqcat build`` stage that writes each stage folder of a run directory.
+WRITER_OF_FOLDER = {
+    "waveforms": "download",
+    "picks": "pick",
+    "association": "associate",
+    "location": "locate",
+    "relocation": "relocate",
+    "magnitude": "magnitude",
+    "catalog": "report",
+    "report": "report",
+}
+
+
+def writer_stage(path: str | os.PathLike) -> str:
+    """The build stage that writes the run file ``path`` (its nearest stage folder), or
+    ``STAGE`` when ``path`` is not inside one."""
+    return next(
+        (WRITER_OF_FOLDER[p.name] for p in Path(path).parents if p.name in WRITER_OF_FOLDER),
+        "STAGE",
+    )
+
+
 def read_run_table(path: str | os.PathLike, columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """A Parquet table of a run that must hold ``columns``.
 
@@ -132,12 +154,13 @@ def read_run_table(path: str | os.PathLike, columns: tuple[str, ...] = ()) -> pd
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise EqcatInputError(
             f"not a readable Parquet table ({reason}); rebuild it from the stage that "
-            "writes it: eqcat build CONFIG --from STAGE",
+            f"writes it: eqcat build CONFIG --from {writer_stage(path)}",
             path=path,
         ) from None
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise EqcatInputError(f"missing column(s) {missing}{OLD_RUN_HINT}", path=path)
+        hint = OLD_RUN_HINT.replace("--from STAGE", f"--from {writer_stage(path)}")
+        raise EqcatInputError(f"missing column(s) {missing}{hint}", path=path)
     return table
 
 
@@ -485,14 +508,19 @@ class RunDir:
         self._write_manifest(manifest)
         return removed
 
-    def mark_current(self, stages: tuple[str, ...], input_key: str) -> None:
-        """Record that ``stages`` finished from the inputs identified by ``input_key``."""
+    def mark_current(
+        self, stages: tuple[str, ...], input_key: str, config_sha256: str | None = None
+    ) -> None:
+        """Record that ``stages`` finished from the inputs identified by ``input_key`` (and,
+        when given, the digest of the config fields they ran with)."""
         manifest = self.read_manifest()
         for stage in stages:
             entry = manifest.setdefault(stage, {})
             for k in ("stale_since", "stale_because"):
                 entry.pop(k, None)
             entry.update({"status": "current", "input_key": input_key})
+            if config_sha256 is not None:
+                entry["config_sha256"] = config_sha256
         self._write_manifest(manifest)
 
     def is_current(self, stages: tuple[str, ...], input_key: str) -> bool:

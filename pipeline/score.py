@@ -67,7 +67,15 @@ import yaml
 
 from pipeline.catalog_io import numeric_column
 from pipeline.errors import EqcatInputError
-from pipeline.rundir import read_json_object, read_run_table, require_run_dir, write_text_atomic
+from pipeline.rundir import (
+    STAGE_RESULTS,
+    RunDir,
+    read_json_object,
+    read_run_table,
+    require_run_dir,
+    write_text_atomic,
+    writer_stage,
+)
 from pipeline.score_losses import (
     FALSE_EVENT_CLASSES,
     RunTables,
@@ -212,6 +220,10 @@ def read_truth(truth_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             a blank or unreadable time, number or event_id (:func:`_truth_numbers`).
     """
     truth_dir = Path(truth_dir)
+    if truth_dir.is_file():
+        raise EqcatInputError(
+            "is a file; expected the truth folder (catalog.csv, picks.csv)", path=truth_dir
+        )
     paths = {name: truth_dir / f"{name}.csv" for name in ("catalog", "picks")}
     for path in paths.values():
         if not path.is_file():
@@ -469,6 +481,23 @@ def _m_recall90(bins: list[dict]) -> float | None:
     return None
 
 
+def damaged_run_notes(run_dir: Path) -> list[str]:
+    """One note per stage whose result tables (:data:`pipeline.rundir.STAGE_RESULTS`) its
+    manifest entry records but that were changed or deleted since: the score then says the
+    run is damaged, not only that the stage found nothing (a deleted catalog was scored as
+    "events lost at picking")."""
+    run = RunDir(run_dir)
+    notes = []
+    for stage, tables in STAGE_RESULTS.items():
+        changed = [rel for rel in run.changed_outputs((stage,)) if rel in tables]
+        if changed:
+            notes.append(
+                f"damaged run: {', '.join(changed)} changed or deleted since stage '{stage}' "
+                f"wrote it; rebuild: eqcat build CONFIG --from {writer_stage(changed[0])}"
+            )
+    return notes
+
+
 def _event_table(run_dir: Path, notes: list[str]) -> tuple[pd.DataFrame | None, str | None]:
     for rel in (
         "catalog/catalog.parquet",
@@ -625,6 +654,7 @@ def score_run(
         },
         "n_true_events": len(truth),
     }
+    notes += damaged_run_notes(run_dir)
     events, source = _event_table(run_dir, notes)
     score["event_source"] = source
     score["n_detected_events"] = None if events is None else len(events)

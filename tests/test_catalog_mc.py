@@ -189,7 +189,9 @@ def test_filters(tmp_path):
 
     no_position = tmp_path / "mags.csv"
     pd.DataFrame({"mag": sed["magnitude"]}).to_csv(no_position, index=False)
-    with pytest.raises(CatalogReadError, match=r"mags\.csv: --min-latitude needs a latitude"):
+    with pytest.raises(
+        CatalogReadError, match=r"mags\.csv: --min-latitude needs an event latitude"
+    ):
         filter_catalog(read_catalog(no_position), CatalogFilter(minlatitude=46.0), no_position)
 
 
@@ -203,8 +205,13 @@ def test_filters(tmp_path):
             r"bad\.csv: non-numeric magnitude 'M2' in row 3 \(line 4\)",
         ),
         ("time,mag\nyesterday,1.2\n", r"unreadable time 'yesterday' in row 1"),
+        ("time,mag\n08/10/2000 05:00:00,1.2\n", r"unreadable time '08/10/2000 05:00:00'"),
         ("time,mag\n", r"bad\.csv: no events"),
         ("<?xml version='1.0'?><broken", r"bad\.csv: not readable as QuakeML"),
+        (
+            "time,mag\n2024-01-01T00:00:00Z,1.2\n2024-01-02T00:00:00Z,-999\n",
+            r"bad\.csv: magnitude -999 in row 2 \(line 3\) is outside \[-10, 10\]",
+        ),
     ],
 )
 def test_bad_input_one_line_error(tmp_path, content, message):
@@ -240,3 +247,36 @@ def test_report_screenshot_not_empty(tmp_path):
     dark = (pixels.mean(axis=-1) < 128).mean()
     assert dark > 0.005, f"only {dark:.2%} dark pixels"
     assert pixels.std() > 10
+
+
+def test_mixed_magnitude_types_are_named_and_a_missing_mc_is_a_dash(tmp_path):
+    """A CSV of ML and Mw events gave Mc and b of the mixture without a word; a method that
+    found no Mc printed "nan" beside a bootstrap interval."""
+    from pipeline.catalog_io import mixed_magnitude_types
+    from pipeline.cli import _mc_line
+    from pipeline.completeness import McEstimate
+
+    table = pd.DataFrame({"magnitude_type": ["ML", "Mw", "ml", "ML", "", None]})
+    assert mixed_magnitude_types(table) == (
+        "mixed magnitude types (ML: 3, Mw: 1): Mc and b mix their scales; keep one with "
+        "--magnitude-type ML"
+    )
+    assert mixed_magnitude_types(table.iloc[[0, 2, 4]]) is None
+    none_found = McEstimate(method="gft95", mc=float("nan"), reason="no candidate Mc")
+    none_found.ci_low, none_found.ci_high, none_found.bootstrap_found_fraction = 1.2, 1.4, 0.12
+    assert _mc_line(none_found) == (
+        "—  [1.2, 1.4]  (no candidate Mc; found in 12% of the bootstrap resamples)"
+    )
+    assert _mc_line(McEstimate(method="maxc", mc=1.4)) == "1.4"
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_csv_with_another_separator_reads_like_a_comma_one(tmp_path, sep):
+    """A spreadsheet export separated by ';' (or tabs) was refused with "no magnitude column"
+    listing one column named 'time;mag;...'."""
+    rows = ["time,mag,magType", "2024-01-01T00:00:00Z,1.2,ML", "2024-01-02T12:30:00+01:00,2.5,ML"]
+    comma, other = tmp_path / "comma.csv", tmp_path / "other.csv"
+    comma.write_text("\n".join(rows) + "\n")
+    other.write_text("\n".join(r.replace(",", sep) for r in rows) + "\n")
+    pd.testing.assert_frame_equal(read_catalog(other), read_catalog(comma))
+    assert read_catalog(comma)["origin_time"].iloc[1] == pd.Timestamp("2024-01-02T11:30Z")

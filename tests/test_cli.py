@@ -100,3 +100,30 @@ def test_prefect_server_start_timeout_default_and_user_override(monkeypatch):
     monkeypatch.setenv(key, "45")
     configure_prefect()
     assert os.environ[key] == "45"
+
+
+def test_flow_failure_on_input_is_not_repeated_above_the_error_line():
+    """A stage run on a damaged run printed Prefect's "Encountered exception during execution:
+    EqcatInputError(...)" twice (stage flow, parent flow) above the one ``error:`` line; the
+    default filter drops them for input problems and keeps them for defects (and ``-v``)."""
+    import logging
+    import sys
+
+    from pipeline.cli import QuietFilter
+    from pipeline.errors import EqcatInputError
+
+    def record(exc: BaseException, name: str = "prefect.flow_runs") -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord(
+            name, logging.ERROR, __file__, 1, "Encountered exception during execution: %r",
+            (exc,), info,
+        )  # fmt: skip
+
+    quiet = QuietFilter()
+    assert not quiet.filter(record(EqcatInputError("x.parquet: not a readable Parquet table")))
+    assert not quiet.filter(record(FileNotFoundError(2, "No such file", "x.yaml")))
+    assert quiet.filter(record(RuntimeError("a defect")))
+    assert quiet.filter(record(EqcatInputError("ours"), name="flows.build"))

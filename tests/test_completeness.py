@@ -10,13 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import completeness
 from pipeline.completeness import (
     CompletenessConfig,
     analyze_magnitudes,
     b_value,
     bin_magnitudes,
+    cutoff_stats,
     fmd,
+    gft_residuals,
 )
+from pipeline.errors import EqcatInputError
 
 TRUE_B = 1.0
 TRUE_MC = 1.0
@@ -181,3 +185,30 @@ def test_agrees_with_seismostats():
     assert std == pytest.approx(ss_std, rel=1e-6)
     # seismostats' Kolmogorov–Smirnov Mc and our GFT95 are different tests of the same fit.
     assert abs(ss_ks - res.mc["gft95"].mc) <= 0.2 + 1e-9
+
+
+def test_too_many_bins_is_one_input_error_not_a_memory_blow_up():
+    """A bin width far below the magnitudes' precision, or one placeholder magnitude, would
+    ask GFT for (K, K) arrays per bootstrap histogram (terabytes): refused, range named."""
+    mags = gr_catalog(300, 0.3, seed=5)
+    with pytest.raises(ValueError, match="greater than or equal to 0.01"):
+        CompletenessConfig(delta_m=0.0001)
+    wide = np.append(mags, [-5.0, 8.0])
+    with pytest.raises(EqcatInputError, match=r"1\.3e\+03 bins of delta_m=0\.01, more than 1000"):
+        analyze_magnitudes(wide, cfg=CompletenessConfig(delta_m=0.01))
+    with pytest.raises(EqcatInputError, match=r"magnitudes span -1e\+06 to .*placeholder"):
+        analyze_magnitudes(np.append(mags, -1e6))
+
+
+def test_gft_residuals_in_blocks_equal_the_whole_stack(monkeypatch):
+    """Bootstrap stacks are done in blocks (bounded memory) with the same R values."""
+    mags = bin_magnitudes(gr_catalog(500, 0.3, seed=6), DELTA_M)
+    bins, counts, _ = fmd(mags, DELTA_M)
+    rng = np.random.default_rng(0)
+    stack = rng.multinomial(counts.sum(), counts / counts.sum(), size=7)
+    stats = cutoff_stats(bins, stack, DELTA_M, 25)
+    whole = gft_residuals(bins, stack, stats, DELTA_M)
+    monkeypatch.setattr(completeness, "GFT_BLOCK_ELEMENTS", 2 * bins.size**2)
+    blocked = gft_residuals(bins, stack, stats, DELTA_M)
+    np.testing.assert_array_equal(np.isnan(whole), np.isnan(blocked))
+    np.testing.assert_allclose(whole[~np.isnan(whole)], blocked[~np.isnan(blocked)])

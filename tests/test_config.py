@@ -90,6 +90,12 @@ def test_resolved_config_is_written(tmp_path):
         ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
+        ({"starttime": 12345}, "starttime = 12345: expected an ISO 8601 UTC time"),
+        ({"endtime": 979000000.0}, "endtime = 979000000.0: expected an ISO 8601"),
+        (
+            {"report": {"completeness": {"delta_m": 0.001}}},
+            "report.completeness.delta_m = 0.001: Input should be greater than or equal to 0.01",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):

@@ -8,6 +8,7 @@ waveforms in an SDS archive, relocated end to end.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 from hypodd.config import parse_inp
 
+from pipeline.errors import EqcatInputError
 from pipeline.relocation import hypodd_formats as fmt
 from pipeline.relocation.engine import ITERATIONS_DIR, HypoDDError, engine_command, relocate_dir
 from pipeline.relocation.hypodd_package import SparseSystem, lsqr_float32
@@ -330,10 +332,50 @@ def test_engine_errors_are_clear(tmp_path):
     for name in ("dt.cc", "dt.ct"):
         (tmp_path / name).write_text("")
     (tmp_path / "event.dat").write_text("20001006 5000000 35.27 133.35 10.0 0 0 0 0 1\n")
-    (tmp_path / "station.dat").write_text("ST1 not-a-latitude 133.0\n")
-    with pytest.raises(HypoDDError, match="exit status 1.*ValueError.*hypoDD.engine.log"):
+    (tmp_path / "station.dat").write_text("ST1 35.0 133.0\nST2 not-a-latitude 133.0\n")
+    # a damaged input line is named before the engine runs (it said "could not convert
+    # string to float: 'not-a-latitude'" without the file or the line)
+    with pytest.raises(EqcatInputError, match=r"station\.dat:2: expected 'STA LAT LON \[ELEV\]'"):
+        relocate_dir(tmp_path, RelocationConfig(engine="python", timeout_s=120))
+    assert not (tmp_path / "hypoDD.engine.log").exists()
+    (tmp_path / "station.dat").write_text("ST1 35.0 133.0\n")
+    cut = inp.splitlines()
+    names = [i for i, line in enumerate(cut) if line.strip() and not line.startswith("*")]
+    (tmp_path / "hypoDD.inp").write_text("\n".join(cut[: names[9] + 1]) + "\n")  # no parameters
+    with pytest.raises(HypoDDError, match="exit status 1.*hypoDD.engine.log"):
         relocate_dir(tmp_path, RelocationConfig(engine="python", timeout_s=120))
     assert (tmp_path / "hypoDD.engine.log").is_file()
+
+
+@pytest.mark.parametrize(
+    "key, line, expected",
+    [
+        ("fn_event", "20000101 garbage", "expected 'DATE TIME LAT LON DEPTH MAG EH EZ RMS ID'"),
+        ("fn_ct", "X1 abc def 1.0 P", "expected 'STA T1 T2 WGHT PHA', got 'X1 abc def 1.0 P'"),
+        ("fn_ct", "X1 1.0 1.1 1.0 Q", "expected 'STA T1 T2 WGHT PHA'"),
+        ("fn_cc", "# 12 twelve 0.0", "expected '# ID1 ID2 [OTC]'"),
+        ("fn_station", "X1 35.0 133.0 high", "expected 'STA LAT LON [ELEV]'"),
+    ],
+)
+def test_input_lines_the_engine_cannot_read_are_named(tmp_path, key, line, expected):
+    """Each damaged line is named with its file and line number; the official example's
+    files pass (and a station coordinate in deg:min)."""
+    good = {
+        "fn_event": "20001006 5000000 35.27 133.35 10.0 0 0 0 0 1",
+        "fn_ct": "#  1  2\nX1 1.0 1.1 1.0 P",
+        "fn_cc": "#  1  2  0.0\nX1 0.01 0.8 S",
+        "fn_station": "X1 35:16.2 133.0\nX2 35.0 -133.0 120",
+    }[key]
+    path = tmp_path / "input.txt"
+    path.write_text(good + "\n")
+    fmt.check_input_lines(path, key)
+    path.write_text(f"{good}\n\n{line}\n")
+    lineno = good.count("\n") + 3
+    with pytest.raises(EqcatInputError, match=re.escape(f"input.txt:{lineno}: {expected}")):
+        fmt.check_input_lines(path, key)
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(EqcatInputError, match="input.txt: not a text file"):
+        fmt.check_input_lines(path, key)
 
 
 def test_cross_correlation_recovers_known_lags():

@@ -716,7 +716,34 @@ def test_damaged_or_old_run_table_names_the_file(tmp_path, table, damage, expect
         pd.DataFrame(columns).drop(columns=[damage]).to_parquet(path)
     with pytest.raises(EqcatInputError, match=expected) as info:
         score_run(run, _truth_folder(tmp_path / "truth"))
-    assert str(path) in str(info.value) and "--from" in str(info.value)
+    stage = "report" if table.startswith("catalog") else "pick"
+    assert str(path) in str(info.value) and f"--from {stage}" in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_stage_run_alone_refuses_an_earlier_output_changed_since_written(tmp_path, damage):
+    """``eqcat report`` after ``location/locations.parquet`` was deleted built a catalog
+    without the HypoInverse origins (exit 0); a truncated one failed inside the report. Both
+    now stop before any work and name the file and the stage to rebuild from."""
+    from flows.build import _begin
+    from pipeline.rundir import RunDir, StaleStageError
+
+    run = RunDir(tmp_path / "run")
+    table = run.root / "location" / "locations.parquet"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"event_id": ["e1"]}).to_parquet(table)
+    run.record_stage("location", outputs=["location/locations.parquet"])
+    run.mark_current(("location",), "k")
+    assert _begin(run, "report", "cfg.yaml", "key", True) is False  # earlier stage intact
+    if damage == "delete":
+        table.unlink()
+    else:
+        table.write_bytes(table.read_bytes()[:20])
+    with pytest.raises(StaleStageError) as info:
+        _begin(run, "report", "cfg.yaml", "key", True)
+    assert "location/locations.parquet changed or deleted since stage 'locate'" in str(info.value)
+    assert str(info.value).endswith("eqcat build cfg.yaml --from locate")
+    assert not is_retryable(info.value)
 
 
 @pytest.mark.parametrize(
@@ -774,6 +801,73 @@ def test_score_refuses_a_reference_magnitude_that_is_not_finite(tmp_path, mc_ref
     assert not (tmp_path / "score.json").exists()
 
 
+def test_score_says_a_run_is_damaged_and_refuses_a_truth_file(tmp_path):
+    """A run whose catalog was deleted after its stage wrote it was scored as if every event
+    had been lost at picking, without a word; a truth *file* was reported as
+    ``catalog.csv/catalog.csv`` not found."""
+    from pipeline.rundir import RunDir
+    from pipeline.score import score_run
+
+    run = RunDir(tmp_path / "run")
+    table = run.root / "catalog" / "catalog.parquet"
+    table.parent.mkdir(parents=True)
+    table.write_bytes(b"PAR1")
+    run.record_stage("catalog", outputs=["catalog/catalog.parquet"])
+    table.unlink()
+    truth = _truth_folder(tmp_path / "truth")
+    notes = score_run(run.root, truth)["notes"]
+    assert (
+        "damaged run: catalog/catalog.parquet changed or deleted since stage 'catalog' wrote "
+        "it; rebuild: eqcat build CONFIG --from report"
+    ) in notes
+    with pytest.raises(EqcatInputError, match=r"truth/catalog\.csv: is a file; expected the truth"):
+        score_run(run.root, truth / "catalog.csv")
+
+
+def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_path):
+    """``eqcat report`` after ``magnitude:`` changed in the config exited 0 with the old
+    magnitudes, while config.resolved.yaml now showed the new values."""
+    from flows.build import _begin, _mark_current
+    from pipeline.rundir import RunDir, StaleStageError
+
+    scenario = "scenario: {seed: 1, start_time: 2000-10-08T05:00:00, duration_s: 600}\n"
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\n" + scenario)
+    run = RunDir(tmp_path / "t")
+    _mark_current(run, "magnitude", "key", load_config(config))
+    _begin(run, "report", str(config), "k2", True)  # same config: fine
+    config.write_text(config.read_text() + "report: {title: another}\n")
+    _begin(run, "report", str(config), "k2", True)  # the report's own section: fine
+    config.write_text(config.read_text() + "magnitude: {hb_ref_magnitude: 5.0}\n")
+    with pytest.raises(StaleStageError) as info:
+        _begin(run, "report", str(config), "k2", True)
+    assert "the config's magnitude / velocity_model changed since stage 'magnitude' ran" in str(
+        info.value
+    )
+    assert str(info.value).endswith(f"eqcat build {config} --from magnitude")
+
+
+def test_stage_order_says_deleted_when_the_stage_ran(tmp_path):
+    """``eqcat report`` after magnitude/magnitudes.parquet was deleted said the magnitude
+    stage "has not run" although its manifest entry records the file."""
+    from pipeline.preflight import check_stage_order
+    from pipeline.rundir import RunDir
+
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\n" + "scenario: {seed: 1}\n")
+    cfg = load_config(config)
+    assert "which has not run" in check_stage_order(cfg, ["report"])[0]
+    run = RunDir(cfg.run_dir)
+    table = run.root / "magnitude" / "magnitudes.parquet"
+    table.parent.mkdir(parents=True)
+    table.write_bytes(b"PAR1")
+    run.record_stage("magnitude", outputs=["magnitude/magnitudes.parquet"])
+    assert check_stage_order(cfg, ["report"]) == []
+    table.unlink()
+    assert check_stage_order(cfg, ["report"]) == [
+        f"stage 'report' needs {table}, deleted since stage 'magnitude' wrote it: build with "
+        "--from magnitude (or without --stage/--from)"
+    ]
+
+
 def _quakeml_without_magnitudes(path: Path) -> Path:
     from obspy import UTCDateTime
     from obspy.core.event import Catalog, Event, Origin
@@ -810,7 +904,8 @@ def test_mc_refuses_a_selection_that_keeps_no_event(tmp_path):
     )
     assert done.returncode == 2 and not (tmp_path / "r").exists()
     assert done.stderr.strip().splitlines() == [
-        f"error: {catalog}: none of its 1 event(s) passes the selection (magnitude type in Mw)"
+        f"error: {catalog}: none of its 1 event(s) passes the selection (magnitude type in Mw); "
+        "its magnitude types: ML"
     ]
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import EqcatInputError, ProgramError
-from pipeline.relocation.hypodd_formats import read_inp_files
+from pipeline.relocation.hypodd_formats import INPUT_LAYOUTS, check_input_lines, read_inp_files
 from pipeline.relocation.params import RelocationConfig
 from pipeline.rundir import TEMP_MARK, write_text_atomic
 
@@ -201,6 +201,8 @@ def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
     Raises:
         HypoDDInputError: ``folder`` is not a folder, its inputs are missing or unreadable,
             or the engine failed on them (the message names the log).
+        HypoDDFormatError: a line of an input file the engine cannot read
+            (:func:`~pipeline.relocation.hypodd_formats.check_input_lines`, before it runs).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -208,6 +210,9 @@ def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
     folder = folder.resolve()
     inp = folder / "hypoDD.inp"
     files = _check_inputs(folder, inp)
+    for key in INPUT_LAYOUTS:
+        if files[key]:
+            check_input_lines(folder / files[key], key)
     work = Path(tempfile.mkdtemp(prefix=f".relocate{TEMP_MARK}", dir=folder))
     try:
         _stage_inputs(folder, work, inp)

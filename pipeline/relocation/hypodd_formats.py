@@ -498,3 +498,61 @@ def read_sta(path: Path) -> pd.DataFrame:
 def read_res(path: Path) -> pd.DataFrame:
     """``hypoDD.res`` -> per-observation residual table (data_type 1/2 cc P/S, 3/4 ct P/S)."""
     return _read_columns(path, RES_COLUMNS, str_columns=("station",))
+
+
+#: Layout of each HypoDD input a user's folder holds, line by line: (fields, how many at
+#: least, indices of the numbers). dt.ct / dt.cc have a "#" pair line before each block.
+INPUT_LAYOUTS: dict[str, tuple[str, int, tuple[int, ...]]] = {
+    "fn_station": ("STA LAT LON [ELEV]", 3, (1, 2)),
+    "fn_event": ("DATE TIME LAT LON DEPTH MAG EH EZ RMS ID", 10, (2, 3, 4, 5, 6, 7, 8, 9)),
+    "fn_ct": ("STA T1 T2 WGHT PHA", 5, (1, 2, 3)),
+    "fn_cc": ("STA DT WGHT PHA", 4, (1, 2)),
+}
+
+
+def _number(text: str) -> bool:
+    """Whether ``text`` is a number HypoDD reads (a station coordinate may be ``deg:min``)."""
+    try:
+        float(text.replace(":", "", 1) if text.count(":") == 1 else text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_input_lines(path: Path, key: str) -> None:
+    """Refuse the first line of a HypoDD input file that its engine cannot read.
+
+    ``key`` is the hypoDD.inp key of the file (:data:`INPUT_LAYOUTS`). Checked: the file is
+    UTF-8 text, each data line has its fields with numbers where numbers belong, the phase of
+    a differential time is P or S, and a ``#`` line of dt.ct / dt.cc names two event ids.
+
+    Raises:
+        HypoDDFormatError: ``path:line``, the layout expected and the line found (the
+            engine itself failed on such a line with "could not convert string to float" or
+            "list index out of range", or left the event out without a word).
+    """
+    layout, n_fields, numbers = INPUT_LAYOUTS[key]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HypoDDFormatError(
+            f"{path}: not a text file ({exc.reason} at byte {exc.start})"
+        ) from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if key in ("fn_ct", "fn_cc") and parts[0] == "#":
+            ids = parts[1:3]
+            ok = len(ids) == 2 and all(i.lstrip("-").isdigit() for i in ids)
+            expected = "# ID1 ID2" + (" [OTC]" if key == "fn_cc" else "")
+        else:
+            optional = (3,) if key == "fn_station" and len(parts) > 3 else ()  # ELEV
+            ok = len(parts) >= n_fields and all(_number(parts[i]) for i in numbers + optional)
+            if ok and key in ("fn_ct", "fn_cc"):
+                ok = parts[n_fields - 1].upper() in ("P", "S")
+            expected = layout
+        if not ok:
+            raise HypoDDFormatError(
+                f"{path}:{lineno}: expected '{expected}', got {line.strip()[:80]!r}"
+            )
