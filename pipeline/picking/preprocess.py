@@ -27,6 +27,8 @@ import numpy as np
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
+from pipeline.waveforms.quality import peak_to_peak
+
 log = logging.getLogger(__name__)
 
 #: Sampling rate (Hz) the model expects.
@@ -180,7 +182,7 @@ def is_dead(traces: list[Trace], flat_max_ptp: float = 0.0) -> bool:
     """Whether the raw data of ``traces`` (one component) have peak-to-peak amplitude at
     most ``flat_max_ptp`` (counts; 0: constant) — the quality table's flat (dead) rule."""
     data = [np.asarray(tr.data) for tr in traces if tr.stats.npts]
-    return bool(data) and float(np.ptp(np.concatenate(data))) <= flat_max_ptp
+    return bool(data) and peak_to_peak(np.concatenate(data)) <= flat_max_ptp
 
 
 def preprocess_stream(
