@@ -8,13 +8,14 @@ import yaml
 from pipeline.config import ConfigError, load_config, write_resolved_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
+MINIMAL_STATION = {"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}
 MINIMAL = {
     "name": "t",
     "starttime": "2000-10-06T00:00:00",
     "endtime": "2000-10-07T00:00:00",
     "stations": {
         "kind": "inline",
-        "stations": [{"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}],
+        "stations": [MINIMAL_STATION],
     },
 }
 
@@ -90,6 +91,10 @@ def test_resolved_config_is_written(tmp_path):
         ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
+        (
+            {"stations": {"kind": "inline", "stations": [{**MINIMAL_STATION, "network": 1}]}},
+            "stations.inline.stations.0.network = 1: expected text; YAML read a number, so quote",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
