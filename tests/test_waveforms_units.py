@@ -236,7 +236,7 @@ def test_quality_reasons_name_mixed_rates_overlaps_and_the_inventory_rate():
     assert _reason(overlapping) == "1 overlap(s), 10 s (the later segment's samples are used)"
 
 
-def test_day_file_that_is_a_folder_a_broken_link_or_another_station(tmp_path):
+def test_day_file_that_is_a_folder_a_broken_link_or_another_station(tmp_path, monkeypatch):
     window = (UTCDateTime(T0), UTCDateTime(T0) + 60)
     cfg = QualityConfig()
     folder = tmp_path / "XX.AAA..HHZ.D.2024.034"
@@ -245,8 +245,19 @@ def test_day_file_that_is_a_folder_a_broken_link_or_another_station(tmp_path):
     link.symlink_to(tmp_path / "gone")
     for path, why in ((folder, "a folder, not a miniSEED file"), (link, "broken link to")):
         row = assess_file(path, 100.0, window, cfg, "XX.AAA..HHZ")
-        assert row["status"] == "corrupt" and row["error"].startswith(why)
+        assert row["status"] == "unreadable" and row["error"].startswith(why)
+        assert quality_reason(pd.Series(row), cfg).startswith(f"unreadable file ({why}")
     assert assess_file(tmp_path / "none", 100.0, window, cfg)["status"] == "missing"
+    locked = tmp_path / "locked"
+    locked.write_bytes(b"")
+
+    def refuse(path, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pipeline.waveforms.quality.read", refuse)  # chmod 000 as root reads
+    row = assess_file(locked, 100.0, window, cfg)
+    assert (row["status"], row["error"]) == ("unreadable", "cannot be read: Permission denied")
+    monkeypatch.undo()
 
     other = _trace(np.arange(6000, dtype=np.int32))
     other.stats.station = "BBB"

@@ -398,7 +398,7 @@ def download_waveforms(
     root = waveform_root(run, waveform_cfg)
     quality = write_quality(folder, root, choices, starttime, endtime, waveform_cfg)
 
-    corrupt = quality.loc[quality["status"] == "corrupt", "path"].tolist()
+    corrupt = quality.loc[quality["status"].isin(["corrupt", "unreadable"]), "path"].tolist()
     downloaded_bytes = sum(f["bytes"] for r in results["ok"] for f in r["files"])
     summary = {
         "source": source.kind,

@@ -9,9 +9,9 @@ network, station, location, channel   SEED codes
 day            UTC midnight of the day, datetime64[ns, UTC]
 span_s         seconds of the day inside the requested span
 path           the file (absolute), '' when missing
-status         'ok', 'missing' (no file) or 'corrupt' (the file could not be read, or the
-               path is a folder or a broken link)
-error          reader message for corrupt files, else ''
+status         'ok', 'missing' (no file), 'corrupt' (not miniSEED the reader can decode)
+               or 'unreadable' (a folder, a broken link, no permission to read)
+error          why a file is corrupt or unreadable, else ''
 n_traces       contiguous segments of this channel in the file
 n_samples      samples of this channel in the file
 sampling_rate  the rate most samples were recorded at (Hz; NaN when none)
@@ -198,6 +198,8 @@ def quality_reason(row, cfg: QualityConfig) -> str:
         return "no data file"
     if row.status == "corrupt":
         return f"corrupt file ({row.error})"
+    if row.status == "unreadable":
+        return f"unreadable file ({row.error})"
     problems = []
     if row.foreign_ids:
         problems.append(f"file holds data of {row.foreign_ids}, not of this channel (left out)")
@@ -262,10 +264,14 @@ def assess_file(
         return {"path": "", "status": "missing", "error": "", **empty}
     not_a_file = _not_a_file(path)
     if not_a_file is not None:
-        log.warning("unusable day file skipped: %s (%s)", path, not_a_file)
-        return {"path": str(path), "status": "corrupt", "error": not_a_file, **empty}
+        log.warning("unreadable day file skipped: %s (%s)", path, not_a_file)
+        return {"path": str(path), "status": "unreadable", "error": not_a_file, **empty}
     try:
         stream = read(str(path), format="MSEED")
+    except OSError as exc:  # permissions, I/O: the file may be fine, the access is not
+        error = f"cannot be read: {exc.strerror or exc}"
+        log.warning("unreadable day file skipped: %s (%s)", path, error)
+        return {"path": str(path), "status": "unreadable", "error": error, **empty}
     except Exception as exc:  # any reader failure means a corrupt file, reported not raised
         log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
         return {"path": str(path), "status": "corrupt", "error": str(exc), **empty}
