@@ -394,6 +394,11 @@ def test_serve_refuses_a_span_of_no_days(tmp_path):
             "name: x\n",
             "not a readable StationXML",
         ),
+        (
+            "stations:\n  kind: stationxml\n  path: {path}\n",
+            '<?xml version="1.0"?>\n<FDSNStationXML>\n<Network code="XX">\n',
+            "not a readable StationXML file (not well-formed XML: Premature end of data",
+        ),
         ("scenario:\n  stations_csv: {path}\n", "a,b\n1,2\n", "station list lacks column(s)"),
         (
             "scenario:\n  stations_csv: {path}\n",
@@ -401,7 +406,7 @@ def test_serve_refuses_a_span_of_no_days(tmp_path):
             "row 1: invalid station code '../x'",
         ),
     ],
-    ids=["stationxml-not-xml", "station-list-columns", "station-code-with-path"],
+    ids=["stationxml-not-xml", "stationxml-cut", "station-list-columns", "station-code-with-path"],
 )
 def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text, expected):
     from pipeline.preflight import preflight_problems

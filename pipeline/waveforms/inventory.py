@@ -173,12 +173,29 @@ def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datet
         try:
             return read_inventory(str(cfg.path))
         except Exception as exc:  # noqa: BLE001 - ObsPy raises many kinds on a bad file
+            why = _xml_syntax_error(cfg.path) or f"{type(exc).__name__}: {exc}"
             raise EqcatInputError(
-                f"not a readable StationXML file ({type(exc).__name__}: {exc})",
+                f"not a readable StationXML file ({why})",
                 path=cfg.path,
                 field="stations.path",
             ) from None
     return query_inventory(cfg, starttime, endtime)
+
+
+def _xml_syntax_error(path: Path) -> str | None:
+    """Where ``path`` stops being well-formed XML (a cut or damaged file), else None.
+
+    ObsPy only says "Unknown format" for such a file; the XML parser names the line.
+    """
+    from lxml import etree
+
+    try:
+        etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        return f"not well-formed XML: {exc}"
+    except Exception:  # noqa: BLE001 - unreadable for another reason: the caller's message
+        return None
+    return None
 
 
 def _active(item, starttime: UTCDateTime, endtime: UTCDateTime) -> bool:
