@@ -667,6 +667,18 @@ def _noise_start(w, cfg: MagnitudeConfig) -> UTCDateTime:
     return w.noise_end - cfg.noise_windows * (w.end - w.start)
 
 
+def has_responses(inventory) -> bool:
+    """Whether any channel of ``inventory`` has an instrument response (stages or a
+    sensitivity); without one no amplitude can be measured anywhere."""
+    return any(
+        channel.response is not None
+        and (channel.response.response_stages or channel.response.instrument_sensitivity)
+        for network in inventory
+        for station in network
+        for channel in station
+    )
+
+
 def measure_station_magnitudes(
     inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig, skipped: dict[str, str] | None = None
 ) -> pd.DataFrame:
@@ -676,7 +688,7 @@ def measure_station_magnitudes(
     per event), so memory stays bounded and large catalogs do not re-read the archive.
     A station with a channel that has no instrument response in the inventory gives no
     magnitude: it is logged and, when ``skipped`` is given, recorded there
-    (``NET.STA`` -> why).
+    (``NET.STA`` -> why); an inventory without any response is one entry, ``all stations``.
 
     Returns:
         one row per measured pair: the ``STATION_MAGNITUDE_COLUMNS`` plus ``used`` (False
@@ -687,6 +699,15 @@ def measure_station_magnitudes(
     meter = AmplitudeMeter(inp.inventory, cfg)
     pairs = _pair_windows(inp, cfg)
     rows = []
+    if not pairs.empty and not has_responses(inp.inventory):
+        why = (
+            "inventory.xml has no instrument response for any channel (an inline station "
+            "list has none): no magnitudes"
+        )
+        log.warning("magnitudes: %s", why)
+        if skipped is not None:
+            skipped["all stations"] = why
+        pairs = pairs.iloc[0:0]
     if not pairs.empty:
         by_station = pairs.groupby(["network", "station", "location"])
         progress.set_total(by_station.ngroups, "stations")

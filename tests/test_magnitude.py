@@ -18,6 +18,7 @@ from pipeline.magnitude import (
     censored_median,
     compute_magnitudes,
     event_magnitudes,
+    has_responses,
     hutton_boore_ml,
     median_mad,
     read_events,
@@ -362,6 +363,22 @@ def test_reads_an_archive_outside_the_run(tmp_path):
         compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))["counts"]["events_with_magnitude"]
         == 0
     )  # without the archive there is nothing to measure
+
+
+def test_inventory_without_any_response_is_one_skipped_entry(tmp_path):
+    """An inline station list has no responses: one line says so, not one per station
+    (which filled the build's data: line and hid the real data problems)."""
+    run, _ = build_run(tmp_path / "run")
+    path = run.root / "waveforms" / "inventory.xml"
+    inv = read_inventory(str(path))
+    assert has_responses(inv)
+    for channel in (ch for net in inv for sta in net for ch in sta):
+        channel.response = None
+    inv.write(str(path), format="STATIONXML")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    assert entry["counts"]["events_with_magnitude"] == 0
+    skipped = entry["details"]["skipped"]
+    assert list(skipped) == ["all stations"] and "no instrument response" in skipped["all stations"]
 
 
 def test_noise_is_corrected_and_noise_dominated_amplitudes_are_not_used(tmp_path):
