@@ -105,7 +105,7 @@ def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | N
         or isinstance(cfg.waveforms.source, HinetSource)
     ):
         return None
-    from pipeline.waveforms.inventory import load_inventory, select_channels
+    from pipeline.waveforms.inventory import inactive_stations, load_inventory, select_channels
 
     try:
         inventory = load_inventory(stations, cfg.starttime, cfg.endtime)
@@ -122,6 +122,7 @@ def _station_selection(cfg: BuildConfig) -> tuple[str, list, dict[str, str]] | N
         cfg.endtime,
         skipped,
     )
+    skipped.update(inactive_stations(inventory, cfg.starttime, cfg.endtime))
     return field, choices, skipped
 
 

@@ -845,6 +845,34 @@ def test_validate_refuses_a_stationxml_without_a_usable_station(
     assert station_notes(cfg) == []  # the problem says it; no warning repeats it
 
 
+def test_station_whose_epochs_miss_the_span_is_named(tmp_path):
+    """A StationXML station whose epochs all ended before the span vanished without a word
+    (no validate warning, no report line) although the archive held its data."""
+    from obspy import UTCDateTime, read_inventory
+
+    from pipeline.config import write_resolved_config
+    from pipeline.preflight import station_notes
+    from pipeline.report.data_quality import data_gaps
+    from pipeline.waveforms import download_waveforms
+
+    xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("B2", 3)])
+    inventory = read_inventory(str(xml))
+    inventory[0][1].start_date = UTCDateTime(1990, 1, 1)
+    inventory[0][1].end_date = UTCDateTime(1999, 12, 31)
+    inventory.write(str(xml), format="STATIONXML")
+    sds = tmp_path / "sds"
+    sds.mkdir()
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: stationxml, path: {xml}}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {sds}}}\n"
+    cfg = load_config(_config(tmp_path, spec))
+    why = "skipped: its inventory epoch(s) 1990-01-01 - 1999-12-31 do not overlap the span"
+    assert station_notes(cfg) == [f"stations.path = '{xml}': station XX.B2 {why}"]
+    run = write_resolved_config(cfg)
+    download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime,
+                       progress=False)  # fmt: skip
+    assert data_gaps(run)["XX.B2"] == f"waveforms: {why}"
+
+
 @pytest.mark.parametrize("kind", ["stationxml", "inline"])
 def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path, kind):
     """Two entries of one station are one station; entries far apart are named, and the

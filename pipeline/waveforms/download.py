@@ -45,6 +45,7 @@ from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_tex
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
     StationChoice,
+    inactive_stations,
     load_inventory,
     select_channels,
     stations_table,
@@ -381,6 +382,7 @@ def download_waveforms(
         endtime,
         skipped,
     )
+    skipped.update(inactive_stations(inventory, starttime, endtime))
     for label, why in skipped.items():
         log.warning("station %s %s", label, why)
     if not choices:

@@ -262,6 +262,42 @@ def select_channels(
     return sorted(choices, key=lambda c: c.seed_id)
 
 
+def inactive_stations(
+    inventory: Inventory, starttime: datetime, endtime: datetime
+) -> dict[str, str]:
+    """Stations of ``inventory`` none of whose entries (epochs) overlaps the span.
+
+    :func:`select_channels` passes over them without a word; the download records them as
+    skipped so the report and the build's ``data:`` line name them. Returns ``NET.STA``
+    (quoted when the codes are not clean) -> why, with the epochs the inventory gives.
+    """
+    t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
+    entries: dict[tuple[str, str], list[Station]] = {}
+    for net in inventory:
+        for sta in net:
+            entries.setdefault((net.code, sta.code), []).append(sta)
+    notes = {}
+    for (network, code), stations in entries.items():
+        if any(_active(sta, t0, t1) for sta in stations):
+            continue
+        label = f"{network}.{code}"
+        try:
+            check_code("network", network)
+            check_code("station", code)
+        except ValueError:
+            label = repr(label)
+        epochs = ", ".join(_epoch_text(sta) for sta in stations)
+        notes[label] = f"skipped: its inventory epoch(s) {epochs} do not overlap the span"
+    return notes
+
+
+def _epoch_text(item) -> str:
+    """``start - end`` of an inventory item's epoch (dates; open ends left empty)."""
+    start = f"{item.start_date.date}" if item.start_date is not None else ""
+    end = f"{item.end_date.date}" if item.end_date is not None else ""
+    return f"{start} - {end}".strip()
+
+
 #: Entries of one station more than this far apart (m) are named (:func:`select_channels`).
 EPOCH_MOVE_M = 100.0
 
