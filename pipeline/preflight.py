@@ -44,8 +44,10 @@ def _file_problem(path: Path, what: str) -> str | None:
     """Why ``path`` cannot be read as a ``what`` file, or None."""
     if not path.exists():
         return f"{what} not found"
+    if path.is_dir():
+        return f"is a folder; expected a {what}"
     if not path.is_file():
-        return f"{what} is not a file"
+        return f"{what} is not a regular file"
     if not os.access(path, os.R_OK):
         return f"{what} is not readable"
     return None

@@ -419,6 +419,15 @@ def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text,
     assert len(problems) == 1 and expected in problems[0] and str(station_file) in problems[0]
 
 
+def test_validate_names_a_station_file_that_is_a_folder(tmp_path):
+    from pipeline.preflight import preflight_problems
+
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: stationxml, path: {tmp_path}}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    (problem,) = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
+    assert problem == f"stations.path = '{tmp_path}': is a folder; expected a StationXML file"
+
+
 def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path):  # noqa: F811
     """A station whose inventory channels match no channel priority is named in the report's
     failed/skipped units and the terminal lines, not only logged."""
