@@ -106,6 +106,12 @@ def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
     assert message.startswith(str(tmp_path / "build.yaml"))
 
 
+def test_sds_path_that_is_a_file_says_so(tmp_path):
+    source = {"kind": "sds", "path": str(tmp_path / "build.yaml")}
+    with pytest.raises(ConfigError, match="is a file, not an SDS archive folder"):
+        load_config(_write(tmp_path, {**MINIMAL, "waveforms": {"source": source}}))
+
+
 def test_not_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(_write(tmp_path, "name: [unclosed"))
