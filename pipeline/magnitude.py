@@ -81,9 +81,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import sys
+import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -320,7 +325,52 @@ def _window_peak(
 
 
 class MissingResponseError(EqcatInputError):
-    """A channel without an instrument response in the inventory: its station is skipped."""
+    """A channel without a usable instrument response in the inventory (none, or one
+    evalresp refuses, e.g. a zero stage gain): its station is skipped."""
+
+
+def _tidy_evalresp(message: str) -> str:
+    """One evalresp message on one line, without its file header and boilerplate."""
+    text = " ".join(message.split())
+    header = re.match(r"EVRESP ERROR \(.*?Stage: (\d*)\]\):\s*(.*)", text)
+    if header:
+        stage, text = header.groups()
+        text = f"{text.removesuffix(', skipping to next response now')} (stage {stage})"
+    text = re.sub(r"^WARNING \(\w+\):\s*", "", text)
+    return text.removesuffix(" Execution continuing.").strip()
+
+
+@contextmanager
+def _evalresp_messages() -> Iterator[list[str]]:
+    """Collect what evalresp's C code prints to file descriptor 2 inside the block.
+
+    Its warnings ("computed and reported sensitivities differ ...") and errors went to the
+    terminal as loose lines, one set per channel. The list yielded is filled on leaving with
+    the collected text, whitespace-joined per message; anything else written to the
+    descriptor meanwhile (another thread's output) is written back.
+    """
+    found: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield found
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                text = capture.read().decode(errors="replace")
+                ours = re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text)
+                for part in ours:
+                    if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
+                        found.append(_tidy_evalresp(part))
+                    elif part:
+                        sys.stderr.write(part)
+                sys.stderr.flush()
+    finally:
+        os.close(saved)
 
 
 class AmplitudeMeter:
@@ -344,6 +394,7 @@ class AmplitudeMeter:
         self.cfg = cfg
         self._responses: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._transfers: OrderedDict[tuple[str, str, float, int], np.ndarray] = OrderedDict()
+        self._noted: set[tuple[str, str]] = set()
 
     def _remember(self, cache: OrderedDict, key: tuple, value: object) -> None:
         """Store ``value`` under ``key`` and drop the least recently used beyond the size."""
@@ -369,7 +420,7 @@ class AmplitudeMeter:
             self._transfers.move_to_end(tkey)
         else:
             output = "DISP" if self.cfg.method == "hutton_boore" else "VEL"
-            response, freqs = self._responses[key].get_evalresp_response(delta, nfft, output)
+            response, freqs = self._evalresp(key, seed_id, delta, nfft, output)
             inverse = np.zeros_like(response)
             nonzero = np.abs(response) > 0
             inverse[nonzero] = 1.0 / response[nonzero]
@@ -382,6 +433,28 @@ class AmplitudeMeter:
                 transfer *= 100.0  # m/s -> cm/s
             self._remember(self._transfers, tkey, transfer)
         return self._transfers[tkey]
+
+    def _evalresp(
+        self, key: tuple[str, str], seed_id: str, delta: float, nfft: int, output: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The response of ``seed_id`` at ``nfft`` frequencies, evalresp's notes logged.
+
+        Raises:
+            MissingResponseError: evalresp cannot evaluate the response (zero gain, ...).
+        """
+        try:
+            with _evalresp_messages() as notes:
+                result = self._responses[key].get_evalresp_response(delta, nfft, output)
+        except ValueError as exc:
+            why = "; ".join(notes) or str(exc)
+            raise MissingResponseError(
+                f"inventory.xml: unusable response for {seed_id} (evalresp: {why})"
+            ) from exc
+        for note in notes:
+            if (seed_id, note) not in self._noted:  # once per channel, not per transfer
+                self._noted.add((seed_id, note))
+                log.warning("inventory.xml: response of %s: evalresp: %s", seed_id, note)
+        return result
 
     def convert(self, trace: Trace) -> np.ndarray:
         """The trace in ``cfg.amplitude_unit`` (same length and start as ``trace``)."""

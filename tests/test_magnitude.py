@@ -381,6 +381,25 @@ def test_inventory_without_any_response_is_one_skipped_entry(tmp_path):
     assert list(skipped) == ["all stations"] and "no instrument response" in skipped["all stations"]
 
 
+def test_response_evalresp_refuses_skips_its_station_and_keeps_the_terminal_clean(tmp_path, capfd):
+    """A zero stage gain made evalresp raise ValueError: the magnitude stage (and the
+    build) stopped, after evalresp had printed its messages straight to the terminal."""
+    run, _ = build_run(tmp_path / "run")
+    path = run.root / "waveforms" / "inventory.xml"
+    inv = read_inventory(str(path))
+    station = inv[0][0]
+    for channel in station:
+        channel.response.response_stages[0].stage_gain = 0.0
+    inv.write(str(path), format="STATIONXML")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    label = f"{inv[0].code}.{station.code}"
+    assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
+    assert list(entry["details"]["skipped"]) == [label]
+    assert "unusable response" in entry["details"]["skipped"][label]
+    assert "zero stage gain" in entry["details"]["skipped"][label]
+    assert "EVRESP" not in capfd.readouterr().err
+
+
 def test_noise_is_corrected_and_noise_dominated_amplitudes_are_not_used(tmp_path):
     """A noisy station: its raw peaks of small events are noise (ML too large)."""
     run, _ = build_run(tmp_path / "run", noise={"ST06": 3.0})
