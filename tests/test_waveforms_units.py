@@ -348,6 +348,7 @@ def test_sds_source_reads_in_place_with_inline_stations(tmp_path):
     run = RunDir(tmp_path / "run")
     summary = download_waveforms(run, stations, cfg, T0, T1, progress=False)
     assert summary["sds_root"] == str(archive) and summary["channel_days_ok"] == 3
+    assert summary["counts"]["channel_days_ok"] == 3 and summary["counts"]["stations"] == 1
     assert not any((run.root / "waveforms").glob("2024"))
     quality = pd.read_parquet(run.root / "waveforms" / "quality.parquet")
     assert quality["coverage"].tolist() == [1.0, 1.0, 1.0]

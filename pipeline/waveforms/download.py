@@ -356,7 +356,8 @@ def download_waveforms(
     table). ``secret_loader`` resolves ``HinetSource.secret_block`` to ``'user:password'``
     (given by the orchestration layer; the pipeline never imports Prefect).
 
-    Returns a summary: unit counts by status, bytes written, failures and corrupt files.
+    Returns a summary: unit counts by status, bytes written, failures and corrupt files;
+    ``counts`` holds its whole-number entries (the build prints them).
     """
     clock = time.monotonic()
     starttime = starttime if starttime.tzinfo else starttime.replace(tzinfo=UTC)
@@ -418,6 +419,7 @@ def download_waveforms(
         "failures": [f"{r['unit']}: {r['error']}" for r in results["failed"]],
     }
     counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+    summary["counts"] = counts  # the build's "download: {...}" line (it printed {})
     run.record_stage(
         STAGE,
         inputs={
