@@ -96,6 +96,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
+from obspy.core.util.obspy_types import ObsPyException
 from obspy.geodetics import gps2dist_azimuth
 from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
@@ -440,13 +441,14 @@ class AmplitudeMeter:
         """The response of ``seed_id`` at ``nfft`` frequencies, evalresp's notes logged.
 
         Raises:
-            MissingResponseError: evalresp cannot evaluate the response (zero gain, ...).
+            MissingResponseError: evalresp cannot evaluate the response (a zero stage gain,
+                only an overall sensitivity and no stages, ...).
         """
         try:
             with _evalresp_messages() as notes:
                 result = self._responses[key].get_evalresp_response(delta, nfft, output)
-        except ValueError as exc:
-            why = "; ".join(notes) or str(exc)
+        except (ValueError, ObsPyException) as exc:  # the same response fails every time
+            why = "; ".join(notes) or str(exc).rstrip(".")
             raise MissingResponseError(
                 f"inventory.xml: unusable response for {seed_id} (evalresp: {why})"
             ) from exc

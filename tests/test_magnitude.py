@@ -387,16 +387,19 @@ def test_response_evalresp_refuses_skips_its_station_and_keeps_the_terminal_clea
     run, _ = build_run(tmp_path / "run")
     path = run.root / "waveforms" / "inventory.xml"
     inv = read_inventory(str(path))
-    station = inv[0][0]
-    for channel in station:
+    zero_gain, sensitivity_only = inv[0][0], inv[0][1]
+    for channel in zero_gain:
         channel.response.response_stages[0].stage_gain = 0.0
+    for channel in sensitivity_only:  # ObsPyException: no stages for evalresp
+        channel.response.response_stages = []
     inv.write(str(path), format="STATIONXML")
     entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
-    label = f"{inv[0].code}.{station.code}"
+    skipped = entry["details"]["skipped"]
     assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
-    assert list(entry["details"]["skipped"]) == [label]
-    assert "unusable response" in entry["details"]["skipped"][label]
-    assert "zero stage gain" in entry["details"]["skipped"][label]
+    assert sorted(skipped) == sorted(f"{inv[0].code}.{s.code}" for s in inv[0][:2])
+    assert "unusable response" in skipped[f"{inv[0].code}.{zero_gain.code}"]
+    assert "zero stage gain" in skipped[f"{inv[0].code}.{zero_gain.code}"]
+    assert "no response stages" in skipped[f"{inv[0].code}.{sensitivity_only.code}"]
     assert "EVRESP" not in capfd.readouterr().err
 
 
