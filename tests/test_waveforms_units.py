@@ -296,6 +296,20 @@ def test_text_records_and_nan_samples_never_reach_a_stage(tmp_path):
     assert all(np.isfinite(tr.data).all() for tr in stream)
 
 
+def test_day_file_cut_inside_a_record_is_flagged(tmp_path):
+    """A file cut mid-record lost its last record's samples with at most an
+    InternalMSEEDWarning that named no file (none at all for a cut of 128 bytes or more)."""
+    window = (UTCDateTime(T0), UTCDateTime(T0) + 60)
+    path = tmp_path / "day"
+    data = np.random.default_rng(5).integers(-1000, 1000, 6000).astype(np.int32)
+    Stream([_trace(data)]).write(str(path), format="MSEED", reclen=512)
+    path.write_bytes(path.read_bytes()[:-100])
+    row = assess_file(path, 100.0, window, QualityConfig(), "XX.AAA..HHZ")
+    assert row["partial_bytes"] == 412
+    reason = quality_reason(pd.Series(row), QualityConfig())
+    assert reason.startswith("file ends in a cut record (412 bytes not read)")
+
+
 def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
     cfg = InlineStations(
         stations=[{"network": "XX", "station": "AAA", "latitude": 1, "longitude": 2}]

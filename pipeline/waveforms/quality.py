@@ -18,6 +18,8 @@ sampling_rate  the rate most samples were recorded at (Hz; NaN when none)
 rates          every rate in the file, e.g. '100, 200' (Hz; '' when none)
 inventory_rate the rate the inventory gives for the channel (Hz)
 nonfinite_samples  samples that are NaN or infinite (float records): gaps to every reader
+partial_bytes  bytes after the file's last whole record (a cut file, or one still being
+               written): the reader skips them
 foreign_ids    SEED ids of traces in the file that belong to another channel, ', '-joined:
                they are not this channel's data and are left out ('' when none)
 data_s         seconds of data in the requested part of the day (sum of segment lengths)
@@ -29,10 +31,10 @@ clipped_samples  samples at the clip level (or in flat runs at the max/min)
 clipped        clipped_samples > 0
 flat           peak-to-peak amplitude <= QualityConfig.flat_max_ptp (dead channel)
 flagged        the channel-day has a problem a seismologist should see (``reason`` says which)
-reason         '; '-joined problems: no file, corrupt file, data of another channel, flat
-               (dead) channel, truncated (coverage below QualityConfig.min_coverage), gaps,
-               overlaps, clipped samples, mixed sampling rates or a rate not the
-               inventory's; '' when none
+reason         '; '-joined problems: no file, corrupt or unreadable file, data of another
+               channel, a cut last record, flat (dead) channel, truncated (coverage below
+               QualityConfig.min_coverage), gaps, non-finite samples, overlaps, clipped
+               samples, mixed sampling rates or a rate not the inventory's; '' when none
 ============== ==========================================================================
 
 Only the requested part of each day is assessed (data outside the span are cut away first).
@@ -52,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from obspy import Stream, Trace, UTCDateTime, read
+from obspy.io.mseed.util import get_record_information
 
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
@@ -77,6 +80,7 @@ QUALITY_COLUMNS = [
     "inventory_rate",
     "foreign_ids",
     "nonfinite_samples",
+    "partial_bytes",
     "data_s",
     "coverage",
     "n_gaps",
@@ -179,6 +183,7 @@ def assess_stream(
         "inventory_rate": float(expected_rate),
         "foreign_ids": "",
         "nonfinite_samples": 0,
+        "partial_bytes": 0,
         "data_s": data_s,
         "coverage": data_s / expected_seconds if expected_seconds > 0 else 0.0,
         "n_gaps": n_gaps,
@@ -203,6 +208,8 @@ def quality_reason(row, cfg: QualityConfig) -> str:
     problems = []
     if row.foreign_ids:
         problems.append(f"file holds data of {row.foreign_ids}, not of this channel (left out)")
+    if row.partial_bytes > 0:  # first: it explains a truncation
+        problems.append(f"file ends in a cut record ({row.partial_bytes} bytes not read)")
     if row.n_samples == 0:
         return "; ".join([*problems, "no data in the requested span"])
     if row.flat:
@@ -293,7 +300,16 @@ def assess_file(
         **assess_stream(stream, expected_rate, seconds, cfg),
         "foreign_ids": ", ".join(foreign),
         "nonfinite_samples": nonfinite,
+        "partial_bytes": _partial_bytes(path),
     }
+
+
+def _partial_bytes(path: Path) -> int:
+    """Bytes after the last whole miniSEED record of ``path`` (0 when it ends cleanly)."""
+    try:
+        return int(get_record_information(str(path)).get("excess_bytes", 0) or 0)
+    except Exception:  # noqa: BLE001 - the file was read; this is a finer check only
+        return 0
 
 
 def _nonfinite(trace: Trace) -> int:
