@@ -576,6 +576,14 @@ def test_near_gaps_guards_data_edges():
     assert (record.near_gaps(0.0) == gap).all()
 
 
+def test_preprocess_names_a_channel_sampled_too_slowly_for_the_band():
+    slow = _stream(np.random.default_rng(6).normal(size=(600, 3)))
+    for trace in slow:
+        trace.stats.sampling_rate = 1.0
+    with pytest.raises(ValueError, match=r"XX\.TEST\..*sampled at 1 Hz, too slow for .*1-45 Hz"):
+        preprocess_stream(slow, "XX.TEST.")
+
+
 def test_preprocess_refuses_mixed_channel_prefixes():
     stream = _stream(np.zeros((1000, 3))) + _stream(np.zeros((1000, 3)), prefix="EH")
     with pytest.raises(ValueError, match=r"XX\.TEST\..*several location/channel prefixes"):
