@@ -318,6 +318,7 @@ def pick_station_day_task(
         channel_prefix=channel_prefix,
         sds_root=waveform_root(run, cfg.waveforms),
         flat_max_ptp=cfg.waveforms.quality.flat_max_ptp,
+        span=(cfg.starttime, cfg.endtime),
     )
     summary["path"] = str(summary["path"])
     return summary
@@ -345,7 +346,7 @@ def _track_progress(futures: list, labels: list[str], description: str, unit: st
 @flow(name="pick")
 def pick_flow(config_path: str) -> dict:
     """Pick every station-day (mapped tasks), merge, record the stage; failures are reported."""
-    from pipeline.picking.stage import finish_picking, station_day_path
+    from pipeline.picking.stage import day_window, finish_picking, station_day_path
     from pipeline.waveforms import waveform_root
     from pipeline.waveforms.inventory import read_stations_csv
     from pipeline.waveforms.sds import days_in_span, station_day_files
@@ -381,6 +382,8 @@ def pick_flow(config_path: str) -> dict:
                 "weights": weights,
                 "channels": [row.location, row.channel_prefix],
                 "flat_max_ptp": cfg.waveforms.quality.flat_max_ptp,
+                # the part of the day picked: a changed span re-picks only the days it changes
+                "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
             },
         )
         for row, day in units

@@ -164,6 +164,11 @@ def format_validation_errors(exc: ValidationError, source: str) -> str:
             )
         elif err["type"] == "missing":
             lines.append(f"{source}: {loc}: required field is missing")
+        elif err["type"] == "string_type" and isinstance(err.get("input"), int | float):
+            lines.append(
+                f"{source}: {loc} = {err['input']!r}: expected text; YAML read a number, so "
+                "quote it (e.g. '01': unquoted, a leading zero is lost)"
+            )
         else:
             lines.append(f"{source}: {loc} = {err.get('input')!r}: {msg}")
     return "\n".join(lines)

@@ -81,9 +81,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import sys
+import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -91,6 +96,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from obspy import Inventory, Stream, Trace, UTCDateTime, read_inventory
+from obspy.core.util.obspy_types import ObsPyException
 from obspy.geodetics import gps2dist_azimuth
 from obspy.signal.invsim import cosine_sac_taper, cosine_taper
 from obspy.signal.util import _npts2nfft
@@ -320,7 +326,52 @@ def _window_peak(
 
 
 class MissingResponseError(EqcatInputError):
-    """A channel without an instrument response in the inventory: its station is skipped."""
+    """A channel without a usable instrument response in the inventory (none, or one
+    evalresp refuses, e.g. a zero stage gain): its station is skipped."""
+
+
+def _tidy_evalresp(message: str) -> str:
+    """One evalresp message on one line, without its file header and boilerplate."""
+    text = " ".join(message.split())
+    header = re.match(r"EVRESP ERROR \(.*?Stage: (\d*)\]\):\s*(.*)", text)
+    if header:
+        stage, text = header.groups()
+        text = f"{text.removesuffix(', skipping to next response now')} (stage {stage})"
+    text = re.sub(r"^WARNING \(\w+\):\s*", "", text)
+    return text.removesuffix(" Execution continuing.").strip()
+
+
+@contextmanager
+def _evalresp_messages() -> Iterator[list[str]]:
+    """Collect what evalresp's C code prints to file descriptor 2 inside the block.
+
+    Its warnings ("computed and reported sensitivities differ ...") and errors went to the
+    terminal as loose lines, one set per channel. The list yielded is filled on leaving with
+    the collected text, whitespace-joined per message; anything else written to the
+    descriptor meanwhile (another thread's output) is written back.
+    """
+    found: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield found
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                text = capture.read().decode(errors="replace")
+                ours = re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text)
+                for part in ours:
+                    if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
+                        found.append(_tidy_evalresp(part))
+                    elif part:
+                        sys.stderr.write(part)
+                sys.stderr.flush()
+    finally:
+        os.close(saved)
 
 
 class AmplitudeMeter:
@@ -344,6 +395,7 @@ class AmplitudeMeter:
         self.cfg = cfg
         self._responses: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._transfers: OrderedDict[tuple[str, str, float, int], np.ndarray] = OrderedDict()
+        self._noted: set[tuple[str, str]] = set()
 
     def _remember(self, cache: OrderedDict, key: tuple, value: object) -> None:
         """Store ``value`` under ``key`` and drop the least recently used beyond the size."""
@@ -369,7 +421,7 @@ class AmplitudeMeter:
             self._transfers.move_to_end(tkey)
         else:
             output = "DISP" if self.cfg.method == "hutton_boore" else "VEL"
-            response, freqs = self._responses[key].get_evalresp_response(delta, nfft, output)
+            response, freqs = self._evalresp(key, seed_id, delta, nfft, output)
             inverse = np.zeros_like(response)
             nonzero = np.abs(response) > 0
             inverse[nonzero] = 1.0 / response[nonzero]
@@ -382,6 +434,29 @@ class AmplitudeMeter:
                 transfer *= 100.0  # m/s -> cm/s
             self._remember(self._transfers, tkey, transfer)
         return self._transfers[tkey]
+
+    def _evalresp(
+        self, key: tuple[str, str], seed_id: str, delta: float, nfft: int, output: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The response of ``seed_id`` at ``nfft`` frequencies, evalresp's notes logged.
+
+        Raises:
+            MissingResponseError: evalresp cannot evaluate the response (a zero stage gain,
+                only an overall sensitivity and no stages, ...).
+        """
+        try:
+            with _evalresp_messages() as notes:
+                result = self._responses[key].get_evalresp_response(delta, nfft, output)
+        except (ValueError, ObsPyException) as exc:  # the same response fails every time
+            why = "; ".join(notes) or str(exc).rstrip(".")
+            raise MissingResponseError(
+                f"inventory.xml: unusable response for {seed_id} (evalresp: {why})"
+            ) from exc
+        for note in notes:
+            if (seed_id, note) not in self._noted:  # once per channel, not per transfer
+                self._noted.add((seed_id, note))
+                log.warning("inventory.xml: response of %s: evalresp: %s", seed_id, note)
+        return result
 
     def convert(self, trace: Trace) -> np.ndarray:
         """The trace in ``cfg.amplitude_unit`` (same length and start as ``trace``)."""
@@ -667,6 +742,18 @@ def _noise_start(w, cfg: MagnitudeConfig) -> UTCDateTime:
     return w.noise_end - cfg.noise_windows * (w.end - w.start)
 
 
+def has_responses(inventory) -> bool:
+    """Whether any channel of ``inventory`` has an instrument response (stages or a
+    sensitivity); without one no amplitude can be measured anywhere."""
+    return any(
+        channel.response is not None
+        and (channel.response.response_stages or channel.response.instrument_sensitivity)
+        for network in inventory
+        for station in network
+        for channel in station
+    )
+
+
 def measure_station_magnitudes(
     inp: _Inputs, sds_root: Path, cfg: MagnitudeConfig, skipped: dict[str, str] | None = None
 ) -> pd.DataFrame:
@@ -676,7 +763,7 @@ def measure_station_magnitudes(
     per event), so memory stays bounded and large catalogs do not re-read the archive.
     A station with a channel that has no instrument response in the inventory gives no
     magnitude: it is logged and, when ``skipped`` is given, recorded there
-    (``NET.STA`` -> why).
+    (``NET.STA`` -> why); an inventory without any response is one entry, ``all stations``.
 
     Returns:
         one row per measured pair: the ``STATION_MAGNITUDE_COLUMNS`` plus ``used`` (False
@@ -687,6 +774,15 @@ def measure_station_magnitudes(
     meter = AmplitudeMeter(inp.inventory, cfg)
     pairs = _pair_windows(inp, cfg)
     rows = []
+    if not pairs.empty and not has_responses(inp.inventory):
+        why = (
+            "inventory.xml has no instrument response for any channel (an inline station "
+            "list has none): no magnitudes"
+        )
+        log.warning("magnitudes: %s", why)
+        if skipped is not None:
+            skipped["all stations"] = why
+        pairs = pairs.iloc[0:0]
     if not pairs.empty:
         by_station = pairs.groupby(["network", "station", "location"])
         progress.set_total(by_station.ngroups, "stations")

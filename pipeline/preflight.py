@@ -44,8 +44,10 @@ def _file_problem(path: Path, what: str) -> str | None:
     """Why ``path`` cannot be read as a ``what`` file, or None."""
     if not path.exists():
         return f"{what} not found"
+    if path.is_dir():
+        return f"is a folder; expected a {what}"
     if not path.is_file():
-        return f"{what} is not a file"
+        return f"{what} is not a regular file"
     if not os.access(path, os.R_OK):
         return f"{what} is not readable"
     return None
@@ -107,7 +109,7 @@ def _station_selection(
         or isinstance(cfg.waveforms.source, HinetSource)
     ):
         return None
-    from pipeline.waveforms.inventory import load_inventory, select_channels
+    from pipeline.waveforms.inventory import inactive_stations, load_inventory, select_channels
 
     try:
         inventory = load_inventory(stations, cfg.starttime, cfg.endtime)
@@ -126,6 +128,7 @@ def _station_selection(
         skipped,
         notes,
     )
+    skipped.update(inactive_stations(inventory, cfg.starttime, cfg.endtime))
     return field, choices, skipped, notes
 
 

@@ -8,13 +8,14 @@ import yaml
 from pipeline.config import ConfigError, load_config, write_resolved_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
+MINIMAL_STATION = {"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}
 MINIMAL = {
     "name": "t",
     "starttime": "2000-10-06T00:00:00",
     "endtime": "2000-10-07T00:00:00",
     "stations": {
         "kind": "inline",
-        "stations": [{"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}],
+        "stations": [MINIMAL_STATION],
     },
 }
 
@@ -96,6 +97,10 @@ def test_resolved_config_is_written(tmp_path):
             {"report": {"completeness": {"delta_m": 0.001}}},
             "report.completeness.delta_m = 0.001: Input should be greater than or equal to 0.01",
         ),
+        (
+            {"stations": {"kind": "inline", "stations": [{**MINIMAL_STATION, "network": 1}]}},
+            "stations.inline.stations.0.network = 1: expected text; YAML read a number, so quote",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
@@ -105,6 +110,12 @@ def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
     assert expected in message
     assert len(message.splitlines()) == 1
     assert message.startswith(str(tmp_path / "build.yaml"))
+
+
+def test_sds_path_that_is_a_file_says_so(tmp_path):
+    source = {"kind": "sds", "path": str(tmp_path / "build.yaml")}
+    with pytest.raises(ConfigError, match="is a file, not an SDS archive folder"):
+        load_config(_write(tmp_path, {**MINIMAL, "waveforms": {"source": source}}))
 
 
 def test_not_yaml_and_missing_file(tmp_path):

@@ -18,6 +18,7 @@ from pipeline.magnitude import (
     censored_median,
     compute_magnitudes,
     event_magnitudes,
+    has_responses,
     hutton_boore_ml,
     median_mad,
     read_events,
@@ -362,6 +363,44 @@ def test_reads_an_archive_outside_the_run(tmp_path):
         compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))["counts"]["events_with_magnitude"]
         == 0
     )  # without the archive there is nothing to measure
+
+
+def test_inventory_without_any_response_is_one_skipped_entry(tmp_path):
+    """An inline station list has no responses: one line says so, not one per station
+    (which filled the build's data: line and hid the real data problems)."""
+    run, _ = build_run(tmp_path / "run")
+    path = run.root / "waveforms" / "inventory.xml"
+    inv = read_inventory(str(path))
+    assert has_responses(inv)
+    for channel in (ch for net in inv for sta in net for ch in sta):
+        channel.response = None
+    inv.write(str(path), format="STATIONXML")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    assert entry["counts"]["events_with_magnitude"] == 0
+    skipped = entry["details"]["skipped"]
+    assert list(skipped) == ["all stations"] and "no instrument response" in skipped["all stations"]
+
+
+def test_response_evalresp_refuses_skips_its_station_and_keeps_the_terminal_clean(tmp_path, capfd):
+    """A zero stage gain made evalresp raise ValueError: the magnitude stage (and the
+    build) stopped, after evalresp had printed its messages straight to the terminal."""
+    run, _ = build_run(tmp_path / "run")
+    path = run.root / "waveforms" / "inventory.xml"
+    inv = read_inventory(str(path))
+    zero_gain, sensitivity_only = inv[0][0], inv[0][1]
+    for channel in zero_gain:
+        channel.response.response_stages[0].stage_gain = 0.0
+    for channel in sensitivity_only:  # ObsPyException: no stages for evalresp
+        channel.response.response_stages = []
+    inv.write(str(path), format="STATIONXML")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    skipped = entry["details"]["skipped"]
+    assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
+    assert sorted(skipped) == sorted(f"{inv[0].code}.{s.code}" for s in inv[0][:2])
+    assert "unusable response" in skipped[f"{inv[0].code}.{zero_gain.code}"]
+    assert "zero stage gain" in skipped[f"{inv[0].code}.{zero_gain.code}"]
+    assert "no response stages" in skipped[f"{inv[0].code}.{sensitivity_only.code}"]
+    assert "EVRESP" not in capfd.readouterr().err
 
 
 def test_noise_is_corrected_and_noise_dominated_amplitudes_are_not_used(tmp_path):

@@ -7,7 +7,7 @@ picks are known exactly. The real EQTransformer runs on the real O2.WILZ record 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from pipeline.picking.stage import (
     PICKS_SCHEMA,
     PickingError,
     SpanStats,
+    day_window,
     eqt_record_picks,
     merge_picks,
     pick_all,
@@ -575,6 +576,14 @@ def test_near_gaps_guards_data_edges():
     assert (record.near_gaps(0.0) == gap).all()
 
 
+def test_preprocess_names_a_channel_sampled_too_slowly_for_the_band():
+    slow = _stream(np.random.default_rng(6).normal(size=(600, 3)))
+    for trace in slow:
+        trace.stats.sampling_rate = 1.0
+    with pytest.raises(ValueError, match=r"XX\.TEST\..*sampled at 1 Hz, too slow for .*1-45 Hz"):
+        preprocess_stream(slow, "XX.TEST.")
+
+
 def test_preprocess_refuses_mixed_channel_prefixes():
     stream = _stream(np.zeros((1000, 3))) + _stream(np.zeros((1000, 3)), prefix="EH")
     with pytest.raises(ValueError, match=r"XX\.TEST\..*several location/channel prefixes"):
@@ -614,6 +623,25 @@ def test_station_day_stage_writes_tables_and_manifest(tmp_path):
     empty = pd.read_parquet(station_day_path(run.root, "XX", "EMPTY", DAY))
     assert empty.empty and list(empty.columns) == list(PICKS_SCHEMA)
     assert run.read_manifest()["picks"]["counts"]["station_days"] == 2
+
+
+def test_station_day_picks_only_inside_the_build_span(tmp_path):
+    """A 1-hour build picked (and catalogued) its whole UTC day; the span now bounds the
+    picks, and a span that misses the day is an error naming the day."""
+    stream = _stream(_event_data(int(1200 * FS), [(10.0, 13.0), (500.0, 502.0)]),
+                     start=T0 + 3600 * 5)  # fmt: skip
+    run = _run_with_archive(tmp_path, stream)
+    t0 = T0.datetime.replace(tzinfo=UTC) + timedelta(hours=5)
+    span = (t0 + timedelta(seconds=300), t0 + timedelta(hours=1))
+    assert day_window(DAY, span) == (UTCDateTime(span[0]), UTCDateTime(span[1]))
+    summary = pick_station_day(run.root, "XX", "TEST", DAY, PickerConfig(), FakePicker(),
+                               span=span)  # fmt: skip
+    assert (summary["n_p"], summary["n_s"]) == (1, 1)  # the event at 10 s is outside
+    times = pd.read_parquet(station_day_path(run.root, "XX", "TEST", DAY))["time"]
+    assert (times >= pd.Timestamp(span[0])).all() and (times < pd.Timestamp(span[1])).all()
+    with pytest.raises(PickingError, match="does not overlap 2024-02-04"):
+        pick_station_day(run.root, "XX", "TEST", date(2024, 2, 4), PickerConfig(),
+                         FakePicker(), span=span)  # fmt: skip
 
 
 def test_pick_all_workers_give_the_same_tables(tmp_path):

@@ -394,6 +394,11 @@ def test_serve_refuses_a_span_of_no_days(tmp_path):
             "name: x\n",
             "not a readable StationXML",
         ),
+        (
+            "stations:\n  kind: stationxml\n  path: {path}\n",
+            '<?xml version="1.0"?>\n<FDSNStationXML>\n<Network code="XX">\n',
+            "not a readable StationXML file (not well-formed XML: Premature end of data",
+        ),
         ("scenario:\n  stations_csv: {path}\n", "a,b\n1,2\n", "station list lacks column(s)"),
         (
             "scenario:\n  stations_csv: {path}\n",
@@ -401,7 +406,7 @@ def test_serve_refuses_a_span_of_no_days(tmp_path):
             "row 1: invalid station code '../x'",
         ),
     ],
-    ids=["stationxml-not-xml", "station-list-columns", "station-code-with-path"],
+    ids=["stationxml-not-xml", "stationxml-cut", "station-list-columns", "station-code-with-path"],
 )
 def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text, expected):
     from pipeline.preflight import preflight_problems
@@ -412,6 +417,15 @@ def test_validate_reads_the_station_files_it_names(tmp_path, section, file_text,
         spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
     problems = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
     assert len(problems) == 1 and expected in problems[0] and str(station_file) in problems[0]
+
+
+def test_validate_names_a_station_file_that_is_a_folder(tmp_path):
+    from pipeline.preflight import preflight_problems
+
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: stationxml, path: {tmp_path}}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
+    (problem,) = preflight_problems(load_config(_config(tmp_path, spec)), ["download"])
+    assert problem == f"stations.path = '{tmp_path}': is a folder; expected a StationXML file"
 
 
 def test_station_without_usable_channels_is_listed_as_skipped(archive, tmp_path):  # noqa: F811
@@ -950,6 +964,34 @@ def test_validate_refuses_a_stationxml_without_a_usable_station(
     assert problem.startswith(f"stations.path = '{xml}': ")
     assert re.search(expected, problem), problem
     assert station_notes(cfg) == []  # the problem says it; no warning repeats it
+
+
+def test_station_whose_epochs_miss_the_span_is_named(tmp_path):
+    """A StationXML station whose epochs all ended before the span vanished without a word
+    (no validate warning, no report line) although the archive held its data."""
+    from obspy import UTCDateTime, read_inventory
+
+    from pipeline.config import write_resolved_config
+    from pipeline.preflight import station_notes
+    from pipeline.report.data_quality import data_gaps
+    from pipeline.waveforms import download_waveforms
+
+    xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("B2", 3)])
+    inventory = read_inventory(str(xml))
+    inventory[0][1].start_date = UTCDateTime(1990, 1, 1)
+    inventory[0][1].end_date = UTCDateTime(1999, 12, 31)
+    inventory.write(str(xml), format="STATIONXML")
+    sds = tmp_path / "sds"
+    sds.mkdir()
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: stationxml, path: {xml}}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {sds}}}\n"
+    cfg = load_config(_config(tmp_path, spec))
+    why = "skipped: its inventory epoch(s) 1990-01-01 - 1999-12-31 do not overlap the span"
+    assert station_notes(cfg) == [f"stations.path = '{xml}': station XX.B2 {why}"]
+    run = write_resolved_config(cfg)
+    download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime,
+                       progress=False)  # fmt: skip
+    assert data_gaps(run)["XX.B2"] == f"waveforms: {why}"
 
 
 @pytest.mark.parametrize("kind", ["stationxml", "inline"])

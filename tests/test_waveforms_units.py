@@ -12,6 +12,7 @@ from obspy import Inventory, Stream, Trace, UTCDateTime
 from obspy.core.inventory import Channel, Network, Station
 from pydantic import TypeAdapter, ValidationError
 
+from pipeline.picking.preprocess import is_dead
 from pipeline.rundir import RunDir, sha256_file
 from pipeline.waveforms import StationSourceConfig, WaveformConfig, download_waveforms
 from pipeline.waveforms.download import Unit, UnitLedger, plan_units
@@ -30,7 +31,8 @@ from pipeline.waveforms.params import (
     SDSSource,
     check_code,
 )
-from pipeline.waveforms.quality import assess_stream
+from pipeline.waveforms.quality import assess_file, assess_stream, quality_reason
+from pipeline.waveforms.reader import read_station
 from pipeline.waveforms.sds import (
     archive_files,
     days_in_span,
@@ -200,6 +202,114 @@ def test_quality_flags():
     assert assess_stream(Stream([_trace(noise)]), 40.0, 60.0, cfg)["rate_mismatch"]
 
 
+def _reason(stream: Stream, rate: float = 100.0, cfg: QualityConfig | None = None) -> str:
+    """The quality ``reason`` of one channel-day ``stream`` (a 60-s span, nothing missing)."""
+    cfg = cfg or QualityConfig()
+    row = {"status": "ok", "error": "", **assess_stream(stream, rate, 60.0, cfg)}
+    return quality_reason(pd.Series(row), cfg)
+
+
+def test_full_scale_int32_samples_are_not_flat():
+    """Peak-to-peak in int32 wrapped around: a channel reaching both int32 extremes was
+    reported flat (dead) and the picker dropped it as a missing component."""
+    data = np.random.default_rng(2).integers(-1000, 1000, 6000).astype(np.int32)
+    data[1000:1010:2], data[1001:1011:2] = np.iinfo(np.int32).max, np.iinfo(np.int32).min
+    trace = _trace(data)
+    figures = assess_stream(Stream([trace]), 100.0, 60.0, QualityConfig())
+    assert not figures["flat"]
+    assert not is_dead([trace])
+    at_level = assess_stream(Stream([trace]), 100.0, 60.0, QualityConfig(clip_level=2**31 - 1))
+    assert at_level["clipped_samples"] == 10  # abs() of the int32 minimum wrapped too
+
+
+def test_quality_reasons_name_mixed_rates_overlaps_and_the_inventory_rate():
+    noise = np.random.default_rng(3).integers(-1000, 1000, 6000).astype(np.int32)
+    t = UTCDateTime(T0)
+    mixed = Stream(
+        [_trace(noise[:2000], t), _trace(np.tile(noise, 2)[:8000], t + 20.0, rate=200.0)]
+    )
+    assert _reason(mixed) == "mixed sampling rates (100, 200 Hz) within the day"
+    assert _reason(Stream([_trace(noise, rate=20.0)]), 100.0).endswith(
+        "sampling rate 20 Hz, not the inventory's 100 Hz"
+    )
+    overlapping = Stream([_trace(noise), _trace(noise[:1000], t + 30.0)])
+    assert _reason(overlapping) == "1 overlap(s), 10 s (the later segment's samples are used)"
+
+
+def test_day_file_that_is_a_folder_a_broken_link_or_another_station(tmp_path, monkeypatch):
+    window = (UTCDateTime(T0), UTCDateTime(T0) + 60)
+    cfg = QualityConfig()
+    folder = tmp_path / "XX.AAA..HHZ.D.2024.034"
+    folder.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for path, why in ((folder, "a folder, not a miniSEED file"), (link, "broken link to")):
+        row = assess_file(path, 100.0, window, cfg, "XX.AAA..HHZ")
+        assert row["status"] == "unreadable" and row["error"].startswith(why)
+        assert quality_reason(pd.Series(row), cfg).startswith(f"unreadable file ({why}")
+    assert assess_file(tmp_path / "none", 100.0, window, cfg)["status"] == "missing"
+    locked = tmp_path / "locked"
+    locked.write_bytes(b"")
+
+    def refuse(path, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pipeline.waveforms.quality.read", refuse)  # chmod 000 as root reads
+    row = assess_file(locked, 100.0, window, cfg)
+    assert (row["status"], row["error"]) == ("unreadable", "cannot be read: Permission denied")
+    monkeypatch.undo()
+
+    other = _trace(np.arange(6000, dtype=np.int32))
+    other.stats.station = "BBB"
+    path = tmp_path / "day"
+    Stream([other]).write(str(path), format="MSEED")
+    row = assess_file(path, 100.0, window, cfg, "XX.AAA..HHZ")
+    assert (row["status"], row["n_samples"], row["foreign_ids"]) == ("ok", 0, "XX.BBB..HHZ")
+    reason = quality_reason(pd.Series(row), cfg)
+    assert reason.startswith("file holds data of XX.BBB..HHZ, not of this channel (left out)")
+
+
+def test_text_records_and_nan_samples_never_reach_a_stage(tmp_path):
+    """A day file of ASCII records stopped the whole build in the quality table (ufunc
+    'maximum' on bytes); NaN samples passed unflagged and blanked a component's picks."""
+    window = (UTCDateTime(T0), UTCDateTime(T0) + 60)
+    text = tmp_path / "2024/XX/AAA/HHN.D/XX.AAA..HHN.D.2024.034"
+    text.parent.mkdir(parents=True)
+    Stream([_trace(np.frombuffer(b"log line " * 100, dtype="S1"), channel="HHN")]).write(
+        str(text), format="MSEED", encoding="ASCII"
+    )
+    row = assess_file(text, 100.0, window, QualityConfig(), "XX.AAA..HHN")
+    assert (row["status"], row["error"]) == ("corrupt", "text records, not waveform samples")
+
+    data = np.random.default_rng(4).normal(0, 100, 6000)
+    data[1000:1500] = np.nan
+    nan_file = tmp_path / "2024/XX/AAA/HHZ.D/XX.AAA..HHZ.D.2024.034"
+    nan_file.parent.mkdir(parents=True)
+    Stream([_trace(data)]).write(str(nan_file), format="MSEED")
+    row = assess_file(nan_file, 100.0, window, QualityConfig(), "XX.AAA..HHZ")
+    assert row["nonfinite_samples"] == 500 and row["n_gaps"] == 1
+    assert "500 samples not finite (NaN/inf), used as gaps" in quality_reason(
+        pd.Series(row), QualityConfig()
+    )
+    stream = read_station(tmp_path, "XX", "AAA", "", "HH", *window)
+    assert [tr.stats.channel for tr in stream] == ["HHZ", "HHZ"]
+    assert all(np.isfinite(tr.data).all() for tr in stream)
+
+
+def test_day_file_cut_inside_a_record_is_flagged(tmp_path):
+    """A file cut mid-record lost its last record's samples with at most an
+    InternalMSEEDWarning that named no file (none at all for a cut of 128 bytes or more)."""
+    window = (UTCDateTime(T0), UTCDateTime(T0) + 60)
+    path = tmp_path / "day"
+    data = np.random.default_rng(5).integers(-1000, 1000, 6000).astype(np.int32)
+    Stream([_trace(data)]).write(str(path), format="MSEED", reclen=512)
+    path.write_bytes(path.read_bytes()[:-100])
+    row = assess_file(path, 100.0, window, QualityConfig(), "XX.AAA..HHZ")
+    assert row["partial_bytes"] == 412
+    reason = quality_reason(pd.Series(row), QualityConfig())
+    assert reason.startswith("file ends in a cut record (412 bytes not read)")
+
+
 def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
     cfg = InlineStations(
         stations=[{"network": "XX", "station": "AAA", "latitude": 1, "longitude": 2}]
@@ -252,6 +362,7 @@ def test_sds_source_reads_in_place_with_inline_stations(tmp_path):
     run = RunDir(tmp_path / "run")
     summary = download_waveforms(run, stations, cfg, T0, T1, progress=False)
     assert summary["sds_root"] == str(archive) and summary["channel_days_ok"] == 3
+    assert summary["counts"]["channel_days_ok"] == 3 and summary["counts"]["stations"] == 1
     assert not any((run.root / "waveforms").glob("2024"))
     quality = pd.read_parquet(run.root / "waveforms" / "quality.parquet")
     assert quality["coverage"].tolist() == [1.0, 1.0, 1.0]

@@ -27,6 +27,8 @@ import numpy as np
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
+from pipeline.waveforms.quality import peak_to_peak
+
 log = logging.getLogger(__name__)
 
 #: Sampling rate (Hz) the model expects.
@@ -157,7 +159,12 @@ def condition(y: np.ndarray, sampling_rate: float, freqmin: float, freqmax: floa
 def _filtered_segments(
     traces: list[Trace], freqmin: float, freqmax: float, label: str
 ) -> list[Trace]:
-    """Contiguous segments, each conditioned (:func:`condition`) and resampled to 100 Hz."""
+    """Contiguous segments, each conditioned (:func:`condition`) and resampled to 100 Hz.
+
+    Raises:
+        ValueError: a trace's rate leaves no room for the band (its Nyquist frequency is
+            at or below ``freqmin``); the message names the trace and the rate.
+    """
     segments = Stream([tr.copy() for tr in traces])
     segments.merge(method=1, fill_value=None)
     out = []
@@ -166,6 +173,11 @@ def _filtered_segments(
             continue
         fs = tr.stats.sampling_rate
         high = min(freqmax, 0.9 * 0.5 * fs)
+        if high <= freqmin:  # scipy's "Wn[0] must be less than Wn[1]" named nothing
+            raise ValueError(
+                f"{label}: {tr.id} is sampled at {fs:g} Hz, too slow for the picker's "
+                f"{freqmin:g}-{freqmax:g} Hz band (needs more than {freqmin / 0.45:.3g} Hz)"
+            )
         if high < freqmax:
             log.info("%s: %s at %.1f Hz: band-pass upper corner lowered to %.1f Hz",
                      label, tr.id, fs, high)  # fmt: skip
@@ -180,7 +192,7 @@ def is_dead(traces: list[Trace], flat_max_ptp: float = 0.0) -> bool:
     """Whether the raw data of ``traces`` (one component) have peak-to-peak amplitude at
     most ``flat_max_ptp`` (counts; 0: constant) — the quality table's flat (dead) rule."""
     data = [np.asarray(tr.data) for tr in traces if tr.stats.npts]
-    return bool(data) and float(np.ptp(np.concatenate(data))) <= flat_max_ptp
+    return bool(data) and peak_to_peak(np.concatenate(data)) <= flat_max_ptp
 
 
 def preprocess_stream(

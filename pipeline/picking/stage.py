@@ -497,6 +497,26 @@ def station_day_path(run_root: Path, network: str, station: str, day: date) -> P
     return Path(run_root) / STAGE / f"{net}.{sta}.{day.isoformat()}.parquet"
 
 
+def day_window(
+    day: date, span: tuple[datetime, datetime] | None = None
+) -> tuple[UTCDateTime, UTCDateTime]:
+    """The part of UTC ``day`` a build picks: all of it, or its overlap with ``span``.
+
+    ``span`` is the build's (start, end); naive datetimes are UTC. Picks outside the span
+    would make events the build was not asked for (a 1-hour build catalogued the whole day).
+
+    Raises:
+        PickingError: ``span`` does not overlap ``day``.
+    """
+    start = UTCDateTime(datetime(day.year, day.month, day.day, tzinfo=UTC))
+    end = start + 86400
+    if span is not None:
+        start, end = max(start, UTCDateTime(span[0])), min(end, UTCDateTime(span[1]))
+        if end <= start:
+            raise PickingError(f"the span {span[0]} - {span[1]} does not overlap {day}")
+    return start, end
+
+
 def station_channels(run_root: Path, network: str, station: str) -> tuple[str, str]:
     """(location, channel_prefix) of a station from ``<run>/waveforms/stations.csv``.
 
@@ -525,6 +545,7 @@ def pick_station_day(
     channel_prefix: str | None = None,
     sds_root: Path | None = None,
     flat_max_ptp: float = 0.0,
+    span: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
     """Pick one station-day and write ``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``.
 
@@ -538,6 +559,8 @@ def pick_station_day(
         sds_root: the SDS archive (None: ``<run>/waveforms``).
         flat_max_ptp: dead-channel threshold (counts), the waveform section's
             ``quality.flat_max_ptp`` (see :func:`pick_span`).
+        span: the build's (start, end): only picks inside it are made (:func:`day_window`;
+            data just outside are still read as context). None: the whole day.
 
     Returns:
         Summary: station_day, path, n_p, n_s, chunks, windows, mc_windows, data_seconds,
@@ -567,13 +590,13 @@ def pick_station_day(
             location,
             channel_prefix,
         )
-        start = UTCDateTime(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        start, end = day_window(day, span)
         stats = SpanStats()
         table = pick_span(
             read,
             (network, station, location),
             start,
-            start + 86400,
+            end,
             cfg,
             model,
             stats,
@@ -647,6 +670,7 @@ def pick_all(
     sds_root: Path | None = None,
     workers: int = PICK_WORKERS,
     flat_max_ptp: float = 0.0,
+    span: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
     """Pick every station-day of a build, merge the tables and record the stage.
 
@@ -661,6 +685,7 @@ def pick_all(
         workers: station-days picked at once, in threads sharing the model
             (:data:`PICK_WORKERS` by default); the picks do not depend on it.
         flat_max_ptp: dead-channel threshold (counts; see :func:`pick_span`).
+        span: the build's (start, end); picks are made only inside it (None: whole days).
 
     Returns:
         Summary with counts (station_days, failed, picks, p, s), the per station-day
@@ -698,6 +723,7 @@ def pick_all(
             channel_prefix=row.channel_prefix,
             sds_root=sds_root,
             flat_max_ptp=flat_max_ptp,
+            span=span,
         )
 
     with (

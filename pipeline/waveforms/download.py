@@ -45,6 +45,7 @@ from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_tex
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
     StationChoice,
+    inactive_stations,
     load_inventory,
     select_channels,
     stations_table,
@@ -355,7 +356,8 @@ def download_waveforms(
     table). ``secret_loader`` resolves ``HinetSource.secret_block`` to ``'user:password'``
     (given by the orchestration layer; the pipeline never imports Prefect).
 
-    Returns a summary: unit counts by status, bytes written, failures and corrupt files.
+    Returns a summary: unit counts by status, bytes written, failures and corrupt files;
+    ``counts`` holds its whole-number entries (the build prints them).
     """
     clock = time.monotonic()
     starttime = starttime if starttime.tzinfo else starttime.replace(tzinfo=UTC)
@@ -383,6 +385,7 @@ def download_waveforms(
         skipped,
         notes,
     )
+    skipped.update(inactive_stations(inventory, starttime, endtime))
     for label, why in skipped.items():
         log.warning("station %s %s", label, why)
     for label, note in notes.items():
@@ -402,7 +405,7 @@ def download_waveforms(
     root = waveform_root(run, waveform_cfg)
     quality = write_quality(folder, root, choices, starttime, endtime, waveform_cfg)
 
-    corrupt = quality.loc[quality["status"] == "corrupt", "path"].tolist()
+    corrupt = quality.loc[quality["status"].isin(["corrupt", "unreadable"]), "path"].tolist()
     downloaded_bytes = sum(f["bytes"] for r in results["ok"] for f in r["files"])
     summary = {
         "source": source.kind,
@@ -420,6 +423,7 @@ def download_waveforms(
         "failures": [f"{r['unit']}: {r['error']}" for r in results["failed"]],
     }
     counts = {k: v for k, v in summary.items() if isinstance(v, int)}
+    summary["counts"] = counts  # the build's "download: {...}" line (it printed {})
     run.record_stage(
         STAGE,
         inputs={

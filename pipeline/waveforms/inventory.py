@@ -173,12 +173,29 @@ def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datet
         try:
             return read_inventory(str(cfg.path))
         except Exception as exc:  # noqa: BLE001 - ObsPy raises many kinds on a bad file
+            why = _xml_syntax_error(cfg.path) or f"{type(exc).__name__}: {exc}"
             raise EqcatInputError(
-                f"not a readable StationXML file ({type(exc).__name__}: {exc})",
+                f"not a readable StationXML file ({why})",
                 path=cfg.path,
                 field="stations.path",
             ) from None
     return query_inventory(cfg, starttime, endtime)
+
+
+def _xml_syntax_error(path: Path) -> str | None:
+    """Where ``path`` stops being well-formed XML (a cut or damaged file), else None.
+
+    ObsPy only says "Unknown format" for such a file; the XML parser names the line.
+    """
+    from lxml import etree
+
+    try:
+        etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        return f"not well-formed XML: {exc}"
+    except Exception:  # noqa: BLE001 - unreadable for another reason: the caller's message
+        return None
+    return None
 
 
 def _active(item, starttime: UTCDateTime, endtime: UTCDateTime) -> bool:
@@ -252,6 +269,42 @@ def _record(found: dict[str, str], into: dict[str, str] | None, warning: str) ->
         return
     for label, why in found.items():
         log.warning(warning, label, why)
+
+
+def inactive_stations(
+    inventory: Inventory, starttime: datetime, endtime: datetime
+) -> dict[str, str]:
+    """Stations of ``inventory`` none of whose entries (epochs) overlaps the span.
+
+    :func:`select_channels` passes over them without a word; the download records them as
+    skipped so the report and the build's ``data:`` line name them. Returns ``NET.STA``
+    (quoted when the codes are not clean) -> why, with the epochs the inventory gives.
+    """
+    t0, t1 = UTCDateTime(starttime), UTCDateTime(endtime)
+    entries: dict[tuple[str, str], list[Station]] = {}
+    for net in inventory:
+        for sta in net:
+            entries.setdefault((net.code, sta.code), []).append(sta)
+    notes = {}
+    for (network, code), stations in entries.items():
+        if any(_active(sta, t0, t1) for sta in stations):
+            continue
+        label = f"{network}.{code}"
+        try:
+            check_code("network", network)
+            check_code("station", code)
+        except ValueError:
+            label = repr(label)
+        epochs = ", ".join(_epoch_text(sta) for sta in stations)
+        notes[label] = f"skipped: its inventory epoch(s) {epochs} do not overlap the span"
+    return notes
+
+
+def _epoch_text(item) -> str:
+    """``start - end`` of an inventory item's epoch (dates; open ends left empty)."""
+    start = f"{item.start_date.date}" if item.start_date is not None else ""
+    end = f"{item.end_date.date}" if item.end_date is not None else ""
+    return f"{start} - {end}".strip()
 
 
 #: Entries of one station more than this far apart (m) are named (:func:`select_channels`).

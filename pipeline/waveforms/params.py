@@ -172,6 +172,8 @@ class SDSSource(_Section):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"is a file, not an SDS archive folder: {value}")
         if not value.is_dir():
             raise ValueError(f"SDS archive folder not found: {value}")
         return value

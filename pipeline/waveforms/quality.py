@@ -9,11 +9,19 @@ network, station, location, channel   SEED codes
 day            UTC midnight of the day, datetime64[ns, UTC]
 span_s         seconds of the day inside the requested span
 path           the file (absolute), '' when missing
-status         'ok', 'missing' (no file) or 'corrupt' (the file could not be read)
-error          reader message for corrupt files, else ''
-n_traces       contiguous segments in the file
-n_samples      samples in the file
-sampling_rate  most common sampling rate in the file (Hz; NaN when none)
+status         'ok', 'missing' (no file), 'corrupt' (not miniSEED the reader can decode)
+               or 'unreadable' (a folder, a broken link, no permission to read)
+error          why a file is corrupt or unreadable, else ''
+n_traces       contiguous segments of this channel in the file
+n_samples      samples of this channel in the file
+sampling_rate  the rate most samples were recorded at (Hz; NaN when none)
+rates          every rate in the file, e.g. '100, 200' (Hz; '' when none)
+inventory_rate the rate the inventory gives for the channel (Hz)
+nonfinite_samples  samples that are NaN or infinite (float records): gaps to every reader
+partial_bytes  bytes after the file's last whole record (a cut file, or one still being
+               written): the reader skips them
+foreign_ids    SEED ids of traces in the file that belong to another channel, ', '-joined:
+               they are not this channel's data and are left out ('' when none)
 data_s         seconds of data in the requested part of the day (sum of segment lengths)
 coverage       data_s / (seconds of the requested part of the day), 0..1+
 n_gaps, gap_s          gaps between segments and their total length (s)
@@ -23,9 +31,10 @@ clipped_samples  samples at the clip level (or in flat runs at the max/min)
 clipped        clipped_samples > 0
 flat           peak-to-peak amplitude <= QualityConfig.flat_max_ptp (dead channel)
 flagged        the channel-day has a problem a seismologist should see (``reason`` says which)
-reason         '; '-joined problems: no file, corrupt file, flat (dead) channel, truncated
-               (coverage below QualityConfig.min_coverage), gaps, clipped samples, sampling
-               rate not the inventory's; '' when none
+reason         '; '-joined problems: no file, corrupt or unreadable file, data of another
+               channel, a cut last record, flat (dead) channel, truncated (coverage below
+               QualityConfig.min_coverage), gaps, non-finite samples, overlaps, clipped
+               samples, mixed sampling rates or a rate not the inventory's; '' when none
 ============== ==========================================================================
 
 Only the requested part of each day is assessed (data outside the span are cut away first).
@@ -36,6 +45,7 @@ build.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -43,10 +53,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from obspy import Stream, UTCDateTime, read
+from obspy import Stream, Trace, UTCDateTime, read
+from obspy.io.mseed.util import get_record_information
 
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
+from pipeline.waveforms.reader import is_numeric, usable_traces
 from pipeline.waveforms.sds import day_bounds, sds_relpath, trim_to_window
 
 log = logging.getLogger(__name__)
@@ -64,6 +76,11 @@ QUALITY_COLUMNS = [
     "n_traces",
     "n_samples",
     "sampling_rate",
+    "rates",
+    "inventory_rate",
+    "foreign_ids",
+    "nonfinite_samples",
+    "partial_bytes",
     "data_s",
     "coverage",
     "n_gaps",
@@ -79,6 +96,18 @@ QUALITY_COLUMNS = [
 ]
 
 
+def peak_to_peak(values: np.ndarray) -> float:
+    """Peak-to-peak amplitude of ``values`` in float64.
+
+    ``np.ptp`` of integer samples wraps around in their own type (int32 data that reach
+    both extremes give -1), which would make a channel with full-scale samples look flat.
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        return 0.0
+    return float(values.max()) - float(values.min())
+
+
 def _runs_at(values: np.ndarray, level, min_run: int) -> int:
     """Samples of ``values`` in runs of at least ``min_run`` consecutive samples == ``level``."""
     hit = np.concatenate(([False], values == level, [False]))
@@ -88,19 +117,26 @@ def _runs_at(values: np.ndarray, level, min_run: int) -> int:
 
 
 def _gaps_overlaps(stream: Stream) -> tuple[int, float, int, float]:
-    """Count and total length (s) of gaps and overlaps between time-sorted segments."""
+    """Count and total length (s) of gaps and overlaps between time-sorted segments.
+
+    Each segment is compared with the furthest any earlier one reached, so a segment lying
+    inside another counts its own length as overlap, not the rest of the other's.
+    """
     n_gaps = n_overlaps = 0
     gap_s = overlap_s = 0.0
     traces = sorted(stream, key=lambda tr: tr.stats.starttime)
-    for prev, cur in zip(traces, traces[1:], strict=False):
-        delta = prev.stats.delta
-        step = float(cur.stats.starttime - prev.stats.endtime) - delta
+    last = traces[0].stats if traces else None  # the segment that reaches furthest
+    for cur in traces[1:]:
+        reach, delta = last.endtime, last.delta
+        step = float(cur.stats.starttime - reach) - delta
         if step > 0.5 * delta:
             n_gaps += 1
             gap_s += step
         elif step < -0.5 * delta:
             n_overlaps += 1
-            overlap_s += -step
+            overlap_s += float(min(reach, cur.stats.endtime) - cur.stats.starttime) + delta
+        if cur.stats.endtime > reach:
+            last = cur.stats
     return n_gaps, gap_s, n_overlaps, overlap_s
 
 
@@ -115,8 +151,10 @@ def assess_stream(
     ``expected_rate`` (Hz) is the inventory rate; ``expected_seconds`` the requested part of
     the day, which the coverage is relative to.
     """
-    rates = Counter(float(tr.stats.sampling_rate) for tr in stream)
-    rate = rates.most_common(1)[0][0] if rates else float("nan")
+    rates: Counter[float] = Counter()
+    for tr in stream:
+        rates[float(tr.stats.sampling_rate)] += tr.stats.npts
+    rate = max(rates, key=lambda r: (rates[r], r)) if rates else float("nan")
     mismatch = len(rates) > 1 or (
         bool(rates)
         and expected_rate > 0
@@ -124,11 +162,11 @@ def assess_stream(
     )
     n_samples = sum(tr.stats.npts for tr in stream)
     data = np.concatenate([np.asarray(tr.data) for tr in stream]) if n_samples else np.zeros(0)
-    flat = bool(n_samples) and float(np.ptp(data)) <= cfg.flat_max_ptp
+    flat = bool(n_samples) and peak_to_peak(data) <= cfg.flat_max_ptp
     if not n_samples or flat:
         clipped_samples = 0
-    elif cfg.clip_level is not None:
-        clipped_samples = int(np.count_nonzero(np.abs(data) >= cfg.clip_level))
+    elif cfg.clip_level is not None:  # float64: abs() of the int32 minimum wraps around
+        clipped_samples = int(np.count_nonzero(np.abs(data.astype(np.float64)) >= cfg.clip_level))
     else:
         clipped_samples = sum(
             _runs_at(np.asarray(tr.data), level, cfg.clip_run_samples)
@@ -141,6 +179,11 @@ def assess_stream(
         "n_traces": len(stream),
         "n_samples": n_samples,
         "sampling_rate": rate,
+        "rates": ", ".join(f"{r:g}" for r in sorted(rates)),
+        "inventory_rate": float(expected_rate),
+        "foreign_ids": "",
+        "nonfinite_samples": 0,
+        "partial_bytes": 0,
         "data_s": data_s,
         "coverage": data_s / expected_seconds if expected_seconds > 0 else 0.0,
         "n_gaps": n_gaps,
@@ -160,9 +203,15 @@ def quality_reason(row, cfg: QualityConfig) -> str:
         return "no data file"
     if row.status == "corrupt":
         return f"corrupt file ({row.error})"
-    if row.n_samples == 0:
-        return "no data in the requested span"
+    if row.status == "unreadable":
+        return f"unreadable file ({row.error})"
     problems = []
+    if row.foreign_ids:
+        problems.append(f"file holds data of {row.foreign_ids}, not of this channel (left out)")
+    if row.partial_bytes > 0:  # first: it explains a truncation
+        problems.append(f"file ends in a cut record ({row.partial_bytes} bytes not read)")
+    if row.n_samples == 0:
+        return "; ".join([*problems, "no data in the requested span"])
     if row.flat:
         problems.append("flat (dead channel: constant value)")
     spanned = row.coverage * (1.0 + row.gap_s / row.data_s) if row.data_s > 0 else 0.0
@@ -170,11 +219,36 @@ def quality_reason(row, cfg: QualityConfig) -> str:
         problems.append(f"truncated: data cover {100 * row.coverage:.0f} % of the span")
     if row.gap_s > 0:
         problems.append(f"{row.n_gaps} gap(s), {row.gap_s:.0f} s")
+    if row.nonfinite_samples > 0:
+        problems.append(f"{row.nonfinite_samples} samples not finite (NaN/inf), used as gaps")
+    if row.overlap_s > 0:
+        problems.append(
+            f"{row.n_overlaps} overlap(s), {row.overlap_s:.0f} s (the later segment's samples "
+            "are used)"
+        )
     if row.clipped:
         problems.append(f"clipped ({row.clipped_samples} samples)")
     if row.rate_mismatch:
-        problems.append(f"sampling rate {row.sampling_rate:g} Hz is not the inventory's")
+        problems.append(_rate_problem(row))
     return "; ".join(problems)
+
+
+def _rate_problem(row) -> str:
+    """What is wrong with the sampling rate(s) of a quality row whose ``rate_mismatch`` is set."""
+    if "," in row.rates:
+        return f"mixed sampling rates ({row.rates} Hz) within the day"
+    return f"sampling rate {row.sampling_rate:g} Hz, not the inventory's {row.inventory_rate:g} Hz"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` (which exists or is a link) cannot be a day file; None when it can."""
+    if path.is_symlink() and not path.exists():
+        return f"broken link to {os.readlink(path)}"
+    if path.is_dir():
+        return "a folder, not a miniSEED file"
+    if not path.is_file():
+        return "not a regular file"
+    return None
 
 
 def assess_file(
@@ -182,27 +256,66 @@ def assess_file(
     expected_rate: float,
     window: tuple[UTCDateTime, UTCDateTime],
     cfg: QualityConfig,
+    seed_id: str | None = None,
 ) -> dict:
     """Quality row fields of one channel-day file; never raises for a bad file.
 
-    ``window`` is the requested part of the day (start, end).
+    ``window`` is the requested part of the day (start, end). With ``seed_id``
+    (``NET.STA.LOC.CHA``) only the traces of that channel are assessed, as every reader
+    (:func:`pipeline.waveforms.reader.read_station`) uses only those; the ids of the others
+    are listed in ``foreign_ids``.
     """
     seconds = float(window[1] - window[0])
     empty = assess_stream(Stream(), expected_rate, seconds, cfg)
-    if not path.is_file():
+    if not path.is_symlink() and not path.exists():
         return {"path": "", "status": "missing", "error": "", **empty}
+    not_a_file = _not_a_file(path)
+    if not_a_file is not None:
+        log.warning("unreadable day file skipped: %s (%s)", path, not_a_file)
+        return {"path": str(path), "status": "unreadable", "error": not_a_file, **empty}
     try:
         stream = read(str(path), format="MSEED")
+    except OSError as exc:  # permissions, I/O: the file may be fine, the access is not
+        error = f"cannot be read: {exc.strerror or exc}"
+        log.warning("unreadable day file skipped: %s (%s)", path, error)
+        return {"path": str(path), "status": "unreadable", "error": error, **empty}
     except Exception as exc:  # any reader failure means a corrupt file, reported not raised
         log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
         return {"path": str(path), "status": "corrupt", "error": str(exc), **empty}
+    foreign = sorted({tr.id for tr in stream if seed_id is not None and tr.id != seed_id})
+    if foreign:
+        log.warning("%s holds data of %s, not %s: left out", path, ", ".join(foreign), seed_id)
+        stream.traces = [tr for tr in stream if tr.id == seed_id]
+    if stream and not any(is_numeric(tr) for tr in stream):
+        error = "text records, not waveform samples"
+        log.warning("unusable miniSEED file skipped: %s (%s)", path, error)
+        return {"path": str(path), "status": "corrupt", "error": error, **empty}
     trim_to_window(stream, *window)
+    nonfinite = sum(_nonfinite(tr) for tr in stream if is_numeric(tr))
+    usable_traces(stream, str(path))
     return {
         "path": str(path),
         "status": "ok",
         "error": "",
         **assess_stream(stream, expected_rate, seconds, cfg),
+        "foreign_ids": ", ".join(foreign),
+        "nonfinite_samples": nonfinite,
+        "partial_bytes": _partial_bytes(path),
     }
+
+
+def _partial_bytes(path: Path) -> int:
+    """Bytes after the last whole miniSEED record of ``path`` (0 when it ends cleanly)."""
+    try:
+        return int(get_record_information(str(path)).get("excess_bytes", 0) or 0)
+    except Exception:  # noqa: BLE001 - the file was read; this is a finer check only
+        return 0
+
+
+def _nonfinite(trace: Trace) -> int:
+    """Samples of ``trace`` that are NaN or infinite (0 for integer data)."""
+    data = np.asarray(trace.data)
+    return int(np.count_nonzero(~np.isfinite(data))) if data.dtype.kind in "fc" else 0
 
 
 def quality_table(
@@ -235,10 +348,20 @@ def quality_table(
                     "span_s": float(span[1] - span[0]),
                 }
                 jobs.append((key, path, choice.sampling_rate, span))
+
+    def assess(job) -> dict:
+        key, path, rate, span = job
+        seed_id = f"{key['network']}.{key['station']}.{key['location']}.{key['channel']}"
+        try:
+            return {**key, **assess_file(path, rate, span, cfg, seed_id)}
+        except Exception as exc:  # noqa: BLE001 - one odd file never stops the build
+            error = f"cannot be assessed ({type(exc).__name__}: {exc})"
+            log.warning("day file skipped: %s (%s)", path, error)
+            empty = assess_stream(Stream(), rate, float(span[1] - span[0]), cfg)
+            return {**key, "path": str(path), "status": "corrupt", "error": error, **empty}
+
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        rows = list(
-            pool.map(lambda job: {**job[0], **assess_file(job[1], job[2], job[3], cfg)}, jobs)
-        )
+        rows = list(pool.map(assess, jobs))
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     table["reason"] = [quality_reason(row, cfg) for row in table.itertuples(index=False)]
     table["flagged"] = table["reason"] != ""

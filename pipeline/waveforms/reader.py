@@ -13,7 +13,8 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from obspy import Stream, UTCDateTime, read
+import numpy as np
+from obspy import Stream, Trace, UTCDateTime, read
 from obspy.clients.filesystem.sds import Client as SDSClient
 
 from pipeline.waveforms.params import check_code
@@ -23,6 +24,37 @@ log = logging.getLogger(__name__)
 
 #: Relative rate difference below which a trace is taken as already at the target rate.
 RATE_TOLERANCE = 1e-6
+
+
+def is_numeric(trace: Trace) -> bool:
+    """Whether the samples of ``trace`` are numbers (not the text of ASCII/opaque records)."""
+    return np.issubdtype(np.asarray(trace.data).dtype, np.number)
+
+
+def usable_traces(stream: Stream, label: str = "") -> Stream:
+    """Leave in ``stream`` only samples a stage can use, in place; return it.
+
+    Traces whose samples are not numbers (miniSEED text records) are dropped, and runs of
+    non-finite samples (NaN, inf: float records) become gaps, the trace split around them,
+    so no NaN reaches a filter, the picker or an amplitude. Each is logged with ``label``.
+    """
+    out = Stream()
+    prefix = f"{label}: " if label else ""
+    for trace in stream:
+        if not is_numeric(trace):
+            log.warning("%s%s: text records, not waveform samples: left out", prefix, trace.id)
+            continue
+        data = np.asarray(trace.data)
+        bad = ~np.isfinite(data) if data.dtype.kind in "fc" else None
+        if bad is None or not bad.any():
+            out.append(trace)
+            continue
+        log.warning("%s%s: %d non-finite samples (NaN/inf) treated as gaps", prefix, trace.id,
+                    int(bad.sum()))  # fmt: skip
+        trace.data = np.ma.masked_array(data, mask=bad)
+        out += Stream([trace]).split()
+    stream.traces = out.traces
+    return stream
 
 
 def conform_rate(stream: Stream, sampling_rate: float, label: str = "") -> Stream:
@@ -75,8 +107,9 @@ def read_station(
             None leaves the traces as recorded (the picker resamples after its band-pass).
 
     Returns:
-        The traces (unmerged; gaps and overlaps as in the files). Empty when no file covers
-        the span.
+        The traces (unmerged; gaps and overlaps as in the files; text records left out and
+        non-finite samples made gaps, :func:`usable_traces`). Empty when no file covers the
+        span.
     """
     net = check_code("network", network)
     sta = check_code("station", station)
@@ -87,6 +120,7 @@ def read_station(
         stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
     except Exception:  # noqa: BLE001 - a corrupt file: read the others, file by file
         stream = _read_readable_files(client, (net, sta, loc, prefix), starttime, endtime)
+    usable_traces(stream, f"{net}.{sta}.{loc}")
     if sampling_rate is not None:
         conform_rate(stream, sampling_rate, f"{net}.{sta}.{loc}")
         stream.trim(starttime, endtime)  # resampling can reach a sample past the request
