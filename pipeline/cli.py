@@ -256,6 +256,11 @@ def _load(
 #: which the progress bars replace.
 QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
 
+#: Prefect's queue services log under their class name, not under "prefect"; at exit they
+#: warn "Still processing items: N items remaining..." while sending events to the temporary
+#: server (printed after the command's last line, e.g. a refused busy run directory).
+PREFECT_QUEUE_LOGGERS = ("EventsWorker", "APILogWorker")
+
 
 def _flow_failed_on_input(record: logging.LogRecord) -> bool:
     """Whether ``record`` is Prefect's log of a flow run that raised an input problem (the
@@ -279,7 +284,8 @@ class QuietFilter(logging.Filter):
     ``timeout_seconds`` and runs on a thread pool: thousands of identical lines for a long
     build). Also Prefect's "Encountered exception during execution" line of a flow that
     failed on an input problem (:func:`_input_error_of`): printed once per flow (the stage's
-    and the parent's), it repeated the command's own last ``error:`` line twice above it. A
+    and the parent's), it repeated the command's own last ``error:`` line twice above it; and
+    the "Still processing items" warnings of :data:`PREFECT_QUEUE_LOGGERS` at exit. A
     filter on the handler, not logger levels: Prefect resets its loggers' levels
     when it configures its logging, and its API log handler still gets everything.
     """
@@ -295,6 +301,8 @@ class QuietFilter(logging.Filter):
         ):
             return False
         message = record.getMessage()
+        if name in PREFECT_QUEUE_LOGGERS and message.startswith("Still processing items"):
+            return False  # Prefect draining its event queue at exit, after our last line
         return not (
             name.startswith("prefect")
             and message.startswith("Timeout of")

@@ -481,6 +481,29 @@ def _m_recall90(bins: list[dict]) -> float | None:
     return None
 
 
+def check_spans_overlap(
+    events: pd.DataFrame | None, truth: pd.DataFrame, source: str | None, truth_dir: Path
+) -> None:
+    """Refuse a truth whose events lie wholly outside the time span of the run's events.
+
+    Scored anyway, it gave recall 0.00 and precision 0.00 with exit 0, as if the run had
+    found nothing; mostly the truth folder of another scenario or run.
+
+    Raises:
+        EqcatInputError: naming the truth folder and both spans.
+    """
+    if events is None or events.empty or truth.empty:
+        return
+    run_t, true_t = events["origin_time"], truth["origin_time"]
+    if run_t.max() < true_t.min() or run_t.min() > true_t.max():
+        span = lambda t: f"{t.min():%Y-%m-%d %H:%M} – {t.max():%Y-%m-%d %H:%M} UTC"  # noqa: E731
+        raise EqcatInputError(
+            f"its true events ({span(true_t)}) and the run's {source} ({span(run_t)}) do not "
+            "overlap in time: the truth of another scenario or run?",
+            path=truth_dir,
+        )
+
+
 def damaged_run_notes(run_dir: Path) -> list[str]:
     """One note per stage whose result tables (:data:`pipeline.rundir.STAGE_RESULTS`) its
     manifest entry records but that were changed or deleted since: the score then says the
@@ -635,8 +658,9 @@ def score_run(
 
     Raises:
         EqcatInputError: a non-finite ``mc_ref``, a folder that is not a run
-            (:func:`pipeline.rundir.require_run_dir`), unusable truth (:func:`read_truth`)
-            or an unreadable run table (:func:`pipeline.rundir.read_run_table`).
+            (:func:`pipeline.rundir.require_run_dir`), unusable truth (:func:`read_truth`),
+            a truth outside the run's time span (:func:`check_spans_overlap`) or an
+            unreadable run table (:func:`pipeline.rundir.read_run_table`).
     """
     if mc_ref is not None and not math.isfinite(mc_ref):
         raise EqcatInputError(f"--mc-ref {mc_ref}: expected a finite magnitude")
@@ -656,6 +680,7 @@ def score_run(
     }
     notes += damaged_run_notes(run_dir)
     events, source = _event_table(run_dir, notes)
+    check_spans_overlap(events, truth, source, truth_dir)
     score["event_source"] = source
     score["n_detected_events"] = None if events is None else len(events)
     matches = match_events(events, truth, *tol) if events is not None else None

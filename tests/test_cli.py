@@ -127,3 +127,8 @@ def test_flow_failure_on_input_is_not_repeated_above_the_error_line():
     assert not quiet.filter(record(FileNotFoundError(2, "No such file", "x.yaml")))
     assert quiet.filter(record(RuntimeError("a defect")))
     assert quiet.filter(record(EqcatInputError("ours"), name="flows.build"))
+    drain = logging.LogRecord(
+        "EventsWorker", logging.WARNING, __file__, 1, "Still processing items: 1 items left",
+        (), None,
+    )  # fmt: skip
+    assert not quiet.filter(drain)

@@ -860,6 +860,19 @@ def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_pat
     assert str(info.value).endswith(f"eqcat build {config} --from magnitude")
 
 
+def test_score_refuses_a_truth_outside_the_runs_span(tmp_path):
+    """The truth of another scenario (a month later) scored recall 0.00, exit 0."""
+    from pipeline.score import check_spans_overlap
+
+    times = lambda *t: pd.DataFrame({"origin_time": pd.to_datetime(list(t), utc=True)})  # noqa: E731
+    run = times("2000-10-08T05:00Z", "2000-10-08T11:00Z")
+    check_spans_overlap(run, times("2000-10-08T10:00Z", "2000-10-09T00:00Z"), "x", tmp_path)
+    check_spans_overlap(None, times("2000-11-07T05:00Z"), None, tmp_path)  # nothing to compare
+    with pytest.raises(EqcatInputError, match="do not overlap in time") as info:
+        check_spans_overlap(run, times("2000-11-07T05:00Z"), "catalog/catalog.parquet", tmp_path)
+    assert str(info.value).startswith(f"{tmp_path}: its true events (2000-11-07 05:00")
+
+
 def test_stage_order_says_deleted_when_the_stage_ran(tmp_path):
     """``eqcat report`` after magnitude/magnitudes.parquet was deleted said the magnitude
     stage "has not run" although its manifest entry records the file."""
