@@ -854,6 +854,29 @@ def test_validate_refuses_a_stationxml_without_a_usable_station(
     assert station_notes(cfg) == []  # the problem says it; no warning repeats it
 
 
+def test_validate_warns_of_stations_without_a_day_file_in_a_local_archive(tmp_path):
+    """A wrong archive path, span or code validated fine and built an empty catalog."""
+    from pipeline.preflight import sds_notes
+
+    sds = tmp_path / "sds"
+    day_file = sds / "2000/XX/A1/HHZ.D/XX.A1..HHZ.D.2000.282"
+    day_file.parent.mkdir(parents=True)
+    day_file.write_bytes(b"")
+    rows = ", ".join(
+        f"{{network: XX, station: {code}, latitude: 35.0, longitude: 133.0}}"
+        for code in ("A1", "B2")
+    )
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: inline, stations: [{rows}]}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {sds}}}\n"
+    field = f"waveforms.source.path = '{sds}'"
+    cfg = load_config(_config(tmp_path, spec))
+    assert sds_notes(cfg) == [f"{field}: no day file in the span for 1 station(s): XX.B2"]
+    later = load_config(_config(tmp_path, spec.replace("2000-10-08", "2000-10-09")))
+    (note,) = sds_notes(later)
+    assert note.startswith(f"{field}: no day file of any station in the span (looked for e.g.")
+    assert note.endswith("XX.A1..HHE.D.2000.283); the build will find no data")
+
+
 def test_station_whose_epochs_miss_the_span_is_named(tmp_path):
     """A StationXML station whose epochs all ended before the span vanished without a word
     (no validate warning, no report line) although the archive held its data."""
