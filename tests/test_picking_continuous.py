@@ -584,6 +584,17 @@ def test_preprocess_names_a_channel_sampled_too_slowly_for_the_band():
         preprocess_stream(slow, "XX.TEST.")
 
 
+def test_preprocess_takes_a_channel_whose_rate_changes_within_the_read():
+    data = np.random.default_rng(7).normal(size=(6000, 3))
+    first = _stream(data[:3000])
+    second = _stream(np.repeat(data[3000:], 2, axis=0), start=T0 + 30.0)
+    for trace in second:
+        trace.stats.sampling_rate = 200.0
+    record = preprocess_stream(first + second, "XX.TEST.")
+    assert record is not None and not record.missing_components
+    assert record.data.shape[0] == pytest.approx(6000, abs=2)
+
+
 def test_preprocess_refuses_mixed_channel_prefixes():
     stream = _stream(np.zeros((1000, 3))) + _stream(np.zeros((1000, 3)), prefix="EH")
     with pytest.raises(ValueError, match=r"XX\.TEST\..*several location/channel prefixes"):
