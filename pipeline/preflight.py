@@ -370,16 +370,16 @@ def response_notes(cfg: BuildConfig) -> list[str]:
     shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if missing[10:] else "")
     return [
         f"stations.path = '{cfg.stations.path}': {len(missing)} station(s) have channels "
-        f"without an instrument response ({shown}): no magnitudes from those channels"
+        f"without an instrument response, or with an overall sensitivity only ({shown}): "
+        "no magnitudes from those channels"
     ]
 
 
 def _has_response(channel: Channel) -> bool:
-    """Whether an ObsPy channel carries a usable response (stages or an overall sensitivity)."""
+    """Whether an ObsPy channel carries a response the magnitude stage can use: its stages
+    (evaluated with evalresp; an overall sensitivity alone is not enough for it)."""
     response = channel.response
-    return response is not None and bool(
-        response.response_stages or response.instrument_sensitivity
-    )
+    return response is not None and bool(response.response_stages)
 
 
 def check_stage_order(cfg: BuildConfig, stages: list[str]) -> list[str]:

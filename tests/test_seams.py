@@ -578,11 +578,13 @@ def test_validate_warns_of_stations_without_responses(tmp_path):
     inline = InlineStations(
         stations=[
             {"network": "XX", "station": s, "latitude": 35.0, "longitude": 133.0}
-            for s in ("A1", "B2")
+            for s in ("A1", "B2", "C3")
         ]
     )
     inventory = inline_inventory(inline, pd.Timestamp("2000-10-08").to_pydatetime())
     for channel in inventory.select(station="A1")[0][0]:
+        channel.response = Response.from_paz([0j], [-1 + 0j], 1e9, input_units="M/S")
+    for channel in inventory.select(station="C3")[0][0]:  # evalresp needs stages
         channel.response = Response(
             instrument_sensitivity=InstrumentSensitivity(1e9, 1.0, "M/S", "COUNTS")
         )
@@ -594,8 +596,9 @@ def test_validate_warns_of_stations_without_responses(tmp_path):
         _config(tmp_path, spec + f"stations:\n  kind: stationxml\n  path: {tmp_path / 'st.xml'}\n")
     )
     assert response_notes(xml_cfg) == [
-        f"stations.path = '{tmp_path / 'st.xml'}': 1 station(s) have channels without an "
-        "instrument response (XX.B2): no magnitudes from those channels"
+        f"stations.path = '{tmp_path / 'st.xml'}': 2 station(s) have channels without an "
+        "instrument response, or with an overall sensitivity only (XX.B2, XX.C3): no "
+        "magnitudes from those channels"
     ]
     inline_spec = spec + "stations:\n  kind: inline\n  stations:\n"
     inline_spec += "    - {network: XX, station: A1, latitude: 35.0, longitude: 133.0}\n"
