@@ -397,12 +397,13 @@ def validate(config: ConfigArg) -> None:
     weights, templates, reference catalog), the velocity model fits HypoInverse, the
     programs it needs are installed, output_dir is writable and the station list leaves the
     download a usable station. Exit status 2 on a problem; warnings (stations the download
-    will skip, stations without instrument responses: no magnitudes) do not fail it.
+    will skip, stations without a day file in a local SDS archive, stations without
+    instrument responses: no magnitudes) do not fail it.
     """
-    from pipeline.preflight import response_notes, station_notes
+    from pipeline.preflight import response_notes, sds_notes, station_notes
 
     cfg = _load(config, preflight=True)
-    for note in [*station_notes(cfg), *response_notes(cfg)]:
+    for note in [*station_notes(cfg), *sds_notes(cfg), *response_notes(cfg)]:
         typer.echo(f"{config}: warning: {note}", err=True)
     days = (cfg.endtime - cfg.starttime).total_seconds() / 86400
     typer.echo(

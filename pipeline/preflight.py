@@ -170,6 +170,47 @@ def station_notes(cfg: BuildConfig) -> list[str]:
     return lines
 
 
+def sds_notes(cfg: BuildConfig) -> list[str]:
+    """Warnings for a local SDS source: the stations with no day file in the span.
+
+    A wrong archive path, span or station code otherwise validated fine and built an empty
+    catalog; one line names the stations (at most :data:`MAX_NAMED_STATIONS`) and, when no
+    station has a file, the path of one file looked for.
+    """
+    from pipeline.waveforms.params import SDSSource
+    from pipeline.waveforms.sds import days_in_span, sds_relpath, station_day_files
+
+    source = cfg.waveforms.source
+    selection = _station_selection(cfg) if isinstance(source, SDSSource) else None
+    if selection is None or not selection[1]:
+        return []
+    choices = selection[1]
+    days = days_in_span(cfg.starttime, cfg.endtime)
+    empty = [
+        c
+        for c in choices
+        if not station_day_files(
+            source.path, c.network, c.station, c.location, c.channel_prefix, days, False
+        )
+    ]
+    field = f"waveforms.source.path = '{source.path}'"
+    if not empty:
+        return []
+    if len(empty) == len(choices):
+        first = choices[0]
+        example = source.path / sds_relpath(
+            first.network, first.station, first.location, first.channels[0], days[0]
+        )
+        return [
+            f"{field}: no day file of any station in the span (looked for e.g. {example}); "
+            "the build will find no data"
+        ]
+    names = [f"{c.network}.{c.station}" for c in empty]
+    shown = ", ".join(names[:MAX_NAMED_STATIONS])
+    more = f" and {len(names) - MAX_NAMED_STATIONS} more" if len(names) > MAX_NAMED_STATIONS else ""
+    return [f"{field}: no day file in the span for {len(names)} station(s): {shown}{more}"]
+
+
 def _hinet_problems(cfg: BuildConfig) -> list[str]:
     """A Hi-net source has credentials (environment; a named secret is checked at run time)
     and the win32tools programs it converts with."""
@@ -337,16 +378,16 @@ def response_notes(cfg: BuildConfig) -> list[str]:
     shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if missing[10:] else "")
     return [
         f"stations.path = '{cfg.stations.path}': {len(missing)} station(s) have channels "
-        f"without an instrument response ({shown}): no magnitudes from those channels"
+        f"without an instrument response, or with an overall sensitivity only ({shown}): "
+        "no magnitudes from those channels"
     ]
 
 
 def _has_response(channel: Channel) -> bool:
-    """Whether an ObsPy channel carries a usable response (stages or an overall sensitivity)."""
+    """Whether an ObsPy channel carries a response the magnitude stage can use: its stages
+    (evaluated with evalresp; an overall sensitivity alone is not enough for it)."""
     response = channel.response
-    return response is not None and bool(
-        response.response_stages or response.instrument_sensitivity
-    )
+    return response is not None and bool(response.response_stages)
 
 
 def _recorded_output(run_dir: Path, rel: str) -> bool:

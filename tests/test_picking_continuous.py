@@ -60,6 +60,7 @@ from pipeline.picking.windows import (
     windows_covering,
 )
 from pipeline.rundir import RunDir
+from pipeline.waveforms.reader import read_station
 from pipeline.waveforms.sds import write_channel_day
 
 FS = 100.0
@@ -582,6 +583,27 @@ def test_preprocess_names_a_channel_sampled_too_slowly_for_the_band():
         trace.stats.sampling_rate = 1.0
     with pytest.raises(ValueError, match=r"XX\.TEST\..*sampled at 1 Hz, too slow for .*1-45 Hz"):
         preprocess_stream(slow, "XX.TEST.")
+
+
+def test_a_channel_whose_rate_changes_within_the_day_is_read_and_preprocessed(tmp_path):
+    data = np.random.default_rng(7).normal(size=(6000, 3))
+    first = _stream(data[:3000])
+    second = _stream(np.repeat(data[3000:], 2, axis=0), start=T0 + 30.0)
+    for trace in second:
+        trace.stats.sampling_rate = 200.0
+    record = preprocess_stream(first + second, "XX.TEST.")
+    assert record is not None and not record.missing_components
+    assert record.data.shape[0] == pytest.approx(6000, abs=2)
+    archive = tmp_path / "sds"
+    for part in (first, second):  # two records of one day file, at 100 and 200 Hz
+        write_channel_day(part, archive / str(part[0].stats.sampling_rate), DAY)
+    for path in (archive / "100.0").rglob("HH?.D/*"):
+        other = archive / "200.0" / path.relative_to(archive / "100.0")
+        target = archive / path.relative_to(archive / "100.0")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes() + other.read_bytes())
+    stream = read_station(archive, "XX", "TEST", "", "HH", T0, T0 + 60)
+    assert sorted({tr.stats.sampling_rate for tr in stream}) == [100.0, 200.0]
 
 
 def test_preprocess_refuses_mixed_channel_prefixes():

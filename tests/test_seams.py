@@ -595,11 +595,13 @@ def test_validate_warns_of_stations_without_responses(tmp_path):
     inline = InlineStations(
         stations=[
             {"network": "XX", "station": s, "latitude": 35.0, "longitude": 133.0}
-            for s in ("A1", "B2")
+            for s in ("A1", "B2", "C3")
         ]
     )
     inventory = inline_inventory(inline, pd.Timestamp("2000-10-08").to_pydatetime())
     for channel in inventory.select(station="A1")[0][0]:
+        channel.response = Response.from_paz([0j], [-1 + 0j], 1e9, input_units="M/S")
+    for channel in inventory.select(station="C3")[0][0]:  # evalresp needs stages
         channel.response = Response(
             instrument_sensitivity=InstrumentSensitivity(1e9, 1.0, "M/S", "COUNTS")
         )
@@ -611,8 +613,9 @@ def test_validate_warns_of_stations_without_responses(tmp_path):
         _config(tmp_path, spec + f"stations:\n  kind: stationxml\n  path: {tmp_path / 'st.xml'}\n")
     )
     assert response_notes(xml_cfg) == [
-        f"stations.path = '{tmp_path / 'st.xml'}': 1 station(s) have channels without an "
-        "instrument response (XX.B2): no magnitudes from those channels"
+        f"stations.path = '{tmp_path / 'st.xml'}': 2 station(s) have channels without an "
+        "instrument response, or with an overall sensitivity only (XX.B2, XX.C3): no "
+        "magnitudes from those channels"
     ]
     inline_spec = spec + "stations:\n  kind: inline\n  stations:\n"
     inline_spec += "    - {network: XX, station: A1, latitude: 35.0, longitude: 133.0}\n"
@@ -977,6 +980,29 @@ def test_validate_refuses_a_stationxml_without_a_usable_station(
     assert problem.startswith(f"stations.path = '{xml}': ")
     assert re.search(expected, problem), problem
     assert station_notes(cfg) == []  # the problem says it; no warning repeats it
+
+
+def test_validate_warns_of_stations_without_a_day_file_in_a_local_archive(tmp_path):
+    """A wrong archive path, span or code validated fine and built an empty catalog."""
+    from pipeline.preflight import sds_notes
+
+    sds = tmp_path / "sds"
+    day_file = sds / "2000/XX/A1/HHZ.D/XX.A1..HHZ.D.2000.282"
+    day_file.parent.mkdir(parents=True)
+    day_file.write_bytes(b"")
+    rows = ", ".join(
+        f"{{network: XX, station: {code}, latitude: 35.0, longitude: 133.0}}"
+        for code in ("A1", "B2")
+    )
+    spec = MINIMAL + f"output_dir: {tmp_path}\nstations: {{kind: inline, stations: [{rows}]}}\n"
+    spec += f"waveforms:\n  source: {{kind: sds, path: {sds}}}\n"
+    field = f"waveforms.source.path = '{sds}'"
+    cfg = load_config(_config(tmp_path, spec))
+    assert sds_notes(cfg) == [f"{field}: no day file in the span for 1 station(s): XX.B2"]
+    later = load_config(_config(tmp_path, spec.replace("2000-10-08", "2000-10-09")))
+    (note,) = sds_notes(later)
+    assert note.startswith(f"{field}: no day file of any station in the span (looked for e.g.")
+    assert note.endswith("XX.A1..HHE.D.2000.283); the build will find no data")
 
 
 def test_station_whose_epochs_miss_the_span_is_named(tmp_path):

@@ -216,7 +216,7 @@ def test_full_scale_int32_samples_are_not_flat():
     data[1000:1010:2], data[1001:1011:2] = np.iinfo(np.int32).max, np.iinfo(np.int32).min
     trace = _trace(data)
     figures = assess_stream(Stream([trace]), 100.0, 60.0, QualityConfig())
-    assert not figures["flat"]
+    assert not figures["flat"] and figures["clipped_samples"] == 10  # full scale, no runs
     assert not is_dead([trace])
     at_level = assess_stream(Stream([trace]), 100.0, 60.0, QualityConfig(clip_level=2**31 - 1))
     assert at_level["clipped_samples"] == 10  # abs() of the int32 minimum wrapped too

@@ -161,14 +161,21 @@ def _filtered_segments(
 ) -> list[Trace]:
     """Contiguous segments, each conditioned (:func:`condition`) and resampled to 100 Hz.
 
+    Traces are merged per sampling rate, so a channel whose rate changes within the read
+    (100 Hz, then 200 Hz) gives segments at each rate instead of ObsPy's "Sampling rate
+    differs" TypeError, which failed the station-day.
+
     Raises:
         ValueError: a trace's rate leaves no room for the band (its Nyquist frequency is
             at or below ``freqmin``); the message names the trace and the rate.
     """
-    segments = Stream([tr.copy() for tr in traces])
-    segments.merge(method=1, fill_value=None)
+    segments = Stream()
+    for rate in sorted({tr.stats.sampling_rate for tr in traces}):  # merge() needs one rate
+        group = Stream([tr.copy() for tr in traces if tr.stats.sampling_rate == rate])
+        group.merge(method=1, fill_value=None)
+        segments += group.split()
     out = []
-    for tr in segments.split():
+    for tr in sorted(segments, key=lambda tr: tr.stats.starttime):
         if tr.stats.npts * tr.stats.delta < MIN_SEGMENT_S:
             continue
         fs = tr.stats.sampling_rate

@@ -27,7 +27,8 @@ coverage       data_s / (seconds of the requested part of the day), 0..1+
 n_gaps, gap_s          gaps between segments and their total length (s)
 n_overlaps, overlap_s  overlaps between segments and their total length (s)
 rate_mismatch  segments differ in rate, or differ from the inventory rate
-clipped_samples  samples at the clip level (or in flat runs at the max/min)
+clipped_samples  samples at the clip level (or in flat runs at the max/min, or at the int32
+                 extremes)
 clipped        clipped_samples > 0
 flat           peak-to-peak amplitude <= QualityConfig.flat_max_ptp (dead channel)
 flagged        the channel-day has a problem a seismologist should see (``reason`` says which)
@@ -108,6 +109,15 @@ def peak_to_peak(values: np.ndarray) -> float:
     return float(values.max()) - float(values.min())
 
 
+def _full_scale_samples(data: np.ndarray) -> int:
+    """Samples of 32-bit integer ``data`` at the type's extremes: no digitizer records
+    those as signal (glitches, or a clipped channel whose samples alternate between them)."""
+    if data.dtype != np.int32:
+        return 0
+    limits = np.iinfo(np.int32)
+    return int(np.count_nonzero((data == limits.max) | (data == limits.min)))
+
+
 def _runs_at(values: np.ndarray, level, min_run: int) -> int:
     """Samples of ``values`` in runs of at least ``min_run`` consecutive samples == ``level``."""
     hit = np.concatenate(([False], values == level, [False]))
@@ -173,6 +183,7 @@ def assess_stream(
             for tr in stream
             for level in (data.max(), data.min())
         )
+        clipped_samples = max(clipped_samples, _full_scale_samples(data))
     n_gaps, gap_s, n_overlaps, overlap_s = _gaps_overlaps(stream)
     data_s = float(sum(tr.stats.npts * tr.stats.delta for tr in stream))
     return {

@@ -118,7 +118,7 @@ def read_station(
     client = SDSClient(str(sds_root))
     try:
         stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
-    except Exception:  # noqa: BLE001 - a corrupt file: read the others, file by file
+    except Exception:  # noqa: BLE001 - a corrupt file or a rate change: file by file
         stream = _read_readable_files(client, (net, sta, loc, prefix), starttime, endtime)
     usable_traces(stream, f"{net}.{sta}.{loc}")
     if sampling_rate is not None:
@@ -137,7 +137,8 @@ def _read_readable_files(
 
     Each corrupt file is logged by name; the quality table (``waveforms/quality.parquet``)
     flags it as ``corrupt`` and the report lists it, so the station is read without it as
-    if that channel-day were missing.
+    if that channel-day were missing. Also the way in for a channel whose rate changes
+    within the span, which the client's merge refuses (:func:`merge_per_rate`).
     """
     net, sta, loc, prefix = codes
     stream = Stream()
@@ -150,7 +151,19 @@ def _read_readable_files(
             log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
     stream = stream.select(network=net, station=sta, location=loc, channel=f"{prefix}?")
     stream.trim(starttime, endtime)
-    stream.merge(-1)
+    return merge_per_rate(stream)
+
+
+def merge_per_rate(stream: Stream) -> Stream:
+    """ObsPy's cleanup merge (``merge(-1)``) of ``stream``, done for each sampling rate apart.
+
+    ``Stream.merge`` raises ``TypeError`` ("Sampling rate differs") when a channel changes
+    rate within the span; here such a channel keeps its traces at each rate. In place.
+    """
+    merged = Stream()
+    for rate in sorted({tr.stats.sampling_rate for tr in stream}):
+        merged += Stream([tr for tr in stream if tr.stats.sampling_rate == rate]).merge(-1)
+    stream.traces = sorted(merged.traces, key=lambda tr: (tr.id, tr.stats.starttime))
     return stream
 
 
