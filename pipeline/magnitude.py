@@ -85,6 +85,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -351,27 +352,32 @@ def _evalresp_messages() -> Iterator[list[str]]:
     descriptor meanwhile (another thread's output) is written back.
     """
     found: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield found
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                capture.seek(0)
-                text = capture.read().decode(errors="replace")
-                ours = re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text)
-                for part in ours:
-                    if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
-                        found.append(_tidy_evalresp(part))
-                    elif part:
-                        sys.stderr.write(part)
-                sys.stderr.flush()
-    finally:
-        os.close(saved)
+    with _STDERR_CAPTURE:  # two threads swapping descriptor 2 would leave it on a closed file
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with tempfile.TemporaryFile() as capture:
+                os.dup2(capture.fileno(), 2)
+                try:
+                    yield found
+                finally:
+                    sys.stderr.flush()
+                    os.dup2(saved, 2)
+                    capture.seek(0)
+                    text = capture.read().decode(errors="replace")
+                    ours = re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text)
+                    for part in ours:
+                        if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
+                            found.append(_tidy_evalresp(part))
+                        elif part:
+                            sys.stderr.write(part)
+                    sys.stderr.flush()
+        finally:
+            os.close(saved)
+
+
+#: One capture of file descriptor 2 at a time (:func:`_evalresp_messages`).
+_STDERR_CAPTURE = threading.Lock()
 
 
 class AmplitudeMeter:

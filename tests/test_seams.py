@@ -1114,6 +1114,33 @@ def test_station_epochs_join_their_channels_and_a_sensor_change_is_named():
     }
 
 
+def test_a_station_whose_channels_ended_before_the_span_says_so():
+    """An active station whose matching channels are listed only outside the span is skipped
+    with those channels' epochs, not with "no channel matches"."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
+
+    from pipeline.waveforms.inventory import select_channels
+
+    ended = UTCDateTime(2023, 1, 1)
+    sta = Station("A1", 35.0, 133.0, 0.0, start_date=UTCDateTime(2020, 1, 1))
+    for code in ("HHZ", "HHN", "HHE"):
+        sta.channels.append(
+            Channel(code, "", 35.0, 133.0, 0.0, 0.0, sample_rate=100.0,
+                    start_date=UTCDateTime(2020, 1, 1), end_date=ended)
+        )  # fmt: skip
+    skipped: dict[str, str] = {}
+    t0, t1 = UTCDateTime(2024, 3, 10).datetime, UTCDateTime(2024, 3, 11).datetime
+    assert (
+        select_channels(Inventory([Network("XX", stations=[sta])]), ["HH?"], ["*"], t0, t1, skipped)
+        == []
+    )
+    assert skipped == {
+        "XX.A1": "skipped: its channels matching ['HH?'] are listed only outside the span "
+        "(HHE 2020-01-01 - 2023-01-01, HHN 2020-01-01 - 2023-01-01, HHZ 2020-01-01 - 2023-01-01)"
+    }
+
+
 @pytest.mark.parametrize(
     "script, args, expected",
     [

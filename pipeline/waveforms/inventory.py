@@ -248,10 +248,7 @@ def select_channels(
         label = f"{network}.{code}"
         choice = _choose(network, stations, channel_priority, location_priority, t0, t1)
         if choice is None:
-            dropped[label] = (
-                f"skipped: no channel in the inventory matches {channel_priority} "
-                f"at locations {location_priority}"
-            )
+            dropped[label] = _no_channel_reason(stations, channel_priority, location_priority)
             continue
         choices.append(choice)
         epoch_note = _epoch_note(stations, choice, t0, t1)
@@ -369,6 +366,30 @@ def _uncovered(spans: list[tuple[UTCDateTime, UTCDateTime]], t0, t1) -> float:
         if reached >= t1:
             return missing
     return missing + max(0.0, t1 - reached)
+
+
+def _no_channel_reason(
+    stations: list[Station], channel_priority: list[str], location_priority: list[str]
+) -> str:
+    """Why a station active in the span has no channel to use: none matches the priorities,
+    or those that match are listed only outside the span (their epochs named)."""
+    outside = [
+        ch
+        for s in stations
+        for ch in s.channels
+        if any(fnmatch.fnmatchcase(ch.code, c) for c in channel_priority)
+        and any(fnmatch.fnmatchcase(ch.location_code, loc) for loc in location_priority)
+    ]
+    if outside:
+        epochs = sorted({f"{ch.code} {_epoch_text(ch)}" for ch in outside})[:6]
+        return (
+            f"skipped: its channels matching {channel_priority} are listed only outside the "
+            f"span ({', '.join(epochs)})"
+        )
+    return (
+        f"skipped: no channel in the inventory matches {channel_priority} "
+        f"at locations {location_priority}"
+    )
 
 
 def _choose(
