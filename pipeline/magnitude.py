@@ -81,11 +81,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import sys
-import tempfile
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -105,6 +101,7 @@ from pydantic import BaseModel, Field
 
 from pipeline import progress
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
+from pipeline.native_stderr import rewritten_stderr
 from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
 from pipeline.sections import SECTION_CONFIG
 from pipeline.waveforms.reader import conform_rate, nominal_rate, read_station
@@ -348,36 +345,22 @@ def _evalresp_messages() -> Iterator[list[str]]:
 
     Its warnings ("computed and reported sensitivities differ ...") and errors went to the
     terminal as loose lines, one set per channel. The list yielded is filled on leaving with
-    the collected text, whitespace-joined per message; anything else written to the
-    descriptor meanwhile (another thread's output) is written back.
+    the collected messages, whitespace-joined each; anything else written to the descriptor
+    meanwhile (another thread's output) is written back.
     """
     found: list[str] = []
-    with _STDERR_CAPTURE:  # two threads swapping descriptor 2 would leave it on a closed file
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            with tempfile.TemporaryFile() as capture:
-                os.dup2(capture.fileno(), 2)
-                try:
-                    yield found
-                finally:
-                    sys.stderr.flush()
-                    os.dup2(saved, 2)
-                    capture.seek(0)
-                    text = capture.read().decode(errors="replace")
-                    ours = re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text)
-                    for part in ours:
-                        if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
-                            found.append(_tidy_evalresp(part))
-                        elif part:
-                            sys.stderr.write(part)
-                    sys.stderr.flush()
-        finally:
-            os.close(saved)
 
+    def keep_others(text: str) -> str:
+        others = []
+        for part in re.split(r"(?m)^(?= ?(?:WARNING \(|EVRESP ERROR))", text):
+            if re.match(r" ?(WARNING \(|EVRESP ERROR)", part):
+                found.append(_tidy_evalresp(part))
+            elif part:
+                others.append(part)
+        return "".join(others)
 
-#: One capture of file descriptor 2 at a time (:func:`_evalresp_messages`).
-_STDERR_CAPTURE = threading.Lock()
+    with rewritten_stderr(keep_others):
+        yield found
 
 
 class AmplitudeMeter:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from pipeline.native_stderr import rewritten_stderr
 
 #: An Abseil/glog log line: severity letter, MMDD, then time (``HH:MM:SS.ffffff``; before
 #: initialisation ``00:00:<epoch seconds>``), thread id, ``file:line]``.
@@ -63,29 +62,6 @@ def filter_absl_lines(text: str, min_level: int) -> str:
     return "".join(kept)
 
 
-@contextmanager
-def filtered_stderr(min_level: int) -> Iterator[None]:
-    """Capture file descriptor 2 (C++ and Python writes alike) inside the block; write
-    back :func:`filter_absl_lines` of it on leaving, also when the block raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                capture.seek(0)
-                text = filter_absl_lines(capture.read().decode(errors="replace"), min_level)
-                if text:
-                    sys.stderr.write(text)
-                    sys.stderr.flush()
-    finally:
-        os.close(saved)
-
-
 def _import() -> tuple:
     import keras
     import tensorflow
@@ -97,7 +73,7 @@ def _import() -> tuple:
 if "tensorflow" in sys.modules or min_log_level() < 1:
     keras, ops, tf = _import()
 else:
-    with filtered_stderr(min_log_level()):
+    with rewritten_stderr(lambda text: filter_absl_lines(text, min_log_level())):
         keras, ops, tf = _import()
 
 __all__ = ["keras", "ops", "tf"]
