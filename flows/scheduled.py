@@ -38,12 +38,25 @@ def extend_catalog(config_path: str, days: int = 2, end: datetime | None = None)
     else:
         end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
         start = end - timedelta(days=days)
-    start = min(start, cfg.starttime)  # keep the catalog's history: extend, never shrink
-    spec = cfg.model_dump(mode="json")
-    spec.update(starttime=start.isoformat(), endtime=end.isoformat())
     scheduled = Path(cfg.run_dir) / "config.scheduled.yaml"
     # held from before the config copy is written: an overlapping run must not change the
     # span under a running one (each stage reads the copy again)
     with RunDir(cfg.run_dir).exclusive():
+        # keep the catalog's history: extend, never shrink (a later start would also change
+        # the part of its first day that is picked, and re-pick it)
+        start = min(start, cfg.starttime, *_scheduled_start(scheduled))
+        spec = cfg.model_dump(mode="json")
+        spec.update(starttime=start.isoformat(), endtime=end.isoformat())
         write_text_atomic(scheduled, yaml.safe_dump(spec, sort_keys=False))
         return build_catalog(str(scheduled))
+
+
+def _scheduled_start(path: Path) -> list[datetime]:
+    """The start of the span an earlier scheduled run wrote to ``path`` ([] when there is
+    none or it cannot be read: that run's span is then not kept)."""
+    try:
+        start = yaml.safe_load(path.read_text(encoding="utf-8"))["starttime"]
+        start = start if isinstance(start, datetime) else datetime.fromisoformat(str(start))
+    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+        return []
+    return [start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)]

@@ -1268,3 +1268,22 @@ def test_demo_and_serve_options_are_checked_before_any_work(tmp_path, args, expe
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and expected.format(**names) in line
     assert names["file"].read_text() == "keep me"
+
+
+def test_a_scheduled_run_keeps_the_span_start_of_the_one_before(tmp_path):
+    """Extend, never shrink: the next scheduled run starts no later than the last one did
+    (a later start would change the part of the first day that is picked, and re-pick it);
+    a copy it cannot read is not kept."""
+    from datetime import UTC, datetime
+
+    from flows.scheduled import _scheduled_start
+
+    path = tmp_path / "config.scheduled.yaml"
+    assert _scheduled_start(path) == []
+    path.write_text("name: x\nstarttime: '2000-10-08T00:00:00+00:00'\n", encoding="utf-8")
+    assert _scheduled_start(path) == [datetime(2000, 10, 8, tzinfo=UTC)]
+    path.write_text("name: x\nstarttime: 2000-10-08 09:00:00+09:00\n", encoding="utf-8")
+    assert _scheduled_start(path) == [datetime(2000, 10, 8, tzinfo=UTC)]
+    for damaged in ("starttime: [", "starttime: not a time\n", "- a list\n"):
+        path.write_text(damaged, encoding="utf-8")
+        assert _scheduled_start(path) == []
