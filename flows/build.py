@@ -104,17 +104,18 @@ def _mark_current(run: RunDir, stage: str, key: str, cfg: BuildConfig) -> None:
     run.mark_current(MANIFEST_OF[stage], key, config_sha256=config_digest(cfg, stage))
 
 
-def _config_changed(run: RunDir, manifest: dict, earlier: str, config_path: str) -> bool:
+def _config_changed(manifest: dict, earlier: str, cfg: BuildConfig) -> bool:
     """Whether the config's fields of ``earlier`` differ from those it last ran with (False
     when the manifest recorded none: a run of an older eqcat)."""
     recorded = manifest.get(MANIFEST_OF[earlier][0], {}).get("config_sha256")
-    return recorded is not None and recorded != config_digest(load_config(config_path), earlier)
+    return recorded is not None and recorded != config_digest(cfg, earlier)
 
 
 def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool) -> bool:
     """Guard a stage: its inputs must be current and as the earlier stages wrote them; if it
     will recompute, mark it and every later stage stale first (their results are deleted).
-    Returns whether it is unchanged.
+    Returns whether it is unchanged. Only once the checks pass is ``config.resolved.yaml``
+    written (a refused stage leaves the config the run's results were built with).
 
     Raises:
         StaleStageError: an earlier stage is stale, its config fields (:data:`CONFIG_OF`)
@@ -126,6 +127,7 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
     """
     first = MANIFEST_STAGES.index(MANIFEST_OF[stage][0])
     manifest = run.read_manifest()
+    cfg = load_config(config_path)
     for earlier in STAGES[: STAGES.index(stage)]:
         hint = f"rebuild from there: eqcat build {config_path} --from {earlier}"
         stale = [m for m in MANIFEST_OF[earlier] if manifest.get(m, {}).get("status") == "stale"]
@@ -137,11 +139,12 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
                 f"{run.root}: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''} "
                 f"changed or deleted since stage '{earlier}' wrote it; {hint}"
             )
-        if _config_changed(run, manifest, earlier, config_path):
+        if _config_changed(manifest, earlier, cfg):
             raise StaleStageError(
                 f"{run.root}: the config's {' / '.join(CONFIG_OF[earlier])} changed since "
                 f"stage '{earlier}' ran, and {stage} would use its old results; {hint}"
             )
+    write_resolved_config(cfg)
     changed = run.changed_outputs(OUTPUT_ENTRIES.get(stage, MANIFEST_OF[stage]))
     if changed:
         get_run_logger().info(
@@ -696,8 +699,8 @@ def build_catalog(
     cfg = load_config(config_path)
     if dask_address or cfg.dask.address:
         check_scheduler(dask_address or cfg.dask.address)
-    with RunDir(cfg.run_dir).exclusive():  # one build writes a run directory at a time
-        run = write_resolved_config(cfg)
+    # one build writes a run directory at a time
+    with RunDir(cfg.run_dir).exclusive() as run:
         results: dict[str, Any] = {}
         # Stage flows are subflows of this run, whose heartbeat covers them; their own
         # heartbeat thread would only add ~1 s per stage at exit (it sleeps in 1 s steps).

@@ -843,7 +843,8 @@ def test_score_says_a_run_is_damaged_and_refuses_a_truth_file(tmp_path):
 
 def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_path):
     """``eqcat report`` after ``magnitude:`` changed in the config exited 0 with the old
-    magnitudes, while config.resolved.yaml now showed the new values."""
+    magnitudes, while config.resolved.yaml now showed the new values (and still did after
+    the refusal)."""
     from flows.build import _begin, _mark_current
     from pipeline.rundir import RunDir, StaleStageError
 
@@ -861,6 +862,10 @@ def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_pat
         info.value
     )
     assert str(info.value).endswith(f"eqcat build {config} --from magnitude")
+    # the refused stage left the config the results were built with (score reads it)
+    resolved = yaml.safe_load((run.root / "config.resolved.yaml").read_text())
+    assert resolved["report"]["title"] == "another"
+    assert resolved["magnitude"]["hb_ref_magnitude"] != 5.0
 
 
 def test_score_refuses_a_truth_outside_the_runs_span(tmp_path):
