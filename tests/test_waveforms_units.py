@@ -31,7 +31,7 @@ from pipeline.waveforms.params import (
     SDSSource,
     check_code,
 )
-from pipeline.waveforms.quality import assess_file, assess_stream, quality_reason
+from pipeline.waveforms.quality import assess_file, assess_stream, quality_reason, quality_table
 from pipeline.waveforms.reader import read_station
 from pipeline.waveforms.sds import (
     archive_files,
@@ -308,6 +308,24 @@ def test_day_file_cut_inside_a_record_is_flagged(tmp_path):
     assert row["partial_bytes"] == 412
     reason = quality_reason(pd.Series(row), QualityConfig())
     assert reason.startswith("file ends in a cut record (412 bytes not read)")
+
+
+def test_quality_assesses_the_channels_the_picker_reads(tmp_path):
+    """An inline station (inventory channels HHZ/HHN/HHE) over an archive of HHZ/HH1/HH2 was
+    reported with HHN and HHE missing on every day while the picker used HH1/HH2."""
+    cfg = InlineStations(
+        stations=[{"network": "XX", "station": "AAA", "latitude": 1, "longitude": 2}]
+    )
+    (choice,) = select_channels(inline_inventory(cfg, T0), ["HH?"], ["*"], T0, T1)
+    assert sorted(choice.channels) == ["HHE", "HHN", "HHZ"]
+    data = np.random.default_rng(6).integers(-1000, 1000, 6000).astype(np.int32)
+    for channel in ("HHZ", "HH1"):
+        write_channel_day(Stream([_trace(data, channel=channel)]), tmp_path, T0.date())
+    window = (UTCDateTime(T0), UTCDateTime(T1))
+    table = quality_table(tmp_path, [choice], [T0.date()], window, QualityConfig())
+    status = dict(zip(table.channel, table.status, strict=True))
+    # HH1 stands in for HHE (the picker's E column); nothing stands in for HHN
+    assert status == {"HH1": "ok", "HHN": "missing", "HHZ": "ok"}
 
 
 def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):

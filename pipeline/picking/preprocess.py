@@ -28,6 +28,7 @@ import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
 from pipeline.waveforms.quality import peak_to_peak
+from pipeline.waveforms.reader import COMPONENT_SLOT
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 MODEL_RATE = 100.0
 #: Component order of the model input.
 COMPONENTS = ("E", "N", "Z")
-#: Last letter of a channel code -> column of the model input (1/2 accepted for E/N).
-COMPONENT_SLOT = {"E": 0, "1": 0, "N": 1, "2": 1, "Z": 2}
 #: Segments shorter than this (s) are treated as missing data.
 MIN_SEGMENT_S = 1.0
 #: Longest cosine taper (s) at each end of a segment.

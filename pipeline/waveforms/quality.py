@@ -59,8 +59,8 @@ from obspy.io.mseed.util import get_record_information
 
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
-from pipeline.waveforms.reader import is_numeric, usable_traces
-from pipeline.waveforms.sds import day_bounds, sds_relpath, trim_to_window
+from pipeline.waveforms.reader import COMPONENT_SLOT, is_numeric, usable_traces
+from pipeline.waveforms.sds import day_bounds, sds_relpath, station_day_files, trim_to_window
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,23 @@ def _nonfinite(trace: Trace) -> int:
     return int(np.count_nonzero(~np.isfinite(data))) if data.dtype.kind in "fc" else 0
 
 
+def assessed_channels(choice: StationChoice, root: Path, day: date) -> list[str]:
+    """The channels of one station-day to assess: those the readers take from the archive
+    (every ``<prefix>?`` day file whose component the picker uses, :data:`COMPONENT_SLOT`),
+    and each of the inventory's channels that has no day file and whose component no such
+    file stands in for (an inventory listing HHN/HHE over an archive of HH1/HH2, or an inline
+    station list, whose channels are Z/N/E, would otherwise report used data as missing).
+    """
+    files = station_day_files(
+        root, choice.network, choice.station, choice.location, choice.channel_prefix, [day], False
+    )
+    archive = {p.name.split(".")[3] for p in files}
+    archive = {c for c in archive if c[-1] in COMPONENT_SLOT}
+    covered = {COMPONENT_SLOT[c[-1]] for c in archive}
+    unfiled = {c for c in choice.channels if COMPONENT_SLOT.get(c[-1]) not in covered}
+    return sorted(archive | unfiled)
+
+
 def quality_table(
     root: Path,
     choices: list[StationChoice],
@@ -337,7 +354,8 @@ def quality_table(
     cfg: QualityConfig,
     max_workers: int = 4,
 ) -> pd.DataFrame:
-    """Quality rows for every chosen channel on every day (see module doc for columns).
+    """Quality rows for every chosen channel on every day (see module doc for columns; the
+    channels are those :func:`assessed_channels` names).
 
     ``window`` (start, end) clips each day to the requested span for the coverage figure.
     """
@@ -346,7 +364,7 @@ def quality_table(
         for day in days:
             start, end = day_bounds(day)
             span = (max(start, window[0]), min(end, window[1]))
-            for channel in choice.channels:
+            for channel in assessed_channels(choice, root, day):
                 path = root / sds_relpath(
                     choice.network, choice.station, choice.location, channel, day
                 )

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Relative rate difference below which a trace is taken as already at the target rate.
 RATE_TOLERANCE = 1e-6
+#: Last letter of a channel code -> the component it stands for, as the picker's input column
+#: (E, N, Z; 1/2 accepted for E/N): the channels of a station that are used.
+COMPONENT_SLOT = {"E": 0, "1": 0, "N": 1, "2": 1, "Z": 2}
 
 
 def is_numeric(trace: Trace) -> bool:
