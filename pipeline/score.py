@@ -642,6 +642,22 @@ def _score_full_catalog(
     return out
 
 
+def check_mc_ref(mc_ref: float | None, truth: pd.DataFrame) -> None:
+    """Refuse a reference magnitude that leaves no true event at/above it (``--mc-ref 20``
+    wrote empty "at/above" figures, exit 0).
+
+    Raises:
+        EqcatInputError: naming the range of the true magnitudes.
+    """
+    magnitudes = truth.magnitude.to_numpy(float)
+    if mc_ref is None or not len(magnitudes) or (magnitudes >= mc_ref - 0.05).any():
+        return
+    raise EqcatInputError(
+        f"--mc-ref {mc_ref:g}: no true event at or above it (true magnitudes "
+        f"{np.nanmin(magnitudes):.1f} to {np.nanmax(magnitudes):.1f})"
+    )
+
+
 def score_run(
     run_dir: Path,
     truth_dir: Path,
@@ -657,16 +673,18 @@ def score_run(
     in the module docstring).
 
     Raises:
-        EqcatInputError: a non-finite ``mc_ref``, a folder that is not a run
-            (:func:`pipeline.rundir.require_run_dir`), unusable truth (:func:`read_truth`),
-            a truth outside the run's time span (:func:`check_spans_overlap`) or an
-            unreadable run table (:func:`pipeline.rundir.read_run_table`).
+        EqcatInputError: a non-finite ``mc_ref`` or one above every true magnitude, a
+            folder that is not a run (:func:`pipeline.rundir.require_run_dir`), unusable
+            truth (:func:`read_truth`), a truth outside the run's time span
+            (:func:`check_spans_overlap`) or an unreadable run table
+            (:func:`pipeline.rundir.read_run_table`).
     """
     if mc_ref is not None and not math.isfinite(mc_ref):
         raise EqcatInputError(f"--mc-ref {mc_ref}: expected a finite magnitude")
     run_dir, notes = require_run_dir(run_dir), []
     truth, truth_picks, scenario = read_truth(truth_dir)
     truth = truth_in_span(truth, scenario)
+    check_mc_ref(mc_ref, truth)
     tol = (time_tol_s, distance_tol_km)
     score: dict = {
         "run_dir": str(run_dir),

@@ -818,6 +818,15 @@ def test_score_refuses_a_reference_magnitude_that_is_not_finite(tmp_path, mc_ref
     assert not (tmp_path / "score.json").exists()
 
 
+def test_score_refuses_a_reference_magnitude_above_every_true_event(tmp_path):
+    from pipeline.score import score_run
+
+    (tmp_path / "picks").mkdir()
+    with pytest.raises(EqcatInputError, match=r"--mc-ref 20: no true event at or above it \(tr"):
+        score_run(tmp_path, _truth_folder(tmp_path / "truth"), mc_ref=20.0)
+    assert not (tmp_path / "score.json").exists()
+
+
 def test_score_says_a_run_is_damaged_and_refuses_a_truth_file(tmp_path):
     """A run whose catalog was deleted after its stage wrote it was scored as if every event
     had been lost at picking, without a word; a truth *file* was reported as
