@@ -30,6 +30,7 @@ from pipeline.rundir import RunDir, sha256_text, write_text_atomic
 from pipeline.sections import SECTION_CONFIG
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.waveforms.params import HinetSource, StationSourceConfig, WaveformConfig
+from pipeline.yamlfile import DuplicateKeyError, load_user_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -201,7 +202,9 @@ def load_config(path: str | Path) -> BuildConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_user_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML text ({exc})".replace("\n", " ")) from None
     except OSError as exc:

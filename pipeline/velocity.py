@@ -26,6 +26,8 @@ import numpy as np
 import yaml
 from scipy.interpolate import RegularGridInterpolator
 
+from pipeline.yamlfile import DuplicateKeyError, load_user_yaml
+
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "hypo_templates" / "velocity"
 
 #: Extent and spacing of the travel-time tables (km).
@@ -106,7 +108,9 @@ def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
             f"shipped models: {', '.join(available_models())}"
         )
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        spec = load_user_yaml(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKeyError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid YAML text ({exc})".replace("\n", " ")) from None
     if not isinstance(spec, dict):

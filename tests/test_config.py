@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, load_config, write_resolved_config
+from pipeline.yamlfile import load_user_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
 MINIMAL_STATION = {"network": "XX", "station": "X01", "latitude": 35.3, "longitude": 133.4}
@@ -116,6 +117,25 @@ def test_sds_path_that_is_a_file_says_so(tmp_path):
     source = {"kind": "sds", "path": str(tmp_path / "build.yaml")}
     with pytest.raises(ConfigError, match="is a file, not an SDS archive folder"):
         load_config(_write(tmp_path, {**MINIMAL, "waveforms": {"source": source}}))
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys: a second ``endtime`` (or ``picking:``) further
+    down the file silently replaced the first."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "name: a\nstarttime: 2024-01-01T00:00:00\nendtime: 2024-01-02T00:00:00\n"
+        "picking:\n  p_threshold: 0.2\nendtime: 2024-01-03T00:00:00\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: line 6: key 'endtime' given twice (first at line 3); "
+        "YAML would keep only the last"
+    )
+    # a merge key (<<: *anchor) may override what it merges
+    merged = load_user_yaml("a: &base {x: 1, y: 2}\nb:\n  <<: *base\n  x: 3\n")
+    assert merged["b"] == {"x": 3, "y": 2}
 
 
 def test_not_yaml_and_missing_file(tmp_path):
