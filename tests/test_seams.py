@@ -243,7 +243,8 @@ def test_corrupt_file_and_missing_responses_show_in_report_and_terminal(
     lines = terminal_lines(run)
     assert len(lines) == 2
     assert f"{net}.{no_response} (magnitude: " in lines[0]
-    assert f"{net}.{corrupt}" in lines[1] and "Data quality" in lines[1]
+    assert f"{net}.{corrupt} (HHZ 2000-10-08: corrupt file (" in lines[1]
+    assert lines[1].endswith("; all in the report's Data quality section")
 
 
 def test_terminal_lines_are_empty_for_a_clean_run(tmp_path):

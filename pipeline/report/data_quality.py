@@ -236,13 +236,30 @@ def terminal_lines(run: RunDir) -> list[str]:
     path = run.root / "waveforms" / "quality.parquet"
     quality = read_run_table(path) if path.is_file() else pd.DataFrame()
     if {"flagged", "reason"} <= set(quality.columns) and quality["flagged"].any():
-        flagged = quality[quality["flagged"]]
-        stations = sorted(set(_station_label(flagged)))
+        problems = station_problems(quality[quality["flagged"]])
         lines.append(
-            f"data: problems at {len(stations)} station(s): {_named(stations)} "
-            "(no data, gaps, dead or clipped channels...: see the report's Data quality section)"
+            f"data: problems at {len(problems)} station(s): "
+            + _named([f"{label} ({what})" for label, what in problems.items()])
+            + "; all in the report's Data quality section"
         )
     return lines
+
+
+def station_problems(flagged: pd.DataFrame) -> dict[str, str]:
+    """Per station (label, sorted) of flagged quality rows: how many channel-days are
+    flagged and the first one's channel, day and first problem, e.g. ``2 channel-days; HHZ
+    2000-10-08: no file``; the terminal names the problem itself, not a list of kinds."""
+    out = {}
+    labels = _station_label(flagged)
+    for label in sorted(set(labels)):
+        rows = flagged[labels == label].sort_values(["day", "channel"])
+        first = rows.iloc[0]
+        day = pd.Timestamp(first["day"]).strftime("%Y-%m-%d") if "day" in rows else ""
+        problem = first["reason"].split("; ")[0]
+        problem = problem if len(problem) <= 100 else problem[:99] + "…"  # an ObsPy error
+        what = f"{first.get('channel', '')} {day}".strip() + ": " + problem
+        out[label] = (f"{len(rows)} channel-days; " if len(rows) > 1 else "") + what
+    return out
 
 
 def notes_cell(notes: dict[str, str]) -> str:
