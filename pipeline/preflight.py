@@ -178,7 +178,12 @@ def sds_notes(cfg: BuildConfig) -> list[str]:
     station has a file, the path of one file looked for.
     """
     from pipeline.waveforms.params import SDSSource
-    from pipeline.waveforms.sds import days_in_span, sds_relpath, station_day_files
+    from pipeline.waveforms.sds import (
+        days_in_span,
+        other_station_ids,
+        sds_relpath,
+        station_day_files,
+    )
 
     source = cfg.waveforms.source
     selection = _station_selection(cfg) if isinstance(source, SDSSource) else None
@@ -196,19 +201,35 @@ def sds_notes(cfg: BuildConfig) -> list[str]:
     field = f"waveforms.source.path = '{source.path}'"
     if not empty:
         return []
+    elsewhere = {
+        c.seed_id: other_station_ids(
+            source.path, c.network, c.station, c.location, c.channel_prefix, days
+        )
+        for c in empty
+    }
     if len(empty) == len(choices):
         first = choices[0]
         example = source.path / sds_relpath(
             first.network, first.station, first.location, first.channels[0], days[0]
         )
+        hint = next((_other_codes_hint(ids) for ids in elsewhere.values() if ids), "")
         return [
-            f"{field}: no day file of any station in the span (looked for e.g. {example}); "
-            "the build will find no data"
+            f"{field}: no day file of any station in the span (looked for e.g. {example}"
+            f"{hint}); the build will find no data"
         ]
-    names = [f"{c.network}.{c.station}" for c in empty]
+    names = [f"{c.network}.{c.station}{_other_codes_hint(elsewhere[c.seed_id])}" for c in empty]
     shown = ", ".join(names[:MAX_NAMED_STATIONS])
     more = f" and {len(names) - MAX_NAMED_STATIONS} more" if len(names) > MAX_NAMED_STATIONS else ""
     return [f"{field}: no day file in the span for {len(names)} station(s): {shown}{more}"]
+
+
+def _other_codes_hint(ids: list[str]) -> str:
+    """'' or ``; the archive has XX.X01.00.HHZ, ...`` (files under other location or
+    channel codes, :func:`pipeline.waveforms.sds.other_station_ids`)."""
+    if not ids:
+        return ""
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return f"; the archive has {shown}: other location or channel codes"
 
 
 def _hinet_problems(cfg: BuildConfig) -> list[str]:

@@ -1018,6 +1018,30 @@ def test_validate_warns_of_stations_without_a_day_file_in_a_local_archive(tmp_pa
     (note,) = sds_notes(later)
     assert note.startswith(f"{field}: no day file of any station in the span (looked for e.g.")
     assert note.endswith("XX.A1..HHE.D.2000.283); the build will find no data")
+    # B2's files under location 00 (or another band) are named, here and in the quality table
+    other = sds / "2000/XX/B2/EHZ.D/XX.B2.00.EHZ.D.2000.282"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"")
+    assert sds_notes(cfg) == [
+        f"{field}: no day file in the span for 1 station(s): XX.B2; the archive has "
+        "XX.B2.00.EHZ: other location or channel codes"
+    ]
+    from obspy import UTCDateTime
+
+    from pipeline.waveforms.inventory import inline_inventory, select_channels
+    from pipeline.waveforms.params import QualityConfig
+    from pipeline.waveforms.quality import quality_table
+
+    choices = select_channels(
+        inline_inventory(cfg.stations, cfg.starttime), ["HH?"], ["*"], cfg.starttime, cfg.endtime
+    )
+    day = cfg.starttime.date()
+    span = (UTCDateTime(cfg.starttime), UTCDateTime(cfg.endtime))
+    table = quality_table(sds, choices, [day], span, QualityConfig())
+    reasons = set(table[table.station == "B2"].reason)
+    assert reasons == {
+        "no data file (the archive has XX.B2.00.EHZ that day: other location or channel codes)"
+    }
 
 
 def test_station_whose_epochs_miss_the_span_is_named(tmp_path):

@@ -256,7 +256,7 @@ def station_problems(flagged: pd.DataFrame) -> dict[str, str]:
         first = rows.iloc[0]
         day = pd.Timestamp(first["day"]).strftime("%Y-%m-%d") if "day" in rows else ""
         problem = first["reason"].split("; ")[0]
-        problem = problem if len(problem) <= 100 else problem[:99] + "…"  # an ObsPy error
+        problem = problem if len(problem) <= 160 else problem[:159] + "…"  # an ObsPy error
         what = f"{first.get('channel', '')} {day}".strip() + ": " + problem
         out[label] = (f"{len(rows)} channel-days; " if len(rows) > 1 else "") + what
     return out

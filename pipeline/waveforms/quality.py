@@ -11,7 +11,8 @@ span_s         seconds of the day inside the requested span
 path           the file (absolute), '' when missing
 status         'ok', 'missing' (no file), 'corrupt' (not miniSEED the reader can decode)
                or 'unreadable' (a folder, a broken link, no permission to read)
-error          why a file is corrupt or unreadable, else ''
+error          why a file is corrupt or unreadable; for a missing one, the station's files
+               of that day under other location codes or channel prefixes, if any; else ''
 n_traces       contiguous segments of this channel in the file
 n_samples      samples of this channel in the file
 sampling_rate  the rate most samples were recorded at (Hz; NaN when none)
@@ -60,7 +61,13 @@ from obspy.io.mseed.util import get_record_information
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
 from pipeline.waveforms.reader import COMPONENT_SLOT, is_numeric, usable_traces
-from pipeline.waveforms.sds import day_bounds, sds_relpath, station_day_files, trim_to_window
+from pipeline.waveforms.sds import (
+    day_bounds,
+    other_station_ids,
+    sds_relpath,
+    station_day_files,
+    trim_to_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +217,8 @@ def assess_stream(
 
 def quality_reason(row, cfg: QualityConfig) -> str:
     """The problems of one quality row (a ``QUALITY_COLUMNS`` record), '; '-joined; '' if none."""
-    if row.status == "missing":
-        return "no data file"
+    if row.status == "missing":  # error: the station's files under other codes, if any
+        return "no data file" + (f" ({row.error})" if row.error else "")
     if row.status == "corrupt":
         return f"corrupt file ({row.error})"
     if row.status == "unreadable":
@@ -346,6 +353,18 @@ def assessed_channels(choice: StationChoice, root: Path, day: date) -> list[str]
     return sorted(archive | unfiled)
 
 
+def other_codes_note(choice: StationChoice, root: Path, day: date) -> str:
+    """'' or, when the archive holds the station's files of ``day`` only under other codes
+    (:func:`pipeline.waveforms.sds.other_station_ids`), a note naming them and what to set."""
+    ids = other_station_ids(
+        root, choice.network, choice.station, choice.location, choice.channel_prefix, [day]
+    )
+    if not ids:
+        return ""
+    shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+    return f"the archive has {shown} that day: other location or channel codes"
+
+
 def quality_table(
     root: Path,
     choices: list[StationChoice],
@@ -364,6 +383,7 @@ def quality_table(
         for day in days:
             start, end = day_bounds(day)
             span = (max(start, window[0]), min(end, window[1]))
+            elsewhere = other_codes_note(choice, root, day)
             for channel in assessed_channels(choice, root, day):
                 path = root / sds_relpath(
                     choice.network, choice.station, choice.location, channel, day
@@ -376,13 +396,14 @@ def quality_table(
                     "day": pd.Timestamp(day, tz="UTC"),
                     "span_s": float(span[1] - span[0]),
                 }
-                jobs.append((key, path, choice.sampling_rate, span))
+                jobs.append((key, path, choice.sampling_rate, span, elsewhere))
 
     def assess(job) -> dict:
-        key, path, rate, span = job
+        key, path, rate, span, elsewhere = job
         seed_id = f"{key['network']}.{key['station']}.{key['location']}.{key['channel']}"
         try:
-            return {**key, **assess_file(path, rate, span, cfg, seed_id)}
+            row = {**key, **assess_file(path, rate, span, cfg, seed_id)}
+            return row | ({"error": elsewhere} if row["status"] == "missing" else {})
         except Exception as exc:  # noqa: BLE001 - one odd file never stops the build
             error = f"cannot be assessed ({type(exc).__name__}: {exc})"
             log.warning("day file skipped: %s (%s)", path, error)

@@ -124,6 +124,26 @@ def station_day_files(
     return sorted(files)
 
 
+def other_station_ids(
+    root: Path, network: str, station: str, location: str, channel_prefix: str, days: list[date]
+) -> list[str]:
+    """SEED ids of the station's day files on ``days`` under *other* location codes or
+    channel prefixes than those chosen (e.g. ``XX.X01.00.HHZ`` when the station list says
+    location ''), sorted: why a station with files in the archive reads no data."""
+    net = check_code("network", network)
+    sta = check_code("station", station)
+    ids = set()
+    for day in days:
+        year, doy = day.year, day.timetuple().tm_yday
+        folder = root / f"{year:04d}" / net / sta
+        for path in folder.glob(f"*.D/{net}.{sta}.*.*.D.{year:04d}.{doy:03d}"):
+            seed_id = ".".join(path.name.split(".")[:4])
+            _, _, loc, cha = seed_id.split(".")
+            if (loc, cha[:2]) != (location, channel_prefix):
+                ids.add(seed_id)
+    return sorted(ids)
+
+
 def archive_files(root: Path) -> list[Path]:
     """All channel-day files of an SDS archive (hidden temporaries excluded), sorted."""
     return sorted(
