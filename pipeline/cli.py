@@ -397,8 +397,9 @@ def validate(config: ConfigArg) -> None:
     weights, templates, reference catalog), the velocity model fits HypoInverse, the
     programs it needs are installed, output_dir is writable and the station list leaves the
     download a usable station. Exit status 2 on a problem; warnings (stations the download
-    will skip, stations without a day file in a local SDS archive, stations without
-    instrument responses: no magnitudes) do not fail it.
+    will skip, stations without a day file in a local SDS archive, fewer usable stations
+    than association.min_stations, stations without instrument responses: no magnitudes)
+    do not fail it.
     """
     from pipeline.preflight import response_notes, sds_notes, station_notes
 

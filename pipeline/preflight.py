@@ -154,11 +154,11 @@ def station_notes(cfg: BuildConfig) -> list[str]:
     """Warnings: the stations the download will skip (bad codes, no matching channel) and
     stations whose entries lie far apart or leave part of the span uncovered, one line each
     (at most :data:`MAX_NAMED_STATIONS`), for a config whose station list leaves some
-    stations usable."""
+    stations usable; and fewer usable stations than an event needs."""
     selection = _station_selection(cfg)
     if selection is None or not selection[1]:
         return []
-    field, _, skipped, notes = selection
+    field, choices, skipped, notes = selection
     lines = [f"{field}: station {label} {why}" for label, why in skipped.items()]
     lines += [f"{field}: station {label} (used): {note}" for label, note in notes.items()]
     if len(lines) > MAX_NAMED_STATIONS:
@@ -167,6 +167,12 @@ def station_notes(cfg: BuildConfig) -> list[str]:
             *lines[:MAX_NAMED_STATIONS],
             f"{field}: and {rest} more station(s) skipped or with notes",
         ]
+    used = len({(c.network, c.station) for c in choices})
+    if used < cfg.association.min_stations:  # a build of picks only; the catalog stays empty
+        lines.append(
+            f"{field}: {used} usable station(s), fewer than association.min_stations = "
+            f"{cfg.association.min_stations}: picks only, no event can be associated"
+        )
     return lines
 
 

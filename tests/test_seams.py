@@ -1065,7 +1065,11 @@ def test_station_whose_epochs_miss_the_span_is_named(tmp_path):
     spec += f"waveforms:\n  source: {{kind: sds, path: {sds}}}\n"
     cfg = load_config(_config(tmp_path, spec))
     why = "skipped: its inventory epoch(s) 1990-01-01 - 1999-12-31 do not overlap the span"
-    assert station_notes(cfg) == [f"stations.path = '{xml}': station XX.B2 {why}"]
+    assert station_notes(cfg) == [
+        f"stations.path = '{xml}': station XX.B2 {why}",
+        f"stations.path = '{xml}': 1 usable station(s), fewer than association.min_stations "
+        "= 3: picks only, no event can be associated",
+    ]
     run = write_resolved_config(cfg)
     download_waveforms(run, cfg.stations, cfg.waveforms, cfg.starttime, cfg.endtime,
                        progress=False)  # fmt: skip
@@ -1096,7 +1100,12 @@ def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path,
     spec += f"waveforms:\n  source: {{kind: sds, path: {tmp_path}}}\n"
     cfg = load_config(_config(tmp_path, spec))
     assert preflight_problems(cfg, ["download"]) == []
-    assert station_notes(cfg) == expected
+    field = "stations" if kind == "inline" else f"stations.path = '{xml}'"
+    assert station_notes(cfg) == [
+        *expected,
+        f"{field}: 2 usable station(s), fewer than association.min_stations = 3: picks "
+        "only, no event can be associated",
+    ]
     inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
     choices = select_channels(inventory, ["HH?"], ["*"], cfg.starttime, cfg.endtime, {})
     assert [(c.station, c.latitude, c.channels) for c in choices] == [
