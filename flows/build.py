@@ -255,7 +255,7 @@ def download_flow(config_path: str) -> dict:
     else:
         section = {"stations": cfg.stations, "waveforms": cfg.waveforms, "span": span}
         inputs = _download_inputs(cfg)
-    cache = cache_inputs(section=section, inputs=inputs, outputs=outputs)
+    cache = cache_inputs(section=section, inputs=inputs, outputs=outputs, root=run.root)
     key = description_key(download_task.name, cache)
     unchanged = _begin(run, "download", config_path, key, outputs_intact(cache))
     summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
@@ -323,7 +323,8 @@ def pick_station_day_task(
         flat_max_ptp=cfg.waveforms.quality.flat_max_ptp,
         span=(cfg.starttime, cfg.endtime),
     )
-    summary["path"] = str(summary["path"])
+    # relative: a cached result may serve the run directory moved elsewhere (cache_inputs)
+    summary["path"] = str(Path(summary["path"]).relative_to(run.root))
     return summary
 
 
@@ -388,6 +389,7 @@ def pick_flow(config_path: str) -> dict:
                 # the part of the day picked: a changed span re-picks only the days it changes
                 "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
             },
+            root=run.root,
         )
         for row, day in units
     ]
@@ -624,6 +626,7 @@ def _run_stage(stage: str, config_path: str) -> dict:
         inputs=inputs,
         outputs=[run.root / p for p in outputs],
         extra=extra,
+        root=run.root,
     )
     key = description_key(stage_task.name, cache)
     unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))

@@ -8,8 +8,9 @@ directory), or cutting or damaging a Parquet output on disk, always forces the w
 redone, and the first run of a build already fills the cache that its rerun hits.
 
 Input fingerprints: SHA-256 of the content for tables (Parquet, CSV, XML, text);
-``size:mtime_ns:sha256`` for waveform day files, so an archive replaced by other data —
-even with the same sizes and times (``cp -p``, ``rsync -a``) — is seen as changed. A day
+``size:sha256`` for waveform day files, so an archive replaced by other data — even with the
+same sizes and times (``cp -p``, ``rsync -a``) — is seen as changed, and one only touched or
+copied (new times, same bytes) is not. A day
 file's content hash is computed once per file state (path, size, mtime, ctime, inode) and
 remembered across builds in ``~/.cache/eqcat/file_hashes.sqlite`` (``EQCAT_CACHE_DIR``
 overrides the folder), so a scheduled build over a growing archive reads only new or
@@ -130,8 +131,8 @@ def _content_hash(path: Path) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
-    """Content hash for tables; size, mtime and content hash for waveform day files;
-    ``missing`` if absent."""
+    """Content hash for tables; size and content hash for waveform day files; ``missing``
+    if absent."""
     if not path.exists():
         return "missing"
     if path.is_dir():
@@ -143,7 +144,7 @@ def file_fingerprint(path: Path) -> str:
     if path.suffix in {".parquet", ".csv", ".xml", ".json", ".yaml", ".txt"}:
         return sha256_file(path)
     stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{_content_hash(path)}"
+    return f"{stat.st_size}:{_content_hash(path)}"
 
 
 def cache_inputs(
@@ -152,6 +153,7 @@ def cache_inputs(
     inputs: list[Path] | tuple[Path, ...] = (),
     outputs: list[Path] | tuple[Path, ...] = (),
     extra: dict[str, Any] | None = None,
+    root: Path | None = None,
 ) -> dict[str, Any]:
     """The small, JSON-able description of a task call that its cache key is built from.
 
@@ -161,13 +163,35 @@ def cache_inputs(
         inputs: files the task reads; their fingerprints enter the key.
         outputs: files the task must leave behind; if one is missing, no cache hit.
         extra: other identifying values (station code, day, model hash...).
+        root: the run directory: paths inside it enter the key relative to it
+            (:func:`description_key`), so a run directory moved or copied elsewhere keeps
+            its keys and is not rebuilt (its files are fingerprinted again).
     """
     return {
         "section": to_jsonable_python(section),
         "inputs": {str(p): file_fingerprint(Path(p)) for p in inputs},
         "outputs": [str(p) for p in outputs],
         "extra": extra or {},
+        "root": None if root is None else str(root),
     }
+
+
+def _portable(description: dict[str, Any]) -> dict[str, Any]:
+    """``description`` without its ``root``, paths inside the root as ``<run>/rel``."""
+    out = {k: v for k, v in description.items() if k != "root"}
+    root = description.get("root")
+    if root is None:
+        return out
+
+    def inside(path: str) -> str:
+        try:
+            return "<run>/" + Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return path
+
+    out["inputs"] = {inside(p): fp for p, fp in description["inputs"].items()}
+    out["outputs"] = [inside(p) for p in description["outputs"]]
+    return out
 
 
 def outputs_intact(description: dict[str, Any]) -> bool:
@@ -194,9 +218,10 @@ def cached(task_obj: Task, description: dict[str, Any], on_disk: bool = True) ->
 
 
 def description_key(task_name: str, description: dict[str, Any]) -> str:
-    """Hash of a task name, the code version and a :func:`cache_inputs` description."""
+    """Hash of a task name, the code version and a :func:`cache_inputs` description (its
+    paths inside the run directory relative to it)."""
     payload = json.dumps(
-        {"task": task_name, "code": code_version(), **description},
+        {"task": task_name, "code": code_version(), **_portable(description)},
         sort_keys=True,
         default=str,
     )

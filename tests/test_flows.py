@@ -10,6 +10,7 @@ that the server recorded.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -164,6 +165,13 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert extended["pick"]["counts"]["station_days"] == 2 * N_STATIONS
     assert extended["pick"]["counts"]["picks"] > first["pick"]["counts"]["picks"]
     assert len(list((run_root / "picks").glob("*.2000-10-11.parquet"))) == N_STATIONS
+
+    # the run directory copied elsewhere (new file times; output_dir changed with it) is
+    # not built again: its keys hold paths relative to it and no file times
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "runs", moved / "runs", copy_function=shutil.copy)
+    _, runs, _ = run_build(write_config(moved, SCENARIO_END, picker="eqt"))
+    assert state_counts(runs) == {"Cached": len(runs)}
 
 
 def test_retried_station_day_succeeds_and_a_broken_one_is_reported(

@@ -770,7 +770,8 @@ def finish_picking(
         n_units: number of station-days attempted.
         began: ``time.perf_counter()`` at the start of the stage.
     """
-    merged = merge_picks(run, [Path(s["path"]) for s in summaries])
+    tables = [run.root / s["path"] for s in summaries]  # "path": absolute or in the run
+    merged = merge_picks(run, tables)
     table = read_run_table(merged, ("phase",))[["phase"]]
     counts = {
         "station_days": n_units,
@@ -787,7 +788,7 @@ def finish_picking(
         STAGE,
         inputs={"picker_config": sha256_text(cfg.model_dump_json())},
         outputs=[str(merged.relative_to(run.root))]
-        + [str(Path(s["path"]).relative_to(run.root)) for s in summaries],
+        + [str(path.relative_to(run.root)) for path in tables],
         counts=counts,
         wall_time_s=wall,
         details={
