@@ -746,21 +746,23 @@ def test_a_stage_run_alone_refuses_an_earlier_output_changed_since_written(tmp_p
     from flows.build import _begin
     from pipeline.rundir import RunDir, StaleStageError
 
-    run = RunDir(tmp_path / "run")
+    scenario = "scenario: {seed: 1, start_time: 2000-10-08T05:00:00, duration_s: 600}\n"
+    config = _config(tmp_path, MINIMAL + f"output_dir: {tmp_path}\n" + scenario)
+    run = RunDir(tmp_path / "t")
     table = run.root / "location" / "locations.parquet"
     table.parent.mkdir(parents=True)
     pd.DataFrame({"event_id": ["e1"]}).to_parquet(table)
     run.record_stage("location", outputs=["location/locations.parquet"])
     run.mark_current(("location",), "k")
-    assert _begin(run, "report", "cfg.yaml", "key", True) is False  # earlier stage intact
+    assert _begin(run, "report", str(config), "key", True) is False  # earlier stage intact
     if damage == "delete":
         table.unlink()
     else:
         table.write_bytes(table.read_bytes()[:20])
     with pytest.raises(StaleStageError) as info:
-        _begin(run, "report", "cfg.yaml", "key", True)
+        _begin(run, "report", str(config), "key", True)
     assert "location/locations.parquet changed or deleted since stage 'locate'" in str(info.value)
-    assert str(info.value).endswith("eqcat build cfg.yaml --from locate")
+    assert str(info.value).endswith(f"eqcat build {config} --from locate")
     assert not is_retryable(info.value)
 
 
