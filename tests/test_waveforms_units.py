@@ -324,8 +324,8 @@ def test_quality_assesses_the_channels_the_picker_reads(tmp_path):
     window = (UTCDateTime(T0), UTCDateTime(T1))
     table = quality_table(tmp_path, [choice], [T0.date()], window, QualityConfig())
     status = dict(zip(table.channel, table.status, strict=True))
-    # HH1 stands in for HHE (the picker's E column); nothing stands in for HHN
-    assert status == {"HH1": "ok", "HHN": "missing", "HHZ": "ok"}
+    # HH1 stands in for HHN (the picker's N column); nothing stands in for HHE
+    assert status == {"HH1": "ok", "HHE": "missing", "HHZ": "ok"}
 
 
 def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):

@@ -1,10 +1,11 @@
 """Continuous waveforms -> a gap-aware, band-passed 100 Hz E/N/Z record for the picker.
 
 The steps follow the EQTransformer continuous-data predictor: detrend, band-pass 1-45 Hz
-(2 corners, zero phase), resample to 100 Hz, order the components E, N, Z. Each contiguous
-segment is detrended, tapered and filtered on its own before gaps are filled with zeros, so a
-gap never becomes a step that rings through the filter; the gap samples are remembered
-(:attr:`Record.gap_mask`) and no pick is made inside them.
+(2 corners, zero phase), resample to 100 Hz, order the components E, N, Z (SEED's 2 and 1
+horizontals in E's and N's places, :data:`pipeline.waveforms.reader.COMPONENT_SLOT`). Each
+contiguous segment is detrended, tapered and filtered on its own before gaps are filled with
+zeros, so a gap never becomes a step that rings through the filter; the gap samples are
+remembered (:attr:`Record.gap_mask`) and no pick is made inside them.
 
 A dead component (peak-to-peak of its raw data in the record at most ``flat_max_ptp``, 0 by
 default: a constant value, the quality table's "flat (dead)" rule) is treated as a missing
