@@ -29,6 +29,7 @@ from obspy import Inventory, Stream, Trace, UTCDateTime, read
 from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.core.inventory import Channel, Network, Station
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file
 from pipeline.waveforms import download_waveforms, waveform_root
 from pipeline.waveforms.download import units_to_retry
@@ -454,3 +455,18 @@ def test_refused_request_names_the_status_and_is_not_asked_again(served, tmp_pat
     assert "HTTP 401: restricted data, eqcat sends no FDSN credentials" in failures
     assert "HTTP 413: lower waveforms.source.chunk_hours" in failures
     assert units_to_retry(run) == []  # only a changed config or account heals a 4xx
+
+
+def test_station_level_metadata_is_named_as_such(tmp_path):
+    """A StationXML saved at level=station lists no channels: say that, not 'none matches'."""
+    inventory = _inventory()
+    for network in inventory:
+        for station in network:
+            station.channels = []
+    path = tmp_path / "stations.xml"
+    inventory.write(str(path), format="STATIONXML")
+    waveforms = WaveformConfig(source=FDSNSource(base_url="http://127.0.0.1:9"))
+    with pytest.raises(EqcatInputError, match=r"4 station\(s\) but no channels .*level=station"):
+        download_waveforms(
+            RunDir(tmp_path / "run"), StationXMLStations(path=path), waveforms, START, END
+        )

@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-from obspy import Stream, UTCDateTime, read_inventory
+from obspy import Inventory, Stream, UTCDateTime, read_inventory
 from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
@@ -337,6 +337,23 @@ def download_units(
     return results
 
 
+def _no_choice_reason(
+    inventory: Inventory, cfg: WaveformConfig, starttime: datetime, endtime: datetime
+) -> str:
+    """Why no station of ``inventory`` is usable: no channels listed at all (metadata at
+    station level), or none matching the channel and location priorities in the span."""
+    if not any(sta.channels for net in inventory for sta in net):
+        return (
+            f"the station metadata list {len(inventory.get_contents()['stations'])} "
+            "station(s) but no channels (StationXML at level=station?): eqcat needs "
+            "level=channel, or level=response for magnitudes"
+        )
+    return (
+        f"no station has channels matching {cfg.channel_priority} "
+        f"at locations {cfg.location_priority} between {starttime} and {endtime}"
+    )
+
+
 def units_to_retry(run: RunDir) -> list[str]:
     """Station-days the last download of ``run`` gave up on for a cause that may pass (the
     service unavailable or answering broken data through the retries): a build whose
@@ -455,10 +472,7 @@ def download_waveforms(
     for label, note in notes.items():
         log.warning("station %s (used): %s", label, note)
     if not choices:
-        raise EqcatInputError(
-            f"no station has channels matching {waveform_cfg.channel_priority} "
-            f"at locations {waveform_cfg.location_priority} between {starttime} and {endtime}"
-        )
+        raise EqcatInputError(_no_choice_reason(inventory, waveform_cfg, starttime, endtime))
     write_inventory(inventory, folder / "inventory.xml")
     write_stations_csv(stations_table(choices), folder / "stations.csv")
 
