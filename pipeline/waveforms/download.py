@@ -450,7 +450,7 @@ def download_waveforms(
     if isinstance(source, HinetSource):
         from pipeline.waveforms.hinet import download_hinet
 
-        inventory = download_hinet(source, folder, starttime, endtime, secret_loader)
+        inventory, hinet_failed = download_hinet(source, folder, starttime, endtime, secret_loader)
     else:
         if stations_cfg is None:
             raise ValueError("the fdsn and sds waveform sources need a station section")
@@ -480,6 +480,8 @@ def download_waveforms(
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     if isinstance(source, FDSNSource):
         results = download_units(units, source, folder, waveform_cfg.max_workers, progress)
+    elif isinstance(source, HinetSource):
+        results["failed"] = hinet_failed  # whole days of the network, not station-days
     for record in (r for records in results.values() for r in records if r.get("foreign")):
         notes[record["unit"]] = f"the server also sent {', '.join(record['foreign'])}: left out"
     root = waveform_root(run, waveform_cfg)
