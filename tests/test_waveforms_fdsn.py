@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -280,13 +280,13 @@ def test_killed_download_resumes_to_identical_archive(served, tmp_path):
             time.sleep(0.02)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    assert child.returncode == -signal.SIGKILL
-    finished = len(list(units.glob("*.json")))
-    assert 2 <= finished < UNITS, "the kill must land mid-way"
-    assert "waveforms" not in run.read_manifest()
+        assert child.returncode == -signal.SIGKILL
+        finished = len(list(units.glob("*.json")))
+        assert 2 <= finished < UNITS, "the kill must land mid-way"
+        assert "waveforms" not in run.read_manifest()
 
-    stations, waveforms = _configs(served, served["url"])
-    resumed = download_waveforms(run, stations, waveforms, START, END, progress=False)
+        slow.delay_s = 0.0  # the same data centre (base URL), now quick
+        resumed = download_waveforms(run, stations, waveforms, START, END, progress=False)
     assert resumed["units_skipped"] == finished
     assert resumed["units_downloaded"] + resumed["units_nodata"] == UNITS - finished
     assert _archive_hashes(run.root / "waveforms") == want
@@ -470,3 +470,19 @@ def test_station_level_metadata_is_named_as_such(tmp_path):
         download_waveforms(
             RunDir(tmp_path / "run"), StationXMLStations(path=path), waveforms, START, END
         )
+
+
+def test_another_data_centre_is_asked_again(served, tmp_path):
+    """Records name their base URL: 'no data' from one service is not taken for another's."""
+    with FlakyProxy(served["url"]) as first:
+        first.always["CCC"] = 204
+        stations, waveforms = _configs(served, first.base_url)
+        run = RunDir(tmp_path / "run")
+        end = START + timedelta(hours=2)  # day 1 only: 4 station-days
+        download_waveforms(run, stations, waveforms, START, end, progress=False)
+    assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "nodata"
+    with FlakyProxy(served["url"]) as other:
+        stations, waveforms = _configs(served, other.base_url)
+        again = download_waveforms(run, stations, waveforms, START, end, progress=False)
+    assert again["units_skipped"] == 0 and again["units_downloaded"] == 3
+    assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "ok"

@@ -131,15 +131,23 @@ class UnitLedger:
         """Write the record of ``unit`` atomically."""
         write_text_atomic(self._path(unit), json.dumps(record, indent=1, sort_keys=True))
 
-    def is_finished(self, unit: Unit, root: Path, recheck_nodata: bool = False) -> bool:
-        """True when ``unit`` has a record for the same window and its files still match.
+    def is_finished(self, unit: Unit, root: Path, source: FDSNSource | None = None) -> bool:
+        """True when ``unit`` has a record for the same window and source and its files
+        still match.
 
-        A record for another part of the day (the span changed) does not count, nor does a
-        'nodata' record when ``recheck_nodata`` is set.
+        A record for another part of the day (the span changed) does not count, nor one from
+        another data centre (``source.base_url``; a record of an older eqcat names none and
+        counts), nor a 'nodata' record when ``source.recheck_nodata`` is set.
         """
         record = self.read(unit)
-        if record is None or (recheck_nodata and record.get("status") == "nodata"):
+        if record is None:
             return False
+        if source is not None:
+            if source.recheck_nodata and record.get("status") == "nodata":
+                return False
+            if record.get("source", source.base_url) != source.base_url:
+                log.info("unit %s was downloaded from %s: redone", unit.unit_id, record["source"])
+                return False
         if (record.get("start"), record.get("end")) != (str(unit.start), str(unit.end)):
             log.info("unit %s was recorded for another window: redone", unit.unit_id)
             return False
@@ -236,7 +244,12 @@ def run_unit(
     client: DataselectClient, unit: Unit, root: Path, ledger: UnitLedger, chunk_hours: float
 ) -> dict:
     """Download, write and record one unit; return its record (status ok/nodata/failed)."""
-    base = {"unit": unit.unit_id, "start": str(unit.start), "end": str(unit.end)}
+    base = {
+        "unit": unit.unit_id,
+        "start": str(unit.start),
+        "end": str(unit.end),
+        "source": client.cfg.base_url,
+    }
     wanted = set(unit.choice.channels)
     try:
         stream, attempts, foreign = fetch_unit(client, unit, chunk_hours)
@@ -299,7 +312,7 @@ def download_units(
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     todo = []
     for unit in units:
-        if ledger.is_finished(unit, root, source.recheck_nodata):
+        if ledger.is_finished(unit, root, source):
             results["skipped"].append(ledger.read(unit) or {"unit": unit.unit_id})
         else:
             todo.append(unit)
