@@ -257,7 +257,12 @@ def download_flow(config_path: str) -> dict:
         inputs = _download_inputs(cfg)
     cache = cache_inputs(section=section, inputs=inputs, outputs=outputs, root=run.root)
     key = description_key(download_task.name, cache)
-    unchanged = _begin(run, "download", config_path, key, outputs_intact(cache))
+    from pipeline.waveforms.download import units_to_retry
+
+    retry = units_to_retry(run)  # station-days given up on for a cause that may have passed
+    if retry:
+        get_run_logger().info("download reruns for %d station-day(s) it gave up on", len(retry))
+    unchanged = _begin(run, "download", config_path, key, outputs_intact(cache) and not retry)
     summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
     run.mark_current(MANIFEST_OF["download"], key)
     _artifact(cfg, "download", summary)

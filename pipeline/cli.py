@@ -730,7 +730,8 @@ def serve(
             f"--cron {cron!r}: expected a cron schedule of 5 fields "
             "(minute hour day month weekday, UTC), e.g. '0 2 * * *'"
         ) from None
-    if _load(config).scenario is not None:
+    # the offline checks of `eqcat validate` now, not at the first scheduled run
+    if _load(config, preflight=True).scenario is not None:
         raise EqcatInputError(
             f"{config}: has a scenario section (a synthetic replica at fixed times); a served "
             "build extends a catalog to the latest days of a waveform source (fdsn, sds, "

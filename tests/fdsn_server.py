@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -128,12 +129,14 @@ class DataselectServer:
 class FlakyProxy:
     """HTTP proxy on 127.0.0.1 forwarding GETs to ``upstream``.
 
-    ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
-    ``always[station] = status`` answers every request for that station with ``status``;
-    ``delay_s`` sleeps before each forward. ``requests`` lists (station, status) per request.
-    With ``stationxml``, it is also a minimal fdsnws-station endpoint: every
-    ``/fdsnws/station/1/query`` gets that file (unfiltered); the queries land in
-    ``station_queries`` (parsed parameters).
+        ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
+        ``always[station] = status`` answers every request for that station with ``status``;
+        ``rewrite[station] = f`` replaces the body of a successful answer for that station by
+    ``f(body)`` (a cut transfer, garbage, another station's data); ``delay_s`` sleeps before each
+    forward. ``requests`` lists (station, status) per request.
+        With ``stationxml``, it is also a minimal fdsnws-station endpoint: every
+        ``/fdsnws/station/1/query`` gets that file (unfiltered); the queries land in
+        ``station_queries`` (parsed parameters).
     """
 
     def __init__(self, upstream: str, delay_s: float = 0.0, stationxml: Path | None = None):
@@ -143,6 +146,7 @@ class FlakyProxy:
         self.station_queries: list[dict[str, list[str]]] = []
         self.fail_first: dict[str, int] = {}
         self.always: dict[str, int] = {}
+        self.rewrite: dict[str, Callable[[bytes], bytes]] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -182,6 +186,8 @@ class FlakyProxy:
                         status, body = resp.status, resp.read()
                 except urllib.error.HTTPError as err:
                     status, body = err.code, err.read()
+                if status == 200 and station in proxy.rewrite:
+                    body = proxy.rewrite[station](body)
                 self._reply(status, body)
                 proxy._log(station, status)
 

@@ -10,13 +10,15 @@ proxy on 127.0.0.1 that counts requests, delays them, or answers 503.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,11 @@ from obspy import Inventory, Stream, Trace, UTCDateTime, read
 from obspy.clients.filesystem.sds import Client as SDSClient
 from obspy.core.inventory import Channel, Network, Station
 
+from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file
 from pipeline.waveforms import download_waveforms, waveform_root
+from pipeline.waveforms.download import units_to_retry
+from pipeline.waveforms.fdsn import CutBody, NoData, parse_body
 from pipeline.waveforms.params import (
     FDSNSource,
     FDSNStationQuery,
@@ -275,13 +280,13 @@ def test_killed_download_resumes_to_identical_archive(served, tmp_path):
             time.sleep(0.02)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    assert child.returncode == -signal.SIGKILL
-    finished = len(list(units.glob("*.json")))
-    assert 2 <= finished < UNITS, "the kill must land mid-way"
-    assert "waveforms" not in run.read_manifest()
+        assert child.returncode == -signal.SIGKILL
+        finished = len(list(units.glob("*.json")))
+        assert 2 <= finished < UNITS, "the kill must land mid-way"
+        assert "waveforms" not in run.read_manifest()
 
-    stations, waveforms = _configs(served, served["url"])
-    resumed = download_waveforms(run, stations, waveforms, START, END, progress=False)
+        slow.delay_s = 0.0  # the same data centre (base URL), now quick
+        resumed = download_waveforms(run, stations, waveforms, START, END, progress=False)
     assert resumed["units_skipped"] == finished
     assert resumed["units_downloaded"] + resumed["units_nodata"] == UNITS - finished
     assert _archive_hashes(run.root / "waveforms") == want
@@ -364,3 +369,120 @@ def test_station_query_through_fdsnws_station(served, tmp_path):
     assert query["network"] == ["XX,O2"] and query["starttime"][0].startswith("2024-02-02T22")
     assert summary["stations"] == 4 and summary["units_downloaded"] == 6
     assert (run.root / "waveforms" / "inventory.xml").is_file()
+
+
+def _body(served, station: str, start: datetime, end: datetime) -> bytes:
+    """The server's miniSEED answer for ``XX.<station>..HH?`` over ``[start, end)``."""
+    query = (
+        f"network=XX&station={station}&location=--&channel=HH?"
+        f"&starttime={start:%Y-%m-%dT%H:%M:%S}&endtime={end:%Y-%m-%dT%H:%M:%S}"
+    )
+    url = f"{served['url']}/fdsnws/dataselect/1/query?{query}"
+    with urllib.request.urlopen(url, timeout=20) as answer:
+        return answer.read()
+
+
+def test_parse_body_refuses_a_cut_transfer_and_takes_empty_as_no_data():
+    stream = Stream([_segment("XX", "AAA", "HHZ", START, 600, seed=1)])
+    buffer = io.BytesIO()
+    stream.write(buffer, format="MSEED", reclen=512)
+    body = buffer.getvalue()
+    assert parse_body(body)[0].stats.npts == 600 * RATE
+    with pytest.raises(CutBody, match="bytes of whole miniSEED records"):
+        parse_body(body[:-100])  # ObsPy alone reads it, dropping the cut record
+    with pytest.raises(NoData):
+        parse_body(b"")
+
+
+def test_cut_transfer_is_retried_then_failed_not_recorded(served, tmp_path):
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.rewrite["AAA"] = lambda body: body[: len(body) // 2 + 100]
+        stations, waveforms = _configs(served, proxy.base_url, retries=1)
+        run = RunDir(tmp_path / "run")
+        summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
+    assert summary["units_failed"] == 2
+    assert all(
+        "gave up after 2 attempts" in f and "(a cut transfer?)" in f for f in summary["failures"]
+    )
+    assert not list((run.root / "waveforms").glob("2024/XX/AAA/*/*"))  # no half day kept
+    details = run.read_manifest()["waveforms"]["details"]
+    assert details["retry_units"] == [f"XX.AAA..HH.{DAY1}", f"XX.AAA..HH.{DAY2}"]
+    assert units_to_retry(run) == details["retry_units"]
+
+
+def test_another_stations_data_is_never_written(served, tmp_path):
+    """A service answering AAA's request with BBB's records must not overwrite BBB's day."""
+    other = _body(served, "BBB", START, END)
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.rewrite["AAA"] = lambda body: other
+        stations, waveforms = _configs(served, proxy.base_url)
+        run = RunDir(tmp_path / "run")
+        summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
+    assert summary["units_failed"] == 2 and summary["units_downloaded"] == 4
+    assert (
+        "the server sent only other data: XX.BBB..HHE, XX.BBB..HHN, XX.BBB..HHZ"
+        in (summary["failures"][0])
+    )
+    ledger = _ledger(run.root)
+    for day in (DAY1, DAY2):  # BBB's files are its own download's, untouched
+        for entry in ledger[f"XX.BBB..HH.{day}"]["files"]:
+            assert sha256_file(run.root / "waveforms" / entry["path"]) == entry["sha256"]
+
+
+def test_other_data_beside_the_stations_own_is_left_out_and_noted(served, tmp_path):
+    extra = _body(served, "BBB", START, END)
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.rewrite["AAA"] = lambda body: body + extra
+        stations, waveforms = _configs(served, proxy.base_url)
+        run = RunDir(tmp_path / "run")
+        summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
+    assert summary["units_failed"] == 0 and summary["units_downloaded"] == 6
+    unit = f"XX.AAA..HH.{DAY1}"
+    assert _ledger(run.root)[unit]["foreign"] == ["XX.BBB..HHE", "XX.BBB..HHN", "XX.BBB..HHZ"]
+    notes = run.read_manifest()["waveforms"]["details"]["station_notes"]
+    assert "the server also sent XX.BBB..HHE" in notes[unit]
+
+
+def test_refused_request_names_the_status_and_is_not_asked_again(served, tmp_path):
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.always["AAA"] = 401
+        proxy.always["BBB"] = 413
+        stations, waveforms = _configs(served, proxy.base_url, retries=3)
+        run = RunDir(tmp_path / "run")
+        summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
+        assert [s for s, _ in proxy.requests].count("AAA") == 2  # one per day, no retry
+    failures = "\n".join(summary["failures"])
+    assert "HTTP 401: restricted data, eqcat sends no FDSN credentials" in failures
+    assert "HTTP 413: lower waveforms.source.chunk_hours" in failures
+    assert units_to_retry(run) == []  # only a changed config or account heals a 4xx
+
+
+def test_station_level_metadata_is_named_as_such(tmp_path):
+    """A StationXML saved at level=station lists no channels: say that, not 'none matches'."""
+    inventory = _inventory()
+    for network in inventory:
+        for station in network:
+            station.channels = []
+    path = tmp_path / "stations.xml"
+    inventory.write(str(path), format="STATIONXML")
+    waveforms = WaveformConfig(source=FDSNSource(base_url="http://127.0.0.1:9"))
+    with pytest.raises(EqcatInputError, match=r"4 station\(s\) but no channels .*level=station"):
+        download_waveforms(
+            RunDir(tmp_path / "run"), StationXMLStations(path=path), waveforms, START, END
+        )
+
+
+def test_another_data_centre_is_asked_again(served, tmp_path):
+    """Records name their base URL: 'no data' from one service is not taken for another's."""
+    with FlakyProxy(served["url"]) as first:
+        first.always["CCC"] = 204
+        stations, waveforms = _configs(served, first.base_url)
+        run = RunDir(tmp_path / "run")
+        end = START + timedelta(hours=2)  # day 1 only: 4 station-days
+        download_waveforms(run, stations, waveforms, START, end, progress=False)
+    assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "nodata"
+    with FlakyProxy(served["url"]) as other:
+        stations, waveforms = _configs(served, other.base_url)
+        again = download_waveforms(run, stations, waveforms, START, end, progress=False)
+    assert again["units_skipped"] == 0 and again["units_downloaded"] == 3
+    assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "ok"

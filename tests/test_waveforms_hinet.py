@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from obspy import Trace, UTCDateTime, read, read_inventory
 from pydantic import ValidationError
 
+from pipeline.errors import is_retryable
 from pipeline.rundir import RunDir
 from pipeline.waveforms import download_waveforms
 from pipeline.waveforms import hinet as hinet_mod
+from pipeline.waveforms.download import units_to_retry
 from pipeline.waveforms.hinet import (
     HinetCredentialsError,
     Win32ToolsMissing,
@@ -221,3 +224,62 @@ def test_channel_table_errors_name_file_and_line(tmp_path):
     bad.write_text("3001 1 0 N.AAKH U 6 27\n")
     with pytest.raises(ValueError, match=r"bad.ch:1: not a Hi-net channel-table line"):
         read_channel_table(bad)
+
+
+def test_refused_login_is_one_clear_error_not_retried(tmp_path, monkeypatch, win32tools_stubs):
+    """HinetPy says "Unauthorized" through a connection error, which a retry would repeat."""
+    attempts = []
+
+    def refuse(credentials):
+        attempts.append(credentials.user)
+        raise requests.ConnectionError("Unauthorized. Check your username and password!")
+
+    monkeypatch.setattr(hinet_mod, "_hinetpy_client", refuse)
+    monkeypatch.setenv("HINET_USER", "tottori-user")
+    monkeypatch.setenv("HINET_PASSWORD", PASSWORD)
+    cfg = WaveformConfig(source=HinetSource(stations=list(CTABLE)))
+    with pytest.raises(HinetCredentialsError) as err:
+        download_waveforms(RunDir(tmp_path / "run"), None, cfg, START, END, progress=False)
+    message = str(err.value)
+    assert "refused the login of user 'tottori-user' (from HINET_USER/HINET_PASSWORD)" in message
+    assert PASSWORD not in message and "\n" not in message
+    assert not is_retryable(err.value) and attempts == ["tottori-user"]
+
+
+def test_unreadable_secret_is_a_credentials_error():
+    def missing(name: str) -> str:
+        raise ValueError(f"Unable to find block document named {name} for block type secret")
+
+    with pytest.raises(HinetCredentialsError, match="'hinet-account' .* could not be read: Unable"):
+        hinet_credentials(HinetSource(secret_block="hinet-account"), missing)
+
+
+def test_a_failed_day_is_reported_and_asked_again(tmp_path, monkeypatch, win32tools_stubs):
+    """One day without data does not stop the other; a rerun asks only for the failed day."""
+
+    class OneDayMissing(MockHinetClient):
+        def get_continuous_waveform(self, code, starttime, span, max_span=None, outdir="."):
+            if starttime.hour == 9 and not self.heal:
+                self.requests.append((code, starttime, span))
+                return None, None
+            return super().get_continuous_waveform(code, starttime, span, max_span, outdir)
+
+    OneDayMissing.heal = False
+    MockHinetClient.instances = []
+    monkeypatch.setattr(hinet_mod, "_hinetpy_client", lambda c: OneDayMissing(c.user, c.password))
+    monkeypatch.setattr(hinet_mod, "_extract_sac", mock_extract_sac)
+    monkeypatch.setenv("HINET_USER", "u")
+    monkeypatch.setenv("HINET_PASSWORD", PASSWORD)
+    run = RunDir(tmp_path / "run")
+    cfg = WaveformConfig(source=HinetSource(stations=list(CTABLE)))
+    summary = download_waveforms(run, None, cfg, START, END, progress=False)
+    assert summary["failures"] == [
+        "hinet.0101.2000.280: RuntimeError: Hi-net returned no data for 0101 at "
+        "2000-10-06 09:00:00 JST"
+    ]
+    assert summary["channel_days_ok"] == 6 and units_to_retry(run) == ["hinet.0101.2000.280"]
+
+    OneDayMissing.heal = True
+    again = download_waveforms(run, None, cfg, START, END, progress=False)
+    assert again["failures"] == [] and again["channel_days_ok"] == 12
+    assert [r[1].hour for r in MockHinetClient.instances[-1].requests] == [9]

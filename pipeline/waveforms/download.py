@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
-from obspy import Stream, UTCDateTime, read_inventory
+from obspy import Inventory, Stream, UTCDateTime, read_inventory
 from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
@@ -131,15 +131,23 @@ class UnitLedger:
         """Write the record of ``unit`` atomically."""
         write_text_atomic(self._path(unit), json.dumps(record, indent=1, sort_keys=True))
 
-    def is_finished(self, unit: Unit, root: Path, recheck_nodata: bool = False) -> bool:
-        """True when ``unit`` has a record for the same window and its files still match.
+    def is_finished(self, unit: Unit, root: Path, source: FDSNSource | None = None) -> bool:
+        """True when ``unit`` has a record for the same window and source and its files
+        still match.
 
-        A record for another part of the day (the span changed) does not count, nor does a
-        'nodata' record when ``recheck_nodata`` is set.
+        A record for another part of the day (the span changed) does not count, nor one from
+        another data centre (``source.base_url``; a record of an older eqcat names none and
+        counts), nor a 'nodata' record when ``source.recheck_nodata`` is set.
         """
         record = self.read(unit)
-        if record is None or (recheck_nodata and record.get("status") == "nodata"):
+        if record is None:
             return False
+        if source is not None:
+            if source.recheck_nodata and record.get("status") == "nodata":
+                return False
+            if record.get("source", source.base_url) != source.base_url:
+                log.info("unit %s was downloaded from %s: redone", unit.unit_id, record["source"])
+                return False
         if (record.get("start"), record.get("end")) != (str(unit.start), str(unit.end)):
             log.info("unit %s was recorded for another window: redone", unit.unit_id)
             return False
@@ -151,13 +159,44 @@ class UnitLedger:
         return True
 
 
-def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tuple[Stream, int]:
+def split_foreign(stream: Stream, choice: StationChoice) -> tuple[Stream, list[str]]:
+    """Traces of ``stream`` that belong to ``choice`` and the sorted SEED ids of the others.
+
+    A trace belongs when its network, station and location are the choice's and its channel
+    is one of the choice's channels or at least matches its prefix (an unchosen channel of
+    the requested ``<prefix>?`` pattern is dropped later, without a word). Another station's
+    or location's data (a dataselect service that answers with the wrong records) must never
+    be written: its SDS path would be that station's, overwriting its own day file.
+    """
+    kept, foreign = Stream(), set()
+    for trace in stream:
+        s = trace.stats
+        mine = (s.network, s.station, s.location) == (
+            choice.network,
+            choice.station,
+            choice.location,
+        ) and s.channel[:2] == choice.channel_prefix
+        if mine:
+            kept.append(trace)
+        else:
+            foreign.add(trace.id)
+    return kept, sorted(foreign)
+
+
+def fetch_unit(
+    client: DataselectClient, unit: Unit, chunk_hours: float
+) -> tuple[Stream, int, list[str]]:
     """Download one unit in chunks of ``chunk_hours``; raises :class:`NoData` when all are empty.
 
-    Returns the stream (trimmed to the unit's window) and the number of HTTP attempts.
+    Returns the stream (trimmed to the unit's window, the unit's own channels only), the
+    number of HTTP attempts and the SEED ids of other data the server sent (left out).
+
+    Raises:
+        NoData: every chunk was empty.
+        DownloadFailed: a request failed for good, or the server sent only other data.
     """
     choice = unit.choice
-    stream, attempts = Stream(), 0
+    stream, attempts, foreign = Stream(), 0, set()
     step = chunk_hours * 3600.0
     start = unit.start
     while start < unit.end:
@@ -171,14 +210,22 @@ def fetch_unit(client: DataselectClient, unit: Unit, chunk_hours: float) -> tupl
                 start,
                 end,
             )
-            stream += trim_to_window(fetched.stream, start, end)
+            own, others = split_foreign(trim_to_window(fetched.stream, start, end), choice)
+            stream += own
+            foreign.update(others)
             attempts += fetched.attempts
         except NoData:
             attempts += 1
         start = end
+    if len(stream) == 0 and foreign:
+        raise DownloadFailed(
+            f"asked for {choice.seed_id}?, the server sent only other data: "
+            + ", ".join(sorted(foreign)),
+            transient=True,
+        )
     if len(stream) == 0:
         raise NoData(unit.unit_id)
-    return stream, attempts
+    return stream, attempts, sorted(foreign)
 
 
 def _record_files(written: dict[Path, int], root: Path) -> list[dict]:
@@ -197,17 +244,29 @@ def run_unit(
     client: DataselectClient, unit: Unit, root: Path, ledger: UnitLedger, chunk_hours: float
 ) -> dict:
     """Download, write and record one unit; return its record (status ok/nodata/failed)."""
-    base = {"unit": unit.unit_id, "start": str(unit.start), "end": str(unit.end)}
+    base = {
+        "unit": unit.unit_id,
+        "start": str(unit.start),
+        "end": str(unit.end),
+        "source": client.cfg.base_url,
+    }
     wanted = set(unit.choice.channels)
     try:
-        stream, attempts = fetch_unit(client, unit, chunk_hours)
+        stream, attempts, foreign = fetch_unit(client, unit, chunk_hours)
     except NoData:
         record = {**base, "status": "nodata", "files": [], "samples": 0}
         ledger.write(unit, record)
         return record
     except DownloadFailed as exc:
         log.error("unit %s failed: %s", unit.unit_id, exc)
-        return {**base, "status": "failed", "error": str(exc), "files": [], "samples": 0}
+        return {
+            **base,
+            "status": "failed",
+            "error": str(exc),
+            "transient": exc.transient,
+            "files": [],
+            "samples": 0,
+        }
     stream.traces = [tr for tr in stream if tr.stats.channel in wanted]
     files = _record_files(write_channel_day(stream, root, unit.day), root)
     record = {
@@ -217,6 +276,9 @@ def run_unit(
         "files": files,
         "samples": sum(f["samples"] for f in files),
     }
+    if foreign:
+        log.warning("unit %s: left out data the server sent for %s", unit.unit_id, foreign)
+        record["foreign"] = foreign
     ledger.write(unit, record)
     return record
 
@@ -250,7 +312,7 @@ def download_units(
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     todo = []
     for unit in units:
-        if ledger.is_finished(unit, root, source.recheck_nodata):
+        if ledger.is_finished(unit, root, source):
             results["skipped"].append(ledger.read(unit) or {"unit": unit.unit_id})
         else:
             todo.append(unit)
@@ -272,7 +334,13 @@ def download_units(
             except Exception as exc:  # one broken unit (bad codes, disk error) is reported
                 unit_id = futures[future].unit_id
                 log.exception("unit %s failed", unit_id)
-                record = {"unit": unit_id, "status": "failed", "error": repr(exc), "files": []}
+                record = {
+                    "unit": unit_id,
+                    "status": "failed",
+                    "error": repr(exc),
+                    "transient": isinstance(exc, OSError),  # a full disk may be freed
+                    "files": [],
+                }
             results[record["status"]].append(record)
             nbytes += sum(f["bytes"] for f in record["files"])
             bar.update(task, advance=1, size=decimal(nbytes))
@@ -280,6 +348,32 @@ def download_units(
     for records in results.values():
         records.sort(key=lambda r: r["unit"])
     return results
+
+
+def _no_choice_reason(
+    inventory: Inventory, cfg: WaveformConfig, starttime: datetime, endtime: datetime
+) -> str:
+    """Why no station of ``inventory`` is usable: no channels listed at all (metadata at
+    station level), or none matching the channel and location priorities in the span."""
+    if not any(sta.channels for net in inventory for sta in net):
+        return (
+            f"the station metadata list {len(inventory.get_contents()['stations'])} "
+            "station(s) but no channels (StationXML at level=station?): eqcat needs "
+            "level=channel, or level=response for magnitudes"
+        )
+    return (
+        f"no station has channels matching {cfg.channel_priority} "
+        f"at locations {cfg.location_priority} between {starttime} and {endtime}"
+    )
+
+
+def units_to_retry(run: RunDir) -> list[str]:
+    """Station-days the last download of ``run`` gave up on for a cause that may pass (the
+    service unavailable or answering broken data through the retries): a build whose
+    download is otherwise unchanged runs it again for them (the finished ones are skipped).
+    """
+    details = run.read_manifest().get(STAGE, {}).get("details", {})
+    return list(details.get("retry_units", []))
 
 
 def _stations_input(cfg: StationSourceConfig | None) -> str:
@@ -369,7 +463,7 @@ def download_waveforms(
     if isinstance(source, HinetSource):
         from pipeline.waveforms.hinet import download_hinet
 
-        inventory = download_hinet(source, folder, starttime, endtime, secret_loader)
+        inventory, hinet_failed = download_hinet(source, folder, starttime, endtime, secret_loader)
     else:
         if stations_cfg is None:
             raise ValueError("the fdsn and sds waveform sources need a station section")
@@ -391,10 +485,7 @@ def download_waveforms(
     for label, note in notes.items():
         log.warning("station %s (used): %s", label, note)
     if not choices:
-        raise EqcatInputError(
-            f"no station has channels matching {waveform_cfg.channel_priority} "
-            f"at locations {waveform_cfg.location_priority} between {starttime} and {endtime}"
-        )
+        raise EqcatInputError(_no_choice_reason(inventory, waveform_cfg, starttime, endtime))
     write_inventory(inventory, folder / "inventory.xml")
     write_stations_csv(stations_table(choices), folder / "stations.csv")
 
@@ -402,6 +493,10 @@ def download_waveforms(
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     if isinstance(source, FDSNSource):
         results = download_units(units, source, folder, waveform_cfg.max_workers, progress)
+    elif isinstance(source, HinetSource):
+        results["failed"] = hinet_failed  # whole days of the network, not station-days
+    for record in (r for records in results.values() for r in records if r.get("foreign")):
+        notes[record["unit"]] = f"the server also sent {', '.join(record['foreign'])}: left out"
     root = waveform_root(run, waveform_cfg)
     quality = write_quality(folder, root, choices, starttime, endtime, waveform_cfg)
 
@@ -443,6 +538,7 @@ def download_waveforms(
             "corrupt_files": corrupt,
             "failures": summary["failures"],
             "nodata_units": [r["unit"] for r in results["nodata"]],
+            "retry_units": [r["unit"] for r in results["failed"] if r.get("transient")],
             "skipped": skipped,
             "station_notes": notes,
         },

@@ -6,7 +6,8 @@ Outcome of one request, as the downloader needs it:
 - no data (HTTP 204 or 404, or HTTP 200 with an empty body, which some servers send when
   nothing is left after trimming): :class:`NoData`, final, never retried;
 - transient failure (timeout, connection error, HTTP 429/500/502/503, a body that does not
-  parse as miniSEED, e.g. a truncated transfer): retried with
+  parse as miniSEED, or one that is not whole miniSEED records — a transfer cut at a record
+  boundary's wrong side, which ObsPy reads with a warning, dropping the cut record): retried with
   exponential backoff (``backoff_s``, ``2 * backoff_s``, ...) up to ``retries`` times, then
   :class:`DownloadFailed`;
 - any other error (HTTP 400/401/403/413, bad data): :class:`DownloadFailed` at once.
@@ -14,23 +15,26 @@ Outcome of one request, as the downloader needs it:
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from obspy import Stream, UTCDateTime
+from obspy import Stream, UTCDateTime, read
 from obspy.clients.fdsn import Client
 from obspy.clients.fdsn.header import (
     FDSNBadGatewayException,
     FDSNException,
+    FDSNForbiddenException,
     FDSNInternalServerException,
     FDSNNoDataException,
+    FDSNRequestTooLargeException,
     FDSNServiceUnavailableException,
     FDSNTimeoutException,
     FDSNTooManyRequestsException,
+    FDSNUnauthorizedException,
 )
-from obspy.io.mseed import ObsPyMSEEDFilesizeTooSmallError
 
 from pipeline.waveforms.params import FDSNSource
 
@@ -50,7 +54,31 @@ class NoData(Exception):
 
 
 class DownloadFailed(Exception):
-    """A request failed for good (after retries, or a non-transient error)."""
+    """A request failed for good (after retries, or a non-transient error).
+
+    ``transient``: the cause may pass by itself (the service stayed unavailable or answered
+    broken data through the retries), so a later build asks again; False for an answer
+    that only a change of the request or the account heals (HTTP 4xx).
+    """
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+#: What to do about an HTTP 4xx answer, by ObsPy's exception for it.
+_REFUSAL_HINTS = (
+    (FDSNUnauthorizedException, "HTTP 401: restricted data, eqcat sends no FDSN credentials"),
+    (FDSNForbiddenException, "HTTP 403: restricted data, eqcat sends no FDSN credentials"),
+    (FDSNRequestTooLargeException, "HTTP 413: lower waveforms.source.chunk_hours"),
+)
+
+
+def _refusal(exc: FDSNException) -> str:
+    """The first line of a 4xx answer's message, with what to do about it when known."""
+    message = str(exc).splitlines()[0]
+    hint = next((h for kind, h in _REFUSAL_HINTS if isinstance(exc, kind)), None)
+    return f"{message} ({hint})" if hint else message
 
 
 @dataclass
@@ -59,6 +87,32 @@ class Fetched:
 
     stream: Stream
     attempts: int
+
+
+class CutBody(Exception):
+    """A dataselect answer whose bytes are not whole miniSEED records (a cut transfer)."""
+
+
+def parse_body(body: bytes) -> Stream:
+    """The miniSEED records of a dataselect answer ``body``.
+
+    Raises:
+        NoData: the body is empty (HTTP 200 without data, which some servers send when
+            nothing is left after trimming).
+        CutBody: ObsPy read fewer bytes than the body holds (it skips a cut last record with
+            only a warning): the sum of record length x records over the traces is checked.
+        Exception: whatever ObsPy raises on bytes that are not miniSEED.
+    """
+    if not body:
+        raise NoData("HTTP 200 with an empty body")
+    stream = read(io.BytesIO(body), format="MSEED")
+    used = sum(tr.stats.mseed.record_length * tr.stats.mseed.number_of_records for tr in stream)
+    if used != len(body):
+        raise CutBody(
+            f"the answer's {len(body)} bytes hold {used} bytes of whole miniSEED records "
+            "(a cut transfer?)"
+        )
+    return stream
 
 
 def _is_transient(exc: FDSNException) -> bool:
@@ -111,24 +165,30 @@ class DataselectClient:
         while True:
             attempts += 1
             try:
-                stream = self._client().get_waveforms(
-                    network, station, location or "--", channel, start, end
+                body = io.BytesIO()
+                self._client().get_waveforms(
+                    network, station, location or "--", channel, start, end, filename=body
                 )
+                stream = parse_body(body.getvalue())
+                stream.trim(start, end)
                 return Fetched(stream, attempts)
-            except ObsPyMSEEDFilesizeTooSmallError:
+            except NoData:
                 log.warning("%s: HTTP 200 without miniSEED data, taken as no data", label)
                 raise NoData(label) from None
+            except CutBody as exc:
+                retry = str(exc)
             except FDSNException as exc:
-                message = str(exc).splitlines()[0]
                 if _is_no_data(exc):
                     raise NoData(label) from None
                 if not _is_transient(exc):
-                    raise DownloadFailed(f"{label}: {message}") from None
-                retry = message
+                    raise DownloadFailed(f"{label}: {_refusal(exc)}", transient=False) from None
+                retry = str(exc).splitlines()[0]
             except Exception as exc:  # the body did not parse: treat as a broken transfer
                 retry = f"unreadable response ({type(exc).__name__}: {exc})"
             if attempts > self.cfg.retries:
-                raise DownloadFailed(f"{label}: gave up after {attempts} attempts: {retry}")
+                raise DownloadFailed(
+                    f"{label}: gave up after {attempts} attempts: {retry}", transient=True
+                )
             delay = self.cfg.backoff_s * 2 ** (attempts - 1)
             log.warning("%s: %s; retry in %.1f s", label, retry, delay)
             time.sleep(delay)

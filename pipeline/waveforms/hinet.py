@@ -47,7 +47,7 @@ from obspy import Inventory, Stream, UTCDateTime, read
 from obspy.core.inventory import Channel, Network, Response, Station
 from obspy.geodetics import locations2degrees
 
-from pipeline.errors import EqcatInputError
+from pipeline.errors import DataSourceError, EqcatInputError
 from pipeline.rundir import write_text_atomic
 from pipeline.waveforms.params import HinetSource, HinetStationRule, check_code
 from pipeline.waveforms.sds import (
@@ -92,10 +92,15 @@ class Win32ToolsMissing(EqcatInputError):
 
 @dataclass(frozen=True)
 class HinetCredentials:
-    """A Hi-net account; the password never appears in ``repr``/``str``."""
+    """A Hi-net account; the password never appears in ``repr``/``str``.
+
+    ``origin`` says where it came from (the environment variables or the secret's name),
+    for error messages.
+    """
 
     user: str
     password: str = field(repr=False)
+    origin: str = f"{ENV_USER}/{ENV_PASSWORD}"
 
 
 def hinet_credentials(
@@ -109,12 +114,20 @@ def hinet_credentials(
                 "given (run through the Prefect flow, or set HINET_USER/HINET_PASSWORD and "
                 "drop secret_block)"
             )
-        user, sep, password = secret_loader(cfg.secret_block).partition(":")
+        try:
+            value = secret_loader(cfg.secret_block)
+        except Exception as exc:  # noqa: BLE001 - the store's own errors, one line
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HinetCredentialsError(
+                f"Hi-net secret {cfg.secret_block!r} (waveforms.source.secret_block) could "
+                f"not be read: {reason}"
+            ) from None
+        user, sep, password = str(value).partition(":")
         if not (sep and user and password):
             raise HinetCredentialsError(
                 f"Hi-net secret {cfg.secret_block!r} must hold 'user:password'"
             )
-        return HinetCredentials(user, password)
+        return HinetCredentials(user, password, f"secret {cfg.secret_block!r}")
     user, password = os.environ.get(ENV_USER, ""), os.environ.get(ENV_PASSWORD, "")
     if not (user and password):
         raise HinetCredentialsError(
@@ -311,6 +324,25 @@ def _hinetpy_client(credentials: HinetCredentials):
     return Client(credentials.user, credentials.password)
 
 
+def login(credentials: HinetCredentials):
+    """A logged-in HinetPy client.
+
+    Raises:
+        HinetCredentialsError: Hi-net refused the account (HinetPy raises a connection error
+            saying "Unauthorized"): not retried, each try would be a failed login.
+    """
+    try:
+        return _hinetpy_client(credentials)
+    except Exception as exc:
+        if "unauthorized" not in str(exc).lower():
+            raise
+        raise HinetCredentialsError(
+            f"Hi-net refused the login of user {credentials.user!r} (from "
+            f"{credentials.origin}): wrong user name or password? (Hi-net reads at most 12 "
+            "characters of a password)"
+        ) from None
+
+
 def _extract_sac(data: str, ctable: str, outdir: Path) -> list[Path]:
     """win32 -> SAC with HinetPy (runs win2sac_32); returns the SAC files written."""
     from HinetPy import win32
@@ -326,18 +358,27 @@ def download_hinet(
     starttime: datetime,
     endtime: datetime,
     secret_loader: Callable[[str], str] | None = None,
-) -> Inventory:
-    """Fetch Hi-net data day by day into the SDS archive under ``folder``; return the inventory.
+) -> tuple[Inventory, list[dict]]:
+    """Fetch Hi-net data day by day into the SDS archive under ``folder``.
 
     The network and the win32tools are reached only through :func:`_hinetpy_client` and
     :func:`_extract_sac` (the boundary tests replace). A day whose unit record exists is not
-    requested again.
+    requested again. A day that fails (no data from the service, a broken conversion) is
+    returned as a failed record (``unit``, ``error``, ``transient``) and not recorded, so a
+    later build asks again; the other days go on.
+
+    Returns the inventory (from the channel tables of the days that came) and the failed
+    records.
+
+    Raises:
+        HinetCredentialsError: no credentials, or Hi-net refused them.
+        DataSourceError: no day came, so there are no channel tables to build stations from.
     """
     credentials = hinet_credentials(cfg, secret_loader)
     require_win32tools()
     remove_stale_temporaries(folder)
     client = None
-    tables, rate = [], 100.0
+    tables, rate, failed = [], 100.0, []
     for day in days_in_span(starttime, endtime):
         day_start, day_end = day_bounds(day)
         start = max(day_start, UTCDateTime(starttime))
@@ -348,17 +389,31 @@ def download_hinet(
             record = json.loads(unit.read_text(encoding="utf-8"))
         else:
             if client is None:
-                client = _hinetpy_client(credentials)
+                client = login(credentials)
                 selected = select_hinet_stations(client, cfg)
                 write_text_atomic(
                     folder / "hinet_selection.json", json.dumps({"stations": selected}, indent=1)
                 )
-            record = _fetch_day(client, cfg, folder, raw, start, end, day)
+            try:
+                record = _fetch_day(client, cfg, folder, raw, start, end, day)
+            except Exception as exc:  # noqa: BLE001 - one bad day never stops the others
+                name = f"hinet.{cfg.network_code}.{day.year}.{day.strftime('%j')}"
+                reason = (str(exc).strip().splitlines() or [""])[0]
+                log.error("Hi-net day %s failed: %s: %s", name, type(exc).__name__, reason)
+                failed.append(
+                    {"unit": name, "error": f"{type(exc).__name__}: {reason}", "transient": True}
+                )
+                continue
             write_text_atomic(unit, json.dumps(record, indent=1, sort_keys=True))
         rate = record.get("sampling_rate", rate)
         tables.append(read_channel_table(folder / record["ctable"]))
+    if not tables:
+        raise DataSourceError(
+            f"Hi-net network {cfg.network_code}: no day of the span came: "
+            + "; ".join(f"{r['unit']}: {r['error']}" for r in failed)
+        )
     table = pd.concat(tables).drop_duplicates(subset=["station", "component"])
-    return channel_table_inventory(table, cfg.seed_network, rate, starttime)
+    return channel_table_inventory(table, cfg.seed_network, rate, starttime), failed
 
 
 def _fetch_day(
