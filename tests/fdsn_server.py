@@ -129,14 +129,14 @@ class DataselectServer:
 class FlakyProxy:
     """HTTP proxy on 127.0.0.1 forwarding GETs to ``upstream``.
 
-        ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
-        ``always[station] = status`` answers every request for that station with ``status``;
-        ``rewrite[station] = f`` replaces the body of a successful answer for that station by
+    ``fail_first[station] = n`` answers HTTP 503 to the first ``n`` requests for that station;
+    ``always[station] = status`` answers every request for that station with ``status``;
+    ``rewrite[station] = f`` replaces the body of a successful answer for that station by
     ``f(body)`` (a cut transfer, garbage, another station's data); ``delay_s`` sleeps before each
     forward. ``requests`` lists (station, status) per request.
-        With ``stationxml``, it is also a minimal fdsnws-station endpoint: every
-        ``/fdsnws/station/1/query`` gets that file (unfiltered); the queries land in
-        ``station_queries`` (parsed parameters).
+    With ``stationxml``, it is also a minimal fdsnws-station endpoint: every
+    ``/fdsnws/station/1/query`` gets that file (unfiltered); the queries land in
+    ``station_queries`` (parsed parameters).
     """
 
     def __init__(self, upstream: str, delay_s: float = 0.0, stationxml: Path | None = None):
