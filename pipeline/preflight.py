@@ -87,7 +87,26 @@ def check_download(cfg: BuildConfig) -> list[str]:
         problem = _file_problem(Path(path), what) or _content_problem(cfg, what)
         if problem:
             problems.append(f"{field} = '{path}': {problem}")
-    return problems + _hinet_problems(cfg)
+    return problems + _hinet_problems(cfg) + _fdsn_account_problems(cfg)
+
+
+def _fdsn_account_problems(cfg: BuildConfig) -> list[str]:
+    """A restricted FDSN service (stations or waveforms) has its account in the environment
+    (a named secret is read at run time, through the Prefect run's loader)."""
+    from pipeline.waveforms.credentials import CredentialsError, fdsn_credentials
+    from pipeline.waveforms.params import FDSNService
+
+    if cfg.scenario is not None:
+        return []
+    sections = (("stations", cfg.stations), ("waveforms.source", cfg.waveforms.source))
+    problems = []
+    for field, section in sections:
+        if isinstance(section, FDSNService) and not section.secret_block:
+            try:
+                fdsn_credentials(section, field)
+            except CredentialsError as exc:
+                problems.append(exc.message)
+    return problems
 
 
 def _station_selection(

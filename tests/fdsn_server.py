@@ -4,11 +4,18 @@
 with ``portable-fdsnws-dataselect`` on a free port. :class:`FlakyProxy` is a small HTTP proxy
 on 127.0.0.1 in front of it that can answer 503 to the first request(s) of a station, delay
 every request, and count requests — real sockets, so the client's retry path runs unchanged.
+Given ``credentials``, the proxy holds restricted data: dataselect ``query`` answers HTTP 401,
+``queryauth`` asks for HTTP Digest authentication (RFC 2617, MD5, qop=auth) with that user
+name and password and then forwards to ``query`` (``auth_failures`` counts refused attempts).
 Neither serves station metadata: tests give the client a local StationXML file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -24,6 +31,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 BIN = Path(sys.executable).parent
+#: Realm of the HTTP Digest challenge of a restricted :class:`FlakyProxy`.
+REALM = "FDSN"
 
 
 def free_port() -> int:
@@ -139,7 +148,16 @@ class FlakyProxy:
     ``station_queries`` (parsed parameters).
     """
 
-    def __init__(self, upstream: str, delay_s: float = 0.0, stationxml: Path | None = None):
+    def __init__(
+        self,
+        upstream: str,
+        delay_s: float = 0.0,
+        stationxml: Path | None = None,
+        credentials: tuple[str, str] | None = None,
+    ):
+        self.credentials = credentials
+        self.nonce = secrets.token_hex(16)
+        self.auth_failures = 0
         self.upstream = upstream.rstrip("/")
         self.delay_s = delay_s
         self.stationxml = stationxml
@@ -165,6 +183,8 @@ class FlakyProxy:
                 return
 
             def do_GET(self) -> None:
+                if proxy.credentials and "/dataselect/" in self.path and not self._allowed():
+                    return
                 url = urlparse(self.path)
                 if proxy.stationxml and url.path == "/fdsnws/station/1/query":
                     proxy.station_queries.append(parse_qs(url.query))
@@ -191,6 +211,27 @@ class FlakyProxy:
                 self._reply(status, body)
                 proxy._log(station, status)
 
+            def _allowed(self) -> bool:
+                """Restricted data: ``query`` is refused; ``queryauth`` needs the account
+                (then forwarded as ``query``). Answers 401 itself when not allowed."""
+                path, _, query = self.path.partition("?")
+                if path.endswith("/queryauth"):
+                    if proxy.digest_ok(self.headers.get("Authorization", ""), self.path):
+                        self.path = path.removesuffix("auth") + "?" + query
+                        return True
+                    with proxy._lock:
+                        proxy.auth_failures += 1
+                elif not path.endswith("/query"):
+                    return True  # version, application.wadl
+                challenge = f'Digest realm="{REALM}", nonce="{proxy.nonce}", qop="auth"'
+                body = b"HTTP 401: restricted data"
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", challenge)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return False
+
             def _reply(self, status: int, body: bytes) -> None:
                 body = b"" if status == 204 else body
                 self.send_response(status)
@@ -199,6 +240,26 @@ class FlakyProxy:
                 self.wfile.write(body)
 
         return Handler
+
+    def digest_ok(self, header: str, uri: str) -> bool:
+        """Whether ``header`` (an ``Authorization`` value) answers this proxy's challenge for
+        a GET of ``uri`` with its credentials."""
+        if not header.startswith("Digest ") or self.credentials is None:
+            return False
+        fields = dict(re.findall(r'(\w+)="?([^",]*)"?', header[len("Digest ") :]))
+        user, password = self.credentials
+        if fields.get("username") != user or fields.get("nonce") != self.nonce:
+            return False
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ha1, ha2 = md5(f"{user}:{REALM}:{password}"), md5(f"GET:{fields.get('uri', '')}")
+        parts = (ha1, self.nonce, fields.get("nc", ""), fields.get("cnonce", ""), "auth", ha2)
+        expected = md5(":".join(parts))
+        return fields.get("uri") == uri and hmac.compare_digest(
+            expected, fields.get("response", "")
+        )
 
     def _log(self, station: str, status: int) -> None:
         with self._lock:

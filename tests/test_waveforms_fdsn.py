@@ -452,7 +452,7 @@ def test_refused_request_names_the_status_and_is_not_asked_again(served, tmp_pat
         summary = download_waveforms(run, stations, waveforms, START, END, progress=False)
         assert [s for s, _ in proxy.requests].count("AAA") == 2  # one per day, no retry
     failures = "\n".join(summary["failures"])
-    assert "HTTP 401: restricted data, eqcat sends no FDSN credentials" in failures
+    assert "HTTP 401: restricted data; set restricted: true and FDSN_USER" in failures
     assert "HTTP 413: lower waveforms.source.chunk_hours" in failures
     assert units_to_retry(run) == []  # only a changed config or account heals a 4xx
 

@@ -42,6 +42,7 @@ from rich.progress import (
 from pipeline import progress as build_progress
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
+from pipeline.waveforms.credentials import Credentials, fdsn_credentials
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
     StationChoice,
@@ -301,8 +302,10 @@ def download_units(
     root: Path,
     max_workers: int,
     progress: bool = True,
+    credentials: Credentials | None = None,
 ) -> dict[str, list[dict]]:
-    """Download the unfinished ``units`` concurrently; records grouped by status.
+    """Download the unfinished ``units`` concurrently (with the account ``credentials`` for
+    restricted data); records grouped by status.
 
     Returns ``{"ok": [...], "nodata": [...], "failed": [...], "skipped": [...]}``; skipped
     units were finished by an earlier run.
@@ -316,7 +319,7 @@ def download_units(
             results["skipped"].append(ledger.read(unit) or {"unit": unit.unit_id})
         else:
             todo.append(unit)
-    client = DataselectClient(source)
+    client = DataselectClient(source, credentials)
     build_progress.set_total(len(units), "station-days")  # the command line's bar, if shown
     build_progress.advance(n=len(units) - len(todo))
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=max_workers) as pool:
@@ -447,8 +450,9 @@ def download_waveforms(
 
     ``starttime``/``endtime`` are timezone-aware (naive ones are taken as UTC).
     ``stations_cfg`` may be None only for the Hi-net source (stations come from its channel
-    table). ``secret_loader`` resolves ``HinetSource.secret_block`` to ``'user:password'``
-    (given by the orchestration layer; the pipeline never imports Prefect).
+    table). ``secret_loader`` resolves a ``secret_block`` (Hi-net, a restricted FDSN service)
+    to ``'user:password'`` (given by the orchestration layer; the pipeline never imports
+    Prefect).
 
     Returns a summary: unit counts by status, bytes written, failures and corrupt files;
     ``counts`` holds its whole-number entries (the build prints them).
@@ -467,7 +471,10 @@ def download_waveforms(
     else:
         if stations_cfg is None:
             raise ValueError("the fdsn and sds waveform sources need a station section")
-        inventory = load_inventory(stations_cfg, starttime, endtime)
+        credentials = None  # before the stations are asked for: a missing account stops here
+        if isinstance(source, FDSNSource):
+            credentials = fdsn_credentials(source, "waveforms.source", secret_loader)
+        inventory = load_inventory(stations_cfg, starttime, endtime, secret_loader)
     skipped: dict[str, str] = {}
     notes: dict[str, str] = {}
     choices = select_channels(
@@ -492,7 +499,9 @@ def download_waveforms(
     units = plan_units(choices, starttime, endtime)
     results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     if isinstance(source, FDSNSource):
-        results = download_units(units, source, folder, waveform_cfg.max_workers, progress)
+        results = download_units(
+            units, source, folder, waveform_cfg.max_workers, progress, credentials
+        )
     elif isinstance(source, HinetSource):
         results["failed"] = hinet_failed  # whole days of the network, not station-days
     for record in (r for records in results.values() for r in records if r.get("foreign")):

@@ -36,7 +36,8 @@ from obspy.clients.fdsn.header import (
     FDSNUnauthorizedException,
 )
 
-from pipeline.waveforms.params import FDSNSource
+from pipeline.waveforms.credentials import Credentials
+from pipeline.waveforms.params import FDSNService, FDSNSource
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,12 @@ class DownloadFailed(Exception):
 
 #: What to do about an HTTP 4xx answer, by ObsPy's exception for it.
 _REFUSAL_HINTS = (
-    (FDSNUnauthorizedException, "HTTP 401: restricted data, eqcat sends no FDSN credentials"),
-    (FDSNForbiddenException, "HTTP 403: restricted data, eqcat sends no FDSN credentials"),
+    (
+        FDSNUnauthorizedException,
+        "HTTP 401: restricted data; set restricted: true and FDSN_USER/FDSN_PASSWORD, or "
+        "check the account",
+    ),
+    (FDSNForbiddenException, "HTTP 403: restricted data this account may not read"),
     (FDSNRequestTooLargeException, "HTTP 413: lower waveforms.source.chunk_hours"),
 )
 
@@ -126,27 +131,33 @@ def _is_no_data(exc: FDSNException) -> bool:
     return isinstance(exc, FDSNNoDataException) or "HTTP code: 404" in str(exc)
 
 
+def fdsn_client(cfg: FDSNService, credentials: Credentials | None = None) -> Client:
+    """An ObsPy FDSN client of ``cfg``'s service: an http(s) base URL without service
+    discovery (a bare dataselect server has no station service), a short name resolved by
+    ObsPy; with ``credentials``, HTTP Digest authentication (dataselect asks ``queryauth``)."""
+    is_url = cfg.base_url.startswith(("http://", "https://"))
+    return Client(
+        cfg.base_url,
+        timeout=cfg.timeout_s,
+        _discover_services=not is_url,
+        user=None if credentials is None else credentials.user,
+        password=None if credentials is None else credentials.password,
+    )
+
+
 class DataselectClient:
-    """One fdsnws-dataselect service; safe to share between threads (one Client per thread).
+    """One fdsnws-dataselect service; safe to share between threads (one Client per thread,
+    :func:`fdsn_client`)."""
 
-    A base URL that is an http(s) address is used without service discovery (a bare
-    dataselect server has no station service); a short name (e.g. 'EARTHSCOPE') is resolved
-    by ObsPy as usual.
-    """
-
-    def __init__(self, cfg: FDSNSource):
+    def __init__(self, cfg: FDSNSource, credentials: Credentials | None = None):
         self.cfg = cfg
+        self.credentials = credentials
         self._local = threading.local()
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            is_url = self.cfg.base_url.startswith(("http://", "https://"))
-            client = Client(
-                self.cfg.base_url,
-                timeout=self.cfg.timeout_s,
-                _discover_services=not is_url,
-            )
+            client = fdsn_client(self.cfg, self.credentials)
             self._local.client = client
         return client
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from obspy.geodetics import gps2dist_azimuth
 
 from pipeline.errors import OLD_RUN_HINT, DataSourceError, EqcatInputError, input_error
 from pipeline.rundir import atomic_path, atomic_write
+from pipeline.waveforms.credentials import Credentials, fdsn_credentials
 from pipeline.waveforms.params import (
     FDSNStationQuery,
     InlineStations,
@@ -101,8 +103,14 @@ def inline_inventory(cfg: InlineStations, starttime: datetime) -> Inventory:
     return Inventory(networks=list(networks.values()), source="eqcat inline station list")
 
 
-def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetime) -> Inventory:
-    """Stations with responses from an fdsnws-station service (network access).
+def query_inventory(
+    cfg: FDSNStationQuery,
+    starttime: datetime,
+    endtime: datetime,
+    credentials: Credentials | None = None,
+) -> Inventory:
+    """Stations with responses from an fdsnws-station service (network access), with the
+    account ``credentials`` for restricted metadata.
 
     An http(s) base URL is used without service discovery, like the dataselect client.
     A transient failure (time-out, connection refused, HTTP 5xx) is retried ``cfg.retries``
@@ -118,7 +126,7 @@ def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetim
     while True:
         attempt += 1
         try:
-            return _query_stations(cfg, starttime, endtime)
+            return _query_stations(cfg, starttime, endtime, credentials)
         except FDSNNoDataException:
             raise DataSourceError(
                 "no station matches the query", field=f"stations ({cfg.base_url})"
@@ -137,11 +145,15 @@ def query_inventory(cfg: FDSNStationQuery, starttime: datetime, endtime: datetim
             time.sleep(delay)
 
 
-def _query_stations(cfg: FDSNStationQuery, starttime: datetime, endtime: datetime) -> Inventory:
-    from obspy.clients.fdsn import Client
+def _query_stations(
+    cfg: FDSNStationQuery,
+    starttime: datetime,
+    endtime: datetime,
+    credentials: Credentials | None,
+) -> Inventory:
+    from pipeline.waveforms.fdsn import fdsn_client
 
-    is_url = cfg.base_url.startswith(("http://", "https://"))
-    client = Client(cfg.base_url, timeout=cfg.timeout_s, _discover_services=not is_url)
+    client = fdsn_client(cfg, credentials)
     kwargs = {
         "minlatitude": cfg.min_latitude,
         "maxlatitude": cfg.max_latitude,
@@ -163,8 +175,14 @@ def _query_stations(cfg: FDSNStationQuery, starttime: datetime, endtime: datetim
     )
 
 
-def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datetime) -> Inventory:
-    """The station inventory of a build from its station section."""
+def load_inventory(
+    cfg: StationSourceConfig,
+    starttime: datetime,
+    endtime: datetime,
+    secret_loader: Callable[[str], str] | None = None,
+) -> Inventory:
+    """The station inventory of a build from its station section (``secret_loader``: how a
+    restricted FDSN station service's ``secret_block`` is read, :mod:`credentials`)."""
     if isinstance(cfg, InlineStations):
         return inline_inventory(cfg, starttime)
     if isinstance(cfg, StationXMLStations):
@@ -179,7 +197,9 @@ def load_inventory(cfg: StationSourceConfig, starttime: datetime, endtime: datet
                 path=cfg.path,
                 field="stations.path",
             ) from None
-    return query_inventory(cfg, starttime, endtime)
+    return query_inventory(
+        cfg, starttime, endtime, fdsn_credentials(cfg, "stations", secret_loader)
+    )
 
 
 def _xml_syntax_error(path: Path) -> str | None:

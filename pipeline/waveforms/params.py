@@ -84,11 +84,35 @@ class StationXMLStations(_Section):
     path: Path = Field(description="StationXML file")
 
 
-class FDSNStationQuery(_Section):
+class FDSNService(_Section):
+    """What every FDSN web-service section has: where, how patiently, and with which account.
+
+    Restricted data (``restricted: true``): the user name and password of HTTP Digest
+    authentication come from ``FDSN_USER`` / ``FDSN_PASSWORD`` or from the secret named by
+    ``secret_block`` (``'user:password'``, resolved by the orchestration layer), never from
+    the config file (:mod:`pipeline.waveforms.credentials`).
+    """
+
+    base_url: str = Field("EARTHSCOPE", description="FDSN base URL or ObsPy short name")
+    timeout_s: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")
+    retries: int = Field(4, ge=0, le=20, description="retries of a transient failure")
+    backoff_s: float = Field(
+        1.0, ge=0, description="first retry delay, seconds; doubles each retry"
+    )
+    restricted: bool = Field(
+        False,
+        description="send credentials (FDSN_USER/FDSN_PASSWORD or secret_block) for "
+        "restricted data; dataselect then asks the service's queryauth endpoint",
+    )
+    secret_block: str | None = Field(
+        None, description="name of a secret holding 'user:password' (instead of env vars)"
+    )
+
+
+class FDSNStationQuery(FDSNService):
     """Stations from an fdsnws-station query (level=response)."""
 
     kind: Literal["fdsn"] = "fdsn"
-    base_url: str = Field("EARTHSCOPE", description="FDSN base URL or ObsPy short name")
     network: str = Field("*", description="network pattern(s), comma separated")
     station: str = Field("*", description="station pattern(s)")
     location: str = Field("*", description="location pattern(s)")
@@ -102,11 +126,6 @@ class FDSNStationQuery(_Section):
     max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, deg")
     starttime: datetime | None = Field(None, description="default: the build's start")
     endtime: datetime | None = Field(None, description="default: the build's end")
-    timeout_s: float = Field(120.0, gt=0, description="HTTP timeout, seconds")
-    retries: int = Field(4, ge=0, le=20, description="retries of a transient failure")
-    backoff_s: float = Field(
-        1.0, ge=0, description="first retry delay, seconds; doubles each retry"
-    )
 
     @model_validator(mode="after")
     def _one_region(self) -> FDSNStationQuery:
@@ -137,18 +156,12 @@ StationSourceConfig = Annotated[
 ]
 
 
-class FDSNSource(_Section):
+class FDSNSource(FDSNService):
     """Waveforms from an fdsnws-dataselect service."""
 
     kind: Literal["fdsn"] = "fdsn"
-    base_url: str = Field("EARTHSCOPE", description="FDSN base URL or ObsPy short name")
     chunk_hours: float = Field(
         24.0, gt=0, le=24, description="request length within a station-day; divides 24"
-    )
-    timeout_s: float = Field(120.0, gt=0, description="HTTP timeout per request, seconds")
-    retries: int = Field(4, ge=0, le=20, description="retries of a transient failure")
-    backoff_s: float = Field(
-        1.0, ge=0, description="first retry delay, seconds; doubles each retry"
     )
     recheck_nodata: bool = Field(
         False, description="ask again for station-days an earlier run found without data"
