@@ -17,6 +17,8 @@ from pipeline.waveforms.params import FDSNService
 
 #: Environment variables of an FDSN account (HTTP Digest user name and password).
 FDSN_ENV = ("FDSN_USER", "FDSN_PASSWORD")
+#: Environment variables of a Hi-net account.
+HINET_ENV = ("HINET_USER", "HINET_PASSWORD")
 
 
 class CredentialsError(EqcatInputError):
@@ -25,10 +27,12 @@ class CredentialsError(EqcatInputError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password (the password is left out of ``repr``)."""
+    """A user name and password (the password is left out of ``repr``); ``origin`` says
+    where they came from (the environment variables or the secret's name), for messages."""
 
     user: str
     password: str = field(repr=False)
+    origin: str = ""
 
 
 def resolve_credentials(
@@ -54,21 +58,22 @@ def resolve_credentials(
             )
         try:
             value = secret_loader(secret_block)
-        except Exception as exc:  # noqa: BLE001 - any failure to read it: one line, no retry
+        except Exception as exc:  # noqa: BLE001 - the store's own errors: one line, no retry
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CredentialsError(
-                f"{what}: secret {secret_block!r} cannot be read ({type(exc).__name__})"
+                f"{what}: secret {secret_block!r} ({field_name}) could not be read: {reason}"
             ) from None
         user, sep, password = str(value).partition(":")
         if not (sep and user and password):
             raise CredentialsError(f"{what}: secret {secret_block!r} must hold 'user:password'")
-        return Credentials(user, password)
+        return Credentials(user, password, f"secret {secret_block!r}")
     user, password = os.environ.get(env[0], ""), os.environ.get(env[1], "")
     if not (user and password):
         raise CredentialsError(
             f"{what} needs credentials: set the environment variables {env[0]} and {env[1]}, "
             f"or name a secret in {field_name}"
         )
-    return Credentials(user, password)
+    return Credentials(user, password, f"{env[0]}/{env[1]}")
 
 
 def fdsn_credentials(

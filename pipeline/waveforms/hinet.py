@@ -35,10 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +47,12 @@ from obspy.geodetics import locations2degrees
 
 from pipeline.errors import DataSourceError, EqcatInputError
 from pipeline.rundir import write_text_atomic
+from pipeline.waveforms.credentials import (
+    HINET_ENV,
+    Credentials,
+    CredentialsError,
+    resolve_credentials,
+)
 from pipeline.waveforms.params import HinetSource, HinetStationRule, check_code
 from pipeline.waveforms.sds import (
     day_bounds,
@@ -60,8 +64,6 @@ from pipeline.waveforms.sds import (
 
 log = logging.getLogger(__name__)
 
-ENV_USER = "HINET_USER"
-ENV_PASSWORD = "HINET_PASSWORD"
 WIN32TOOLS = ("catwin32", "win2sac_32")
 JST_OFFSET_S = 9 * 3600.0
 COMPONENT_CHANNEL = {"U": "Z", "N": "N", "E": "E"}
@@ -82,59 +84,24 @@ CTABLE_COLUMNS = [
 ]
 
 
-class HinetCredentialsError(EqcatInputError):
-    """No Hi-net credentials in the environment or the named secret."""
+#: A missing, unreadable or refused Hi-net account (one line, never retried).
+HinetCredentialsError = CredentialsError
+#: A Hi-net account (:class:`pipeline.waveforms.credentials.Credentials`).
+HinetCredentials = Credentials
 
 
 class Win32ToolsMissing(EqcatInputError):
     """The Hi-net win32tools programs are not on PATH."""
 
 
-@dataclass(frozen=True)
-class HinetCredentials:
-    """A Hi-net account; the password never appears in ``repr``/``str``.
-
-    ``origin`` says where it came from (the environment variables or the secret's name),
-    for error messages.
-    """
-
-    user: str
-    password: str = field(repr=False)
-    origin: str = f"{ENV_USER}/{ENV_PASSWORD}"
-
-
 def hinet_credentials(
     cfg: HinetSource, secret_loader: Callable[[str], str] | None = None
-) -> HinetCredentials:
-    """Credentials from the secret named in ``cfg`` or from ``HINET_USER``/``HINET_PASSWORD``."""
-    if cfg.secret_block:
-        if secret_loader is None:
-            raise HinetCredentialsError(
-                f"Hi-net secret {cfg.secret_block!r} is configured but no secret loader was "
-                "given (run through the Prefect flow, or set HINET_USER/HINET_PASSWORD and "
-                "drop secret_block)"
-            )
-        try:
-            value = secret_loader(cfg.secret_block)
-        except Exception as exc:  # noqa: BLE001 - the store's own errors, one line
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HinetCredentialsError(
-                f"Hi-net secret {cfg.secret_block!r} (waveforms.source.secret_block) could "
-                f"not be read: {reason}"
-            ) from None
-        user, sep, password = str(value).partition(":")
-        if not (sep and user and password):
-            raise HinetCredentialsError(
-                f"Hi-net secret {cfg.secret_block!r} must hold 'user:password'"
-            )
-        return HinetCredentials(user, password, f"secret {cfg.secret_block!r}")
-    user, password = os.environ.get(ENV_USER, ""), os.environ.get(ENV_PASSWORD, "")
-    if not (user and password):
-        raise HinetCredentialsError(
-            f"Hi-net needs credentials: set the environment variables {ENV_USER} and "
-            f"{ENV_PASSWORD}, or name a secret in waveforms.source.secret_block"
-        )
-    return HinetCredentials(user, password)
+) -> Credentials:
+    """Credentials from the secret named in ``cfg`` or from ``HINET_USER``/``HINET_PASSWORD``
+    (:func:`pipeline.waveforms.credentials.resolve_credentials`)."""
+    return resolve_credentials(
+        "Hi-net", HINET_ENV, cfg.secret_block, secret_loader, "waveforms.source.secret_block"
+    )
 
 
 def require_win32tools() -> None:
