@@ -356,6 +356,33 @@ def test_ledger_redoes_a_unit_whose_file_changed(tmp_path):
     assert not ledger.is_finished(unit, tmp_path)
 
 
+def test_a_station_day_downloaded_incomplete_soon_after_its_end_is_asked_again(tmp_path):
+    """Late data: a scheduled build downloading yesterday's data at 00:30 got what the data
+    centre held by then, and never asked again."""
+    cfg = InlineStations(
+        stations=[{"network": "XX", "station": "AAA", "latitude": 1, "longitude": 2}]
+    )
+    (choice,) = select_channels(inline_inventory(cfg, T0), ["HH?"], ["*"], T0, T1)
+    (unit,) = plan_units([choice], T0, T1)
+    ledger, source = UnitLedger(tmp_path), FDSNSource(base_url="http://127.0.0.1:9")
+    window = {"unit": unit.unit_id, "start": str(unit.start), "end": str(unit.end), "files": []}
+
+    def finished(hours_after_end: float | None, status: str = "ok", coverage: float = 0.5):
+        record = {**window, "status": status, "coverage": coverage}
+        if hours_after_end is not None:
+            record["downloaded_at"] = str(UTCDateTime(T1) + hours_after_end * 3600)
+        ledger.write(unit, record)
+        return ledger.is_finished(unit, tmp_path, source)
+
+    assert not finished(0.5)  # half the samples, 30 min after the day's end
+    assert not finished(0.5, status="nodata", coverage=0.0)
+    assert finished(0.5, coverage=1.0)  # complete
+    assert finished(49.0)  # asked again 49 h after its end: what it got is final
+    assert finished(None)  # a record of an older eqcat
+    source = FDSNSource(base_url="http://127.0.0.1:9", recheck_recent_hours=0)
+    assert finished(0.5)
+
+
 def test_sds_source_reads_in_place_with_inline_stations(tmp_path):
     archive = tmp_path / "archive"
     day = date(2024, 2, 3)

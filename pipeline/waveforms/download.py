@@ -138,13 +138,17 @@ class UnitLedger:
 
         A record for another part of the day (the span changed) does not count, nor one from
         another data centre (``source.base_url``; a record of an older eqcat names none and
-        counts), nor a 'nodata' record when ``source.recheck_nodata`` is set.
+        counts), nor a 'nodata' record when ``source.recheck_nodata`` is set, nor one whose
+        data may still grow (:func:`may_grow`).
         """
         record = self.read(unit)
         if record is None:
             return False
         if source is not None:
             if source.recheck_nodata and record.get("status") == "nodata":
+                return False
+            if may_grow(record, unit, source.recheck_recent_hours):
+                log.info("unit %s was incomplete soon after its end: asked again", unit.unit_id)
                 return False
             if record.get("source", source.base_url) != source.base_url:
                 log.info("unit %s was downloaded from %s: redone", unit.unit_id, record["source"])
@@ -241,6 +245,29 @@ def _record_files(written: dict[Path, int], root: Path) -> list[dict]:
     ]
 
 
+#: A unit holding at least this share of its expected samples is complete.
+COMPLETE_SHARE = 0.999
+
+
+def may_grow(record: dict, unit: Unit, recent_hours: float) -> bool:
+    """Whether a unit's record may miss data that arrives late: it holds less than
+    :data:`COMPLETE_SHARE` of the unit's samples (or none: 'nodata') and was downloaded less
+    than ``recent_hours`` after the unit's end. Records of an older eqcat (no
+    ``downloaded_at``) and failed ones (never recorded) do not."""
+    if recent_hours <= 0 or "downloaded_at" not in record:
+        return False
+    if record.get("status") == "ok" and record.get("coverage", 1.0) >= COMPLETE_SHARE:
+        return False
+    downloaded = UTCDateTime(record["downloaded_at"])
+    return downloaded < unit.end + recent_hours * 3600.0
+
+
+def _coverage(unit: Unit, samples: int) -> float:
+    """``samples`` as a share of what the unit's channels hold at the inventory rate."""
+    expected = (unit.end - unit.start) * unit.choice.sampling_rate * len(unit.choice.channels)
+    return samples / expected if expected > 0 else 1.0
+
+
 def run_unit(
     client: DataselectClient, unit: Unit, root: Path, ledger: UnitLedger, chunk_hours: float
 ) -> dict:
@@ -250,6 +277,7 @@ def run_unit(
         "start": str(unit.start),
         "end": str(unit.end),
         "source": client.cfg.base_url,
+        "downloaded_at": str(UTCDateTime()),
     }
     wanted = set(unit.choice.channels)
     try:
@@ -270,12 +298,14 @@ def run_unit(
         }
     stream.traces = [tr for tr in stream if tr.stats.channel in wanted]
     files = _record_files(write_channel_day(stream, root, unit.day), root)
+    samples = sum(f["samples"] for f in files)
     record = {
         **base,
         "status": "ok" if files else "nodata",
         "attempts": attempts,
         "files": files,
-        "samples": sum(f["samples"] for f in files),
+        "samples": samples,
+        "coverage": round(_coverage(unit, samples), 6),
     }
     if foreign:
         log.warning("unit %s: left out data the server sent for %s", unit.unit_id, foreign)

@@ -166,6 +166,13 @@ class FDSNSource(FDSNService):
     recheck_nodata: bool = Field(
         False, description="ask again for station-days an earlier run found without data"
     )
+    recheck_recent_hours: float = Field(
+        48.0,
+        ge=0,
+        description="late data: a station-day downloaded less than this many hours after its "
+        "end with less than all its samples (or none) is asked again whenever the download "
+        "stage runs (a scheduled build, whose span grows); 0: never",
+    )
 
     @field_validator("chunk_hours")
     @classmethod
