@@ -15,6 +15,7 @@ import pytest
 from fdsn_server import FlakyProxy
 from test_waveforms_fdsn import END, START, UNITS, _configs, served, synthetic  # noqa: F401, F811
 
+from pipeline.errors import DataSourceError
 from pipeline.rundir import RunDir
 from pipeline.waveforms import download_waveforms
 from pipeline.waveforms.credentials import CredentialsError
@@ -38,9 +39,15 @@ def test_restricted_data_with_an_account_from_env_or_secret(
         monkeypatch.delenv(name, raising=False)
     with FlakyProxy(served["url"], credentials=ACCOUNT) as proxy:
         stations, public = _configs(served, proxy.base_url, retries=0)
-        refused = _download(tmp_path / "public", stations, public)
-        assert refused["units_failed"] == UNITS and refused["units_downloaded"] == 0
-        assert all("Unauthorized" in why for why in refused["failures"]), refused["failures"]
+        # every station-day refused: the build stops with one line (it ended in an empty
+        # catalog with exit status 0)
+        with pytest.raises(DataSourceError) as info:
+            _download(tmp_path / "public", stations, public)
+        assert str(info.value).startswith(
+            f"waveforms.source: no data from {proxy.base_url}: 8 station-day(s) failed and 0 "
+            "had no data; first failure: "
+        )
+        assert "HTTP 401: restricted data; set restricted: true" in str(info.value)
 
         # restricted without an account: one line before any request
         _, restricted = _configs(served, proxy.base_url, retries=0, restricted=True)
@@ -57,9 +64,9 @@ def test_restricted_data_with_an_account_from_env_or_secret(
         # a wrong password: every unit refused by the service
         monkeypatch.setenv("FDSN_USER", ACCOUNT[0])
         monkeypatch.setenv("FDSN_PASSWORD", "wrong")
-        wrong = _download(tmp_path / "wrong", stations, restricted)
-        assert wrong["units_failed"] == UNITS and proxy.auth_failures > 0
-        assert all("Unauthorized" in why for why in wrong["failures"]), wrong["failures"]
+        with pytest.raises(DataSourceError, match="Unauthorized"):
+            _download(tmp_path / "wrong", stations, restricted)
+        assert proxy.auth_failures > 0
 
         # the account from the environment: the data of an open server (6 units with data)
         monkeypatch.setenv("FDSN_PASSWORD", ACCOUNT[1])

@@ -40,7 +40,7 @@ from rich.progress import (
 )
 
 from pipeline import progress as build_progress
-from pipeline.errors import EqcatInputError
+from pipeline.errors import DataSourceError, EqcatInputError
 from pipeline.rundir import RunDir, sha256_file, write_parquet_atomic, write_text_atomic
 from pipeline.waveforms.credentials import Credentials, fdsn_credentials
 from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
@@ -400,6 +400,25 @@ def _no_choice_reason(
     )
 
 
+def check_any_data(results: dict[str, list[dict]], source: FDSNSource) -> None:
+    """Stop the build when the service gave no data at all and refused or failed at least
+    one station-day (every request refused: a restricted archive, a wrong account, a
+    service down): an empty catalog with exit status 0 hid it.
+
+    Raises:
+        DataSourceError: naming the service, the counts and the first failure.
+    """
+    had_data = results["ok"] or any(r.get("status") == "ok" for r in results["skipped"])
+    failed = results["failed"]
+    if had_data or not failed:
+        return
+    raise DataSourceError(
+        f"no data from {source.base_url}: {len(failed)} station-day(s) failed and "
+        f"{len(results['nodata'])} had no data; first failure: {failed[0].get('error', '')}",
+        field="waveforms.source",
+    )
+
+
 def units_to_retry(run: RunDir) -> list[str]:
     """Station-days the last download of ``run`` gave up on for a cause that may pass (the
     service unavailable or answering broken data through the retries): a build whose
@@ -532,6 +551,7 @@ def download_waveforms(
         results = download_units(
             units, source, folder, waveform_cfg.max_workers, progress, credentials
         )
+        check_any_data(results, source)
     elif isinstance(source, HinetSource):
         results["failed"] = hinet_failed  # whole days of the network, not station-days
     for record in (r for records in results.values() for r in records if r.get("foreign")):
