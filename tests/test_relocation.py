@@ -342,9 +342,61 @@ def test_engine_errors_are_clear(tmp_path):
     cut = inp.splitlines()
     names = [i for i, line in enumerate(cut) if line.strip() and not line.startswith("*")]
     (tmp_path / "hypoDD.inp").write_text("\n".join(cut[: names[9] + 1]) + "\n")  # no parameters
-    with pytest.raises(HypoDDError, match="exit status 1.*hypoDD.engine.log"):
+    # named before the engine runs (it ended in "IndexError: list index out of range")
+    with pytest.raises(
+        EqcatInputError,
+        match=rf"hypoDD.inp: ends after line {names[9] + 1}; expected a line 'IDAT IPHA DIST'",
+    ):
         relocate_dir(tmp_path, RelocationConfig(engine="python", timeout_s=120))
-    assert (tmp_path / "hypoDD.engine.log").is_file()
+    assert not (tmp_path / "hypoDD.engine.log").exists()
+
+
+def _inp_lines() -> list[str]:
+    """A rendered hypoDD.inp (IMOD 1, 5 iteration sets), one string per line."""
+    model = load_velocity_model("generic_crust")
+    return fmt.render_hypodd_inp(RelocationConfig().hypodd, model, n_events=2,
+                                 has_cc=False).splitlines()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        # params: 0 data, 1 clustering, 2 solution, 3-7 iterations, 8 IMOD, 9-11 model, 12 CID
+        (
+            lambda p: p[:3],
+            r": ends after line \d+; expected a line 'NITER WTCCP .* \(set 1 of 5\)'",
+        ),
+        (lambda p: p[:8], r": ends after line \d+; expected a line 'IMOD' next"),
+        (
+            lambda p: ["3 3", *p[1:]],
+            r":\d+: expected 'IDAT IPHA DIST' \(3 numbers, the first 2 whole\), got '3 3'",
+        ),
+        (lambda p: [*p[:2], "2 1 1", *p[3:]], r":\d+: expected 'ISTART ISOLV IAQ NSET'"),
+        (lambda p: [*p[:4], "1 0.01 x", *p[5:]], r":\d+: expected 'NITER WTCCP .* \(set 2 of 5\)'"),
+        (lambda p: [*p[:9], "0 1 5", *p[10:]], r":\d+: expected 'TOP values ... -9' \(IMOD 1\)"),
+        (
+            lambda p: [*p[:10], "5.0 6.0 -9", *p[11:]],
+            r":\d+: the IMOD 1 model has \d+ layer tops, 2 vel",
+        ),
+        (lambda p: [*p[:12], "one"], r":\d+: expected 'CID' or event ids"),
+    ],
+)
+def test_a_damaged_hypodd_inp_is_named_before_the_engine_runs(tmp_path, edit, expected):
+    """Each parameter line (after the nine file names) is checked; the rendered file passes."""
+    lines = _inp_lines()
+    starts = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("*")]
+    head, params = lines[: starts[10]], [lines[i] for i in starts[10:]]
+    path = tmp_path / "hypoDD.inp"
+    path.write_text("\n".join(head + params) + "\n")
+    fmt.check_inp_parameters(path)
+    path.write_text("\n".join(head + edit(params)) + "\n")
+    with pytest.raises(EqcatInputError, match="hypoDD.inp" + expected):
+        fmt.check_inp_parameters(path)
+
+
+def test_the_official_example_hypodd_inp_passes_the_check(shared):
+    fmt.check_inp_parameters(shared(*EXAMPLE, "hypoDD.inp"))
+    fmt.check_inp_parameters(shared("data", "hypodd_example2", "hypoDD.inp"))
 
 
 @pytest.mark.parametrize(

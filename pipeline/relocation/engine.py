@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import EqcatInputError, ProgramError
-from pipeline.relocation.hypodd_formats import INPUT_LAYOUTS, check_input_lines, read_inp_files
+from pipeline.relocation.hypodd_formats import (
+    INPUT_LAYOUTS,
+    check_inp_parameters,
+    check_input_lines,
+    read_inp_files,
+)
 from pipeline.relocation.params import RelocationConfig
 from pipeline.rundir import TEMP_MARK, write_text_atomic
 
@@ -79,6 +84,7 @@ def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
     if not inp.is_file():
         raise HypoDDInputError(f"{inp} not found: a HypoDD folder needs its hypoDD.inp")
     files = read_inp_files(inp)
+    check_inp_parameters(inp)
     for key in ("fn_cc", "fn_ct", "fn_event", "fn_station"):
         name = files[key]
         if name and not (folder / name).is_file():
