@@ -16,7 +16,7 @@ Catalog columns (``catalog/catalog.parquet``, ``catalog/catalog.csv``):
 =====================  =========================================================
 event_id               identifier shared by every stage (str)
 origin_time            origin time, UTC (Parquet: datetime64[ns, UTC]; CSV: ISO 8601)
-latitude, longitude    epicentre, degrees (WGS84)
+latitude, longitude    epicentre, degrees (WGS84; CSV: 5 decimals, about 1 m)
 depth_km               depth below sea level, km
 horizontal_error_km    horizontal location uncertainty, km (NaN when unknown)
 vertical_error_km      depth uncertainty, km (NaN when unknown)
@@ -609,10 +609,20 @@ def _km_to_deg(km: object) -> float | None:
 # Stage
 
 
+#: Decimals of the CSV's latitude and longitude: 1e-5 degree is about 1 m (6 significant
+#: digits, the other columns' format, left 3 decimals, about 90 m, to a longitude of 133°).
+COORDINATE_DECIMALS = 5
+
+
 def _csv(catalog: pd.DataFrame) -> str:
-    """The catalog as CSV text (origin times ISO 8601 with a Z)."""
+    """The catalog as CSV text (origin times ISO 8601 with a Z; latitude and longitude with
+    :data:`COORDINATE_DECIMALS` decimals, other numbers with 6 significant digits)."""
+    coordinates = {
+        column: catalog[column].map(lambda v: "" if pd.isna(v) else f"{v:.{COORDINATE_DECIMALS}f}")
+        for column in ("latitude", "longitude")
+    }
     return catalog.assign(
-        origin_time=catalog["origin_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        origin_time=catalog["origin_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), **coordinates
     ).to_csv(index=False, float_format="%.6g")
 
 

@@ -185,6 +185,8 @@ def test_export_catalog(tmp_path):
     csv = pd.read_csv(run.root / "catalog" / "catalog_all.csv")
     assert list(csv.columns) == CATALOG_COLUMNS and len(csv) == len(cat)
     assert pd.to_datetime(csv["origin_time"], utc=True).equals(cat["origin_time"].dt.floor("us"))
+    for column in ("latitude", "longitude"):  # to about 1 m (6 significant digits: 90 m)
+        assert np.abs(csv[column] - cat[column]).max() <= 0.5e-5 + 1e-12
     assert len(pd.read_csv(run.root / "catalog" / "catalog.csv")) == len(default)
 
     qml = read_events(str(run.root / "catalog" / "catalog.xml"))
