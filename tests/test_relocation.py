@@ -624,3 +624,42 @@ def test_an_engine_failure_keeps_the_hypoinverse_locations_and_says_so(tmp_path)
     assert "exceeded relocation.timeout_s = 0.001 s" in failure
     assert failure.endswith("HypoInverse locations kept")
     assert data_gaps(run)[ENGINE_FAILURE] == f"relocation: {failure}"
+
+
+def test_a_window_over_a_data_gap_is_not_correlated(tmp_path):
+    """Two events whose P windows each hold a data gap (filled with zeros, on a trace with a
+    DC offset): the filtered steps correlated with each other (cc ~1, a wrong dt); such
+    windows are left out, while a clean pair of the same station still correlates."""
+    from obspy import Stream, Trace, UTCDateTime
+
+    from pipeline.relocation.params import CrossCorrelationConfig
+    from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
+
+    rate, start = 100.0, UTCDateTime("2000-10-08T00:00:00")
+    t = np.arange(int(500 * rate)) / rate
+    data = 5000.0 + np.random.default_rng(1).normal(0, 1.0, t.size)
+    picks = {1: 100.0, 2: 200.0, 3: 300.0, 4: 400.0}
+    for pick in picks.values():
+        data += 50 * np.exp(-(((t - pick - 0.2) / 0.05) ** 2)) * np.sin(2 * np.pi * 8 * t)
+    keep = np.ones(t.size, bool)
+    for gap_start in (300.6, 400.4):  # inside the P windows of events 3 and 4
+        keep[(t >= gap_start) & (t < gap_start + 1.0)] = False
+    edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(int), 0]))
+    header = {"network": "XX", "station": "ST1", "channel": "HHZ", "sampling_rate": rate}
+    stream = Stream(
+        Trace(data[a:b], header={**header, "starttime": start + a / rate})
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
+    )
+    folder = tmp_path / "2000" / "XX" / "ST1" / "HHZ.D"
+    folder.mkdir(parents=True)
+    stream.write(str(folder / "XX.ST1..HHZ.D.2000.282"), format="MSEED", encoding="FLOAT64")
+    table = pd.DataFrame(
+        {"hypodd_id": list(picks), "station": "ST1", "phase": "P",
+         "time": [pd.Timestamp((start + p).datetime, tz="UTC") for p in picks.values()]}
+    )  # fmt: skip
+    origins = table.set_index("hypodd_id")["time"] - pd.Timedelta(seconds=5)
+    pairs = pd.DataFrame({"id1": [1, 3], "id2": [2, 4]})
+    info = StationInfo("ST1", "XX", "ST1", "", "HH", rate)
+    dt = cross_correlation_times(pairs, table, origins, [info], tmp_path, CrossCorrelationConfig())
+    assert dt[["id1", "id2"]].values.tolist() == [[1, 2]]
+    assert dt["weight"].iloc[0] > 0.9 and abs(dt["dt"].iloc[0]) < 0.01
