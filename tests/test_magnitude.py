@@ -482,3 +482,46 @@ def test_events_take_the_best_hypocentre_available(tmp_path):
     entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
     assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
     assert "association/events.parquet" in entry["inputs"]
+
+
+def test_a_clipped_amplitude_window_gives_no_station_magnitude(tmp_path):
+    """The largest event clips one station's horizontals (flat at 30 % of its peak counts):
+    that station is left out of the event's magnitude and named in the report's entries."""
+    run, _ = build_run(tmp_path / "run")
+    folder = run.root / "waveforms" / "2000" / "XX" / "ST01"
+    r = _distance_km(EVENTS[3], *STATIONS["ST01"])
+    t_s = START + EVENTS[3][0] + r / VS
+    for comp in "EN":
+        path = folder / f"HH{comp}.D" / f"XX.ST01..HH{comp}.D.2000.280"
+        tr = read(str(path))[0]
+        i0, i1 = int((t_s - 5 - START) * FS), int((t_s + 20 - START) * FS)
+        level = 0.3 * np.abs(tr.data[i0:i1]).max()
+        tr.data[i0:i1] = np.clip(tr.data[i0:i1], -level, level)
+        tr.write(str(path), format="MSEED", encoding="FLOAT64")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet").set_index("event_id")
+    assert mags.loc["ev003", "n_stations"] == len(STATIONS) - 1
+    assert mags.loc["ev003", "magnitude"] == pytest.approx(EVENTS[3][4], abs=0.05)
+    assert (mags.drop(index="ev003")["n_stations"] == len(STATIONS)).all()
+    note = entry["details"]["skipped"]["XX.ST01 clipped"]
+    assert "clipped on every horizontal for 1 event(s) (ev003)" in note
+    assert entry["counts"]["stations_clipped"] == 1 and entry["counts"]["stations_skipped"] == 0
+
+
+@pytest.mark.parametrize(
+    "data, clipped",
+    [
+        (np.r_[np.zeros(50), [3, 3, 3, 3, 3, 3], np.zeros(50)].astype(np.int32), False),
+        (np.r_[np.zeros(50), [3000] * 5, -np.ones(50)].astype(np.int32), True),
+        (np.r_[np.zeros(50), [3000] * 4, -np.ones(50)].astype(np.int32), False),
+        (np.clip(np.sin(np.arange(100) / 5.0), -0.5, 0.5), True),  # float counts
+        (1000 * np.sin(np.arange(200) / 5.0), False),
+    ],
+)
+def test_window_clipped_needs_a_flat_run_at_the_extreme(data, clipped):
+    """Five equal samples at the window's maximum or minimum; small integer counts repeat by
+    quantisation and are not taken for clipping."""
+    from pipeline.magnitude import window_clipped
+
+    tr = Trace(np.asarray(data), header={"sampling_rate": FS, "starttime": START})
+    assert window_clipped(tr, (START, tr.stats.endtime)) is clipped
