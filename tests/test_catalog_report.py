@@ -319,3 +319,22 @@ def test_quality_classes_follow_the_documented_limits():
     ]
     expected = ["A", "A", "B", "B", "C", "C", "B", "C", "C", "A", "C", "D"]
     assert list(quality_classes(pd.DataFrame(rows))) == expected
+
+
+def test_an_empty_catalog_of_located_events_says_they_are_in_catalog_all(tmp_path):
+    """Every event located but none of class A/B: the report said "none has a hypocentre"."""
+    from pipeline.report.data_quality import empty_catalog_reason
+
+    run = RunDir(tmp_path / "run")
+    picks = pd.DataFrame({"network": ["XX"] * 3, "station": ["A", "B", "C"]})
+    run.record_stage("association", counts={"events": 4})
+    assert empty_catalog_reason(run, None, picks, 0) == (
+        "4 associated event(s), but none has a hypocentre"
+    )
+    run.record_stage("catalog", counts={"events": 0, "events_all": 3})
+    reason = empty_catalog_reason(run, None, picks, 0)
+    assert reason == (
+        "3 event(s) have a hypocentre, but none is of quality class A or B; "
+        "catalog/catalog_all.csv holds them all"
+    )
+    assert empty_catalog_reason(run, None, picks, 2) is None
