@@ -69,7 +69,7 @@ from pipeline.location.hypoinverse_formats import (
     phase_line,
     station_line,
 )
-from pipeline.location.isolate import phase_text, run_isolating
+from pipeline.location.isolate import FAILED_DIR, phase_text, run_isolating
 from pipeline.location.params import LocationConfig
 from pipeline.location.runner import HypoInverseError, render_command_file
 from pipeline.rundir import (
@@ -503,8 +503,8 @@ def locate_picks(
     out_phases = pd.DataFrame()
     failures: dict[str, str] = {}
     starts_dir = folder / STARTS_DIR
-    if starts_dir.is_dir():  # solutions of an earlier run's starts are stale
-        shutil.rmtree(starts_dir)
+    for stale in (starts_dir, folder / FAILED_DIR):  # an earlier run's starts and failures
+        shutil.rmtree(stale, ignore_errors=True)
     if len(phases.ids):
         command = render_command_file(command_values(cfg, model, s_text is not None))
         solutions = []
