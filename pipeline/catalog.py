@@ -25,7 +25,9 @@ azimuthal_gap_deg      largest azimuthal gap between stations, degrees
 nearest_station_km     epicentral distance of the nearest station the locator used, km
                        (HypoInverse's DMIN, whole km, also for HypoDD-relocated events;
                        NaN for associator origins)
-n_p, n_s               number of P and S picks associated with the event
+n_p, n_s               P and S readings the locator used (HypoInverse: final weight > 0.1,
+                       also for HypoDD-relocated events); for associator origins the P and
+                       S picks associated with the event
 magnitude              event magnitude (NaN when none could be measured)
 magnitude_type         "ML", "MJMA-vel", ... ("" when no magnitude)
 location_stage         "hypodd", "hypoinverse" or "association"
