@@ -319,22 +319,26 @@ CLIP_RUN_SAMPLES = 5
 CLIP_MIN_COUNTS = 1024
 
 
-def window_clipped(tr: Trace, window: tuple[UTCDateTime, UTCDateTime]) -> bool:
-    """Whether the raw counts of ``tr`` inside ``window`` are clipped (flat at their maximum
-    or minimum for :data:`CLIP_RUN_SAMPLES` samples): their peak is then a lower bound."""
+def window_problem(tr: Trace, window: tuple[UTCDateTime, UTCDateTime]) -> str:
+    """Why the raw counts of ``tr`` inside ``window`` give no amplitude ("" when they do):
+    "dead" (one constant value: its peak, 0, would halve a mean of components) or "clipped"
+    (flat at their maximum or minimum for :data:`CLIP_RUN_SAMPLES` samples: the peak is a
+    lower bound)."""
     i0 = max(int(np.ceil((window[0] - tr.stats.starttime) / tr.stats.delta)), 0)
     i1 = int(np.floor((window[1] - tr.stats.starttime) / tr.stats.delta)) + 1
     raw = np.asarray(tr.data[i0:i1])
-    if raw.size < CLIP_RUN_SAMPLES:
-        return False
+    if raw.size == 0:
+        return ""
+    if raw.max() == raw.min():
+        return "dead"
     integer = np.issubdtype(raw.dtype, np.integer)
     for level in (raw.max(), raw.min()):
-        if integer and abs(float(level)) < CLIP_MIN_COUNTS:
+        if raw.size < CLIP_RUN_SAMPLES or (integer and abs(float(level)) < CLIP_MIN_COUNTS):
             continue
         runs = np.lib.stride_tricks.sliding_window_view(raw == level, CLIP_RUN_SAMPLES)
         if runs.all(axis=1).any():
-            return True
-    return False
+            return "clipped"
+    return ""
 
 
 def _window_peak(
@@ -495,7 +499,7 @@ class AmplitudeMeter:
         ``stream`` should extend ``cfg.padding_s`` beyond the windows on both sides. Each
         horizontal's zero-to-peak amplitude inside ``window`` is measured and the peaks are
         combined per ``cfg.amplitude_combination``; traces with gaps (masked samples), not
-        covering the window or clipped in it (:func:`window_clipped`) are skipped. With
+        covering the window, or dead or clipped in it (:func:`window_problem`) are skipped. With
         ``noise_end`` the same is done in ``cfg.noise_windows`` windows of the same length
         ending at ``noise_end`` (those the trace covers), each component's noise being the
         median of its window peaks.
@@ -512,9 +516,10 @@ class AmplitudeMeter:
             if np.ma.is_masked(tr.data):
                 log.info("%s: gap near %s, component skipped", tr.id, window[0])
                 continue
-            if window_clipped(tr, window):
-                log.info("%s: clipped near %s, component skipped", tr.id, window[0])
-                n_clipped += 1
+            problem = window_problem(tr, window)
+            if problem:
+                log.info("%s: %s near %s, component skipped", tr.id, problem, window[0])
+                n_clipped += problem == "clipped"
                 continue
             y = self.convert(tr)
             peak = _window_peak(y, tr, window)

@@ -509,19 +509,42 @@ def test_a_clipped_amplitude_window_gives_no_station_magnitude(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "data, clipped",
+    "data, problem",
     [
-        (np.r_[np.zeros(50), [3, 3, 3, 3, 3, 3], np.zeros(50)].astype(np.int32), False),
-        (np.r_[np.zeros(50), [3000] * 5, -np.ones(50)].astype(np.int32), True),
-        (np.r_[np.zeros(50), [3000] * 4, -np.ones(50)].astype(np.int32), False),
-        (np.clip(np.sin(np.arange(100) / 5.0), -0.5, 0.5), True),  # float counts
-        (1000 * np.sin(np.arange(200) / 5.0), False),
+        (np.r_[np.zeros(50), [3, 3, 3, 3, 3, 3], np.zeros(50)].astype(np.int32), ""),
+        (np.r_[np.zeros(50), [3000] * 5, -np.ones(50)].astype(np.int32), "clipped"),
+        (np.r_[np.zeros(50), [3000] * 4, -np.ones(50)].astype(np.int32), ""),
+        (np.clip(np.sin(np.arange(100) / 5.0), -0.5, 0.5), "clipped"),  # float counts
+        (1000 * np.sin(np.arange(200) / 5.0), ""),
+        (np.zeros(100, np.int32), "dead"),
+        (np.full(100, 2.5e4), "dead"),
     ],
 )
-def test_window_clipped_needs_a_flat_run_at_the_extreme(data, clipped):
-    """Five equal samples at the window's maximum or minimum; small integer counts repeat by
-    quantisation and are not taken for clipping."""
-    from pipeline.magnitude import window_clipped
+def test_window_problem_finds_dead_and_clipped_windows(data, problem):
+    """Clipped: five equal samples at the window's maximum or minimum (small integer counts
+    repeat by quantisation and are not taken for clipping); dead: one value throughout."""
+    from pipeline.magnitude import window_problem
 
     tr = Trace(np.asarray(data), header={"sampling_rate": FS, "starttime": START})
-    assert window_clipped(tr, (START, tr.stats.endtime)) is clipped
+    assert window_problem(tr, (START, tr.stats.endtime)) == problem
+
+
+def test_a_dead_horizontal_does_not_halve_the_station_amplitude():
+    """A dead E (zeros) beside a live N: its zero peak went into the mean of components
+    (-0.30 in ML); the station amplitude is now the N peak alone."""
+    response = Response.from_paz([0j, 0j], INST_POLES, INST_GAIN, input_units="M/S",
+                                 output_units="COUNTS")  # fmt: skip
+    channels = [Channel(f"HH{c}", "", 35.0, 133.0, 0.0, 0.0, sample_rate=FS, response=response)
+                for c in "EN"]  # fmt: skip
+    inv = Inventory([Network("XX", [Station("ST1", 35.0, 133.0, 0.0, channels=channels)])])
+    t = np.arange(int(60 * FS)) / FS
+    live = 1e4 * np.exp(-(((t - 30) / 0.5) ** 2)) * np.sin(2 * np.pi * 4 * t)
+    header = {"network": "XX", "station": "ST1", "sampling_rate": FS, "starttime": START}
+    window = (START + 25, START + 35)
+    meter = AmplitudeMeter(inv, MagnitudeConfig(amplitude_combination="mean"))
+    north = Trace(live.copy(), header={**header, "channel": "HHN"})
+    alone = meter.measure(Stream([north]), window)
+    dead = Trace(np.zeros(live.size, np.int32), header={**header, "channel": "HHE"})
+    both = meter.measure(Stream([dead, north]), window)
+    assert both.n_components == 1 and both.n_clipped == 0
+    assert both.amplitude == pytest.approx(alone.amplitude, rel=1e-9)
