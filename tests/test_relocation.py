@@ -663,3 +663,15 @@ def test_a_window_over_a_data_gap_is_not_correlated(tmp_path):
     dt = cross_correlation_times(pairs, table, origins, [info], tmp_path, CrossCorrelationConfig())
     assert dt[["id1", "id2"]].values.tolist() == [[1, 2]]
     assert dt["weight"].iloc[0] > 0.9 and abs(dt["dt"].iloc[0]) < 0.01
+
+
+def test_a_3d_model_is_refused_before_the_package_engine_runs(tmp_path):
+    """IMOD 9 ended in the package's "ValueError: invalid literal for int() ... 'vel3D.dat'"."""
+    lines = _inp_lines()
+    starts = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("*")]
+    imod = starts[18]  # hypoDD_2, 9 file names, 3 control lines, 5 iteration sets, IMOD
+    assert lines[imod].strip() == "1"
+    three_d = ["9", "vel3D.dat", "37.88 -122.24 0", "2 9 4 1 1 1.35 0.0005 50"]
+    (tmp_path / "hypoDD.inp").write_text("\n".join(lines[:imod] + three_d) + "\n")
+    with pytest.raises(EqcatInputError, match="IMOD 9 is a velocity model the hypodd package"):
+        relocate_dir(tmp_path, RelocationConfig(engine="python"))

@@ -357,7 +357,7 @@ class _InpLines:
         return fields
 
 
-def check_inp_parameters(path: Path) -> None:
+def check_inp_parameters(path: Path) -> int:
     """Refuse a version-2 ``hypoDD.inp`` whose parameter lines the engine cannot read.
 
     Checked after the nine file names (:func:`read_inp_files`): the data-type, clustering and
@@ -365,6 +365,9 @@ def check_inp_parameters(path: Path) -> None:
     RATIO, NLAY layer tops, NLAY velocities; IMOD 1: tops, velocities and Vp/Vs ratios, each
     list ending in -9, as many of each); the optional cluster id and event ids are integers.
     Other IMOD values (a 3-D model) are left to the engine.
+
+    Returns:
+        IMOD, the velocity model type.
 
     Raises:
         HypoDDFormatError: ``path:line``, the layout expected and the line found, or where
@@ -399,13 +402,14 @@ def check_inp_parameters(path: Path) -> None:
                 f"velocities and {counts[2]} Vp/Vs ratios; expected as many of each"
             )
     else:
-        return
+        return imod
     for number, fields in inp.lines:
         if not all(_is_int(f) for f in fields):
             raise HypoDDFormatError(
                 f"{path}:{number}: expected 'CID' or event ids (whole numbers), "
                 f"got {' '.join(fields)[:80]!r}"
             )
+    return imod
 
 
 def read_station_dat(path: Path) -> pd.DataFrame:
