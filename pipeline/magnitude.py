@@ -721,8 +721,9 @@ def _pair_windows(inp: _Inputs, cfg: MagnitudeConfig) -> pd.DataFrame:
         epi_m, _, _ = gps2dist_azimuth(
             ev["latitude"], ev["longitude"], st["latitude"], st["longitude"]
         )
-        depth = float(ev["depth_km"]) + float(st.get("elevation_m", 0.0) or 0.0) / 1000.0
-        distance = math.hypot(epi_m / 1000.0, depth)
+        elevation = pd.to_numeric(st.get("elevation_m", 0.0), errors="coerce")
+        depth = float(ev["depth_km"]) + (0.0 if pd.isna(elevation) else elevation / 1000.0)
+        distance = math.hypot(epi_m / 1000.0, depth)  # a blank elevation: at sea level
         if distance > cfg.max_distance_km:
             continue
         origin = pd.Timestamp(ev["origin_time"])

@@ -548,3 +548,23 @@ def test_a_dead_horizontal_does_not_halve_the_station_amplitude():
     both = meter.measure(Stream([dead, north]), window)
     assert both.n_components == 1 and both.n_clipped == 0
     assert both.amplitude == pytest.approx(alone.amplitude, rel=1e-9)
+
+
+def test_a_blank_station_elevation_is_sea_level_not_a_nan_distance():
+    """A blank elevation_m made the distance NaN: every station magnitude of that station
+    NaN, counted as below the noise in the event's censored median."""
+    from pipeline.magnitude import _Inputs, _pair_windows
+
+    t0 = pd.Timestamp("2000-10-06 00:01:00", tz="UTC")
+    events = pd.DataFrame({"event_id": ["e1"], "origin_time": [t0], "latitude": [35.0],
+                           "longitude": [133.0], "depth_km": [10.0]})  # fmt: skip
+    picks = pd.DataFrame({"pick_id": ["p1"], "network": ["XX"], "station": ["ST1"],
+                          "location": [""], "phase": ["S"],
+                          "time": [t0 + pd.Timedelta(seconds=5)]})  # fmt: skip
+    stations = pd.DataFrame({"network": ["XX"], "station": ["ST1"], "location": [""],
+                             "latitude": [35.0], "longitude": [133.1],
+                             "elevation_m": [np.nan]})  # fmt: skip
+    assignments = pd.DataFrame({"event_id": ["e1"], "pick_id": ["p1"]})
+    inp = _Inputs(events, [], picks, assignments, stations, Inventory())
+    distance = _pair_windows(inp, MagnitudeConfig())["distance_km"].iloc[0]
+    assert distance == pytest.approx(math.hypot(9.11, 10.0), abs=0.05)
