@@ -398,13 +398,16 @@ def _phase_counts(assignments: pd.DataFrame, picks: pd.DataFrame) -> dict[str, p
 def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
     """Per-pick travel-time residuals (s) from the locator, or None when the run has none.
 
-    Looks in ``location/arrivals.parquet``, ``location/phases.parquet``,
-    ``location/picks.parquet`` and ``association/assignments.parquet`` (in that order) for a
-    table with ``pick_id`` and a residual column
-    (:data:`RESIDUAL_ALIASES`); returns columns pick_id, residual_s, weight (NaN if absent),
-    source.
+    Looks in ``location/phase_residuals.parquet`` (HypoInverse's, as the location stage
+    writes them), ``location/arrivals.parquet``, ``location/phases.parquet``,
+    ``location/picks.parquet`` and ``association/assignments.parquet`` (the associator's) in
+    that order for a table with ``pick_id`` and a residual column (:data:`RESIDUAL_ALIASES`);
+    returns columns pick_id, residual_s, weight (NaN if absent), source (the table's path)
+    and stage (the ``location_stage`` of the origin they belong to: "hypoinverse" or
+    "association").
     """
     for path in (
+        run.root / "location" / "phase_residuals.parquet",
         run.root / "location" / "arrivals.parquet",
         run.root / "location" / "phases.parquet",
         run.root / "location" / "picks.parquet",
@@ -425,6 +428,7 @@ def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
             }
         )
         out["source"] = str(path.relative_to(run.root))
+        out["stage"] = "association" if path.parent.name == "association" else "hypoinverse"
         return out.dropna(subset=["residual_s"])
     return None
 
@@ -462,7 +466,13 @@ def to_quakeml_catalog(
     residuals: pd.DataFrame | None = None,
     station_mags: pd.DataFrame | None = None,
 ) -> Catalog:
-    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks."""
+    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks.
+
+    An arrival's time residual and weight are those of the origin carrying it (QuakeML
+    relates them to it): ``residuals`` (:func:`arrival_residuals`) of the same stage as the
+    event's ``location_stage``; a HypoDD origin's arrivals have none (HypoDD's residuals are
+    per differential time, ``relocation/hypoDD.res``).
+    """
     creation = CreationInfo(agency_id="eqcat", creation_time=UTCDateTime())
     by_event: dict[str, list[dict]] = {}
     if picks is not None and assignments is not None:
@@ -473,7 +483,11 @@ def to_quakeml_catalog(
         )
         if residuals is not None:
             joined = joined.merge(
-                residuals[["pick_id", "residual_s", "weight"]], on="pick_id", how="left"
+                residuals[["pick_id", "residual_s", "weight", "stage"]].rename(
+                    columns={"stage": "residual_stage"}
+                ),
+                on="pick_id",
+                how="left",
             )
         for record in joined.to_dict("records"):
             by_event.setdefault(record["event_id"], []).append(record)
@@ -529,6 +543,7 @@ def to_quakeml_catalog(
         event.origins.append(origin)
         event.preferred_origin_id = origin.resource_id
         for p in by_event.get(eid, []):
+            own = p.get("residual_stage") == row.location_stage  # residuals of this origin
             pick = Pick(
                 resource_id=_rid("pick", p["pick_id"]),
                 time=_utc(p["time"]),
@@ -551,8 +566,8 @@ def to_quakeml_catalog(
                     resource_id=_rid("arrival", eid, p["pick_id"]),
                     pick_id=pick.resource_id,
                     phase=str(p["phase"]),
-                    time_residual=_finite(p.get("residual_s", None)),
-                    time_weight=_finite(p.get("weight", None)),
+                    time_residual=_finite(p.get("residual_s")) if own else None,
+                    time_weight=_finite(p.get("weight")) if own else None,
                 )
             )
         if _finite(row.magnitude) is not None:

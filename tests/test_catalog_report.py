@@ -98,7 +98,7 @@ def make_run(root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 3
     )
     locations.loc[n_events - 2 :, ["latitude", "longitude", "depth_km"]] = np.nan  # not located
     locations.to_parquet(run.path("location", "locations.parquet"), index=False)
-    pd.DataFrame(arrivals).to_parquet(run.path("location", "arrivals.parquet"), index=False)
+    pd.DataFrame(arrivals).to_parquet(run.path("location", "phase_residuals.parquet"))
     n_reloc = min(N_RELOCATED, n_events - 2)
     reloc = locations.iloc[:n_reloc][
         ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
@@ -205,7 +205,11 @@ def test_export_catalog(tmp_path):
     assert origin.depth_errors.uncertainty > 0
     assert len(first.picks) == 7 and len(origin.arrivals) == 7
     assert all(p.time_errors.uncertainty > 0 for p in first.picks)
-    assert all(a.time_residual is not None for a in origin.arrivals)
+    assert first.preferred_origin().method_id.id.endswith("/hypoinverse")
+    assert all(a.time_residual is not None for a in origin.arrivals)  # HypoInverse's
+    relocated = next(e for e in qml if e.preferred_origin().method_id.id.endswith("/hypodd"))
+    assert relocated.preferred_origin().arrivals  # HypoInverse's residuals are not the
+    assert all(a.time_residual is None for a in relocated.preferred_origin().arrivals)  # HypoDD
     mag = first.preferred_magnitude()
     assert mag.magnitude_type == "ML" and len(first.station_magnitudes) == 2
     assert len(first.amplitudes) == 2 and first.amplitudes[0].unit == "m"
