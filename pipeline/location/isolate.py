@@ -47,13 +47,13 @@ def run_isolating(
     """Run HypoInverse on the events ``blocks`` in ``folder``; a failure costs its event only.
 
     One run over every event comes first. When it fails (a crash, an error message, its time
-    limit: one event made hyp1.40 loop forever) and
-    the same commands succeed on an empty phase file (so the failure is an event's, not the
-    station file's or the model's), the events run again in halves, recursively, until each
-    failing run holds one event. ``folder`` then holds the full phase file, the outputs of the
-    runs that succeeded, concatenated in the order of ``blocks``, and a log with one section
-    per run; ``folder/failed_events/<id>/`` holds each failed event's input and log. With
-    k failing events among n, about ``2 k log2(n)`` short runs are added.
+    limit: one event made hyp1.40 loop forever) and the same commands succeed on an empty
+    phase file (so the failure is an event's, not the station file's or the model's), the
+    events run again in halves, recursively, until each failing run holds one event.
+    ``folder`` then holds the full phase file, the outputs of the runs that succeeded,
+    concatenated in the order of ``blocks``, and a log with one section per run;
+    ``folder/failed_events/<id>/`` holds each failed event's input and log. With k failing
+    events among n, about ``2 k log2(n)`` short runs are added.
 
     Args:
         command: the command file text (reads ``phase_file`` and writes ``outputs``).
