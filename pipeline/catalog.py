@@ -16,7 +16,7 @@ Catalog columns (``catalog/catalog.parquet``, ``catalog/catalog.csv``):
 =====================  =========================================================
 event_id               identifier shared by every stage (str)
 origin_time            origin time, UTC (Parquet: datetime64[ns, UTC]; CSV: ISO 8601)
-latitude, longitude    epicentre, degrees (WGS84)
+latitude, longitude    epicentre, degrees (WGS84; CSV: 5 decimals, about 1 m)
 depth_km               depth below sea level, km
 horizontal_error_km    horizontal location uncertainty, km (NaN when unknown)
 vertical_error_km      depth uncertainty, km (NaN when unknown)
@@ -25,7 +25,9 @@ azimuthal_gap_deg      largest azimuthal gap between stations, degrees
 nearest_station_km     epicentral distance of the nearest station the locator used, km
                        (HypoInverse's DMIN, whole km, also for HypoDD-relocated events;
                        NaN for associator origins)
-n_p, n_s               number of P and S picks associated with the event
+n_p, n_s               P and S readings the locator used (HypoInverse: final weight > 0.1,
+                       also for HypoDD-relocated events); for associator origins the P and
+                       S picks associated with the event
 magnitude              event magnitude (NaN when none could be measured)
 magnitude_type         "ML", "MJMA-vel", ... ("" when no magnitude)
 location_stage         "hypodd", "hypoinverse" or "association"
@@ -396,13 +398,16 @@ def _phase_counts(assignments: pd.DataFrame, picks: pd.DataFrame) -> dict[str, p
 def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
     """Per-pick travel-time residuals (s) from the locator, or None when the run has none.
 
-    Looks in ``location/arrivals.parquet``, ``location/phases.parquet``,
-    ``location/picks.parquet`` and ``association/assignments.parquet`` (in that order) for a
-    table with ``pick_id`` and a residual column
-    (:data:`RESIDUAL_ALIASES`); returns columns pick_id, residual_s, weight (NaN if absent),
-    source.
+    Looks in ``location/phase_residuals.parquet`` (HypoInverse's, as the location stage
+    writes them), ``location/arrivals.parquet``, ``location/phases.parquet``,
+    ``location/picks.parquet`` and ``association/assignments.parquet`` (the associator's) in
+    that order for a table with ``pick_id`` and a residual column (:data:`RESIDUAL_ALIASES`);
+    returns columns pick_id, residual_s, weight (NaN if absent), source (the table's path)
+    and stage (the ``location_stage`` of the origin they belong to: "hypoinverse" or
+    "association").
     """
     for path in (
+        run.root / "location" / "phase_residuals.parquet",
         run.root / "location" / "arrivals.parquet",
         run.root / "location" / "phases.parquet",
         run.root / "location" / "picks.parquet",
@@ -423,6 +428,7 @@ def arrival_residuals(run: RunDir) -> pd.DataFrame | None:
             }
         )
         out["source"] = str(path.relative_to(run.root))
+        out["stage"] = "association" if path.parent.name == "association" else "hypoinverse"
         return out.dropna(subset=["residual_s"])
     return None
 
@@ -460,7 +466,13 @@ def to_quakeml_catalog(
     residuals: pd.DataFrame | None = None,
     station_mags: pd.DataFrame | None = None,
 ) -> Catalog:
-    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks."""
+    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks.
+
+    An arrival's time residual and weight are those of the origin carrying it (QuakeML
+    relates them to it): ``residuals`` (:func:`arrival_residuals`) of the same stage as the
+    event's ``location_stage``; a HypoDD origin's arrivals have none (HypoDD's residuals are
+    per differential time, ``relocation/hypoDD.res``).
+    """
     creation = CreationInfo(agency_id="eqcat", creation_time=UTCDateTime())
     by_event: dict[str, list[dict]] = {}
     if picks is not None and assignments is not None:
@@ -471,7 +483,11 @@ def to_quakeml_catalog(
         )
         if residuals is not None:
             joined = joined.merge(
-                residuals[["pick_id", "residual_s", "weight"]], on="pick_id", how="left"
+                residuals[["pick_id", "residual_s", "weight", "stage"]].rename(
+                    columns={"stage": "residual_stage"}
+                ),
+                on="pick_id",
+                how="left",
             )
         for record in joined.to_dict("records"):
             by_event.setdefault(record["event_id"], []).append(record)
@@ -527,6 +543,7 @@ def to_quakeml_catalog(
         event.origins.append(origin)
         event.preferred_origin_id = origin.resource_id
         for p in by_event.get(eid, []):
+            own = p.get("residual_stage") == row.location_stage  # residuals of this origin
             pick = Pick(
                 resource_id=_rid("pick", p["pick_id"]),
                 time=_utc(p["time"]),
@@ -549,8 +566,8 @@ def to_quakeml_catalog(
                     resource_id=_rid("arrival", eid, p["pick_id"]),
                     pick_id=pick.resource_id,
                     phase=str(p["phase"]),
-                    time_residual=_finite(p.get("residual_s", None)),
-                    time_weight=_finite(p.get("weight", None)),
+                    time_residual=_finite(p.get("residual_s")) if own else None,
+                    time_weight=_finite(p.get("weight")) if own else None,
                 )
             )
         if _finite(row.magnitude) is not None:
@@ -609,10 +626,20 @@ def _km_to_deg(km: object) -> float | None:
 # Stage
 
 
+#: Decimals of the CSV's latitude and longitude: 1e-5 degree is about 1 m (6 significant
+#: digits, the other columns' format, left 3 decimals, about 90 m, to a longitude of 133°).
+COORDINATE_DECIMALS = 5
+
+
 def _csv(catalog: pd.DataFrame) -> str:
-    """The catalog as CSV text (origin times ISO 8601 with a Z)."""
+    """The catalog as CSV text (origin times ISO 8601 with a Z; latitude and longitude with
+    :data:`COORDINATE_DECIMALS` decimals, other numbers with 6 significant digits)."""
+    coordinates = {
+        column: catalog[column].map(lambda v: "" if pd.isna(v) else f"{v:.{COORDINATE_DECIMALS}f}")
+        for column in ("latitude", "longitude")
+    }
     return catalog.assign(
-        origin_time=catalog["origin_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        origin_time=catalog["origin_time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), **coordinates
     ).to_csv(index=False, float_format="%.6g")
 
 

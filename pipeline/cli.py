@@ -551,7 +551,9 @@ def relocate(
         cfg = validated_override(cfg, "--engine", engine=engine)
     engine_command(cfg)  # the engine exists, before anything runs
     interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]))
-    typer.echo(f"relocations: {relocate_dir(hypodd_dir, cfg)}")
+    reloc = relocate_dir(hypodd_dir, cfg)
+    n_events = sum(1 for line in reloc.read_text(errors="replace").splitlines() if line.strip())
+    typer.echo(f"relocations: {reloc} ({n_events} events relocated)")
 
 
 def _utc_option(value: str | None, option: str):

@@ -294,13 +294,15 @@ class StationAmplitude:
 
     ``amplitude``: combined zero-to-peak amplitude in the window (NaN: no horizontal covers
     it); ``time``: time of the largest component peak; ``n_components``: horizontals used;
-    ``noise``: combined noise amplitude before P (NaN: not measured or not covered).
+    ``noise``: combined noise amplitude before P (NaN: not measured or not covered);
+    ``n_clipped``: horizontals left out because their counts are clipped in the window.
     """
 
     amplitude: float
     time: UTCDateTime
     n_components: int
     noise: float
+    n_clipped: int = 0  # horizontals left out: clipped inside the window
 
     @property
     def snr(self) -> float:
@@ -308,6 +310,35 @@ class StationAmplitude:
         if not (math.isfinite(self.noise) and self.noise > 0):
             return math.nan
         return self.amplitude / self.noise
+
+
+#: A window is clipped when this many consecutive raw samples sit at its maximum or minimum
+#: count (the digitizer's limit: a waveform's true peak is not flat) ...
+CLIP_RUN_SAMPLES = 5
+#: ... of at least this magnitude for integer counts (smaller ones repeat by quantisation).
+CLIP_MIN_COUNTS = 1024
+
+
+def window_problem(tr: Trace, window: tuple[UTCDateTime, UTCDateTime]) -> str:
+    """Why the raw counts of ``tr`` inside ``window`` give no amplitude ("" when they do):
+    "dead" (one constant value: its peak, 0, would halve a mean of components) or "clipped"
+    (flat at their maximum or minimum for :data:`CLIP_RUN_SAMPLES` samples: the peak is a
+    lower bound)."""
+    i0 = max(int(np.ceil((window[0] - tr.stats.starttime) / tr.stats.delta)), 0)
+    i1 = int(np.floor((window[1] - tr.stats.starttime) / tr.stats.delta)) + 1
+    raw = np.asarray(tr.data[i0:i1])
+    if raw.size == 0:
+        return ""
+    if raw.max() == raw.min():
+        return "dead"
+    integer = np.issubdtype(raw.dtype, np.integer)
+    for level in (raw.max(), raw.min()):
+        if raw.size < CLIP_RUN_SAMPLES or (integer and abs(float(level)) < CLIP_MIN_COUNTS):
+            continue
+        runs = np.lib.stride_tricks.sliding_window_view(raw == level, CLIP_RUN_SAMPLES)
+        if runs.all(axis=1).any():
+            return "clipped"
+    return ""
 
 
 def _window_peak(
@@ -467,14 +498,16 @@ class AmplitudeMeter:
 
         ``stream`` should extend ``cfg.padding_s`` beyond the windows on both sides. Each
         horizontal's zero-to-peak amplitude inside ``window`` is measured and the peaks are
-        combined per ``cfg.amplitude_combination``; traces with gaps (masked samples) or not
-        covering the window are skipped. With ``noise_end`` the same is done in
-        ``cfg.noise_windows`` windows of the same length ending at ``noise_end`` (those the
-        trace covers), each component's noise being the median of its window peaks.
+        combined per ``cfg.amplitude_combination``; traces with gaps (masked samples), not
+        covering the window, or dead or clipped in it (:func:`window_problem`) are skipped. With
+        ``noise_end`` the same is done in ``cfg.noise_windows`` windows of the same length
+        ending at ``noise_end`` (those the trace covers), each component's noise being the
+        median of its window peaks.
         """
         length = window[1] - window[0]
         peaks: list[tuple[float, UTCDateTime]] = []
         noises: list[float] = []
+        n_clipped = 0
         for tr in stream:
             if not tr.stats.channel or tr.stats.channel[-1] not in HORIZONTAL_CODES:
                 continue
@@ -482,6 +515,11 @@ class AmplitudeMeter:
                 continue
             if np.ma.is_masked(tr.data):
                 log.info("%s: gap near %s, component skipped", tr.id, window[0])
+                continue
+            problem = window_problem(tr, window)
+            if problem:
+                log.info("%s: %s near %s, component skipped", tr.id, problem, window[0])
+                n_clipped += problem == "clipped"
                 continue
             y = self.convert(tr)
             peak = _window_peak(y, tr, window)
@@ -499,13 +537,14 @@ class AmplitudeMeter:
             if window_peaks:
                 noises.append(float(np.median(window_peaks)))
         if not peaks:
-            return StationAmplitude(math.nan, UTCDateTime(0), 0, math.nan)
+            return StationAmplitude(math.nan, UTCDateTime(0), 0, math.nan, n_clipped)
         values = np.array([p[0] for p in peaks])
         return StationAmplitude(
             amplitude=self._combine(values),
             time=peaks[int(np.argmax(values))][1],
             n_components=len(peaks),
             noise=self._combine(np.array(noises)) if noises else math.nan,
+            n_clipped=n_clipped,
         )
 
     def station_amplitude(
@@ -682,8 +721,9 @@ def _pair_windows(inp: _Inputs, cfg: MagnitudeConfig) -> pd.DataFrame:
         epi_m, _, _ = gps2dist_azimuth(
             ev["latitude"], ev["longitude"], st["latitude"], st["longitude"]
         )
-        depth = float(ev["depth_km"]) + float(st.get("elevation_m", 0.0) or 0.0) / 1000.0
-        distance = math.hypot(epi_m / 1000.0, depth)
+        elevation = pd.to_numeric(st.get("elevation_m", 0.0), errors="coerce")
+        depth = float(ev["depth_km"]) + (0.0 if pd.isna(elevation) else elevation / 1000.0)
+        distance = math.hypot(epi_m / 1000.0, depth)  # a blank elevation: at sea level
         if distance > cfg.max_distance_km:
             continue
         origin = pd.Timestamp(ev["origin_time"])
@@ -753,6 +793,8 @@ def measure_station_magnitudes(
     A station with a channel that has no instrument response in the inventory gives no
     magnitude: it is logged and, when ``skipped`` is given, recorded there
     (``NET.STA`` -> why); an inventory without any response is one entry, ``all stations``.
+    Events whose amplitude window is clipped on every horizontal of a station get no
+    magnitude from it (the peak is a lower bound), recorded as ``NET.STA clipped``.
 
     Returns:
         one row per measured pair: the ``STATION_MAGNITUDE_COLUMNS`` plus ``used`` (False
@@ -778,7 +820,10 @@ def measure_station_magnitudes(
         for (net, sta, loc), windows in by_station:
             _check_codes(net, sta, loc)
             try:
-                rows += _station_rows(meter, inp, sds_root, cfg, (net, sta, loc), windows)
+                found, clipped = _station_rows(meter, inp, sds_root, cfg, (net, sta, loc), windows)
+                rows += found
+                if clipped and skipped is not None:
+                    skipped[f"{net}.{sta} clipped"] = clipped_note(clipped)
             except MissingResponseError as exc:
                 log.warning("station %s.%s: %s; no magnitudes from it", net, sta, exc.message)
                 if skipped is not None:
@@ -797,10 +842,12 @@ def _station_rows(
     cfg: MagnitudeConfig,
     codes: tuple[str, str, str],
     windows: pd.DataFrame,
-) -> list[dict]:
-    """The measured rows (see :func:`measure_station_magnitudes`) of one station's windows."""
+) -> tuple[list[dict], list[str]]:
+    """The measured rows (see :func:`measure_station_magnitudes`) of one station's windows,
+    and the events whose window is clipped on every horizontal (no row)."""
     net, sta, loc = codes
     rows = []
+    clipped: list[str] = []
     prefix = _channel_prefix(inp.stations, net, sta, loc)
     rate = _station_rate(inp.stations, net, sta)
     for chunk in _chunks(windows, cfg.read_chunk_s):
@@ -823,6 +870,8 @@ def _station_rows(
             m = meter.measure(part, (w.start, w.end), w.noise_end)
             if not (math.isfinite(m.amplitude) and m.amplitude > 0):
                 log.debug("event %s station %s.%s: no amplitude", w.event_id, net, sta)
+                if m.n_clipped:
+                    clipped.append(str(w.event_id))
                 continue
             amplitude = m.amplitude
             if cfg.noise_correction and math.isfinite(m.noise):
@@ -850,7 +899,16 @@ def _station_rows(
                     and not (math.isfinite(m.snr) and m.snr < cfg.min_snr),
                 }
             )
-    return rows
+    return rows, clipped
+
+
+def clipped_note(event_ids: list[str], shown: int = 5) -> str:
+    """The report's note for a station clipped in the amplitude windows of ``event_ids``."""
+    more = f" and {len(event_ids) - shown} more" if len(event_ids) > shown else ""
+    return (
+        f"amplitude clipped on every horizontal for {len(event_ids)} event(s) "
+        f"({', '.join(event_ids[:shown])}{more}): no station magnitude from them"
+    )
 
 
 def censored_median(values: np.ndarray, n_below: int) -> float:
@@ -964,7 +1022,8 @@ def compute_magnitudes(
             "station_magnitudes": int(len(station_mags)),
             "amplitudes_measured": int(len(measured)),
             "amplitudes_below_min_snr": below,
-            "stations_skipped": len(skipped),
+            "stations_skipped": sum(not k.endswith(" clipped") for k in skipped),
+            "stations_clipped": sum(k.endswith(" clipped") for k in skipped),
         },
         wall_time_s=time.monotonic() - started,
         details={

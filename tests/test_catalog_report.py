@@ -98,7 +98,7 @@ def make_run(root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 3
     )
     locations.loc[n_events - 2 :, ["latitude", "longitude", "depth_km"]] = np.nan  # not located
     locations.to_parquet(run.path("location", "locations.parquet"), index=False)
-    pd.DataFrame(arrivals).to_parquet(run.path("location", "arrivals.parquet"), index=False)
+    pd.DataFrame(arrivals).to_parquet(run.path("location", "phase_residuals.parquet"))
     n_reloc = min(N_RELOCATED, n_events - 2)
     reloc = locations.iloc[:n_reloc][
         ["event_id", "origin_time", "latitude", "longitude", "depth_km"]
@@ -185,6 +185,8 @@ def test_export_catalog(tmp_path):
     csv = pd.read_csv(run.root / "catalog" / "catalog_all.csv")
     assert list(csv.columns) == CATALOG_COLUMNS and len(csv) == len(cat)
     assert pd.to_datetime(csv["origin_time"], utc=True).equals(cat["origin_time"].dt.floor("us"))
+    for column in ("latitude", "longitude"):  # to about 1 m (6 significant digits: 90 m)
+        assert np.abs(csv[column] - cat[column]).max() <= 0.5e-5 + 1e-12
     assert len(pd.read_csv(run.root / "catalog" / "catalog.csv")) == len(default)
 
     qml = read_events(str(run.root / "catalog" / "catalog.xml"))
@@ -203,7 +205,11 @@ def test_export_catalog(tmp_path):
     assert origin.depth_errors.uncertainty > 0
     assert len(first.picks) == 7 and len(origin.arrivals) == 7
     assert all(p.time_errors.uncertainty > 0 for p in first.picks)
-    assert all(a.time_residual is not None for a in origin.arrivals)
+    assert first.preferred_origin().method_id.id.endswith("/hypoinverse")
+    assert all(a.time_residual is not None for a in origin.arrivals)  # HypoInverse's
+    relocated = next(e for e in qml if e.preferred_origin().method_id.id.endswith("/hypodd"))
+    assert relocated.preferred_origin().arrivals  # HypoInverse's residuals are not the
+    assert all(a.time_residual is None for a in relocated.preferred_origin().arrivals)  # HypoDD
     mag = first.preferred_magnitude()
     assert mag.magnitude_type == "ML" and len(first.station_magnitudes) == 2
     assert len(first.amplitudes) == 2 and first.amplitudes[0].unit == "m"
@@ -317,3 +323,22 @@ def test_quality_classes_follow_the_documented_limits():
     ]
     expected = ["A", "A", "B", "B", "C", "C", "B", "C", "C", "A", "C", "D"]
     assert list(quality_classes(pd.DataFrame(rows))) == expected
+
+
+def test_an_empty_catalog_of_located_events_says_they_are_in_catalog_all(tmp_path):
+    """Every event located but none of class A/B: the report said "none has a hypocentre"."""
+    from pipeline.report.data_quality import empty_catalog_reason
+
+    run = RunDir(tmp_path / "run")
+    picks = pd.DataFrame({"network": ["XX"] * 3, "station": ["A", "B", "C"]})
+    run.record_stage("association", counts={"events": 4})
+    assert empty_catalog_reason(run, None, picks, 0) == (
+        "4 associated event(s), but none has a hypocentre"
+    )
+    run.record_stage("catalog", counts={"events": 0, "events_all": 3})
+    reason = empty_catalog_reason(run, None, picks, 0)
+    assert reason == (
+        "3 event(s) have a hypocentre, but none is of quality class A or B; "
+        "catalog/catalog_all.csv holds them all"
+    )
+    assert empty_catalog_reason(run, None, picks, 2) is None

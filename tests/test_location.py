@@ -14,6 +14,7 @@ import pytest
 from pipeline.location import LocationConfig, locate, locate_picks
 from pipeline.location import stage as locate_stage
 from pipeline.location.hypoinverse_formats import (
+    FormatError,
     PhasePick,
     parse_abandoned,
     parse_archive,
@@ -481,17 +482,17 @@ def test_a_failed_trial_depth_start_leaves_the_other_solutions(
 ):
     """HypoInverse failing from one further trial depth (injected: the real program runs for
     the other starts) is named in the failures; every event is still located."""
-    import pipeline.location.stage as stage
+    import pipeline.location.isolate as isolate
     from pipeline.location.runner import HypoInverseError
 
-    real = stage.run_hypoinverse
+    real = isolate.run_hypoinverse
 
     def failing_at_10_km(command, inputs, outputs, where, timeout_s):
-        if where.name == "10.00km":
+        if "10.00km" in where.parts:  # every run of that start, even without events
             raise HypoInverseError(f"HypoInverse did not finish within 1 s; see {where}")
         return real(command, inputs, outputs, where, timeout_s)
 
-    monkeypatch.setattr(stage, "run_hypoinverse", failing_at_10_km)
+    monkeypatch.setattr(isolate, "run_hypoinverse", failing_at_10_km)
     events, picks, stations = _el16_inputs(shared)
     model = load_velocity_model("generic_crust")
     locations, _, failures = locate_picks(
@@ -502,3 +503,126 @@ def test_a_failed_trial_depth_start_leaves_the_other_solutions(
         "the other starts' solutions kept"
     )
     assert locations["located"].all()
+
+
+# ------------------------------------------------------- one event's failure costs that event
+
+
+def _crashing_wrapper(tmp_path: Path, real: Path, crash_ids: set[int]) -> Path:
+    """An executable running the real ``hyp1.40``, except that it dies of SIGSEGV (as hyp1.40
+    did on a trial epicentre far outside the network) when the phase file holds an event whose
+    id is in ``crash_ids``."""
+    script = tmp_path / "hyp_wrapper.py"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        f"crash = {sorted(crash_ids)!r}\n"
+        "lines = Path('phases.arc').read_text().splitlines()\n"
+        "ids = {int(x[136:146]) for x in lines if len(x) >= 146 and x[136:146].strip()}\n"
+        "if ids & set(crash):\n"
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+        f"os.execv({str(real)!r}, [{str(real)!r}])\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_an_event_the_program_crashes_on_costs_that_event_only(hyp_binary, tmp_path, monkeypatch):
+    model, stations, events, picks, assignments, _ = _scenario(seed=4, n_events=6)
+    monkeypatch.setenv("EQCAT_HYPOINVERSE", str(_crashing_wrapper(tmp_path, hyp_binary, {3})))
+    run = _write_run(tmp_path, stations, events, picks, assignments)
+
+    entry = locate(run, LocationConfig(), model)
+    locations = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
+    assert entry["counts"]["located"] == 5
+    assert not locations.loc["ev002", "located"]
+    reason = locations.loc["ev002", "reason"]
+    assert reason.startswith("not located: HypoInverse primary start: HypoInverse failed")
+    assert "killed by SIGSEGV" in reason and "failed_events/3/hypoinverse.log" in reason
+    assert "not in HypoInverse's output" not in reason  # no per-pick noise for it
+    assert entry["details"]["failures"]["event ev002"] == reason
+    assert locations.drop(index="ev002")["located"].all()
+    folder = run.path("location")
+    kept = (folder / "failed_events" / "3" / "phases.arc").read_text().splitlines()
+    assert {line[136:146].strip() for line in kept if len(line) >= 146} == {"3"}
+    assert len(parse_archive(folder / "hypoinverse.arc")[0]) == 5
+    assert "location/failed_events/3/phases.arc" in entry["outputs"]
+    ten_km = (folder / "trial_depths" / "10.00km" / "phases.arc").read_text()
+    assert ten_km.count("\n      ") == 5  # the crashing event is not tried again
+
+
+def test_a_failure_without_any_event_stops_the_stage(hyp_binary, tmp_path):
+    from pipeline.location.isolate import run_isolating
+
+    with pytest.raises(HypoInverseError, match="STATION FILE DOES NOT EXIST"):
+        run_isolating("STA 'absent.sta'\nPHS 'p.arc'\nLOC\nSTO\n", {}, "p.arc",
+                      {1: "x\n", 2: "y\n"}, [], tmp_path, 30)  # fmt: skip
+    assert not (tmp_path / "failed_events").exists()
+    assert not list(tmp_path.glob(".isolate-*"))
+
+
+def test_a_looping_event_costs_about_twice_the_time_limit(tmp_path, monkeypatch):
+    """The program looping on event 11 of 16 (injected): the event is found with halves run
+    under their share of the limit (at least MIN_PART_TIMEOUT_S), the others' outputs kept."""
+    import pipeline.location.isolate as isolate
+
+    calls = []
+
+    def fake_run(command, inputs, outputs, where, timeout_s):
+        where.mkdir(parents=True, exist_ok=True)
+        calls.append((inputs["p.arc"], timeout_s))
+        (where / "hypoinverse.log").write_text("log\n")
+        if " 11\n" in inputs["p.arc"]:
+            raise HypoInverseError(f"HypoInverse did not finish within {timeout_s:.0f} s")
+        (where / "out.arc").write_text(inputs["p.arc"])
+        return where / "hypoinverse.log"
+
+    monkeypatch.setattr(isolate, "run_hypoinverse", fake_run)
+    monkeypatch.setattr(isolate, "MIN_PART_TIMEOUT_S", 20.0)
+    blocks = {i: f"event {i}\n" for i in range(1, 17)}
+    _, failed = isolate.run_isolating("", {}, "p.arc", blocks, ["out.arc"], tmp_path, 160.0)
+    assert list(failed) == [11] and "did not finish within 20 s" in failed[11]
+    assert (tmp_path / "out.arc").read_text() == "".join(
+        text for i, text in blocks.items() if i != 11
+    )
+    # all 16 events, 9-16, 9-12, 11-12, 11; the others ran at most their share
+    assert [limit for text, limit in calls if " 11\n" in text] == [160, 80, 40, 20, 20]
+    assert len(calls) == 1 + 1 + 2 * 4  # all, no events, two halves at each of 4 levels
+    assert (tmp_path / "failed_events" / "11" / "p.arc").read_text() == "event 11\n"
+
+
+def test_a_trial_epicentre_far_outside_the_network_is_not_used(hyp_binary, tmp_path):
+    """From a trial epicentre on the other side of the Earth hyp1.40 crashed (SIGSEGV) or
+    looped; HypoInverse's default start is used instead, and the event is located."""
+    model, stations, events, picks, assignments, truth = _scenario(seed=3, n_events=3)
+    events.loc[1, ["latitude", "longitude", "depth_km"]] = [-35.3, -133.3, 5.0]
+    run = _write_run(tmp_path, stations, events, picks, assignments)
+
+    locate(run, LocationConfig(timeout_s=5), model)
+    located = pd.read_parquet(run.path("location", "locations.parquet")).set_index("event_id")
+    assert located["located"].all()
+    assert "HypoInverse's default start used" in located.loc["ev001", "reason"]
+    true = truth.set_index("event_id").loc["ev001"]
+    error = epicentral_km(located.loc["ev001", "latitude"], located.loc["ev001", "longitude"],
+                          true["latitude"], true["longitude"])  # fmt: skip
+    assert error < 3.0
+    assert located.loc["ev000", "reason"] == ""
+
+
+def test_an_unreadable_solution_is_left_out_with_its_event_id(shared, tmp_path):
+    """HypoInverse writes ``****`` in a field its solution overflows."""
+    lines = shared("data", "hypodd_example1", "El16.arc").read_text().splitlines()
+    headers = [0] + [i + 1 for i, line in enumerate(lines[:-1]) if not line[:4].strip()]
+    bad = headers[4]
+    lines[bad] = lines[bad][:45] + "****" + lines[bad][49:]  # RMS, columns 46-49 (pre-Y2000)
+    arc = tmp_path / "bad.arc"
+    arc.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FormatError, match=r"bad.arc:\d+: cannot read archive line"):
+        parse_archive(arc)
+    unreadable: dict[int, str] = {}
+    events, phases = parse_archive(arc, unreadable=unreadable)
+    (bad_id,) = unreadable
+    assert "'****' are not a number" in unreadable[bad_id]
+    assert len(events) == 15 and bad_id not in set(events["hypoinverse_id"])
+    assert bad_id not in set(phases["hypoinverse_id"]) and len(phases) > 0

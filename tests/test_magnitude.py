@@ -482,3 +482,89 @@ def test_events_take_the_best_hypocentre_available(tmp_path):
     entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
     assert entry["counts"]["events_with_magnitude"] == len(EVENTS)
     assert "association/events.parquet" in entry["inputs"]
+
+
+def test_a_clipped_amplitude_window_gives_no_station_magnitude(tmp_path):
+    """The largest event clips one station's horizontals (flat at 30 % of its peak counts):
+    that station is left out of the event's magnitude and named in the report's entries."""
+    run, _ = build_run(tmp_path / "run")
+    folder = run.root / "waveforms" / "2000" / "XX" / "ST01"
+    r = _distance_km(EVENTS[3], *STATIONS["ST01"])
+    t_s = START + EVENTS[3][0] + r / VS
+    for comp in "EN":
+        path = folder / f"HH{comp}.D" / f"XX.ST01..HH{comp}.D.2000.280"
+        tr = read(str(path))[0]
+        i0, i1 = int((t_s - 5 - START) * FS), int((t_s + 20 - START) * FS)
+        level = 0.3 * np.abs(tr.data[i0:i1]).max()
+        tr.data[i0:i1] = np.clip(tr.data[i0:i1], -level, level)
+        tr.write(str(path), format="MSEED", encoding="FLOAT64")
+    entry = compute_magnitudes(run, MagnitudeConfig(vp_vs=VP / VS))
+    mags = pd.read_parquet(run.root / "magnitude" / "magnitudes.parquet").set_index("event_id")
+    assert mags.loc["ev003", "n_stations"] == len(STATIONS) - 1
+    assert mags.loc["ev003", "magnitude"] == pytest.approx(EVENTS[3][4], abs=0.05)
+    assert (mags.drop(index="ev003")["n_stations"] == len(STATIONS)).all()
+    note = entry["details"]["skipped"]["XX.ST01 clipped"]
+    assert "clipped on every horizontal for 1 event(s) (ev003)" in note
+    assert entry["counts"]["stations_clipped"] == 1 and entry["counts"]["stations_skipped"] == 0
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (np.r_[np.zeros(50), [3, 3, 3, 3, 3, 3], np.zeros(50)].astype(np.int32), ""),
+        (np.r_[np.zeros(50), [3000] * 5, -np.ones(50)].astype(np.int32), "clipped"),
+        (np.r_[np.zeros(50), [3000] * 4, -np.ones(50)].astype(np.int32), ""),
+        (np.clip(np.sin(np.arange(100) / 5.0), -0.5, 0.5), "clipped"),  # float counts
+        (1000 * np.sin(np.arange(200) / 5.0), ""),
+        (np.zeros(100, np.int32), "dead"),
+        (np.full(100, 2.5e4), "dead"),
+    ],
+)
+def test_window_problem_finds_dead_and_clipped_windows(data, problem):
+    """Clipped: five equal samples at the window's maximum or minimum (small integer counts
+    repeat by quantisation and are not taken for clipping); dead: one value throughout."""
+    from pipeline.magnitude import window_problem
+
+    tr = Trace(np.asarray(data), header={"sampling_rate": FS, "starttime": START})
+    assert window_problem(tr, (START, tr.stats.endtime)) == problem
+
+
+def test_a_dead_horizontal_does_not_halve_the_station_amplitude():
+    """A dead E (zeros) beside a live N: its zero peak went into the mean of components
+    (-0.30 in ML); the station amplitude is now the N peak alone."""
+    response = Response.from_paz([0j, 0j], INST_POLES, INST_GAIN, input_units="M/S",
+                                 output_units="COUNTS")  # fmt: skip
+    channels = [Channel(f"HH{c}", "", 35.0, 133.0, 0.0, 0.0, sample_rate=FS, response=response)
+                for c in "EN"]  # fmt: skip
+    inv = Inventory([Network("XX", [Station("ST1", 35.0, 133.0, 0.0, channels=channels)])])
+    t = np.arange(int(60 * FS)) / FS
+    live = 1e4 * np.exp(-(((t - 30) / 0.5) ** 2)) * np.sin(2 * np.pi * 4 * t)
+    header = {"network": "XX", "station": "ST1", "sampling_rate": FS, "starttime": START}
+    window = (START + 25, START + 35)
+    meter = AmplitudeMeter(inv, MagnitudeConfig(amplitude_combination="mean"))
+    north = Trace(live.copy(), header={**header, "channel": "HHN"})
+    alone = meter.measure(Stream([north]), window)
+    dead = Trace(np.zeros(live.size, np.int32), header={**header, "channel": "HHE"})
+    both = meter.measure(Stream([dead, north]), window)
+    assert both.n_components == 1 and both.n_clipped == 0
+    assert both.amplitude == pytest.approx(alone.amplitude, rel=1e-9)
+
+
+def test_a_blank_station_elevation_is_sea_level_not_a_nan_distance():
+    """A blank elevation_m made the distance NaN: every station magnitude of that station
+    NaN, counted as below the noise in the event's censored median."""
+    from pipeline.magnitude import _Inputs, _pair_windows
+
+    t0 = pd.Timestamp("2000-10-06 00:01:00", tz="UTC")
+    events = pd.DataFrame({"event_id": ["e1"], "origin_time": [t0], "latitude": [35.0],
+                           "longitude": [133.0], "depth_km": [10.0]})  # fmt: skip
+    picks = pd.DataFrame({"pick_id": ["p1"], "network": ["XX"], "station": ["ST1"],
+                          "location": [""], "phase": ["S"],
+                          "time": [t0 + pd.Timedelta(seconds=5)]})  # fmt: skip
+    stations = pd.DataFrame({"network": ["XX"], "station": ["ST1"], "location": [""],
+                             "latitude": [35.0], "longitude": [133.1],
+                             "elevation_m": [np.nan]})  # fmt: skip
+    assignments = pd.DataFrame({"event_id": ["e1"], "pick_id": ["p1"]})
+    inp = _Inputs(events, [], picks, assignments, stations, Inventory())
+    distance = _pair_windows(inp, MagnitudeConfig())["distance_km"].iloc[0]
+    assert distance == pytest.approx(math.hypot(9.11, 10.0), abs=0.05)

@@ -342,9 +342,61 @@ def test_engine_errors_are_clear(tmp_path):
     cut = inp.splitlines()
     names = [i for i, line in enumerate(cut) if line.strip() and not line.startswith("*")]
     (tmp_path / "hypoDD.inp").write_text("\n".join(cut[: names[9] + 1]) + "\n")  # no parameters
-    with pytest.raises(HypoDDError, match="exit status 1.*hypoDD.engine.log"):
+    # named before the engine runs (it ended in "IndexError: list index out of range")
+    with pytest.raises(
+        EqcatInputError,
+        match=rf"hypoDD.inp: ends after line {names[9] + 1}; expected a line 'IDAT IPHA DIST'",
+    ):
         relocate_dir(tmp_path, RelocationConfig(engine="python", timeout_s=120))
-    assert (tmp_path / "hypoDD.engine.log").is_file()
+    assert not (tmp_path / "hypoDD.engine.log").exists()
+
+
+def _inp_lines() -> list[str]:
+    """A rendered hypoDD.inp (IMOD 1, 5 iteration sets), one string per line."""
+    model = load_velocity_model("generic_crust")
+    return fmt.render_hypodd_inp(RelocationConfig().hypodd, model, n_events=2,
+                                 has_cc=False).splitlines()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        # params: 0 data, 1 clustering, 2 solution, 3-7 iterations, 8 IMOD, 9-11 model, 12 CID
+        (
+            lambda p: p[:3],
+            r": ends after line \d+; expected a line 'NITER WTCCP .* \(set 1 of 5\)'",
+        ),
+        (lambda p: p[:8], r": ends after line \d+; expected a line 'IMOD' next"),
+        (
+            lambda p: ["3 3", *p[1:]],
+            r":\d+: expected 'IDAT IPHA DIST' \(3 numbers, the first 2 whole\), got '3 3'",
+        ),
+        (lambda p: [*p[:2], "2 1 1", *p[3:]], r":\d+: expected 'ISTART ISOLV IAQ NSET'"),
+        (lambda p: [*p[:4], "1 0.01 x", *p[5:]], r":\d+: expected 'NITER WTCCP .* \(set 2 of 5\)'"),
+        (lambda p: [*p[:9], "0 1 5", *p[10:]], r":\d+: expected 'TOP values ... -9' \(IMOD 1\)"),
+        (
+            lambda p: [*p[:10], "5.0 6.0 -9", *p[11:]],
+            r":\d+: the IMOD 1 model has \d+ layer tops, 2 vel",
+        ),
+        (lambda p: [*p[:12], "one"], r":\d+: expected 'CID' or event ids"),
+    ],
+)
+def test_a_damaged_hypodd_inp_is_named_before_the_engine_runs(tmp_path, edit, expected):
+    """Each parameter line (after the nine file names) is checked; the rendered file passes."""
+    lines = _inp_lines()
+    starts = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("*")]
+    head, params = lines[: starts[10]], [lines[i] for i in starts[10:]]
+    path = tmp_path / "hypoDD.inp"
+    path.write_text("\n".join(head + params) + "\n")
+    fmt.check_inp_parameters(path)
+    path.write_text("\n".join(head + edit(params)) + "\n")
+    with pytest.raises(EqcatInputError, match="hypoDD.inp" + expected):
+        fmt.check_inp_parameters(path)
+
+
+def test_the_official_example_hypodd_inp_passes_the_check(shared):
+    fmt.check_inp_parameters(shared(*EXAMPLE, "hypoDD.inp"))
+    fmt.check_inp_parameters(shared("data", "hypodd_example2", "hypoDD.inp"))
 
 
 @pytest.mark.parametrize(
@@ -572,3 +624,54 @@ def test_an_engine_failure_keeps_the_hypoinverse_locations_and_says_so(tmp_path)
     assert "exceeded relocation.timeout_s = 0.001 s" in failure
     assert failure.endswith("HypoInverse locations kept")
     assert data_gaps(run)[ENGINE_FAILURE] == f"relocation: {failure}"
+
+
+def test_a_window_over_a_data_gap_is_not_correlated(tmp_path):
+    """Two events whose P windows each hold a data gap (filled with zeros, on a trace with a
+    DC offset): the filtered steps correlated with each other (cc ~1, a wrong dt); such
+    windows are left out, while a clean pair of the same station still correlates."""
+    from obspy import Stream, Trace, UTCDateTime
+
+    from pipeline.relocation.params import CrossCorrelationConfig
+    from pipeline.relocation.xcorr import StationInfo, cross_correlation_times
+
+    rate, start = 100.0, UTCDateTime("2000-10-08T00:00:00")
+    t = np.arange(int(500 * rate)) / rate
+    data = 5000.0 + np.random.default_rng(1).normal(0, 1.0, t.size)
+    picks = {1: 100.0, 2: 200.0, 3: 300.0, 4: 400.0}
+    for pick in picks.values():
+        data += 50 * np.exp(-(((t - pick - 0.2) / 0.05) ** 2)) * np.sin(2 * np.pi * 8 * t)
+    keep = np.ones(t.size, bool)
+    for gap_start in (300.6, 400.4):  # inside the P windows of events 3 and 4
+        keep[(t >= gap_start) & (t < gap_start + 1.0)] = False
+    edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(int), 0]))
+    header = {"network": "XX", "station": "ST1", "channel": "HHZ", "sampling_rate": rate}
+    stream = Stream(
+        Trace(data[a:b], header={**header, "starttime": start + a / rate})
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
+    )
+    folder = tmp_path / "2000" / "XX" / "ST1" / "HHZ.D"
+    folder.mkdir(parents=True)
+    stream.write(str(folder / "XX.ST1..HHZ.D.2000.282"), format="MSEED", encoding="FLOAT64")
+    table = pd.DataFrame(
+        {"hypodd_id": list(picks), "station": "ST1", "phase": "P",
+         "time": [pd.Timestamp((start + p).datetime, tz="UTC") for p in picks.values()]}
+    )  # fmt: skip
+    origins = table.set_index("hypodd_id")["time"] - pd.Timedelta(seconds=5)
+    pairs = pd.DataFrame({"id1": [1, 3], "id2": [2, 4]})
+    info = StationInfo("ST1", "XX", "ST1", "", "HH", rate)
+    dt = cross_correlation_times(pairs, table, origins, [info], tmp_path, CrossCorrelationConfig())
+    assert dt[["id1", "id2"]].values.tolist() == [[1, 2]]
+    assert dt["weight"].iloc[0] > 0.9 and abs(dt["dt"].iloc[0]) < 0.01
+
+
+def test_a_3d_model_is_refused_before_the_package_engine_runs(tmp_path):
+    """IMOD 9 ended in the package's "ValueError: invalid literal for int() ... 'vel3D.dat'"."""
+    lines = _inp_lines()
+    starts = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("*")]
+    imod = starts[18]  # hypoDD_2, 9 file names, 3 control lines, 5 iteration sets, IMOD
+    assert lines[imod].strip() == "1"
+    three_d = ["9", "vel3D.dat", "37.88 -122.24 0", "2 9 4 1 1 1.35 0.0005 50"]
+    (tmp_path / "hypoDD.inp").write_text("\n".join(lines[:imod] + three_d) + "\n")
+    with pytest.raises(EqcatInputError, match="IMOD 9 is a velocity model the hypodd package"):
+        relocate_dir(tmp_path, RelocationConfig(engine="python"))

@@ -306,6 +306,14 @@ def _int(line: str, start: int, end: int) -> int | None:
     return None if math.isnan(value) else int(value)
 
 
+def _int_or_zero(line: str, start: int, end: int) -> int:
+    """The integer in columns ``start``-``end``; 0 when blank or unreadable (an event id)."""
+    try:
+        return _int(line, start, end) or 0
+    except (FormatError, ValueError):
+        return 0
+
+
 def _is_y2000_header(line: str) -> bool:
     """True for a Y2000 summary/header line, False for a pre-Y2000 one (2-digit year)."""
     try:
@@ -485,13 +493,19 @@ PHASE_COLUMNS = [
 ]  # fmt: skip
 
 
-def parse_archive(path: str | Path, century: int = 1900) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_archive(
+    path: str | Path, century: int = 1900, unreadable: dict[int, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a HypoInverse archive file (Y2000 or pre-Y2000, no shadow lines).
 
     Each event is a summary header, station lines (each with a P and/or an S pick) and a
     terminator line (blank station field). The flavour is detected from the first header
     (a 4-digit year 1900-2099 followed by a valid month means Y2000); ``century`` completes
     2-digit years of pre-Y2000 files.
+
+    ``unreadable``: when given, an event with a line that cannot be read (HypoInverse writes
+    ``****`` in a field its solution overflows, e.g. an origin-time shift or an RMS out of
+    range) is left out and recorded there (HypoInverse id -> why) instead of raising.
 
     Returns:
         events: one row per event, columns :data:`EVENT_COLUMNS` (origin_time UTC;
@@ -505,6 +519,7 @@ def parse_archive(path: str | Path, century: int = 1900) -> tuple[pd.DataFrame, 
     phases: list[dict] = []
     layout: _Layout | None = None
     current: dict | None = None
+    bad = ""  # why the current event cannot be read
     for number, raw in enumerate(
         path.read_text(encoding="ascii", errors="replace").splitlines(), 1
     ):
@@ -514,22 +529,30 @@ def parse_archive(path: str | Path, century: int = 1900) -> tuple[pd.DataFrame, 
         try:
             if current is None:
                 layout = layout or (Y2000 if _is_y2000_header(line) else PRE_Y2000)
+                current = {"hypoinverse_id": _int_or_zero(line, *layout.event_id)}
+                first_phase, bad = len(phases), ""
                 current = _parse_header(line, layout, century)
                 events.append(current)
             elif not line[:4].strip():  # terminator: id on the terminator wins when present
-                term_id = _int(line, 63, 72)
+                term_id = _int_or_zero(line, 63, 72)
                 if term_id and not current["hypoinverse_id"]:
                     current["hypoinverse_id"] = term_id
                     for record in phases:
                         if record["hypoinverse_id"] == 0:
                             record["hypoinverse_id"] = term_id
+                if bad and unreadable is not None:
+                    unreadable[current["hypoinverse_id"]] = bad
+                    del phases[first_phase:]
+                    if events and events[-1] is current:
+                        events.pop()
                 current = None
-            else:
+            elif not bad:
                 phases += _parse_phase(line, layout, century, current["hypoinverse_id"])
         except (FormatError, ValueError) as exc:
-            raise FormatError(
-                f"{path}:{number}: cannot read archive line ({exc}):\n{line}"
-            ) from exc
+            message = f"{path}:{number}: cannot read archive line ({exc})"
+            if unreadable is None:
+                raise FormatError(f"{message}:\n{line}") from exc
+            bad = f"HypoInverse's output unreadable: {message}: {line.strip()[:60]!r}"
     if current is not None:
         raise FormatError(f"{path}: the last event has no terminator line")
     event_table = pd.DataFrame(events, columns=EVENT_COLUMNS)
@@ -540,8 +563,14 @@ def parse_archive(path: str | Path, century: int = 1900) -> tuple[pd.DataFrame, 
     return event_table, phase_table
 
 
-def parse_hypo71_summary(path: str | Path) -> pd.DataFrame:
+def parse_hypo71_summary(
+    path: str | Path, unreadable: dict[int, str] | None = None
+) -> pd.DataFrame:
     """Read a Y2000 Hypo71-format summary file (``H71 2``), one line per located event.
+
+    ``unreadable``: when given, a line that cannot be read (``****`` in an overflowed field)
+    is left out and recorded there (HypoInverse id -> why; id 0 when unreadable too) instead
+    of raising.
 
     Returns columns: hypoinverse_id, origin_time (UTC), latitude, longitude (east
     positive), depth_km, n_phases, gap_deg, nearest_km, rms_s, erh_km, erz_km, quality
@@ -575,9 +604,13 @@ def parse_hypo71_summary(path: str | Path) -> pd.DataFrame:
                 }
             )
         except (FormatError, ValueError) as exc:
-            raise FormatError(
-                f"{path}:{number}: cannot read summary line ({exc}):\n{line}"
-            ) from exc
+            message = f"{path}:{number}: cannot read summary line ({exc})"
+            if unreadable is None:
+                raise FormatError(f"{message}:\n{line}") from exc
+            unreadable.setdefault(
+                _int_or_zero(line, 84, 93),
+                f"HypoInverse's output unreadable: {message}: {line.strip()[:60]!r}",
+            )
     table = pd.DataFrame(
         rows,
         columns=[

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -128,13 +129,23 @@ def run_hypoinverse(
         if done.returncode != 0 or missing or errors:
             _move(work, folder, [*inputs, "hypoinverse.hyp", *outputs])  # keep for inspection
             raise HypoInverseError(
-                f"HypoInverse failed (exit status {done.returncode}"
+                f"HypoInverse failed ({exit_status(done.returncode)}"
                 + (f", no {', '.join(missing)}" if missing else "")
                 + (f", {errors[0]!r}" if errors else "")
                 + f"); see {log_path}"
             )
         _move(work, folder, [*inputs, "hypoinverse.hyp", *outputs])
     return log_path
+
+
+def exit_status(returncode: int) -> str:
+    """``returncode`` in words: "exit status N", or "killed by SIGSEGV" for a signal."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def _move(source: Path, target: Path, names: list[str]) -> None:

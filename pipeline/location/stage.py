@@ -21,6 +21,12 @@ is kept unless another start reached a clearly lower RMS with no fewer weighted 
 The primary run's files are in ``<run>/location/``, those of the other starts in
 ``<run>/location/trial_depths/<depth>km/``.
 
+One event's phase block that makes HypoInverse fail (it ended with SIGSEGV on a trial
+epicentre far outside the network) or whose solution overflows the archive format (``****``)
+costs that event only: the run is repeated on halves of the events until the event is found
+(:mod:`pipeline.location.isolate`; nothing is repeated when the program succeeds), the event
+is left unlocated with the reason, and named in the stage's failures (the report's summary).
+
 Outputs in ``<run>/location/``: the program's inputs (``stations.sta``, ``model_p.crh``
 [+ ``model_s.crh``], ``phases.arc``, ``hypoinverse.hyp``) and outputs (``hypoinverse.arc``,
 ``hypoinverse.sum``, ``hypoinverse.prt``, ``hypoinverse.log``) as the program reads and
@@ -49,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from obspy.geodetics import degrees2kilometers, locations2degrees
 
 from pipeline.location.hypoinverse_formats import (
     FormatError,
@@ -62,8 +69,9 @@ from pipeline.location.hypoinverse_formats import (
     phase_line,
     station_line,
 )
+from pipeline.location.isolate import FAILED_DIR, phase_text, run_isolating
 from pipeline.location.params import LocationConfig
-from pipeline.location.runner import HypoInverseError, render_command_file, run_hypoinverse
+from pipeline.location.runner import HypoInverseError, render_command_file
 from pipeline.rundir import (
     RunDir,
     read_run_table,
@@ -126,6 +134,8 @@ class StationTable:
     text: str
     keys: set[tuple[str, str, str]]  # (network, station, location code)
     rejected: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    coordinates: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
+    # key -> (latitude, longitude), degrees
 
 
 def _key(network: object, station: object, location: object) -> tuple[str, str, str]:
@@ -149,6 +159,7 @@ def station_table(stations: pd.DataFrame, elevation_vp_km_s: float | None = None
     lines: list[str] = []
     keys: set[tuple[str, str, str]] = set()
     rejected: dict[tuple[str, str, str], str] = {}
+    coordinates: dict[tuple[str, str, str], tuple[float, float]] = {}
     for row in stations.itertuples(index=False):
         key = _key(row.network, row.station, getattr(row, "location", ""))
         if key in keys or key in rejected:
@@ -173,9 +184,10 @@ def station_table(stations: pd.DataFrame, elevation_vp_km_s: float | None = None
                 )  # fmt: skip
             )
             keys.add(key)
+            coordinates[key] = (float(row.latitude), float(row.longitude))
         except (FormatError, TypeError, ValueError) as exc:
             rejected[key] = f"station {key[0]}.{key[1]}: unusable in stations.csv ({exc})"
-    return StationTable("\n".join(lines) + "\n", keys, rejected)
+    return StationTable("\n".join(lines) + "\n", keys, rejected, coordinates)
 
 
 def _float_or_zero(value: object) -> float:
@@ -187,7 +199,7 @@ def _float_or_zero(value: object) -> float:
 class PhaseInput:
     """The phase file and the bookkeeping to map HypoInverse's output back."""
 
-    text: str
+    primary: dict[int, str]  # hypoinverse_id -> the event's phase-file lines (primary start)
     ids: pd.DataFrame  # hypoinverse_id, event_id
     reasons: dict[str, list[str]]  # event_id -> notes
     not_sent: set[str]  # event_ids not given to HypoInverse
@@ -195,16 +207,26 @@ class PhaseInput:
     sent: list[tuple[int, list[PhasePick], dict]] = field(default_factory=list)
     # per event sent: (hypoinverse_id, picks, trial values of phase_event_lines)
 
-    def text_from_depth(self, depth_km: float) -> str:
-        """The phase file with every event's trial depth set to ``depth_km`` (km).
+    def blocks(self, depth_km: float | None = None) -> dict[int, str]:
+        """Per event sent, its phase-file lines (HypoInverse id -> text ending in a newline):
+        those of the primary start, or with the trial depth set to ``depth_km`` (km).
 
-        The trial epicentre and origin time stay those of :attr:`text` (the associator's
-        when ``use_association_trial``, else HypoInverse's default start).
+        The trial epicentre and origin time stay those of the primary start (the
+        associator's when ``use_association_trial``, else HypoInverse's default start).
         """
-        lines: list[str] = []
-        for hyp_id, picks, trial in self.sent:
-            lines += phase_event_lines(picks, hyp_id, **{**trial, "trial_depth_km": depth_km})
-        return "\n".join(lines) + "\n"
+        if depth_km is None:
+            return self.primary
+        return {
+            hyp_id: _block(
+                phase_event_lines(picks, hyp_id, **{**trial, "trial_depth_km": depth_km})
+            )
+            for hyp_id, picks, trial in self.sent
+        }
+
+
+def _block(lines: list[str]) -> str:
+    """One event's lines as phase-file text."""
+    return "\n".join(lines) + "\n"
 
 
 def _pick_key(hyp_id: int, network: str, station: str, location: str, phase: str, t) -> tuple:
@@ -235,7 +257,7 @@ def phase_input(
     """
     reasons: dict[str, list[str]] = defaultdict(list)
     not_sent: set[str] = set()
-    lines: list[str] = []
+    blocks: dict[int, str] = {}
     ids: list[tuple[int, str]] = []
     pick_keys: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
     sent: list[tuple[int, list[PhasePick], dict]] = []
@@ -284,13 +306,45 @@ def phase_input(
             if cfg.use_association_trial
             else {}
         )
-        lines += phase_event_lines([p for _, p in usable], hyp_id, **trial)
+        far = _far_trial(trial, [stations.coordinates[_key(p.network, p.station, p.location)]
+                                 for _, p in usable])  # fmt: skip
+        if far:
+            reasons[event_id].append(far)
+            trial = {"trial_depth_km": trial["trial_depth_km"]}
+        blocks[hyp_id] = _block(phase_event_lines([p for _, p in usable], hyp_id, **trial))
         sent.append((hyp_id, [p for _, p in usable], trial))
         for pick_id, p in usable:
             key = _pick_key(hyp_id, p.network, p.station, p.location, p.phase, p.time)
             pick_keys[key].append((event_id, pick_id, p.weight_code))
     id_table = pd.DataFrame(ids, columns=["hypoinverse_id", "event_id"])
-    return PhaseInput("\n".join(lines) + "\n", id_table, reasons, not_sent, pick_keys, sent)
+    return PhaseInput(blocks, id_table, reasons, not_sent, pick_keys, sent)
+
+
+#: HypoInverse's D2FAR (km): it stops iterating an event whose second-closest station is
+#: farther than this from the trial epicentre, keeping that start as the solution.
+D2FAR_KM = 250.0
+
+
+def _far_trial(trial: dict, stations: list[tuple[float, float]]) -> str:
+    """Why the trial epicentre of ``trial`` is not given to HypoInverse (empty when it is).
+
+    A trial epicentre with the second-closest of the event's ``stations`` (latitude,
+    longitude, degrees) beyond :data:`D2FAR_KM` would not move (HypoInverse stops iterating),
+    and one thousands of km away made hyp1.40 crash or loop; HypoInverse's default start
+    (near the station of the first arrival, time from the first arrival) is used instead.
+    """
+    lat, lon = trial.get("trial_latitude", np.nan), trial.get("trial_longitude", np.nan)
+    if not (math.isfinite(lat) and math.isfinite(lon)) or len(stations) < 2:
+        return ""
+    coords = np.asarray(stations)
+    km = np.sort(degrees2kilometers(locations2degrees(lat, lon, coords[:, 0], coords[:, 1])))
+    if km[1] <= D2FAR_KM:
+        return ""
+    return (
+        f"the associator's trial epicentre ({lat:.2f}, {lon:.2f}) is {km[1]:.0f} km from the "
+        f"event's second-closest station (HypoInverse iterates within {D2FAR_KM:.0f} km): "
+        "HypoInverse's default start used"
+    )
 
 
 def _too_few_readings(picks: list[PhasePick], cfg: LocationConfig) -> str:
@@ -425,9 +479,16 @@ def locate_picks(
 
     Returns:
         (locations, residuals, failures): tables with the columns :data:`LOCATION_COLUMNS`
-        and :data:`RESIDUAL_COLUMNS` (every event of ``events`` has a locations row), and the
-        further trial-depth starts whose HypoInverse run failed (label -> why; their
-        solutions are left out, the primary start's failure raises).
+        and :data:`RESIDUAL_COLUMNS` (every event of ``events`` has a locations row), and
+        the failures (label -> why): further trial-depth starts whose HypoInverse run failed
+        as a whole (their solutions are left out) and ``"event <id>"`` for each event left
+        unlocated because the program failed on it alone or wrote a solution for it that
+        cannot be read (:func:`~pipeline.location.isolate.run_isolating`; the other events
+        are located).
+
+    Raises:
+        HypoInverseError: the primary start's run failed other than on single events
+            (time limit, station file or model refused).
     """
     correct = cfg.elevation_correction and cfg.crust_model_type == "CRH"
     table = station_table(stations, float(model.vp_km_s[0]) if correct else None)
@@ -442,8 +503,8 @@ def locate_picks(
     out_phases = pd.DataFrame()
     failures: dict[str, str] = {}
     starts_dir = folder / STARTS_DIR
-    if starts_dir.is_dir():  # solutions of an earlier run's starts are stale
-        shutil.rmtree(starts_dir)
+    for stale in (starts_dir, folder / FAILED_DIR):  # an earlier run's starts and failures
+        shutil.rmtree(stale, ignore_errors=True)
     if len(phases.ids):
         command = render_command_file(command_values(cfg, model, s_text is not None))
         solutions = []
@@ -453,34 +514,45 @@ def locate_picks(
         primary_depths = {
             k: v if math.isfinite(v) else cfg.trial_depth_km for k, v in primary_depths.items()
         }
+        problems: dict[int, list[str]] = defaultdict(list)  # hypoinverse_id -> per start
+        primary_failed: set[int] = set()
         for index, depth in enumerate(trial_starts(cfg)):
             where = folder if depth is None else starts_dir / f"{depth:05.2f}km"
-            text = phases.text if depth is None else phases.text_from_depth(depth)
+            label = "primary start" if depth is None else f"start from {depth:.2f} km depth"
+            blocks = {k: v for k, v in phases.blocks(depth).items() if k not in primary_failed}
             try:
-                log_path = run_hypoinverse(
-                    command,
-                    {**inputs, PHASE_FILE: text},
-                    [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE],
-                    where,
-                    cfg.timeout_s,
-                )
+                log_path, crashed = run_isolating(
+                    command, inputs, PHASE_FILE, blocks,
+                    [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], where, cfg.timeout_s,
+                )  # fmt: skip
             except HypoInverseError as exc:
                 if depth is None:
                     raise
-                label = f"HypoInverse start from {depth:.2f} km depth"
-                failures[label] = f"{exc}; the other starts' solutions kept"
-                log.warning("location: %s failed: %s", label, failures[label])
+                failures[f"HypoInverse {label}"] = f"{exc}; the other starts' solutions kept"
+                log.warning("location: HypoInverse %s failed: %s", label, exc)
                 continue
             if depth is None:
                 abandoned = parse_abandoned(log_path.read_text(encoding="ascii", errors="replace"))
-            events_k, phases_k = parse_archive(where / ARCHIVE_FILE)
-            quality = parse_hypo71_summary(where / SUMMARY_FILE)[["hypoinverse_id", "quality"]]
-            events_k = events_k.merge(quality, on="hypoinverse_id", how="left")
+                primary_failed = set(crashed)  # not tried again: a loop would cost each start
+            unreadable = dict(crashed)
+            events_k, phases_k = parse_archive(where / ARCHIVE_FILE, unreadable=unreadable)
+            quality = parse_hypo71_summary(where / SUMMARY_FILE, unreadable)
+            # an overflowed field in either file: the solution is out of range, not used
+            events_k = events_k[~events_k["hypoinverse_id"].isin(unreadable)]
+            phases_k = phases_k[~phases_k["hypoinverse_id"].isin(unreadable)]
+            events_k = events_k.merge(quality[["hypoinverse_id", "quality"]], on="hypoinverse_id",
+                                      how="left")  # fmt: skip
             events_k["start_depth_km"] = (
                 events_k["hypoinverse_id"].map(primary_depths) if depth is None else depth
             )
             solutions.append((events_k.assign(start=index), phases_k.assign(start=index)))
+            for hyp_id, why in unreadable.items():
+                problems[hyp_id].append(f"HypoInverse {label}: {why}")
+        if len(trial_starts(cfg)) > 1:
+            for hyp_id in primary_failed:
+                problems[hyp_id].append("not tried from the further trial depths")
         located, out_phases = choose_solutions(solutions)
+        failures.update(_note_problems(phases, problems, set(located["hypoinverse_id"])))
         for hyp_id, event_id in phases.ids.itertuples(index=False):
             if hyp_id in abandoned and hyp_id not in set(located["hypoinverse_id"]):
                 phases.reasons[event_id].insert(
@@ -489,14 +561,38 @@ def locate_picks(
                     "weighted after its distance and residual weighting (fewer than 4)",
                 )
     else:
-        for name, text in {**inputs, PHASE_FILE: phases.text}.items():
+        for name, text in {**inputs, PHASE_FILE: phase_text(phases.primary)}.items():
             write_text_atomic(folder / name, text)
     residuals, unmatched = _residuals(phases, out_phases)
+    solved = set(phases.ids.loc[phases.ids["hypoinverse_id"].isin(located["hypoinverse_id"]),
+                                "event_id"])  # fmt: skip
     for event_id, pick_ids in unmatched.items():
+        if event_id not in solved:  # no solution: none of its picks is in the output
+            continue
         phases.reasons[event_id] += [
             f"pick {pick_id} not in HypoInverse's output (see {PRINT_FILE})" for pick_id in pick_ids
         ]
     return _locations(events, phases, located), residuals, failures
+
+
+def _note_problems(
+    phases: PhaseInput, problems: dict[int, list[str]], located: set[int]
+) -> dict[str, str]:
+    """Add to the events' reasons the starts whose HypoInverse run failed on them or whose
+    output for them could not be read; returns, per event left unlocated by such a problem,
+    ``"event <id>"`` -> why (the stage's failures, shown in the report)."""
+    failures: dict[str, str] = {}
+    names = dict(zip(phases.ids["hypoinverse_id"], phases.ids["event_id"], strict=True))
+    for hyp_id, notes in problems.items():
+        event_id = names.get(hyp_id)
+        if event_id is None:  # an id the program made up (0: unreadable)
+            continue
+        if hyp_id in located:
+            phases.reasons[event_id] += [f"{note}; another start's solution kept" for note in notes]
+        else:
+            phases.reasons[event_id].insert(0, "not located: " + "; ".join(notes))
+            failures[f"event {event_id}"] = "not located: " + "; ".join(notes)
+    return failures
 
 
 def _locations(events: pd.DataFrame, phases: PhaseInput, located: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import EqcatInputError, ProgramError
-from pipeline.relocation.hypodd_formats import INPUT_LAYOUTS, check_input_lines, read_inp_files
+from pipeline.relocation.hypodd_formats import (
+    INPUT_LAYOUTS,
+    check_inp_parameters,
+    check_input_lines,
+    read_inp_files,
+)
 from pipeline.relocation.params import RelocationConfig
 from pipeline.rundir import TEMP_MARK, write_text_atomic
 
@@ -75,10 +80,24 @@ def engine_command(cfg: RelocationConfig, inp_name: str = "hypoDD.inp") -> tuple
     return "python", [sys.executable, "-m", "pipeline.relocation.hypodd_package", inp_name]
 
 
-def _check_inputs(folder: Path, inp: Path) -> dict[str, str]:
+#: Velocity model types (IMOD) the ``hypodd`` package reads: layered 1-D models and the
+#: constant-velocity one; a 3-D model (IMOD 9) needs a hypoDD binary.
+PACKAGE_IMODS = (0, 1, 5)
+
+
+def _check_inputs(folder: Path, inp: Path, kind: str) -> dict[str, str]:
+    """The file names of ``inp`` once its lines and named inputs are usable by the ``kind``
+    of engine ("binary" | "python")."""
     if not inp.is_file():
         raise HypoDDInputError(f"{inp} not found: a HypoDD folder needs its hypoDD.inp")
     files = read_inp_files(inp)
+    imod = check_inp_parameters(inp)
+    if kind == "python" and imod not in PACKAGE_IMODS:
+        raise HypoDDInputError(
+            f"{inp}: IMOD {imod} is a velocity model the hypodd package cannot read (it reads "
+            f"IMOD {', '.join(map(str, PACKAGE_IMODS))}); install HypoDD 2 and set "
+            "relocation.engine to 'binary' (--engine binary)"
+        )
     for key in ("fn_cc", "fn_ct", "fn_event", "fn_station"):
         name = files[key]
         if name and not (folder / name).is_file():
@@ -111,10 +130,10 @@ def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp"
             the message names the captured log.
     """
     folder = Path(folder).resolve()
-    files = _check_inputs(folder, folder / inp_name)
+    kind, command = engine_command(cfg, inp_name)
+    files = _check_inputs(folder, folder / inp_name, kind)
     reloc = folder / files["fn_reloc"]
     reloc.unlink(missing_ok=True)  # a stale file must not pass for this run's output
-    kind, command = engine_command(cfg, inp_name)
     log_path = folder / ENGINE_LOG
     log.info("running HypoDD (%s) in %s: %s", kind, folder, " ".join(command))
     started = time.perf_counter()
@@ -209,7 +228,7 @@ def relocate_dir(folder: Path, cfg: RelocationConfig) -> Path:
         raise HypoDDInputError(f"{folder}: not a folder (expected one holding hypoDD.inp)")
     folder = folder.resolve()
     inp = folder / "hypoDD.inp"
-    files = _check_inputs(folder, inp)
+    files = _check_inputs(folder, inp, engine_command(cfg)[0])
     for key in INPUT_LAYOUTS:
         if files[key]:
             check_input_lines(folder / files[key], key)

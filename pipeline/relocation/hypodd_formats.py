@@ -304,6 +304,114 @@ def read_inp_files(path: Path) -> dict[str, str]:
     return dict(zip(keys, lines[1 : 1 + len(keys)], strict=True))
 
 
+def _parameter_lines(path: Path) -> tuple[int, list[tuple[int, list[str]]]]:
+    """The line number of the last of the nine file names, and (line number, fields) of the
+    non-blank, non-comment lines after it."""
+    numbered = [
+        (number, line.strip())
+        for number, line in enumerate(
+            Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1
+        )
+        if not line.strip().startswith("*")
+    ]
+    names_end = numbered[9][0] if len(numbered) > 9 else 0
+    return names_end, [(number, line.split()) for number, line in numbered[10:] if line]
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+class _InpLines:
+    """The parameter lines of a hypoDD.inp, taken one by one against their layout."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.last, lines = _parameter_lines(path)  # last: line number of the line taken last
+        self.lines = iter(lines)
+
+    def take(self, layout: str, numbers: int, whole: int = 0) -> list[str]:
+        """Fields of the next line: at least ``numbers`` numbers first, the first ``whole`` of
+        them integers.
+
+        Raises:
+            HypoDDFormatError: the file ended, or the line does not fit ``layout``.
+        """
+        number, fields = next(self.lines, (None, []))
+        if number is None:
+            raise HypoDDFormatError(
+                f"{self.path}: ends after line {self.last}; expected a line '{layout}' next "
+                "(parameter lines missing)"
+            )
+        self.last = number
+        if not (
+            len(fields) >= numbers
+            and all(_number(f) for f in fields[:numbers])
+            and all(_is_int(f) for f in fields[:whole])
+        ):
+            kinds = f"{numbers} numbers" + (f", the first {whole} whole" if whole else "")
+            raise HypoDDFormatError(
+                f"{self.path}:{number}: expected '{layout}' ({kinds}), "
+                f"got {' '.join(fields)[:80]!r}"
+            )
+        return fields
+
+
+def check_inp_parameters(path: Path) -> int:
+    """Refuse a version-2 ``hypoDD.inp`` whose parameter lines the engine cannot read.
+
+    Checked after the nine file names (:func:`read_inp_files`): the data-type, clustering and
+    solution-control lines, NSET iteration lines, IMOD and its model lines (IMOD 0: NLAY
+    RATIO, NLAY layer tops, NLAY velocities; IMOD 1: tops, velocities and Vp/Vs ratios, each
+    list ending in -9, as many of each); the optional cluster id and event ids are integers.
+    Other IMOD values (a 3-D model) are left to the engine.
+
+    Returns:
+        IMOD, the velocity model type.
+
+    Raises:
+        HypoDDFormatError: ``path:line``, the layout expected and the line found, or where
+            the file ended and which line was still expected (the engine itself failed on a
+            truncated file with "IndexError: list index out of range").
+    """
+    inp = _InpLines(path)
+    inp.take("IDAT IPHA DIST", 3, 2)
+    inp.take("OBSCC OBSCT MINDIST MAXDIST MAXGAP", 5, 2)
+    nset = int(inp.take("ISTART ISOLV IAQ NSET", 4, 4)[3])
+    for k in range(1, nset + 1):
+        inp.take(f"NITER WTCCP WTCCS WRCC WDCC WTCTP WTCTS WRCT WDCT DAMP (set {k} of {nset})",
+                 10, 1)  # fmt: skip
+    imod = int(inp.take("IMOD", 1, 1)[0])
+    if imod == 0:
+        nlay = int(inp.take("NLAY RATIO", 2, 1)[0])
+        inp.take(f"TOP (NLAY = {nlay} layer tops)", nlay)
+        inp.take(f"VEL (NLAY = {nlay} velocities)", nlay)
+    elif imod == 1:
+        counts = []
+        for name in ("TOP", "VEL", "RATIO"):
+            fields = inp.take(f"{name} values ... -9 (IMOD 1)", 2)
+            if fields[-1] != "-9" or not all(_number(f) for f in fields):
+                raise HypoDDFormatError(
+                    f"{path}:{inp.last}: expected '{name} values ... -9' (IMOD 1), "
+                    f"got {' '.join(fields)[:80]!r}"
+                )
+            counts.append(len(fields) - 1)
+        if len(set(counts)) > 1:
+            raise HypoDDFormatError(
+                f"{path}:{inp.last}: the IMOD 1 model has {counts[0]} layer tops, {counts[1]} "
+                f"velocities and {counts[2]} Vp/Vs ratios; expected as many of each"
+            )
+    else:
+        return imod
+    for number, fields in inp.lines:
+        if not all(_is_int(f) for f in fields):
+            raise HypoDDFormatError(
+                f"{path}:{number}: expected 'CID' or event ids (whole numbers), "
+                f"got {' '.join(fields)[:80]!r}"
+            )
+    return imod
+
+
 def read_station_dat(path: Path) -> pd.DataFrame:
     """``station.dat`` -> stations table (elevation 0 when the file has none)."""
     rows = []

@@ -142,11 +142,17 @@ class StationInfo:
 
 @dataclass(frozen=True)
 class _Channel:
-    """One channel's samples: epoch time (s) of the first, sampling rate (Hz), data."""
+    """One channel's samples: epoch time (s) of the first, sampling rate (Hz), data (gaps
+    filled with zeros), and where the gaps are (bool, same length; None: no gap)."""
 
     start: float
     rate: float
     data: np.ndarray
+    gaps: np.ndarray | None = None
+
+    def gap_mask(self) -> np.ndarray:
+        """``gaps`` as an array (all False when there is no gap)."""
+        return np.zeros(len(self.data), bool) if self.gaps is None else self.gaps
 
 
 def _utc_date(epoch_s: float) -> date:
@@ -182,8 +188,10 @@ class _Archive:
         stream.trim(start, start + 86400 - 0.5 / rate)
         channels = {}
         for cha in sorted({tr.stats.channel for tr in stream}):
-            tr = stream.select(channel=cha).merge(method=1, fill_value=0)[0]
-            channels[cha] = _Channel(tr.stats.starttime.timestamp, rate, np.asarray(tr.data))
+            tr = stream.select(channel=cha).merge(method=1)[0]
+            gaps = np.ma.getmaskarray(tr.data) if np.ma.is_masked(tr.data) else None
+            data = np.ma.filled(tr.data, 0)
+            channels[cha] = _Channel(tr.stats.starttime.timestamp, rate, np.asarray(data), gaps)
         return channels
 
     def _channels(self, start: float, end: float) -> dict[str, _Channel]:
@@ -195,14 +203,19 @@ class _Archive:
         for cha in first.keys() & second.keys():
             a, b = first[cha], second[cha]
             if a.rate == b.rate and abs(a.start + len(a.data) / a.rate - b.start) < 0.5 / a.rate:
-                joined[cha] = _Channel(a.start, a.rate, np.concatenate([a.data, b.data]))
+                gaps = None
+                if a.gaps is not None or b.gaps is not None:
+                    gaps = np.concatenate([a.gap_mask(), b.gap_mask()])
+                joined[cha] = _Channel(a.start, a.rate, np.concatenate([a.data, b.data]), gaps)
         return joined
 
     def cut(self, start: float, end: float, components: tuple[str, ...]):
         """(data (C, N) float64, actual start (epoch s), rate) or None when data lack.
 
         ``start``, ``end`` are epoch seconds; N = round((end - start) × rate). Uses the
-        vertical for P and the two horizontals (N/E or 1/2, else the vertical) for S.
+        vertical for P and the two horizontals (N/E or 1/2, else the vertical) for S. A
+        window overlapping a gap lacks data: the zeros filling it, filtered, make a step that
+        correlates with another window's step, not with the waveform.
         """
         channels = self._channels(start, end)
         chosen = _choose_channels(set(channels), components)
@@ -215,6 +228,8 @@ class _Archive:
             npts = int(round((end - start) * rate))
             i0 = int(round((start - ch.start) * rate))
             if i0 < 0 or i0 + npts > len(ch.data):
+                return None
+            if ch.gaps is not None and ch.gaps[i0 : i0 + npts].any():
                 return None
             first = ch.start + i0 / rate
             if t0 is not None and abs(first - t0) > 0.5 / rate:

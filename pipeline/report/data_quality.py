@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.catalog import RELIABLE_CLASSES
 from pipeline.rundir import RunDir, read_run_table
 
 STATION_COLUMNS = [
@@ -149,6 +150,12 @@ def empty_catalog_reason(
         return (
             f"{len(picks)} picks at {n_stations} station(s), but the associator formed no "
             "event from them (too few stations with coinciding picks)"
+        )
+    located = manifest.get("catalog", {}).get("counts", {}).get("events_all")
+    if located:
+        return (
+            f"{located} event(s) have a hypocentre, but none is of quality class "
+            f"{' or '.join(RELIABLE_CLASSES)}; catalog/catalog_all.csv holds them all"
         )
     return f"{associated} associated event(s), but none has a hypocentre"
 
