@@ -423,10 +423,15 @@ def test_failed_rebuild_leaves_no_stale_catalog_or_report(
     def broken(*args, **kwargs):
         raise RuntimeError("locator broke")
 
+    import flows.build
+    from flows.build import build_catalog
+
     monkeypatch.setattr(pipeline.location, "locate", broken)
+    # The broken locator is retried once, as any stage is, 0.1 s later instead of 5 s.
+    short_delay = flows.build.stage_task.with_options(retry_delay_seconds=0.1)
+    monkeypatch.setattr(flows.build, "stage_task", short_delay)
     station = station_codes(sds)[1]
     rewrite(day_file(sds, station, "HHZ"), _zero)
-    from flows.build import build_catalog
 
     state = build_catalog(config, return_state=True)
     assert state.is_failed()

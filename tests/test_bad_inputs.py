@@ -8,6 +8,10 @@ demo replica (the synthetic Tottori-like scenario, 4 stations, 20 minutes).
 
 The last test stops a real build with SIGINT at the start of every stage in turn, resuming
 each time, and checks that the final catalog is byte-identical to an uninterrupted build.
+
+A build starts Prefect's ephemeral server unless ``PREFECT_API_URL`` names one; builds whose
+subject is not that server report to the session's (``served_env``), which saves the
+server's start in each of them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ def env(tmp_path_factory) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     return env
+
+
+@pytest.fixture(scope="module")
+def served_env(env, prefect_server) -> dict[str, str]:
+    """``env`` reporting to the session's Prefect server (conftest ``prefect_server``), for
+    builds where Prefect's ephemeral server is not what the test is about.
+
+    A build of ``env`` starts its own ephemeral server, a child process whose start took
+    15-25 s of every build here (2 cores, loaded); with ``PREFECT_API_URL`` set the build runs
+    the same flows, tasks and cache against an already running server. The interrupt tests
+    keep ``env`` for the runs that check that a signal also ends that child.
+    """
+    return {**env, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
 
 
 def eqcat(env, *args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
@@ -176,15 +193,15 @@ def test_velocity_model_beyond_hypoinverse_limit(env, wilz_sds, tmp_path):
     assert_one_error(eqcat(env, "validate", config), 2, "velocity_model", "21 layers", "20")
 
 
-def test_offline_fdsn_is_one_line_after_its_retries(env, wilz_sds, tmp_path):
+def test_offline_fdsn_is_one_line_after_its_retries(served_env, wilz_sds, tmp_path):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     stations = {"kind": "fdsn", "base_url": url, "network": "O2", "retries": 1, "backoff_s": 0}
     config = wilz_config(tmp_path, wilz_sds, stations=stations)
-    assert eqcat(env, "validate", config).returncode == 0  # offline checks cannot know
-    result = eqcat(env, "build", config, "--stage", "download")
+    assert eqcat(served_env, "validate", config).returncode == 0  # offline checks cannot know
+    result = eqcat(served_env, "build", config, "--stage", "download")
     assert_one_error(result, 2, url, "unreachable after 2 attempt")
     assert "Retry 1/3" not in result.stderr  # Prefect did not retry it again
 
@@ -331,7 +348,7 @@ def build_until(
     return code, "".join(lines), stopped_in
 
 
-def test_a_second_build_of_a_busy_run_directory_stops_at_once(env, tmp_path):
+def test_a_second_build_of_a_busy_run_directory_stops_at_once(served_env, tmp_path):
     """A build (here: this test) holds the run directory: a second ``eqcat build`` of it
     exits 2 with one line naming the directory and the holder, and writes nothing there."""
     from pipeline.rundir import RunDir
@@ -339,7 +356,7 @@ def test_a_second_build_of_a_busy_run_directory_stops_at_once(env, tmp_path):
     config = demo_cut(tmp_path, tmp_path / "runs", picker="stalta")
     run = RunDir(tmp_path / "runs" / "democut")
     with run.exclusive():
-        result = eqcat(env, "build", config)
+        result = eqcat(served_env, "build", config)
     assert_one_error(result, 2, f"{run.root}: in use by another eqcat build (pid {os.getpid()}")
     assert sorted(p.name for p in run.root.iterdir()) == [".eqcat.lock"]
 
@@ -390,20 +407,24 @@ def test_a_thread_failing_after_the_interrupt_prints_no_traceback(monkeypatch, c
     assert "Traceback" in err and "futures already cancelled" in err
 
 
-def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, tmp_path):
+def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, served_env, tmp_path):
     """SIGINT (SIGTERM once) at the start of every stage; each resume goes on; same catalog.
 
     EQTransformer picks here (the pick stage is interrupted with it); the reference is an
-    uninterrupted build of the same config into another output folder.
+    uninterrupted build of the same config into another output folder. The SIGINT at the
+    download and the SIGTERM at the relocation stop a build with its own ephemeral Prefect
+    server (a child the signal must end too); the other builds report to the session's
+    server (``served_env``: same flows and cache, without a server start each).
     """
     reference = demo_cut(tmp_path, tmp_path / "reference", picker="eqt")
-    code, out, _ = build_until(env, reference, None)
+    code, out, _ = build_until(served_env, reference, None)
     assert code == 0, out[-3000:]
     config = demo_cut(tmp_path, tmp_path / "interrupted", picker="eqt")
     run_dir = tmp_path / "interrupted" / "democut"
     for stage in STAGES:
         sig = signal.SIGTERM if stage == "relocate" else signal.SIGINT
-        code, out, stopped_in = build_until(env, config, stage, sig)
+        own_server = stage in ("download", "relocate")
+        code, out, stopped_in = build_until(env if own_server else served_env, config, stage, sig)
         assert stopped_in is not None, f"stage {stage} never started: {out[-2000:]}"
         assert code == 128 + sig, (stage, code, out[-3000:])
         assert stopped_in < 10, (stage, stopped_in)
@@ -411,7 +432,7 @@ def test_interrupt_during_each_stage_then_resume_is_byte_identical(env, tmp_path
         assert last.startswith("interrupted (") and f"resume with: eqcat build {config}" in last
         assert "Traceback" not in out and "Crash detected" not in out
         assert not list(run_dir.rglob("*.eqcat-tmp.*")), stage  # only whole files remain
-    code, out, _ = build_until(env, config, None)
+    code, out, _ = build_until(served_env, config, None)
     assert code == 0, out[-3000:]
     for name in ("catalog.csv", "catalog.parquet"):
         ours = (run_dir / "catalog" / name).read_bytes()

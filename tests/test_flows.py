@@ -28,6 +28,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import TaskRun
 
+import flows.build
 import pipeline.picking
 from flows.build import build_catalog
 from pipeline.picking.stage import PickingError
@@ -196,6 +197,10 @@ def test_retried_station_day_succeeds_and_a_broken_one_is_reported(
         return real(run_root, network, station, day, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.picking, "pick_station_day", faulty)
+    # Prefect's real retries of the task (AwaitingRetry, then a new attempt), 0.1 s apart
+    # instead of the task's 2 s (a delay of 0 would skip the AwaitingRetry state).
+    short_delay = flows.build.pick_station_day_task.with_options(retry_delay_seconds=0.1)
+    monkeypatch.setattr(flows.build, "pick_station_day_task", short_delay)
     results, runs, _ = run_build(config)
 
     assert calls[flaky] == 3  # failed twice, then succeeded on the second retry

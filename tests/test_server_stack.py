@@ -189,11 +189,16 @@ def _build_config(folder: Path) -> Path:
     return path
 
 
+#: Seconds between a worker's queries for scheduled runs (Prefect's default, 10 s, left each
+#: triggered run waiting up to 10 s for its worker to notice it).
+WORKER_QUERY_S = 1
+
+
 def _start_worker(env: dict, home: Path, label: str) -> subprocess.Popen:
     log = (home / f"worker-{label}.log").open("w")
     return subprocess.Popen(
         [BIN / "prefect", "worker", "start", "--pool", "eqcat", "--type", "process"],
-        env=env,
+        env={**env, "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_S)},
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -229,7 +234,7 @@ def _state(api: str, flow_run_id: str) -> str:
 def _finish(api: str, flow_run_id: str) -> str:
     final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
     return _wait(
-        lambda: (s := _state(api, flow_run_id)) in final and s, RUN_TIMEOUT_S, "flow run", 1.0
+        lambda: (s := _state(api, flow_run_id)) in final and s, RUN_TIMEOUT_S, "flow run", 0.25
     )
 
 
