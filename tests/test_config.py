@@ -93,6 +93,10 @@ def test_resolved_config_is_written(tmp_path):
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
         ({"starttime": 12345}, "starttime = 12345: expected an ISO 8601 UTC time"),
+        (  # ObsPy refused it only when the build made its client, after 5 "unreachable" tries
+            {"waveforms": {"source": {"kind": "fdsn", "base_url": "EARTHSCOP"}}},
+            "waveforms.source.fdsn.base_url = 'EARTHSCOP': expected an http(s) URL",
+        ),
         ({"endtime": 979000000.0}, "endtime = 979000000.0: expected an ISO 8601"),
         (
             {"report": {"completeness": {"delta_m": 0.001}}},

@@ -95,7 +95,7 @@ def test_validate_names_a_missing_account_before_any_request(tmp_path, monkeypat
 
     for name in ("FDSN_USER", "FDSN_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    url = "http://127.0.0.1:9"
+    url = "http://127.0.0.1:9999"
     spec = {
         "name": "restricted",
         "starttime": "2024-02-03T00:00:00",

@@ -465,7 +465,7 @@ def test_station_level_metadata_is_named_as_such(tmp_path):
             station.channels = []
     path = tmp_path / "stations.xml"
     inventory.write(str(path), format="STATIONXML")
-    waveforms = WaveformConfig(source=FDSNSource(base_url="http://127.0.0.1:9"))
+    waveforms = WaveformConfig(source=FDSNSource(base_url="http://127.0.0.1:9999"))
     with pytest.raises(EqcatInputError, match=r"4 station\(s\) but no channels .*level=station"):
         download_waveforms(
             RunDir(tmp_path / "run"), StationXMLStations(path=path), waveforms, START, END

@@ -364,7 +364,7 @@ def test_a_station_day_downloaded_incomplete_soon_after_its_end_is_asked_again(t
     )
     (choice,) = select_channels(inline_inventory(cfg, T0), ["HH?"], ["*"], T0, T1)
     (unit,) = plan_units([choice], T0, T1)
-    ledger, source = UnitLedger(tmp_path), FDSNSource(base_url="http://127.0.0.1:9")
+    ledger, source = UnitLedger(tmp_path), FDSNSource(base_url="http://127.0.0.1:9999")
     window = {"unit": unit.unit_id, "start": str(unit.start), "end": str(unit.end), "files": []}
 
     def finished(hours_after_end: float | None, status: str = "ok", coverage: float = 0.5):
@@ -379,7 +379,7 @@ def test_a_station_day_downloaded_incomplete_soon_after_its_end_is_asked_again(t
     assert finished(0.5, coverage=1.0)  # complete
     assert finished(49.0)  # asked again 49 h after its end: what it got is final
     assert finished(None)  # a record of an older eqcat
-    source = FDSNSource(base_url="http://127.0.0.1:9", recheck_recent_hours=0)
+    source = FDSNSource(base_url="http://127.0.0.1:9999", recheck_recent_hours=0)
     assert finished(0.5)
 
 

@@ -108,6 +108,22 @@ class FDSNService(_Section):
         None, description="name of a secret holding 'user:password' (instead of env vars)"
     )
 
+    @field_validator("base_url")
+    @classmethod
+    def _fdsn_base_url(cls, value: str) -> str:
+        """An address ObsPy's FDSN client takes: one of its short names or an http(s) URL
+        (checked here: ObsPy refuses a bad one only when the client is made, which a build
+        took for an unreachable service and retried)."""
+        from obspy.clients.fdsn.client import Client
+        from obspy.clients.fdsn.header import URL_MAPPINGS
+
+        if value.upper() in URL_MAPPINGS or Client._validate_base_url(value):
+            return value
+        raise ValueError(
+            "expected an http(s) URL (host, optional port of 2-5 digits, path) or one of "
+            f"ObsPy's service names: {', '.join(sorted(URL_MAPPINGS))}"
+        )
+
 
 class FDSNStationQuery(FDSNService):
     """Stations from an fdsnws-station query (level=response)."""
