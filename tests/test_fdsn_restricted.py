@@ -79,7 +79,7 @@ def test_restricted_data_with_an_account_from_env_or_secret(
         _, by_secret = _configs(
             served, proxy.base_url, restricted=True, secret_block="fdsn-account"
         )
-        secrets = {"fdsn-account": ":".join(ACCOUNT)}
+        secrets = {"fdsn-account": ":".join(ACCOUNT) + "\n"}  # as pasted into a secret
         ok = _download(tmp_path / "secret", stations, by_secret, secret_loader=secrets.__getitem__)
         assert ok["units_downloaded"] == 6
         with pytest.raises(CredentialsError, match="secret 'fdsn-account' must hold 'user:pass"):

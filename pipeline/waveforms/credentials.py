@@ -63,7 +63,7 @@ def resolve_credentials(
             raise CredentialsError(
                 f"{what}: secret {secret_block!r} ({field_name}) could not be read: {reason}"
             ) from None
-        user, sep, password = str(value).partition(":")
+        user, sep, password = str(value).strip().partition(":")  # a pasted trailing newline
         if not (sep and user and password):
             raise CredentialsError(f"{what}: secret {secret_block!r} must hold 'user:password'")
         return Credentials(user, password, f"secret {secret_block!r}")
