@@ -354,8 +354,9 @@ def assessed_channels(choice: StationChoice, root: Path, day: date) -> list[str]
 
 
 def other_codes_note(choice: StationChoice, root: Path, day: date) -> str:
-    """'' or, when the archive holds the station's files of ``day`` only under other codes
-    (:func:`pipeline.waveforms.sds.other_station_ids`), a note naming them and what to set."""
+    """'' or, when the archive holds files of the station on ``day`` under other location or
+    channel codes than chosen (:func:`pipeline.waveforms.sds.other_station_ids`), a note
+    naming them (for the station's missing channels)."""
     ids = other_station_ids(
         root, choice.network, choice.station, choice.location, choice.channel_prefix, [day]
     )
