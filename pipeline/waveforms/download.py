@@ -390,7 +390,7 @@ def _no_choice_reason(
     station level), or none matching the channel and location priorities in the span."""
     if not any(sta.channels for net in inventory for sta in net):
         return (
-            f"the station metadata list {len(inventory.get_contents()['stations'])} "
+            f"the station metadata lists {len(inventory.get_contents()['stations'])} "
             "station(s) but no channels (StationXML at level=station?): eqcat needs "
             "level=channel, or level=response for magnitudes"
         )
