@@ -38,6 +38,7 @@ from obspy.clients.fdsn.header import (
 
 from pipeline.waveforms.credentials import Credentials
 from pipeline.waveforms.params import FDSNService, FDSNSource
+from pipeline.waveforms.sds import MSEED_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def parse_body(body: bytes) -> Stream:
     """
     if not body:
         raise NoData("HTTP 200 with an empty body")
-    stream = read(io.BytesIO(body), format="MSEED")
+    with MSEED_LOCK:
+        stream = read(io.BytesIO(body), format="MSEED")
     used = sum(tr.stats.mseed.record_length * tr.stats.mseed.number_of_records for tr in stream)
     if used != len(body):
         raise CutBody(

@@ -62,6 +62,7 @@ from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
 from pipeline.waveforms.reader import COMPONENT_SLOT, is_numeric, usable_traces
 from pipeline.waveforms.sds import (
+    MSEED_LOCK,
     day_bounds,
     other_station_ids,
     sds_relpath,
@@ -292,7 +293,8 @@ def assess_file(
         log.warning("unreadable day file skipped: %s (%s)", path, not_a_file)
         return {"path": str(path), "status": "unreadable", "error": not_a_file, **empty}
     try:
-        stream = read(str(path), format="MSEED")
+        with MSEED_LOCK:
+            stream = read(str(path), format="MSEED")
     except OSError as exc:  # permissions, I/O: the file may be fine, the access is not
         error = f"cannot be read: {exc.strerror or exc}"
         log.warning("unreadable day file skipped: %s (%s)", path, error)

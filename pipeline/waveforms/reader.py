@@ -18,7 +18,7 @@ from obspy import Stream, Trace, UTCDateTime, read
 from obspy.clients.filesystem.sds import Client as SDSClient
 
 from pipeline.waveforms.params import check_code
-from pipeline.waveforms.sds import station_day_files
+from pipeline.waveforms.sds import MSEED_LOCK, station_day_files
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def read_station(
     prefix = check_code("channel_prefix", channel_prefix)
     client = SDSClient(str(sds_root))
     try:
-        stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
+        with MSEED_LOCK:
+            stream = client.get_waveforms(net, sta, loc, f"{prefix}?", starttime, endtime)
     except Exception:  # noqa: BLE001 - a corrupt file or a rate change: file by file
         stream = _read_readable_files(client, (net, sta, loc, prefix), starttime, endtime)
     usable_traces(stream, f"{net}.{sta}.{loc}")
@@ -152,7 +153,8 @@ def _read_readable_files(
     days = [first + timedelta(days=k) for k in range((endtime.date - first).days + 1)]
     for path in station_day_files(Path(client.sds_root), net, sta, loc, prefix, days, False):
         try:
-            stream += read(str(path), format="MSEED", starttime=starttime, endtime=endtime)
+            with MSEED_LOCK:
+                stream += read(str(path), format="MSEED", starttime=starttime, endtime=endtime)
         except Exception as exc:  # noqa: BLE001 - any reader failure means a corrupt file
             log.warning("corrupt miniSEED file skipped: %s (%s)", path, exc)
     stream = stream.select(network=net, station=sta, location=loc, channel=f"{prefix}?")

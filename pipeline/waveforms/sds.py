@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from pipeline.rundir import atomic_path
 from pipeline.waveforms.params import check_code
 
 log = logging.getLogger(__name__)
+
+
+#: Held around every ObsPy miniSEED read or write of eqcat's threads. ObsPy's libmseed wrapper
+#: points libmseed's (process-wide) log callbacks at per-call Python functions: a message
+#: logged by one thread's call (a cut record) while another call ends calls a freed callback,
+#: and the process dies of SIGSEGV (seen in CI: a download thread reading a cut transfer beside
+#: one writing a day file).
+MSEED_LOCK = threading.Lock()
 
 
 def sds_relpath(network: str, station: str, location: str, channel: str, day: date) -> Path:
@@ -73,7 +82,7 @@ def write_channel_day(stream: Stream, root: Path, day: date) -> dict[Path, int]:
         target = root / sds_relpath(net, sta, loc, cha, day)
         channel_stream.merge(method=-1)
         channel_stream.sort(keys=["starttime"])
-        with atomic_path(target) as tmp:
+        with atomic_path(target) as tmp, MSEED_LOCK:
             channel_stream.write(str(tmp), format="MSEED")
         written[target] = sum(tr.stats.npts for tr in channel_stream)
     return written
