@@ -73,6 +73,32 @@ MANIFEST_OF = {
 }
 
 
+#: The pipeline modules each stage's task runs (the flow's own calls included): the code part
+#: of its cache keys is their source and that of every pipeline module they import
+#: (:func:`flows.caching.code_version`), so a change to one stage's code redoes that stage and
+#: those after it, not the ones before (a changed report does not re-pick). The config module
+#: is not listed: what a task reads of the config enters its key as values.
+STAGE_CODE = {
+    "download": ("pipeline.synthetic", "pipeline.waveforms", "pipeline.waveforms.download"),
+    "pick": ("pipeline.picking.stage", "pipeline.picking.model", "pipeline.waveforms"),
+    **{
+        stage: (module, "pipeline.velocity", "pipeline.waveforms")
+        for stage, module in (
+            ("associate", "pipeline.association"),
+            ("locate", "pipeline.location"),
+            ("relocate", "pipeline.relocation.stage"),
+            ("magnitude", "pipeline.magnitude"),
+        )
+    },
+    "report": (
+        "pipeline.catalog",
+        "pipeline.report.html",
+        "pipeline.velocity",
+        "pipeline.waveforms",
+    ),
+}
+
+
 #: Manifest entries whose recorded outputs a stage owns, where not those of :data:`MANIFEST_OF`
 #: (the download stage writes the synthetic scenario's truth tables).
 OUTPUT_ENTRIES = {"download": ("waveforms", "synthetic")}
@@ -255,7 +281,13 @@ def download_flow(config_path: str) -> dict:
     else:
         section = {"stations": cfg.stations, "waveforms": cfg.waveforms, "span": span}
         inputs = _download_inputs(cfg)
-    cache = cache_inputs(section=section, inputs=inputs, outputs=outputs, root=run.root)
+    cache = cache_inputs(
+        section=section,
+        inputs=inputs,
+        outputs=outputs,
+        root=run.root,
+        code=STAGE_CODE["download"],
+    )
     key = description_key(download_task.name, cache)
     from pipeline.waveforms.download import units_to_retry
 
@@ -395,6 +427,7 @@ def pick_flow(config_path: str) -> dict:
                 "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
             },
             root=run.root,
+            code=STAGE_CODE["pick"],
         )
         for row, day in units
     ]
@@ -406,7 +439,7 @@ def pick_flow(config_path: str) -> dict:
         stamps.matches(c["outputs"][0], k) and outputs_intact(c) and c["outputs"][0] not in changed
         for c, k in zip(caches, keys, strict=True)
     ]
-    stage_key = description_key("pick", {"units": keys})
+    stage_key = description_key("pick", {"units": keys, "code_modules": STAGE_CODE["pick"]})
     _begin(run, "pick", config_path, stage_key, all(fresh))
     futures = [
         cached(pick_station_day_task, cache, on_disk).submit(
@@ -632,6 +665,7 @@ def _run_stage(stage: str, config_path: str) -> dict:
         outputs=[run.root / p for p in outputs],
         extra=extra,
         root=run.root,
+        code=STAGE_CODE[stage],
     )
     key = description_key(stage_task.name, cache)
     unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))

@@ -1,7 +1,10 @@
 """Cache keys for eqcat tasks: what a task read, how it was configured, which code ran.
 
-A task's key is the SHA-256 of the task name, the code version, its config section
-(JSON), the fingerprints of its input files and the paths of its outputs. When any
+A task's key is the SHA-256 of the task name, the version of the code it runs, its config
+section (JSON), the fingerprints of its input files and the paths of its outputs. The code
+part covers the pipeline modules the task runs and every pipeline module they import
+(:func:`code_version`), the templates, and the versions of Python and the computing
+libraries: a change to the report's code does not re-pick a 6-week build. When any
 expected output file is missing, :func:`cached` runs the task with ``refresh_cache`` (it
 runs, and its result is stored under the same key), so deleting an output (or the run
 directory), or cutting or damaging a Parquet output on disk, always forces the work to be
@@ -20,12 +23,14 @@ again. Where that file cannot be written, hashes are remembered for this process
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +41,6 @@ import pipeline
 from pipeline.rundir import parquet_readable, sha256_file, software_versions, write_text_atomic
 
 PIPELINE_ROOT = Path(pipeline.__file__).resolve().parent
-#: HypoInverse / HypoDD templates and the shipped velocity models: code as well.
-TEMPLATES_ROOT = PIPELINE_ROOT.parent / "hypo_templates"
 
 _hash_lock = threading.Lock()
 _content_hashes: dict[str, str] = {}
@@ -45,18 +48,94 @@ _hash_store: sqlite3.Connection | None = None
 _hash_store_opened = False
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the pipeline's source and templates, and of the versions of Python and the
-    libraries that compute with them (:func:`pipeline.rundir.software_versions`): any change,
-    an upgraded TensorFlow or ObsPy too, invalidates the caches."""
-    digest = hashlib.sha256(pipeline.__version__.encode())
-    digest.update(json.dumps(software_versions(), sort_keys=True).encode())
-    files = sorted(PIPELINE_ROOT.rglob("*.py")) + sorted(
-        p for p in TEMPLATES_ROOT.rglob("*") if p.is_file()
-    )
-    for path in files:
-        digest.update(path.relative_to(PIPELINE_ROOT.parent).as_posix().encode())
+#: A dotted pipeline module name inside a string (``import_module("pipeline.picking.model")``).
+_MODULE_NAME = re.compile(r"pipeline(\.[A-Za-z_]\w*)+")
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The source file of pipeline module ``name`` under ``root`` (the folder holding the
+    ``pipeline`` package), or None where there is none."""
+    path = root.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(name: str, root: Path) -> set[str]:
+    """The pipeline modules that module ``name`` names anywhere in its source, with their
+    parent packages: ``import`` and ``from ... import`` statements (also inside functions,
+    relative ones resolved, imported names that are submodules), and strings that are a
+    module's dotted name (lazy imports)."""
+    path = _module_file(name, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    named: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], *filter(None, [base])])
+            named.add(base)
+            named.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _MODULE_NAME.fullmatch(node.value):
+                named.add(node.value)
+    found = set()
+    for dotted in named:
+        parts = dotted.split(".")
+        if parts[0] != "pipeline":
+            continue
+        found.update(
+            ".".join(parts[:end])
+            for end in range(1, len(parts) + 1)
+            if _module_file(".".join(parts[:end]), root) is not None
+        )
+    return found
+
+
+def module_closure(entries: tuple[str, ...], root: Path) -> set[str]:
+    """``entries`` and every pipeline module they import, transitively."""
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported_modules(name, root))
+    return seen
+
+
+@cache
+def code_version(entries: tuple[str, ...] | None = None, root: Path = PIPELINE_ROOT.parent) -> str:
+    """Hash of the code a task runs, and of the versions of Python and the libraries that
+    compute with it (:func:`pipeline.rundir.software_versions`; an upgraded TensorFlow or
+    ObsPy too invalidates the caches).
+
+    Args:
+        entries: the pipeline modules the task calls (e.g. ``("pipeline.picking.stage",)``):
+            their source and that of every pipeline module they import
+            (:func:`module_closure`) enter the hash; the root package ``pipeline/__init__.py``
+            does not (it holds only the docstring and ``__version__``, which a test keeps so),
+            so a release that changes no module of a stage keeps that stage's caches. None:
+            every pipeline module and the version, for keys of no one stage.
+        root: the folder holding ``pipeline/`` and ``hypo_templates/`` (for tests).
+
+    The HypoInverse / HypoDD templates and the shipped velocity models enter every hash.
+    """
+    digest = hashlib.sha256(json.dumps(software_versions(), sort_keys=True).encode())
+    package = root / "pipeline"
+    if entries is None:
+        digest.update(pipeline.__version__.encode())
+        modules = sorted(package.rglob("*.py"))
+    else:
+        names = module_closure(entries, root) - {"pipeline"}
+        modules = sorted(_module_file(name, root) for name in names)
+    templates = sorted(p for p in (root / "hypo_templates").rglob("*") if p.is_file())
+    for path in modules + templates:
+        digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -154,6 +233,7 @@ def cache_inputs(
     outputs: list[Path] | tuple[Path, ...] = (),
     extra: dict[str, Any] | None = None,
     root: Path | None = None,
+    code: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """The small, JSON-able description of a task call that its cache key is built from.
 
@@ -166,6 +246,7 @@ def cache_inputs(
         root: the run directory: paths inside it enter the key relative to it
             (:func:`description_key`), so a run directory moved or copied elsewhere keeps
             its keys and is not rebuilt (its files are fingerprinted again).
+        code: the pipeline modules the task runs (:func:`code_version`); None: all of them.
     """
     return {
         "section": to_jsonable_python(section),
@@ -173,6 +254,7 @@ def cache_inputs(
         "outputs": [str(p) for p in outputs],
         "extra": extra or {},
         "root": None if root is None else str(root),
+        "code_modules": None if code is None else sorted(code),
     }
 
 
@@ -218,10 +300,12 @@ def cached(task_obj: Task, description: dict[str, Any], on_disk: bool = True) ->
 
 
 def description_key(task_name: str, description: dict[str, Any]) -> str:
-    """Hash of a task name, the code version and a :func:`cache_inputs` description (its
-    paths inside the run directory relative to it)."""
+    """Hash of a task name, the version of the code it runs and a :func:`cache_inputs`
+    description (its paths inside the run directory relative to it)."""
+    modules = description.get("code_modules")
+    code = code_version(None if modules is None else tuple(modules))
     payload = json.dumps(
-        {"task": task_name, "code": code_version(), **_portable(description)},
+        {"task": task_name, "code": code, **_portable(description)},
         sort_keys=True,
         default=str,
     )
@@ -229,7 +313,7 @@ def description_key(task_name: str, description: dict[str, Any]) -> str:
 
 
 def stage_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Prefect ``cache_key_fn``: hash of the task name, code version and ``cache_inputs``."""
+    """Prefect ``cache_key_fn``: hash of the task name, its code and ``cache_inputs``."""
     description = parameters.get("cache")
     if description is None:
         return None

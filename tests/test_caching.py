@@ -3,13 +3,16 @@ after the file changed."""
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import flows.caching as caching
+from flows.build import STAGE_CODE
 
 
 def _fingerprint_in_new_process(path: Path, env: dict[str, str]) -> str:
@@ -56,3 +59,126 @@ def test_an_upgraded_library_changes_every_cache_key(monkeypatch):
     upgraded = {**caching.software_versions(), "tensorflow": "99.0"}
     monkeypatch.setattr(caching, "software_versions", lambda: upgraded)
     assert caching.code_version.__wrapped__() != before
+
+
+def _copy_code(tmp_path: Path) -> Path:
+    """A copy of the pipeline package and the templates, as :func:`code_version` reads them."""
+    root = tmp_path / "code"
+    source = caching.PIPELINE_ROOT.parent
+    for folder in ("pipeline", "hypo_templates"):
+        shutil.copytree(
+            source / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return root
+
+
+def _versions(root: Path) -> dict[str, str]:
+    stages = {
+        stage: caching.code_version.__wrapped__(code, root) for stage, code in STAGE_CODE.items()
+    }
+    return {**stages, "all": caching.code_version.__wrapped__(None, root)}
+
+
+def _changed(root: Path, relative: str, before: dict[str, str]) -> set[str]:
+    """The keys of :func:`_versions` that a comment appended to ``relative`` changes."""
+    path = root / relative
+    path.write_text(path.read_text() + "\n# changed\n")
+    after = _versions(root)
+    path.write_text(path.read_text().removesuffix("\n# changed\n"))
+    return {name for name in before if after[name] != before[name]}
+
+
+def test_a_stage_code_change_changes_that_stage_and_those_that_import_it(tmp_path):
+    """A stage's code version covers the modules its task runs and what they import, not the
+    others: a changed report does not re-pick; shared modules and templates change all."""
+    root = _copy_code(tmp_path)
+    before = _versions(root)
+    assert len(set(before.values())) == len(before)
+    assert _changed(root, "pipeline/report/html.py", before) == {"report", "all"}
+    assert _changed(root, "pipeline/picking/extract.py", before) == {"pick", "all"}
+    assert _changed(root, "pipeline/location/runner.py", before) == {"locate", "all"}
+    assert _changed(root, "pipeline/rundir.py", before) == set(before)
+    assert _changed(root, "pipeline/velocity.py", before) == set(before) - {"pick"}
+    assert _changed(root, "hypo_templates/velocity/tottori.yaml", before) == set(before)
+    # a release that changes no stage's code (only the version) keeps the stage caches
+    assert _changed(root, "pipeline/__init__.py", before) == {"all"}
+
+
+def test_the_root_package_holds_only_its_docstring_and_version():
+    """What :func:`code_version` leaves out of the stage hashes must stay code-free."""
+    tree = ast.parse((caching.PIPELINE_ROOT / "__init__.py").read_text())
+    docstring, version = tree.body
+    assert isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
+    assert isinstance(version, ast.Assign) and ast.unparse(version.targets[0]) == "__version__"
+    assert isinstance(version.value, ast.Constant)
+
+
+def test_imported_modules_follow_relative_lazy_and_function_imports(tmp_path):
+    package = tmp_path / "pipeline" / "alpha"
+    package.mkdir(parents=True)
+    for name in ("__init__", "one", "two", "three", "four"):
+        (package / f"{name}.py").write_text("")
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (package / "one.py").write_text(
+        "from . import two\n"
+        "def f():\n    from pipeline.alpha.three import x\n"
+        "LAZY = {'y': 'pipeline.alpha.four', 'text': 'pipeline is not a module'}\n"
+        "import numpy\n"
+    )
+    found = caching.imported_modules("pipeline.alpha.one", tmp_path)
+    assert found == {
+        "pipeline",
+        "pipeline.alpha",
+        "pipeline.alpha.two",
+        "pipeline.alpha.three",
+        "pipeline.alpha.four",
+    }
+
+
+def _task_imports(function: ast.FunctionDef) -> dict[str | None, set[str]]:
+    """Pipeline modules a task function of ``flows/build.py`` imports: under ``None`` those
+    of every call, under a stage name those inside its ``if stage == "..."`` branch."""
+    found: dict[str | None, set[str]] = {None: set()}
+
+    def visit(nodes: list[ast.stmt], branch: str | None) -> None:
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+                found.setdefault(branch, set()).update(
+                    {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                )
+            elif isinstance(node, ast.If):
+                test = node.test
+                inner = branch
+                if isinstance(test, ast.Compare) and isinstance(test.comparators[0], ast.Constant):
+                    inner = test.comparators[0].value
+                visit(node.body, inner)
+                visit(node.orelse, branch)
+
+    visit(function.body, None)
+    return found
+
+
+def test_stage_code_lists_every_pipeline_module_the_tasks_call():
+    """Each module a task of ``flows/build.py`` imports is inside its stage's code version
+    (a task calling a module its stage does not list would be served from a stale cache)."""
+    import flows.build
+
+    tree = ast.parse(Path(flows.build.__file__).read_text())
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    calls = {
+        "download": _task_imports(functions["download_task"])[None],
+        "pick": set().union(
+            *(
+                _task_imports(functions[name])[None]
+                for name in ("pick_station_day_task", "_load_model")
+            )
+        ),
+    }
+    stage_imports = _task_imports(functions["_stage_task"])
+    for stage in ("associate", "locate", "relocate", "magnitude", "report"):
+        calls[stage] = stage_imports[None] | stage_imports[stage]
+    root = caching.PIPELINE_ROOT.parent
+    for stage, modules in calls.items():
+        closure = caching.module_closure(STAGE_CODE[stage], root)
+        real = {m for m in modules if caching._module_file(m, root) is not None}
+        assert real and real <= closure, (stage, real - closure)

@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import TaskRun
 
 import flows.build
+import flows.caching as caching
 import pipeline.picking
 from flows.build import build_catalog
 from pipeline.picking.stage import PickingError
@@ -106,7 +107,9 @@ def read_picks(run_root: Path) -> pd.DataFrame:
     return table.sort_values("pick_id").reset_index(drop=True)
 
 
-def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_server, tmp_path):
+def test_rebuild_is_cached_and_extension_runs_only_new_station_days(
+    prefect_server, tmp_path, monkeypatch
+):
     one_day = write_config(tmp_path, MIDNIGHT, picker="eqt")
     first, runs, t_first = run_build(one_day)
     run_root = tmp_path / "runs" / "flowtest"
@@ -121,6 +124,21 @@ def test_rebuild_is_cached_and_extension_runs_only_new_station_days(prefect_serv
     assert len(runs) == 1 + N_STATIONS + 5
     assert state_counts(runs) == {"Cached": len(runs)}
     assert again["pick"]["counts"] == first["pick"]["counts"]
+
+    # an eqcat whose report code changed (and nothing the other stages import) reruns the
+    # report alone: each stage's key holds the code of its own modules
+    real_version = caching.code_version
+
+    def report_changed(entries=None, root=caching.PIPELINE_ROOT.parent):
+        touched = entries is None or "pipeline.report.html" in caching.module_closure(entries, root)
+        return real_version(entries, root) + ("-changed" if touched else "")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(caching, "code_version", report_changed)
+        _, runs, _ = run_build(one_day)
+    assert state_counts(runs, "download_task") == {"Cached": 1}
+    assert state_counts(runs, "pick_station_day_task") == {"Cached": N_STATIONS}
+    assert state_counts(runs, "stage_task") == {"Cached": 4, "Completed": 1}
 
     # a station-day file cut on disk (its stamp still matches) and one edited into another
     # valid table are picked again, alone
