@@ -33,6 +33,7 @@ from rich.text import Text
 from pipeline import interrupt, progress
 from pipeline.config import BuildConfig, ConfigError, format_validation_errors, load_config
 from pipeline.errors import EqcatInputError, input_error
+from pipeline.wording import counted
 
 _VERBOSE = {"on": False}
 
@@ -553,7 +554,7 @@ def relocate(
     interrupt.set_resume(shlex.join(["eqcat", *sys.argv[1:]]))
     reloc = relocate_dir(hypodd_dir, cfg)
     n_events = sum(1 for line in reloc.read_text(errors="replace").splitlines() if line.strip())
-    typer.echo(f"relocations: {reloc} ({n_events} events relocated)")
+    typer.echo(f"relocations: {reloc} ({counted(n_events, 'event')} relocated)")
 
 
 def _utc_option(value: str | None, option: str):
@@ -666,7 +667,7 @@ def mc(
         typer.echo(
             f"b = {result.b:.3f} ± {result.b_std:.3f} (Shi & Bolt) at Mc = "
             f"{result.mc_selected:.1f} ({result.mc_method}), a = {result.a:.2f}, "
-            f"{result.n_above_mc} events ≥ Mc"
+            f"{counted(result.n_above_mc, 'event')} ≥ Mc"
         )
     else:
         typer.echo(f"Mc/b {result.reason}")

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from pipeline.errors import EqcatInputError
 from pipeline.sections import SECTION_CONFIG
+from pipeline.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +589,7 @@ def analyze_magnitudes(
     result.b, result.b_std, result.a, result.n_above_mc = b, b_std, a, int(n_above)
     if not math.isfinite(b):
         result.reason = (
-            f"not estimable: {int(n_above)} events at or above Mc={selected:g} "
+            f"not estimable: {counted(int(n_above), 'event')} at or above Mc={selected:g} "
             f"(fewer than min_events_above_mc={cfg.min_events_above_mc})"
         )
         return result

@@ -85,6 +85,7 @@ from pipeline.score_losses import (
     format_loss_table,
     loss_rows,
 )
+from pipeline.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -808,7 +809,8 @@ def format_truth_table(score: dict) -> str:
     full = score.get("catalog_all")
     if full:
         lines.append(
-            f"  full catalog (catalog_all, every quality class): {full['n_events']} events, "
+            "  full catalog (catalog_all, every quality class): "
+            f"{counted(full['n_events'], 'event')}, "
             f"{full['n_matched']} matched; recall {_fmt(full['recall'])}, precision "
             f"{_fmt(full['precision'])}, at/above the same cut recall "
             f"{_fmt(full['recall_above_mc_true'])}"

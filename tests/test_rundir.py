@@ -100,3 +100,11 @@ def test_changed_outputs_names_edited_and_deleted_files(tmp_path):
     (run.root / "catalog" / "a.csv").write_text("edited")
     (run.root / "catalog" / "b.csv").unlink()
     assert run.changed_outputs(("catalog", "report")) == ["catalog/a.csv", "catalog/b.csv"]
+
+
+def test_counted_agrees_with_its_number():
+    from pipeline.wording import counted
+
+    assert [counted(n, "event") for n in (0, 1, 2)] == ["0 events", "1 event", "2 events"]
+    assert counted(1, "station-day") == "1 station-day"
+    assert counted(3, "analysis", "analyses") == "3 analyses"

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from pipeline.completeness import CompletenessResult  # noqa: E402
 from pipeline.report.coastlines import draw_boundaries  # noqa: E402
 from pipeline.rundir import atomic_path  # noqa: E402
+from pipeline.wording import counted
 
 DPI = 110
 MC_STYLES = {
@@ -93,7 +94,7 @@ def plot_fmd(
             ax.axvline(est.mc, color=color, ls=style, label=f"Mc {key.upper()} = {est.mc:.1f}")
     ax.set_xlabel(f"Magnitude (bin {result.delta_m:g})")
     ax.set_ylabel("Number of events")
-    ax.set_title(f"Frequency–magnitude distribution ({result.n_valid} events)")
+    ax.set_title(f"Frequency–magnitude distribution ({counted(result.n_valid, 'event')})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -110,7 +111,8 @@ def plot_mc_b_time(result: CompletenessResult, path: str | Path) -> Path:
         return _empty(
             path,
             "Mc and b through time",
-            f"too few events with magnitude and time for moving windows ({result.n_valid} events)",
+            "too few events with magnitude and time for moving windows "
+            f"({counted(result.n_valid, 'event')})",
         )
     t = pd.to_datetime(windows["median_time"], utc=True, format="ISO8601")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
@@ -306,7 +308,7 @@ def plot_epicentres(
     ax.set_aspect(1 / max(math.cos(math.radians(mean_lat)), 0.1))
     coastline_note = draw_boundaries(ax)
     add_scale_bar(ax, mean_lat)
-    ax.set_title(f"Epicentres ({len(events)} events), size ~ magnitude")
+    ax.set_title(f"Epicentres ({counted(len(events), 'event')}), size ~ magnitude")
     ax.grid(alpha=0.3)
     return _save(fig, path), coastline_note
 

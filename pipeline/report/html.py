@@ -31,6 +31,7 @@ from pipeline.completeness import (
 from pipeline.report import data_quality, figures
 from pipeline.rundir import RunDir, read_run_table, write_text_atomic
 from pipeline.sections import SECTION_CONFIG
+from pipeline.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def render_completeness_section(
     b_text = (
         f"{result.b:.2f} ± {result.b_std:.2f} (Shi &amp; Bolt); bootstrap "
         f"{_fmt(result.b_ci_low)} – {_fmt(result.b_ci_high)}; a = {_fmt(result.a)}, "
-        f"{result.n_above_mc} events ≥ Mc {_fmt(result.mc_selected, 1)} "
+        f"{counted(result.n_above_mc, 'event')} ≥ Mc {_fmt(result.mc_selected, 1)} "
         f"({_fmt(result.mc_method or '')})"
         if result.estimable
         else f"<span class='warn'>{_fmt(result.reason)}</span>"
@@ -342,7 +343,7 @@ def render_event_table(catalog: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) ->
         f"<p>The first {len(shown)} of {len(catalog)} events by origin time; every event "
         "is in <code>catalog/catalog.csv</code>. Click a column header to sort.</p>"
         if len(shown) < len(catalog)
-        else f"<p>{len(catalog)} events; click a column header to sort.</p>"
+        else f"<p>{counted(len(catalog), 'event')}; click a column header to sort.</p>"
     )
     body = "\n".join(rows)
     return (
