@@ -88,3 +88,17 @@ def test_prefect_yaml_entrypoint_resolves_to_the_scheduled_flow(monkeypatch):
     # the pull step's directory is the image's working directory (Dockerfile WORKDIR)
     workdir = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
     assert f"WORKDIR {workdir}" in (REPO_ROOT / "Dockerfile").read_text()
+
+
+def test_compose_workers_take_accounts_from_the_shell(monkeypatch):
+    """Restricted-data accounts reach the workers from the environment that starts the
+    stack (empty when unset), never from the file."""
+    for name in ("FDSN_USER", "FDSN_PASSWORD", "HINET_USER", "HINET_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FDSN_USER", "alice")
+    services = _compose_config("gpu")["services"]
+    for name in ("worker", "gpu-worker"):
+        env = services[name]["environment"]
+        assert env["FDSN_USER"] == "alice", name
+        assert env["FDSN_PASSWORD"] == env["HINET_USER"] == env["HINET_PASSWORD"] == "", name
+    assert "alice" not in COMPOSE.read_text()
