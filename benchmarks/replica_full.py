@@ -24,8 +24,13 @@ days of the replica starting D days after its start (``--days 0.25`` = the dense
 hours, ~18,000 events); ``--span-days N`` generates the whole replica but builds the
 catalog (pick → report) from its first N UTC days only (the first from 05:00), recorded
 in ``DIR/benchmark_spanNd.json``.
-``--weights`` sets ``picking.weights`` (a path or a weights name). The run is scored
-against the ground truth at the end (``eqcat score``; ``DIR/<name>/score.json``).
+``--weights`` sets ``picking.weights`` (a path or a weights name); the record names the
+model and the picking settings the build ran with (``picking``, from the run's
+``config.resolved.yaml``). The run is scored against the ground truth at the end (``eqcat
+score``; ``DIR/<name>/score.json``).
+
+Unlike the other benchmarks, a stage is measured once, not repeated (a stage of the full
+replica takes up to hours): its figures are single measurements, recorded with the load.
 """
 
 from __future__ import annotations
@@ -306,6 +311,10 @@ def main() -> int:
         if result["returncode"] != 0 and not result["stopped"]:
             failed = stage
             break  # failed: the later stages would read stale or missing tables
+    resolved = run_dir / "config.resolved.yaml"
+    if resolved.exists():  # the model and settings the stages ran with
+        record["picking"] = yaml.safe_load(resolved.read_text()).get("picking")
+        _write_json(record_path, record)
     truth = run_dir / "truth"
     if (truth / "catalog.csv").exists():
         if args.span_days is not None:
