@@ -11,6 +11,7 @@ station-days (and reruns the stages downstream of picking, whose inputs changed)
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -77,7 +78,8 @@ MANIFEST_OF = {
 #: of its cache keys is their source and that of every pipeline module they import
 #: (:func:`flows.caching.code_version`), so a change to one stage's code redoes that stage and
 #: those after it, not the ones before (a changed report does not re-pick). The config module
-#: is not listed: what a task reads of the config enters its key as values.
+#: is not listed: what a task reads of the config enters its key as values. The task's own
+#: functions in this module enter the key too (:func:`task_source`).
 STAGE_CODE = {
     "download": ("pipeline.synthetic", "pipeline.waveforms", "pipeline.waveforms.download"),
     "pick": ("pipeline.picking.stage", "pipeline.picking.model", "pipeline.waveforms"),
@@ -285,6 +287,7 @@ def download_flow(config_path: str) -> dict:
         section=section,
         inputs=inputs,
         outputs=outputs,
+        extra={"task": task_source("download")},
         root=run.root,
         code=STAGE_CODE["download"],
     )
@@ -425,6 +428,7 @@ def pick_flow(config_path: str) -> dict:
                 "flat_max_ptp": cfg.waveforms.quality.flat_max_ptp,
                 # the part of the day picked: a changed span re-picks only the days it changes
                 "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
+                "task": task_source("pick"),
             },
             root=run.root,
             code=STAGE_CODE["pick"],
@@ -524,6 +528,18 @@ def stage_task(stage: str, config_path: str, cache: dict) -> dict:
     return _stage_task(stage, config_path)
 
 
+@functools.cache
+def task_source(stage: str) -> str:
+    """SHA-256 of the source of the functions of this module that ``stage``'s task runs (the
+    wiring between the flow and the pipeline; it enters the task's cache key beside the
+    pipeline modules of :data:`STAGE_CODE`)."""
+    functions = {
+        "download": (download_task.fn,),
+        "pick": (pick_station_day_task.fn, _model, _load_model.__wrapped__),
+    }.get(stage, (stage_task.fn, _stage_task))
+    return sha256_text("".join(inspect.getsource(f) for f in functions))
+
+
 #: For each later stage: its config section, the tables it reads, the tables it writes.
 STAGE_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "associate": (
@@ -604,7 +620,7 @@ def _stage_inputs(stage: str, cfg: BuildConfig, run: RunDir) -> tuple[list[Path]
     _, tables, _ = STAGE_FILES[stage]
     inputs = [run.root / p for p in (*tables, *OPTIONAL_INPUTS.get(stage, ()))]
     inputs.append(model_path(cfg.velocity_model))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"task": task_source(stage)}
     if stage in WAVEFORM_STAGES:
         inputs += _waveform_files(cfg, run)
     if stage == "locate":
