@@ -296,7 +296,11 @@ def download_flow(config_path: str) -> dict:
 
     retry = units_to_retry(run)  # station-days given up on for a cause that may have passed
     if retry:
-        get_run_logger().info("download reruns for %d station-day(s) it gave up on", len(retry))
+        get_run_logger().info(
+            "download reruns for %d station-day(s) it gave up on or got incomplete soon after "
+            "their end (late data)",
+            len(retry),
+        )
     unchanged = _begin(run, "download", config_path, key, outputs_intact(cache) and not retry)
     summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
     run.mark_current(MANIFEST_OF["download"], key)

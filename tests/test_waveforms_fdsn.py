@@ -340,6 +340,34 @@ def test_http_404_is_no_data_not_retried_and_rechecked_on_request(served, tmp_pa
     assert again["units_downloaded"] == 1 and again["units_nodata"] == 2
 
 
+def test_incomplete_recent_station_days_are_asked_again_by_any_rebuild(served, tmp_path):
+    """Late data: station-days got incomplete (or with none) soon after their end are listed
+    for the next build, which asks them again even when its span is unchanged; complete
+    ones are not. (The test's 2024 data counts as recent with a window of 10^6 hours.)"""
+    with FlakyProxy(served["url"]) as proxy:
+        proxy.always["CCC"] = 404
+        stations, waveforms = _configs(served, proxy.base_url, recheck_recent_hours=1e6)
+        run = RunDir(tmp_path / "run")
+        download_waveforms(run, stations, waveforms, START, END, progress=False)
+        ledger = _ledger(run.root)
+        incomplete = {
+            unit
+            for unit, record in ledger.items()
+            if record["status"] == "nodata" or record["coverage"] < 0.999
+        }
+        assert {f"XX.CCC..HH.{DAY1}", f"XX.CCC..HH.{DAY2}", f"XX.BBB..HH.{DAY1}"} <= incomplete
+        assert len(incomplete) < UNITS
+        assert sorted(units_to_retry(run)) == sorted(incomplete)
+
+        del proxy.always["CCC"]  # CCC's data arrives late
+        again = download_waveforms(run, stations, waveforms, START, END, progress=False)
+    assert again["units_skipped"] == UNITS - len(incomplete)
+    assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "ok"
+    _, settled = _configs(served, served["url"], recheck_recent_hours=0)
+    download_waveforms(run, stations, settled, START, END, progress=False)
+    assert units_to_retry(run) == []
+
+
 def test_chunked_requests_give_the_same_archive(served, tmp_path):
     stations, daily = _configs(served, served["url"])
     _, hourly = _configs(served, served["url"], chunk_hours=1.0)

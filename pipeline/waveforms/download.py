@@ -421,11 +421,25 @@ def check_any_data(results: dict[str, list[dict]], source: FDSNSource) -> None:
 
 def units_to_retry(run: RunDir) -> list[str]:
     """Station-days the last download of ``run`` gave up on for a cause that may pass (the
-    service unavailable or answering broken data through the retries): a build whose
-    download is otherwise unchanged runs it again for them (the finished ones are skipped).
+    service unavailable or answering broken data through the retries), then those it got
+    incomplete so soon after their end that late data may still come (:func:`may_grow`): a
+    build whose download is otherwise unchanged runs it again for them (the finished ones
+    are skipped), a manual rebuild of the same span as well as a scheduled one.
     """
     details = run.read_manifest().get(STAGE, {}).get("details", {})
-    return list(details.get("retry_units", []))
+    return [*details.get("retry_units", []), *details.get("growing_units", [])]
+
+
+def growing_units(
+    results: dict[str, list[dict]], units: list[Unit], recent_hours: float
+) -> list[str]:
+    """The units of a download's ``results`` (ok / nodata records) whose data may still grow."""
+    by_id = {unit.unit_id: unit for unit in units}
+    return [
+        record["unit"]
+        for record in (*results["ok"], *results["nodata"])
+        if record["unit"] in by_id and may_grow(record, by_id[record["unit"]], recent_hours)
+    ]
 
 
 def _stations_input(cfg: StationSourceConfig | None) -> str:
@@ -598,6 +612,9 @@ def download_waveforms(
             "failures": summary["failures"],
             "nodata_units": [r["unit"] for r in results["nodata"]],
             "retry_units": [r["unit"] for r in results["failed"] if r.get("transient")],
+            "growing_units": growing_units(results, units, source.recheck_recent_hours)
+            if isinstance(source, FDSNSource)
+            else [],
             "skipped": skipped,
             "station_notes": notes,
         },
