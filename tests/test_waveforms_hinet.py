@@ -160,7 +160,9 @@ def test_hinet_download_to_sds_with_env_credentials(
     inventory = read_inventory(str(root / "inventory.xml"))
     response = inventory.select(station="AAKH", channel="EHZ")[0][0][0].response
     assert response.instrument_sensitivity.value == pytest.approx(1e9, rel=1e-3)
-    assert summary["units_total"] == 4 and summary["channel_days_ok"] == 12
+    # a Hi-net unit is a day of the network (2 days), not a station-day
+    assert (summary["units_total"], summary["units_downloaded"]) == (2, 2)
+    assert summary["channel_days_ok"] == 12 and summary["bytes_downloaded"] > 0
 
     quality = pd.read_parquet(root / "quality.parquet")
     assert (quality["status"] == "ok").all() and not quality["flat"].any()
@@ -278,8 +280,10 @@ def test_a_failed_day_is_reported_and_asked_again(tmp_path, monkeypatch, win32to
         "2000-10-06 09:00:00 JST"
     ]
     assert summary["channel_days_ok"] == 6 and units_to_retry(run) == ["hinet.0101.2000.280"]
+    assert [summary[f"units_{k}"] for k in ("total", "downloaded", "failed")] == [2, 1, 1]
 
     OneDayMissing.heal = True
     again = download_waveforms(run, None, cfg, START, END, progress=False)
     assert again["failures"] == [] and again["channel_days_ok"] == 12
+    assert [again[f"units_{k}"] for k in ("total", "downloaded", "skipped")] == [2, 1, 1]
     assert [r[1].hour for r in MockHinetClient.instances[-1].requests] == [9]

@@ -65,6 +65,7 @@ from pipeline.waveforms.quality import quality_table
 from pipeline.waveforms.sds import (
     day_bounds,
     days_in_span,
+    file_records,
     remove_stale_temporaries,
     trim_to_window,
     write_channel_day,
@@ -233,18 +234,6 @@ def fetch_unit(
     return stream, attempts, sorted(foreign)
 
 
-def _record_files(written: dict[Path, int], root: Path) -> list[dict]:
-    return [
-        {
-            "path": path.relative_to(root).as_posix(),
-            "samples": samples,
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
-        }
-        for path, samples in written.items()
-    ]
-
-
 #: A unit holding at least this share of its expected samples is complete.
 COMPLETE_SHARE = 0.999
 
@@ -297,7 +286,7 @@ def run_unit(
             "samples": 0,
         }
     stream.traces = [tr for tr in stream if tr.stats.channel in wanted]
-    files = _record_files(write_channel_day(stream, root, unit.day), root)
+    files = file_records(write_channel_day(stream, root, unit.day), root)
     samples = sum(f["samples"] for f in files)
     record = {
         **base,
@@ -527,10 +516,11 @@ def download_waveforms(
         raise ValueError(f"endtime {endtime} must be after starttime {starttime}")
     folder = run.stage_dir(STAGE)
     source = waveform_cfg.source
-    if isinstance(source, HinetSource):
+    hinet = isinstance(source, HinetSource)
+    if hinet:
         from pipeline.waveforms.hinet import download_hinet
 
-        inventory, hinet_failed = download_hinet(source, folder, starttime, endtime, secret_loader)
+        inventory, hinet_results = download_hinet(source, folder, starttime, endtime, secret_loader)
     else:
         if stations_cfg is None:
             raise ValueError("the fdsn and sds waveform sources need a station section")
@@ -566,8 +556,8 @@ def download_waveforms(
             units, source, folder, waveform_cfg.max_workers, progress, credentials
         )
         check_any_data(results, source)
-    elif isinstance(source, HinetSource):
-        results["failed"] = hinet_failed  # whole days of the network, not station-days
+    elif hinet:
+        results = hinet_results  # whole days of the network, not station-days
     for record in (r for records in results.values() for r in records if r.get("foreign")):
         notes[record["unit"]] = f"the server also sent {', '.join(record['foreign'])}: left out"
     root = waveform_root(run, waveform_cfg)
@@ -579,7 +569,7 @@ def download_waveforms(
         "source": source.kind,
         "sds_root": str(root),
         "stations": len(choices),
-        "units_total": len(units),
+        "units_total": sum(map(len, results.values())) if hinet else len(units),
         "units_downloaded": len(results["ok"]),
         "units_nodata": len(results["nodata"]),
         "units_failed": len(results["failed"]),

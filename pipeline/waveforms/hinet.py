@@ -57,6 +57,7 @@ from pipeline.waveforms.params import HinetSource, HinetStationRule, check_code
 from pipeline.waveforms.sds import (
     day_bounds,
     days_in_span,
+    file_records,
     remove_stale_temporaries,
     trim_to_window,
     write_channel_day,
@@ -325,7 +326,7 @@ def download_hinet(
     starttime: datetime,
     endtime: datetime,
     secret_loader: Callable[[str], str] | None = None,
-) -> tuple[Inventory, list[dict]]:
+) -> tuple[Inventory, dict[str, list[dict]]]:
     """Fetch Hi-net data day by day into the SDS archive under ``folder``.
 
     The network and the win32tools are reached only through :func:`_hinetpy_client` and
@@ -334,8 +335,9 @@ def download_hinet(
     returned as a failed record (``unit``, ``error``, ``transient``) and not recorded, so a
     later build asks again; the other days go on.
 
-    Returns the inventory (from the channel tables of the days that came) and the failed
-    records.
+    Returns the inventory (from the channel tables of the days that came) and the day
+    records grouped by status (``ok``, ``nodata``, ``failed``, and ``skipped``: recorded by
+    an earlier build): a Hi-net unit is a whole day of the network, not a station-day.
 
     Raises:
         HinetCredentialsError: no credentials, or Hi-net refused them.
@@ -345,7 +347,8 @@ def download_hinet(
     require_win32tools()
     remove_stale_temporaries(folder)
     client = None
-    tables, rate, failed = [], 100.0, []
+    tables, rate = [], 100.0
+    results: dict[str, list[dict]] = {"ok": [], "nodata": [], "failed": [], "skipped": []}
     for day in days_in_span(starttime, endtime):
         day_start, day_end = day_bounds(day)
         start = max(day_start, UTCDateTime(starttime))
@@ -354,6 +357,7 @@ def download_hinet(
         raw = folder / "hinet_raw" / f"{day.year}.{day.strftime('%j')}"
         if unit.is_file():
             record = json.loads(unit.read_text(encoding="utf-8"))
+            results["skipped"].append(record)
         else:
             if client is None:
                 client = login(credentials)
@@ -367,20 +371,21 @@ def download_hinet(
                 name = f"hinet.{cfg.network_code}.{day.year}.{day.strftime('%j')}"
                 reason = (str(exc).strip().splitlines() or [""])[0]
                 log.error("Hi-net day %s failed: %s: %s", name, type(exc).__name__, reason)
-                failed.append(
+                results["failed"].append(
                     {"unit": name, "error": f"{type(exc).__name__}: {reason}", "transient": True}
                 )
                 continue
             write_text_atomic(unit, json.dumps(record, indent=1, sort_keys=True))
+            results[record["status"]].append(record)
         rate = record.get("sampling_rate", rate)
         tables.append(read_channel_table(folder / record["ctable"]))
     if not tables:
         raise DataSourceError(
             f"Hi-net network {cfg.network_code}: no day of the span came: "
-            + "; ".join(f"{r['unit']}: {r['error']}" for r in failed)
+            + "; ".join(f"{r['unit']}: {r['error']}" for r in results["failed"])
         )
     table = pd.concat(tables).drop_duplicates(subset=["station", "component"])
-    return channel_table_inventory(table, cfg.seed_network, rate, starttime), failed
+    return channel_table_inventory(table, cfg.seed_network, rate, starttime), results
 
 
 def _fetch_day(
@@ -411,6 +416,6 @@ def _fetch_day(
         "unit": f"hinet.{cfg.network_code}.{day.isoformat()}",
         "status": "ok" if written else "nodata",
         "ctable": Path(ctable).resolve().relative_to(folder.resolve()).as_posix(),
-        "files": [p.relative_to(folder).as_posix() for p in written],
+        "files": file_records(written, folder),
         "sampling_rate": float(stream[0].stats.sampling_rate) if len(stream) else 100.0,
     }

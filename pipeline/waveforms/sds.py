@@ -16,7 +16,7 @@ from pathlib import Path
 
 from obspy import Stream, UTCDateTime
 
-from pipeline.rundir import atomic_path
+from pipeline.rundir import atomic_path, sha256_file
 from pipeline.waveforms.params import check_code
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,20 @@ def trim_to_window(stream: Stream, start: UTCDateTime, end: UTCDateTime) -> Stre
         trace.trim(start, end - 0.5 * trace.stats.delta, nearest_sample=False)
     stream.traces = [tr for tr in stream if tr.stats.npts > 0]
     return stream
+
+
+def file_records(written: dict[Path, int], root: Path) -> list[dict]:
+    """What a unit record keeps of the day files :func:`write_channel_day` wrote: path
+    relative to ``root``, samples, bytes and SHA-256."""
+    return [
+        {
+            "path": path.relative_to(root).as_posix(),
+            "samples": samples,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+        for path, samples in written.items()
+    ]
 
 
 def write_channel_day(stream: Stream, root: Path, day: date) -> dict[Path, int]:
