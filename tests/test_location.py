@@ -193,6 +193,26 @@ def _el16_inputs(shared) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return events, picks, stations
 
 
+def test_a_station_deeper_than_the_station_file_holds_is_left_out_with_cre(
+    hyp_binary, shared, tmp_path
+):
+    """CRE models place stations at their elevation, which the station file holds only within
+    -999..9999 m: such a station (an ocean-bottom one) is left out and named, not moved to
+    -999 m; CRH models ignore elevations, so it stays."""
+    events, picks, stations = _el16_inputs(shared)
+    deep = stations["station"].iloc[0]
+    stations.loc[stations["station"] == deep, "elevation_m"] = -1500.0
+    model = load_velocity_model("generic_crust")
+    cre = LocationConfig(crust_model_type="CRE")
+    locations, residuals, failures = locate_picks(events, picks, stations, cre, model, tmp_path)
+    label = f"station {stations['network'].iloc[0]}.{deep}"
+    assert list(failures) == [label]
+    assert "elevation -1500 m is outside the -999..9999 m" in failures[label]
+    assert deep not in set(residuals["station"]) and locations["located"].any()
+    _, kept, failures = locate_picks(events, picks, stations, LocationConfig(), model, tmp_path)
+    assert failures == {} and deep in set(kept["station"])
+
+
 def test_el16_round_trip_relocation(hyp_binary, shared, tmp_path):
     """Parse El16.arc, write its picks back, relocate with the generic model."""
     events, picks, stations = _el16_inputs(shared)

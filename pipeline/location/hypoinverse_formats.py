@@ -34,6 +34,8 @@ from pipeline.velocity import VelocityModel
 EARLIEST_YEAR = 1900
 #: Blank location codes are written as "--", the SEED convention HypoInverse uses.
 BLANK_LOCATION = "--"
+#: Station elevations (m) the I4 field of station format #2 holds.
+ELEVATION_RANGE_M = (-999, 9999)
 
 
 class FormatError(ValueError):
@@ -97,7 +99,8 @@ def station_line(
         station, network, component, location: SEED codes (site <= 5, net <= 2, component
             3, location <= 2 characters; blank location -> ``--``).
         latitude, longitude: decimal degrees, north and east positive.
-        elevation_m: station elevation, m (clipped to the I4 field's -999..9999).
+        elevation_m: station elevation, m (clipped to the I4 field's
+            :data:`ELEVATION_RANGE_M`; CRH models do not use it).
         p_delay_s: P station delay (correction), s, for delay sets 1 and 2 (S delays are
             derived by HypoInverse as Vp/Vs times the P delay).
     """
@@ -107,7 +110,7 @@ def station_line(
     ):
         raise FormatError(f"station {network}.{station}: coordinates {latitude}, {longitude}")
     elevation = 0 if not math.isfinite(elevation_m) else int(round(elevation_m))
-    elevation = min(max(elevation, -999), 9999)
+    elevation = min(max(elevation, ELEVATION_RANGE_M[0]), ELEVATION_RANGE_M[1])
     lon = longitude - 360 if longitude > 180 else longitude
     lat_deg, lat_min = _degrees_minutes(latitude, 4)
     lon_deg, lon_min = _degrees_minutes(lon, 4)

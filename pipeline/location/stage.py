@@ -58,6 +58,8 @@ import pandas as pd
 from obspy.geodetics import degrees2kilometers, locations2degrees
 
 from pipeline.location.hypoinverse_formats import (
+    BLANK_LOCATION,
+    ELEVATION_RANGE_M,
     FormatError,
     PhasePick,
     crh_models,
@@ -148,13 +150,19 @@ def _key(network: object, station: object, location: object) -> tuple[str, str, 
     return net, sta, loc
 
 
-def station_table(stations: pd.DataFrame, elevation_vp_km_s: float | None = None) -> StationTable:
+def station_table(
+    stations: pd.DataFrame,
+    elevation_vp_km_s: float | None = None,
+    elevation_used: bool = False,
+) -> StationTable:
     """Station file #2 text from a ``stations.csv`` table (one line per net.sta.loc).
 
     ``elevation_vp_km_s``: when given, each station's P delay (``p_delay_s``, default 0) gets
     ``elevation_m / 1000 / elevation_vp_km_s`` added (an elevation correction, s; negative
-    below sea level). Rows with missing coordinates or codes HypoInverse cannot hold are left
-    out and listed in ``rejected`` with the reason.
+    below sea level). ``elevation_used``: HypoInverse places the stations at their elevation
+    (CRE models), so a station whose elevation the file's field cannot hold
+    (:data:`ELEVATION_RANGE_M`) is left out rather than moved. Rows with missing coordinates
+    or codes HypoInverse cannot hold are left out and listed in ``rejected`` with the reason.
     """
     lines: list[str] = []
     keys: set[tuple[str, str, str]] = set()
@@ -168,6 +176,13 @@ def station_table(stations: pd.DataFrame, elevation_vp_km_s: float | None = None
         component = (("" if pd.isna(prefix) else str(prefix).strip())[:2] or "HH") + "Z"
         try:
             elevation = _float_or_zero(getattr(row, "elevation_m", 0.0))
+            low, high = ELEVATION_RANGE_M
+            if elevation_used and not low <= round(elevation) <= high:
+                raise ValueError(
+                    f"elevation {elevation:g} m is outside the {low}..{high} m that HypoInverse's "
+                    "station file holds; a CRE model would place it elsewhere (use "
+                    "location.crust_model_type CRH)"
+                )
             delay = _float_or_zero(getattr(row, "p_delay_s", 0.0))
             if elevation_vp_km_s:
                 delay += elevation / 1000.0 / elevation_vp_km_s
@@ -480,18 +495,23 @@ def locate_picks(
     Returns:
         (locations, residuals, failures): tables with the columns :data:`LOCATION_COLUMNS`
         and :data:`RESIDUAL_COLUMNS` (every event of ``events`` has a locations row), and
-        the failures (label -> why): further trial-depth starts whose HypoInverse run failed
-        as a whole (their solutions are left out) and ``"event <id>"`` for each event left
-        unlocated because the program failed on it alone or wrote a solution for it that
-        cannot be read (:func:`~pipeline.location.isolate.run_isolating`; the other events
-        are located).
+        the failures (label -> why): ``"station NET.STA"`` for each station the station
+        file cannot hold (:func:`station_table`), further trial-depth starts whose
+        HypoInverse run failed as a whole (their solutions are left out) and
+        ``"event <id>"`` for each event left unlocated because the program failed on it
+        alone or wrote a solution for it that cannot be read
+        (:func:`~pipeline.location.isolate.run_isolating`; the other events are located).
 
     Raises:
         HypoInverseError: the primary start's run failed other than on single events
             (time limit, station file or model refused).
     """
     correct = cfg.elevation_correction and cfg.crust_model_type == "CRH"
-    table = station_table(stations, float(model.vp_km_s[0]) if correct else None)
+    table = station_table(
+        stations,
+        float(model.vp_km_s[0]) if correct else None,
+        elevation_used=cfg.crust_model_type == "CRE",
+    )
     phases = phase_input(events, picks, table, cfg)
     p_text, s_text = crh_models(model)
     inputs = {STATION_FILE: table.text, "model_p.crh": p_text}
@@ -501,7 +521,12 @@ def locate_picks(
 
     located = pd.DataFrame(columns=["hypoinverse_id"])
     out_phases = pd.DataFrame()
-    failures: dict[str, str] = {}
+    failures: dict[str, str] = {  # stations HypoInverse cannot take: their picks go unused
+        "station " + ".".join(c for c in key if c not in ("", BLANK_LOCATION)): why.split(": ", 1)[
+            -1
+        ]
+        for key, why in table.rejected.items()
+    }
     starts_dir = folder / STARTS_DIR
     for stale in (starts_dir, folder / FAILED_DIR):  # an earlier run's starts and failures
         shutil.rmtree(stale, ignore_errors=True)
