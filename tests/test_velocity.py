@@ -73,3 +73,12 @@ def test_no_head_wave_inside_the_critical_distance(tmp_path):
     head = far / 6.5 + (2 * 16.0 - depth) * eta
     assert head < np.hypot(far, depth) / 5.5
     assert travel_time(model, "P", far, depth) == pytest.approx(head, abs=2e-3)
+
+
+def test_generic_crust_is_the_hadley_kanamori_model():
+    """Tops and Vp as tabulated by the SCSN-model copies cited in generic_crust.yaml."""
+    model = load_velocity_model("generic_crust")
+    np.testing.assert_array_equal(model.layer_tops_km, [0.0, 5.5, 16.0, 32.0])
+    np.testing.assert_array_equal(model.vp_km_s, [5.5, 6.3, 6.7, 7.8])
+    np.testing.assert_allclose(model.vp_km_s / model.vs_km_s, 1.73)
+    assert "Hadley & Kanamori (1977)" in model.source
