@@ -5,10 +5,13 @@ A model is a stack of constant-velocity layers over a half-space (flat Earth,
 
     name: tottori
     source: "where the numbers come from"
-    vp_vs: 1.71            # used for layers without an explicit vs
+    vp_vs: 1.729           # used for layers without an explicit vs
     layers:
-      - {top_km: 0.0, vp: 5.5}          # optional per layer: vs
-      - {top_km: 2.0, vp: 6.05}
+      - {top_km: 0, vp: 5.20, vs: 3.07}     # vs optional per layer
+      - {top_km: 3, vp: 5.75, vs: 3.39}
+
+Shipped models carry values from a cited source (their header says which and by what rule);
+:mod:`pipeline.velocity_profile` derives layers from a velocity-depth table.
 
 :func:`travel_time` returns the first arrival (direct wave or any head wave) from a
 source at depth to a receiver at the surface, through a precomputed table

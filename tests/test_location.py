@@ -314,16 +314,16 @@ def _scenario(seed: int = 7, n_events: int = 10, model: VelocityModel | None = N
     return model, stations, events, picks, assignments, truth
 
 
-def _layer_vp_vs_model() -> VelocityModel:
-    """The Tottori P model with a different Vp/Vs per layer (HypoInverse gets an S model)."""
+def _constant_vp_vs_model() -> VelocityModel:
+    """The Tottori P model with its nominal Vp/Vs in every layer (HypoInverse gets no S model;
+    the shipped model has JMA2001's Vs per layer, so HypoInverse gets an S model)."""
     tottori = load_velocity_model("tottori")
-    ratios = np.array([1.90, 1.75, 1.72, 1.76])
-    return dataclasses.replace(tottori, name="tottori_vs", vs_km_s=tottori.vp_km_s / ratios)
+    return dataclasses.replace(tottori, name="tottori_pos", vs_km_s=tottori.vp_km_s / tottori.vp_vs)
 
 
 @pytest.mark.parametrize("vp_vs", ["constant", "per_layer"])
 def test_generated_events_locate_accurately(hyp_binary, tmp_path, vp_vs):
-    model = load_velocity_model("tottori") if vp_vs == "constant" else _layer_vp_vs_model()
+    model = _constant_vp_vs_model() if vp_vs == "constant" else load_velocity_model("tottori")
     model, stations, events, picks, assignments, truth = _scenario(model=model)
     run = _write_run(tmp_path, stations, events, picks, assignments)
     counts = locate(run, LocationConfig(), model)["counts"]
@@ -469,10 +469,10 @@ def test_choose_solutions_replaces_the_primary_only_by_a_clearly_lower_rms():
 
 
 def test_trial_depths_lift_events_off_a_layer_top(hyp_binary, tmp_path):
-    """Started at exactly the Tottori model's 2 km layer top, HypoInverse keeps most events
-    there; the further trial depths find the true depths (4-15 km)."""
+    """Started at exactly the Tottori model's first layer top (3 km), HypoInverse keeps most
+    events there; the further trial depths find the true depths (4-15 km)."""
     model, stations, events, picks, assignments, truth = _scenario(seed=11, n_events=8)
-    events["depth_km"] = 2.0
+    events["depth_km"] = model.layer_tops_km[1]
     errors = {}
     for name, depths in (("one start", []), ("several starts", [5.0, 10.0, 15.0])):
         run = _write_run(tmp_path / name, stations, events, picks, assignments)

@@ -17,9 +17,12 @@ def test_shipped_models_load():
 
 def test_vertical_ray_is_sum_of_layer_times():
     model = load_velocity_model("tottori")
-    expected = 2.0 / 5.5 + 8.0 / 6.05
-    assert travel_time(model, "P", 0.0, 10.0) == pytest.approx(expected, abs=1e-3)
-    assert travel_time(model, "S", 0.0, 10.0) == pytest.approx(expected * model.vp_vs, abs=1e-3)
+    depth = 10.0
+    thickness = np.clip(np.minimum(np.append(model.layer_tops_km[1:], depth), depth)
+                        - model.layer_tops_km, 0.0, None)  # fmt: skip
+    for phase in ("P", "S"):
+        expected = np.sum(thickness / model.velocities(phase))
+        assert travel_time(model, phase, 0.0, depth) == pytest.approx(expected, abs=1e-3)
 
 
 def test_half_space_direct_wave_is_straight_line(tmp_path):
@@ -73,3 +76,38 @@ def test_no_head_wave_inside_the_critical_distance(tmp_path):
     head = far / 6.5 + (2 * 16.0 - depth) * eta
     assert head < np.hypot(far, depth) / 5.5
     assert travel_time(model, "P", far, depth) == pytest.approx(head, abs=2e-3)
+
+
+#: JMA's travel-time table for JMA2001, ``tjma2001`` (tjma2001.zip at
+#: https://www.data.jma.go.jp/eqev/data/bulletin/catalog/appendix/trtime/), at epicentral
+#: distance 0: vertical one-way times (s) from these depths (km), read from the copy in
+#: github.com/syntagmatic/moonshine docs/japan-earthquakes/shared/data/07-eew-jma.json at
+#: 920d0e94106ba695184e8bd252c195bf7dc9a124 (``tt.P`` / ``tt.S``, first column, 1/100 s).
+#: JMA computes this table from the velocity table the tottori model is derived from.
+TJMA2001_VERTICAL_S = {
+    "P": {6.0: 1.10, 12.0: 2.10, 18.0: 3.07, 24.0: 3.99},
+    "S": {6.0: 1.86, 12.0: 3.57, 18.0: 5.22, 24.0: 6.81, 30.0: 8.33, 36.0: 9.79, 42.0: 11.20,
+          48.0: 12.58},
+}  # fmt: skip
+
+
+def test_tottori_is_jma2001_by_its_stated_rule():
+    """20 layers of 3 km over 0-60 km whose velocities keep JMA2001's vertical travel times:
+    at layer tops the vertical P and S times are JMA's own tjma2001 times (its 0.01 s
+    rounding plus the layers' 0.01 km/s rounding; the previous hand-rounded model was 0.075 s
+    fast at 6 km for P)."""
+    model = load_velocity_model("tottori")
+    np.testing.assert_array_equal(model.layer_tops_km, np.arange(0.0, 60.0, 3.0))
+    assert "vjma2001" in model.source
+    for phase, times in TJMA2001_VERTICAL_S.items():
+        for depth, expected in times.items():
+            assert travel_time(model, phase, 0.0, depth) == pytest.approx(expected, abs=0.01)
+
+
+def test_generic_crust_is_the_hadley_kanamori_model():
+    """Tops and Vp as tabulated by the SCSN-model copies cited in generic_crust.yaml."""
+    model = load_velocity_model("generic_crust")
+    np.testing.assert_array_equal(model.layer_tops_km, [0.0, 5.5, 16.0, 32.0])
+    np.testing.assert_array_equal(model.vp_km_s, [5.5, 6.3, 6.7, 7.8])
+    np.testing.assert_allclose(model.vp_km_s / model.vs_km_s, 1.73)
+    assert "Hadley & Kanamori (1977)" in model.source
