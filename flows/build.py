@@ -270,20 +270,21 @@ def _download_inputs(cfg: BuildConfig) -> list[Path]:
     return inputs
 
 
-@flow(name="download")
-def download_flow(config_path: str) -> dict:
-    """Waveforms and station metadata into the run directory."""
-    cfg = load_config(config_path)
-    run = _run(cfg)
+def download_cache(cfg: BuildConfig, run: RunDir) -> dict:
+    """The :func:`cache_inputs` description of the download stage: for a scenario its section,
+    station list and velocity model (the files it generates the data from); else the station
+    and waveform sections, the span and the local files it reads."""
     outputs = [run.root / "waveforms" / name for name in ("stations.csv", "quality.parquet")]
-    span = [cfg.starttime, cfg.endtime]
-    inputs: list[Path] = []
     if cfg.scenario is not None:  # the scenario alone defines the data, whatever the span
+        from pipeline.velocity import model_path
+
         section = {"scenario": cfg.scenario, "quality": cfg.waveforms}
+        inputs = [cfg.scenario.stations_csv, model_path(cfg.scenario.velocity_model)]
     else:
+        span = [cfg.starttime, cfg.endtime]
         section = {"stations": cfg.stations, "waveforms": cfg.waveforms, "span": span}
         inputs = _download_inputs(cfg)
-    cache = cache_inputs(
+    return cache_inputs(
         section=section,
         inputs=inputs,
         outputs=outputs,
@@ -291,6 +292,14 @@ def download_flow(config_path: str) -> dict:
         root=run.root,
         code=STAGE_CODE["download"],
     )
+
+
+@flow(name="download")
+def download_flow(config_path: str) -> dict:
+    """Waveforms and station metadata into the run directory."""
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    cache = download_cache(cfg, run)
     key = description_key(download_task.name, cache)
     from pipeline.waveforms.download import units_to_retry
 

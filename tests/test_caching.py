@@ -182,3 +182,36 @@ def test_stage_code_lists_every_pipeline_module_the_tasks_call():
         closure = caching.module_closure(STAGE_CODE[stage], root)
         real = {m for m in modules if caching._module_file(m, root) is not None}
         assert real and real <= closure, (stage, real - closure)
+
+
+def test_a_scenario_download_is_keyed_on_its_station_list_and_velocity_model(tmp_path):
+    """The files a synthetic scenario is generated from enter the download's key: an edited
+    velocity model or station list (same paths) generates the data again."""
+    from flows.build import download_cache, download_task
+    from pipeline.config import load_config
+    from pipeline.rundir import RunDir
+    from pipeline.synthetic.params import DEFAULT_STATIONS_CSV
+    from pipeline.velocity import model_path
+
+    model, stations = tmp_path / "vm.yaml", tmp_path / "stations.csv"
+    shutil.copy(model_path("tottori"), model)
+    shutil.copy(DEFAULT_STATIONS_CSV, stations)
+    config = tmp_path / "build.yaml"
+    config.write_text(
+        "name: t\nstarttime: 2000-10-08T05:00:00\nendtime: 2000-10-08T06:00:00\n"
+        f"output_dir: {tmp_path / 'runs'}\n"
+        f"scenario: {{velocity_model: {model}, stations_csv: {stations}}}\n"
+    )
+    cfg = load_config(str(config))
+    run = RunDir(tmp_path / "runs" / "t")
+
+    def key() -> str:
+        return caching.description_key(download_task.name, download_cache(cfg, run))
+
+    first = key()
+    assert key() == first
+    model.write_text(model.read_text().replace("vp: 5.20", "vp: 5.30"))
+    second = key()
+    assert second != first
+    stations.write_text(stations.read_text().replace("\n", "\r\n", 1))
+    assert key() not in (first, second)
