@@ -342,3 +342,16 @@ def test_an_empty_catalog_of_located_events_says_they_are_in_catalog_all(tmp_pat
         "catalog/catalog_all.csv holds them all"
     )
     assert empty_catalog_reason(run, None, picks, 2) is None
+
+
+def test_a_long_failure_list_folds_in_the_summary_and_loses_none():
+    from pipeline.report.data_quality import TERMINAL_MAX_NAMED, DataQuality, failures_cell
+
+    failed = {f"XX.S{i:02d}.2000-10-08": "picking: every component dead" for i in range(20)}
+    cell = failures_cell(failed, DataQuality(pd.DataFrame(), problems={"XX.S99": "gaps"}))
+    head, details = cell.split("<details>")
+    assert head.count("every component dead") == TERMINAL_MAX_NAMED - 1  # data problems first
+    assert "data problems at 1 station(s): XX.S99" in head
+    assert f"and {20 - TERMINAL_MAX_NAMED + 1} more</summary>" in details
+    assert all(label in cell for label in failed)
+    assert failures_cell({}, DataQuality(pd.DataFrame())) == "none"

@@ -278,16 +278,30 @@ def notes_cell(notes: dict[str, str]) -> str:
 
 
 def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
-    """HTML of the summary's "Failed station-days" cell: failures and stations with problems."""
+    """HTML of the summary's "Failed station-days" cell: failures and stations with problems.
+
+    The first :data:`TERMINAL_MAX_NAMED` failures are shown; the others fold into a
+    ``<details>`` element (a build with hundreds of failed station-days keeps a readable
+    summary and loses none of them).
+    """
     parts = [f"{k}: {v}" for k, v in failed.items()]
     if dq.problems:
-        parts.append(
+        parts.insert(
+            0,
             f"data problems at {len(dq.problems)} station(s): {', '.join(dq.problems)} "
-            "(see Data quality)"
+            "(see Data quality)",
         )
     if not parts:
         return "none"
-    return "<span class='warn'>" + html.escape("; ".join(parts)) + "</span>"
+    shown, folded = parts[:TERMINAL_MAX_NAMED], parts[TERMINAL_MAX_NAMED:]
+    cell = "<span class='warn'>" + html.escape("; ".join(shown)) + "</span>"
+    if folded:
+        cell += (
+            f"<details><summary>and {len(folded)} more</summary>"
+            + "<br>".join(html.escape(part) for part in folded)
+            + "</details>"
+        )
+    return cell
 
 
 def _cell(value: object) -> str:
