@@ -784,3 +784,56 @@ def test_o2wilz_gap_has_no_pick_and_mc_reports_spread(tmp_path, eqt, wilz):
     plain = pick_span(reader, ("O2", "WILZ", ""), start, start + 900, PickerConfig(), eqt)
     same = ["pick_id", "phase", "time", "detection_start", "detection_end"]
     pd.testing.assert_frame_equal(picks[same], plain[same])
+
+
+@pytest.mark.parametrize("picker", ["eqt", "stalta"])
+def test_o2wilz_horizontals_that_stop_cost_only_their_own_picks(eqt, wilz, picker):
+    """E and N stop half-way through a 20-min span (a horizontal sensor that died): after
+    that the station is picked as one without horizontals (zeros in their place). The span
+    without them used to count as a gap of the station: no pick at all after the stop."""
+    start = wilz[0].stats.starttime + 360
+    stop = start + 600
+    cut = wilz.slice(start, start + 1200).copy()
+    for trace in cut.select(component="[EN]"):
+        trace.trim(start, stop)
+    cfg = PickerConfig(picker=picker)
+
+    def picks_of(stream: Stream) -> pd.DataFrame:
+        return pick_span(lambda a, b: stream.slice(a, b).copy(), ("O2", "WILZ", ""), start,
+                         start + 1200, cfg, eqt)  # fmt: skip
+
+    picks = picks_of(cut)
+    vertical = picks_of(cut.select(component="Z"))
+    full = picks_of(wilz.slice(start, start + 1200).copy())
+    after = pd.Timestamp((stop + 70).datetime, tz="UTC")  # windows that saw only Z
+    late, late_z = picks[picks["time"] >= after], vertical[vertical["time"] >= after]
+    assert len(late) >= 10 and (late["phase"] == "P").sum() >= 3
+    same = ["pick_id", "phase", "time", "probability"]
+    pd.testing.assert_frame_equal(late[same].reset_index(drop=True),
+                                  late_z[same].reset_index(drop=True))  # fmt: skip
+    early = pd.Timestamp((stop - 70).datetime, tz="UTC")  # windows that saw all three
+    pd.testing.assert_frame_equal(
+        picks.loc[picks["time"] < early, same].reset_index(drop=True),
+        full.loc[full["time"] < early, same].reset_index(drop=True),
+    )
+    if picker == "stalta":  # P from the vertical alone: every one of the full record's
+        pd.testing.assert_frame_equal(
+            picks.loc[picks["phase"] == "P", same].reset_index(drop=True),
+            full.loc[full["phase"] == "P", same].reset_index(drop=True),
+        )
+
+
+def test_a_component_gap_is_guarded_at_its_edges_not_a_gap_of_the_station():
+    header = {"station": "A", "channel": "EHZ", "starttime": T0, "sampling_rate": FS}
+    z = Trace(np.random.default_rng(3).normal(size=60_000), header=header)
+    e = z.copy()
+    e.stats.channel = "EHE"
+    stream = Stream([z, e]).copy()
+    stream = stream.select(channel="EHZ") + stream.select(channel="EHE").cutout(T0 + 200, T0 + 210)
+    record = preprocess_stream(stream, "XX.A.")
+    assert not record.gap_mask.any()  # Z has data throughout
+    (g0,), (g1,) = runs(record.component_gap(0))  # E's own 10 s gap
+    assert (g1 - g0) / FS == pytest.approx(10, abs=0.02) and not record.component_gap(2).any()
+    starts, ends = runs(record.near_gaps(1.5))  # the record's ends and E's data edges
+    assert starts.tolist() == [0, g0 - 150, g1 - 150, 59_850]
+    assert ends.tolist() == [150, g0 + 150, g1 + 150, 60_000]
