@@ -33,11 +33,22 @@ class _Section(BaseModel):
     model_config = SECTION_CONFIG
 
 
+#: Sampling rate (Hz) of the data every picker works on (the band-passed, resampled record).
+MODEL_RATE = 100.0
+
+
 class StaLtaConfig(_Section):
     """The classic baseline picker: recursive STA/LTA triggers refined by an AIC onset pick."""
 
     sta_s: float = Field(0.5, gt=0, description="short-term average length (s)")
-    lta_s: float = Field(10.0, gt=0, description="long-term average length (s)")
+    lta_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="long-term average length (s); each chunk is read with this much data "
+        "before it (the LTA's warm-up), at most an hour so that reads stay within the "
+        "neighbouring days the cache key covers",
+    )
     p_trigger_on: float = Field(
         4.0, gt=1, description="STA/LTA ratio on the vertical that opens a P trigger"
     )
@@ -69,6 +80,11 @@ class StaLtaConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> StaLtaConfig:
+        if self.sta_s < 1 / MODEL_RATE:  # 0 samples: no trigger, silently no picks
+            raise ValueError(
+                f"sta_s must be at least one sample of the picker's {MODEL_RATE:g} Hz data "
+                f"({1 / MODEL_RATE:g} s), got {self.sta_s:g} s"
+            )
         if self.lta_s <= self.sta_s:
             raise ValueError("lta_s must be longer than sta_s")
         if self.p_trigger_off >= self.p_trigger_on:

@@ -32,13 +32,12 @@ import numpy as np
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
+from pipeline.picking.params import MODEL_RATE
 from pipeline.waveforms.quality import peak_to_peak
 from pipeline.waveforms.reader import COMPONENT_SLOT
 
 log = logging.getLogger(__name__)
 
-#: Sampling rate (Hz) the model expects.
-MODEL_RATE = 100.0
 #: Component order of the model input.
 COMPONENTS = ("E", "N", "Z")
 #: Segments shorter than this (s) are treated as missing data.

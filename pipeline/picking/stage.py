@@ -1,7 +1,8 @@
 """The picking stage: SDS archive -> per station-day picks tables -> ``picks/picks.parquet``.
 
 A station-day is streamed in chunks of ``chunk_s`` seconds; each chunk is read with one window
-(60 s) plus :data:`EDGE_S` of extra data on both sides, preprocessed, picked, and only the picks
+(60 s; for STA/LTA at least one LTA length) plus :data:`EDGE_S` of extra data on both sides
+(:func:`chunk_pad`), preprocessed, picked, and only the picks
 whose time falls inside the chunk itself are kept, so seams neither lose nor double picks (a
 final thinning by ``min_pick_separation_s`` removes near-twins from the two sides of a seam).
 Data of the neighbouring days are read where they exist, so picks near midnight are found.
@@ -421,6 +422,18 @@ def pick_span(
     return table.astype(PICKS_SCHEMA)
 
 
+def chunk_pad(cfg: PickerConfig) -> float:
+    """Seconds of data read before and after each chunk: one model window plus
+    :data:`EDGE_S`, and for STA/LTA at least one LTA length plus the AIC search before it
+    plus :data:`EDGE_S`, so that the LTA warm-up (its first ``lta_s`` are zeroed) ends
+    before the chunk does. With ``lta_s`` above 60 s the first ``lta_s - 60`` s of every
+    chunk used to be blind."""
+    pad = WINDOW / MODEL_RATE + EDGE_S
+    if cfg.picker == "stalta":
+        pad = max(pad, cfg.stalta.lta_s + cfg.stalta.aic_before_s + EDGE_S)
+    return pad
+
+
 def prepared_chunks(
     read: Reader,
     label: str,
@@ -431,12 +444,12 @@ def prepared_chunks(
 ) -> Iterator[tuple[UTCDateTime, UTCDateTime, Record | None, RecordWindows | None]]:
     """(chunk start, chunk end, record or None, its windows or None) per chunk, in order.
 
-    Each chunk is read with one window plus :data:`EDGE_S` on both sides and preprocessed;
+    Each chunk is read with :func:`chunk_pad` seconds more on both sides and preprocessed;
     for EQTransformer its windows are made too. One chunk is prepared ahead in a background
     thread (the heavy parts, ObsPy/SciPy filtering and NumPy, overlap with model calls).
     A record without a live component (every component dead) gets no windows.
     """
-    pad = WINDOW / MODEL_RATE + EDGE_S
+    pad = chunk_pad(cfg)
     bounds = [start + k * cfg.chunk_s for k in range(int(np.ceil((end - start) / cfg.chunk_s)))]
 
     def prepare(c0: UTCDateTime, c1: UTCDateTime):
