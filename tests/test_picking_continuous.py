@@ -703,6 +703,28 @@ def test_bad_station_day_error_names_it(tmp_path):
                  "location": [""]}), [DAY], model=FakePicker())  # fmt: skip
 
 
+def test_a_build_where_no_station_day_could_be_picked_stops_naming_the_first_failure(tmp_path):
+    """Every station with data fails (here: sampled at 1 Hz, too slow for the band): the
+    stages after picking made an empty catalog and the build exited 0."""
+    slow = _stream(np.random.default_rng(8).normal(size=(600, 3)), start=T0 + 3600)
+    for trace in slow:
+        trace.stats.sampling_rate = 1.0
+    run = _run_with_archive(tmp_path, slow)
+    stations = pd.read_csv(run.path("waveforms", "stations.csv"), keep_default_na=False)
+    expected = (
+        r"no station-day could be picked: 1 of 2 failed, the other 1 had no data; "
+        r"first failure: station-day XX\.TEST\.2024-02-03: .*1 Hz, too slow"
+    )
+    with pytest.raises(PickingError, match=expected):
+        pick_all(run, PickerConfig(), stations, [DAY], model=FakePicker())
+    failures = run.read_manifest()["picks"]["details"]["failures"]
+    assert list(failures) == ["XX.TEST.2024-02-03"]  # recorded before the stop
+    fine = _stream(_event_data(int(600 * FS), [(10.0, 13.0)]), start=T0 + 3600)
+    write_channel_day(fine.copy(), run.stage_dir("waveforms"), DAY)  # TEST picks again
+    result = pick_all(run, PickerConfig(), stations, [DAY], model=FakePicker())
+    assert result["counts"]["failed"] == 0 and result["counts"]["picks"] == 2
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="mc_samples"):
         PickerConfig(mc_samples=1)

@@ -706,7 +706,8 @@ def pick_all(
         logged and skipped; the others go on.
 
     Raises:
-        PickingError: the stations table lacks network, station, location or channel_prefix.
+        PickingError: the stations table lacks network, station, location or channel_prefix,
+            or no station-day with data was picked (:func:`check_any_picked`).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -782,6 +783,10 @@ def finish_picking(
         model_name: the picker's model name (``"stalta"`` for the baseline).
         n_units: number of station-days attempted.
         began: ``time.perf_counter()`` at the start of the stage.
+
+    Raises:
+        PickingError: every station-day failed or had no data (:func:`check_any_picked`),
+            raised after the stage and its failures are recorded.
     """
     tables = [run.root / s["path"] for s in summaries]  # "path": absolute or in the run
     merged = merge_picks(run, tables)
@@ -813,4 +818,26 @@ def finish_picking(
             "notes": sorted({n for s in summaries for n in s["notes"]}),
         },
     )
+    check_any_picked(summaries, failures)
     return {"counts": counts, "station_days": summaries, "failures": failures, "path": merged}
+
+
+def check_any_picked(summaries: list[dict[str, Any]], failures: dict[str, str]) -> None:
+    """Stop the build when no station-day with data was picked and at least one failed
+    (every station's channel too slow for the band, a picker that fails on every input):
+    the stages after picking made an empty catalog and the build exited 0.
+
+    Args:
+        summaries: the :func:`pick_station_day` results of the finished station-days.
+        failures: station-day label -> error message of the failed ones.
+
+    Raises:
+        PickingError: naming the counts and the first failure (the manifest lists them all).
+    """
+    if not failures or any(s["chunks"] > 0 for s in summaries):
+        return
+    others = f", the other {len(summaries)} had no data" if summaries else ""
+    raise PickingError(
+        f"no station-day could be picked: {len(failures)} of {len(failures) + len(summaries)} "
+        f"failed{others}; first failure: {next(iter(failures.values()))}"
+    )
