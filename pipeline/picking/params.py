@@ -35,6 +35,10 @@ class _Section(BaseModel):
 
 #: Sampling rate (Hz) of the data every picker works on (the band-passed, resampled record).
 MODEL_RATE = 100.0
+#: Most memory (bytes) the MC-dropout pass buffers of one chunk may take; two station-days
+#: are picked at once. ``mc_samples`` 200 with ``chunk_s`` 86400 asked for 20.8 GB per
+#: station-day, two at once; 200 with the default 3600 s takes 0.9 GB.
+MC_BUFFER_LIMIT_BYTES = 4 * 2**30
 
 
 class StaLtaConfig(_Section):
@@ -194,7 +198,8 @@ class PickerConfig(_Section):
         ge=0,
         le=200,
         description="Monte-Carlo dropout passes (0 = off; >= 2), run on the windows used "
-        "around each pick and its detection",
+        "around each pick and its detection; their buffers (mc_samples x chunk x 3 outputs, "
+        "float32 at 100 Hz) may take at most 4 GiB per station-day",
     )
     mc_time_window_s: float = Field(
         0.5,
@@ -220,6 +225,12 @@ class PickerConfig(_Section):
         default_factory=StaLtaConfig, description="parameters of the STA/LTA baseline"
     )
 
+    def mc_buffer_bytes(self) -> int:
+        """Bytes of the MC-dropout pass buffers of one chunk: ``mc_samples`` passes of the
+        three outputs over the chunk and its two 70 s margins, float32 at 100 Hz."""
+        samples = (self.chunk_s + 2 * 70.0) * MODEL_RATE
+        return int(self.mc_samples * 3 * samples * 4)
+
     @field_validator("weights")
     @classmethod
     def _known_model(cls, value: str | Path) -> str | Path:
@@ -229,6 +240,12 @@ class PickerConfig(_Section):
     def _consistent(self) -> PickerConfig:
         if self.mc_samples == 1:
             raise ValueError("mc_samples must be 0 (off) or at least 2")
+        if self.mc_buffer_bytes() > MC_BUFFER_LIMIT_BYTES:
+            raise ValueError(
+                f"mc_samples {self.mc_samples} with chunk_s {self.chunk_s:g} needs "
+                f"{self.mc_buffer_bytes() / 2**30:.1f} GiB per station-day for the MC passes "
+                f"(at most {MC_BUFFER_LIMIT_BYTES / 2**30:g} GiB); lower mc_samples or chunk_s"
+            )
         if self.freqmax_hz <= self.freqmin_hz:
             raise ValueError("freqmax_hz must exceed freqmin_hz")
         return self
