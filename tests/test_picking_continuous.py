@@ -863,3 +863,22 @@ def test_a_component_gap_is_guarded_at_its_edges_not_a_gap_of_the_station():
     starts, ends = runs(record.near_gaps(1.5))  # the record's ends and E's data edges
     assert starts.tolist() == [0, g0 - 150, g1 - 150, 59_850]
     assert ends.tolist() == [150, g0 + 150, g1 + 150, 60_000]
+
+
+def test_o2wilz_samples_beyond_float32_are_gaps_like_nan(tmp_path, eqt, wilz):
+    """Ten float64 samples of 1e300 in a day file (a damaged float record) became inf in the
+    picker's float32 and failed the station-day ("windows contain NaN or infinite values");
+    they are now gaps, as NaN samples are, and the rest of the span is picked alike."""
+    start = wilz[0].stats.starttime + 600
+    damaged = {}
+    for bad in (np.nan, 1e300):
+        stream = wilz.slice(start, start + 600).copy()
+        for trace in stream:
+            trace.data = trace.data.astype(np.float64)
+            trace.data[30_000:30_010] = bad
+        root = tmp_path / str(bad)
+        write_channel_day(stream, root, DAY)
+        read = lambda a, b, r=root: read_station(r, "O2", "WILZ", "", "EH", a, b)  # noqa: E731
+        damaged[bad] = pick_span(read, ("O2", "WILZ", ""), start, start + 600, PickerConfig(), eqt)
+    assert len(damaged[np.nan]) >= 5
+    pd.testing.assert_frame_equal(damaged[1e300], damaged[np.nan])
