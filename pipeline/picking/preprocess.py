@@ -200,7 +200,7 @@ def _filtered_segments(
         high = min(freqmax, 0.9 * 0.5 * fs)
         if high <= freqmin:  # scipy's "Wn[0] must be less than Wn[1]" named nothing
             raise ValueError(
-                f"{label}: {tr.id} is sampled at {fs:g} Hz, too slow for the picker's "
+                f"{tr.id} is sampled at {fs:g} Hz, too slow for the picker's "
                 f"{freqmin:g}-{freqmax:g} Hz band (needs more than {freqmin / 0.45:.3g} Hz)"
             )
         if high < freqmax:
