@@ -171,6 +171,34 @@ def _line(r: dict) -> str:
     return text
 
 
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse, before any case starts, picking settings and models the cases would refuse.
+
+    Each case runs in its own process and loads a model first (seconds): ``--overlap 5``,
+    ``--mc 1`` or a misspelt model used to fail every case that way, printing its traceback,
+    and the script still exited 0.
+
+    Raises:
+        EqcatInputError: naming the option, the value and what is allowed.
+    """
+    from pipeline.cli import validated_override
+    from pipeline.errors import EqcatInputError
+    from pipeline.picking.params import PickerConfig
+    from pipeline.weights import resolve_weights
+
+    settings = {"overlap": args.overlap, "batch_size": args.batch_size}
+    validated_override(PickerConfig(), "--overlap/--batch-size", **settings)
+    if any(case.endswith("-mc") for case in args.cases):
+        validated_override(PickerConfig(), "--mc", mc_samples=args.mc)
+    for name in args.models:
+        try:
+            path = resolve_weights(name)
+        except ValueError as exc:  # a WeightsUnavailableError, or not a model name
+            raise EqcatInputError(str(exc), field="--models") from None
+        if not path.is_file():
+            raise EqcatInputError(f"weights file {path} not found", field="--models")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["original", "conservative"])
@@ -202,6 +230,7 @@ def main() -> None:
         args.overlap = PickerConfig().overlap
     if args.context_windows is None:
         args.context_windows = "on" if PickerConfig().context_windows else "off"
+    check_settings(args)
     print(
         f"cpus={os.cpu_count()} load average at start={os.getloadavg()}; settings: "
         f"PickerConfig defaults, overlap={args.overlap}, context windows {args.context_windows}, "
@@ -219,6 +248,7 @@ def main() -> None:
         f"--batch-size={args.batch_size}",
         f"--workers={args.workers}",
     ]
+    failed = 0
     for name in args.models:
         results = {}
         for case in args.cases:
@@ -231,6 +261,7 @@ def main() -> None:
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode or not line:
                 print(f"{name} {case}: failed\n{out.stderr[-2000:]}", flush=True)
+                failed += 1
                 continue
             results[case] = r = json.loads(line[0][len("RESULT ") :])
             if len(results) == 1:
@@ -241,6 +272,8 @@ def main() -> None:
                 ratio = min(results[f"{data}-mc"]["walls"]) / min(results[data]["walls"])
                 print(f"{name} {data}: MC({args.mc})/plain wall-time ratio (min) = {ratio:.2f}")
         print(f"load average now={os.getloadavg()}", flush=True)
+    if failed:
+        raise RuntimeError(f"{failed} case(s) failed (their errors are printed above)")
 
 
 if __name__ == "__main__":

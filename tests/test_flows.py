@@ -242,7 +242,9 @@ def test_retried_station_day_succeeds_and_a_broken_one_is_reported(
     assert label.split(".")[1] == broken and label.endswith("2000-10-10")
     failures = RunDir(run_root).read_manifest()["picks"]["details"]["failures"]
     assert list(failures) == [label]
-    assert "injected fault 3" in failures[label]
+    # the error itself, as the report lists it (was "Task run encountered an exception
+    # PickingError: station-day ...", Prefect's wording)
+    assert failures[label] == f"station-day {label}: injected fault 3"
     assert results["pick"]["counts"]["failed"] == 1
     picks = pd.read_parquet(run_root / "picks" / "picks.parquet")
     assert flaky in set(picks.station) and broken not in set(picks.station)

@@ -581,7 +581,10 @@ def test_preprocess_names_a_channel_sampled_too_slowly_for_the_band():
     slow = _stream(np.random.default_rng(6).normal(size=(600, 3)))
     for trace in slow:
         trace.stats.sampling_rate = 1.0
-    with pytest.raises(ValueError, match=r"XX\.TEST\..*sampled at 1 Hz, too slow for .*1-45 Hz"):
+    # the channel's id once (was "XX.TEST.: XX.TEST..HHE is sampled ...")
+    with pytest.raises(
+        ValueError, match=r"^XX\.TEST\.\.HH[ENZ] is sampled at 1 Hz, too slow .*1-45"
+    ):
         preprocess_stream(slow, "XX.TEST.")
 
 
@@ -703,9 +706,35 @@ def test_bad_station_day_error_names_it(tmp_path):
                  "location": [""]}), [DAY], model=FakePicker())  # fmt: skip
 
 
+def test_a_build_where_no_station_day_could_be_picked_stops_naming_the_first_failure(tmp_path):
+    """Every station with data fails (here: sampled at 1 Hz, too slow for the band): the
+    stages after picking made an empty catalog and the build exited 0."""
+    slow = _stream(np.random.default_rng(8).normal(size=(600, 3)), start=T0 + 3600)
+    for trace in slow:
+        trace.stats.sampling_rate = 1.0
+    run = _run_with_archive(tmp_path, slow)
+    stations = pd.read_csv(run.path("waveforms", "stations.csv"), keep_default_na=False)
+    expected = (
+        r"no station-day could be picked: 1 of 2 failed, the other 1 had no data; "
+        r"first failure: station-day XX\.TEST\.2024-02-03: .*1 Hz, too slow"
+    )
+    with pytest.raises(PickingError, match=expected):
+        pick_all(run, PickerConfig(), stations, [DAY], model=FakePicker())
+    failures = run.read_manifest()["picks"]["details"]["failures"]
+    assert list(failures) == ["XX.TEST.2024-02-03"]  # recorded before the stop
+    fine = _stream(_event_data(int(600 * FS), [(10.0, 13.0)]), start=T0 + 3600)
+    write_channel_day(fine.copy(), run.stage_dir("waveforms"), DAY)  # TEST picks again
+    result = pick_all(run, PickerConfig(), stations, [DAY], model=FakePicker())
+    assert result["counts"]["failed"] == 0 and result["counts"]["picks"] == 2
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="mc_samples"):
         PickerConfig(mc_samples=1)
+    # MC pass buffers of a day-long chunk at 200 passes: 20.8 GB per station-day
+    with pytest.raises(ValueError, match=r"mc_samples 200 with chunk_s 86400 needs 19\.3 GiB"):
+        PickerConfig(mc_samples=200, chunk_s=86400)
+    assert PickerConfig(mc_samples=200).mc_buffer_bytes() < 2**30  # the default chunk
     with pytest.raises(ValueError, match="Extra inputs"):
         PickerConfig(thresholds=0.2)
     assert PickerConfig().model_dump()["detection_threshold"] == 0.5
@@ -784,3 +813,75 @@ def test_o2wilz_gap_has_no_pick_and_mc_reports_spread(tmp_path, eqt, wilz):
     plain = pick_span(reader, ("O2", "WILZ", ""), start, start + 900, PickerConfig(), eqt)
     same = ["pick_id", "phase", "time", "detection_start", "detection_end"]
     pd.testing.assert_frame_equal(picks[same], plain[same])
+
+
+@pytest.mark.parametrize("picker", ["eqt", "stalta"])
+def test_o2wilz_horizontals_that_stop_cost_only_their_own_picks(eqt, wilz, picker):
+    """E and N stop half-way through a 20-min span (a horizontal sensor that died): after
+    that the station is picked as one without horizontals (zeros in their place). The span
+    without them used to count as a gap of the station: no pick at all after the stop."""
+    start = wilz[0].stats.starttime + 360
+    stop = start + 600
+    cut = wilz.slice(start, start + 1200).copy()
+    for trace in cut.select(component="[EN]"):
+        trace.trim(start, stop)
+    cfg = PickerConfig(picker=picker)
+
+    def picks_of(stream: Stream) -> pd.DataFrame:
+        return pick_span(lambda a, b: stream.slice(a, b).copy(), ("O2", "WILZ", ""), start,
+                         start + 1200, cfg, eqt)  # fmt: skip
+
+    picks = picks_of(cut)
+    vertical = picks_of(cut.select(component="Z"))
+    full = picks_of(wilz.slice(start, start + 1200).copy())
+    after = pd.Timestamp((stop + 70).datetime, tz="UTC")  # windows that saw only Z
+    late, late_z = picks[picks["time"] >= after], vertical[vertical["time"] >= after]
+    assert len(late) >= 10 and (late["phase"] == "P").sum() >= 3
+    same = ["pick_id", "phase", "time", "probability"]
+    pd.testing.assert_frame_equal(late[same].reset_index(drop=True),
+                                  late_z[same].reset_index(drop=True))  # fmt: skip
+    early = pd.Timestamp((stop - 70).datetime, tz="UTC")  # windows that saw all three
+    pd.testing.assert_frame_equal(
+        picks.loc[picks["time"] < early, same].reset_index(drop=True),
+        full.loc[full["time"] < early, same].reset_index(drop=True),
+    )
+    if picker == "stalta":  # P from the vertical alone: every one of the full record's
+        pd.testing.assert_frame_equal(
+            picks.loc[picks["phase"] == "P", same].reset_index(drop=True),
+            full.loc[full["phase"] == "P", same].reset_index(drop=True),
+        )
+
+
+def test_a_component_gap_is_guarded_at_its_edges_not_a_gap_of_the_station():
+    header = {"station": "A", "channel": "EHZ", "starttime": T0, "sampling_rate": FS}
+    z = Trace(np.random.default_rng(3).normal(size=60_000), header=header)
+    e = z.copy()
+    e.stats.channel = "EHE"
+    stream = Stream([z, e]).copy()
+    stream = stream.select(channel="EHZ") + stream.select(channel="EHE").cutout(T0 + 200, T0 + 210)
+    record = preprocess_stream(stream, "XX.A.")
+    assert not record.gap_mask.any()  # Z has data throughout
+    (g0,), (g1,) = runs(record.component_gap(0))  # E's own 10 s gap
+    assert (g1 - g0) / FS == pytest.approx(10, abs=0.02) and not record.component_gap(2).any()
+    starts, ends = runs(record.near_gaps(1.5))  # the record's ends and E's data edges
+    assert starts.tolist() == [0, g0 - 150, g1 - 150, 59_850]
+    assert ends.tolist() == [150, g0 + 150, g1 + 150, 60_000]
+
+
+def test_o2wilz_samples_beyond_float32_are_gaps_like_nan(tmp_path, eqt, wilz):
+    """Ten float64 samples of 1e300 in a day file (a damaged float record) became inf in the
+    picker's float32 and failed the station-day ("windows contain NaN or infinite values");
+    they are now gaps, as NaN samples are, and the rest of the span is picked alike."""
+    start = wilz[0].stats.starttime + 600
+    damaged = {}
+    for bad in (np.nan, 1e300):
+        stream = wilz.slice(start, start + 600).copy()
+        for trace in stream:
+            trace.data = trace.data.astype(np.float64)
+            trace.data[30_000:30_010] = bad
+        root = tmp_path / str(bad)
+        write_channel_day(stream, root, DAY)
+        read = lambda a, b, r=root: read_station(r, "O2", "WILZ", "", "EH", a, b)  # noqa: E731
+        damaged[bad] = pick_span(read, ("O2", "WILZ", ""), start, start + 600, PickerConfig(), eqt)
+    assert len(damaged[np.nan]) >= 5
+    pd.testing.assert_frame_equal(damaged[1e300], damaged[np.nan])

@@ -1204,6 +1204,11 @@ def test_a_station_whose_channels_ended_before_the_span_says_so():
         ("benchmarks/pick_losses.py", ["run", "--out", "/"], "'/' is a folder; expected a file"),
         ("benchmarks/pick_losses.py", ["run", "--hours", "0"], "expected a number > 0, got '0'"),
         ("benchmarks/pick_losses.py", ["run", "--start", "x"], "invalid UTCDateTime value: 'x'"),
+        # picking settings and models are checked before a case loads a model (every case
+        # used to fail that way, printing its traceback, and the script exited 0)
+        ("benchmarks/picking_throughput.py", ["--overlap", "5"], "overlap = 5.0: Input should"),
+        ("benchmarks/picking_throughput.py", ["--mc", "1"], "mc_samples must be 0 (off) or at"),
+        ("benchmarks/picking_throughput.py", ["--models", "orignal"], "model 'orignal': expected"),
         (
             "-m",
             ["pipeline.catalog_diagnose", "run", "--csv", "/no/t.csv"],

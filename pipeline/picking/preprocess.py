@@ -5,7 +5,11 @@ The steps follow the EQTransformer continuous-data predictor: detrend, band-pass
 horizontals in E's and N's places, :data:`pipeline.waveforms.reader.COMPONENT_SLOT`). Each
 contiguous segment is detrended, tapered and filtered on its own before gaps are filled with
 zeros, so a gap never becomes a step that rings through the filter; the gap samples are
-remembered (:attr:`Record.gap_mask`) and no pick is made inside them.
+remembered (:attr:`Record.gap_mask`) and no pick is made inside them. Where only some
+components lack data (one ends early, starts late or has a gap of its own) the others are
+picked with zeros in its place, as a station without that component is; only the edges of its
+data are guarded (:meth:`Record.near_gaps`). Such a span used to count as a gap of the
+station: a horizontal that stopped at noon cost the station every pick of the afternoon.
 
 A dead component (peak-to-peak of its raw data in the record at most ``flat_max_ptp``, 0 by
 default: a constant value, the quality table's "flat (dead)" rule) is treated as a missing
@@ -28,13 +32,12 @@ import numpy as np
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
+from pipeline.picking.params import MODEL_RATE
 from pipeline.waveforms.quality import peak_to_peak
 from pipeline.waveforms.reader import COMPONENT_SLOT
 
 log = logging.getLogger(__name__)
 
-#: Sampling rate (Hz) the model expects.
-MODEL_RATE = 100.0
 #: Component order of the model input.
 COMPONENTS = ("E", "N", "Z")
 #: Segments shorter than this (s) are treated as missing data.
@@ -52,9 +55,11 @@ class Record:
         starttime: time of sample 0.
         sampling_rate: samples per second (always :data:`MODEL_RATE`).
         data: (n, 3) float32, columns E, N, Z; zeros where a component has no data.
-        gap_mask: (n,) bool, True where a component that the station has lacked data.
+        gap_mask: (n,) bool, True where no component that the station has has data.
         channels: channel code used per column (None where the component is missing or dead).
         dead: components ('E', 'N', 'Z') whose data are flat (dead), treated as missing.
+        component_gaps: (n, 3) bool, True where a column has no data (all True for a
+            missing or dead one); None: ``gap_mask`` in every column.
     """
 
     label: str
@@ -65,6 +70,7 @@ class Record:
     channels: tuple[str | None, str | None, str | None]
     notes: list[str] = field(default_factory=list)
     dead: tuple[str, ...] = ()
+    component_gaps: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -78,8 +84,9 @@ class Record:
     def near_gaps(self, guard_s: float) -> np.ndarray:
         """(n,) bool: gap samples plus ``guard_s`` seconds either side of every data edge.
 
-        Data edges are the gap edges and the two ends of the record. The tapered data next to
-        an edge rises from zero like an emergent onset, so picks there are not trusted.
+        Data edges are the gap edges, the edges of each component's own gaps (where it starts,
+        stops or pauses while others go on) and the two ends of the record. The tapered data
+        next to an edge rises from zero like an emergent onset, so picks there are not trusted.
         """
         guard = int(round(guard_s * self.sampling_rate))
         blocked = self.gap_mask.copy()
@@ -87,10 +94,21 @@ class Record:
             return blocked
         blocked[:guard] = True
         blocked[-guard:] = True
-        edges = np.flatnonzero(np.diff(self.gap_mask.astype(np.int8))) + 1
-        for e in edges:
+        edges = [np.flatnonzero(np.diff(gaps.astype(np.int8))) + 1 for gaps in self._gap_columns()]
+        for e in np.unique(np.concatenate([np.zeros(0, np.int64), *edges])):
             blocked[max(0, e - guard) : e + guard] = True
         return blocked
+
+    def component_gap(self, column: int) -> np.ndarray:
+        """(n,) bool: samples where column ``column`` (0 E, 1 N, 2 Z) has no data."""
+        if self.component_gaps is None:
+            return self.gap_mask
+        return self.component_gaps[:, column]
+
+    def _gap_columns(self) -> list[np.ndarray]:
+        """The gap mask and the gaps of each column with data (:meth:`component_gap`)."""
+        live = [k for k, channel in enumerate(self.channels) if channel is not None]
+        return [self.gap_mask, *(self.component_gap(k) for k in live)]
 
     @property
     def missing_components(self) -> list[str]:
@@ -182,7 +200,7 @@ def _filtered_segments(
         high = min(freqmax, 0.9 * 0.5 * fs)
         if high <= freqmin:  # scipy's "Wn[0] must be less than Wn[1]" named nothing
             raise ValueError(
-                f"{label}: {tr.id} is sampled at {fs:g} Hz, too slow for the picker's "
+                f"{tr.id} is sampled at {fs:g} Hz, too slow for the picker's "
                 f"{freqmin:g}-{freqmax:g} Hz band (needs more than {freqmin / 0.45:.3g} Hz)"
             )
         if high < freqmax:
@@ -214,7 +232,8 @@ def preprocess_stream(
     Components map E/1 -> column 0, N/2 -> column 1, Z -> column 2; a missing or dead
     (:func:`is_dead` with ``flat_max_ptp``) component becomes zeros and is logged and
     listed in :attr:`Record.notes`. Segments are placed on the grid of the earliest sample
-    by nearest-sample rounding (sub-sample offsets between components are ignored). When
+    by nearest-sample rounding (sub-sample offsets between components are ignored). A sample
+    is a gap only where no live component has data (:attr:`Record.gap_mask`). When
     every component with data is dead, the record spans their data, is all zeros, all gap,
     and not :attr:`~Record.live`.
 
@@ -243,11 +262,11 @@ def preprocess_stream(
             i1 = min(n, i0 + tr.stats.npts)
             data[i0:i1, slot] = tr.data[: i1 - i0]
             covered[i0:i1, slot] = True
-    present = sorted(segments)
-    gap_mask = ~covered[:, present].all(axis=1) if present else np.ones(n, dtype=bool)
+    gap_mask = ~covered.any(axis=1)
     channels = tuple(segments[s][0].stats.channel if s in segments else None for s in range(3))
     dead_components = tuple(COMPONENTS[s] for s in sorted(dead))
-    record = Record(label, start, MODEL_RATE, data, gap_mask, channels, dead=dead_components)
+    record = Record(label, start, MODEL_RATE, data, gap_mask, channels, dead=dead_components,
+                    component_gaps=~covered)  # fmt: skip
     absent = [c for c in record.missing_components if c not in dead_components]
     if absent:
         note = f"{label}: component(s) {', '.join(absent)} missing (zeros)"

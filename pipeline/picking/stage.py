@@ -1,7 +1,8 @@
 """The picking stage: SDS archive -> per station-day picks tables -> ``picks/picks.parquet``.
 
 A station-day is streamed in chunks of ``chunk_s`` seconds; each chunk is read with one window
-(60 s) plus :data:`EDGE_S` of extra data on both sides, preprocessed, picked, and only the picks
+(60 s; for STA/LTA at least one LTA length) plus :data:`EDGE_S` of extra data on both sides
+(:func:`chunk_pad`), preprocessed, picked, and only the picks
 whose time falls inside the chunk itself are kept, so seams neither lose nor double picks (a
 final thinning by ``min_pick_separation_s`` removes near-twins from the two sides of a seam).
 Data of the neighbouring days are read where they exist, so picks near midnight are found.
@@ -421,6 +422,18 @@ def pick_span(
     return table.astype(PICKS_SCHEMA)
 
 
+def chunk_pad(cfg: PickerConfig) -> float:
+    """Seconds of data read before and after each chunk: one model window plus
+    :data:`EDGE_S`, and for STA/LTA at least one LTA length plus the AIC search before it
+    plus :data:`EDGE_S`, so that the LTA warm-up (its first ``lta_s`` are zeroed) ends
+    before the chunk does. With ``lta_s`` above 60 s the first ``lta_s - 60`` s of every
+    chunk used to be blind."""
+    pad = WINDOW / MODEL_RATE + EDGE_S
+    if cfg.picker == "stalta":
+        pad = max(pad, cfg.stalta.lta_s + cfg.stalta.aic_before_s + EDGE_S)
+    return pad
+
+
 def prepared_chunks(
     read: Reader,
     label: str,
@@ -431,12 +444,12 @@ def prepared_chunks(
 ) -> Iterator[tuple[UTCDateTime, UTCDateTime, Record | None, RecordWindows | None]]:
     """(chunk start, chunk end, record or None, its windows or None) per chunk, in order.
 
-    Each chunk is read with one window plus :data:`EDGE_S` on both sides and preprocessed;
+    Each chunk is read with :func:`chunk_pad` seconds more on both sides and preprocessed;
     for EQTransformer its windows are made too. One chunk is prepared ahead in a background
     thread (the heavy parts, ObsPy/SciPy filtering and NumPy, overlap with model calls).
     A record without a live component (every component dead) gets no windows.
     """
-    pad = WINDOW / MODEL_RATE + EDGE_S
+    pad = chunk_pad(cfg)
     bounds = [start + k * cfg.chunk_s for k in range(int(np.ceil((end - start) / cfg.chunk_s)))]
 
     def prepare(c0: UTCDateTime, c1: UTCDateTime):
@@ -693,7 +706,8 @@ def pick_all(
         logged and skipped; the others go on.
 
     Raises:
-        PickingError: the stations table lacks network, station, location or channel_prefix.
+        PickingError: the stations table lacks network, station, location or channel_prefix,
+            or no station-day with data was picked (:func:`check_any_picked`).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -769,6 +783,10 @@ def finish_picking(
         model_name: the picker's model name (``"stalta"`` for the baseline).
         n_units: number of station-days attempted.
         began: ``time.perf_counter()`` at the start of the stage.
+
+    Raises:
+        PickingError: every station-day failed or had no data (:func:`check_any_picked`),
+            raised after the stage and its failures are recorded.
     """
     tables = [run.root / s["path"] for s in summaries]  # "path": absolute or in the run
     merged = merge_picks(run, tables)
@@ -800,4 +818,26 @@ def finish_picking(
             "notes": sorted({n for s in summaries for n in s["notes"]}),
         },
     )
+    check_any_picked(summaries, failures)
     return {"counts": counts, "station_days": summaries, "failures": failures, "path": merged}
+
+
+def check_any_picked(summaries: list[dict[str, Any]], failures: dict[str, str]) -> None:
+    """Stop the build when no station-day with data was picked and at least one failed
+    (every station's channel too slow for the band, a picker that fails on every input):
+    the stages after picking made an empty catalog and the build exited 0.
+
+    Args:
+        summaries: the :func:`pick_station_day` results of the finished station-days.
+        failures: station-day label -> error message of the failed ones.
+
+    Raises:
+        PickingError: naming the counts and the first failure (the manifest lists them all).
+    """
+    if not failures or any(s["chunks"] > 0 for s in summaries):
+        return
+    others = f", the other {len(summaries)} had no data" if summaries else ""
+    raise PickingError(
+        f"no station-day could be picked: {len(failures)} of {len(failures) + len(summaries)} "
+        f"failed{others}; first failure: {next(iter(failures.values()))}"
+    )

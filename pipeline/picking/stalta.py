@@ -13,7 +13,8 @@ On a preprocessed :class:`~pipeline.picking.preprocess.Record` (band-passed, 100
   to ``aic_after_s`` after it.
 - The probability column carries ``1 - 1/peak ratio`` (0.75 at a ratio of 4), a monotonic
   stand-in for the deep-learning probabilities; the detection bounds are the P trigger's
-  on/off samples. The STA/LTA is zeroed inside gaps and for one LTA length after each.
+  on/off samples. The STA/LTA of a component is zeroed inside its gaps and for one LTA
+  length after each.
 """
 
 from __future__ import annotations
@@ -60,12 +61,18 @@ def stalta_picks(record: Record, cfg: StaLtaConfig) -> pd.DataFrame:
     columns = {c: [] for c in PICK_FIELDS}
     if record.channels[2] is None or n <= nlta:
         return pd.DataFrame(columns).astype({"sample": float, "probability": float})
-    blocked = _blocked(record.gap_mask, nlta)
     vertical = record.data[:, 2]
-    horizontals = [record.data[:, i] for i in (0, 1) if record.channels[i] is not None]
-    cf_p = _ratio(vertical, nsta, nlta, blocked)
+    live = [i for i in (0, 1) if record.channels[i] is not None]
+    horizontals = [record.data[:, i] for i in live]
+    cf_p = _ratio(vertical, nsta, nlta, _blocked(record.component_gap(2), nlta))
     cf_s = (
-        np.max([_ratio(h, nsta, nlta, blocked) for h in horizontals], axis=0)
+        np.max(
+            [
+                _ratio(record.data[:, i], nsta, nlta, _blocked(record.component_gap(i), nlta))
+                for i in live
+            ],
+            axis=0,
+        )
         if horizontals
         else None
     )

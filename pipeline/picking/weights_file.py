@@ -204,11 +204,24 @@ def read_legacy_h5_weights(path: Path) -> WeightsFile:
 
 
 def read_weights(path: Path) -> WeightsFile:
-    """Weights and architecture from a ``.keras`` or legacy Keras 2 ``.h5`` weights file."""
-    if zipfile.is_zipfile(path):
-        return read_keras3_weights(path)
-    if h5py.is_hdf5(path):
-        return read_legacy_h5_weights(path)
+    """Weights and architecture from a ``.keras`` or legacy Keras 2 ``.h5`` weights file.
+
+    Raises:
+        WeightsMismatchError: not a weights file, one that does not fit the network, or
+            one HDF5 cannot read (cut short, damaged: h5py's ``OSError``/``RuntimeError``,
+            a missing group's ``KeyError``, which named no file), naming ``path``.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            return read_keras3_weights(path)
+        if h5py.is_hdf5(path):
+            return read_legacy_h5_weights(path)
+    except WeightsMismatchError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsMismatchError(
+            f"{path}: damaged weights file, HDF5 cannot read it ({exc}); install or copy it again"
+        ) from exc
     raise WeightsMismatchError(
         f"{path}: neither a Keras 3 .keras archive nor a Keras 2 HDF5 weights file"
     )

@@ -18,7 +18,8 @@ n_samples      samples of this channel in the file
 sampling_rate  the rate most samples were recorded at (Hz; NaN when none)
 rates          every rate in the file, e.g. '100, 200' (Hz; '' when none)
 inventory_rate the rate the inventory gives for the channel (Hz)
-nonfinite_samples  samples that are NaN or infinite (float records): gaps to every reader
+nonfinite_samples  samples that are NaN, infinite or beyond float32's range (float
+                   records): gaps to every reader
 partial_bytes  bytes after the file's last whole record (a cut file, or one still being
                written): the reader skips them
 foreign_ids    SEED ids of traces in the file that belong to another channel, ', '-joined:
@@ -60,7 +61,7 @@ from obspy.io.mseed.util import get_record_information
 
 from pipeline.waveforms.inventory import StationChoice
 from pipeline.waveforms.params import QualityConfig
-from pipeline.waveforms.reader import COMPONENT_SLOT, is_numeric, usable_traces
+from pipeline.waveforms.reader import COMPONENT_SLOT, is_numeric, unusable_samples, usable_traces
 from pipeline.waveforms.sds import (
     MSEED_LOCK,
     day_bounds,
@@ -239,7 +240,10 @@ def quality_reason(row, cfg: QualityConfig) -> str:
     if row.gap_s > 0:
         problems.append(f"{row.n_gaps} gap(s), {row.gap_s:.0f} s")
     if row.nonfinite_samples > 0:
-        problems.append(f"{row.nonfinite_samples} samples not finite (NaN/inf), used as gaps")
+        problems.append(
+            f"{row.nonfinite_samples} samples not finite (NaN/inf) or beyond float32 range, "
+            "used as gaps"
+        )
     if row.overlap_s > 0:
         problems.append(
             f"{row.n_overlaps} overlap(s), {row.overlap_s:.0f} s (the later segment's samples "
@@ -333,9 +337,9 @@ def _partial_bytes(path: Path) -> int:
 
 
 def _nonfinite(trace: Trace) -> int:
-    """Samples of ``trace`` that are NaN or infinite (0 for integer data)."""
-    data = np.asarray(trace.data)
-    return int(np.count_nonzero(~np.isfinite(data))) if data.dtype.kind in "fc" else 0
+    """Samples of ``trace`` that are NaN, infinite or beyond float32's range (0 for integer
+    data; :func:`~pipeline.waveforms.reader.unusable_samples`)."""
+    return int(np.count_nonzero(unusable_samples(trace.data)))
 
 
 def assessed_channels(choice: StationChoice, root: Path, day: date) -> list[str]:

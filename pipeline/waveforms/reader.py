@@ -32,6 +32,22 @@ RATE_TOLERANCE = 1e-6
 COMPONENT_SLOT = {"E": 0, "2": 0, "N": 1, "1": 1, "Z": 2}
 
 
+#: Largest magnitude a sample may have: the picker works in float32, and a float64 sample
+#: beyond its range (a damaged float record: 1e300) became inf there, the model's windows
+#: held NaN and the whole station-day failed ("windows contain NaN or infinite values").
+MAX_SAMPLE = float(np.finfo(np.float32).max)
+
+
+def unusable_samples(data: np.ndarray) -> np.ndarray:
+    """(n,) bool: samples that are NaN, infinite or beyond :data:`MAX_SAMPLE` (float
+    data; integer data are always usable)."""
+    data = np.asarray(data)
+    if data.dtype.kind not in "fc":
+        return np.zeros(data.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(data) <= MAX_SAMPLE)
+
+
 def is_numeric(trace: Trace) -> bool:
     """Whether the samples of ``trace`` are numbers (not the text of ASCII/opaque records)."""
     return np.issubdtype(np.asarray(trace.data).dtype, np.number)
@@ -41,8 +57,9 @@ def usable_traces(stream: Stream, label: str = "") -> Stream:
     """Leave in ``stream`` only samples a stage can use, in place; return it.
 
     Traces whose samples are not numbers (miniSEED text records) are dropped, and runs of
-    non-finite samples (NaN, inf: float records) become gaps, the trace split around them,
-    so no NaN reaches a filter, the picker or an amplitude. Each is logged with ``label``.
+    unusable samples (NaN, inf, beyond float32's range: float records,
+    :func:`unusable_samples`) become gaps, the trace split around them, so no NaN reaches a
+    filter, the picker or an amplitude. Each is logged with ``label``.
     """
     out = Stream()
     prefix = f"{label}: " if label else ""
@@ -51,12 +68,12 @@ def usable_traces(stream: Stream, label: str = "") -> Stream:
             log.warning("%s%s: text records, not waveform samples: left out", prefix, trace.id)
             continue
         data = np.asarray(trace.data)
-        bad = ~np.isfinite(data) if data.dtype.kind in "fc" else None
-        if bad is None or not bad.any():
+        bad = unusable_samples(data)
+        if not bad.any():
             out.append(trace)
             continue
-        log.warning("%s%s: %d non-finite samples (NaN/inf) treated as gaps", prefix, trace.id,
-                    int(bad.sum()))  # fmt: skip
+        log.warning("%s%s: %d samples not finite or beyond float32 range (NaN/inf/>3.4e38) "
+                    "treated as gaps", prefix, trace.id, int(bad.sum()))  # fmt: skip
         trace.data = np.ma.masked_array(data, mask=bad)
         out += Stream([trace]).split()
     stream.traces = out.traces
