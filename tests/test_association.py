@@ -229,6 +229,15 @@ def test_config_rejects_unknown_associator_and_keys():
         AssociationConfig.model_validate({"pyocto": {"zlim_km": [10, 5]}})
 
 
+@pytest.mark.parametrize("section, field", [("pyocto", "margin_km"), ("time", "grid_margin_km")])
+def test_a_search_margin_beyond_the_travel_time_table_is_refused(section, field):
+    """PyOcto with ``margin_km: 5000`` found no event at all on the generated picks (a silently
+    empty catalog); a margin beyond the 400 km table's reach is refused, naming the field."""
+    AssociationConfig.model_validate({section: {field: 400.0}})
+    with pytest.raises(pydantic.ValidationError, match=f"{field} = 5000.0 km: at most 400 km"):
+        AssociationConfig.model_validate({section: {field: 5000.0}})
+
+
 def test_all_picks_over_the_std_gate_leave_everything_unassigned(tmp_path, tottori, scenario):
     picks = scenario.picks.assign(probability_std=0.5)
     run = _write_run(tmp_path, scenario, picks)
