@@ -809,15 +809,25 @@ def build_catalog(
 def check_scheduler(address: str, timeout_s: float = 10.0) -> None:
     """Before any work: a ``tcp://`` / ``tls://`` Dask scheduler address answers.
 
+    An address without a scheme is a ``tcp://`` one, as Dask reads it (``host:8786``;
+    ``notanaddress`` used to pass here and start the build, to fail at the first mapped
+    stage).
+
     Raises:
-        DataSourceError: naming the address, when nothing listens there (other schemes
-            are left to Dask).
+        DataSourceError: naming the address, when nothing listens there or its port is not
+            a number (other schemes are left to Dask).
     """
-    parsed = urllib.parse.urlsplit(address)
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
     if parsed.scheme not in ("tcp", "tls") or not parsed.hostname:
         return
     try:
-        with socket.create_connection((parsed.hostname, parsed.port or 8786), timeout=timeout_s):
+        port = parsed.port or 8786
+    except ValueError:
+        raise DataSourceError(
+            f"Dask scheduler {address} (--dask or dask.address): the port is not a number"
+        ) from None
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
             pass
     except OSError as exc:
         raise DataSourceError(

@@ -33,6 +33,7 @@ from rich.text import Text
 from pipeline import interrupt, progress
 from pipeline.config import BuildConfig, ConfigError, format_validation_errors, load_config
 from pipeline.errors import EqcatInputError, input_error
+from pipeline.preflight import ALL_STAGES
 from pipeline.wording import counted
 
 _VERBOSE = {"on": False}
@@ -233,6 +234,9 @@ app = EqcatApp(
 console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="build config YAML (station_configs/*.yaml)")]
+
+#: The stage names ``--stage`` / ``--from`` take, in build order, for the help texts.
+STAGE_NAMES = ", ".join(ALL_STAGES)
 
 
 def _load(
@@ -490,12 +494,20 @@ def echo_outputs(run_dir: Path) -> None:
 @app.command()
 def build(
     config: ConfigArg,
-    stage: Annotated[str | None, typer.Option("--stage", help="run only this stage")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help=f"run only this stage: {STAGE_NAMES}")
+    ] = None,
     from_stage: Annotated[
-        str | None, typer.Option("--from", help="resume from this stage on")
+        str | None,
+        typer.Option("--from", help=f"resume from this stage on: {STAGE_NAMES}; not with --stage"),
     ] = None,
     dask: Annotated[
-        str | None, typer.Option("--dask", help="Dask scheduler address for mapped tasks")
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Dask scheduler address for mapped tasks, tcp://HOST:PORT (HOST:PORT is tcp; "
+            "default: the config's dask.address, else local threads)",
+        ),
     ] = None,
 ) -> None:
     """Build a catalog: download → pick → associate → locate → relocate → magnitude → report.
@@ -532,7 +544,14 @@ def relocate(
         Path | None,
         typer.Option("--hypodd-dir", help="run the engine on a folder with HypoDD inputs"),
     ] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="auto | binary | python")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="auto | binary | python, with --hypodd-dir (default: the config's "
+            "relocation.engine, else auto)",
+        ),
+    ] = None,
 ) -> None:
     """Relocate with HypoDD (dt.ct + dt.cc), or run it on your own folder (--hypodd-dir)."""
     if hypodd_dir is None:
@@ -603,8 +622,10 @@ def mc(
     time_column: Annotated[
         str | None, typer.Option(help="CSV origin-time column (default: detected)")
     ] = None,
-    start: Annotated[str | None, typer.Option(help="keep events at or after (UTC)")] = None,
-    end: Annotated[str | None, typer.Option(help="keep events before (UTC)")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="keep events at or after, ISO 8601 UTC (2024-01-31T12:00)")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="keep events before, ISO 8601 UTC")] = None,
     min_latitude: Annotated[float | None, typer.Option(help="region: south edge (deg)")] = None,
     max_latitude: Annotated[float | None, typer.Option(help="region: north edge (deg)")] = None,
     min_longitude: Annotated[float | None, typer.Option(help="region: west edge (deg)")] = None,
@@ -612,7 +633,9 @@ def mc(
     magnitude_type: Annotated[
         list[str] | None, typer.Option(help="keep this magnitude type (repeatable), e.g. ML")
     ] = None,
-    delta_m: Annotated[float, typer.Option(help="magnitude bin width")] = 0.1,
+    delta_m: Annotated[
+        float, typer.Option(help="magnitude bin width (magnitude units, >= 0.01)")
+    ] = 0.1,
     title: Annotated[str | None, typer.Option(help="report title")] = None,
 ) -> None:
     """Completeness report of any catalog: Mc (MAXC, GFT, MBS) with bootstrap intervals, b, Mc(t).

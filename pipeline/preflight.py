@@ -15,10 +15,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pipeline.config import BuildConfig, ConfigError
 
 if TYPE_CHECKING:
     from obspy.core.inventory import Channel
+
+    from pipeline.velocity import VelocityModel
 
 #: HypoInverse 1.40 reads at most this many layers per crustal model (``NLYR=20`` in
 #: ``common.inc`` of its source, hypoinvpy 0.7.0 sdist, ``hyp1.40/source``).
@@ -307,6 +311,46 @@ def check_weights(cfg: BuildConfig) -> list[str]:
     return []
 
 
+def crh_layer_problems(model: VelocityModel) -> list[str]:
+    """What HypoInverse 1.40 refuses in ``model``'s layer models, as it reads them.
+
+    Its CRH reader (``hycrh.for``, hypoinvpy 0.7.0 sdist) stops with "BAD DATA FOR LAYER
+    CRUST MODEL" and locates nothing when a layer's velocity is below the one above (a
+    low-velocity zone; PyOcto's tables and HypoDD take one) or its top is not deeper; the
+    values are those of the ``F5.2`` lines eqcat writes (2 decimals), so tops 10 m apart
+    or a velocity under 0.005 km/s (written 0.00) fail too. The P model and the S model
+    (written when Vp/Vs varies by layer) are checked; the first velocity problem is named.
+    """
+    problems = []
+    tops = np.round(model.layer_tops_km, 2)
+    for phase in ("P", "S"):
+        velocity = np.round(model.velocities(phase), 2)
+        slower = np.flatnonzero(np.diff(velocity) < 0) + 1
+        if velocity.min() <= 0:
+            k = int(np.argmin(velocity))
+            problems.append(
+                f"layer {k + 1}: {phase} velocity {model.velocities(phase)[k]:g} km/s is 0.00 "
+                "in HypoInverse's F5.2 model lines"
+            )
+        elif slower.size:
+            k = int(slower[0])
+            problems.append(
+                f"layer {k + 1} (top {tops[k]:g} km): {phase} velocity {velocity[k]:g} km/s "
+                f"is below the layer above ({velocity[k - 1]:g} km/s); HypoInverse's layer "
+                "models (CRH) take no velocity decrease with depth (a low-velocity zone)"
+            )
+        if problems:
+            break  # the S model of a constant Vp/Vs fails where the P model does
+    thin = np.flatnonzero(np.diff(tops) <= 0) + 1
+    if thin.size:
+        k = int(thin[0])
+        problems.append(
+            f"layer {k + 1}: top {model.layer_tops_km[k]:g} km is {tops[k]:.2f} km in "
+            f"HypoInverse's F5.2 model lines, not below the layer above ({tops[k - 1]:.2f} km)"
+        )
+    return problems
+
+
 def check_hypoinverse(cfg: BuildConfig) -> list[str]:
     """The velocity model fits HypoInverse's layer models and ``hyp1.40`` is installed."""
     from pipeline.location.runner import TEMPLATE, HypoInverseError, find_hypoinverse
@@ -326,6 +370,7 @@ def check_hypoinverse(cfg: BuildConfig) -> list[str]:
             f"{field}: a layer top or velocity of {deepest} does not fit HypoInverse's "
             f"F5.2 model lines (at most {HYPOINVERSE_MAX_VALUE})"
         )
+    problems += [f"{field}: {problem}" for problem in crh_layer_problems(model)]
     if _file_problem(TEMPLATE, "template"):
         problems.append(f"HypoInverse command template {TEMPLATE} not found")
     try:

@@ -22,6 +22,7 @@ model and phase and is exact at its nodes to < 1 ms.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
         ValueError: naming the file and field when the content is invalid.
     """
     path = model_path(name_or_path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a velocity model YAML file")
     if not path.is_file():
         raise FileNotFoundError(
             f"velocity model {str(name_or_path)!r} not found at {path}; "
@@ -123,33 +126,93 @@ def load_velocity_model(name_or_path: str | Path) -> VelocityModel:
     return _model_from_spec(spec, path)
 
 
+#: The keys of a model file and of each of its layers: any other key is refused (a misspelt
+#: ``Vs:`` or ``vpvs:`` used to be ignored, giving vs = vp / 1.73 without a word).
+MODEL_KEYS = ("name", "source", "vp_vs", "layers")
+LAYER_KEYS = ("top_km", "vp", "vs")
+
+
+def _unknown_keys(given: dict, allowed: tuple[str, ...], where: str) -> None:
+    """Raise ValueError naming ``where`` when ``given`` has a key outside ``allowed``."""
+    unknown = [str(key) for key in given if key not in allowed]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(allowed)}"
+        )
+
+
+def _number(value: object, where: str) -> float:
+    """``value`` as a finite float (YAML number or numeric text); ValueError naming ``where``
+    for anything else (text, ``true``, ``null``, ``.nan``, ``.inf``)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"{where} = {value!r}: expected a finite number")
+    return number
+
+
+def _layer(layer: object, k: int, n: int, path: Path, vp_vs: float) -> tuple[float, float, float]:
+    """(top_km, vp, vs) of layer ``k`` (0-based) of ``n``, checked; vs defaults to vp / vp_vs.
+
+    Raises:
+        ValueError: naming the file, the layer (1-based) and the field.
+    """
+    where = f"{path}: layer {k + 1} of {n} in 'layers'"
+    if not isinstance(layer, dict):
+        raise ValueError(f"{where}: expected a mapping {{top_km, vp}} (vs optional), got {layer!r}")
+    _unknown_keys(layer, LAYER_KEYS, where)
+    for key in ("top_km", "vp"):
+        if key not in layer:
+            raise ValueError(f"{where}: field {key!r} is missing")
+    top = _number(layer["top_km"], f"{where}, field 'top_km'")
+    vp = _number(layer["vp"], f"{where}, field 'vp'")
+    if vp <= 0:
+        raise ValueError(f"{where}, field 'vp' = {vp}: expected a velocity > 0 km/s")
+    vs = _number(layer["vs"], f"{where}, field 'vs'") if "vs" in layer else vp / vp_vs
+    if not 0 < vs < vp:
+        raise ValueError(f"{where}, field 'vs' = {vs}: expected 0 < vs < vp ({vp} km/s)")
+    return top, vp, vs
+
+
 def _model_from_spec(spec: dict, path: Path) -> VelocityModel:
+    """The model of a parsed model file (module docstring), every field checked.
+
+    Raises:
+        ValueError: one line naming the file and the field (and layer) and what is expected.
+    """
+    _unknown_keys(spec, MODEL_KEYS, str(path))
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ValueError(f"{path}: field 'layers' must be a non-empty list of {{top_km, vp}}")
-    try:
-        vp_vs = float(spec.get("vp_vs", 1.73))
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: field 'vp_vs' = {spec['vp_vs']!r} is not a number") from None
+    vp_vs = _number(spec.get("vp_vs", 1.73), f"{path}: field 'vp_vs'")
     if not 1.4 <= vp_vs <= 2.5:
         raise ValueError(f"{path}: field 'vp_vs' = {vp_vs} outside the plausible range 1.4–2.5")
-    try:
-        tops = np.array([float(layer["top_km"]) for layer in layers])
-        vp = np.array([float(layer["vp"]) for layer in layers])
-        vs = np.array([float(layer.get("vs", float(layer["vp"]) / vp_vs)) for layer in layers])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: every layer needs numeric 'top_km' and 'vp' ({exc})") from exc
-    if tops[0] != 0.0 or np.any(np.diff(tops) <= 0):
-        raise ValueError(f"{path}: layer 'top_km' must start at 0 and increase strictly")
-    if np.any(vp <= 0) or np.any(vs <= 0) or np.any(vs >= vp):
-        raise ValueError(f"{path}: velocities must be positive with vs < vp in every layer")
+    for key in ("name", "source"):
+        if not isinstance(spec.get(key, ""), str):
+            raise ValueError(f"{path}: field {key!r} = {spec[key]!r}: expected text")
+    rows = [_layer(layer, k, len(layers), path, vp_vs) for k, layer in enumerate(layers)]
+    tops, vp, vs = (np.array(column) for column in zip(*rows, strict=True))
+    if tops[0] != 0.0:
+        raise ValueError(
+            f"{path}: layer 1, field 'top_km' = {tops[0]}: the first layer starts at 0"
+        )
+    shallower = np.flatnonzero(np.diff(tops) <= 0) + 1
+    if shallower.size:
+        k = int(shallower[0])
+        raise ValueError(
+            f"{path}: layer {k + 1}, field 'top_km' = {tops[k]}: expected deeper than the "
+            f"layer above ({tops[k - 1]} km); layer tops must increase strictly"
+        )
     return VelocityModel(
-        name=str(spec.get("name", path.stem)),
+        name=spec.get("name", path.stem),
         layer_tops_km=tops,
         vp_km_s=vp,
         vs_km_s=vs,
         vp_vs=vp_vs,
-        source=str(spec.get("source", "")),
+        source=spec.get("source", ""),
     )
 
 

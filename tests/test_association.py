@@ -229,6 +229,15 @@ def test_config_rejects_unknown_associator_and_keys():
         AssociationConfig.model_validate({"pyocto": {"zlim_km": [10, 5]}})
 
 
+@pytest.mark.parametrize("section, field", [("pyocto", "margin_km"), ("time", "grid_margin_km")])
+def test_a_search_margin_beyond_the_travel_time_table_is_refused(section, field):
+    """PyOcto with ``margin_km: 5000`` found no event at all on the generated picks (a silently
+    empty catalog); a margin beyond the 400 km table's reach is refused, naming the field."""
+    AssociationConfig.model_validate({section: {field: 400.0}})
+    with pytest.raises(pydantic.ValidationError, match=f"{field} = 5000.0 km: at most 400 km"):
+        AssociationConfig.model_validate({section: {field: 5000.0}})
+
+
 def test_all_picks_over_the_std_gate_leave_everything_unassigned(tmp_path, tottori, scenario):
     picks = scenario.picks.assign(probability_std=0.5)
     run = _write_run(tmp_path, scenario, picks)
@@ -283,3 +292,29 @@ def test_time_associator_separates_overlapping_events(tottori):
     print(f"\npairs separated: {found}/30, misassigned picks: {misassigned}/{n_picks}")
     assert found >= 28
     assert misassigned <= 0.025 * n_picks
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_a_station_beyond_the_travel_time_table_costs_nothing(tmp_path, tottori, associator):
+    """A station 900 km from the others (beyond the 400 km travel-time table) with picks of
+    its own stopped the time associator and the merge of split events with "ValueError:
+    distance_km must lie in [0, 400.0] km"; now no time is predicted there, its picks stay
+    unassigned and the other stations' events are found as before."""
+    scenario_ = generate(tottori, 20, interval_s=30.0, seed=3)
+    stations = scenario_.stations.copy()
+    far = stations.iloc[[0]].assign(station="FAR", latitude=stations["latitude"].iloc[0] + 8.1)
+    far_picks = scenario_.picks.head(10).assign(station="FAR")
+    far_picks["pick_id"] = far_picks["pick_id"] + "_far"
+    picks = pd.concat([scenario_.picks, far_picks], ignore_index=True)
+    run = RunDir(tmp_path)
+    picks.to_parquet(run.path("picks", "picks.parquet"))
+    pd.concat([stations, far], ignore_index=True).to_csv(
+        run.path("waveforms", "stations.csv"), index=False
+    )
+    cfg = AssociationConfig(associator=associator, merge_window_s=3.0)
+    associate(run, cfg, tottori)
+    events = pd.read_parquet(run.path("association", "events.parquet"))
+    assignments = pd.read_parquet(run.path("association", "assignments.parquet"))
+    assert not set(far_picks["pick_id"]) & set(assignments["pick_id"])
+    result = score(scenario_, events, assignments.query("~pick_id.str.endswith('_far')"))
+    assert result["event_recall"] >= 0.9 and result["pick_precision"] >= 0.9, result

@@ -193,6 +193,30 @@ def test_velocity_model_beyond_hypoinverse_limit(env, wilz_sds, tmp_path):
     assert_one_error(eqcat(env, "validate", config), 2, "velocity_model", "21 layers", "20")
 
 
+@pytest.mark.parametrize(
+    ("layers", "needles"),
+    [
+        (
+            [{"top_km": 0.0, "vp": 6.0}, {"top_km": 5.0, "vp": 5.0}, {"top_km": 20.0, "vp": 7.0}],
+            ["layer 2 (top 5 km)", "low-velocity zone"],
+        ),
+        ([{"top_km": 0.0, "vp": float("nan")}], ["layer 1 of 1", "'vp' = nan"]),
+        ([{"top_km": 0.0, "vp": 5.0, "Vs": 3.0}], ["unknown key(s) 'Vs'"]),
+    ],
+)
+def test_velocity_model_problems_stop_validate_and_build(env, wilz_sds, tmp_path, layers, needles):
+    """A low-velocity zone passed ``eqcat validate`` and failed the build at the locate stage
+    ("HypoInverse failed (exit status 0, no hypoinverse.arc ...)"); a NaN velocity or a
+    misspelt key passed both. Now one line naming the model file's field, before any work."""
+    placeholder_stationxml(tmp_path / "O2.WILZ.xml")
+    model = tmp_path / "model.yaml"
+    model.write_text(yaml.safe_dump({"name": "m", "vp_vs": 1.73, "layers": layers}))
+    config = wilz_config(tmp_path, wilz_sds, velocity_model=str(model))
+    assert_one_error(eqcat(env, "validate", config), 2, "velocity_model", *needles)
+    assert_one_error(eqcat(env, "build", config), 2, "velocity_model", *needles)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_offline_fdsn_is_one_line_after_its_retries(served_env, wilz_sds, tmp_path):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

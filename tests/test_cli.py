@@ -26,6 +26,26 @@ def test_help_lists_commands():
         assert command in result.stdout
 
 
+def test_option_help_names_the_allowed_values_and_defaults():
+    """``--stage``/``--from`` named no stage, ``--dask`` no address form, ``--engine`` no
+    default and ``mc --start`` no time format; ``build --help`` alone listed the stages."""
+    from pipeline.preflight import ALL_STAGES
+
+    def words(command: str) -> str:
+        """The help text of ``command`` as one line, without the panels' borders."""
+        text = _eqcat(command, "--help").stdout
+        return " ".join(text.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+    build = words("build")
+    for stage in ALL_STAGES:
+        assert build.count(stage) >= 3, stage  # the docstring, --stage and --from
+    assert "tcp://HOST:PORT" in build and "dask.address" in build
+    relocate = words("relocate")
+    assert "relocation.engine, else auto" in relocate
+    mc = words("mc")
+    assert "ISO 8601 UTC" in mc and "magnitude units" in mc
+
+
 def test_validate_good_config():
     result = _eqcat("validate", "station_configs/example_fdsn.yaml")
     assert result.returncode == 0, result.stderr

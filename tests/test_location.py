@@ -646,3 +646,42 @@ def test_an_unreadable_solution_is_left_out_with_its_event_id(shared, tmp_path):
     assert "'****' are not a number" in unreadable[bad_id]
     assert len(events) == 15 and bad_id not in set(events["hypoinverse_id"])
     assert bad_id not in set(phases["hypoinverse_id"]) and len(phases) > 0
+
+
+def _layered(name: str, tops: list[float], vp: list[float]) -> VelocityModel:
+    """A model with Vp/Vs 1.73 in every layer."""
+    vp_array = np.array(vp)
+    return VelocityModel(name, np.array(tops), vp_array, vp_array / 1.73, 1.73)
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        (_layered("lvz", [0.0, 2.0, 6.0, 30.0], [5.5, 6.2, 5.0, 7.8]), "layer 3 (top 6 km)"),
+        (_layered("thin", [0.0, 1.001, 1.004], [5.5, 6.0, 6.5]), "layer 3: top 1.004 km"),
+    ],
+)
+def test_what_preflight_refuses_hypoinverse_refuses(hyp_binary, tmp_path, model, needle):
+    """A low-velocity zone, or layer tops that the F5.2 model lines make equal, stopped the
+    real HypoInverse ("BAD DATA FOR LAYER CRUST MODEL", no locations) at the locate stage,
+    after picking and association; ``eqcat validate`` and the build's checks now name it."""
+    from pipeline.preflight import crh_layer_problems
+
+    problems = crh_layer_problems(model)
+    assert len(problems) == 1 and needle in problems[0], problems
+    _, stations, events, picks, assignments, _ = _scenario(model=model, n_events=2)
+    run = _write_run(tmp_path, stations, events, picks, assignments)
+    with pytest.raises(HypoInverseError):
+        locate(run, LocationConfig(), model)
+    log = run.path("location", "hypoinverse.log").read_text()
+    assert "BAD DATA FOR LAYER CRUST MODEL" in log
+
+
+def test_preflight_accepts_what_hypoinverse_reads():
+    """Equal velocities in two layers and the shipped models pass (HypoInverse reads them)."""
+    from pipeline.preflight import crh_layer_problems
+
+    assert crh_layer_problems(_layered("flat", [0.0, 5.0, 10.0], [5.5, 5.5, 6.5])) == []
+    assert crh_layer_problems(_constant_vp_vs_model()) == []
+    assert crh_layer_problems(load_velocity_model("tottori")) == []
+    assert crh_layer_problems(load_velocity_model("generic_crust")) == []

@@ -374,6 +374,11 @@ def test_dask_address_without_a_scheduler_is_refused_before_work():
             port = closed.getsockname()[1]  # bound, not listening: refused
             with pytest.raises(DataSourceError, match=f"tcp://127.0.0.1:{port}.*does not answer"):
                 check_scheduler(f"tcp://127.0.0.1:{port}")
+            # Dask reads an address without a scheme as tcp:// (it used to pass unchecked)
+            with pytest.raises(DataSourceError, match=f" 127.0.0.1:{port} .*does not answer"):
+                check_scheduler(f"127.0.0.1:{port}")
+    with pytest.raises(DataSourceError, match="the port is not a number"):
+        check_scheduler("tcp://127.0.0.1:dask")  # was a ValueError: exit 1
 
 
 def test_serve_refuses_a_span_of_no_days(tmp_path):

@@ -111,3 +111,54 @@ def test_generic_crust_is_the_hadley_kanamori_model():
     np.testing.assert_array_equal(model.vp_km_s, [5.5, 6.3, 6.7, 7.8])
     np.testing.assert_allclose(model.vp_km_s / model.vs_km_s, 1.73)
     assert "Hadley & Kanamori (1977)" in model.source
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("layers:\n  - {top_km: 0.0, vp: .nan}\n", ["layer 1 of 1", "'vp' = nan", "finite"]),
+        ("layers:\n  - {top_km: 0.0, vp: .inf}\n", ["layer 1 of 1", "'vp' = inf", "finite"]),
+        (
+            "layers:\n  - {top_km: 0.0, vp: 5.0}\n  - {top_km: .nan, vp: 6.0}\n",
+            ["layer 2 of 2", "'top_km' = nan"],
+        ),
+        ("layers:\n  - {top_km: 0.0, vp: true}\n", ["layer 1 of 1", "'vp' = True"]),
+        ("layers:\n  - {top_km: 0.0, vp: 5.0, vs: null}\n", ["'vs' = None"]),
+        (
+            "layers:\n  - {top_km: 0.0, vp: 5.0, Vs: 3.0}\n",
+            ["unknown key(s) 'Vs'", "top_km, vp, vs"],
+        ),
+        ("vpvs: 1.8\nlayers:\n  - {top_km: 0.0, vp: 5.0}\n", ["unknown key(s) 'vpvs'", "vp_vs"]),
+        ("layers:\n  - [0.0, 5.0]\n", ["layer 1 of 1", "expected a mapping"]),
+        ("layers:\n  - {vp: 5.0}\n", ["layer 1 of 1", "'top_km' is missing"]),
+        ("layers:\n  - {top_km: 0.0, vp: -5.0}\n", ["'vp' = -5.0", "> 0 km/s"]),
+        ("layers:\n  - {top_km: 0.0, vp: 5.0, vs: 6.0}\n", ["'vs' = 6.0", "vs < vp"]),
+        (
+            "layers:\n  - {top_km: 0.0, vp: 5.0}\n  - {top_km: 5.0, vp: 6.0}\n"
+            "  - {top_km: 5.0, vp: 7.0}\n",
+            ["layer 3", "'top_km' = 5.0", "layer above (5.0 km)"],
+        ),
+        ("layers:\n  - {top_km: -2.0, vp: 5.0}\n", ["layer 1", "'top_km' = -2.0", "starts at 0"]),
+        ("name: [a]\nlayers:\n  - {top_km: 0.0, vp: 5.0}\n", ["'name'", "expected text"]),
+        ("vp_vs: abc\nlayers:\n  - {top_km: 0.0, vp: 5.0}\n", ["'vp_vs' = 'abc'"]),
+    ],
+)
+def test_each_bad_value_is_named_with_its_layer_and_field(tmp_path, text, needles):
+    """NaN and infinite values, booleans and misspelt keys used to load without a word (a
+    NaN velocity made NaN travel times; ``Vs:`` was ignored); every refusal names the file,
+    the layer and the field."""
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_velocity_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_a_folder_is_not_a_model(tmp_path):
+    folder = tmp_path / "model.yaml"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder; expected a velocity model YAML file"):
+        load_velocity_model(folder)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
-from pipeline.velocity import VelocityModel, travel_time
+from pipeline.velocity import TABLE_MAX_DISTANCE_KM, VelocityModel, travel_time
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,20 @@ def station_travel_times(
         x_km, y_km, depth_km: source coordinates, shape (N,); depth below sea level.
 
     Returns:
-        Array of shape (N, S).
+        Array of shape (N, S); ``inf`` where a station lies beyond the travel-time table
+        (:data:`pipeline.velocity.TABLE_MAX_DISTANCE_KM`): no time is predicted there, so no
+        pick of that station fits that source (one far station used to stop the stage).
     """
     x_km, y_km, depth_km = (
         np.atleast_1d(np.asarray(a, dtype=float)) for a in (x_km, y_km, depth_km)
     )
     distance = np.hypot(x_km[:, None] - stations.x_km[None, :], y_km[:, None] - stations.y_km)
-    times = travel_time(model, phase, distance, np.broadcast_to(depth_km[:, None], distance.shape))
+    beyond = distance > TABLE_MAX_DISTANCE_KM
+    times = travel_time(
+        model,
+        phase,
+        np.where(beyond, 0.0, distance),
+        np.broadcast_to(depth_km[:, None], distance.shape),
+    )
     top_velocity = model.velocities(phase)[0]
-    return times + stations.elevation_km[None, :] / top_velocity
+    return np.where(beyond, np.inf, times + stations.elevation_km[None, :] / top_velocity)

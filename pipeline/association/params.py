@@ -13,6 +13,19 @@ from pydantic import BaseModel, Field, model_validator
 from pipeline.sections import SECTION_CONFIG
 
 
+def _within_table_reach(margin_km: float, field: str) -> None:
+    """Refuse a search margin (km) beyond the travel-time table's reach: a source farther
+    than :data:`pipeline.velocity.TABLE_MAX_DISTANCE_KM` from every station has no predicted
+    time (PyOcto found no event at all with ``margin_km: 5000``, without a word)."""
+    from pipeline.velocity import TABLE_MAX_DISTANCE_KM
+
+    if margin_km > TABLE_MAX_DISTANCE_KM:
+        raise ValueError(
+            f"{field} = {margin_km} km: at most {TABLE_MAX_DISTANCE_KM:g} km, the reach of the "
+            "travel-time table (no time is predicted for a source farther from every station)"
+        )
+
+
 class _Section(BaseModel):
     model_config = SECTION_CONFIG
 
@@ -74,6 +87,7 @@ class TimeAssociatorConfig(_Section):
     def _depths_in_range(self) -> TimeAssociatorConfig:
         if any(not 0.0 <= d <= 60.0 for d in self.grid_depths_km):
             raise ValueError("grid_depths_km must lie within 0-60 km")
+        _within_table_reach(self.grid_margin_km, "grid_margin_km")
         return self
 
 
@@ -181,6 +195,7 @@ class PyOctoConfig(_Section):
         low, high = self.zlim_km
         if not 0.0 <= low < high <= 60.0:
             raise ValueError("zlim_km must satisfy 0 <= min < max <= 60")
+        _within_table_reach(self.margin_km, "margin_km")
         if self.location_split_return >= self.location_split_depth:
             raise ValueError("location_split_return must be smaller than location_split_depth")
         return self

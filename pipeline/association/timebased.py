@@ -156,7 +156,8 @@ def _anchored_fit(
     """
     nodes = grid.near_nodes[stations[anchor]]
     tt = grid.tt_p[np.ix_(nodes, stations)]  # (G', C)
-    residual = (times - times[anchor])[None, :] - (tt - tt[:, anchor : anchor + 1])
+    with np.errstate(invalid="ignore"):  # inf - inf: stations out of the table's reach
+        residual = (times - times[anchor])[None, :] - (tt - tt[:, anchor : anchor + 1])
     fits = np.abs(residual) <= tolerance_s
     starts = np.flatnonzero(np.r_[True, stations[1:] != stations[:-1]])
     n_stations = np.logical_or.reduceat(fits, starts, axis=1).sum(axis=1)
@@ -317,7 +318,7 @@ def _assign_s(
     origins_sorted = origins[order]
     t = picks.time_s[s_index]
     sta = picks.station[s_index]
-    max_tt = float(grid.tt_s.max())
+    max_tt = float(grid.tt_s[np.isfinite(grid.tt_s)].max(initial=0.0))
     lo = np.searchsorted(origins_sorted, t - max_tt - tolerance_s, side="left")
     hi = np.searchsorted(origins_sorted, t + tolerance_s, side="right")
     for k in range(int((hi - lo).max(initial=0))):
@@ -365,7 +366,9 @@ def relocate_on_grid(
     origin = 0.5 * (part[:, mid[0]] + part[:, mid[1]])  # median per node
     residual = np.empty(times.size)
     w = np.clip(weight[order], 0.05, None)
-    node = int(np.argmin((w * np.abs(implied - origin[:, None])).sum(axis=1)))
+    with np.errstate(invalid="ignore"):
+        misfit = (w * np.abs(implied - origin[:, None])).sum(axis=1)
+    node = int(np.argmin(np.nan_to_num(misfit, nan=np.inf)))  # NaN: a station out of reach
     residual[order] = implied[node] - origin[node]
     return node, float(origin[node]), residual
 
