@@ -326,6 +326,8 @@ def test_leftover_pass_with_five_picks_finds_five_station_s_only_events(tottori,
         held = assignments.assign(true=pick_truth.loc[assignments["pick_id"]].to_numpy())
         majority = held.groupby("event_id")["true"].agg(lambda t: t.value_counts().index[0])
         found[n_picks] = (set(majority.to_numpy()), int((majority == -1).sum()))
-    assert len(wanted & found[6][0]) <= 1  # one may have picked up a false pick
+    # a few may have picked up a false pick (of 10: 1 with the earlier tottori model, 2 with
+    # the JMA2001-derived one)
+    assert len(wanted & found[6][0]) <= len(wanted) // 5
     assert len(wanted & found[5][0]) >= len(wanted) - 1
     assert found[5][1] <= found[6][1]
