@@ -594,6 +594,7 @@ STAGE_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         (
             "relocation/relocations.parquet",
             "location/locations.parquet",
+            "association/events.parquet",  # the origins of events HypoInverse did not locate
             "association/assignments.parquet",
             "picks/picks.parquet",
             "waveforms/inventory.xml",
@@ -692,12 +693,12 @@ def _waveform_files(cfg: BuildConfig, run: RunDir) -> list[Path]:
     ]
 
 
-def _run_stage(stage: str, config_path: str) -> dict:
-    cfg = load_config(config_path)
-    run = _run(cfg)
+def stage_cache(stage: str, cfg: BuildConfig, run: RunDir) -> dict[str, Any]:
+    """The cache description (:func:`cache_inputs`) of a whole-catalog stage: its config
+    section and velocity model, every file it reads, its outputs and reported facts."""
     section, _, outputs = STAGE_FILES[stage]
     inputs, extra = _stage_inputs(stage, cfg, run)
-    cache = cache_inputs(
+    return cache_inputs(
         section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
         inputs=inputs,
         outputs=[run.root / p for p in outputs],
@@ -705,6 +706,12 @@ def _run_stage(stage: str, config_path: str) -> dict:
         root=run.root,
         code=STAGE_CODE[stage],
     )
+
+
+def _run_stage(stage: str, config_path: str) -> dict:
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    cache = stage_cache(stage, cfg, run)
     key = description_key(stage_task.name, cache)
     unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))
     summary = cached(stage_task, cache, unchanged)(stage, config_path, cache=cache)
