@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import os
+import shutil
 import site
 import sys
 import sysconfig
@@ -35,10 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
+from test_flows import MIDNIGHT, write_config
 
 import flows.build
 from flows.caching import PIPELINE_ROOT, TEMPLATES_ROOT
+from pipeline.synthetic.params import ScenarioConfig
+from pipeline.velocity import model_path
 
 #: Environment variables that select where a program or a file is found (the file or program
 #: itself is checked), how much is logged or where Prefect and caches live: never a result.
@@ -87,6 +92,9 @@ def _code_roots() -> list[Path]:
     roots += [Path(sysconfig.get_paths()["stdlib"])]
     roots += [Path(p) for p in ("/usr", "/etc", "/proc", "/sys", "/dev", "/lib", "/opt")]
     roots += [Path.home() / ".cache" / "matplotlib", Path.home() / ".config" / "matplotlib"]
+    # Keras' settings file (backend, float type), read once when TensorFlow is imported: the
+    # machine's library set-up, like the library versions (not keyed: see the audit report)
+    roots.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")))
     if os.environ.get("PREFECT_HOME"):
         roots.append(Path(os.environ["PREFECT_HOME"]))
     return [r.resolve() for r in roots]
@@ -369,10 +377,11 @@ def keyed_config(task: str, cfg: Any) -> tuple[set[tuple[str, str]], set[str]]:
     top = set()
     sections: list[Any] = []
     # the waveform source decides where the day files are: their paths are in the inputs
-    by_paths = {("BuildConfig", "waveforms"), ("WaveformConfig", "source")}
+    by_paths = {("BuildConfig", "waveforms"), ("WaveformConfig", "source"), ("SDSSource", "path")}
     if task == "download_task":
         names = ("scenario", "waveforms") if cfg.scenario else ("stations", "waveforms")
-        top = {("BuildConfig", n) for n in names}
+        # whether there is a scenario: the key's section has the scenario, or the stations
+        top = {("BuildConfig", n) for n in names} | {("BuildConfig", "scenario")}
         if cfg.scenario is None:
             top |= {("BuildConfig", "starttime"), ("BuildConfig", "endtime")}
         sections = [getattr(cfg, n) for n in names]
@@ -454,3 +463,25 @@ def by_task(recorder: ReadRecorder) -> dict[str, list[TaskReads]]:
     for task in recorder.tasks.values():
         grouped[task.task].append(task)
     return dict(grouped)
+
+
+def write_audit_config(folder: Path, picker: str = "stalta", associator: str = "time") -> Path:
+    """The flow tests' tiny scenario over one UTC day (:func:`test_flows.write_config`) with
+    every file it names a file of ``folder`` (data, not code): the velocity models of the
+    build and of the scenario, the scenario's station list, a reference catalog (20 made-up
+    magnitudes, no real events) for the report. Returns the config's path."""
+    files = {"model.yaml": model_path("tottori"), "scenario_model.yaml": model_path("tottori")}
+    files["stations.csv"] = ScenarioConfig().stations_csv
+    for name, source in files.items():
+        shutil.copy(source, folder / name)
+    reference = folder / "reference.csv"
+    reference.write_text("magnitude\n" + "\n".join(f"{1 + m / 10:.1f}" for m in range(20)))
+    config = Path(write_config(folder, MIDNIGHT, picker=picker))
+    spec = yaml.safe_load(config.read_text())
+    spec["velocity_model"] = str(folder / "model.yaml")
+    spec["scenario"]["velocity_model"] = str(folder / "scenario_model.yaml")
+    spec["scenario"]["stations_csv"] = str(folder / "stations.csv")
+    spec["association"] = {"associator": associator}
+    spec["report"] = {"reference": {"name": "reference", "path": str(reference)}}
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return config

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cache_audit import ReadRecorder, by_task, data_reads, uncovered
-from test_flows import MIDNIGHT, N_STATIONS, run_build, state_counts, write_config
+from cache_audit import ReadRecorder, by_task, data_reads, uncovered, write_audit_config
+from test_flows import N_STATIONS, run_build, state_counts
 
 import flows.build
-from flows.build import STAGE_FILES, description_key, stage_cache, stage_task
+from flows.build import STAGE_FILES, config_fields, description_key, stage_cache, stage_task
 from pipeline.config import BuildConfig, load_config
 from pipeline.rundir import MANIFEST_STAGES, STAGE_RESULTS, RunDir
-from pipeline.synthetic.params import ScenarioConfig
-from pipeline.velocity import model_path
 
 LATER_STAGES = tuple(STAGE_FILES)  # associate ... report
 
@@ -38,19 +36,7 @@ LATER_STAGES = tuple(STAGE_FILES)  # associate ... report
 def audited_build(prefect_server, tmp_path_factory):
     """(recorder, config path, run directory) of one audited build."""
     folder = tmp_path_factory.mktemp("audit")
-    files = {"model.yaml": model_path("tottori"), "scenario_model.yaml": model_path("tottori")}
-    files["stations.csv"] = ScenarioConfig().stations_csv
-    for name, source in files.items():
-        shutil.copy(source, folder / name)
-    config = Path(write_config(folder, MIDNIGHT))
-    spec = yaml.safe_load(config.read_text())
-    spec["velocity_model"] = str(folder / "model.yaml")
-    spec["scenario"]["velocity_model"] = str(folder / "scenario_model.yaml")
-    spec["scenario"]["stations_csv"] = str(folder / "stations.csv")
-    reference = folder / "reference.csv"  # magnitudes to compare with (made up: no real events)
-    reference.write_text("magnitude\n" + "\n".join(f"{1 + m / 10:.1f}" for m in range(20)))
-    spec["report"] = {"reference": {"name": "reference", "path": str(reference)}}
-    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    config = write_audit_config(folder)
     with ReadRecorder() as recorder:
         run_build(str(config))
     return recorder, str(config), folder / "runs" / "flowtest"
@@ -70,6 +56,27 @@ def test_every_task_reads_only_what_its_key_covers(audited_build):
             assert data_reads(task) or name == "download_task", f"{name} read no data file"
             gaps = uncovered(task, cfg)
             assert not gaps, f"{name} reads what its cache key does not cover: {gaps}"
+
+
+def test_every_config_field_a_stage_reads_is_checked_when_a_later_stage_runs_alone(
+    audited_build,
+):
+    """A stage run alone (``--stage``) is refused when the config an earlier one read
+    changed (:func:`flows.build.config_fields`, recorded in the manifest): every section a
+    task read is among its stage's fields, or the download stage's (the data source)."""
+    recorder, config, _ = audited_build
+    cfg = load_config(config)
+    stage_of = {"download_task": "download", "pick_station_day_task": "pick"}
+    stage_of |= {f"stage_task[{s}]": s for s in LATER_STAGES}
+    for name, runs in by_task(recorder).items():
+        stage = stage_of[name]
+        if stage == "report":  # the last stage: no later one to check it
+            continue
+        checked = {f.split(".")[0] for f in config_fields(cfg, stage)}
+        checked |= {f.split(".")[0] for f in config_fields(cfg, "download")}
+        checked |= {"name", "output_dir"}  # where the run directory is
+        read = {f for task in runs for model, f in task.config if model == "BuildConfig"}
+        assert read <= checked, f"{stage} reads config {read - checked} no later stage checks"
 
 
 def _stage_key(stage: str, cfg: BuildConfig) -> str:
