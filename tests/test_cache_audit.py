@@ -1,16 +1,21 @@
 """Audit of the cache keys: what every task of a real build reads is in its key.
 
 One real Prefect build of the tiny flow-test scenario (``test_flows``: 6 stations, one UTC
-day, STA/LTA, real HypoInverse) runs under :class:`cache_audit.ReadRecorder`, with the
-velocity model a file of the test (a user's model is data, not code). Then:
+day, STA/LTA, real HypoInverse) runs under :class:`cache_audit.ReadRecorder`, with the files
+the config names (velocity models of the build and of the scenario, the scenario's station
+list, a reference catalog) files of the test: a user's files are data, not code. Then:
 
 - every data file each task opened, every config field and ``EQCAT_*`` variable it read and
-  every program it started is covered by its key (:func:`cache_audit.uncovered`);
+  every program it started is covered by its key (:func:`cache_audit.uncovered`), and every
+  config section it read is checked when a later stage runs alone (``config_fields``);
 - for each whole-catalog stage, every data file it read, changed one at a time (same size,
-  same times), changes its key, and each copied with new times does not;
+  same times), changes its key, and each copied with new times does not; likewise the
+  HypoInverse program of the location stage;
 - a changed input (the velocity model) reruns the stages that read it and every later one,
   whose results are stale and deleted before the first of them starts; a copy of it with new
   times reruns nothing.
+
+The whole-build version (an SDS archive, EQTransformer, PyOcto): ``benchmarks/cache_audit.py``.
 """
 
 from __future__ import annotations
