@@ -41,9 +41,12 @@ from pydantic import BaseModel
 from test_flows import MIDNIGHT, write_config
 
 import flows.build
-from flows.caching import PIPELINE_ROOT, TEMPLATES_ROOT
+from flows.caching import PIPELINE_ROOT
 from pipeline.synthetic.params import ScenarioConfig
 from pipeline.velocity import model_path
+
+#: HypoInverse / HypoDD templates and shipped velocity models: in every key's code part.
+TEMPLATES_ROOT = PIPELINE_ROOT.parent / "hypo_templates"
 
 #: Environment variables that select where a program or a file is found (the file or program
 #: itself is checked), how much is logged or where Prefect and caches live: never a result.
@@ -348,8 +351,9 @@ def _paths_in(value: Any) -> set[Path]:
         return set().union(set(), *(_paths_in(v) for v in value.values()))
     if isinstance(value, list | tuple):
         return set().union(set(), *(_paths_in(v) for v in value))
-    if isinstance(value, str) and value.startswith("/") and Path(value).is_file():
-        return {Path(value).resolve()}
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        path = Path(value)
+        return {path.resolve()} if path.is_file() else set()
     return set()
 
 
