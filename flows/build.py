@@ -106,24 +106,43 @@ STAGE_CODE = {
 OUTPUT_ENTRIES = {"download": ("waveforms", "synthetic")}
 
 
-#: The config fields each stage's results depend on besides its input files; recorded with
-#: the stage (:func:`_mark_current`) and compared by :func:`_begin` for the stages before the
-#: one that runs.
+#: The config fields each stage's results depend on besides its input files (dotted: a field
+#: of a section), as its cache key covers them; recorded with the stage (:func:`_mark_current`)
+#: and compared by :func:`_begin` for the stages before the one that runs. The download
+#: stage's depend on the data source (:func:`config_fields`).
 CONFIG_OF = {
-    "pick": ("picking",),
+    # the picked part of each day is the span's; flat traces are skipped by the threshold
+    "pick": ("picking", "starttime", "endtime", "waveforms.quality.flat_max_ptp"),
     "associate": ("association", "velocity_model"),
     "locate": ("location", "velocity_model"),
     "relocate": ("relocation", "velocity_model"),
     "magnitude": ("magnitude", "velocity_model"),
 }
+#: The download stage's config fields: a scenario alone defines its data, whatever the span.
+DOWNLOAD_CONFIG = ("stations", "waveforms", "starttime", "endtime")
+SCENARIO_CONFIG = ("scenario", "waveforms")
+
+
+def config_fields(cfg: BuildConfig, stage: str) -> tuple[str, ...]:
+    """The config fields ``stage``'s results depend on (:data:`CONFIG_OF`; () for none)."""
+    if stage == "download":
+        return SCENARIO_CONFIG if cfg.scenario is not None else DOWNLOAD_CONFIG
+    return CONFIG_OF.get(stage, ())
 
 
 def config_digest(cfg: BuildConfig, stage: str) -> str | None:
-    """SHA-256 of the config fields :data:`CONFIG_OF` names for ``stage`` (None: none)."""
-    fields = CONFIG_OF.get(stage)
-    if fields is None:
+    """SHA-256 of the config fields :func:`config_fields` names for ``stage`` (None: none)."""
+    fields = config_fields(cfg, stage)
+    if not fields:
         return None
-    dumped = cfg.model_dump(mode="json", include=set(fields))
+    include: dict[str, Any] = {}
+    for name in fields:
+        *parents, leaf = name.split(".")
+        node = include
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = True
+    dumped = cfg.model_dump(mode="json", include=include)
     return sha256_text(json.dumps(dumped, sort_keys=True, default=str))
 
 
@@ -146,7 +165,7 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
     written (a refused stage leaves the config the run's results were built with).
 
     Raises:
-        StaleStageError: an earlier stage is stale, its config fields (:data:`CONFIG_OF`)
+        StaleStageError: an earlier stage is stale, its config fields (:func:`config_fields`)
             changed since it ran, or one of its outputs was changed or deleted since it
             wrote it (``eqcat build --stage report`` after ``location/locations.parquet``
             went missing would otherwise build a catalog without the HypoInverse origins;
@@ -169,7 +188,7 @@ def _begin(run: RunDir, stage: str, config_path: str, key: str, unchanged: bool)
             )
         if _config_changed(manifest, earlier, cfg):
             raise StaleStageError(
-                f"{run.root}: the config's {' / '.join(CONFIG_OF[earlier])} changed since "
+                f"{run.root}: the config's {' / '.join(config_fields(cfg, earlier))} changed since "
                 f"stage '{earlier}' ran, and {stage} would use its old results; {hint}"
             )
     write_resolved_config(cfg)
@@ -321,7 +340,7 @@ def download_flow(config_path: str) -> dict:
         )
     unchanged = _begin(run, "download", config_path, key, outputs_intact(cache) and not retry)
     summary = cached(download_task, cache, unchanged)(config_path, cache=cache)
-    run.mark_current(MANIFEST_OF["download"], key)
+    _mark_current(run, "download", key, cfg)
     _artifact(cfg, "download", summary)
     return summary
 
@@ -594,6 +613,7 @@ STAGE_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         (
             "relocation/relocations.parquet",
             "location/locations.parquet",
+            "association/events.parquet",  # the origins of events HypoInverse did not locate
             "association/assignments.parquet",
             "picks/picks.parquet",
             "waveforms/inventory.xml",
@@ -692,12 +712,12 @@ def _waveform_files(cfg: BuildConfig, run: RunDir) -> list[Path]:
     ]
 
 
-def _run_stage(stage: str, config_path: str) -> dict:
-    cfg = load_config(config_path)
-    run = _run(cfg)
+def stage_cache(stage: str, cfg: BuildConfig, run: RunDir) -> dict[str, Any]:
+    """The cache description (:func:`cache_inputs`) of a whole-catalog stage: its config
+    section and velocity model, every file it reads, its outputs and reported facts."""
     section, _, outputs = STAGE_FILES[stage]
     inputs, extra = _stage_inputs(stage, cfg, run)
-    cache = cache_inputs(
+    return cache_inputs(
         section={"section": getattr(cfg, section), "velocity_model": cfg.velocity_model},
         inputs=inputs,
         outputs=[run.root / p for p in outputs],
@@ -705,6 +725,12 @@ def _run_stage(stage: str, config_path: str) -> dict:
         root=run.root,
         code=STAGE_CODE[stage],
     )
+
+
+def _run_stage(stage: str, config_path: str) -> dict:
+    cfg = load_config(config_path)
+    run = _run(cfg)
+    cache = stage_cache(stage, cfg, run)
     key = description_key(stage_task.name, cache)
     unchanged = _begin(run, stage, config_path, key, outputs_intact(cache))
     summary = cached(stage_task, cache, unchanged)(stage, config_path, cache=cache)

@@ -885,6 +885,70 @@ def test_a_stage_run_alone_refuses_an_earlier_stage_whose_config_changed(tmp_pat
     assert resolved["magnitude"]["hb_ref_magnitude"] != 5.0
 
 
+def _replica_station(index: int) -> dict:
+    """Station ``index`` of the synthetic replica's made-up list, as an inline station."""
+    from pipeline.synthetic.params import ScenarioConfig
+    from pipeline.synthetic.stations import read_station_list
+
+    row = read_station_list(ScenarioConfig().stations_csv).iloc[index]
+    keys = ("network", "station", "latitude", "longitude", "elevation_m")
+    return {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in keys}
+
+
+def _merged(base: dict, change: dict) -> dict:
+    """``base`` with ``change`` merged in, nested mappings field by field."""
+    out = dict(base)
+    for key, value in change.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
+
+
+@pytest.mark.parametrize(
+    "source, change, stage, refused_by",
+    [
+        # another scenario: its waveforms were not generated, yet picks were made on the old
+        ("scenario", {"scenario": {"seed": 2}}, "pick", "download"),
+        ("scenario", {"waveforms": {"quality": {"flat_max_ptp": 1.0}}}, "associate", "download"),
+        # a scenario's data do not depend on the span, the picks do
+        ("scenario", {"endtime": "2000-10-08T07:00:00"}, "pick", None),
+        ("scenario", {"endtime": "2000-10-08T07:00:00"}, "associate", "pick"),
+        # another span or station list of a data source: not downloaded
+        ("sds", {"endtime": "2000-10-08T07:00:00"}, "pick", "download"),
+        ("sds", {"stations": {"stations": [1]}}, "associate", "download"),
+    ],
+)
+def test_a_stage_run_alone_refuses_when_the_config_of_downloading_or_picking_changed(
+    tmp_path, source, change, stage, refused_by
+):
+    """``eqcat build --stage pick`` after the scenario's seed, the span or the station list
+    changed picked the old waveforms, exit 0: the download stage recorded no config digest,
+    and the picking's covered its section only, not the span and the flat-trace threshold
+    its cache key also holds."""
+    from flows.build import _begin, _mark_current
+    from pipeline.rundir import RunDir, StaleStageError
+
+    spec = {**yaml.safe_load(MINIMAL), "output_dir": str(tmp_path)}
+    if source == "scenario":
+        spec["scenario"] = {"seed": 1, "start_time": spec["starttime"], "duration_s": 600}
+    else:
+        spec["waveforms"] = {"source": {"kind": "sds", "path": str(tmp_path)}}
+        spec["stations"] = {"kind": "inline", "stations": [_replica_station(0)]}
+    if "stations" in change:
+        change = {"stations": {"stations": [_replica_station(1)]}}
+    config = _config(tmp_path, yaml.safe_dump(spec))
+    run = RunDir(tmp_path / "t")
+    for done in ("download", "pick"):
+        _mark_current(run, done, "key", load_config(config))
+    config.write_text(yaml.safe_dump(_merged(spec, change)))
+    if refused_by is None:
+        _begin(run, stage, str(config), "k2", True)
+        return
+    with pytest.raises(StaleStageError, match=f"since stage '{refused_by}' ran") as info:
+        _begin(run, stage, str(config), "k2", True)
+    assert str(info.value).endswith(f"eqcat build {config} --from {refused_by}")
+
+
 def test_score_refuses_a_truth_outside_the_runs_span(tmp_path):
     """The truth of another scenario (a month later) scored recall 0.00, exit 0."""
     from pipeline.score import check_spans_overlap
