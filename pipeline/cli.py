@@ -23,7 +23,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -42,6 +42,17 @@ _VERBOSE = {"on": False}
 def _error_line(text: str) -> None:
     """Print one red ``error:`` line to stderr (never wrapped, no markup in ``text``)."""
     console.print(Text.assemble(("error: ", "red"), text), soft_wrap=True, highlight=False)
+
+
+def _refuse(exc: BaseException, message: str | None = None) -> NoReturn:
+    """End a command on an input problem ``exc``: one ``error:`` line per line of ``message``
+    (default ``str(exc)``) and exit status 2; with ``-v`` the traceback first, as for every
+    other failure (:func:`report_failure`)."""
+    if _VERBOSE["on"]:
+        traceback.print_exception(exc)
+    for line in (str(exc) if message is None else message).splitlines():
+        _error_line(line)
+    raise typer.Exit(code=2) from None
 
 
 def _input_error_of(exc: BaseException) -> EqcatInputError | None:
@@ -251,9 +262,7 @@ def _load(
             check_build_inputs(cfg, str(config_path), stages)
         return cfg
     except ConfigError as exc:
-        for line in str(exc).splitlines():
-            console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        _refuse(exc)
 
 
 #: Loggers shown from WARNING on at default verbosity: the request lines of Prefect's API
@@ -448,8 +457,7 @@ def _run_build(
     try:
         stages = stages_to_run(stage, from_stage)
     except ValueError as exc:
-        _error_line(str(exc))
-        raise typer.Exit(code=2) from None
+        _refuse(exc)
     cfg = _load(config, preflight=True, stages=stages)
     if dask or cfg.dask.address:
         check_scheduler(dask or cfg.dask.address)  # before Prefect starts
@@ -585,9 +593,8 @@ def _utc_option(value: str | None, option: str):
     try:
         stamp = pd.Timestamp(value)
         return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    except ValueError:
-        console.print(f"[red]error:[/red] {option} {value!r}: expected ISO 8601 (2024-01-31T12:00)")
-        raise typer.Exit(code=2) from None
+    except ValueError as exc:
+        _refuse(exc, f"{option} {value!r}: expected ISO 8601 (2024-01-31T12:00)")
 
 
 def _mc_line(est: Any) -> str:
@@ -670,16 +677,14 @@ def mc(
         events = read_catalog(catalog, fmt, magnitude_column, time_column, types)
         selected = filter_catalog(events, selection, catalog)
     except (CatalogReadError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        _refuse(exc)
     output_folder(out, "--out", "a report folder")
     try:
         index, result = write_catalog_report(
             selected, out, catalog, n_read=len(events), selection=selection, cfg=cfg, title=title
         )
     except EqcatInputError as exc:  # magnitudes the analysis refuses (too many bins)
-        console.print(f"[red]error:[/red] {catalog}: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        _refuse(exc, f"{catalog}: {exc}")
     typer.echo(f"{catalog}: {len(selected)} of {len(events)} events selected")
     mixed = mixed_magnitude_types(selected)
     if mixed:

@@ -59,6 +59,11 @@ def test_validate_bad_config_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unknown key 'wibble'" in result.stderr
+    verbose = _eqcat("-v", "validate", str(bad))  # -v adds the traceback, the line stays
+    assert verbose.returncode == 2
+    assert "Traceback" in verbose.stderr and "unknown key 'wibble'" in verbose.stderr
+    mc = _eqcat("-v", "mc", str(bad))  # also where a command refuses its input itself
+    assert mc.returncode == 2 and "Traceback" in mc.stderr
 
 
 #: TensorFlow's C++ start-up output: Abseil's notice, Abseil/glog lines (oneDNN note,
