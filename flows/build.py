@@ -428,6 +428,33 @@ def _track_progress(futures: list, labels: list[str], description: str, unit: st
             shown = percent
 
 
+#: Keras 3's defaults of the settings in its config file (``keras.config``: ``floatx``,
+#: ``epsilon``, ``backend``, ``image_data_format``); Keras writes them into the file when it
+#: finds none, so a missing file and a file of defaults are the same setting.
+KERAS_DEFAULTS = {
+    "floatx": "float32",
+    "epsilon": 1e-07,
+    "backend": "tensorflow",
+    "image_data_format": "channels_last",
+}
+
+
+def keras_settings() -> dict[str, Any]:
+    """What Keras reads from the machine when it is imported and that can change the picks:
+    the settings of its config file (``$KERAS_HOME/keras.json``, default
+    ``~/.keras/keras.json``) over :data:`KERAS_DEFAULTS`, and ``KERAS_BACKEND``."""
+    path = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    settings: dict[str, Any] = dict(KERAS_DEFAULTS)
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        settings.update({k: found[k] for k in KERAS_DEFAULTS if k in found})
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError):  # unreadable: whatever Keras makes of it
+        settings["file"] = file_fingerprint(path)
+    return {**settings, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND")}
+
+
 @flow(name="pick")
 def pick_flow(config_path: str) -> dict:
     """Pick every station-day (mapped tasks), merge, record the stage; failures are reported."""
@@ -470,6 +497,7 @@ def pick_flow(config_path: str) -> dict:
                 # the part of the day picked: a changed span re-picks only the days it changes
                 "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
                 "task": task_source("pick"),
+                "keras": keras_settings() if weights is not None else None,
             },
             root=run.root,
             code=STAGE_CODE["pick"],

@@ -4,6 +4,7 @@ after the file changed."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import sqlite3
@@ -215,3 +216,23 @@ def test_a_scenario_download_is_keyed_on_its_station_list_and_velocity_model(tmp
     assert second != first
     stations.write_text(stations.read_text().replace("\n", "\r\n", 1))
     assert key() not in (first, second)
+
+
+def test_the_keras_config_file_enters_the_picking_key(tmp_path, monkeypatch):
+    """Keras reads ``keras.json`` (float type, epsilon, backend) when imported: a changed
+    setting or ``KERAS_BACKEND`` must not serve picks made under another; the file Keras
+    writes on its first import (its defaults) must not re-pick what was picked without it."""
+    from flows.build import KERAS_DEFAULTS, keras_settings
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    missing = keras_settings()
+    (tmp_path / "keras.json").write_text(json.dumps(KERAS_DEFAULTS, indent=4))
+    assert keras_settings() == missing
+    (tmp_path / "keras.json").write_text(json.dumps({**KERAS_DEFAULTS, "floatx": "float16"}))
+    float16 = keras_settings()
+    (tmp_path / "keras.json").write_text("{not json")
+    unreadable = keras_settings()
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    jax = keras_settings()
+    assert len({json.dumps(v, sort_keys=True) for v in (missing, float16, unreadable, jax)}) == 4
