@@ -344,6 +344,23 @@ def test_an_empty_catalog_of_located_events_says_they_are_in_catalog_all(tmp_pat
     assert empty_catalog_reason(run, None, picks, 2) is None
 
 
+def test_an_empty_catalog_of_unassociated_picks_names_their_phases(tmp_path):
+    """All-S (or all-P) picks: the report said only "too few stations with coinciding picks"."""
+    from pipeline.report.data_quality import empty_catalog_reason
+
+    run = RunDir(tmp_path / "run")
+    picks = pd.DataFrame({"network": "XX", "station": ["A", "B", "C", "D"], "phase": "S"})
+    assert empty_catalog_reason(run, None, picks, 0) == (
+        "4 picks (0 P, 4 S) at 4 station(s), but the associator formed no event from them "
+        "(no P pick at all; the associator's minimums count P and S picks)"
+    )
+    mixed = picks.assign(phase=["P", "S", "P", "S"])
+    assert empty_catalog_reason(run, None, mixed, 0).endswith(
+        "(2 P, 2 S) at 4 station(s), but the associator formed no event from them "
+        "(too few stations with coinciding picks)"
+    )
+
+
 def test_a_long_failure_list_folds_in_the_summary_and_loses_none():
     from pipeline.report.data_quality import TERMINAL_MAX_NAMED, DataQuality, failures_cell
 

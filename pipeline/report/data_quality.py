@@ -147,9 +147,15 @@ def empty_catalog_reason(
     associated = manifest.get("association", {}).get("counts", {}).get("events")
     n_stations = picks.drop_duplicates(["network", "station"]).shape[0]
     if not associated:
+        phases = picks["phase"].value_counts() if "phase" in picks else pd.Series(dtype=int)
+        n_p, n_s = int(phases.get("P", 0)), int(phases.get("S", 0))
+        why = "too few stations with coinciding picks"
+        if "phase" in picks and not (n_p and n_s):
+            missing = "P" if not n_p else "S"
+            why = f"no {missing} pick at all; the associator's minimums count P and S picks"
         return (
-            f"{len(picks)} picks at {n_stations} station(s), but the associator formed no "
-            "event from them (too few stations with coinciding picks)"
+            f"{len(picks)} picks ({n_p} P, {n_s} S) at {n_stations} station(s), but the "
+            f"associator formed no event from them ({why})"
         )
     located = manifest.get("catalog", {}).get("counts", {}).get("events_all")
     if located:
