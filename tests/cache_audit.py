@@ -91,6 +91,9 @@ class TaskReads:
 def _code_roots() -> list[Path]:
     """Folders whose files are code or the interpreter's environment (not data)."""
     roots = [PIPELINE_ROOT, TEMPLATES_ROOT, Path(sys.prefix), Path(sys.base_prefix)]
+    # eqcat's own package metadata (an editable install's ``eqcat.egg-info`` beside the
+    # sources): its version is read by ``software_versions``, which every code hash holds
+    roots.append(PIPELINE_ROOT.parent / "eqcat.egg-info")
     roots += [Path(p) for p in site.getsitepackages() + [site.getusersitepackages()]]
     roots += [Path(sysconfig.get_paths()["stdlib"])]
     roots += [Path(p) for p in ("/usr", "/etc", "/proc", "/sys", "/dev", "/lib", "/opt")]
