@@ -403,6 +403,7 @@ def pick_station_day_task(
         sds_root=waveform_root(run, cfg.waveforms),
         flat_max_ptp=cfg.waveforms.quality.flat_max_ptp,
         span=(cfg.starttime, cfg.endtime),
+        azimuths=cache["extra"]["azimuths"],
     )
     # relative: a cached result may serve the run directory moved elsewhere (cache_inputs)
     summary["path"] = str(Path(summary["path"]).relative_to(run.root))
@@ -458,7 +459,12 @@ def keras_settings() -> dict[str, Any]:
 @flow(name="pick")
 def pick_flow(config_path: str) -> dict:
     """Pick every station-day (mapped tasks), merge, record the stage; failures are reported."""
-    from pipeline.picking.stage import day_window, finish_picking, station_day_path
+    from pipeline.picking.stage import (
+        day_window,
+        finish_picking,
+        station_azimuths,
+        station_day_path,
+    )
     from pipeline.waveforms import waveform_root
     from pipeline.waveforms.inventory import read_stations_csv
     from pipeline.waveforms.sds import days_in_span, station_day_files
@@ -498,6 +504,10 @@ def pick_flow(config_path: str) -> dict:
                 "window": [str(t) for t in day_window(day, (cfg.starttime, cfg.endtime))],
                 "task": task_source("pick"),
                 "keras": keras_settings() if weights is not None else None,
+                # the horizontals' orientation from the station metadata (rotated onto N/E)
+                "azimuths": station_azimuths(
+                    run.root, row.network, row.station, row.location, row.channel_prefix, day
+                ),
             },
             root=run.root,
             code=STAGE_CODE["pick"],

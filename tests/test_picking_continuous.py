@@ -885,3 +885,88 @@ def test_o2wilz_samples_beyond_float32_are_gaps_like_nan(tmp_path, eqt, wilz):
         damaged[bad] = pick_span(read, ("O2", "WILZ", ""), start, start + 600, PickerConfig(), eqt)
     assert len(damaged[np.nan]) >= 5
     pd.testing.assert_frame_equal(damaged[1e300], damaged[np.nan])
+
+
+def _horizontal(north: np.ndarray, east: np.ndarray, azimuth_deg: float) -> np.ndarray:
+    """What a horizontal sensor at ``azimuth_deg`` (clockwise from north) records."""
+    a = np.radians(azimuth_deg)
+    return north * np.cos(a) + east * np.sin(a)
+
+
+def test_horizontals_at_other_azimuths_are_rotated_onto_north_and_east():
+    from pipeline.picking.preprocess import rotate_to_north_east
+
+    rng = np.random.default_rng(5)
+    north, east = rng.normal(size=(2, 500))
+    covered = np.ones((500, 3), dtype=bool)
+    covered[100:120, 0] = False  # the east-slot channel pauses: those rows stay as they are
+    for a_n, a_e in ((30.0, 120.0), (350.0, 80.0), (10.0, 95.0)):  # the last not orthogonal
+        data = np.zeros((500, 3), dtype=np.float32)
+        data[:, 1], data[:, 0] = _horizontal(north, east, a_n), _horizontal(north, east, a_e)
+        before = data.copy()
+        note = rotate_to_north_east(data, covered, ("HH2", "HH1", "HHZ"),
+                                    {"HH1": a_n, "HH2": a_e}, "XX.A.")  # fmt: skip
+        assert note == f"XX.A.: horizontals HH1 ({a_n:g}°) and HH2 ({a_e:g}°) rotated onto N and E"
+        both = covered[:, 0]
+        np.testing.assert_allclose(data[both, 1], north[both], atol=1e-4)
+        np.testing.assert_allclose(data[both, 0], east[both], atol=1e-4)
+        np.testing.assert_array_equal(data[~both], before[~both])
+    data = np.ones((500, 3), dtype=np.float32)
+    channels = ("HHE", "HHN", "HHZ")
+    for azimuths in ({"HHN": 0.5, "HHE": 90.8}, {"HHN": 0.0}, {}):  # north/east, or unknown
+        assert rotate_to_north_east(data, covered, channels, azimuths, "XX.A.") is None
+    parallel = rotate_to_north_east(data, covered, channels, {"HHN": 0, "HHE": 20}, "XX.A.")
+    assert "too close to parallel" in parallel and (data == 1).all()
+
+
+def test_station_metadata_azimuths_of_the_chosen_horizontals(tmp_path):
+    from obspy.core.inventory import Channel, Inventory, Network, Station
+
+    from pipeline.waveforms.inventory import horizontal_azimuths
+
+    def channel(code: str, azimuth: float | None) -> Channel:
+        return Channel(code, "00", 35.0, 133.0, 0.0, 0.0, azimuth=azimuth, dip=0.0,
+                       start_date=UTCDateTime(2000, 1, 1))  # fmt: skip
+
+    station = Station("A", 35.0, 133.0, 0.0, channels=[
+        channel("HH1", 30.0), channel("HH2", 120.0), channel("HHZ", 0.0), channel("BH1", 45.0),
+        channel("EHN", None),
+    ])  # fmt: skip
+    path = tmp_path / "inventory.xml"
+    Inventory([Network("XX", stations=[station])]).write(str(path), format="STATIONXML")
+    day = date(2000, 10, 8)
+    assert horizontal_azimuths(path, "XX", "A", "00", "HH", day) == {"HH1": 30.0, "HH2": 120.0}
+    assert horizontal_azimuths(path, "XX", "A", "00", "EH", day) == {}  # no azimuth given
+    assert horizontal_azimuths(path, "XX", "A", "", "HH", day) == {}  # another location
+    assert horizontal_azimuths(tmp_path / "none.xml", "XX", "A", "00", "HH", day) == {}
+
+
+def test_o2wilz_recorded_at_other_azimuths_gives_the_north_east_picks(eqt, wilz):
+    """The real O2.WILZ record turned into 1/2 horizontals at 30° and 120° is picked as
+    recorded once the azimuths are known; fed as N/E without them the picks differ."""
+    start = wilz[0].stats.starttime + 360
+    original = wilz.slice(start, start + 1200).copy()
+    north = original.select(component="N")[0].data.astype(np.float64)
+    east = original.select(component="E")[0].data.astype(np.float64)
+    turned = original.copy()
+    for trace, code, azimuth in zip(turned.select(component="[NE]"), ("EH1", "EH2"), (30, 120),
+                                    strict=True):  # fmt: skip
+        trace.stats.channel = code
+        trace.data = _horizontal(north, east, azimuth)
+    cfg = PickerConfig()
+
+    def picks_of(stream: Stream, azimuths: dict[str, float] | None) -> pd.DataFrame:
+        return pick_span(lambda a, b: stream.slice(a, b).copy(), ("O2", "WILZ", ""), start,
+                         start + 1200, cfg, eqt, azimuths=azimuths)  # fmt: skip
+
+    plain = picks_of(original, None)
+    rotated = picks_of(turned, {"EH1": 30.0, "EH2": 120.0})
+    assert len(plain) >= 20
+    assert rotated["phase"].tolist() == plain["phase"].tolist()
+    shift = (rotated["time"] - plain["time"]).abs().max()
+    assert shift < pd.Timedelta(milliseconds=1)  # float32 rounding of the rotated samples
+    np.testing.assert_allclose(rotated["probability"], plain["probability"], atol=0.01)
+    unrotated = picks_of(turned, None)
+    assert len(unrotated) != len(plain) or not np.allclose(
+        unrotated["probability"], plain["probability"], atol=0.01
+    )

@@ -220,16 +220,79 @@ def is_dead(traces: list[Trace], flat_max_ptp: float = 0.0) -> bool:
     return bool(data) and peak_to_peak(np.concatenate(data)) <= flat_max_ptp
 
 
+#: Horizontal azimuths within this many degrees of north (N slot) and east (E slot) are
+#: taken as north and east (no rotation).
+AZIMUTH_TOLERANCE_DEG = 1.0
+#: Two horizontals closer than this to parallel (|sin| of their angle) cannot be rotated.
+MIN_HORIZONTAL_SINE = 0.5
+
+
+def _off_by_deg(azimuth: float, nominal: float) -> float:
+    """Smallest angle (degrees) between ``azimuth`` and ``nominal``."""
+    return abs((azimuth - nominal + 180.0) % 360.0 - 180.0)
+
+
+def rotate_to_north_east(
+    data: np.ndarray,
+    covered: np.ndarray,
+    channels: tuple[str | None, str | None, str | None],
+    azimuths: dict[str, float],
+    label: str,
+) -> str | None:
+    """Rotate the horizontal columns of ``data`` in place onto east (0) and north (1).
+
+    A horizontal channel at azimuth ``a`` records ``N cos a + E sin a``; with the azimuths
+    ``a_n`` (the channel in north's column) and ``a_e`` (east's) both known, north and east
+    follow from the two records by inverting that 2 x 2 system. Rows where either horizontal
+    lacks data are left as they are. Nothing is done when both azimuths are within
+    :data:`AZIMUTH_TOLERANCE_DEG` of north and east, when an azimuth is not known, or when
+    the two horizontals are too close to parallel to separate (:data:`MIN_HORIZONTAL_SINE`).
+
+    Args:
+        data: (n, 3) float32 columns E, N, Z.
+        covered: (n, 3) bool, True where a column has data.
+        channels: channel code per column (None: missing or dead).
+        azimuths: channel code -> azimuth, degrees clockwise from north.
+        label: names the station in the returned note.
+
+    Returns:
+        A note saying what was done (or why not), None when nothing was to be done.
+    """
+    east, north = channels[0], channels[1]
+    if east is None or north is None or east not in azimuths or north not in azimuths:
+        return None
+    a_e, a_n = azimuths[east], azimuths[north]
+    if max(_off_by_deg(a_n, 0.0), _off_by_deg(a_e, 90.0)) <= AZIMUTH_TOLERANCE_DEG:
+        return None
+    e_rad, n_rad = np.radians(a_e), np.radians(a_n)
+    det = np.sin(e_rad - n_rad)
+    if abs(det) < MIN_HORIZONTAL_SINE:
+        return (
+            f"{label}: horizontals {north} ({a_n:g}°) and {east} ({a_e:g}°) are too close to "
+            "parallel to rotate onto north and east; used as they are"
+        )
+    both = covered[:, 0] & covered[:, 1]
+    h_e, h_n = data[both, 0].astype(np.float64), data[both, 1].astype(np.float64)
+    data[both, 1] = (h_n * np.sin(e_rad) - h_e * np.sin(n_rad)) / det
+    data[both, 0] = (h_e * np.cos(n_rad) - h_n * np.cos(e_rad)) / det
+    return f"{label}: horizontals {north} ({a_n:g}°) and {east} ({a_e:g}°) rotated onto N and E"
+
+
 def preprocess_stream(
     stream: Stream,
     label: str,
     freqmin: float = 1.0,
     freqmax: float = 45.0,
     flat_max_ptp: float = 0.0,
+    azimuths: dict[str, float] | None = None,
 ) -> Record | None:
     """Turn the raw traces of one station into a :class:`Record` (None when no data).
 
-    Components map E/1 -> column 0, N/2 -> column 1, Z -> column 2; a missing or dead
+    Components map E/2 -> column 0, N/1 -> column 1, Z -> column 2
+    (:data:`~pipeline.waveforms.reader.COMPONENT_SLOT`); where ``azimuths`` (channel code ->
+    degrees clockwise from north, from the station metadata) says the two horizontals are
+    not north and east, they are rotated onto north and east where both have data
+    (:func:`rotate_to_north_east`). A missing or dead
     (:func:`is_dead` with ``flat_max_ptp``) component becomes zeros and is logged and
     listed in :attr:`Record.notes`. Segments are placed on the grid of the earliest sample
     by nearest-sample rounding (sub-sample offsets between components are ignored). A sample
@@ -267,6 +330,10 @@ def preprocess_stream(
     dead_components = tuple(COMPONENTS[s] for s in sorted(dead))
     record = Record(label, start, MODEL_RATE, data, gap_mask, channels, dead=dead_components,
                     component_gaps=~covered)  # fmt: skip
+    rotated = rotate_to_north_east(data, covered, channels, azimuths or {}, label)
+    if rotated:
+        log.info(rotated)
+        record.notes.append(rotated)
     absent = [c for c in record.missing_components if c not in dead_components]
     if absent:
         note = f"{label}: component(s) {', '.join(absent)} missing (zeros)"

@@ -347,6 +347,7 @@ def pick_span(
     stats: SpanStats | None = None,
     group_windows: int | None = None,
     flat_max_ptp: float = 0.0,
+    azimuths: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Picks of one station with times in ``[start, end)``, streamed in chunks.
 
@@ -367,6 +368,9 @@ def pick_span(
         flat_max_ptp: a component whose raw peak-to-peak in a chunk is at most this (counts;
             0: constant) is dead and treated as missing; a chunk without a live component
             is skipped (counted in ``stats.dead_chunks``).
+        azimuths: channel code -> azimuth (degrees from north) of the station's horizontals,
+            from its metadata: horizontals not north and east are rotated onto them
+            (:func:`~pipeline.picking.preprocess.rotate_to_north_east`).
 
     Returns:
         The picks table (module docstring), sorted by time, with unique pick ids.
@@ -397,7 +401,8 @@ def pick_span(
             tables.append(table[(table["time"] >= _ts(c0)) & (table["time"] < _ts(c1))])
         group.clear()
 
-    for c0, c1, record, prepared in prepared_chunks(read, label, start, end, cfg, flat_max_ptp):
+    chunks = prepared_chunks(read, label, start, end, cfg, flat_max_ptp, azimuths)
+    for c0, c1, record, prepared in chunks:
         if record is None:
             continue
         stats.notes.extend(n for n in record.notes if n not in stats.notes)
@@ -441,6 +446,7 @@ def prepared_chunks(
     end: UTCDateTime,
     cfg: PickerConfig,
     flat_max_ptp: float = 0.0,
+    azimuths: dict[str, float] | None = None,
 ) -> Iterator[tuple[UTCDateTime, UTCDateTime, Record | None, RecordWindows | None]]:
     """(chunk start, chunk end, record or None, its windows or None) per chunk, in order.
 
@@ -454,7 +460,12 @@ def prepared_chunks(
 
     def prepare(c0: UTCDateTime, c1: UTCDateTime):
         record = preprocess_stream(
-            read(c0 - pad, c1 + pad), label, cfg.freqmin_hz, cfg.freqmax_hz, flat_max_ptp
+            read(c0 - pad, c1 + pad),
+            label,
+            cfg.freqmin_hz,
+            cfg.freqmax_hz,
+            flat_max_ptp,
+            azimuths,
         )
         eqt = record is not None and record.live and cfg.picker == "eqt"
         prepared = record_windows(record, cfg) if eqt else None
@@ -546,6 +557,17 @@ def station_channels(run_root: Path, network: str, station: str) -> tuple[str, s
     return rows.iloc[0]["location"], rows.iloc[0]["channel_prefix"]
 
 
+def station_azimuths(
+    run_root: Path, network: str, station: str, location: str, channel_prefix: str, day: date
+) -> dict[str, float]:
+    """The station's horizontal azimuths on ``day`` from the run's StationXML
+    (:func:`~pipeline.waveforms.inventory.horizontal_azimuths`)."""
+    from pipeline.waveforms.inventory import horizontal_azimuths
+
+    path = Path(run_root) / "waveforms" / "inventory.xml"
+    return horizontal_azimuths(path, network, station, location, channel_prefix, day)
+
+
 def pick_station_day(
     run_root: Path,
     network: str,
@@ -559,6 +581,7 @@ def pick_station_day(
     sds_root: Path | None = None,
     flat_max_ptp: float = 0.0,
     span: tuple[datetime, datetime] | None = None,
+    azimuths: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Pick one station-day and write ``<run>/picks/<NET>.<STA>.<YYYY-MM-DD>.parquet``.
 
@@ -574,6 +597,8 @@ def pick_station_day(
             ``quality.flat_max_ptp`` (see :func:`pick_span`).
         span: the build's (start, end): only picks inside it are made (:func:`day_window`;
             data just outside are still read as context). None: the whole day.
+        azimuths: the station's horizontal azimuths (see :func:`pick_span`; None: from
+            ``<run>/waveforms/inventory.xml``, :func:`station_azimuths`).
 
     Returns:
         Summary: station_day, path, n_p, n_s, chunks, windows, mc_windows, data_seconds,
@@ -614,6 +639,11 @@ def pick_station_day(
             model,
             stats,
             flat_max_ptp=flat_max_ptp,
+            azimuths=(
+                station_azimuths(run_root, network, station, location, channel_prefix, day)
+                if azimuths is None
+                else azimuths
+            ),
         )
         write_parquet_atomic(table, target)
     except Exception as exc:

@@ -18,11 +18,12 @@ sampling_rate  samples per second of the chosen channels
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -484,3 +485,42 @@ def read_stations_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise EqcatInputError(f"{path}: stations table lacks column(s) {missing}" + OLD_RUN_HINT)
     return table
+
+
+@functools.lru_cache(maxsize=4)
+def _read_inventory_state(path: str, mtime_ns: int, size: int) -> Inventory:
+    """The inventory of a StationXML file in one state (read once per state and process)."""
+    return read_inventory(path)
+
+
+def horizontal_azimuths(
+    inventory_path: Path,
+    network: str,
+    station: str,
+    location: str,
+    channel_prefix: str,
+    day: date,
+) -> dict[str, float]:
+    """Azimuths (degrees clockwise from north) of a station's horizontal channels
+    ``<prefix>N/E/1/2`` in force at noon of ``day``, where the StationXML gives one.
+
+    Inline station lists and Hi-net channel tables give none (empty dict), nor does a run
+    without ``inventory_path``.
+    """
+    if not inventory_path.is_file():
+        return {}
+    state = inventory_path.stat()
+    inventory = _read_inventory_state(str(inventory_path), state.st_mtime_ns, state.st_size)
+    noon = UTCDateTime(day.isoformat()) + 12 * 3600
+    selected = inventory.select(
+        network=network, station=station, location=location or "", time=noon
+    )
+    return {
+        channel.code: float(channel.azimuth)
+        for net in selected
+        for sta in net
+        for channel in sta
+        if channel.code[:-1] == channel_prefix
+        and channel.code[-1] in "NE12"
+        and channel.azimuth is not None
+    }
