@@ -922,6 +922,7 @@ def test_horizontals_at_other_azimuths_are_rotated_onto_north_and_east():
 def test_station_metadata_azimuths_of_the_chosen_horizontals(tmp_path):
     from obspy.core.inventory import Channel, Inventory, Network, Station
 
+    from pipeline.errors import EqcatInputError
     from pipeline.waveforms.inventory import horizontal_azimuths
 
     def channel(code: str, azimuth: float | None) -> Channel:
@@ -939,6 +940,9 @@ def test_station_metadata_azimuths_of_the_chosen_horizontals(tmp_path):
     assert horizontal_azimuths(path, "XX", "A", "00", "EH", day) == {}  # no azimuth given
     assert horizontal_azimuths(path, "XX", "A", "", "HH", day) == {}  # another location
     assert horizontal_azimuths(tmp_path / "none.xml", "XX", "A", "00", "HH", day) == {}
+    path.write_bytes(path.read_bytes()[:300])  # damaged on disk: one line naming it
+    with pytest.raises(EqcatInputError, match="inventory.xml: not readable StationXML"):
+        horizontal_azimuths(path, "XX", "A", "00", "HH", day)
 
 
 def test_o2wilz_recorded_at_other_azimuths_gives_the_north_east_picks(eqt, wilz):

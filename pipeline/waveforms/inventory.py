@@ -506,11 +506,22 @@ def horizontal_azimuths(
 
     Inline station lists and Hi-net channel tables give none (empty dict), nor does a run
     without ``inventory_path``.
+
+    Raises:
+        EqcatInputError: the file is not readable StationXML (damaged since the download
+            wrote it), naming it and the stage to rebuild from.
     """
     if not inventory_path.is_file():
         return {}
     state = inventory_path.stat()
-    inventory = _read_inventory_state(str(inventory_path), state.st_mtime_ns, state.st_size)
+    try:
+        inventory = _read_inventory_state(str(inventory_path), state.st_mtime_ns, state.st_size)
+    except Exception as exc:  # noqa: BLE001 - ObsPy raises TypeError, XML or OS errors
+        raise EqcatInputError(
+            f"not readable StationXML ({type(exc).__name__}: {exc}); the download stage "
+            "writes it: rebuild from there (eqcat build CONFIG --from download)",
+            path=inventory_path,
+        ) from None
     noon = UTCDateTime(day.isoformat()) + 12 * 3600
     selected = inventory.select(
         network=network, station=station, location=location or "", time=noon
