@@ -98,8 +98,8 @@ def _code_roots() -> list[Path]:
     roots += [Path(sysconfig.get_paths()["stdlib"])]
     roots += [Path(p) for p in ("/usr", "/etc", "/proc", "/sys", "/dev", "/lib", "/opt")]
     roots += [Path.home() / ".cache" / "matplotlib", Path.home() / ".config" / "matplotlib"]
-    # Keras' settings file (backend, float type), read once when TensorFlow is imported: the
-    # machine's library set-up, like the library versions (not keyed: see the audit report)
+    # Keras' settings file (backend, float type), read once when TensorFlow is imported: its
+    # settings enter the picking key as values (flows.build.keras_settings), not as a file
     roots.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")))
     if os.environ.get("PREFECT_HOME"):
         roots.append(Path(os.environ["PREFECT_HOME"]))
