@@ -372,3 +372,25 @@ def test_a_long_failure_list_folds_in_the_summary_and_loses_none():
     assert f"and {20 - TERMINAL_MAX_NAMED + 1} more</summary>" in details
     assert all(label in cell for label in failed)
     assert failures_cell({}, DataQuality(pd.DataFrame())) == "none"
+
+
+def test_picks_without_mc_dropout_show_no_spread_figure_and_say_why(tmp_path):
+    """Without MC dropout every ``probability_std`` is 0 and ``time_std_s`` NaN: no spike-at-zero
+    histogram, no uncertainty figure, a caption that says why; a rerun removes the old figure."""
+    from pipeline.report.html import NO_MC_NOTE
+
+    run = make_run(tmp_path / "run")
+    cfg = ReportConfig(completeness=CompletenessConfig(n_bootstrap=20))
+    index = write_report(run, cfg)
+    figures_dir = index.parent / "figures"
+    assert (figures_dir / "pick_uncertainty.png").is_file() and NO_MC_NOTE not in index.read_text()
+
+    picks_path = run.path("picks", "picks.parquet")
+    picks = pd.read_parquet(picks_path).assign(probability_std=0.0, time_std_s=np.nan)
+    picks.to_parquet(picks_path, index=False)
+    page = write_report(run, cfg).read_text()
+    assert NO_MC_NOTE in page
+    assert "pick_uncertainty.png" not in page and "probability std" not in page
+    assert not (figures_dir / "pick_uncertainty.png").exists()
+    listed = json.loads((index.parent / "completeness.json").read_text())["figures"]
+    assert sorted(listed) == sorted(f"figures/{p.name}" for p in figures_dir.glob("*.png"))

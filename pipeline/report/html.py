@@ -414,6 +414,53 @@ def render_page(title: str, body: str) -> str:
 """
 
 
+def remove_other_figures(fig_dir: Path, written: list[Path]) -> None:
+    """Delete the PNGs in ``fig_dir`` that this report did not write (an earlier report's
+    figure that this one leaves out, e.g. pick-time uncertainties of a run since re-picked
+    without MC dropout, would otherwise lie beside the new report as if current)."""
+    keep = {p.resolve() for p in written}
+    for png in fig_dir.glob("*.png"):
+        if png.resolve() not in keep:
+            png.unlink()
+
+
+#: Caption of the pick-probability figure where no pick has an MC-dropout spread.
+NO_MC_NOTE = (
+    "no MC-dropout spread: every pick was made without MC dropout (picking.mc_samples 0, "
+    "or the STA/LTA picker), so no pick-time uncertainties are shown"
+)
+
+
+def pick_figures(picks: pd.DataFrame, fig_dir: Path) -> list[tuple[str, Path]]:
+    """The pick-probability figure and, where MC dropout ran, the spreads' figures.
+
+    MC dropout ran for a pick where its ``time_std_s`` is set (NaN without it; its
+    ``probability_std`` is then 0, which would plot as a spike at zero that means nothing).
+    """
+    by_phase = {p: picks[picks["phase"].str.upper().str[0] == p] for p in ("P", "S")}
+    prob = {f"{p} probability": t.get("probability") for p, t in by_phase.items()}
+    if "time_std_s" not in picks or picks["time_std_s"].isna().all():
+        path = figures.plot_histograms(prob, fig_dir / "pick_probability.png", "Pick probabilities")
+        return [(f"Pick probabilities ({NO_MC_NOTE})", path)]
+    with_mc = {p: t[t["time_std_s"].notna()] for p, t in by_phase.items()}
+    prob.update(
+        {f"{p} probability std (MC dropout)": t.get("probability_std") for p, t in with_mc.items()}
+    )
+    unc = {f"{p} pick time std (s)": t.get("time_std_s") for p, t in with_mc.items()}
+    return [
+        (
+            "Pick probabilities",
+            figures.plot_histograms(prob, fig_dir / "pick_probability.png", "Pick probabilities"),
+        ),
+        (
+            "Pick-time uncertainties",
+            figures.plot_histograms(
+                unc, fig_dir / "pick_uncertainty.png", "Pick-time uncertainties (MC dropout)"
+            ),
+        ),
+    ]
+
+
 def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     """Stage: write ``report/index.html``, ``report/figures/*.png``, ``report/completeness.json``.
 
@@ -458,31 +505,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
         ),
     ]
     if not picks.empty:
-        by_phase = {p: picks[picks["phase"].str.upper().str[0] == p] for p in ("P", "S")}
-        prob = {f"{p} probability": t.get("probability") for p, t in by_phase.items()}
-        prob.update(
-            {
-                f"{p} probability std (MC dropout)": t.get("probability_std")
-                for p, t in by_phase.items()
-            }
-        )
-        unc = {f"{p} pick time std (s)": t.get("time_std_s") for p, t in by_phase.items()}
-        figs.append(
-            (
-                "Pick probabilities",
-                figures.plot_histograms(
-                    prob, fig_dir / "pick_probability.png", "Pick probabilities"
-                ),
-            )
-        )
-        figs.append(
-            (
-                "Pick-time uncertainties",
-                figures.plot_histograms(
-                    unc, fig_dir / "pick_uncertainty.png", "Pick-time uncertainties (MC dropout)"
-                ),
-            )
-        )
+        figs.extend(pick_figures(picks, fig_dir))
     if residuals is not None and not residuals.empty:
         phase = pd.Series("", index=residuals.index)
         if not picks.empty:
@@ -521,6 +544,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
     }
     dq = data_quality.assess(run, picks, len(catalog))
     summary["data_quality"] = dq.to_dict()
+    remove_other_figures(fig_dir, [p for _, p in completeness_figs + figs])
     numbers = {
         "summary": summary,
         "completeness": result.to_dict(),
