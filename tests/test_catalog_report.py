@@ -394,3 +394,24 @@ def test_picks_without_mc_dropout_show_no_spread_figure_and_say_why(tmp_path):
     assert not (figures_dir / "pick_uncertainty.png").exists()
     listed = json.loads((index.parent / "completeness.json").read_text())["figures"]
     assert sorted(listed) == sorted(f"figures/{p.name}" for p in figures_dir.glob("*.png"))
+
+
+def test_a_font_list_cached_by_another_matplotlib_gets_the_bundled_fonts(monkeypatch):
+    """A per-user font cache written without matplotlib's own fonts (a distribution's
+    matplotlib, a deleted venv) made every math label log "findfont: … not found"."""
+    import copy
+
+    import matplotlib
+    from matplotlib import font_manager
+
+    from pipeline.report.figures import register_bundled_fonts
+
+    stale = copy.deepcopy(font_manager.fontManager)
+    data = matplotlib.get_data_path()
+    stale.ttflist = [f for f in stale.ttflist if not f.fname.startswith(data)]
+    monkeypatch.setattr(font_manager, "fontManager", stale)
+    with pytest.raises(ValueError):
+        stale.findfont("cmsy10", fallback_to_default=False)
+    assert register_bundled_fonts() >= 30  # DejaVu, STIX and Computer Modern faces
+    assert stale.findfont("cmsy10", fallback_to_default=False).startswith(data)
+    assert register_bundled_fonts() == 0

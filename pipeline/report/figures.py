@@ -18,6 +18,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 
 from pipeline.completeness import CompletenessResult  # noqa: E402
 from pipeline.report.coastlines import draw_boundaries  # noqa: E402
@@ -25,6 +26,29 @@ from pipeline.rundir import atomic_path  # noqa: E402
 from pipeline.wording import counted
 
 DPI = 110
+
+
+def register_bundled_fonts() -> int:
+    """Make sure matplotlib knows the fonts it ships (DejaVu, STIX, Computer Modern).
+
+    matplotlib caches its font list per user (``~/.cache/matplotlib``), keyed only by the
+    font manager's version, so a list written by another matplotlib (a distribution's
+    package without bundled fonts, a deleted virtual environment) is read as is: the report
+    then logged "findfont: Font family ['cmsy10'] not found" for every math label and drew
+    with fallbacks. Fonts of matplotlib's own data folder missing from the list are added.
+
+    Returns:
+        how many fonts were added (0 with a current cache).
+    """
+    known = {Path(entry.fname) for entry in font_manager.fontManager.ttflist}
+    bundled = Path(matplotlib.get_data_path(), "fonts", "ttf")
+    missing = sorted(p for p in bundled.glob("*.ttf") if p not in known)
+    for path in missing:
+        font_manager.fontManager.addfont(str(path))
+    return len(missing)
+
+
+register_bundled_fonts()
 MC_STYLES = {
     "maxc": ("tab:orange", "--"),
     "gft90": ("tab:green", ":"),
