@@ -514,11 +514,11 @@ class AmplitudeMeter:
             if tr.stats.starttime > window[0] or tr.stats.endtime < window[1]:
                 continue
             if np.ma.is_masked(tr.data):
-                log.info("%s: gap near %s, component skipped", tr.id, window[0])
+                log.debug("%s: gap near %s, component skipped", tr.id, window[0])
                 continue
             problem = window_problem(tr, window)
             if problem:
-                log.info("%s: %s near %s, component skipped", tr.id, problem, window[0])
+                log.debug("%s: %s near %s, component skipped", tr.id, problem, window[0])
                 n_clipped += problem == "clipped"
                 continue
             y = self.convert(tr)

@@ -24,8 +24,18 @@ from pipeline.waveforms.inventory import read_stations_csv
 REPO = Path(__file__).resolve().parents[1]
 
 #: What a user must not see at default verbosity (``-v`` shows it): httpx request lines,
-#: Prefect's per-task timeout-in-thread warning, the server telemetry traceback.
-NOISE = ("HTTP Request:", "Timeout of", "Traceback", "send_telemetry_heartbeat")
+#: Prefect's per-task timeout-in-thread warning, the server telemetry traceback, lines per
+#: station-day or program run (the progress bars count those), matplotlib's font fallbacks.
+NOISE = (
+    "HTTP Request:",
+    "Timeout of",
+    "Traceback",
+    "send_telemetry_heartbeat",
+    "pipeline.synthetic.scenario: synthetic:",
+    "hyp1.40 in",
+    "running HypoDD",
+    "findfont",
+)
 
 
 def eqcat(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:

@@ -124,7 +124,7 @@ def velocity_model_for(
     path = Path(table_dir) / f"pyocto_tt_{key}.bin"
     if not path.exists():
         write_travel_time_table(model, cfg.table_spacing_km, max_distance, max_depth, path)
-        log.info("wrote PyOcto travel-time table %s", path)
+        log.debug("wrote PyOcto travel-time table %s", path)
     return pyocto.VelocityModel1D(
         path=str(path),
         tolerance=cfg.tolerance_s,

@@ -107,7 +107,7 @@ def run_hypoinverse(
                 shutil.copyfile(content, work / name)
             else:
                 (work / name).write_text(content, encoding="ascii")
-        log.info("running %s in %s", binary, folder)
+        log.debug("running %s in %s", binary, folder)
         try:
             done = subprocess.run(
                 [str(binary)],

@@ -135,7 +135,7 @@ def run_engine(folder: Path, cfg: RelocationConfig, inp_name: str = "hypoDD.inp"
     reloc = folder / files["fn_reloc"]
     reloc.unlink(missing_ok=True)  # a stale file must not pass for this run's output
     log_path = folder / ENGINE_LOG
-    log.info("running HypoDD (%s) in %s: %s", kind, folder, " ".join(command))
+    log.debug("running HypoDD (%s) in %s: %s", kind, folder, " ".join(command))
     started = time.perf_counter()
     try:
         proc = subprocess.run(

@@ -228,8 +228,8 @@ def _generate_station(
             n_synth - day_from[3],
             written[day_from[2] :],
         )
-        log.info("synthetic: %s.%s %s written", row.network, row.station, c_start.date())
-    log.info("synthetic: station %s.%s written", row.network, row.station)
+        log.debug("synthetic: %s.%s %s written", row.network, row.station, c_start.date())
+    log.debug("synthetic: station %s.%s written", row.network, row.station)
     return {
         "written": written,
         "snr_index": _concat(snr_index, int),
