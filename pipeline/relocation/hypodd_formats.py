@@ -579,7 +579,7 @@ def realign_origin_times(reloc: pd.DataFrame, loc: pd.DataFrame) -> pd.DataFrame
     out = reloc.copy()
     shift_s = by_id
     if np.median(np.abs(by_row)) < np.median(np.abs(by_id)):
-        log.warning(
+        log.debug(  # handled: the relocated times are right; nothing for the user to do
             "hypoDD.reloc origin times belong to other events (hypodd package bug when events "
             "are dropped); re-attached: median |shift| %.3f s instead of %.1f s",
             np.median(np.abs(by_row)),
