@@ -405,7 +405,21 @@ def relocate(
         "dt_cc_s": int((dt_cc["phase"] == "S").sum()),
         "locator_outliers_dropped": prep.locator_outliers_dropped,
     }
-    log.info("relocation: %s", counts)
+    log.info(
+        "relocation: %d of %d events relocated (%d linked, %d not linked, %d dropped by "
+        "HypoDD, %d not located); differential times: catalog %d P / %d S, "
+        "cross-correlation %d P / %d S",
+        counts["relocated"],
+        counts["events"],
+        counts["linked"],
+        counts["not_linked"],
+        counts["dropped_by_hypodd"],
+        counts["not_located"],
+        counts["dt_ct_p"],
+        counts["dt_ct_s"],
+        counts["dt_cc_p"],
+        counts["dt_cc_s"],
+    )
     return run.record_stage(
         "relocation",
         inputs=prep.input_hashes,
