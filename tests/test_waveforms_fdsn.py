@@ -514,3 +514,52 @@ def test_another_data_centre_is_asked_again(served, tmp_path):
         again = download_waveforms(run, stations, waveforms, START, end, progress=False)
     assert again["units_skipped"] == 0 and again["units_downloaded"] == 3
     assert _ledger(run.root)[f"XX.CCC..HH.{DAY1}"]["status"] == "ok"
+
+
+def test_a_short_name_whose_server_does_not_answer_is_unreachable_not_refused(monkeypatch):
+    """ObsPy's service discovery says "No FDSN services could be discovered" both when the
+    server answers without FDSN services and when nothing answers (offline): the first is
+    refused at once, the second is retried and ends as "unreachable" (it may heal)."""
+    import http.server
+    import socket
+    import threading
+
+    from obspy.clients.fdsn.header import URL_MAPPINGS, FDSNNoServiceException
+
+    from pipeline.errors import DataSourceError
+    from pipeline.waveforms.fdsn import ServiceUnreachable, fdsn_client
+    from pipeline.waveforms.inventory import query_inventory
+    from pipeline.waveforms.params import FDSNStationQuery
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setitem(URL_MAPPINGS, "NOWHERE", f"http://127.0.0.1:{closed}")
+    cfg = FDSNStationQuery(base_url="NOWHERE", retries=1, backoff_s=0.01, timeout_s=5)
+    with pytest.raises(ServiceUnreachable, match=r"NOWHERE \(http://127.0.0.1:\d+\) did not"):
+        fdsn_client(cfg)
+    with pytest.raises(DataSourceError, match="unreachable after 2 attempt") as err:
+        query_inventory(cfg, datetime(2024, 1, 1), datetime(2024, 1, 2))
+    assert "refused the request" not in str(err.value)
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setitem(URL_MAPPINGS, "NOTFDSN", f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(FDSNNoServiceException):
+            fdsn_client(cfg.model_copy(update={"base_url": "NOTFDSN"}))
+        with pytest.raises(DataSourceError, match="NOTFDSN refused the request"):
+            query_inventory(
+                cfg.model_copy(update={"base_url": "NOTFDSN"}),
+                datetime(2024, 1, 1),
+                datetime(2024, 1, 2),
+            )
+    finally:
+        server.shutdown()

@@ -19,16 +19,20 @@ import io
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
 from obspy import Stream, UTCDateTime, read
 from obspy.clients.fdsn import Client
 from obspy.clients.fdsn.header import (
+    URL_MAPPINGS,
     FDSNBadGatewayException,
     FDSNException,
     FDSNForbiddenException,
     FDSNInternalServerException,
     FDSNNoDataException,
+    FDSNNoServiceException,
     FDSNRequestTooLargeException,
     FDSNServiceUnavailableException,
     FDSNTimeoutException,
@@ -133,18 +137,48 @@ def _is_no_data(exc: FDSNException) -> bool:
     return isinstance(exc, FDSNNoDataException) or "HTTP code: 404" in str(exc)
 
 
+class ServiceUnreachable(ConnectionError):
+    """The data centre did not answer at all (no route, name not resolved, connection
+    refused, time-out): it may answer later, so callers retry it."""
+
+
+def unreachable_reason(url: str, timeout_s: float) -> str | None:
+    """Why ``url`` cannot be reached, or None when its server answers (any HTTP status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 - http(s) only
+            return None
+    except urllib.error.HTTPError:
+        return None  # the server answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return " ".join(str(reason).split()) or type(exc).__name__
+
+
 def fdsn_client(cfg: FDSNService, credentials: Credentials | None = None) -> Client:
     """An ObsPy FDSN client of ``cfg``'s service: an http(s) base URL without service
     discovery (a bare dataselect server has no station service), a short name resolved by
-    ObsPy; with ``credentials``, HTTP Digest authentication (dataselect asks ``queryauth``)."""
+    ObsPy; with ``credentials``, HTTP Digest authentication (dataselect asks ``queryauth``).
+
+    Raises:
+        ServiceUnreachable: service discovery of a short name found nothing because the
+            server did not answer (ObsPy reports that as "No FDSN services could be
+            discovered", the same as for a server that answers without FDSN services).
+    """
     is_url = cfg.base_url.startswith(("http://", "https://"))
-    return Client(
-        cfg.base_url,
-        timeout=cfg.timeout_s,
-        _discover_services=not is_url,
-        user=None if credentials is None else credentials.user,
-        password=None if credentials is None else credentials.password,
-    )
+    try:
+        return Client(
+            cfg.base_url,
+            timeout=cfg.timeout_s,
+            _discover_services=not is_url,
+            user=None if credentials is None else credentials.user,
+            password=None if credentials is None else credentials.password,
+        )
+    except FDSNNoServiceException:
+        url = URL_MAPPINGS.get(cfg.base_url.upper(), cfg.base_url)
+        reason = unreachable_reason(url, cfg.timeout_s)
+        if reason is None:
+            raise
+        raise ServiceUnreachable(f"{cfg.base_url} ({url}) did not answer: {reason}") from None
 
 
 class DataselectClient:
@@ -188,7 +222,7 @@ class DataselectClient:
             except NoData:
                 log.warning("%s: HTTP 200 without miniSEED data, taken as no data", label)
                 raise NoData(label) from None
-            except CutBody as exc:
+            except (CutBody, ServiceUnreachable) as exc:
                 retry = str(exc)
             except FDSNException as exc:
                 if _is_no_data(exc):
