@@ -342,6 +342,27 @@ def test_pyocto_table_is_named_by_the_code_that_computes_it(tmp_path, monkeypatc
     assert first is not second
 
 
+def test_a_damaged_pyocto_table_is_rewritten_not_handed_to_pyocto(tmp_path, caplog):
+    """PyOcto's compiled reader trusts the table's header and size: a table cut short (a full
+    disk, a copy interrupted) or overwritten was reused because its name (the model's hash)
+    matched."""
+    from test_association import _square_network
+
+    from pipeline.association import octo
+    from pipeline.association.params import PyOctoConfig
+    from pipeline.velocity import load_velocity_model
+
+    model, cfg = load_velocity_model("tottori"), PyOctoConfig()
+    octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+    (table,) = tmp_path.glob("pyocto_tt_*.bin")
+    whole = table.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"\0" * len(whole), whole + b"x"):
+        table.write_bytes(damaged)
+        octo.velocity_model_for(model, _square_network(10.0), cfg, tmp_path)
+        assert table.read_bytes() == whole
+    assert caplog.text.count("is damaged (size or header); rewritten") == 3
+
+
 def test_stage_keys_cover_programs_and_the_units_the_report_lists(tmp_path):
     from flows import build
     from pipeline.location.runner import find_hypoinverse

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import struct
 from pathlib import Path
 
@@ -74,12 +75,35 @@ TABLE_CODE_VERSION = hashlib.sha256(
 ).hexdigest()[:16]
 
 
+def table_shape(spacing_km: float, max_distance_km: float, max_depth_km: float) -> tuple[int, int]:
+    """Grid nodes (distance, depth) of the travel-time table reaching the given extent (km)."""
+    nx = int(np.ceil(max_distance_km / spacing_km)) + 2
+    nz = int(np.ceil(max_depth_km / spacing_km)) + 2
+    return nx, nz
+
+
+def table_is_whole(path: Path, nx: int, nz: int, spacing_km: float) -> bool:
+    """Whether ``path`` holds a complete table of this shape (header and size; PyOcto's
+    compiled reader trusts both)."""
+    header = struct.calcsize("iid")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(header)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return False
+    return (
+        len(head) == header
+        and struct.unpack("iid", head) == (nx, nz, float(spacing_km))
+        and size == header + 2 * nx * nz * 8
+    )
+
+
 def write_travel_time_table(
     model: VelocityModel, spacing_km: float, max_distance_km: float, max_depth_km: float, path: Path
 ) -> Path:
     """Write PyOcto's binary 1-D travel-time table for ``model`` (format: module docstring)."""
-    nx = int(np.ceil(max_distance_km / spacing_km)) + 2
-    nz = int(np.ceil(max_depth_km / spacing_km)) + 2
+    nx, nz = table_shape(spacing_km, max_distance_km, max_depth_km)
     distance = np.minimum(np.arange(nx) * spacing_km, TABLE_MAX_DISTANCE_KM)
     depth = np.minimum(np.arange(nz) * spacing_km, TABLE_MAX_DEPTH_KM)
     d, z = np.meshgrid(distance, depth, indexing="ij")
@@ -122,7 +146,10 @@ def velocity_model_for(
         )
     ).hexdigest()[:16]
     path = Path(table_dir) / f"pyocto_tt_{key}.bin"
-    if not path.exists():
+    shape = table_shape(cfg.table_spacing_km, max_distance, max_depth)
+    if not table_is_whole(path, *shape, cfg.table_spacing_km):
+        if path.exists():
+            log.warning("PyOcto travel-time table %s is damaged (size or header); rewritten", path)
         write_travel_time_table(model, cfg.table_spacing_km, max_distance, max_depth, path)
         log.debug("wrote PyOcto travel-time table %s", path)
     return pyocto.VelocityModel1D(
