@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from obspy import read_events
+from obspy.io.quakeml.core import _validate as validate_quakeml
 
 from pipeline.catalog import CATALOG_COLUMNS, export_catalog
 from pipeline.completeness import CompletenessConfig
@@ -190,6 +191,7 @@ def test_export_catalog(tmp_path):
     assert len(pd.read_csv(run.root / "catalog" / "catalog.csv")) == len(default)
 
     qml = read_events(str(run.root / "catalog" / "catalog.xml"))
+    assert validate_quakeml(str(run.root / "catalog" / "catalog.xml"))  # QuakeML 1.2 schema
     assert len(qml) == len(default)
     assert not [e for e in qml if e.preferred_origin().evaluation_status == "preliminary"]
     assert {c.text for e in qml for c in e.preferred_origin().comments} <= {
