@@ -239,7 +239,8 @@ def test_bad_channels_are_flagged_in_quality_and_report(archive, tmp_path):
 
     text = report_text(run)
     assert "<h2>Data quality</h2>" in text
-    assert "<tr><th>Failed station-days</th><td>none</td></tr>" not in text
+    assert "<tr><th>Failures and data problems</th><td>" in text
+    assert "<tr><th>Failures and data problems</th><td>none</td></tr>" not in text
     assert "data problems at 5 station(s)" in text
     skipped = f"{net}.{dead}.2000-10-08"
     assert run.read_manifest()["picks"]["details"]["skipped"] == {

@@ -250,7 +250,7 @@ def test_retried_station_day_succeeds_and_a_broken_one_is_reported(
     assert flaky in set(picks.station) and broken not in set(picks.station)
     assert (run_root / "report" / "index.html").is_file()  # the build went on to the end
     page = (run_root / "report" / "index.html").read_text()
-    assert "Failed station-days" in page and label in page  # the gap is marked in the report
+    assert "Failures and data problems" in page and label in page  # the gap is marked in the report
 
 
 def test_dask_cluster_gives_the_same_picks_as_the_thread_runner(prefect_server, tmp_path):

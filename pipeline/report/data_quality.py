@@ -284,7 +284,7 @@ def notes_cell(notes: dict[str, str]) -> str:
 
 
 def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
-    """HTML of the summary's "Failed station-days" cell: failures and stations with problems.
+    """HTML of the summary's "Failures and data problems" cell: failures and stations with problems.
 
     The first :data:`TERMINAL_MAX_NAMED` failures are shown; the others fold into a
     ``<details>`` element (a build with hundreds of failed station-days keeps a readable

@@ -582,7 +582,7 @@ def write_report(run: RunDir, cfg: ReportConfig | None = None) -> Path:
             if result.estimable
             else f"<span class='warn'>{_fmt(result.reason)}</span>",
         ),
-        ("Failed station-days", data_quality.failures_cell(summary["data_gaps"], dq)),
+        ("Failures and data problems", data_quality.failures_cell(summary["data_gaps"], dq)),
         ("Station notes", data_quality.notes_cell(summary["station_notes"])),
     ]
     ref_html = ""
