@@ -229,7 +229,9 @@ def _generate_station(
             written[day_from[2] :],
         )
         log.debug("synthetic: %s.%s %s written", row.network, row.station, c_start.date())
-    log.debug("synthetic: station %s.%s written", row.network, row.station)
+    log.info(  # one line per station: the only sign of progress in an hour-long generation
+        "synthetic: station %s.%s written", row.network, row.station
+    )
     return {
         "written": written,
         "snr_index": _concat(snr_index, int),
