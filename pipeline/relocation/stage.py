@@ -7,7 +7,8 @@ time, probability, …), ``<run>/waveforms/stations.csv`` and, for dt.cc, the SD
 ``<run>/waveforms``. Writes HypoDD's own files to ``<run>/relocation/`` (station.dat,
 phase.dat, event.dat, dt.ct, dt.cc, ph2dt.log, hypoDD.inp, and the engine's outputs), the ID
 tables ``event_ids.csv`` (event_id ↔ hypodd_id, 1… in origin-time order) and
-``station_labels.csv`` (network, station ↔ HypoDD label), and
+``station_labels.csv`` (network, station ↔ HypoDD label), and ``relocations.parquet``
+(below).
 
 When ``<run>/location/phase_residuals.parquet`` exists (the location stage writes it), the
 picks HypoInverse gave zero weight are left out of phase.dat (``drop_locator_outliers``) and
