@@ -1,11 +1,15 @@
 """Build config validation: good configs pass, bad ones give one readable line each."""
 
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from pipeline.config import ConfigError, load_config, write_resolved_config
+from pipeline.config import BuildConfig, ConfigError, load_config, write_resolved_config
 from pipeline.yamlfile import load_user_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
@@ -89,6 +93,10 @@ def test_resolved_config_is_written(tmp_path):
     [
         ({"starttime": "not a date"}, "starttime = 'not a date'"),
         ({"colour": "red"}, "unknown key 'colour'"),
+        (  # a box no stage read (it selected nothing), so it is no field: refused, not ignored
+            {"region": {"min_latitude": 34.9, "max_latitude": 35.7}},
+            "unknown key 'region'",
+        ),
         ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
@@ -147,3 +155,30 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_config(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted path, field) of every field of ``model`` and of the sections inside it
+    (through unions, lists and optionals)."""
+    for name, info in model.model_fields.items():
+        yield prefix + name, info
+        stack = [info.annotation]
+        while stack:
+            kind = stack.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from _fields(kind, f"{prefix}{name}.")
+            else:
+                stack.extend(typing.get_args(kind))
+
+
+def test_every_config_field_has_a_description():
+    """The fields' descriptions are the config reference (README "Build configs"): a field
+    without one is undocumented. Sections are documented by their class docstrings."""
+    undocumented = [
+        path
+        for path, info in _fields(BuildConfig)
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
+        and not (info.description or "").strip()
+    ]
+    assert len(list(_fields(BuildConfig))) > 300
+    assert not undocumented, undocumented
