@@ -1,4 +1,5 @@
-"""``eqcat build`` as a user runs it: clean default logs, progress bars, output paths.
+"""``eqcat build`` as a user runs it: clean default logs, progress bars, output paths, and
+a run directory holding what DESIGN.md says (every file, every table with its columns).
 
 Each build is a real ``eqcat`` subprocess (Prefect's ephemeral server in a temporary
 ``PREFECT_HOME``) on a tiny synthetic scenario with the STA/LTA picker.
