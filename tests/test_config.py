@@ -1,5 +1,6 @@
 """Build config validation: good configs pass, bad ones give one readable line each."""
 
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,26 @@ def test_every_config_field_has_a_description():
     ]
     assert len(list(_fields(BuildConfig))) > 300
     assert not undocumented, undocumented
+
+
+#: Suffixes that make a dotted name a file (``stations.csv``), not a config field.
+FILE_SUFFIXES = {"csv", "json", "xml", "yaml", "parquet", "py"}
+
+
+def test_every_config_field_the_docs_name_exists():
+    """Each backticked ``section.field`` (``section.field: value``, ``= value``) in README.md,
+    DESIGN.md and the shipped configs' comments is a field of the schema: a renamed or
+    removed field leaves no instruction behind that a config would refuse."""
+    known = {path for path, _ in _fields(BuildConfig)}
+    sections = {path for path in known if "." not in path}
+    repo = CONFIG_DIR.parent
+    docs = [repo / "README.md", repo / "DESIGN.md", *sorted(CONFIG_DIR.glob("*.yaml"))]
+    named, unknown = set(), []
+    for doc in docs:
+        for ref in re.findall(r"`([a-z_]+(?:\.[a-z_0-9]+)+)(?:\s*[:=][^`]*)?`", doc.read_text()):
+            if ref.split(".")[0] in sections and ref.rsplit(".", 1)[1] not in FILE_SUFFIXES:
+                named.add(ref)
+                if ref not in known:
+                    unknown.append(f"{doc.name}: {ref}")
+    assert len(named) >= 25, sorted(named)
+    assert not unknown, unknown
