@@ -359,8 +359,9 @@ def relocate(
     Returns:
         The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
         not_linked, dropped_by_hypodd, hypodd_failed, not_located, dt_ct_p, dt_ct_s, dt_cc_p,
-        dt_cc_s; its ``details["failures"]`` names an engine failure (time limit, crash), after
-        which the HypoInverse locations are kept (an input error still raises).
+        dt_cc_s, locator_outliers_dropped; its ``details["failures"]`` names an engine failure
+        (time limit, crash), after which the HypoInverse locations are kept (an input error
+        still raises).
     """
     started = time.perf_counter()
     prep = prepare_inputs(run, cfg, model, sds_root)
