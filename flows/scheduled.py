@@ -1,9 +1,10 @@
 """Scheduled builds: a deployment that extends a catalog with the latest days.
 
 ``eqcat serve CONFIG --cron "0 2 * * *" --days 2`` serves :func:`extend_catalog`; each run
-rebuilds the build's span moved to "the last N days up to now (UTC midnight)". Station-days
-already picked are cached, so only the new days are downloaded and picked, then the
-downstream stages run on the extended picks table.
+builds up to the last UTC midnight, from N days before it or from the config's
+``starttime`` (or an earlier scheduled run's start), whichever is earliest: the span only
+grows. Station-days already picked are cached, so only the new days are downloaded and
+picked, then the downstream stages run on the extended picks table.
 """
 
 from __future__ import annotations

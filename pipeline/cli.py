@@ -745,9 +745,15 @@ def demo(
 def serve(
     config: ConfigArg,
     cron: Annotated[str, typer.Option(help="cron schedule (UTC)")] = "0 2 * * *",
-    days: Annotated[int, typer.Option(help="each run builds the last N days up to now")] = 2,
+    days: Annotated[
+        int,
+        typer.Option(
+            help="each run builds up to the last UTC midnight, from N days before it or the "
+            "config's starttime, whichever is earlier (the span never shrinks)"
+        ),
+    ] = 2,
 ) -> None:
-    """Serve a scheduled deployment that extends the catalog (last N days up to now)."""
+    """Serve a scheduled deployment that extends the catalog up to the last UTC midnight."""
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 

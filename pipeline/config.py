@@ -2,8 +2,10 @@
 
 A build config lives in ``station_configs/<name>.yaml``. Every parameter has a default;
 where the EQTransformer Tottori study (Mousavi et al. 2020) used a value, that value is
-the default (detection 0.5, P 0.3, S 0.3, overlap 0.3, batch 500). Stage sections are
-defined beside the stage they configure and composed here.
+the default (detection 0.5, P 0.3, overlap 0.3, batch 500), except the S threshold: 0.2,
+not the study's 0.3 (:mod:`pipeline.picking.params` says why). Stage sections are
+defined beside the stage they configure and composed here; each field's ``description``
+is its reference (name, unit, meaning), and ``config.resolved.yaml`` shows every value.
 
 :func:`load_config` turns any problem into a :class:`ConfigError` whose message has one
 line per problem: ``FILE: field.path = value: what is allowed``.
@@ -46,21 +48,6 @@ class Section(BaseModel):
     model_config = SECTION_CONFIG
 
 
-class RegionConfig(Section):
-    """Geographic box of interest, degrees."""
-
-    min_latitude: float = Field(ge=-90, le=90)
-    max_latitude: float = Field(ge=-90, le=90)
-    min_longitude: float = Field(ge=-180, le=180)
-    max_longitude: float = Field(ge=-180, le=180)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RegionConfig:
-        if self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude:
-            raise ValueError("min_latitude/min_longitude must be below max_latitude/max_longitude")
-        return self
-
-
 class DaskConfig(Section):
     """Where mapped tasks run: an existing Dask scheduler, or local workers."""
 
@@ -72,10 +59,11 @@ class BuildConfig(Section):
     """One catalog build."""
 
     name: str = Field(description="build name; also the run folder name")
-    description: str = ""
+    description: str = Field(
+        "", description="free text for the reader of the config; no stage reads it"
+    )
     starttime: datetime = Field(description="start of the span, UTC (ISO 8601)")
     endtime: datetime = Field(description="end of the span, UTC (ISO 8601)")
-    region: RegionConfig | None = None
     velocity_model: str = Field(
         "generic_crust", description="file stem in hypo_templates/velocity/ or a YAML path"
     )

@@ -157,3 +157,46 @@ def test_flow_failure_on_input_is_not_repeated_above_the_error_line():
         (), None,
     )  # fmt: skip
     assert not quiet.filter(drain)
+
+
+def _documented_invocations() -> list[tuple[str, str, list[str]]]:
+    """(document, command line, its --options) of every ``eqcat`` command line that README.md
+    and DESIGN.md show in code: backticked spans and the lines of fenced code blocks."""
+    found = []
+    for name in ("README.md", "DESIGN.md"):
+        text = (REPO / name).read_text(encoding="utf-8")
+        blocks = re.findall(r"```\w*\n(.*?)```", text, flags=re.S)
+        spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for line in [*spans, *(x for block in blocks for x in block.splitlines())]:
+            hit = re.match(r"\s*(?:\.venv/bin/)?eqcat ([^#]*)", line)
+            if hit:
+                found.append((name, line.strip(), hit.group(1).split()))
+    return found
+
+
+def test_every_documented_command_and_option_exists():
+    """Each ``eqcat SUBCOMMAND [--option ...]`` the docs show names a real subcommand (the
+    README's ``download|pick|...`` shorthand: each of them) and options it has."""
+    import typer.main
+
+    from pipeline.cli import app
+
+    group = typer.main.get_command(app)
+    invocations = _documented_invocations()
+    assert len(invocations) >= 15, invocations
+    problems = []
+    for doc, line, words in invocations:
+        words = [w for w in words if w not in ("-v", "…", "...")]
+        names = words[0].split("|") if words else []
+        for sub in names:
+            command = group.commands.get(sub)
+            if command is None:
+                problems.append(f"{doc}: {line!r}: no subcommand {sub!r}")
+                continue
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            problems += [
+                f"{doc}: {line!r}: {sub} has no option {w}"
+                for w in words[1:]
+                if w.startswith("--") and w.split("=")[0] not in options
+            ]
+    assert not problems, "\n".join(problems)

@@ -1,4 +1,5 @@
-"""``eqcat build`` as a user runs it: clean default logs, progress bars, output paths.
+"""``eqcat build`` as a user runs it: clean default logs, progress bars, output paths, and
+a run directory holding what DESIGN.md says (every file, every table with its columns).
 
 Each build is a real ``eqcat`` subprocess (Prefect's ephemeral server in a temporary
 ``PREFECT_HOME``) on a tiny synthetic scenario with the STA/LTA picker.
@@ -6,6 +7,7 @@ Each build is a real ``eqcat`` subprocess (Prefect's ephemeral server in a tempo
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import subprocess
@@ -144,3 +146,90 @@ def test_example_sds_config_validates_and_reads_its_archive(tmp_path):
     quality = pd.read_parquet(folder / "quality.parquet")
     present = set(quality.loc[quality["status"] == "ok", "station"])
     assert len(present) == 6 and present <= set(cited["station"])
+
+
+#: A station-day picks file, as DESIGN.md names it.
+STATION_DAY = re.compile(r"^picks/[^/]+\.\d{4}-\d{2}-\d{2}\.parquet$")
+
+
+def design_section(title: str) -> str:
+    """The text of DESIGN.md's section whose heading starts with ``title``."""
+    text = (REPO / "DESIGN.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def documented_tables() -> dict[str, set[str]]:
+    """DESIGN.md's tables: run-relative path -> the columns its entry names.
+
+    An entry is one bullet of the "Tables" section; its paths are the backticked names with
+    a folder and a .parquet/.csv suffix, its columns the backticked plain identifiers.
+    """
+    tables: dict[str, set[str]] = {}
+    for entry in re.split(r"\n- ", design_section("Tables"))[1:]:
+        names = re.findall(r"`([^`]+)`", entry)
+        columns = {n for n in names if re.fullmatch(r"[a-z_][a-z0-9_]*", n)}
+        for path in (n for n in names if re.fullmatch(r"[\w.-]+/[\w.-]+\.(parquet|csv)", n)):
+            tables[path] = columns
+    return tables
+
+
+def table_columns(path: Path) -> list[str]:
+    """Column names of a Parquet or CSV table (without reading its rows)."""
+    if path.suffix == ".parquet":
+        return list(pd.read_parquet(path).columns)
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def test_every_table_of_a_run_is_documented_with_its_columns(tiny_build):
+    """Each Parquet/CSV table the build wrote has an entry in DESIGN.md's "Tables" section
+    naming exactly its columns (none missing, none that the table lacks)."""
+    _, result, folder = tiny_build
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = folder / "runs" / "clitest"
+    documented = documented_tables()
+    found = sorted(p for p in run.rglob("*") if p.suffix in (".parquet", ".csv"))
+    assert len(found) >= 15, found  # every stage wrote its tables
+    problems = []
+    for path in found:
+        rel = path.relative_to(run).as_posix()
+        key = "picks/NET.STA.YYYY-MM-DD.parquet" if STATION_DAY.match(rel) else rel
+        if key not in documented:
+            problems.append(f"{rel}: no entry in DESIGN.md's Tables section")
+            continue
+        columns = set(table_columns(path))
+        if columns != documented[key]:
+            problems.append(
+                f"{rel}: undocumented {sorted(columns - documented[key])}, "
+                f"documented but absent {sorted(documented[key] - columns)}"
+            )
+    assert not problems, "\n".join(problems)
+
+
+def test_every_file_of_a_run_is_in_the_design_layout(tiny_build):
+    """Each file the build wrote is named in DESIGN.md's run-directory layout: by its name,
+    or, below a stage folder's subfolder (trial depths, HypoDD iterations, figures), by that
+    subfolder; the SDS archive's day files by the archive's pattern."""
+    _, result, folder = tiny_build
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = folder / "runs" / "clitest"
+    layout = design_section("Run directory")
+    # names given as a pattern, such as pyocto_tt_*.bin (a subfolder's *.json is the subfolder's)
+    patterns = re.findall(r"(?<![\w/*])\w[\w.-]*\*[\w.*-]*", layout)
+    missing = []
+    for path in sorted(p for p in run.rglob("*") if p.is_file()):
+        parts = path.relative_to(run).parts
+        if parts[0] == "waveforms" and re.fullmatch(r"\d{4}", parts[1]):
+            continue  # the SDS archive: YYYY/NET/STA/CHA.D/NET.STA.LOC.CHA.D.YYYY.DOY
+        rel = "/".join(parts)
+        if STATION_DAY.match(rel):
+            name = "NET.STA.YYYY-MM-DD.parquet"
+        elif len(parts) > 2:
+            name = parts[1] + "/"
+        else:
+            name = parts[-1]
+        named = re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", layout)
+        if not named and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            missing.append(rel)
+    assert not missing, f"not in DESIGN.md's run-directory layout: {missing}"

@@ -1,11 +1,16 @@
 """Build config validation: good configs pass, bad ones give one readable line each."""
 
+import re
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from pipeline.config import ConfigError, load_config, write_resolved_config
+from pipeline.config import BuildConfig, ConfigError, load_config, write_resolved_config
 from pipeline.yamlfile import load_user_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "station_configs"
@@ -89,6 +94,10 @@ def test_resolved_config_is_written(tmp_path):
     [
         ({"starttime": "not a date"}, "starttime = 'not a date'"),
         ({"colour": "red"}, "unknown key 'colour'"),
+        (  # a box no stage read (it selected nothing), so it is no field: refused, not ignored
+            {"region": {"min_latitude": 34.9, "max_latitude": 35.7}},
+            "unknown key 'region'",
+        ),
         ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
@@ -147,3 +156,53 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_config(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted path, field) of every field of ``model`` and of the sections inside it
+    (through unions, lists and optionals)."""
+    for name, info in model.model_fields.items():
+        yield prefix + name, info
+        stack = [info.annotation]
+        while stack:
+            kind = stack.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from _fields(kind, f"{prefix}{name}.")
+            else:
+                stack.extend(typing.get_args(kind))
+
+
+def test_every_config_field_has_a_description():
+    """The fields' descriptions are the config reference (README "Build configs"): a field
+    without one is undocumented. Sections are documented by their class docstrings."""
+    undocumented = [
+        path
+        for path, info in _fields(BuildConfig)
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
+        and not (info.description or "").strip()
+    ]
+    assert len(list(_fields(BuildConfig))) > 300
+    assert not undocumented, undocumented
+
+
+#: Suffixes that make a dotted name a file (``stations.csv``), not a config field.
+FILE_SUFFIXES = {"csv", "json", "xml", "yaml", "parquet", "py"}
+
+
+def test_every_config_field_the_docs_name_exists():
+    """Each backticked ``section.field`` (``section.field: value``, ``= value``) in README.md,
+    DESIGN.md and the shipped configs' comments is a field of the schema: a renamed or
+    removed field leaves no instruction behind that a config would refuse."""
+    known = {path for path, _ in _fields(BuildConfig)}
+    sections = {path for path in known if "." not in path}
+    repo = CONFIG_DIR.parent
+    docs = [repo / "README.md", repo / "DESIGN.md", *sorted(CONFIG_DIR.glob("*.yaml"))]
+    named, unknown = set(), []
+    for doc in docs:
+        for ref in re.findall(r"`([a-z_]+(?:\.[a-z_0-9]+)+)(?:\s*[:=][^`]*)?`", doc.read_text()):
+            if ref.split(".")[0] in sections and ref.rsplit(".", 1)[1] not in FILE_SUFFIXES:
+                named.add(ref)
+                if ref not in known:
+                    unknown.append(f"{doc.name}: {ref}")
+    assert len(named) >= 25, sorted(named)
+    assert not unknown, unknown

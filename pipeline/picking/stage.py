@@ -18,8 +18,9 @@ concatenated in ``<run>/picks/picks.parquet``):
     probability (mean over MC passes; the deterministic value without MC), probability_std
     (0 without MC), time_std_s (std of the pick time over MC passes, s; NaN without MC),
     detection_probability (mean detector value over the detection; NaN for STA/LTA),
-    detection_probability_std (its std over MC passes), detection_start, detection_end
-    (datetime64[ns, UTC]), picker ("eqt" | "stalta"), model (weights name or "stalta").
+    detection_probability_std (its std over MC passes; 0 without MC, NaN for STA/LTA),
+    detection_start, detection_end (datetime64[ns, UTC]), picker ("eqt" | "stalta"), model
+    (the weights file's stem, e.g. "EqT_original_model", or "stalta").
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ time, probability, …), ``<run>/waveforms/stations.csv`` and, for dt.cc, the SD
 ``<run>/waveforms``. Writes HypoDD's own files to ``<run>/relocation/`` (station.dat,
 phase.dat, event.dat, dt.ct, dt.cc, ph2dt.log, hypoDD.inp, and the engine's outputs), the ID
 tables ``event_ids.csv`` (event_id ↔ hypodd_id, 1… in origin-time order) and
-``station_labels.csv`` (network, station ↔ HypoDD label), and
+``station_labels.csv`` (network, station ↔ HypoDD label), and ``relocations.parquet``
+(below).
 
 When ``<run>/location/phase_residuals.parquet`` exists (the location stage writes it), the
 picks HypoInverse gave zero weight are left out of phase.dat (``drop_locator_outliers``) and
@@ -358,8 +359,9 @@ def relocate(
     Returns:
         The manifest entry of the stage; its ``counts`` hold events, linked, relocated,
         not_linked, dropped_by_hypodd, hypodd_failed, not_located, dt_ct_p, dt_ct_s, dt_cc_p,
-        dt_cc_s; its ``details["failures"]`` names an engine failure (time limit, crash), after
-        which the HypoInverse locations are kept (an input error still raises).
+        dt_cc_s, locator_outliers_dropped; its ``details["failures"]`` names an engine failure
+        (time limit, crash), after which the HypoInverse locations are kept (an input error
+        still raises).
     """
     started = time.perf_counter()
     prep = prepare_inputs(run, cfg, model, sds_root)

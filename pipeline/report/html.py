@@ -64,7 +64,7 @@ class ReportConfig(BaseModel):
     )
     reference: ReferenceCatalog | None = Field(None, description="catalog to compare with")
     map_color_by: Literal["origin_time", "depth_km"] = Field(
-        "origin_time", description="colour of the epicentre map"
+        "origin_time", description="what colours the epicentre map's events: origin time or depth"
     )
 
 

@@ -73,14 +73,14 @@ class InlineStation(_Section):
 class InlineStations(_Section):
     """Stations listed in the config."""
 
-    kind: Literal["inline"] = "inline"
+    kind: Literal["inline"] = Field("inline", description="stations listed in the config")
     stations: list[InlineStation] = Field(min_length=1, description="the stations")
 
 
 class StationXMLStations(_Section):
     """Stations (with responses) from a local StationXML file."""
 
-    kind: Literal["stationxml"] = "stationxml"
+    kind: Literal["stationxml"] = Field("stationxml", description="stations from a StationXML file")
     path: Path = Field(description="StationXML file")
 
 
@@ -128,17 +128,27 @@ class FDSNService(_Section):
 class FDSNStationQuery(FDSNService):
     """Stations from an fdsnws-station query (level=response)."""
 
-    kind: Literal["fdsn"] = "fdsn"
+    kind: Literal["fdsn"] = Field("fdsn", description="an fdsnws-station query")
     network: str = Field("*", description="network pattern(s), comma separated")
     station: str = Field("*", description="station pattern(s)")
     location: str = Field("*", description="location pattern(s)")
     channel: str = Field("HH?,BH?,EH?,HN?", description="channel pattern(s)")
-    min_latitude: float | None = Field(None, ge=-90, le=90, description="box, degrees")
-    max_latitude: float | None = Field(None, ge=-90, le=90)
-    min_longitude: float | None = Field(None, ge=-180, le=180)
-    max_longitude: float | None = Field(None, ge=-180, le=180)
-    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees")
-    longitude: float | None = Field(None, ge=-180, le=180)
+    min_latitude: float | None = Field(
+        None, ge=-90, le=90, description="box: south edge, degrees north"
+    )
+    max_latitude: float | None = Field(
+        None, ge=-90, le=90, description="box: north edge, degrees north"
+    )
+    min_longitude: float | None = Field(
+        None, ge=-180, le=180, description="box: west edge, degrees east"
+    )
+    max_longitude: float | None = Field(
+        None, ge=-180, le=180, description="box: east edge, degrees east"
+    )
+    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees north")
+    longitude: float | None = Field(
+        None, ge=-180, le=180, description="circle centre, degrees east"
+    )
     max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, deg")
     starttime: datetime | None = Field(None, description="default: the build's start")
     endtime: datetime | None = Field(None, description="default: the build's end")
@@ -175,7 +185,7 @@ StationSourceConfig = Annotated[
 class FDSNSource(FDSNService):
     """Waveforms from an fdsnws-dataselect service."""
 
-    kind: Literal["fdsn"] = "fdsn"
+    kind: Literal["fdsn"] = Field("fdsn", description="an fdsnws-dataselect service")
     chunk_hours: float = Field(
         24.0, gt=0, le=24, description="request length within a station-day; divides 24"
     )
@@ -202,7 +212,7 @@ class FDSNSource(FDSNService):
 class SDSSource(_Section):
     """An existing local SDS archive, read in place (never copied)."""
 
-    kind: Literal["sds"] = "sds"
+    kind: Literal["sds"] = Field("sds", description="a local SDS archive, read in place")
     path: Path = Field(description="root of the SDS archive (YYYY/NET/STA/CHA.D/...)")
 
     @field_validator("path")
@@ -226,10 +236,18 @@ class HinetStationRule(_Section):
     latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees N")
     longitude: float | None = Field(None, ge=-180, le=180, description="circle centre, degrees E")
     max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, degrees")
-    min_latitude: float | None = Field(None, ge=-90, le=90, description="box, degrees")
-    max_latitude: float | None = Field(None, ge=-90, le=90)
-    min_longitude: float | None = Field(None, ge=-180, le=180)
-    max_longitude: float | None = Field(None, ge=-180, le=180)
+    min_latitude: float | None = Field(
+        None, ge=-90, le=90, description="box: south edge, degrees north"
+    )
+    max_latitude: float | None = Field(
+        None, ge=-90, le=90, description="box: north edge, degrees north"
+    )
+    min_longitude: float | None = Field(
+        None, ge=-180, le=180, description="box: west edge, degrees east"
+    )
+    max_longitude: float | None = Field(
+        None, ge=-180, le=180, description="box: east edge, degrees east"
+    )
     max_stations: int | None = Field(
         None, ge=1, description="keep this many, nearest the centre first; None = all inside"
     )
@@ -270,7 +288,7 @@ class HinetSource(_Section):
     ``secret_block`` (resolved by the orchestration layer), never from this file.
     """
 
-    kind: Literal["hinet"] = "hinet"
+    kind: Literal["hinet"] = Field("hinet", description="NIED Hi-net through HinetPy")
     network_code: str = Field("0101", description="Hi-net network code (0101 = Hi-net)")
     seed_network: str = Field("N", description="SEED network code written into the archive")
     secret_block: str | None = Field(
@@ -340,9 +358,10 @@ class QualityConfig(_Section):
 class WaveformConfig(_Section):
     """The waveform section: source, channel choice, parallelism, quality thresholds."""
 
-    source: Annotated[FDSNSource | SDSSource | HinetSource, Field(discriminator="kind")] = (
-        FDSNSource()
-    )
+    source: Annotated[
+        FDSNSource | SDSSource | HinetSource,
+        Field(discriminator="kind", description="where the waveforms come from, by kind"),
+    ] = FDSNSource()
     channel_priority: list[str] = Field(
         ["HH?", "BH?", "EH?", "HN?"],
         min_length=1,
