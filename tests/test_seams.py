@@ -1152,7 +1152,8 @@ def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path,
     """Two entries of one station are one station; entries far apart are named, and the
     first entry's coordinates are used."""
     from pipeline.preflight import preflight_problems, station_notes
-    from pipeline.waveforms.inventory import load_inventory, select_channels
+    from pipeline.waveforms.inventory import select_channels
+    from pipeline.waveforms.station_sources import load_inventory
 
     if kind == "stationxml":  # identical entries: nothing to say
         xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("A1", 3), ("B2", 3)])
