@@ -1277,7 +1277,7 @@ def test_a_station_whose_channels_ended_before_the_span_says_so():
         # picking settings and models are checked before a case loads a model (every case
         # used to fail that way, printing its traceback, and the script exited 0)
         ("benchmarks/picking_throughput.py", ["--overlap", "5"], "overlap = 5.0: Input should"),
-        ("benchmarks/picking_throughput.py", ["--mc", "1"], "mc_samples must be 0 (off) or at"),
+        ("benchmarks/picking_throughput.py", ["--mc", "1"], "mc_samples = 1: must be 0 (off) or"),
         ("benchmarks/picking_throughput.py", ["--models", "orignal"], "model 'orignal': expected"),
         (
             "-m",
