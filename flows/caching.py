@@ -62,6 +62,19 @@ def _module_file(name: str, root: Path) -> Path | None:
     return None
 
 
+#: Held around ``ast.parse``: CPython 3.11's parser is not safe to run in several threads at
+#: once ("SystemError: AST constructor recursion depth mismatch", seen when the station-day
+#: tasks computed their cache keys together).
+_parse_lock = threading.Lock()
+
+
+def _parse(path: Path) -> ast.Module:
+    """The syntax tree of the source file ``path`` (one thread at a time)."""
+    source = path.read_bytes()
+    with _parse_lock:
+        return ast.parse(source, filename=str(path))
+
+
 def lazy_names(package: str, root: Path) -> dict[str, str]:
     """The names that pipeline package ``package`` imports on first use: its ``_LAZY`` table
     (a literal ``{name: submodule}``, the submodule relative to the package), as name ->
@@ -69,7 +82,7 @@ def lazy_names(package: str, root: Path) -> dict[str, str]:
     path = _module_file(package, root)
     if path is None or path.name != "__init__.py":
         return {}
-    for node in ast.parse(path.read_bytes(), filename=str(path)).body:
+    for node in _parse(path).body:
         if (
             isinstance(node, ast.Assign)
             and [ast.unparse(t) for t in node.targets] == ["_LAZY"]
@@ -89,7 +102,7 @@ def imported_modules(name: str, root: Path) -> set[str]:
     path = _module_file(name, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
