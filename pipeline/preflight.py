@@ -71,7 +71,7 @@ def _content_problem(cfg: BuildConfig, what: str) -> str | None:
 
     try:
         if what == "StationXML file":
-            from pipeline.waveforms.inventory import load_inventory
+            from pipeline.waveforms.station_sources import load_inventory
 
             load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
         else:
@@ -132,7 +132,8 @@ def _station_selection(
         or isinstance(cfg.waveforms.source, HinetSource)
     ):
         return None
-    from pipeline.waveforms.inventory import inactive_stations, load_inventory, select_channels
+    from pipeline.waveforms.inventory import inactive_stations, select_channels
+    from pipeline.waveforms.station_sources import load_inventory
 
     try:
         inventory = load_inventory(stations, cfg.starttime, cfg.endtime)
@@ -453,7 +454,7 @@ def response_notes(cfg: BuildConfig) -> list[str]:
             "stations: an inline station list carries no instrument responses, so no "
             "magnitudes will be computed (use kind: stationxml with responses for ML)"
         ]
-    from pipeline.waveforms.inventory import load_inventory
+    from pipeline.waveforms.station_sources import load_inventory
 
     inventory = load_inventory(cfg.stations, cfg.starttime, cfg.endtime)
     missing = sorted(

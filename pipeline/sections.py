@@ -9,3 +9,11 @@ from __future__ import annotations
 from pydantic import ConfigDict
 
 SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def refuse(problems: list[str]) -> None:
+    """Raise one ``ValueError`` holding every rule across fields a section breaks, one line
+    each, ``field = value: what is allowed (why)`` (``pipeline.config`` prefixes each line
+    with the file and the section); nothing when ``problems`` is empty."""
+    if problems:
+        raise ValueError("\n".join(problems))

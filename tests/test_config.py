@@ -118,6 +118,11 @@ def test_resolved_config_is_written(tmp_path):
     ],
 )
 def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):
+    _one_line_naming(tmp_path, change, expected)
+
+
+def _one_line_naming(tmp_path, change: dict, expected: str) -> None:
+    """``change`` to :data:`MINIMAL` gives one line, naming the file and holding ``expected``."""
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, {**MINIMAL, **change}))
     message = str(err.value)
@@ -206,3 +211,79 @@ def test_every_config_field_the_docs_name_exists():
                     unknown.append(f"{doc.name}: {ref}")
     assert len(named) >= 25, sorted(named)
     assert not unknown, unknown
+
+
+_STALTA = "build.yaml: picking.stalta."
+
+
+@pytest.mark.parametrize(
+    ("picking", "expected"),
+    [  # picked nothing or asked for endless reads, without a word
+        (
+            {"stalta": {"p_trigger_on": 1e300}},
+            f"{_STALTA}p_trigger_on = 1e+300: must lie above p_trigger_off (1.5) and below "
+            "lta_s/sta_s (20), the highest ratio the recursive STA/LTA reaches",
+        ),
+        (
+            {"stalta": {"s_trigger_on": 25, "sta_s": 1.0, "lta_s": 20}},
+            f"{_STALTA}s_trigger_on = 25: must lie above 1 and below lta_s/sta_s (20)",
+        ),
+        (
+            {"stalta": {"p_trigger_on": 2, "p_trigger_off": 3}},
+            f"{_STALTA}p_trigger_on = 2: must lie above p_trigger_off (3)",
+        ),
+        (
+            {"stalta": {"aic_before_s": 1e300}},
+            f"{_STALTA}aic_before_s = 1e+300: must be at most lta_s (10): the AIC search",
+        ),
+        ({"stalta": {"s_aic_before_s": 11}}, f"{_STALTA}s_aic_before_s = 11: must be at most"),
+        ({"stalta": {"aic_after_s": 1e6}}, f"{_STALTA}aic_after_s = 1e+06: must be at most"),
+        ({"stalta": {"min_trigger_s": 60}}, f"{_STALTA}min_trigger_s = 60: must be at most lta_s"),
+        (
+            {"stalta": {"s_max_delay_s": 1e300}},
+            f"{_STALTA}s_max_delay_s = 1e+300: Input should be less than or equal to 3600",
+        ),
+        (
+            {"stalta": {"s_min_delay_s": 40}},
+            f"{_STALTA}s_max_delay_s = 30: must exceed s_min_delay_s (40 s)",
+        ),
+        ({"stalta": {"lta_s": 0.4}}, f"{_STALTA}lta_s = 0.4: must be longer than sta_s (0.5 s)"),
+        ({"gap_guard_s": 1e6}, "picking.gap_guard_s = 1000000.0: Input should be less than or"),
+        ({"min_detection_s": 60}, "picking.min_detection_s = 60: Input should be less than 60"),
+        ({"detection_margin_s": 61}, "picking.detection_margin_s = 61: Input should be less"),
+        ({"min_pick_separation_s": 1e300}, "picking.min_pick_separation_s = 1e+300: Input"),
+        ({"mc_time_window_s": 61}, "picking.mc_time_window_s = 61: Input should be less than"),
+        ({"freqmax_hz": 50}, "picking.freqmax_hz = 50: Input should be less than 50"),
+        ({"freqmin_hz": 30, "freqmax_hz": 20}, "picking.freqmax_hz = 20: must exceed freqmin_hz"),
+        (
+            {"mc_samples": 5, "max_probability_std": 0},
+            "picking.max_probability_std = 0: Input should be greater than 0",
+        ),
+        (
+            {"mc_samples": 5, "max_probability_std": 0.6},
+            "picking.max_probability_std = 0.6: Input should be less than or equal to 0.5",
+        ),
+        (
+            {"max_probability_std": 0.1},
+            "build.yaml: picking.max_probability_std = 0.1: needs mc_samples >= 2 (got 0",
+        ),
+        ({"mc_samples": 1}, "build.yaml: picking.mc_samples = 1: must be 0 (off) or at least 2"),
+    ],
+)
+def test_a_picking_setting_beyond_what_the_picker_can_use_is_refused(tmp_path, picking, expected):
+    """One line naming the field, the value and the allowed range; before, ``p_trigger_on``
+    1e300 (above what STA/LTA reaches) or ``gap_guard_s`` 1e6 gave no picks, ``aic_before_s``
+    1e300 crashed the picker (OverflowError) and 1e6 read 11 days around every chunk."""
+    _one_line_naming(tmp_path, {"picking": picking}, expected)
+
+
+def test_every_rule_a_picking_section_breaks_is_one_line(tmp_path):
+    """Rules across fields were checked one at a time, and their line quoted the whole
+    section as the value."""
+    stalta = {"p_trigger_on": 100, "aic_before_s": 20, "s_min_delay_s": 40}
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {**MINIMAL, "picking": {"stalta": stalta}}))
+    lines = str(err.value).splitlines()
+    fields = [line.removeprefix(str(tmp_path / _STALTA)).split(" = ")[0] for line in lines]
+    assert fields == ["p_trigger_on", "aic_before_s", "s_max_delay_s"]
+    assert not any("{" in line for line in lines)

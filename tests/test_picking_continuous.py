@@ -732,7 +732,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="mc_samples"):
         PickerConfig(mc_samples=1)
     # MC pass buffers of a day-long chunk at 200 passes: 20.8 GB per station-day
-    with pytest.raises(ValueError, match=r"mc_samples 200 with chunk_s 86400 needs 19\.3 GiB"):
+    with pytest.raises(ValueError, match=r"mc_samples = 200: with chunk_s 86400 needs 19\.3 GiB"):
         PickerConfig(mc_samples=200, chunk_s=86400)
     assert PickerConfig(mc_samples=200).mc_buffer_bytes() < 2**30  # the default chunk
     with pytest.raises(ValueError, match="Extra inputs"):

@@ -1173,7 +1173,8 @@ def test_a_station_listed_twice_is_one_station_and_named_when_it_moved(tmp_path,
     """Two entries of one station are one station; entries far apart are named, and the
     first entry's coordinates are used."""
     from pipeline.preflight import preflight_problems, station_notes
-    from pipeline.waveforms.inventory import load_inventory, select_channels
+    from pipeline.waveforms.inventory import select_channels
+    from pipeline.waveforms.station_sources import load_inventory
 
     if kind == "stationxml":  # identical entries: nothing to say
         xml = _stationxml(tmp_path / "st.xml", "XX", [("A1", 3), ("A1", 3), ("B2", 3)])
@@ -1297,7 +1298,7 @@ def test_a_station_whose_channels_ended_before_the_span_says_so():
         # picking settings and models are checked before a case loads a model (every case
         # used to fail that way, printing its traceback, and the script exited 0)
         ("benchmarks/picking_throughput.py", ["--overlap", "5"], "overlap = 5.0: Input should"),
-        ("benchmarks/picking_throughput.py", ["--mc", "1"], "mc_samples must be 0 (off) or at"),
+        ("benchmarks/picking_throughput.py", ["--mc", "1"], "mc_samples = 1: must be 0 (off) or"),
         ("benchmarks/picking_throughput.py", ["--models", "orignal"], "model 'orignal': expected"),
         (
             "-m",

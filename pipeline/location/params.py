@@ -99,7 +99,15 @@ class LocationConfig(BaseModel):
         max_length=4,
         description="RMS: start iteration, RMSCUT (s), RMSW1, RMSW2",
     )
-    timeout_s: float = Field(600.0, gt=0, description="wall-clock limit of one HypoInverse run")
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="wall-clock budget (s) of all the stage's HypoInverse runs: every trial "
+        "depth start and the reruns that isolate an event the program fails on. A run over "
+        "all events may take a third of what is left (the rest isolates a failing event; "
+        "the full replica's 28,069 events took about 40 s per start); a start left without "
+        "time is named in the failures",
+    )
 
     @field_validator("trial_depths_km")
     @classmethod

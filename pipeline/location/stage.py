@@ -9,6 +9,11 @@ correction ``elevation / Vp(top layer)`` (``elevation_correction``), so depths a
 level. An event is sent to HypoInverse with at least ``min_stations`` (3) stations and
 ``min_phases`` (4, the program's ``MIN``) readings of weight code < 4.
 
+Every HypoInverse run of the stage (each start, and the reruns that isolate an event the
+program fails on) draws on one time budget, ``timeout_s`` (:mod:`pipeline.location.isolate`):
+a start left without time is named in the failures, its events keep the other starts'
+solutions.
+
 Several starts: HypoInverse 1.40 takes one trial depth per event (``ZTR`` or the terminator
 line) and has no multiple-trial-depth option, and from a poor trial depth its Gauss-Newton
 iterations can end in a local minimum (in a layered CRH model often at a layer top: started
@@ -57,6 +62,7 @@ import numpy as np
 import pandas as pd
 from obspy.geodetics import degrees2kilometers, locations2degrees
 
+from pipeline.location import isolate
 from pipeline.location.hypoinverse_formats import (
     BLANK_LOCATION,
     ELEVATION_RANGE_M,
@@ -71,7 +77,7 @@ from pipeline.location.hypoinverse_formats import (
     phase_line,
     station_line,
 )
-from pipeline.location.isolate import FAILED_DIR, phase_text, run_isolating
+from pipeline.location.isolate import FAILED_DIR, TimeBudget, phase_text, run_isolating
 from pipeline.location.params import LocationConfig
 from pipeline.location.runner import HypoInverseError, render_command_file
 from pipeline.rundir import (
@@ -541,14 +547,24 @@ def locate_picks(
         }
         problems: dict[int, list[str]] = defaultdict(list)  # hypoinverse_id -> per start
         primary_failed: set[int] = set()
+        budget = TimeBudget(cfg.timeout_s)  # every run of every start draws on it
         for index, depth in enumerate(trial_starts(cfg)):
             where = folder if depth is None else starts_dir / f"{depth:05.2f}km"
             label = "primary start" if depth is None else f"start from {depth:.2f} km depth"
             blocks = {k: v for k, v in phases.blocks(depth).items() if k not in primary_failed}
+            if (
+                depth is not None
+                and budget.left() * isolate.FIRST_RUN_SHARE < isolate.MIN_PART_TIMEOUT_S
+            ):
+                failures[f"HypoInverse {label}"] = (
+                    f"not run: {budget.left():.0f} s of the time budget (location.timeout_s "
+                    f"{cfg.timeout_s:g} s) left; the other starts' solutions kept"
+                )
+                continue
             try:
                 log_path, crashed = run_isolating(
                     command, inputs, PHASE_FILE, blocks,
-                    [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], where, cfg.timeout_s,
+                    [ARCHIVE_FILE, SUMMARY_FILE, PRINT_FILE], where, budget,
                 )  # fmt: skip
             except HypoInverseError as exc:
                 if depth is None:

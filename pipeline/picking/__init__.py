@@ -10,19 +10,21 @@ from importlib import import_module
 
 from pipeline.picking.params import PickerConfig, StaLtaConfig
 
+#: Name -> the submodule (relative to this package) that defines it, imported on first use.
 _LAZY = {
-    "EQTransformer": "pipeline.picking.model",
-    "load_eqt": "pipeline.picking.model",
-    "PickingError": "pipeline.picking.stage",
-    "merge_picks": "pipeline.picking.stage",
-    "pick_all": "pipeline.picking.stage",
-    "pick_station_day": "pipeline.picking.stage",
+    "EQTransformer": "model",
+    "load_eqt": "model",
+    "PickingError": "stage",
+    "merge_picks": "stage",
+    "pick_all": "stage",
+    "pick_station_day": "stage",
 }
 
 __all__ = ["PickerConfig", "StaLtaConfig", *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
+    """A name of :data:`_LAZY`, imported from its submodule on first use."""
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pipeline.picking' has no attribute {name!r}")
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from pipeline.sections import SECTION_CONFIG
+from pipeline.picking.windows import WINDOW
+from pipeline.sections import SECTION_CONFIG, refuse
 from pipeline.weights import DEFAULT_MODEL, check_weights_spec
 
 
@@ -39,6 +40,27 @@ MODEL_RATE = 100.0
 #: are picked at once. ``mc_samples`` 200 with ``chunk_s`` 86400 asked for 20.8 GB per
 #: station-day, two at once; 200 with the default 3600 s takes 0.9 GB.
 MC_BUFFER_LIMIT_BYTES = 4 * 2**30
+#: Length (s) of one EQTransformer window. The settings that act around a pick or a
+#: detection (its margin, the least detection, the twin separation, the MC peak search, the
+#: guard from gaps and data ends) are at most one window: what the network labels lies in
+#: one window, and each chunk is read with one window plus ``EDGE_S`` of data beyond it
+#: (``pipeline.picking.stage.chunk_pad``), so a guard of at most one window leaves every
+#: chunk's seam covered (a longer guard made the chunks' first seconds blind: no pick there).
+WINDOW_S = WINDOW / MODEL_RATE
+#: Longest read (s) before or after a chunk that a setting may ask for: reads then stay
+#: within the neighbouring days that a station-day's cache key covers.
+MAX_READ_S = 3600.0
+#: Highest standard deviation of a probability: a value in [0, 1] has a variance of at most
+#: 1/4 (Popoviciu's inequality on variances), reached by half the passes at 0 and half at 1.
+MAX_PROBABILITY_STD = 0.5
+
+
+def _at_most(name: str, value: float, limit: float, what: str, why: str) -> list[str]:
+    """``[problem]`` when ``value`` of field ``name`` exceeds ``limit`` (``what`` names the
+    limit, ``why`` says why it holds), else ``[]``."""
+    if value <= limit:
+        return []
+    return [f"{name} = {value:g}: must be at most {what} ({limit:g}): {why}"]
 
 
 class StaLtaConfig(_Section):
@@ -65,7 +87,13 @@ class StaLtaConfig(_Section):
         description="STA/LTA ratio (larger of the two horizontals) an S candidate must reach",
     )
     s_min_delay_s: float = Field(0.8, ge=0, description="earliest S candidate after its P pick (s)")
-    s_max_delay_s: float = Field(30.0, gt=0, description="latest S candidate after its P pick (s)")
+    s_max_delay_s: float = Field(
+        30.0,
+        gt=0,
+        le=MAX_READ_S,
+        description="latest S candidate after its P pick (s); each chunk is read with this "
+        "much more data before it (an S early in a chunk has its P before it), at most an hour",
+    )
     aic_before_s: float = Field(
         2.0, gt=0, description="P: AIC search starts this long (s) before the trigger sample"
     )
@@ -82,19 +110,57 @@ class StaLtaConfig(_Section):
         0.2, ge=0, description="shorter P triggers (s) are discarded as spikes"
     )
 
+    def max_ratio(self) -> float:
+        """The highest STA/LTA ratio the recursive STA/LTA reaches on any data: ``nlta /
+        nsta`` (lengths in samples of the picker's data).
+
+        Each average is an exponentially weighted sum of the squared samples, weights
+        ``c (1 - c)^j`` with ``c = 1/nsta`` and ``1/nlta``; their ratio is largest for the
+        newest sample (``j = 0``), ``nlta / nsta``, so STA/LTA never exceeds it and reaches
+        it only with all the energy in one sample after silence. ObsPy's ``trigger_onset``
+        opens a trigger where the ratio exceeds the level: at or above it, never."""
+        return round(self.lta_s * MODEL_RATE) / round(self.sta_s * MODEL_RATE)
+
     @model_validator(mode="after")
     def _consistent(self) -> StaLtaConfig:
         if self.sta_s < 1 / MODEL_RATE:  # 0 samples: no trigger, silently no picks
             raise ValueError(
-                f"sta_s must be at least one sample of the picker's {MODEL_RATE:g} Hz data "
-                f"({1 / MODEL_RATE:g} s), got {self.sta_s:g} s"
+                f"sta_s = {self.sta_s:g}: must be at least one sample of the picker's "
+                f"{MODEL_RATE:g} Hz data ({1 / MODEL_RATE:g} s)"
             )
         if self.lta_s <= self.sta_s:
-            raise ValueError("lta_s must be longer than sta_s")
-        if self.p_trigger_off >= self.p_trigger_on:
-            raise ValueError("p_trigger_off must be below p_trigger_on")
+            raise ValueError(
+                f"lta_s = {self.lta_s:g}: must be longer than sta_s ({self.sta_s:g} s)"
+            )
+        problems = []
+        top = self.max_ratio()
+        lows = (
+            ("p_trigger_on", self.p_trigger_off, f"p_trigger_off ({self.p_trigger_off:g})"),
+            ("s_trigger_on", 1.0, "1"),
+        )
+        for name, low, low_text in lows:
+            value = getattr(self, name)
+            if not low < value < top:
+                problems.append(
+                    f"{name} = {value:g}: must lie above {low_text} and below "
+                    f"lta_s/sta_s ({top:g}), the highest ratio the recursive STA/LTA reaches "
+                    "(it never triggers at or above it)"
+                )
+        for name in ("aic_before_s", "s_aic_before_s", "aic_after_s"):
+            problems += _at_most(
+                name, getattr(self, name), self.lta_s, "lta_s",
+                "the AIC search stays within the noise the LTA measures the onset against",
+            )  # fmt: skip
+        problems += _at_most(
+            "min_trigger_s", self.min_trigger_s, self.lta_s, "lta_s",
+            "a signal lasting one LTA length has raised the LTA to its own level",
+        )  # fmt: skip
         if self.s_max_delay_s <= self.s_min_delay_s:
-            raise ValueError("s_max_delay_s must exceed s_min_delay_s")
+            problems.append(
+                f"s_max_delay_s = {self.s_max_delay_s:g}: must exceed s_min_delay_s "
+                f"({self.s_min_delay_s:g} s)"
+            )
+        refuse(problems)
         return self
 
 
@@ -148,19 +214,32 @@ class PickerConfig(_Section):
         "seeds 2000-2002 in README 'Context windows')",
     )
     detection_margin_s: float = Field(
-        1.0, ge=0, description="a pick may lie this far (s) outside its detection"
+        1.0,
+        ge=0,
+        le=WINDOW_S,
+        description="a pick may lie this far (s) outside its detection (at most one 60 s window)",
     )
-    min_detection_s: float = Field(0.1, ge=0, description="shorter detections (s) are discarded")
+    min_detection_s: float = Field(
+        0.1,
+        ge=0,
+        lt=WINDOW_S,
+        description="shorter detections (s) are discarded (below one 60 s window: the "
+        "detector labels an event within one window)",
+    )
     min_pick_separation_s: float = Field(
         0.5,
         ge=0,
-        description="of two picks of one phase closer than this (s), the weaker is dropped",
+        le=WINDOW_S,
+        description="of two picks of one phase closer than this (s), the weaker is dropped "
+        "(at most one 60 s window: picks further apart are separate arrivals, not twins)",
     )
     gap_guard_s: float = Field(
         1.5,
         ge=0,
+        le=WINDOW_S,
         description="no pick within this many seconds of a gap or of the ends of the data (the "
-        "tapered data there rises like an emergent onset)",
+        "tapered data there rises like an emergent onset); at most one 60 s window, so that "
+        "the data read beyond each chunk keeps its seams covered",
     )
     overlap: float = Field(
         0.3,
@@ -204,16 +283,25 @@ class PickerConfig(_Section):
     mc_time_window_s: float = Field(
         0.5,
         gt=0,
+        le=WINDOW_S,
         description="half-width (s) of the interval around a pick in which each MC pass's "
         "peak is sought (for time_std_s)",
     )
     max_probability_std: float | None = Field(
         None,
-        ge=0,
-        description="drop picks whose MC-dropout probability std exceeds this (None = keep all)",
+        gt=0,
+        le=MAX_PROBABILITY_STD,
+        description="drop picks whose MC-dropout probability std exceeds this (None = keep "
+        "all); needs mc_samples >= 2. At most 0.5, the largest std of a probability",
     )
     freqmin_hz: float = Field(1.0, gt=0, description="band-pass lower corner (Hz)")
-    freqmax_hz: float = Field(45.0, gt=0, description="band-pass upper corner (Hz)")
+    freqmax_hz: float = Field(
+        45.0,
+        gt=0,
+        lt=MODEL_RATE / 2,
+        description="band-pass upper corner (Hz), below 50 Hz: the Nyquist frequency of the "
+        "picker's 100 Hz data",
+    )
     chunk_s: float = Field(
         3600.0,
         ge=300,
@@ -238,14 +326,23 @@ class PickerConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> PickerConfig:
+        problems = []
         if self.mc_samples == 1:
-            raise ValueError("mc_samples must be 0 (off) or at least 2")
+            problems.append("mc_samples = 1: must be 0 (off) or at least 2")
         if self.mc_buffer_bytes() > MC_BUFFER_LIMIT_BYTES:
-            raise ValueError(
-                f"mc_samples {self.mc_samples} with chunk_s {self.chunk_s:g} needs "
+            problems.append(
+                f"mc_samples = {self.mc_samples}: with chunk_s {self.chunk_s:g} needs "
                 f"{self.mc_buffer_bytes() / 2**30:.1f} GiB per station-day for the MC passes "
                 f"(at most {MC_BUFFER_LIMIT_BYTES / 2**30:g} GiB); lower mc_samples or chunk_s"
             )
+        if self.max_probability_std is not None and self.mc_samples < 2:
+            problems.append(
+                f"max_probability_std = {self.max_probability_std:g}: needs mc_samples >= 2 "
+                f"(got {self.mc_samples}: without MC passes every std is 0, nothing is dropped)"
+            )
         if self.freqmax_hz <= self.freqmin_hz:
-            raise ValueError("freqmax_hz must exceed freqmin_hz")
+            problems.append(
+                f"freqmax_hz = {self.freqmax_hz:g}: must exceed freqmin_hz ({self.freqmin_hz:g})"
+            )
+        refuse(problems)
         return self

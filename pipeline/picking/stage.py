@@ -430,13 +430,15 @@ def pick_span(
 
 def chunk_pad(cfg: PickerConfig) -> float:
     """Seconds of data read before and after each chunk: one model window plus
-    :data:`EDGE_S`, and for STA/LTA at least one LTA length plus the AIC search before it
-    plus :data:`EDGE_S`, so that the LTA warm-up (its first ``lta_s`` are zeroed) ends
-    before the chunk does. With ``lta_s`` above 60 s the first ``lta_s - 60`` s of every
-    chunk used to be blind."""
+    :data:`EDGE_S`, and for STA/LTA at least one LTA length plus the latest S delay plus the
+    AIC search before a trigger plus :data:`EDGE_S`, so that the LTA warm-up (its first
+    ``lta_s`` are zeroed) ends before the P of any S in the chunk. With ``lta_s`` above 60 s
+    the first ``lta_s - 60`` s of every chunk used to be blind; with ``lta_s`` 100 s an S
+    early in a chunk whose P came before it was lost (its P fell in the warm-up)."""
     pad = WINDOW / MODEL_RATE + EDGE_S
     if cfg.picker == "stalta":
-        pad = max(pad, cfg.stalta.lta_s + cfg.stalta.aic_before_s + EDGE_S)
+        sta_lta = cfg.stalta
+        pad = max(pad, sta_lta.lta_s + sta_lta.s_max_delay_s + sta_lta.aic_before_s + EDGE_S)
     return pad
 
 

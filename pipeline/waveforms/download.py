@@ -47,7 +47,6 @@ from pipeline.waveforms.fdsn import DataselectClient, DownloadFailed, NoData
 from pipeline.waveforms.inventory import (
     StationChoice,
     inactive_stations,
-    load_inventory,
     select_channels,
     stations_table,
     write_inventory,
@@ -56,24 +55,24 @@ from pipeline.waveforms.inventory import (
 from pipeline.waveforms.params import (
     FDSNSource,
     HinetSource,
-    SDSSource,
     StationSourceConfig,
     StationXMLStations,
     WaveformConfig,
 )
 from pipeline.waveforms.quality import quality_table
 from pipeline.waveforms.sds import (
+    STAGE,
     day_bounds,
     days_in_span,
     file_records,
     remove_stale_temporaries,
     trim_to_window,
+    waveform_root,
     write_channel_day,
 )
+from pipeline.waveforms.station_sources import load_inventory
 
 log = logging.getLogger(__name__)
-
-STAGE = "waveforms"
 
 
 @dataclass(frozen=True)
@@ -89,13 +88,6 @@ class Unit:
     def unit_id(self) -> str:
         """``NET.STA.LOC.PREFIX.YYYY.DOY`` (codes validated, safe as a file name)."""
         return f"{self.choice.seed_id}.{self.day.year:04d}.{self.day.timetuple().tm_yday:03d}"
-
-
-def waveform_root(run: RunDir, cfg: WaveformConfig) -> Path:
-    """The SDS root later stages read: the local archive for an ``sds`` source, else the run's."""
-    if isinstance(cfg.source, SDSSource):
-        return cfg.source.path
-    return run.root / STAGE
 
 
 def plan_units(choices: list[StationChoice], starttime: datetime, endtime: datetime) -> list[Unit]:

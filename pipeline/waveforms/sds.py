@@ -16,10 +16,20 @@ from pathlib import Path
 
 from obspy import Stream, UTCDateTime
 
-from pipeline.rundir import atomic_path, sha256_file
-from pipeline.waveforms.params import check_code
+from pipeline.rundir import RunDir, atomic_path, sha256_file
+from pipeline.waveforms.params import SDSSource, WaveformConfig, check_code
 
 log = logging.getLogger(__name__)
+
+#: The waveform stage's folder in the run directory (and its manifest entry).
+STAGE = "waveforms"
+
+
+def waveform_root(run: RunDir, cfg: WaveformConfig) -> Path:
+    """The SDS root later stages read: the local archive for an ``sds`` source, else the run's."""
+    if isinstance(cfg.source, SDSSource):
+        return cfg.source.path
+    return run.root / STAGE
 
 
 #: Held around every ObsPy miniSEED read or write of eqcat's threads. ObsPy's libmseed wrapper
