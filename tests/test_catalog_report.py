@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import browser
 import numpy as np
@@ -409,11 +410,11 @@ def test_a_font_list_cached_by_another_matplotlib_gets_the_bundled_fonts(monkeyp
     from pipeline.report.figures import register_bundled_fonts
 
     stale = copy.deepcopy(font_manager.fontManager)
-    data = matplotlib.get_data_path()
-    stale.ttflist = [f for f in stale.ttflist if not f.fname.startswith(data)]
+    data = str(Path(matplotlib.get_data_path()).resolve())
+    stale.ttflist = [f for f in stale.ttflist if not str(Path(f.fname).resolve()).startswith(data)]
     monkeypatch.setattr(font_manager, "fontManager", stale)
     with pytest.raises(ValueError):
         stale.findfont("cmsy10", fallback_to_default=False)
     assert register_bundled_fonts() >= 30  # DejaVu, STIX and Computer Modern faces
-    assert stale.findfont("cmsy10", fallback_to_default=False).startswith(data)
+    assert str(Path(stale.findfont("cmsy10", fallback_to_default=False)).resolve()).startswith(data)
     assert register_bundled_fonts() == 0

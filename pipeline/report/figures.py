@@ -40,8 +40,8 @@ def register_bundled_fonts() -> int:
     Returns:
         how many fonts were added (0 with a current cache).
     """
-    known = {Path(entry.fname) for entry in font_manager.fontManager.ttflist}
-    bundled = Path(matplotlib.get_data_path(), "fonts", "ttf")
+    known = {Path(entry.fname).resolve() for entry in font_manager.fontManager.ttflist}
+    bundled = Path(matplotlib.get_data_path(), "fonts", "ttf").resolve()
     missing = sorted(p for p in bundled.glob("*.ttf") if p not in known)
     for path in missing:
         font_manager.fontManager.addfont(str(path))
