@@ -23,8 +23,9 @@ from pipeline.association.octo import (
     write_travel_time_table,
 )
 from pipeline.association.params import PyOctoConfig
-from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA
+from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA, duplicate_picks
 from pipeline.association.synthetic import generate, score
+from pipeline.report.data_quality import data_gaps, terminal_lines
 from pipeline.rundir import RunDir
 from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
 
@@ -148,6 +149,7 @@ def test_empty_picks_give_empty_tables(tmp_path, tottori, scenario, associator):
     assert assignments.empty and list(assignments.columns) == list(ASSIGNMENT_SCHEMA)
     assert entry["counts"] == {
         "picks": 0,
+        "duplicates": 0,
         "rejected_uncertain": 0,
         "assigned": 0,
         "unassigned": 0,
@@ -318,3 +320,65 @@ def test_a_station_beyond_the_travel_time_table_costs_nothing(tmp_path, tottori,
     assert not set(far_picks["pick_id"]) & set(assignments["pick_id"])
     result = score(scenario_, events, assignments.query("~pick_id.str.endswith('_far')"))
     assert result["event_recall"] >= 0.9 and result["pick_precision"] >= 0.9, result
+
+
+def _pick_rows(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    """Picks of (station, phase, seconds after 2000-10-06 13:30, probability)."""
+    t0 = pd.Timestamp("2000-10-06T13:30:00Z")
+    return pd.DataFrame(
+        {
+            "pick_id": [f"p{i}" for i in range(len(rows))],
+            "network": "SY",
+            "station": [r[0] for r in rows],
+            "location": "",
+            "phase": [r[1] for r in rows],
+            "time": [t0 + pd.Timedelta(seconds=r[2]) for r in rows],
+            "probability": [r[3] for r in rows],
+        }
+    )
+
+
+def test_duplicate_picks_are_same_station_and_phase_within_one_sample():
+    picks = _pick_rows(
+        [
+            ("A", "P", 10.000, 0.5),  # p0: copy of p1 (5 ms), weaker
+            ("A", "P", 10.005, 0.9),  # p1: kept
+            ("A", "P", 10.014, 0.4),  # p2: 9 ms after p1: the same arrival
+            ("A", "P", 10.500, 0.4),  # p3: another arrival
+            ("A", "S", 10.005, 0.3),  # p4: other phase
+            ("B", "P", 10.005, 0.3),  # p5: other station
+            ("B", "P", 10.030, 0.3),  # p6: 25 ms later: a pick of its own
+            ("C", "S", 20.000, 0.6),  # p7: equal copies: the earlier stays
+            ("C", "S", 20.000, 0.6),  # p8
+        ]
+    )
+    dup = duplicate_picks(picks)
+    assert picks["pick_id"].to_numpy()[dup].tolist() == ["p0", "p2", "p8"]
+    assert duplicate_picks(picks.iloc[::-1].reset_index(drop=True)).size == 3
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_every_pick_twice_gives_the_events_once(tmp_path, tottori, associator):
+    """Every pick of a picks table repeated 5 ms later: the time associator made every event
+    twice (38 instead of 19) and PyOcto ran 40 times longer; now the copies are left out,
+    counted, and named in the report's failed-or-skipped list and the terminal's data line."""
+    scenario_ = generate(tottori, 20, interval_s=30.0, seed=5)
+    cfg = AssociationConfig(associator=associator)
+    once = associate(_write_run(tmp_path / "once", scenario_), cfg, tottori)
+    copies = scenario_.picks.assign(
+        pick_id=lambda t: t["pick_id"] + "_copy", time=lambda t: t["time"] + pd.Timedelta("5ms")
+    )
+    copies.loc[copies.index[::2], "probability"] = 1.0  # the copy wins half the time
+    picks = pd.concat([scenario_.picks, copies], ignore_index=True)
+    run = _write_run(tmp_path / "twice", scenario_, picks)
+    twice = associate(run, cfg, tottori)
+    assert twice["counts"]["events"] == once["counts"]["events"] > 0
+    assert twice["counts"]["duplicates"] == len(scenario_.picks)
+    assert twice["counts"]["assigned"] + twice["counts"]["unassigned"] == len(picks)
+    assert abs(twice["counts"]["assigned"] - once["counts"]["assigned"]) <= 0.02 * len(copies)
+    assigned = pd.read_parquet(run.path("association", "assignments.parquet"))["pick_id"]
+    assert set(assigned) & set(copies["pick_id"].iloc[::2])
+    assert not set(assigned) & set(copies["pick_id"].iloc[1::2])
+    note = data_gaps(run)["picks/picks.parquet"]
+    assert note.startswith(f"association: {len(scenario_.picks)} duplicate pick(s)")
+    assert any("picks/picks.parquet (association: " in line for line in terminal_lines(run))

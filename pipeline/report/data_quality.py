@@ -188,12 +188,12 @@ def data_gaps(run: RunDir) -> dict[str, str]:
     Station-days that failed (download or picking) or that the picker skipped (every
     component dead), stations the download skipped (no channel matching the priorities,
     invalid codes), HypoInverse trial-depth starts that failed, a relocation whose engine
-    failed (HypoInverse locations kept) and
+    failed (HypoInverse locations kept), duplicate picks the association left out and
     stations the magnitude stage skipped (no instrument response).
     """
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
-    for stage in ("waveforms", "picks", "location", "relocation", "magnitude"):
+    for stage in ("waveforms", "picks", "association", "location", "relocation", "magnitude"):
         details = manifest.get(stage, {}).get("details", {})
         failures = details.get("failures", {})
         if isinstance(failures, dict):
