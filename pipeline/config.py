@@ -134,6 +134,10 @@ class BuildConfig(Section):
         return self.output_dir / self.name
 
 
+#: A rule's message that starts by naming one field of its section: ``field = value: ...``.
+_NAMES_ITS_FIELD = re.compile(r"^[a-z_][a-z0-9_]* = ")
+
+
 def format_validation_errors(exc: ValidationError, source: str) -> str:
     """One line per problem of ``exc``: ``SOURCE: field = value: what is allowed``."""
     lines = []
@@ -142,6 +146,9 @@ def format_validation_errors(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if not loc:  # a rule across fields: the message names them
             lines.append(f"{source}: {msg}")
+        elif isinstance(err.get("input"), dict) and _NAMES_ITS_FIELD.match(msg):
+            # a section's rule across its fields, naming the field (not the whole section)
+            lines.append(f"{source}: {loc}.{msg}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key {loc!r} (not a field of this section)")
         elif err["type"] == "union_tag_invalid":  # e.g. stations: {kind: csv}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -245,7 +246,9 @@ def test_all_picks_over_the_std_gate_leave_everything_unassigned(tmp_path, totto
     run = _write_run(tmp_path, scenario, picks)
     entry = associate(run, AssociationConfig(associator="time"), tottori)
     assert entry["counts"]["events"] == 0
-    assert entry["counts"]["rejected_uncertain"] == len(picks)
+    # two generated false picks fall within 10 ms of a true pick of their station and phase
+    assert entry["counts"]["duplicates"] == 2
+    assert entry["counts"]["rejected_uncertain"] == len(picks) - 2
     assert entry["counts"]["unassigned"] == len(picks)
     assert pd.read_parquet(run.root / "association" / "events.parquet").empty
 
@@ -382,3 +385,62 @@ def test_every_pick_twice_gives_the_events_once(tmp_path, tottori, associator):
     note = data_gaps(run)["picks/picks.parquet"]
     assert note.startswith(f"association: {len(scenario_.picks)} duplicate pick(s)")
     assert any("picks/picks.parquet (association: " in line for line in terminal_lines(run))
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (  # ran for hours: every pick in thousands of overlapping blocks
+            {"time_slicing_s": 0.01},
+            r"association\.pyocto\.time_slicing_s = 0\.01 s: expected at least 10\.9 s, the "
+            r"overlap of PyOcto's time blocks \(the S travel time across the search volume in "
+            r"velocity model 'tottori', whatever the stations\)",
+        ),
+        (
+            {"pick_match_tolerance_s": 100, "tolerance_s": 100},
+            r"association\.pyocto\.pick_match_tolerance_s = 100 s: expected at most \d\d\.\d s, "
+            r"half the longest travel time in the search volume",
+        ),
+        (
+            {"time_before_s": 30, "time_slicing_s": 30, "pick_match_tolerance_s": 16},
+            r".*pick_match_tolerance_s = 16 s: expected at most 15\.0 s, .* \(time_before_s\)",
+        ),
+    ],
+)
+def test_pyocto_timing_out_of_range_is_refused_at_validate(tmp_path, settings, expected):
+    from pipeline.config import parse_config
+    from pipeline.preflight import preflight_problems
+
+    spec = {
+        "name": "t",
+        "starttime": "2000-10-06T00:00:00",
+        "endtime": "2000-10-07T00:00:00",
+        "velocity_model": "tottori",
+        "output_dir": str(tmp_path),
+        "stations": {"kind": "inline", "stations": [{"network": "XX", "station": "X01",
+                                                     "latitude": 35.3, "longitude": 133.4}]},
+        "association": {"associator": "pyocto", "pyocto": settings},
+    }  # fmt: skip
+
+    def association_problems() -> list[str]:  # not "picks.parquet from stage 'pick' missing"
+        problems = preflight_problems(parse_config(spec), ["associate"])
+        return [p for p in problems if p.startswith("association")]
+
+    (problem,) = association_problems()
+    assert re.match(expected, problem), problem
+    spec["association"]["associator"] = "time"  # PyOcto's settings are not used
+    assert association_problems() == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"time_slicing_s": 20.0}, "time_slicing_s = 20 s"), ({"pick_match_tolerance_s": 25.0},
+                                                           "pick_match_tolerance_s = 25 s")],
+)  # fmt: skip
+def test_pyocto_timing_is_checked_again_with_the_stations(tmp_path, tottori, settings, field):
+    """Within the range of any station set (so validate passes), but not for these 18
+    stations 80 km across, whose S waves take 40 s to cross the search volume."""
+    scenario_ = generate(tottori, 5, interval_s=30.0, seed=5)
+    run = _write_run(tmp_path, scenario_)
+    with pytest.raises(AssociationInputError, match=rf"pyocto\.{field}: expected .* these 18 st"):
+        associate(run, AssociationConfig(associator="pyocto", pyocto=settings), tottori)

@@ -30,7 +30,7 @@ import pyocto
 from scipy.spatial import cKDTree
 
 from pipeline import velocity
-from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.core import AssociationInputError, PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.params import PyOctoConfig
 from pipeline.rundir import atomic_write
@@ -161,10 +161,55 @@ def velocity_model_for(
     )
 
 
-def _time_before(model: VelocityModel, stations: StationGeometry, cfg: PyOctoConfig) -> float:
-    """Largest S travel time (s) from the search volume to a station, plus 10%."""
-    distance = min(_max_horizontal_km(stations, cfg), TABLE_MAX_DISTANCE_KM)
+def automatic_time_before(model: VelocityModel, distance_km: float, cfg: PyOctoConfig) -> float:
+    """PyOcto's ``time_before`` (s) for a search volume whose points lie at most
+    ``distance_km`` (horizontal) from a station: the S travel time there from the volume's
+    deepest point, plus 10% (PyOcto's documentation: "roughly the maximum S travel time
+    between any station and the boundary of the study zone")."""
+    distance = min(distance_km, TABLE_MAX_DISTANCE_KM)
     return 1.1 * float(travel_time(model, "S", distance, cfg.zlim_km[1]))
+
+
+def time_before_range(model: VelocityModel, cfg: PyOctoConfig) -> tuple[float, float]:
+    """(smallest, largest) ``time_before`` (s) any station set can give ``cfg``.
+
+    ``cfg.time_before_s`` when set; else from a network of no extent (the search volume is
+    the 2 ``margin_km`` square around it) and from the travel-time table's reach.
+    """
+    if cfg.time_before_s is not None:
+        return cfg.time_before_s, cfg.time_before_s
+    smallest = automatic_time_before(model, 2 * np.sqrt(2) * cfg.margin_km, cfg)
+    return smallest, automatic_time_before(model, TABLE_MAX_DISTANCE_KM, cfg)
+
+
+def timing_problems(cfg: PyOctoConfig, time_before: tuple[float, float], where: str) -> list[str]:
+    """Time settings out of the range ``time_before`` (s; a (smallest, largest) range where
+    the stations are not known yet) leaves them, one line each naming the field, its value
+    and the range; ``where`` says where the time_before comes from.
+
+    - ``time_slicing_s`` at least ``time_before``: blocks shorter than their overlap process
+      every pick more than twice (0.01 s would run for hours; PyOcto's documentation: shorter
+      blocks mean "more picks being processed multiple times").
+    - ``pick_match_tolerance_s`` at most half of ``time_before``: a match window
+      (2 x tolerance) as long as the longest travel time in the search volume lets any pick of
+      a time block match any event (10 s lost a third of 60 generated events and ran 10x
+      longer; 30 s ran 40x longer).
+    """
+    low, high = time_before
+    problems = []
+    if cfg.time_slicing_s < low:
+        problems.append(
+            f"association.pyocto.time_slicing_s = {cfg.time_slicing_s:g} s: expected at least "
+            f"{low:.1f} s, the overlap of PyOcto's time blocks ({where}); shorter blocks "
+            "process every pick more than twice"
+        )
+    if cfg.pick_match_tolerance_s > high / 2:
+        problems.append(
+            f"association.pyocto.pick_match_tolerance_s = {cfg.pick_match_tolerance_s:g} s: "
+            f"expected at most {high / 2:.1f} s, half the longest travel time in the search "
+            f"volume ({where}); a wider match window takes any pick for any event"
+        )
+    return problems
 
 
 def associate_pyocto(
@@ -177,13 +222,24 @@ def associate_pyocto(
     """Run PyOcto on usable picks and return its events in the local frame."""
     if len(picks) == 0:
         return RawAssociation.empty()
+    time_before = cfg.time_before_s or automatic_time_before(
+        model, _max_horizontal_km(stations, cfg), cfg
+    )
+    where = (
+        "time_before_s"
+        if cfg.time_before_s
+        else f"the S travel time across the search volume of these {len(stations)} stations"
+    )
+    problems = timing_problems(cfg, (time_before, time_before), where)
+    if problems:
+        raise AssociationInputError("; ".join(problems))
     xlim, ylim, zlim = _search_volume(stations, cfg)
     associator = pyocto.OctoAssociator(
         xlim=xlim,
         ylim=ylim,
         zlim=zlim,
         velocity_model=velocity_model_for(model, stations, cfg, table_dir),
-        time_before=cfg.time_before_s or _time_before(model, stations, cfg),
+        time_before=time_before,
         min_node_size=cfg.min_node_size_km,
         min_node_size_location=cfg.min_node_size_location_km,
         pick_match_tolerance=cfg.pick_match_tolerance_s,

@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.core import AssociationInputError, PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
 from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
-from pipeline.errors import EqcatInputError
 from pipeline.picking.params import MODEL_RATE
 from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
 from pipeline.velocity import VelocityModel
@@ -66,10 +65,6 @@ ASSIGNMENT_SCHEMA = {
     "phase": "object",
     "residual_s": "float64",
 }
-
-
-class AssociationInputError(EqcatInputError):
-    """Picks or stations that the associators cannot use; the message names what and where."""
 
 
 def _station_id(table: pd.DataFrame) -> pd.Series:
