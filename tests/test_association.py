@@ -28,7 +28,12 @@ from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA, duplicat
 from pipeline.association.synthetic import generate, score
 from pipeline.report.data_quality import data_gaps, terminal_lines
 from pipeline.rundir import RunDir
-from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
+from pipeline.velocity import (
+    VelocityModel,
+    load_velocity_model,
+    travel_time,
+    travel_time_below_surface,
+)
 
 
 @pytest.fixture(scope="module")
@@ -444,3 +449,114 @@ def test_pyocto_timing_is_checked_again_with_the_stations(tmp_path, tottori, set
     run = _write_run(tmp_path, scenario_)
     with pytest.raises(AssociationInputError, match=rf"pyocto\.{field}: expected .* these 18 st"):
         associate(run, AssociationConfig(associator="pyocto", pyocto=settings), tottori)
+
+
+def _ocean_bottom_scenario(tottori, depth_m: float):
+    """A generated scenario in which every third station lies ``depth_m`` below sea level (an
+    ocean-bottom station in a trench), with its picks at the times of a receiver there."""
+    scenario_ = generate(tottori, 30, interval_s=20.0, false_fraction=0.0, seed=4)
+    stations = scenario_.stations.copy()
+    deep = set(stations["station"].iloc[::3])
+    before = stations.set_index("station")["elevation_m"] / 1000.0
+    stations.loc[stations["station"].isin(deep), "elevation_m"] = -depth_m
+    projection = LocalProjection.centred_on(stations["latitude"], stations["longitude"])
+    sx, sy = projection.forward(stations["latitude"], stations["longitude"])
+    at = dict(zip(stations["station"], zip(sx, sy, strict=True), strict=True))
+    ex, ey = projection.forward(scenario_.events["latitude"], scenario_.events["longitude"])
+    picks = scenario_.picks.copy()
+    truth = scenario_.pick_truth.loc[picks["pick_id"]].to_numpy()
+    for i in np.flatnonzero(picks["station"].isin(deep).to_numpy() & (truth >= 0)):
+        pick, event = picks.iloc[i], truth[i]
+        x, y = at[pick["station"]]
+        distance = np.array([np.hypot(ex[event] - x, ey[event] - y)])
+        depth = scenario_.events["depth_km"].iloc[event]
+        surface = (
+            travel_time(tottori, pick["phase"], distance, depth)[0]
+            + before[pick["station"]] / tottori.velocities(pick["phase"])[0]
+        )
+        below = travel_time_below_surface(tottori, pick["phase"], distance, depth, depth_m / 1e3)
+        picks.loc[picks.index[i], "time"] += pd.Timedelta(seconds=float(below[0] - surface))
+    deep_ids = set(picks.loc[picks["station"].isin(deep) & (truth >= 0), "pick_id"])
+    return scenario_, stations, picks, deep_ids
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_ocean_bottom_stations_in_a_trench_are_associated(tmp_path, tottori, associator):
+    """Six of 18 stations 9 km below sea level: the elevation term (-9 km / v_top) made their
+    times 1.7-3 s early for sources above them; the time associator split the 26 events into
+    50 (event precision 0.54), PyOcto assigned 92 of their 250 picks. Now both use the times
+    to a receiver at that depth."""
+    scenario_, stations, picks, deep_ids = _ocean_bottom_scenario(tottori, 9000.0)
+    run = RunDir(tmp_path)
+    picks.to_parquet(run.path("picks", "picks.parquet"))
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    associate(run, AssociationConfig(associator=associator), tottori)
+    events = pd.read_parquet(run.path("association", "events.parquet"))
+    assignments = pd.read_parquet(run.path("association", "assignments.parquet"))
+    result = score(scenario_, events, assignments)
+    assert result["event_precision"] >= 0.95 and result["pick_recall"] >= 0.95, result
+    deep = assignments[assignments["pick_id"].isin(deep_ids)]
+    assert len(deep) >= 0.95 * len(deep_ids)
+    assert deep["residual_s"].abs().median() < 0.2
+
+
+@pytest.mark.parametrize("elevation_m", [-99999.0, 12000.0])
+def test_a_station_elevation_no_site_has_is_named(tmp_path, tottori, scenario, elevation_m):
+    stations = scenario.stations.copy()
+    stations.loc[2, "elevation_m"] = elevation_m
+    run = _write_run(tmp_path, scenario)
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    with pytest.raises(
+        AssociationInputError,
+        match=rf"stations\.csv: station SY\.S003\.: elevation_m = {elevation_m:g}: expected "
+        r"-12262 to 8848\.86 m above sea level",
+    ):
+        associate(run, AssociationConfig(), tottori)
+
+
+def test_a_stationxml_station_at_an_elevation_no_site_has_is_skipped_and_named():
+    """The download skips it with the reason (validate's notes, the report's skipped units),
+    as a station with invalid codes; a trench's ocean-bottom station is kept."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
+
+    from pipeline.waveforms.inventory import select_channels
+
+    def station(code: str, elevation_m: float) -> Station:
+        channel = Channel("HHZ", "", 35.0, 133.0, elevation_m, 0.0, sample_rate=100.0)
+        return Station(code, 35.0, 133.0, elevation_m, channels=[channel])
+
+    inventory = Inventory(
+        [Network("XX", stations=[station("A1", -99999.0), station("B1", -9000.0)])]
+    )
+    skipped: dict[str, str] = {}
+    t0, t1 = UTCDateTime(2000, 10, 6).datetime, UTCDateTime(2000, 10, 7).datetime
+    (choice,) = select_channels(inventory, ["HH?"], ["*"], t0, t1, skipped)
+    assert choice.station == "B1" and choice.elevation_m == -9000.0
+    assert skipped == {
+        "XX.A1": "skipped: elevation_m = -99999: expected -12262 to 8848.86 m above sea level "
+        "(the deepest borehole to the highest summit)"
+    }
+
+
+def test_damaged_station_tables_are_rewritten(tmp_path, tottori, caplog):
+    """The station-specific tables (a station below sea level) are checked as the one-table
+    case is: a table cut short or a missing padding file is rewritten, not handed to PyOcto."""
+    from pipeline.association import octo
+
+    network = _square_network(10.0)
+    network = StationGeometry(
+        network.ids, network.x_km, network.y_km, np.array([-3.0, 0.1, 0.0, -0.5]),
+        network.projection,
+    )  # fmt: skip
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    (folder,) = tmp_path.glob("pyocto_tt_stations_*")
+    first = folder / "XX.A..pyocto"
+    whole = first.read_bytes()
+    first.write_bytes(whole[: len(whole) // 2])
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    assert first.read_bytes() == whole
+    (folder / "n_padding").unlink()
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    assert (folder / "n_padding").is_file()
+    assert caplog.text.count("are damaged; rewritten") == 2

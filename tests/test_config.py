@@ -115,6 +115,16 @@ def test_resolved_config_is_written(tmp_path):
             {"stations": {"kind": "inline", "stations": [{**MINIMAL_STATION, "network": 1}]}},
             "stations.inline.stations.0.network = 1: expected text; YAML read a number, so quote",
         ),
+        (  # a depth in feet, or a placeholder: no station lies there
+            {
+                "stations": {
+                    "kind": "inline",
+                    "stations": [{**MINIMAL_STATION, "elevation_m": -99999}],
+                }
+            },
+            "stations.inline.stations.0.elevation_m = -99999: expected -12262 to 8848.86 m above "
+            "sea level",
+        ),
         (  # PyOcto ran for minutes; a section's rule names its field, not the whole section
             {"association": {"pyocto": {"tolerance_s": 100}}},
             "build.yaml: association.pyocto.tolerance_s = 100 s: expected 0 < tolerance_s <= "

@@ -42,7 +42,7 @@ from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.picking.params import MODEL_RATE
 from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
-from pipeline.velocity import VelocityModel
+from pipeline.velocity import VelocityModel, elevation_problem
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def read_stations(path: Path) -> pd.DataFrame:
     """The station table (``stations.csv``) as id, latitude, longitude, elevation_m.
 
     Several channel prefixes of one station collapse to one row (the first).
+
+    Raises:
+        AssociationInputError: missing columns, a non-numeric coordinate, or an elevation no
+            station can have (:data:`pipeline.velocity.STATION_ELEVATION_RANGE_M`; the
+            download skips such stations, so this is a table written otherwise).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,6 +99,10 @@ def read_stations(path: Path) -> pd.DataFrame:
             raise AssociationInputError(f"{path}: non-numeric {column} for station(s) {bad}")
         table[column] = values
     table["id"] = _station_id(table)
+    for row in table.itertuples(index=False):
+        problem = elevation_problem(row.elevation_m)
+        if problem:
+            raise AssociationInputError(f"{path}: station {row.id}: {problem}")
     return table.drop_duplicates("id")[["id", "latitude", "longitude", "elevation_m"]]
 
 
