@@ -303,3 +303,22 @@ class AssociationConfig(_Section):
         if self.leftover is not None and self.associator != "pyocto":
             raise ValueError("leftover (a second PyOcto pass) needs associator: pyocto")
         return self
+
+
+def minimums(cfg: AssociationConfig) -> dict[str, int]:
+    """The per-event minimums of the configured associator ({name: value}).
+
+    Names: ``n_picks``, ``n_p_picks``, ``n_s_picks``, ``n_p_and_s_picks`` (stations with both),
+    ``min_stations`` (stations with any pick). The time-based associator needs P picks on
+    ``min_stations`` stations (``n_p_picks``).
+    """
+    if cfg.associator == "time":
+        return {"n_p_picks": cfg.min_stations, "min_stations": cfg.min_stations}
+    o = cfg.pyocto
+    return {
+        "n_picks": o.n_picks,
+        "n_p_picks": o.n_p_picks,
+        "n_s_picks": o.n_s_picks,
+        "n_p_and_s_picks": o.n_p_and_s_picks,
+        "min_stations": cfg.min_stations,
+    }
