@@ -560,3 +560,30 @@ def test_damaged_station_tables_are_rewritten(tmp_path, tottori, caplog):
     octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
     assert (folder / "n_padding").is_file()
     assert caplog.text.count("are damaged; rewritten") == 2
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "expected"),
+    [
+        ("probability", [1.5, 7.0, -0.2], "3 pick(s) with column 'probability' not a number "
+                                          "within 0-1, e.g. ['pk00000001', 'pk00000002', "),
+        ("probability", [np.nan] * 3, "3 pick(s) with column 'probability' not a number"),
+        ("probability_std", [-1.0, np.nan, np.inf], "1 pick(s) with column 'probability_std' "
+                                                    "negative or no number, e.g. ['pk00000001']"),
+        ("time", [pd.NaT] * 3, "3 pick(s) with no time in column 'time', e.g. ['pk00000001'"),
+        ("phase", ["Pg", "Sn", "p"], "column 'phase' must be 'P' or 'S', got ['Pg', 'Sn', 'p']"),
+    ],
+)  # fmt: skip
+def test_pick_values_the_associators_cannot_use_are_named(
+    tmp_path, tottori, scenario, column, values, expected
+):
+    """A probability of 7 or a negative std won every conflict (the weight is probability -
+    std_weight * std) and reached the catalog without a word; NaN said only "must not be
+    NaN". Now each names the file, the column, how many picks and which."""
+    picks = scenario.picks.copy()
+    picks[column] = picks[column].astype(object)
+    picks.loc[picks.index[:3], column] = values
+    run = _write_run(tmp_path, scenario, picks.astype({column: scenario.picks[column].dtype}))
+    with pytest.raises(AssociationInputError) as err:
+        associate(run, AssociationConfig(), tottori)
+    assert str(err.value).startswith(str(run.path("picks", "picks.parquet")) + ": " + expected)

@@ -106,7 +106,19 @@ def read_stations(path: Path) -> pd.DataFrame:
     return table.drop_duplicates("id")[["id", "latitude", "longitude", "elevation_m"]]
 
 
+def _refuse_rows(picks: pd.DataFrame, bad: np.ndarray, label: str, what: str) -> None:
+    """Raise :class:`AssociationInputError` naming how many picks are ``bad`` (a boolean
+    mask, shape (N,)) and the first three pick ids, when any is."""
+    if bad.any():
+        ids = picks.loc[bad, "pick_id"].astype(str).head(3).tolist()
+        raise AssociationInputError(f"{label}: {int(bad.sum())} pick(s) with {what}, e.g. {ids}")
+
+
 def _validate_picks(picks: pd.DataFrame, label: str) -> None:
+    """Refuse a picks table the associators cannot use, naming the column and the picks:
+    missing columns, phases other than P and S, repeated pick ids, times that are missing
+    or not times, probabilities that are not numbers within 0-1, and a negative or
+    non-numeric ``probability_std`` (missing is 0)."""
     missing = [c for c in PICK_COLUMNS if c not in picks.columns]
     if missing:
         raise AssociationInputError(f"{label}: missing column(s) {', '.join(missing)}")
@@ -116,8 +128,15 @@ def _validate_picks(picks: pd.DataFrame, label: str) -> None:
     if picks["pick_id"].duplicated().any():
         dup = picks.loc[picks["pick_id"].duplicated(), "pick_id"].head(5).tolist()
         raise AssociationInputError(f"{label}: pick_id values are not unique, e.g. {dup}")
-    if picks["probability"].isna().any() or picks["time"].isna().any():
-        raise AssociationInputError(f"{label}: columns 'time' and 'probability' must not be NaN")
+    times = pd.to_datetime(picks["time"], utc=True, errors="coerce")
+    _refuse_rows(picks, times.isna().to_numpy(), label, "no time in column 'time'")
+    probability = pd.to_numeric(picks["probability"], errors="coerce")
+    outside = ~probability.between(0.0, 1.0).to_numpy()
+    _refuse_rows(picks, outside, label, "column 'probability' not a number within 0-1")
+    if "probability_std" in picks.columns:
+        std = pd.to_numeric(picks["probability_std"], errors="coerce")
+        bad = (std < 0) | (std.isna() & picks["probability_std"].notna())
+        _refuse_rows(picks, bad.to_numpy(), label, "column 'probability_std' negative or no number")
 
 
 #: Two picks of one station (NET.STA.LOC) and phase at most this far apart (s) are one arrival
@@ -247,7 +266,8 @@ def associate_picks(
         rejected_uncertain, assigned, unassigned (duplicates included), events.
 
     Raises:
-        AssociationInputError: missing columns, bad phases, duplicate pick ids, or picks of
+        AssociationInputError: missing columns, bad phases, duplicate pick ids, missing
+            times, probabilities outside 0-1, a negative probability_std, or picks of
             stations that the station table lacks (all such stations named).
     """
     _validate_picks(picks, picks_label)
