@@ -135,7 +135,7 @@ class BuildConfig(Section):
 
 
 #: A line of a section's rule across fields that starts by naming its field (``name = ...``).
-_FIELD_LINE = re.compile(r"^[a-z_]+ = ")
+_FIELD_LINE = re.compile(r"^[a-z_][a-z0-9_]* = ")
 
 
 def format_validation_errors(exc: ValidationError, source: str) -> str:

@@ -381,6 +381,28 @@ def check_hypoinverse(cfg: BuildConfig) -> list[str]:
     return problems
 
 
+def check_association(cfg: BuildConfig) -> list[str]:
+    """PyOcto's time settings fit the overlap of its time blocks
+    (:func:`pipeline.association.octo.timing_problems`); the stations are not known before
+    the download, so against the range any station set gives (the stage checks again with
+    its stations)."""
+    if cfg.association.associator != "pyocto":
+        return []
+    from pipeline.association.octo import time_before_range, timing_problems
+    from pipeline.velocity import load_velocity_model
+
+    octo = cfg.association.pyocto
+    where = (
+        "time_before_s"
+        if octo.time_before_s
+        else f"the S travel time across the search volume in velocity model "
+        f"'{cfg.velocity_model}', whatever the stations"
+    )
+    return timing_problems(
+        octo, time_before_range(load_velocity_model(cfg.velocity_model), octo), where
+    )
+
+
 def check_hypodd(cfg: BuildConfig) -> list[str]:
     """The hypoDD.inp template exists and the configured HypoDD engine is installed."""
     from pipeline.relocation.engine import HypoDDError, engine_command
@@ -434,6 +456,7 @@ CHECKS: tuple[tuple[Callable[[BuildConfig], list[str]], tuple[str, ...] | None],
     (check_download, ("download",)),
     (check_stations, ("download",)),
     (check_weights, ("pick",)),
+    (check_association, ("associate",)),
     (check_hypoinverse, ("locate",)),
     (check_hypodd, ("relocate",)),
     (check_report, ("report",)),

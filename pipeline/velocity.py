@@ -39,6 +39,25 @@ TABLE_MAX_DISTANCE_KM = 400.0
 TABLE_MAX_DEPTH_KM = 60.0
 TABLE_STEP_KM = 0.5
 
+#: Elevations (m above sea level) a station can have: from the bottom of the deepest hole
+#: ever drilled, the Kola Superdeep Borehole SG-3 (12,262 m, 1989), which lies deeper than
+#: the ocean floor anywhere (Challenger Deep, 10,935 +- 6 m, Guinness World Records 2020
+#: submersible survey), up to the highest summit (Mount Everest, 8,848.86 m, 2020 Nepal-China
+#: survey). Ocean-bottom stations in trenches and borehole stations lie within it; a value
+#: outside is a unit or sign error (feet, km, depth given as elevation) or a placeholder.
+STATION_ELEVATION_RANGE_M = (-12262.0, 8848.86)
+
+
+def elevation_problem(elevation_m: float) -> str | None:
+    """Why ``elevation_m`` (m) cannot be a station's elevation, None when it can."""
+    low, high = STATION_ELEVATION_RANGE_M
+    if math.isfinite(elevation_m) and low <= elevation_m <= high:
+        return None
+    return (
+        f"elevation_m = {elevation_m:g}: expected {low:g} to {high:g} m above sea level "
+        "(the deepest borehole to the highest summit)"
+    )
+
 
 @dataclass(frozen=True)
 class VelocityModel:
@@ -301,3 +320,40 @@ def travel_time(
         raise ValueError(f"depth_km must lie in [0, {TABLE_MAX_DEPTH_KM}] km")
     points = np.stack([distance_km.ravel(), depth_km.ravel()], axis=-1)
     return _table(model, phase.upper())(points).reshape(distance_km.shape)
+
+
+def travel_time_below_surface(
+    model: VelocityModel,
+    phase: str,
+    distance_km: np.ndarray,
+    source_depth_km: float,
+    receiver_depth_km: float,
+) -> np.ndarray:
+    """First-arrival time (s) to a receiver below the surface (an ocean-bottom or borehole
+    station under sea level), computed directly rather than from the table.
+
+    A first arrival between two depths (direct wave, or head wave along an interface below
+    both) crosses only the layers below the shallower of the two, so it is the surface time
+    of the model cut at that depth, from the other point (as deep as their separation); a
+    wave that turns above the shallower point (under a faster layer) is not considered, as
+    in :func:`travel_time`.
+
+    Args:
+        model: the 1-D model.
+        phase: "P" or "S".
+        distance_km: epicentral distances, km, shape (N,).
+        source_depth_km, receiver_depth_km: depths below the surface (sea level), km.
+
+    Returns:
+        Travel times, s, shape (N,).
+    """
+    shallow, deep = sorted((float(source_depth_km), float(receiver_depth_km)))
+    tops = model.layer_tops_km
+    first = int(np.searchsorted(tops, shallow, side="right")) - 1
+    cut_tops = np.concatenate([[0.0], tops[first + 1 :] - shallow])
+    velocity = model.velocities(phase)[first:]
+    distance_km = np.asarray(distance_km, dtype=float)
+    return np.minimum(
+        _direct_times(cut_tops, velocity, deep - shallow, distance_km),
+        _head_times(cut_tops, velocity, deep - shallow, distance_km),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -23,10 +24,16 @@ from pipeline.association.octo import (
     write_travel_time_table,
 )
 from pipeline.association.params import PyOctoConfig
-from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA
+from pipeline.association.stage import ASSIGNMENT_SCHEMA, EVENT_SCHEMA, duplicate_picks
 from pipeline.association.synthetic import generate, score
+from pipeline.report.data_quality import data_gaps, terminal_lines
 from pipeline.rundir import RunDir
-from pipeline.velocity import VelocityModel, load_velocity_model, travel_time
+from pipeline.velocity import (
+    VelocityModel,
+    load_velocity_model,
+    travel_time,
+    travel_time_below_surface,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +155,7 @@ def test_empty_picks_give_empty_tables(tmp_path, tottori, scenario, associator):
     assert assignments.empty and list(assignments.columns) == list(ASSIGNMENT_SCHEMA)
     assert entry["counts"] == {
         "picks": 0,
+        "duplicates": 0,
         "rejected_uncertain": 0,
         "assigned": 0,
         "unassigned": 0,
@@ -243,7 +251,9 @@ def test_all_picks_over_the_std_gate_leave_everything_unassigned(tmp_path, totto
     run = _write_run(tmp_path, scenario, picks)
     entry = associate(run, AssociationConfig(associator="time"), tottori)
     assert entry["counts"]["events"] == 0
-    assert entry["counts"]["rejected_uncertain"] == len(picks)
+    # two generated false picks fall within 10 ms of a true pick of their station and phase
+    assert entry["counts"]["duplicates"] == 2
+    assert entry["counts"]["rejected_uncertain"] == len(picks) - 2
     assert entry["counts"]["unassigned"] == len(picks)
     assert pd.read_parquet(run.root / "association" / "events.parquet").empty
 
@@ -318,3 +328,262 @@ def test_a_station_beyond_the_travel_time_table_costs_nothing(tmp_path, tottori,
     assert not set(far_picks["pick_id"]) & set(assignments["pick_id"])
     result = score(scenario_, events, assignments.query("~pick_id.str.endswith('_far')"))
     assert result["event_recall"] >= 0.9 and result["pick_precision"] >= 0.9, result
+
+
+def _pick_rows(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    """Picks of (station, phase, seconds after 2000-10-06 13:30, probability)."""
+    t0 = pd.Timestamp("2000-10-06T13:30:00Z")
+    return pd.DataFrame(
+        {
+            "pick_id": [f"p{i}" for i in range(len(rows))],
+            "network": "SY",
+            "station": [r[0] for r in rows],
+            "location": "",
+            "phase": [r[1] for r in rows],
+            "time": [t0 + pd.Timedelta(seconds=r[2]) for r in rows],
+            "probability": [r[3] for r in rows],
+        }
+    )
+
+
+def test_duplicate_picks_are_same_station_and_phase_within_one_sample():
+    picks = _pick_rows(
+        [
+            ("A", "P", 10.000, 0.5),  # p0: copy of p1 (5 ms), weaker
+            ("A", "P", 10.005, 0.9),  # p1: kept
+            ("A", "P", 10.014, 0.4),  # p2: 9 ms after p1: the same arrival
+            ("A", "P", 10.500, 0.4),  # p3: another arrival
+            ("A", "S", 10.005, 0.3),  # p4: other phase
+            ("B", "P", 10.005, 0.3),  # p5: other station
+            ("B", "P", 10.030, 0.3),  # p6: 25 ms later: a pick of its own
+            ("C", "S", 20.000, 0.6),  # p7: equal copies: the earlier stays
+            ("C", "S", 20.000, 0.6),  # p8
+        ]
+    )
+    dup = duplicate_picks(picks)
+    assert picks["pick_id"].to_numpy()[dup].tolist() == ["p0", "p2", "p8"]
+    assert duplicate_picks(picks.iloc[::-1].reset_index(drop=True)).size == 3
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_every_pick_twice_gives_the_events_once(tmp_path, tottori, associator):
+    """Every pick of a picks table repeated 5 ms later: the time associator made every event
+    twice (38 instead of 19) and PyOcto ran 40 times longer; now the copies are left out,
+    counted, and named in the report's failed-or-skipped list and the terminal's data line."""
+    scenario_ = generate(tottori, 20, interval_s=30.0, seed=5)
+    cfg = AssociationConfig(associator=associator)
+    once = associate(_write_run(tmp_path / "once", scenario_), cfg, tottori)
+    copies = scenario_.picks.assign(
+        pick_id=lambda t: t["pick_id"] + "_copy", time=lambda t: t["time"] + pd.Timedelta("5ms")
+    )
+    copies.loc[copies.index[::2], "probability"] = 1.0  # the copy wins half the time
+    picks = pd.concat([scenario_.picks, copies], ignore_index=True)
+    run = _write_run(tmp_path / "twice", scenario_, picks)
+    twice = associate(run, cfg, tottori)
+    assert twice["counts"]["events"] == once["counts"]["events"] > 0
+    assert twice["counts"]["duplicates"] == len(scenario_.picks)
+    assert twice["counts"]["assigned"] + twice["counts"]["unassigned"] == len(picks)
+    assert abs(twice["counts"]["assigned"] - once["counts"]["assigned"]) <= 0.02 * len(copies)
+    assigned = pd.read_parquet(run.path("association", "assignments.parquet"))["pick_id"]
+    assert set(assigned) & set(copies["pick_id"].iloc[::2])
+    assert not set(assigned) & set(copies["pick_id"].iloc[1::2])
+    note = data_gaps(run)["picks/picks.parquet"]
+    assert note.startswith(f"association: {len(scenario_.picks)} duplicate pick(s)")
+    assert any("picks/picks.parquet (association: " in line for line in terminal_lines(run))
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (  # ran for hours: every pick in thousands of overlapping blocks
+            {"time_slicing_s": 0.01},
+            r"association\.pyocto\.time_slicing_s = 0\.01 s: expected at least 10\.9 s, the "
+            r"overlap of PyOcto's time blocks \(the S travel time across the search volume in "
+            r"velocity model 'tottori', whatever the stations\)",
+        ),
+        (
+            {"pick_match_tolerance_s": 100, "tolerance_s": 100},
+            r"association\.pyocto\.pick_match_tolerance_s = 100 s: expected at most \d\d\.\d s, "
+            r"half the longest travel time in the search volume",
+        ),
+        (
+            {"time_before_s": 30, "time_slicing_s": 30, "pick_match_tolerance_s": 16},
+            r".*pick_match_tolerance_s = 16 s: expected at most 15\.0 s, .* \(time_before_s\)",
+        ),
+    ],
+)
+def test_pyocto_timing_out_of_range_is_refused_at_validate(tmp_path, settings, expected):
+    from pipeline.config import parse_config
+    from pipeline.preflight import preflight_problems
+
+    spec = {
+        "name": "t",
+        "starttime": "2000-10-06T00:00:00",
+        "endtime": "2000-10-07T00:00:00",
+        "velocity_model": "tottori",
+        "output_dir": str(tmp_path),
+        "stations": {"kind": "inline", "stations": [{"network": "XX", "station": "X01",
+                                                     "latitude": 35.3, "longitude": 133.4}]},
+        "association": {"associator": "pyocto", "pyocto": settings},
+    }  # fmt: skip
+
+    def association_problems() -> list[str]:  # not "picks.parquet from stage 'pick' missing"
+        problems = preflight_problems(parse_config(spec), ["associate"])
+        return [p for p in problems if p.startswith("association")]
+
+    (problem,) = association_problems()
+    assert re.match(expected, problem), problem
+    spec["association"]["associator"] = "time"  # PyOcto's settings are not used
+    assert association_problems() == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"time_slicing_s": 20.0}, "time_slicing_s = 20 s"), ({"pick_match_tolerance_s": 25.0},
+                                                           "pick_match_tolerance_s = 25 s")],
+)  # fmt: skip
+def test_pyocto_timing_is_checked_again_with_the_stations(tmp_path, tottori, settings, field):
+    """Within the range of any station set (so validate passes), but not for these 18
+    stations 80 km across, whose S waves take 40 s to cross the search volume."""
+    scenario_ = generate(tottori, 5, interval_s=30.0, seed=5)
+    run = _write_run(tmp_path, scenario_)
+    with pytest.raises(AssociationInputError, match=rf"pyocto\.{field}: expected .* these 18 st"):
+        associate(run, AssociationConfig(associator="pyocto", pyocto=settings), tottori)
+
+
+def _ocean_bottom_scenario(tottori, depth_m: float):
+    """A generated scenario in which every third station lies ``depth_m`` below sea level (an
+    ocean-bottom station in a trench), with its picks at the times of a receiver there."""
+    scenario_ = generate(tottori, 30, interval_s=20.0, false_fraction=0.0, seed=4)
+    stations = scenario_.stations.copy()
+    deep = set(stations["station"].iloc[::3])
+    before = stations.set_index("station")["elevation_m"] / 1000.0
+    stations.loc[stations["station"].isin(deep), "elevation_m"] = -depth_m
+    projection = LocalProjection.centred_on(stations["latitude"], stations["longitude"])
+    sx, sy = projection.forward(stations["latitude"], stations["longitude"])
+    at = dict(zip(stations["station"], zip(sx, sy, strict=True), strict=True))
+    ex, ey = projection.forward(scenario_.events["latitude"], scenario_.events["longitude"])
+    picks = scenario_.picks.copy()
+    truth = scenario_.pick_truth.loc[picks["pick_id"]].to_numpy()
+    for i in np.flatnonzero(picks["station"].isin(deep).to_numpy() & (truth >= 0)):
+        pick, event = picks.iloc[i], truth[i]
+        x, y = at[pick["station"]]
+        distance = np.array([np.hypot(ex[event] - x, ey[event] - y)])
+        depth = scenario_.events["depth_km"].iloc[event]
+        surface = (
+            travel_time(tottori, pick["phase"], distance, depth)[0]
+            + before[pick["station"]] / tottori.velocities(pick["phase"])[0]
+        )
+        below = travel_time_below_surface(tottori, pick["phase"], distance, depth, depth_m / 1e3)
+        picks.loc[picks.index[i], "time"] += pd.Timedelta(seconds=float(below[0] - surface))
+    deep_ids = set(picks.loc[picks["station"].isin(deep) & (truth >= 0), "pick_id"])
+    return scenario_, stations, picks, deep_ids
+
+
+@pytest.mark.parametrize("associator", ["time", "pyocto"])
+def test_ocean_bottom_stations_in_a_trench_are_associated(tmp_path, tottori, associator):
+    """Six of 18 stations 9 km below sea level: the elevation term (-9 km / v_top) made their
+    times 1.7-3 s early for sources above them; the time associator split the 26 events into
+    50 (event precision 0.54), PyOcto assigned 92 of their 250 picks. Now both use the times
+    to a receiver at that depth."""
+    scenario_, stations, picks, deep_ids = _ocean_bottom_scenario(tottori, 9000.0)
+    run = RunDir(tmp_path)
+    picks.to_parquet(run.path("picks", "picks.parquet"))
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    associate(run, AssociationConfig(associator=associator), tottori)
+    events = pd.read_parquet(run.path("association", "events.parquet"))
+    assignments = pd.read_parquet(run.path("association", "assignments.parquet"))
+    result = score(scenario_, events, assignments)
+    assert result["event_precision"] >= 0.95 and result["pick_recall"] >= 0.95, result
+    deep = assignments[assignments["pick_id"].isin(deep_ids)]
+    assert len(deep) >= 0.95 * len(deep_ids)
+    assert deep["residual_s"].abs().median() < 0.2
+
+
+@pytest.mark.parametrize("elevation_m", [-99999.0, 12000.0])
+def test_a_station_elevation_no_site_has_is_named(tmp_path, tottori, scenario, elevation_m):
+    stations = scenario.stations.copy()
+    stations.loc[2, "elevation_m"] = elevation_m
+    run = _write_run(tmp_path, scenario)
+    stations.to_csv(run.path("waveforms", "stations.csv"), index=False)
+    with pytest.raises(
+        AssociationInputError,
+        match=rf"stations\.csv: station SY\.S003\.: elevation_m = {elevation_m:g}: expected "
+        r"-12262 to 8848\.86 m above sea level",
+    ):
+        associate(run, AssociationConfig(), tottori)
+
+
+def test_a_stationxml_station_at_an_elevation_no_site_has_is_skipped_and_named():
+    """The download skips it with the reason (validate's notes, the report's skipped units),
+    as a station with invalid codes; a trench's ocean-bottom station is kept."""
+    from obspy import Inventory, UTCDateTime
+    from obspy.core.inventory import Channel, Network, Station
+
+    from pipeline.waveforms.inventory import select_channels
+
+    def station(code: str, elevation_m: float) -> Station:
+        channel = Channel("HHZ", "", 35.0, 133.0, elevation_m, 0.0, sample_rate=100.0)
+        return Station(code, 35.0, 133.0, elevation_m, channels=[channel])
+
+    inventory = Inventory(
+        [Network("XX", stations=[station("A1", -99999.0), station("B1", -9000.0)])]
+    )
+    skipped: dict[str, str] = {}
+    t0, t1 = UTCDateTime(2000, 10, 6).datetime, UTCDateTime(2000, 10, 7).datetime
+    (choice,) = select_channels(inventory, ["HH?"], ["*"], t0, t1, skipped)
+    assert choice.station == "B1" and choice.elevation_m == -9000.0
+    assert skipped == {
+        "XX.A1": "skipped: elevation_m = -99999: expected -12262 to 8848.86 m above sea level "
+        "(the deepest borehole to the highest summit)"
+    }
+
+
+def test_damaged_station_tables_are_rewritten(tmp_path, tottori, caplog):
+    """The station-specific tables (a station below sea level) are checked as the one-table
+    case is: a table cut short or a missing padding file is rewritten, not handed to PyOcto."""
+    from pipeline.association import octo
+
+    network = _square_network(10.0)
+    network = StationGeometry(
+        network.ids, network.x_km, network.y_km, np.array([-3.0, 0.1, 0.0, -0.5]),
+        network.projection,
+    )  # fmt: skip
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    (folder,) = tmp_path.glob("pyocto_tt_stations_*")
+    first = folder / "XX.A..pyocto"
+    whole = first.read_bytes()
+    first.write_bytes(whole[: len(whole) // 2])
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    assert first.read_bytes() == whole
+    (folder / "n_padding").unlink()
+    octo.velocity_model_for(tottori, network, PyOctoConfig(), tmp_path)
+    assert (folder / "n_padding").is_file()
+    assert caplog.text.count("are damaged; rewritten") == 2
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "expected"),
+    [
+        ("probability", [1.5, 7.0, -0.2], "3 pick(s) with column 'probability' not a number "
+                                          "within 0-1, e.g. ['pk00000001', 'pk00000002', "),
+        ("probability", [np.nan] * 3, "3 pick(s) with column 'probability' not a number"),
+        ("probability_std", [-1.0, np.nan, np.inf], "1 pick(s) with column 'probability_std' "
+                                                    "negative or no number, e.g. ['pk00000001']"),
+        ("time", [pd.NaT] * 3, "3 pick(s) with no time in column 'time', e.g. ['pk00000001'"),
+        ("phase", ["Pg", "Sn", "p"], "column 'phase' must be 'P' or 'S', got ['Pg', 'Sn', 'p']"),
+    ],
+)  # fmt: skip
+def test_pick_values_the_associators_cannot_use_are_named(
+    tmp_path, tottori, scenario, column, values, expected
+):
+    """A probability of 7 or a negative std won every conflict (the weight is probability -
+    std_weight * std) and reached the catalog without a word; NaN said only "must not be
+    NaN". Now each names the file, the column, how many picks and which."""
+    picks = scenario.picks.copy()
+    picks[column] = picks[column].astype(object)
+    picks.loc[picks.index[:3], column] = values
+    run = _write_run(tmp_path, scenario, picks.astype({column: scenario.picks[column].dtype}))
+    with pytest.raises(AssociationInputError) as err:
+        associate(run, AssociationConfig(), tottori)
+    assert str(err.value).startswith(str(run.path("picks", "picks.parquet")) + ": " + expected)

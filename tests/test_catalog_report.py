@@ -364,6 +364,58 @@ def test_an_empty_catalog_of_unassociated_picks_names_their_phases(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("association", "phases", "expected"),
+    [
+        (  # P at 2 stations, S at 4: the time associator needs P at min_stations = 3
+            {"associator": "time"},
+            ["P", "P", "S", "S", "S", "S"],
+            "(2 stations with P picks in all, fewer than the 3 an event of the time associator "
+            "needs (association.min_stations = 3))",
+        ),
+        (
+            {"associator": "pyocto"},
+            ["S"] * 6,
+            "(0 stations with P picks in all, fewer than the 3 an event of the pyocto associator "
+            "needs (association.pyocto.n_p_picks = 3))",
+        ),
+        (
+            {"associator": "pyocto", "pyocto": {"n_p_picks": 0, "n_s_picks": 0}},
+            ["P"] * 6,
+            "(0 stations with both P and S picks in all, fewer than the 1 an event of the pyocto "
+            "associator needs (association.pyocto.n_p_and_s_picks = 1))",
+        ),
+        (  # every minimum within reach: the picks did not coincide
+            {"associator": "time"},
+            ["P", "P", "P", "S", "S", "S"],
+            "(too few stations with coinciding picks)",
+        ),
+    ],
+)
+def test_an_empty_catalog_names_the_minimum_no_event_can_reach(
+    tmp_path, association, phases, expected
+):
+    """P picks at fewer stations than an event needs said only "too few stations with
+    coinciding picks"; now the report and the build's last lines name the count and the
+    setting."""
+    from pipeline.association import AssociationConfig
+    from pipeline.report.data_quality import DataQuality, empty_catalog_reason, terminal_lines
+
+    run = RunDir(tmp_path / "run")
+    stations = ["A", "B", "C", "D", "E", "F"]
+    station = stations[:2] + stations[:4] if phases.count("P") == 2 else stations
+    picks = pd.DataFrame({"network": "XX", "station": station, "phase": phases})
+    config = AssociationConfig.model_validate(association).model_dump(mode="json")
+    run.record_stage("association", counts={"events": 0}, details={"config": config})
+    reason = empty_catalog_reason(run, None, picks, 0)
+    assert reason.endswith("but the associator formed no event from them " + expected)
+    quality = DataQuality(pd.DataFrame(), empty_reason=reason).to_dict()
+    report = run.root / "report"
+    report.mkdir()
+    (report / "completeness.json").write_text(json.dumps({"summary": {"data_quality": quality}}))
+    assert terminal_lines(run)[0] == f"catalog: no events: {reason}"
+
+
 def test_a_long_failure_list_folds_in_the_summary_and_loses_none():
     from pipeline.report.data_quality import TERMINAL_MAX_NAMED, DataQuality, failures_cell
 

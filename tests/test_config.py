@@ -115,6 +115,34 @@ def test_resolved_config_is_written(tmp_path):
             {"stations": {"kind": "inline", "stations": [{**MINIMAL_STATION, "network": 1}]}},
             "stations.inline.stations.0.network = 1: expected text; YAML read a number, so quote",
         ),
+        (  # a depth in feet, or a placeholder: no station lies there
+            {
+                "stations": {
+                    "kind": "inline",
+                    "stations": [{**MINIMAL_STATION, "elevation_m": -99999}],
+                }
+            },
+            "stations.inline.stations.0.elevation_m = -99999: expected -12262 to 8848.86 m above "
+            "sea level",
+        ),
+        (  # PyOcto ran for minutes; a section's rule names its field, not the whole section
+            {"association": {"pyocto": {"tolerance_s": 100}}},
+            "build.yaml: association.pyocto.tolerance_s = 100 s: expected 0 < tolerance_s <= "
+            "pick_match_tolerance_s (0.6 s)",
+        ),
+        (
+            {"association": {"pyocto": {"min_node_size_km": 1.0}}},
+            "association.pyocto.min_node_size_location_km = 1.5 km: expected below "
+            "min_node_size_km (1 km)",
+        ),
+        (
+            {"association": {"pyocto": {"time_before_s": 30, "time_slicing_s": 10}}},
+            "association.pyocto.time_slicing_s = 10 s: expected at least time_before_s (30 s)",
+        ),
+        (
+            {"association": {"pyocto": {"margin_km": 5000}}},
+            "build.yaml: association.pyocto.margin_km = 5000.0 km: at most 400 km",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_field(tmp_path, change, expected):

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from pipeline.velocity import available_models, load_velocity_model, travel_time
+from pipeline.velocity import (
+    available_models,
+    elevation_problem,
+    load_velocity_model,
+    travel_time,
+    travel_time_below_surface,
+)
 
 
 def test_shipped_models_load():
@@ -162,3 +168,51 @@ def test_a_folder_is_not_a_model(tmp_path):
     folder.mkdir()
     with pytest.raises(ValueError, match="is a folder; expected a velocity model YAML file"):
         load_velocity_model(folder)
+
+
+@pytest.mark.parametrize(("source_km", "receiver_km"), [(8.0, 3.0), (3.0, 8.0), (5.0, 5.0)])
+def test_a_receiver_below_the_surface_of_a_half_space_sees_a_straight_ray(
+    tmp_path, source_km, receiver_km
+):
+    path = tmp_path / "half.yaml"
+    path.write_text("name: half\nvp_vs: 1.75\nlayers:\n  - {top_km: 0.0, vp: 6.0}\n")
+    model = load_velocity_model(path)
+    dist = np.array([0.0, 3.0, 10.0, 40.0])
+    expected = np.hypot(dist, source_km - receiver_km) / 6.0
+    got = travel_time_below_surface(model, "P", dist, source_km, receiver_km)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_a_receiver_below_the_surface_of_a_layered_model():
+    """At the surface it is the table's time; below, reciprocal, and a vertical ray sums
+    the layer times between the two depths (an ocean-bottom station 9 km down and a source
+    2 km down: 1.22 s, where the surface time plus the elevation term gave -1.35 s)."""
+    model = load_velocity_model("tottori")
+    dist = np.array([0.0, 5.0, 20.0, 60.0, 150.0])
+    for depth in (0.0, 2.0, 7.5, 20.0):
+        np.testing.assert_allclose(
+            travel_time_below_surface(model, "P", dist, depth, 0.0),
+            travel_time(model, "P", dist, depth),
+            atol=2e-3,
+        )
+    np.testing.assert_allclose(
+        travel_time_below_surface(model, "S", dist, 2.0, 9.0),
+        travel_time_below_surface(model, "S", dist, 9.0, 2.0),
+    )
+    vertical = 1.0 / model.vp_km_s[0] + 3.0 / model.vp_km_s[1] + 3.0 / model.vp_km_s[2]
+    got = travel_time_below_surface(model, "P", np.array([0.0]), 2.0, 9.0)[0]
+    assert got == pytest.approx(vertical, abs=1e-3) and got == pytest.approx(1.221, abs=1e-3)
+    surface_with_term = travel_time(model, "P", 0.0, 2.0) - 9.0 / model.vp_km_s[0]
+    assert surface_with_term < -1.3
+
+
+@pytest.mark.parametrize("elevation_m", [-10994.0, -9000.0, -3000.0, 0.0, 4500.0, 8848.0])
+def test_station_elevations_of_real_sites_pass(elevation_m):
+    assert elevation_problem(elevation_m) is None
+
+
+@pytest.mark.parametrize("elevation_m", [-99999.0, -15000.0, 9000.0, 29029.0, float("nan")])
+def test_station_elevations_no_site_has_are_named(elevation_m):
+    assert elevation_problem(elevation_m).startswith(
+        f"elevation_m = {elevation_m:g}: expected -12262 to 8848.86 m above sea level"
+    )

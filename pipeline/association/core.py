@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import EqcatInputError
+
+
+class AssociationInputError(EqcatInputError):
+    """Picks, stations or settings that the associators cannot use; the message names what
+    and where."""
+
 
 @dataclass(frozen=True)
 class PickArrays:

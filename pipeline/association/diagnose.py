@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.association.params import AssociationConfig
+from pipeline.association.params import AssociationConfig, minimums
 from pipeline.cli import finite, output_file
 from pipeline.errors import EqcatInputError
 from pipeline.rundir import read_run_table, require_run_dir
@@ -52,25 +52,6 @@ from pipeline.score_losses import RunTables, classify_true_events
 #: Reasons of :mod:`pipeline.score_losses` that belong to the association stage.
 ASSOCIATION_LOSSES = ("not_associated", "split", "merged")
 CAUSES = ("below_minimums", "picks_taken", "missed")
-
-
-def minimums(cfg: AssociationConfig) -> dict[str, int]:
-    """The per-event minimums of the configured associator ({name: value}).
-
-    Names: ``n_picks``, ``n_p_picks``, ``n_s_picks``, ``n_p_and_s_picks`` (stations with both),
-    ``min_stations`` (stations with any pick). The time-based associator needs P picks on
-    ``min_stations`` stations (``n_p_picks``).
-    """
-    if cfg.associator == "time":
-        return {"n_p_picks": cfg.min_stations, "min_stations": cfg.min_stations}
-    o = cfg.pyocto
-    return {
-        "n_picks": o.n_picks,
-        "n_p_picks": o.n_p_picks,
-        "n_s_picks": o.n_s_picks,
-        "n_p_and_s_picks": o.n_p_and_s_picks,
-        "min_stations": cfg.min_stations,
-    }
 
 
 def leftover_minimums(cfg: AssociationConfig) -> dict[str, int] | None:

@@ -6,7 +6,11 @@ well below a grid node over a few hundred km).
 
 Travel times follow :func:`pipeline.velocity.travel_time` (source depth below sea level,
 receiver at the surface) plus an elevation term ``elevation_km / v_top`` for the vertical
-path through the station's topography, the same correction PyOcto's 1-D model applies.
+path through the station's topography, the same correction PyOcto's 1-D model applies. A
+station below sea level (an ocean-bottom or borehole station) lies inside the model: its
+times are computed for a receiver at that depth
+(:func:`pipeline.velocity.travel_time_below_surface`); the elevation term would make them
+negative for sources above it (-9 km / 5.2 km/s = -1.7 s).
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
-from pipeline.velocity import TABLE_MAX_DISTANCE_KM, VelocityModel, travel_time
+from pipeline.velocity import (
+    TABLE_MAX_DISTANCE_KM,
+    VelocityModel,
+    travel_time,
+    travel_time_below_surface,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,25 @@ class StationGeometry:
         )
 
 
+def receiver_times(
+    model: VelocityModel,
+    phase: str,
+    elevation_km: float,
+    distance_km: np.ndarray,
+    source_depth_km: float,
+) -> np.ndarray:
+    """Travel times (s) from sources at one depth (km below sea level) and ``distance_km``
+    (shape (N,), within the table's reach) to one station at ``elevation_km``, shape (N,).
+
+    Above sea level: the table's surface time plus the elevation term; below: the time to a
+    receiver at that depth (module docstring).
+    """
+    if elevation_km >= 0:
+        top_velocity = model.velocities(phase)[0]
+        return travel_time(model, phase, distance_km, source_depth_km) + elevation_km / top_velocity
+    return travel_time_below_surface(model, phase, distance_km, source_depth_km, -elevation_km)
+
+
 def station_travel_times(
     model: VelocityModel,
     phase: str,
@@ -133,4 +161,11 @@ def station_travel_times(
         np.broadcast_to(depth_km[:, None], distance.shape),
     )
     top_velocity = model.velocities(phase)[0]
-    return np.where(beyond, np.inf, times + stations.elevation_km[None, :] / top_velocity)
+    times = times + np.maximum(stations.elevation_km, 0.0)[None, :] / top_velocity
+    for k in np.flatnonzero(stations.elevation_km < 0):
+        for depth in np.unique(depth_km):
+            rows = depth_km == depth
+            times[rows, k] = receiver_times(
+                model, phase, stations.elevation_km[k], distance[rows, k], depth
+            )
+    return np.where(beyond, np.inf, times)

@@ -198,7 +198,42 @@ class PyOctoConfig(_Section):
         _within_table_reach(self.margin_km, "margin_km")
         if self.location_split_return >= self.location_split_depth:
             raise ValueError("location_split_return must be smaller than location_split_depth")
+        self._pyocto_rules()
         return self
+
+    def _pyocto_rules(self) -> None:
+        """Refuse settings outside the ranges PyOcto's documentation ("How to set the
+        parameters", pyocto.readthedocs.io) and its search give them.
+
+        - ``tolerance_s`` at most ``pick_match_tolerance_s``: an event keeps only the picks
+          within the match tolerance of its location, so a wider pick-in-node test only keeps
+          nodes alive (60 generated events, 18 stations: 0.6 s found the 60 events in 0.6 s;
+          2 s found 63 in 1.7 s, 4 s 72 in 25 s, 8 s 59 in 101 s, with fewer picks assigned).
+        - ``min_node_size_location_km`` below ``min_node_size_km`` ("should always be smaller").
+        - ``time_slicing_s`` at least ``time_before_s`` when that is given (the blocks' overlap;
+          shorter blocks process each pick more than twice); the automatic ``time_before_s``
+          depends on the stations and is checked by :func:`pipeline.association.octo.
+          timing_problems`.
+        """
+        if self.tolerance_s > self.pick_match_tolerance_s:
+            raise ValueError(
+                f"tolerance_s = {self.tolerance_s:g} s: expected 0 < tolerance_s <= "
+                f"pick_match_tolerance_s ({self.pick_match_tolerance_s:g} s); a pick farther "
+                "than that from its event's predicted time is dropped anyway, and a wider "
+                "search only runs longer and adds false events"
+            )
+        if self.min_node_size_location_km >= self.min_node_size_km:
+            raise ValueError(
+                f"min_node_size_location_km = {self.min_node_size_location_km:g} km: expected "
+                f"below min_node_size_km ({self.min_node_size_km:g} km), as PyOcto's "
+                "documentation asks"
+            )
+        if self.time_before_s is not None and self.time_slicing_s < self.time_before_s:
+            raise ValueError(
+                f"time_slicing_s = {self.time_slicing_s:g} s: expected at least time_before_s "
+                f"({self.time_before_s:g} s), the overlap of PyOcto's time blocks (shorter "
+                "blocks process every pick more than twice)"
+            )
 
 
 class LeftoverConfig(_Section):
@@ -268,3 +303,22 @@ class AssociationConfig(_Section):
         if self.leftover is not None and self.associator != "pyocto":
             raise ValueError("leftover (a second PyOcto pass) needs associator: pyocto")
         return self
+
+
+def minimums(cfg: AssociationConfig) -> dict[str, int]:
+    """The per-event minimums of the configured associator ({name: value}).
+
+    Names: ``n_picks``, ``n_p_picks``, ``n_s_picks``, ``n_p_and_s_picks`` (stations with both),
+    ``min_stations`` (stations with any pick). The time-based associator needs P picks on
+    ``min_stations`` stations (``n_p_picks``).
+    """
+    if cfg.associator == "time":
+        return {"n_p_picks": cfg.min_stations, "min_stations": cfg.min_stations}
+    o = cfg.pyocto
+    return {
+        "n_picks": o.n_picks,
+        "n_p_picks": o.n_p_picks,
+        "n_s_picks": o.n_s_picks,
+        "n_p_and_s_picks": o.n_p_and_s_picks,
+        "min_stations": cfg.min_stations,
+    }

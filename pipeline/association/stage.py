@@ -12,16 +12,17 @@ associator and writes, whichever associator ran:
     event_id, pick_id, phase ("P" | "S"), residual_s (observed - predicted, s; NaN when
     unknown).
 
-Every pick is either assigned to exactly one event or left unassigned; the manifest counts
-both (``assigned``, ``unassigned``, and among the unassigned ``rejected_uncertain``, picks
-over the MC-dropout std gate). Rules applied to both associators' output: a pick claimed by
-several events stays with the one where its |residual| is smallest; an event keeps at most
-one P and one S pick per station (the higher weight wins, weight = probability -
-std_weight × probability_std); events left with fewer than ``min_stations`` stations are
-dissolved (their picks become unassigned). With ``leftover`` set (PyOcto only), a second
-PyOcto pass with its own minimums adds events among the unassigned picks, and with
-``merge_window_s`` > 0, events that are halves of one event are then merged (both in
-:mod:`.refine`), each followed by the same rules.
+Every pick is either assigned to exactly one event or left unassigned; the manifest counts both
+(``assigned``, ``unassigned``, and among the unassigned ``duplicates``, copies of another pick
+of the same station and phase within one sample, and ``rejected_uncertain``, picks over the
+MC-dropout std gate; duplicates reach the report as a skipped unit). Rules applied to both
+associators' output: a pick claimed by several events stays with the one where its |residual|
+is smallest; an event keeps at most one P and one S pick per station (the higher weight wins,
+weight = probability - std_weight × probability_std); events left with fewer than
+``min_stations`` stations are dissolved (their picks become unassigned). With ``leftover`` set
+(PyOcto only), a second PyOcto pass with its own minimums adds events among the unassigned
+picks, and with ``merge_window_s`` > 0, events that are halves of one event are then merged
+(both in :mod:`.refine`), each followed by the same rules.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.association.core import PickArrays, RawAssociation
+from pipeline.association.core import AssociationInputError, PickArrays, RawAssociation
 from pipeline.association.geometry import StationGeometry
 from pipeline.association.octo import associate_pyocto
 from pipeline.association.params import AssociationConfig
 from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
-from pipeline.errors import EqcatInputError
+from pipeline.picking.params import MODEL_RATE
 from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
-from pipeline.velocity import VelocityModel
+from pipeline.velocity import VelocityModel, elevation_problem
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ ASSIGNMENT_SCHEMA = {
 }
 
 
-class AssociationInputError(EqcatInputError):
-    """Picks or stations that the associators cannot use; the message names what and where."""
-
-
 def _station_id(table: pd.DataFrame) -> pd.Series:
     """'NET.STA.LOC' per row (empty location when missing)."""
     location = table["location"].fillna("").astype(str)
@@ -80,6 +77,11 @@ def read_stations(path: Path) -> pd.DataFrame:
     """The station table (``stations.csv``) as id, latitude, longitude, elevation_m.
 
     Several channel prefixes of one station collapse to one row (the first).
+
+    Raises:
+        AssociationInputError: missing columns, a non-numeric coordinate, or an elevation no
+            station can have (:data:`pipeline.velocity.STATION_ELEVATION_RANGE_M`; the
+            download skips such stations, so this is a table written otherwise).
     """
     path = Path(path)
     if not path.is_file():
@@ -97,10 +99,26 @@ def read_stations(path: Path) -> pd.DataFrame:
             raise AssociationInputError(f"{path}: non-numeric {column} for station(s) {bad}")
         table[column] = values
     table["id"] = _station_id(table)
+    for row in table.itertuples(index=False):
+        problem = elevation_problem(row.elevation_m)
+        if problem:
+            raise AssociationInputError(f"{path}: station {row.id}: {problem}")
     return table.drop_duplicates("id")[["id", "latitude", "longitude", "elevation_m"]]
 
 
+def _refuse_rows(picks: pd.DataFrame, bad: np.ndarray, label: str, what: str) -> None:
+    """Raise :class:`AssociationInputError` naming how many picks are ``bad`` (a boolean
+    mask, shape (N,)) and the first three pick ids, when any is."""
+    if bad.any():
+        ids = picks.loc[bad, "pick_id"].astype(str).head(3).tolist()
+        raise AssociationInputError(f"{label}: {int(bad.sum())} pick(s) with {what}, e.g. {ids}")
+
+
 def _validate_picks(picks: pd.DataFrame, label: str) -> None:
+    """Refuse a picks table the associators cannot use, naming the column and the picks:
+    missing columns, phases other than P and S, repeated pick ids, times that are missing
+    or not times, probabilities that are not numbers within 0-1, and a negative or
+    non-numeric ``probability_std`` (missing is 0)."""
     missing = [c for c in PICK_COLUMNS if c not in picks.columns]
     if missing:
         raise AssociationInputError(f"{label}: missing column(s) {', '.join(missing)}")
@@ -110,8 +128,60 @@ def _validate_picks(picks: pd.DataFrame, label: str) -> None:
     if picks["pick_id"].duplicated().any():
         dup = picks.loc[picks["pick_id"].duplicated(), "pick_id"].head(5).tolist()
         raise AssociationInputError(f"{label}: pick_id values are not unique, e.g. {dup}")
-    if picks["probability"].isna().any() or picks["time"].isna().any():
-        raise AssociationInputError(f"{label}: columns 'time' and 'probability' must not be NaN")
+    times = pd.to_datetime(picks["time"], utc=True, errors="coerce")
+    _refuse_rows(picks, times.isna().to_numpy(), label, "no time in column 'time'")
+    probability = pd.to_numeric(picks["probability"], errors="coerce")
+    outside = ~probability.between(0.0, 1.0).to_numpy()
+    _refuse_rows(picks, outside, label, "column 'probability' not a number within 0-1")
+    if "probability_std" in picks.columns:
+        std = pd.to_numeric(picks["probability_std"], errors="coerce")
+        bad = (std < 0) | (std.isna() & picks["probability_std"].notna())
+        _refuse_rows(picks, bad.to_numpy(), label, "column 'probability_std' negative or no number")
+
+
+#: Two picks of one station (NET.STA.LOC) and phase at most this far apart (s) are one arrival
+#: reported twice: one sample of the data every picker works on
+#: (:data:`pipeline.picking.params.MODEL_RATE`, 100 Hz), the resolution of a pick time. The
+#: picker itself never keeps two picks of one phase closer than ``min_pick_separation_s``.
+DUPLICATE_TOLERANCE_S = 1.0 / MODEL_RATE
+
+
+def duplicate_picks(picks: pd.DataFrame, tolerance_s: float = DUPLICATE_TOLERANCE_S) -> np.ndarray:
+    """Rows (positions) of ``picks`` that repeat another pick: same station id and phase,
+    within ``tolerance_s`` of it (chains of such picks count as one arrival).
+
+    Of each group the pick with the highest probability stays (ties: the lower
+    ``probability_std``, then the earlier time); the others are returned, shape (D,), sorted.
+    An associator would otherwise take each copy as a pick of its own (the time-based one made
+    every event twice; PyOcto ran 40x longer and left the copies unassigned).
+    """
+    if len(picks) < 2:
+        return np.zeros(0, dtype=np.int64)
+    times = pd.to_datetime(picks["time"], utc=True)
+    seconds = (times - times.min()).dt.total_seconds().to_numpy()
+    key = (_station_id(picks) + "|" + picks["phase"].astype(str)).to_numpy()
+    std = (
+        picks["probability_std"].fillna(0.0).to_numpy(dtype=float)
+        if "probability_std" in picks.columns
+        else np.zeros(len(picks))
+    )
+    order = np.lexsort((seconds, key))
+    same_key = key[order][1:] == key[order][:-1]
+    close = np.diff(seconds[order]) <= tolerance_s + 1e-9
+    group = np.empty(len(picks), dtype=np.int64)
+    group[order] = np.cumsum(np.r_[True, ~(same_key & close)])
+    probability = picks["probability"].to_numpy(dtype=float)
+    best = np.lexsort((seconds, std, -probability, group))
+    first = np.r_[True, group[best][1:] != group[best][:-1]]
+    return np.sort(best[~first])
+
+
+def duplicates_note(n: int) -> str:
+    """The report's words for ``n`` duplicate picks left out of the association."""
+    return (
+        f"{n} duplicate pick(s) not associated: the same station and phase within "
+        f"{DUPLICATE_TOLERANCE_S:g} s of another pick, which was used (the higher probability)"
+    )
 
 
 def _empty_outputs() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -192,15 +262,23 @@ def associate_picks(
 
     Returns:
         (events, assignments, counts) with the columns of the module docstring; counts has
-        picks, rejected_uncertain, assigned, unassigned, events.
+        picks, duplicates (copies of another pick, :func:`duplicate_picks`: left unassigned),
+        rejected_uncertain, assigned, unassigned (duplicates included), events.
 
     Raises:
-        AssociationInputError: missing columns, bad phases, duplicate pick ids, or picks of
+        AssociationInputError: missing columns, bad phases, duplicate pick ids, missing
+            times, probabilities outside 0-1, a negative probability_std, or picks of
             stations that the station table lacks (all such stations named).
     """
     _validate_picks(picks, picks_label)
     events_out, assignments_out = _empty_outputs()
-    counts = {"picks": len(picks), "rejected_uncertain": 0, "assigned": 0}
+    duplicates = duplicate_picks(picks)
+    counts = {
+        "picks": len(picks),
+        "duplicates": len(duplicates),
+        "rejected_uncertain": 0,
+        "assigned": 0,
+    }
     if len(picks) == 0:
         return events_out, assignments_out, {**counts, "unassigned": 0, "events": 0}
     pick_station = _station_id(picks)
@@ -220,10 +298,13 @@ def associate_picks(
         if "probability_std" in picks.columns
         else np.zeros(len(picks))
     )
-    usable = np.ones(len(picks), dtype=bool)
+    original = np.ones(len(picks), dtype=bool)
+    original[duplicates] = False
+    certain = np.ones(len(picks), dtype=bool)
     if cfg.max_probability_std is not None:
-        usable = std <= cfg.max_probability_std
-    counts["rejected_uncertain"] = int((~usable).sum())
+        certain = std <= cfg.max_probability_std
+    usable = original & certain
+    counts["rejected_uncertain"] = int((original & ~certain).sum())
     rows = np.flatnonzero(usable)
     reference = times.min().floor("s")
     arrays = PickArrays(
@@ -279,8 +360,9 @@ def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict
     """The stage: read picks and stations from ``run``, write the two tables, record manifest.
 
     Returns:
-        The manifest entry of the stage (its ``counts`` hold picks, assigned, unassigned,
-        rejected_uncertain, events).
+        The manifest entry of the stage (its ``counts`` hold picks, duplicates, assigned,
+        unassigned, rejected_uncertain, events; ``details.skipped`` names the picks table
+        with the number of duplicates when there are any, for the report).
     """
     started = time.perf_counter()
     picks_path = run.root / "picks" / "picks.parquet"
@@ -297,6 +379,10 @@ def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict
     )
     events_path = write_parquet_atomic(events, out_dir / "events.parquet")
     assignments_path = write_parquet_atomic(assignments, out_dir / "assignments.parquet")
+    picks_rel = str(picks_path.relative_to(run.root))
+    skipped = {}
+    if counts["duplicates"]:
+        skipped[picks_rel] = duplicates_note(counts["duplicates"])
     log.info(
         "association (%s): %d events, %d picks assigned, %d unassigned",
         cfg.associator,
@@ -307,7 +393,7 @@ def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict
     return run.record_stage(
         "association",
         inputs={
-            str(picks_path.relative_to(run.root)): sha256_file(picks_path),
+            picks_rel: sha256_file(picks_path),
             str(stations_path.relative_to(run.root)): sha256_file(stations_path),
         },
         outputs=[str(p.relative_to(run.root)) for p in (events_path, assignments_path)],
@@ -317,5 +403,6 @@ def associate(run: RunDir, cfg: AssociationConfig, model: VelocityModel) -> dict
             "associator": cfg.associator,
             "velocity_model": model.name,
             "config": cfg.model_dump(mode="json"),
+            "skipped": skipped,
         },
     )

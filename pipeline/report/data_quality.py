@@ -26,6 +26,7 @@ so the page never says "none" over a dead or missing station. When the catalog i
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,10 +150,12 @@ def empty_catalog_reason(
     if not associated:
         phases = picks["phase"].value_counts() if "phase" in picks else pd.Series(dtype=int)
         n_p, n_s = int(phases.get("P", 0)), int(phases.get("S", 0))
-        why = "too few stations with coinciding picks"
-        if "phase" in picks and not (n_p and n_s):
+        config = manifest.get("association", {}).get("details", {}).get("config")
+        why = _minimum_out_of_reach(picks, config)
+        if why is None and "phase" in picks and not (n_p and n_s):
             missing = "P" if not n_p else "S"
             why = f"no {missing} pick at all; the associator's minimums count P and S picks"
+        why = why or "too few stations with coinciding picks"
         return (
             f"{len(picks)} picks ({n_p} P, {n_s} S) at {n_stations} station(s), but the "
             f"associator formed no event from them ({why})"
@@ -164,6 +167,51 @@ def empty_catalog_reason(
             f"{' or '.join(RELIABLE_CLASSES)}; catalog/catalog_all.csv holds them all"
         )
     return f"{associated} associated event(s), but none has a hypocentre"
+
+
+#: What each per-event minimum (:func:`pipeline.association.params.minimums`) counts, over
+#: stations: an event holds at most one P and one S pick per station.
+_MINIMUM_COUNTS = {
+    "n_p_picks": "stations with P picks",
+    "n_s_picks": "stations with S picks",
+    "n_p_and_s_picks": "stations with both P and S picks",
+    "min_stations": "stations with picks",
+    "n_picks": "station-phases with a pick",
+}
+
+
+def _minimum_out_of_reach(picks: pd.DataFrame, config: dict | None) -> str | None:
+    """The first of the associator's per-event minimums that all the picks together do not
+    reach (so no event could), naming the setting; None when each is within reach or the
+    association section is unknown (``config``: the manifest's copy of it)."""
+    if not config or "phase" not in picks:
+        return None
+    from pipeline.association.params import AssociationConfig, minimums
+
+    cfg = AssociationConfig.model_validate(config)
+    station = picks["network"].astype(str) + "." + picks["station"].astype(str)
+    p_st, s_st = set(station[picks["phase"] == "P"]), set(station[picks["phase"] == "S"])
+    have = {
+        "n_picks": len(p_st) + len(s_st),
+        "n_p_picks": len(p_st),
+        "n_s_picks": len(s_st),
+        "n_p_and_s_picks": len(p_st & s_st),
+        "min_stations": len(p_st | s_st),
+    }
+    need_of = minimums(cfg)
+    for name in sorted(need_of, key=list(_MINIMUM_COUNTS).index):  # phases first
+        need = need_of[name]
+        if have[name] < need:
+            field = (
+                f"association.pyocto.{name}"
+                if cfg.associator == "pyocto" and name != "min_stations"
+                else "association.min_stations"
+            )
+            return (
+                f"{have[name]} {_MINIMUM_COUNTS[name]} in all, fewer than the {need} an event "
+                f"of the {cfg.associator} associator needs ({field} = {need})"
+            )
+    return None
 
 
 def assess(run: RunDir, picks: pd.DataFrame, n_events: int) -> DataQuality:
@@ -188,12 +236,12 @@ def data_gaps(run: RunDir) -> dict[str, str]:
     Station-days that failed (download or picking) or that the picker skipped (every
     component dead), stations the download skipped (no channel matching the priorities,
     invalid codes), HypoInverse trial-depth starts that failed, a relocation whose engine
-    failed (HypoInverse locations kept) and
+    failed (HypoInverse locations kept), duplicate picks the association left out and
     stations the magnitude stage skipped (no instrument response).
     """
     manifest = run.read_manifest()
     gaps: dict[str, str] = {}
-    for stage in ("waveforms", "picks", "location", "relocation", "magnitude"):
+    for stage in ("waveforms", "picks", "association", "location", "relocation", "magnitude"):
         details = manifest.get(stage, {}).get("details", {})
         failures = details.get("failures", {})
         if isinstance(failures, dict):
@@ -229,11 +277,15 @@ def _named(labels: list[str]) -> str:
 def terminal_lines(run: RunDir) -> list[str]:
     """What went wrong with the data, one line per kind, for the end of a build's output.
 
-    Failed or skipped station-days and stations (:func:`data_gaps`), notes on stations used
+    Why the catalog is empty (the report's reason, :func:`empty_catalog_reason`), failed or
+    skipped station-days and stations (:func:`data_gaps`), notes on stations used
     (:func:`station_notes`) and the stations with flagged channel-days in
     ``waveforms/quality.parquet``; [] when nothing went wrong.
     """
     lines = []
+    reason = _empty_reason_reported(run)
+    if reason:
+        lines.append(f"catalog: no events: {reason}")
     gaps = data_gaps(run)
     if gaps:
         lines.append(
@@ -256,6 +308,18 @@ def terminal_lines(run: RunDir) -> list[str]:
             + "; all in the report's Data quality section"
         )
     return lines
+
+
+def _empty_reason_reported(run: RunDir) -> str | None:
+    """The empty-catalog reason of the run's report (``report/completeness.json``), None when
+    the catalog has events or no report was written."""
+    path = run.root / "report" / "completeness.json"
+    try:
+        numbers = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    reason = numbers.get("summary", {}).get("data_quality", {}).get("empty_reason")
+    return str(reason) if reason else None
 
 
 def station_problems(flagged: pd.DataFrame) -> dict[str, str]:

@@ -31,6 +31,7 @@ from obspy.geodetics import gps2dist_azimuth
 
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import atomic_path, atomic_write
+from pipeline.velocity import elevation_problem
 from pipeline.waveforms.params import (
     InlineStations,
     check_code,
@@ -121,7 +122,9 @@ def select_channels(
     that changed within the span) is one station whose channels are those of all its
     entries; its coordinates are those of the first entry holding the chosen channels.
     Skipped, and recorded in ``skipped`` (``NET.STA`` -> why) when it is given, else logged
-    as warnings: stations with no matching channel and stations with invalid SEED codes.
+    as warnings: stations with no matching channel, stations with invalid SEED codes and
+    stations whose elevation no station can have
+    (:data:`pipeline.velocity.STATION_ELEVATION_RANGE_M`).
     Used, but recorded in ``notes`` (``NET.STA`` -> what to know) when it is given, else
     logged: a station whose entries place it more than :data:`EPOCH_MOVE_M` apart, and one
     whose entries' chosen channels leave part of the span uncovered (another entry's
@@ -149,6 +152,10 @@ def select_channels(
         choice = _choose(network, stations, channel_priority, location_priority, t0, t1)
         if choice is None:
             dropped[label] = _no_channel_reason(stations, channel_priority, location_priority)
+            continue
+        elevation = elevation_problem(choice.elevation_m)
+        if elevation:
+            dropped[label] = f"skipped: {elevation}"
             continue
         choices.append(choice)
         epoch_note = _epoch_note(stations, choice, t0, t1)

@@ -69,6 +69,16 @@ class InlineStation(_Section):
     def _seed_code(cls, value: str, info) -> str:
         return check_code(info.field_name, value)
 
+    @field_validator("elevation_m")
+    @classmethod
+    def _on_earth(cls, value: float) -> float:
+        from pipeline.velocity import elevation_problem
+
+        problem = elevation_problem(value)
+        if problem:
+            raise ValueError(problem.split(": ", 1)[1])
+        return value
+
 
 class InlineStations(_Section):
     """Stations listed in the config."""
