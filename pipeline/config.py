@@ -46,21 +46,6 @@ class Section(BaseModel):
     model_config = SECTION_CONFIG
 
 
-class RegionConfig(Section):
-    """Geographic box of interest, degrees."""
-
-    min_latitude: float = Field(ge=-90, le=90)
-    max_latitude: float = Field(ge=-90, le=90)
-    min_longitude: float = Field(ge=-180, le=180)
-    max_longitude: float = Field(ge=-180, le=180)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RegionConfig:
-        if self.min_latitude >= self.max_latitude or self.min_longitude >= self.max_longitude:
-            raise ValueError("min_latitude/min_longitude must be below max_latitude/max_longitude")
-        return self
-
-
 class DaskConfig(Section):
     """Where mapped tasks run: an existing Dask scheduler, or local workers."""
 
@@ -75,7 +60,6 @@ class BuildConfig(Section):
     description: str = ""
     starttime: datetime = Field(description="start of the span, UTC (ISO 8601)")
     endtime: datetime = Field(description="end of the span, UTC (ISO 8601)")
-    region: RegionConfig | None = None
     velocity_model: str = Field(
         "generic_crust", description="file stem in hypo_templates/velocity/ or a YAML path"
     )

@@ -89,6 +89,10 @@ def test_resolved_config_is_written(tmp_path):
     [
         ({"starttime": "not a date"}, "starttime = 'not a date'"),
         ({"colour": "red"}, "unknown key 'colour'"),
+        (  # a box that was accepted and never used: the catalog was not limited to it
+            {"region": {"min_latitude": 34.9, "max_latitude": 35.7}},
+            "unknown key 'region'",
+        ),
         ({"endtime": "2000-10-05T00:00:00"}, "endtime must be after starttime"),
         ({"name": "../etc"}, "name = '../etc'"),
         ({"velocity_model": "atlantis"}, "velocity model 'atlantis' not found"),
@@ -147,3 +151,15 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_config(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_example_fdsn_circle_is_centred_where_its_comment_cites():
+    """The circle of example_fdsn.yaml is centred on the point its comment derives from its
+    sources (8 km north-west of Prague, Oklahoma, 35.4861 N, 96.6878 W); it was 35.6 N,
+    96.8 W, from no source (16 km from that point)."""
+    from obspy.geodetics import gps2dist_azimuth
+
+    stations = load_config(CONFIG_DIR / "example_fdsn.yaml").stations
+    metres, azimuth, _ = gps2dist_azimuth(35.4861, -96.6878, stations.latitude, stations.longitude)
+    assert metres == pytest.approx(8000, abs=600)  # rounded to 0.01 deg
+    assert azimuth == pytest.approx(315, abs=5)
