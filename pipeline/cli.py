@@ -32,7 +32,7 @@ from rich.text import Text
 
 from pipeline import interrupt, progress
 from pipeline.config import BuildConfig, ConfigError, format_validation_errors, load_config
-from pipeline.errors import EqcatInputError, input_error
+from pipeline.errors import EqcatInputError, flow_failed_on_input, input_error, input_problem
 from pipeline.preflight import ALL_STAGES
 from pipeline.wording import counted
 
@@ -56,18 +56,16 @@ def _refuse(exc: BaseException, message: str | None = None, code: int = 2) -> No
     raise typer.Exit(code=code) from None
 
 
+def _as_input_error(exc: BaseException) -> EqcatInputError | None:
+    """:func:`~pipeline.errors.input_error`, and a pydantic ``ValidationError`` as one line."""
+    if isinstance(exc, ValidationError):
+        return EqcatInputError(format_validation_errors(exc, "input").replace("\n", "; "))
+    return input_error(exc)
+
+
 def _input_error_of(exc: BaseException) -> EqcatInputError | None:
     """The input problem behind ``exc`` (itself or an explicit ``raise ... from`` cause)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, ValidationError):
-            return EqcatInputError(format_validation_errors(exc, "input").replace("\n", "; "))
-        found = input_error(exc)
-        if found is not None:
-            return found
-        exc = exc.__cause__
-    return None
+    return input_problem(exc, _as_input_error)
 
 
 def report_failure(exc: BaseException) -> int:
@@ -277,18 +275,6 @@ QUIET_LOGGERS = ("httpx", "httpcore", "prefect")
 PREFECT_QUEUE_LOGGERS = ("EventsWorker", "APILogWorker")
 
 
-def _flow_failed_on_input(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is Prefect's log of a flow run that raised an input problem (the
-    command's own ``error:`` line reports it)."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return (
-        record.name.startswith("prefect")
-        and exc is not None
-        and record.getMessage().startswith("Encountered exception during execution")
-        and _input_error_of(exc) is not None
-    )
-
-
 class QuietFilter(logging.Filter):
     """Default-verbosity filter of the console handler.
 
@@ -309,7 +295,7 @@ class QuietFilter(logging.Filter):
         name = record.name
         if interrupt.interrupted_by() is not None and name.startswith("prefect"):
             return False  # Prefect's crash lines after Ctrl-C / SIGTERM; ours says it all
-        if _flow_failed_on_input(record):
+        if flow_failed_on_input(record, _input_error_of):
             return False
         if record.levelno < logging.WARNING and any(
             name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS

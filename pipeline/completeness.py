@@ -538,7 +538,7 @@ def analyze_magnitudes(
         log.info("completeness: %d of %d magnitudes are NaN, excluded", result.n_nan, raw.size)
     if result.n_valid < cfg.min_events:
         result.reason = (
-            f"not estimable: {result.n_valid} valid magnitudes "
+            f"not estimable: {counted(result.n_valid, 'valid magnitude')} "
             f"(fewer than min_events={cfg.min_events}; {result.n_nan} NaN excluded)"
         )
         return result

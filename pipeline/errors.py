@@ -17,6 +17,8 @@ treatment, and :func:`is_retryable` is the retry rule of the orchestration layer
 from __future__ import annotations
 
 import errno
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: ``OSError`` numbers of a file system problem the user must fix (retrying cannot help).
@@ -169,7 +171,7 @@ DETERMINISTIC_ERRORS = (
 )
 
 
-def _causes(exc: BaseException):
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its explicit causes (``raise ... from``), innermost last."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -188,5 +190,30 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, InterruptedBuild):
         return False
     return not any(
-        input_error(e) is not None or isinstance(e, DETERMINISTIC_ERRORS) for e in _causes(exc)
+        input_error(e) is not None or isinstance(e, DETERMINISTIC_ERRORS) for e in causes(exc)
+    )
+
+
+def input_problem(
+    exc: BaseException,
+    classify: Callable[[BaseException], EqcatInputError | None] = input_error,
+) -> EqcatInputError | None:
+    """The input problem behind ``exc``: ``classify`` (default :func:`input_error`) of itself
+    or, failing that, of its explicit ``raise ... from`` causes in turn; None when none is."""
+    return next((found for e in causes(exc) if (found := classify(e)) is not None), None)
+
+
+def flow_failed_on_input(
+    record: logging.LogRecord,
+    problem_of: Callable[[BaseException], EqcatInputError | None] = input_problem,
+) -> bool:
+    """Whether ``record`` is Prefect's "Encountered exception during execution" log of a flow
+    run that raised an input problem (``problem_of``): its traceback says nothing the
+    problem's one line does not, and nested flows (a stage in a build) log it once each."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        record.name.startswith("prefect")
+        and exc is not None
+        and record.getMessage().startswith("Encountered exception during execution")
+        and problem_of(exc) is not None
     )

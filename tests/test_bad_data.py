@@ -303,6 +303,47 @@ def test_dead_component_is_picked_as_a_missing_one(archive, tmp_path):
     pd.testing.assert_frame_equal(dead, missing)
 
 
+def _dead_between(t0: UTCDateTime, t1: UTCDateTime):
+    """A dead sensor from ``t0`` to ``t1``: those samples hold one constant value."""
+
+    def change(st):
+        for tr in st:
+            i0, i1 = (
+                int(round((t - tr.stats.starttime) * tr.stats.sampling_rate)) for t in (t0, t1)
+            )
+            tr.data[max(i0, 0) : max(i1, 0)] = 4321
+        return st
+
+    return change
+
+
+@pytest.mark.parametrize("live_side", ["before", "after"])
+def test_dead_span_beside_live_data_is_not_picked(archive, tmp_path, live_side):
+    """A station dead for a whole chunk (a dead day) beside live data (the day before or
+    after): the padding read around the chunk holds that live data, and deadness was judged
+    with it, so the dead span was filtered and picked (STA/LTA triggers on the filtered
+    edge of the live data) and not reported as skipped. Now it is judged on the chunk's own
+    span: no chunk picked, one counted dead, no pick."""
+    from pipeline.picking import PickerConfig
+    from pipeline.picking.stage import SpanStats, pick_span
+
+    station = station_codes(archive)[0]
+    net = network_dir(archive).name
+    sds = copy_archive(archive, tmp_path / "sds")
+    span = (T0 + 900, T0 + 1800) if live_side == "before" else (T0, T0 + 900)
+    for channel in ("HHE", "HHN", "HHZ"):
+        rewrite(day_file(sds, station, channel), _dead_between(*span))
+
+    def read(t0, t1):
+        return read_station(sds, net, station, "", "HH", t0, t1)
+
+    stats = SpanStats()
+    picks = pick_span(read, (net, station, ""), *span, PickerConfig(picker="stalta"), stats=stats)
+    assert (stats.chunks, stats.dead_chunks) == (0, 1)
+    assert picks.empty
+    assert any("every component dead" in note for note in stats.notes)
+
+
 def test_off_rate_channel_is_resampled_wherever_waveforms_are_read(archive, tmp_path):
     sds = copy_archive(archive, tmp_path / "sds")
     # One horizontal of every station at 200 Hz: relocation (dt.cc) and magnitudes read them.

@@ -315,3 +315,15 @@ def test_every_rule_a_picking_section_breaks_is_one_line(tmp_path):
     fields = [line.removeprefix(str(tmp_path / _STALTA)).split(" = ")[0] for line in lines]
     assert fields == ["p_trigger_on", "aic_before_s", "s_max_delay_s"]
     assert not any("{" in line for line in lines)
+
+
+def test_example_fdsn_circle_is_centred_where_its_comment_cites():
+    """The circle of example_fdsn.yaml is centred on the point its comment derives from its
+    sources (8 km north-west of Prague, Oklahoma, 35.4861 N, 96.6878 W); it was 35.6 N,
+    96.8 W, from no source (16 km from that point)."""
+    from obspy.geodetics import gps2dist_azimuth
+
+    stations = load_config(CONFIG_DIR / "example_fdsn.yaml").stations
+    metres, azimuth, _ = gps2dist_azimuth(35.4861, -96.6878, stations.latitude, stations.longitude)
+    assert metres == pytest.approx(8000, abs=600)  # rounded to 0.01 deg
+    assert azimuth == pytest.approx(315, abs=5)

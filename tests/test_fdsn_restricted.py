@@ -110,6 +110,14 @@ def test_validate_names_a_missing_account_before_any_request(tmp_path, monkeypat
         f"stations ({url}, restricted) needs credentials: set the environment variables "
         "FDSN_USER and FDSN_PASSWORD, or name a secret in stations.secret_block"
     ]
+    # one of the two set (an account half passed to a worker): the line says which is not
+    for given, unset in (("FDSN_USER", "FDSN_PASSWORD"), ("FDSN_PASSWORD", "FDSN_USER")):
+        monkeypatch.delenv(unset, raising=False)
+        monkeypatch.setenv(given, "x")
+        assert preflight_problems(parse_config(spec), ["download"]) == [
+            f"stations ({url}, restricted) needs credentials: {unset} is not set (or empty) "
+            f"while {given} is; set both, or name a secret in stations.secret_block"
+        ]
     monkeypatch.setenv("FDSN_USER", ACCOUNT[0])
     monkeypatch.setenv("FDSN_PASSWORD", ACCOUNT[1])
     assert preflight_problems(parse_config(spec), ["download"]) == []

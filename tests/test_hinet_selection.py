@@ -112,7 +112,9 @@ def test_tottori_config_selects_by_rule_and_reports_no_match(client):
     source = cfg.waveforms.source
     assert source.stations == [] and source.select is not None
     rule = source.select
-    assert (rule.latitude, rule.longitude, rule.max_stations) == (35.27, 133.35, 18)
+    # JMA's epicentre, 35°16'N 133°19'E (cited in the config), not the synthetic replica's
+    # made-up fault centre (35.27 N, 133.35 E)
+    assert (rule.latitude, rule.longitude, rule.max_stations) == (35.267, 133.317, 18)
     # The recorded list holds northern-Hokkaido stations only: nothing within 1 degree of
     # Tottori, and the error says which rule found nothing; nothing is sent to the server.
     with pytest.raises(ValueError, match=r"no station of Hi-net network 0101 matches"):

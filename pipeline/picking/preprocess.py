@@ -213,9 +213,22 @@ def _filtered_segments(
     return out
 
 
-def is_dead(traces: list[Trace], flat_max_ptp: float = 0.0) -> bool:
+def is_dead(
+    traces: list[Trace],
+    flat_max_ptp: float = 0.0,
+    core: tuple[UTCDateTime, UTCDateTime] | None = None,
+) -> bool:
     """Whether the raw data of ``traces`` (one component) have peak-to-peak amplitude at
-    most ``flat_max_ptp`` (counts; 0: constant) — the quality table's flat (dead) rule."""
+    most ``flat_max_ptp`` (counts; 0: constant) — the quality table's flat (dead) rule.
+
+    ``core``: judge the samples from ``core[0]`` to ``core[1]`` (the part a chunk picks; the
+    padding read around it may hold the live data of the day before or after), or all of
+    them when none lies there.
+    """
+    if core is not None:
+        start, end = core  # end excluded: it is the next chunk's first sample
+        inside = [tr.slice(start, end - tr.stats.delta / 2, nearest_sample=False) for tr in traces]
+        traces = inside if any(tr.stats.npts for tr in inside) else traces
     data = [np.asarray(tr.data) for tr in traces if tr.stats.npts]
     return bool(data) and peak_to_peak(np.concatenate(data)) <= flat_max_ptp
 
@@ -285,6 +298,7 @@ def preprocess_stream(
     freqmax: float = 45.0,
     flat_max_ptp: float = 0.0,
     azimuths: dict[str, float] | None = None,
+    core: tuple[UTCDateTime, UTCDateTime] | None = None,
 ) -> Record | None:
     """Turn the raw traces of one station into a :class:`Record` (None when no data).
 
@@ -293,7 +307,8 @@ def preprocess_stream(
     degrees clockwise from north, from the station metadata) says the two horizontals are
     not north and east, they are rotated onto north and east where both have data
     (:func:`rotate_to_north_east`). A missing or dead
-    (:func:`is_dead` with ``flat_max_ptp``) component becomes zeros and is logged and
+    (:func:`is_dead` with ``flat_max_ptp``, judged on the ``core`` part of the stream when
+    given: a chunk's own span, not its padding) component becomes zeros and is logged and
     listed in :attr:`Record.notes`. Segments are placed on the grid of the earliest sample
     by nearest-sample rounding (sub-sample offsets between components are ignored). A sample
     is a gap only where no live component has data (:attr:`Record.gap_mask`). When
@@ -304,7 +319,7 @@ def preprocess_stream(
         ValueError: mixed location/channel prefixes (message names ``label``).
     """
     slots = _slot_traces(stream, label)
-    dead = {slot: traces for slot, traces in slots.items() if is_dead(traces, flat_max_ptp)}
+    dead = {slot: traces for slot, traces in slots.items() if is_dead(traces, flat_max_ptp, core)}
     segments = {
         slot: _filtered_segments(traces, freqmin, freqmax, label)
         for slot, traces in slots.items()

@@ -456,7 +456,8 @@ def prepared_chunks(
     Each chunk is read with :func:`chunk_pad` seconds more on both sides and preprocessed;
     for EQTransformer its windows are made too. One chunk is prepared ahead in a background
     thread (the heavy parts, ObsPy/SciPy filtering and NumPy, overlap with model calls).
-    A record without a live component (every component dead) gets no windows.
+    A record without a live component (every component dead in the chunk's own span, not
+    in the padding: a dead day after a live one) gets no windows.
     """
     pad = chunk_pad(cfg)
     bounds = [start + k * cfg.chunk_s for k in range(int(np.ceil((end - start) / cfg.chunk_s)))]
@@ -469,6 +470,7 @@ def prepared_chunks(
             cfg.freqmax_hz,
             flat_max_ptp,
             azimuths,
+            core=(c0, c1),
         )
         eqt = record is not None and record.live and cfg.picker == "eqt"
         prepared = record_windows(record, cfg) if eqt else None

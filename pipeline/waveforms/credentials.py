@@ -69,9 +69,13 @@ def resolve_credentials(
         return Credentials(user, password, f"secret {secret_block!r}")
     user, password = os.environ.get(env[0], ""), os.environ.get(env[1], "")
     if not (user and password):
+        if user or password:  # one of the two: say which, it looks set to whoever set one
+            unset, given = (env[1], env[0]) if user else (env[0], env[1])
+            wanted = f"{unset} is not set (or empty) while {given} is; set both"
+        else:
+            wanted = f"set the environment variables {env[0]} and {env[1]}"
         raise CredentialsError(
-            f"{what} needs credentials: set the environment variables {env[0]} and {env[1]}, "
-            f"or name a secret in {field_name}"
+            f"{what} needs credentials: {wanted}, or name a secret in {field_name}"
         )
     return Credentials(user, password, f"{env[0]}/{env[1]}")
 
