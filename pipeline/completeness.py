@@ -535,7 +535,9 @@ def analyze_magnitudes(
         config=cfg.model_dump(mode="json"),
     )
     if result.n_nan:
-        log.info("completeness: %d of %d magnitudes are NaN, excluded", result.n_nan, raw.size)
+        log.info(
+            "completeness: %d of %d events have no magnitude (excluded)", result.n_nan, raw.size
+        )
     if result.n_valid < cfg.min_events:
         result.reason = (
             f"not estimable: {counted(result.n_valid, 'valid magnitude')} "
