@@ -546,7 +546,11 @@ def relocate(
     config: Annotated[Path | None, typer.Argument(help="build config YAML")] = None,
     hypodd_dir: Annotated[
         Path | None,
-        typer.Option("--hypodd-dir", help="run the engine on a folder with HypoDD inputs"),
+        typer.Option(
+            "--hypodd-dir",
+            help="run the engine on a folder with HypoDD inputs (a CONFIG given with it "
+            "lends only its relocation settings; its run directory is not touched)",
+        ),
     ] = None,
     engine: Annotated[
         str | None,
