@@ -467,7 +467,9 @@ def _utc(value: pd.Timestamp) -> UTCDateTime:
 #: Events per QuakeML batch (:func:`quakeml_batches`): ObsPy holds and serialises this many
 #: events at a time, so the export's memory follows the batch, not the catalog (a 6-week
 #: catalog of 31,027 events and 510,315 picks written as one ObsPy catalog took 10.9 GiB).
-QUAKEML_BATCH_EVENTS = 500
+#: 200 events of 15 picks and 7 station magnitudes add ~80 MiB at the peak (500: ~200 MiB;
+#: same CPU time; ``benchmarks/quakeml_export.py``).
+QUAKEML_BATCH_EVENTS = 200
 
 
 def quakeml_batches(
@@ -698,7 +700,7 @@ def write_quakeml(path: str | Path, batches: Iterable[Catalog]) -> tuple[int, in
     Each batch is serialised by ObsPy's QuakeML writer; the document is the first batch's
     (XML declaration, ``q:quakeml``, ``eventParameters`` with its ID and creation info) with
     the event elements of every batch in order, byte for byte what ObsPy writes for all events
-    in one Catalog. Only one batch and its serialisation are held at a time. The batches must
+    in one Catalog. Only one batch or its serialisation is held at a time. The batches must
     share the catalog's resource ID and creation info (:func:`quakeml_batches`).
 
     Returns:
@@ -711,14 +713,11 @@ def write_quakeml(path: str | Path, batches: Iterable[Catalog]) -> tuple[int, in
     empty: bytes | None = None
     events = picks = 0
     with atomic_write(path, "wb") as fh:
-        for batch in batches:
-            buffer = io.BytesIO()
-            batch.write(buffer, format="QUAKEML")
-            document = buffer.getvalue()
-            if not len(batch):
+        for document, n_events, n_picks in map(_serialised, batches):
+            if not n_events:
                 empty = document
                 continue
-            head, body, tail = _split_events(document, len(batch))
+            head, body, tail = _split_events(document, n_events)
             if envelope is None:
                 envelope = (head, tail)
                 fh.write(head)
@@ -727,12 +726,20 @@ def write_quakeml(path: str | Path, batches: Iterable[Catalog]) -> tuple[int, in
             else:  # the indentation before an event
                 fh.write(head[len(head.rstrip()) :])
             fh.write(body)
-            events += len(batch)
-            picks += sum(len(event.picks) for event in batch)
+            events += n_events
+            picks += n_picks
         if envelope is None and empty is None:
             raise ValueError(f"{path}: no QuakeML batch to write")
         fh.write(envelope[1] if envelope is not None else empty)
     return events, picks
+
+
+def _serialised(batch: Catalog) -> tuple[bytes, int, int]:
+    """ObsPy's QuakeML document of ``batch``, its number of events and of picks (the batch
+    itself is not kept: its objects are freed before the next batch is built)."""
+    buffer = io.BytesIO()
+    batch.write(buffer, format="QUAKEML")
+    return buffer.getvalue(), len(batch), sum(len(event.picks) for event in batch)
 
 
 def _split_events(document: bytes, n_events: int) -> tuple[bytes, bytes, bytes]:
