@@ -290,8 +290,8 @@ def test_quakeml_without_events_and_mismatched_batches(tmp_path):
 
 
 def test_quakeml_export_memory_follows_the_batch(tmp_path):
-    """Python memory at the peak of the QuakeML export, 10 events at a time, is the same for
-    30 and 90 events, and under half of that with all 90 in one ObsPy Catalog."""
+    """Python memory at the peak of the QuakeML export, 5 events at a time, is the same for
+    20 and 60 events, and under half of that with all 60 in one ObsPy Catalog."""
 
     def peak_bytes(n_events: int, batch_events: int) -> int:
         tables = _quakeml_tables(make_run(tmp_path / f"run{n_events}", n_events=n_events))
@@ -302,7 +302,7 @@ def test_quakeml_export_memory_follows_the_batch(tmp_path):
         finally:
             tracemalloc.stop()
 
-    small, large, whole = peak_bytes(30, 10), peak_bytes(90, 10), peak_bytes(90, 90)
+    small, large, whole = peak_bytes(20, 5), peak_bytes(60, 5), peak_bytes(60, 60)
     assert large < 1.25 * small and large < 0.5 * whole, (small, large, whole)
 
 
