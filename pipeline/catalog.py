@@ -80,15 +80,20 @@ boolean ``relocated`` column in the relocations marks rows HypoDD did not move (
 ``catalog/catalog.xml`` is QuakeML 1.2 written by ObsPy: per event the origin with its
 uncertainties and quality, the magnitude with its MAD, station magnitudes and amplitudes,
 and the picks (time uncertainty = the pick's ``time_std_s``) with their arrivals
-(residuals and weights when the locator reported them).
+(residuals and weights when the locator reported them). ObsPy builds and writes
+:data:`QUAKEML_BATCH_EVENTS` events at a time, joined into one document
+(:func:`write_quakeml`), so its memory does not grow with the catalog; every resource ID is
+made from event and pick IDs, so the document is the same whatever the batch size.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +122,7 @@ from obspy.geodetics import kilometers2degrees
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import (
     RunDir,
-    atomic_path,
+    atomic_write,
     read_run_table,
     sha256_file,
     write_parquet_atomic,
@@ -459,156 +464,297 @@ def _utc(value: pd.Timestamp) -> UTCDateTime:
     return UTCDateTime(ns=int(pd.Timestamp(value).value))
 
 
-def to_quakeml_catalog(
+#: Events per QuakeML batch (:func:`quakeml_batches`): ObsPy holds and serialises this many
+#: events at a time, so the export's memory follows the batch, not the catalog (a 6-week
+#: catalog of 31,027 events and 510,315 picks written as one ObsPy catalog took 10.9 GiB).
+#: 200 events of 15 picks and 7 station magnitudes add ~80 MiB at the peak (500: ~200 MiB;
+#: same CPU time; ``benchmarks/quakeml_export.py``).
+QUAKEML_BATCH_EVENTS = 200
+
+
+def quakeml_batches(
     catalog: pd.DataFrame,
     picks: pd.DataFrame | None = None,
     assignments: pd.DataFrame | None = None,
     residuals: pd.DataFrame | None = None,
     station_mags: pd.DataFrame | None = None,
-) -> Catalog:
-    """An ObsPy :class:`~obspy.core.event.Catalog` of the catalog table and its picks.
+    batch_events: int = QUAKEML_BATCH_EVENTS,
+    creation_time: UTCDateTime | None = None,
+) -> Iterator[Catalog]:
+    """ObsPy :class:`~obspy.core.event.Catalog` objects of the catalog table and its picks,
+    ``batch_events`` events each, in the order of ``catalog``; each is built when the caller
+    asks for it (one Catalog with no event for an empty table).
+
+    Every batch has the same catalog resource ID and creation info (agency "eqcat",
+    ``creation_time``, default now), so that :func:`write_quakeml` can join them into one
+    document. Resource IDs are made from event and pick IDs (:func:`_rid`), so an arrival
+    refers to its pick, and an amplitude to its pick, whatever the batch.
 
     An arrival's time residual and weight are those of the origin carrying it (QuakeML
     relates them to it): ``residuals`` (:func:`arrival_residuals`) of the same stage as the
     event's ``location_stage``; a HypoDD origin's arrivals have none (HypoDD's residuals are
     per differential time, ``relocation/hypoDD.res``).
     """
-    creation = CreationInfo(agency_id="eqcat", creation_time=UTCDateTime())
-    by_event: dict[str, list[dict]] = {}
-    if picks is not None and assignments is not None:
-        joined = (
-            assignments[["event_id", "pick_id"]]
-            .astype(str)
-            .merge(picks.assign(pick_id=picks["pick_id"].astype(str)), on="pick_id")
-        )
-        if residuals is not None:
-            joined = joined.merge(
-                residuals[["pick_id", "residual_s", "weight", "stage"]].rename(
-                    columns={"stage": "residual_stage"}
-                ),
-                on="pick_id",
-                how="left",
-            )
-        for record in joined.to_dict("records"):
-            by_event.setdefault(record["event_id"], []).append(record)
-    mags_by_event = (
-        dict(
-            tuple(
-                station_mags.assign(event_id=station_mags["event_id"].astype(str)).groupby(
-                    "event_id"
-                )
-            )
-        )
-        if station_mags is not None and not station_mags.empty
-        else {}
+    creation = CreationInfo(agency_id="eqcat", creation_time=creation_time or UTCDateTime())
+    arrivals = _arrival_rows(picks, assignments, residuals)
+    mags = (
+        station_mags.assign(event_id=station_mags["event_id"].astype(str))
+        if station_mags is not None
+        else None
     )
-    cat = Catalog(resource_id=_rid("catalog", "catalog"), creation_info=creation)
-    for row in catalog.itertuples(index=False):
-        eid = str(row.event_id)
-        origin = Origin(
-            resource_id=_rid("origin", eid, row.location_stage),
-            time=_utc(row.origin_time),
-            latitude=float(row.latitude),
-            longitude=float(row.longitude),
-            depth=float(row.depth_km) * 1000.0,
-            depth_errors=QuantityError(uncertainty=_m(row.vertical_error_km)),
-            method_id=_rid("method", row.location_stage),
-            quality=OriginQuality(
-                standard_error=_finite(row.rms_s),
-                azimuthal_gap=_finite(row.azimuthal_gap_deg),
-                minimum_distance=_km_to_deg(row.nearest_station_km),
-                used_phase_count=int(row.n_p + row.n_s),
+    arrival_index, mag_index = _event_positions(arrivals), _event_positions(mags)
+    for start in range(0, max(len(catalog), 1), batch_events):
+        rows = catalog.iloc[start : start + batch_events]
+        ids = rows["event_id"].astype(str).tolist()
+        by_event = _records_by_event(arrivals, arrival_index, ids)
+        mags_by_event = _records_by_event(mags, mag_index, ids)
+        batch = Catalog(resource_id=_rid("catalog", "catalog"), creation_info=creation)
+        for row in rows.itertuples(index=False):
+            eid = str(row.event_id)
+            batch.append(_event(row, by_event.get(eid, []), mags_by_event.get(eid, []), creation))
+        yield batch
+
+
+def _arrival_rows(
+    picks: pd.DataFrame | None, assignments: pd.DataFrame | None, residuals: pd.DataFrame | None
+) -> pd.DataFrame | None:
+    """One row per associated pick: event_id, the pick's columns and, with ``residuals``,
+    residual_s, weight and residual_stage (NaN where the locator gave none); None without
+    picks or assignments."""
+    if picks is None or assignments is None:
+        return None
+    joined = (
+        assignments[["event_id", "pick_id"]]
+        .astype(str)
+        .merge(picks.assign(pick_id=picks["pick_id"].astype(str)), on="pick_id")
+    )
+    if residuals is not None:
+        joined = joined.merge(
+            residuals[["pick_id", "residual_s", "weight", "stage"]].rename(
+                columns={"stage": "residual_stage"}
             ),
+            on="pick_id",
+            how="left",
+        )
+    return joined
+
+
+def _event_positions(table: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """Row positions of each event_id (str) in ``table``, in table order ({} for None)."""
+    if table is None or table.empty:
+        return {}
+    return table.groupby(table["event_id"].astype(str), sort=False).indices
+
+
+def _records_by_event(
+    table: pd.DataFrame | None, positions: dict[str, np.ndarray], event_ids: list[str]
+) -> dict[str, list[dict]]:
+    """The rows of ``table`` of the events ``event_ids`` as dicts, per event_id (str)."""
+    found = [positions[eid] for eid in event_ids if eid in positions]
+    if table is None or not found:
+        return {}
+    by_event: dict[str, list[dict]] = {}
+    for record in table.iloc[np.concatenate(found)].to_dict("records"):
+        by_event.setdefault(str(record["event_id"]), []).append(record)
+    return by_event
+
+
+def _event(
+    row: tuple, arrivals: list[dict], station_mags: list[dict], creation: CreationInfo
+) -> Event:
+    """The ObsPy Event of one catalog row (namedtuple of :data:`CATALOG_COLUMNS`): its origin
+    with ``arrivals`` (rows of :func:`_arrival_rows`) and their picks, and its magnitude with
+    ``station_mags`` (rows of ``magnitude/station_magnitudes.parquet``)."""
+    eid = str(row.event_id)
+    origin = _origin(row)
+    event = Event(resource_id=_rid("event", eid), event_type="earthquake", creation_info=creation)
+    event.origins.append(origin)
+    event.preferred_origin_id = origin.resource_id
+    for p in arrivals:
+        own = p.get("residual_stage") == row.location_stage  # residuals of this origin
+        pick = Pick(
+            resource_id=_rid("pick", p["pick_id"]),
+            time=_utc(p["time"]),
+            time_errors=QuantityError(uncertainty=_finite(p.get("time_std_s", None))),
+            waveform_id=WaveformStreamID(p["network"], p["station"], p.get("location", "") or ""),
+            phase_hint=str(p["phase"]),
+            method_id=_rid("picker", p.get("picker", "unknown")),
             evaluation_mode="automatic",
         )
-        quality_class = getattr(row, "quality_class", None)
-        if quality_class:
-            origin.comments.append(Comment(text=f"quality_class={quality_class}"))
-        if row.location_stage == "association":
-            origin.evaluation_status = "preliminary"
-            origin.comments.append(
-                Comment(
-                    text="origin of the associator: HypoInverse could not locate this event "
-                    "(too few weighted readings); no uncertainties"
-                )
+        prob = _finite(p.get("probability", None))
+        if prob is not None:
+            std = _finite(p.get("probability_std", None))
+            text = f"probability={prob:.4f}" + (f" probability_std={std:.4f}" if std else "")
+            pick.comments.append(
+                Comment(text=text, resource_id=_rid("comment", p["pick_id"], "probability"))
             )
-        if _finite(row.horizontal_error_km) is not None:
-            origin.origin_uncertainty = OriginUncertainty(
-                horizontal_uncertainty=_m(row.horizontal_error_km),
-                preferred_description="horizontal uncertainty",
+        event.picks.append(pick)
+        origin.arrivals.append(
+            Arrival(
+                resource_id=_rid("arrival", eid, p["pick_id"]),
+                pick_id=pick.resource_id,
+                phase=str(p["phase"]),
+                time_residual=_finite(p.get("residual_s")) if own else None,
+                time_weight=_finite(p.get("weight")) if own else None,
             )
-        event = Event(
-            resource_id=_rid("event", eid), event_type="earthquake", creation_info=creation
         )
-        event.origins.append(origin)
-        event.preferred_origin_id = origin.resource_id
-        for p in by_event.get(eid, []):
-            own = p.get("residual_stage") == row.location_stage  # residuals of this origin
-            pick = Pick(
-                resource_id=_rid("pick", p["pick_id"]),
-                time=_utc(p["time"]),
-                time_errors=QuantityError(uncertainty=_finite(p.get("time_std_s", None))),
-                waveform_id=WaveformStreamID(
-                    p["network"], p["station"], p.get("location", "") or ""
-                ),
-                phase_hint=str(p["phase"]),
-                method_id=_rid("picker", p.get("picker", "unknown")),
-                evaluation_mode="automatic",
+    if _finite(row.magnitude) is not None:
+        _add_magnitude(event, row, origin, station_mags)
+    return event
+
+
+def _origin(row: tuple) -> Origin:
+    """The Origin of one catalog row, with its uncertainties, quality and class comment."""
+    eid = str(row.event_id)
+    origin = Origin(
+        resource_id=_rid("origin", eid, row.location_stage),
+        time=_utc(row.origin_time),
+        latitude=float(row.latitude),
+        longitude=float(row.longitude),
+        depth=float(row.depth_km) * 1000.0,
+        depth_errors=QuantityError(uncertainty=_m(row.vertical_error_km)),
+        method_id=_rid("method", row.location_stage),
+        quality=OriginQuality(
+            standard_error=_finite(row.rms_s),
+            azimuthal_gap=_finite(row.azimuthal_gap_deg),
+            minimum_distance=_km_to_deg(row.nearest_station_km),
+            used_phase_count=int(row.n_p + row.n_s),
+        ),
+        evaluation_mode="automatic",
+    )
+    quality_class = getattr(row, "quality_class", None)
+    if quality_class:
+        origin.comments.append(
+            Comment(
+                text=f"quality_class={quality_class}", resource_id=_rid("comment", eid, "class")
             )
-            prob = _finite(p.get("probability", None))
-            if prob is not None:
-                std = _finite(p.get("probability_std", None))
-                text = f"probability={prob:.4f}" + (f" probability_std={std:.4f}" if std else "")
-                pick.comments.append(Comment(text=text))
-            event.picks.append(pick)
-            origin.arrivals.append(
-                Arrival(
-                    resource_id=_rid("arrival", eid, p["pick_id"]),
-                    pick_id=pick.resource_id,
-                    phase=str(p["phase"]),
-                    time_residual=_finite(p.get("residual_s")) if own else None,
-                    time_weight=_finite(p.get("weight")) if own else None,
-                )
+        )
+    if row.location_stage == "association":
+        origin.evaluation_status = "preliminary"
+        origin.comments.append(
+            Comment(
+                resource_id=_rid("comment", eid, "origin"),
+                text="origin of the associator: HypoInverse could not locate this event "
+                "(too few weighted readings); no uncertainties",
             )
-        if _finite(row.magnitude) is not None:
-            mag = Magnitude(
-                resource_id=_rid("magnitude", eid),
-                mag=float(row.magnitude),
-                magnitude_type=row.magnitude_type or None,
-                origin_id=origin.resource_id,
-                evaluation_mode="automatic",
-            )
-            sm_rows = mags_by_event.get(eid, pd.DataFrame())
-            mag.station_count = len(sm_rows) or None
-            for s in sm_rows.itertuples(index=False):
-                wid = WaveformStreamID(s.network, s.station, s.location or "")
-                amp = Amplitude(
-                    resource_id=_rid("amplitude", eid, s.network, s.station),
-                    generic_amplitude=float(s.amplitude)
-                    * (1e-3 if s.amplitude_unit == "mm" else 1e-2),
-                    unit="m" if s.amplitude_unit == "mm" else "m/s",
-                    type="AML" if row.magnitude_type == "ML" else "AMJMA",
-                    waveform_id=wid,
-                    pick_id=_rid("pick", s.pick_id) if s.pick_id else None,
-                    scaling_time=_utc(s.amplitude_time),
-                )
-                event.amplitudes.append(amp)
-                sta_mag = StationMagnitude(
-                    resource_id=_rid("stationmagnitude", eid, s.network, s.station),
-                    origin_id=origin.resource_id,
-                    mag=float(s.station_magnitude),
-                    station_magnitude_type=row.magnitude_type,
-                    amplitude_id=amp.resource_id,
-                    waveform_id=wid,
-                )
-                event.station_magnitudes.append(sta_mag)
-                mag.station_magnitude_contributions.append(
-                    StationMagnitudeContribution(station_magnitude_id=sta_mag.resource_id)
-                )
-            event.magnitudes.append(mag)
-            event.preferred_magnitude_id = mag.resource_id
-        cat.append(event)
-    return cat
+        )
+    if _finite(row.horizontal_error_km) is not None:
+        origin.origin_uncertainty = OriginUncertainty(
+            horizontal_uncertainty=_m(row.horizontal_error_km),
+            preferred_description="horizontal uncertainty",
+        )
+    return origin
+
+
+def _add_magnitude(event: Event, row: tuple, origin: Origin, station_mags: list[dict]) -> None:
+    """Add the row's magnitude (preferred) with its station magnitudes and amplitudes
+    (``station_mags``: rows of ``magnitude/station_magnitudes.parquet``; amplitudes in mm
+    of displacement or cm/s of velocity, written in m and m/s) to ``event``."""
+    eid = str(row.event_id)
+    mag = Magnitude(
+        resource_id=_rid("magnitude", eid),
+        mag=float(row.magnitude),
+        magnitude_type=row.magnitude_type or None,
+        origin_id=origin.resource_id,
+        evaluation_mode="automatic",
+    )
+    mag.station_count = len(station_mags) or None
+    for s in station_mags:
+        wid = WaveformStreamID(s["network"], s["station"], s["location"] or "")
+        millimetres = s["amplitude_unit"] == "mm"
+        amp = Amplitude(
+            resource_id=_rid("amplitude", eid, s["network"], s["station"]),
+            generic_amplitude=float(s["amplitude"]) * (1e-3 if millimetres else 1e-2),
+            unit="m" if millimetres else "m/s",
+            type="AML" if row.magnitude_type == "ML" else "AMJMA",
+            waveform_id=wid,
+            pick_id=_rid("pick", s["pick_id"]) if s["pick_id"] else None,
+            scaling_time=_utc(s["amplitude_time"]),
+        )
+        event.amplitudes.append(amp)
+        sta_mag = StationMagnitude(
+            resource_id=_rid("stationmagnitude", eid, s["network"], s["station"]),
+            origin_id=origin.resource_id,
+            mag=float(s["station_magnitude"]),
+            station_magnitude_type=row.magnitude_type,
+            amplitude_id=amp.resource_id,
+            waveform_id=wid,
+        )
+        event.station_magnitudes.append(sta_mag)
+        mag.station_magnitude_contributions.append(
+            StationMagnitudeContribution(station_magnitude_id=sta_mag.resource_id)
+        )
+    event.magnitudes.append(mag)
+    event.preferred_magnitude_id = mag.resource_id
+
+
+#: The opening and closing tags of an event in ObsPy's QuakeML (an element name or '<' in
+#: text or an attribute value is escaped, so these bytes are only the event elements' tags).
+_EVENT_OPEN = b"<event publicID="
+_EVENT_CLOSE = b"</event>"
+
+
+def write_quakeml(path: str | Path, batches: Iterable[Catalog]) -> tuple[int, int]:
+    """Write the events of ``batches`` to ``path`` as one QuakeML 1.2 document, atomically.
+
+    Each batch is serialised by ObsPy's QuakeML writer; the document is the first batch's
+    (XML declaration, ``q:quakeml``, ``eventParameters`` with its ID and creation info) with
+    the event elements of every batch in order, byte for byte what ObsPy writes for all events
+    in one Catalog. Only one batch or its serialisation is held at a time. The batches must
+    share the catalog's resource ID and creation info (:func:`quakeml_batches`).
+
+    Returns:
+        (events, picks) written.
+
+    Raises:
+        ValueError: ``batches`` is empty, or two batches differ outside their events.
+    """
+    envelope: tuple[bytes, bytes] | None = None
+    empty: bytes | None = None
+    events = picks = 0
+    with atomic_write(path, "wb") as fh:
+        for document, n_events, n_picks in map(_serialised, batches):
+            if not n_events:
+                empty = document
+                continue
+            head, body, tail = _split_events(document, n_events)
+            if envelope is None:
+                envelope = (head, tail)
+                fh.write(head)
+            elif (head, tail) != envelope:
+                raise ValueError(f"{path}: QuakeML batches differ outside their events")
+            else:  # the indentation before an event
+                fh.write(head[len(head.rstrip()) :])
+            fh.write(body)
+            events += n_events
+            picks += n_picks
+        if envelope is None and empty is None:
+            raise ValueError(f"{path}: no QuakeML batch to write")
+        fh.write(envelope[1] if envelope is not None else empty)
+    return events, picks
+
+
+def _serialised(batch: Catalog) -> tuple[bytes, int, int]:
+    """ObsPy's QuakeML document of ``batch``, its number of events and of picks (the batch
+    itself is not kept: its objects are freed before the next batch is built)."""
+    buffer = io.BytesIO()
+    batch.write(buffer, format="QUAKEML")
+    return buffer.getvalue(), len(batch), sum(len(event.picks) for event in batch)
+
+
+def _split_events(document: bytes, n_events: int) -> tuple[bytes, bytes, bytes]:
+    """(head, events, tail) of an ObsPy QuakeML ``document`` holding ``n_events`` events:
+    the bytes before the first event element, from it to the end of the last, and after.
+
+    Raises:
+        ValueError: the document does not hold ``n_events`` event elements.
+    """
+    start = document.find(_EVENT_OPEN)
+    end = document.rfind(_EVENT_CLOSE) + len(_EVENT_CLOSE)
+    found = document.count(_EVENT_OPEN, max(start, 0), end)
+    if start < 0 or found != n_events:
+        raise ValueError(f"ObsPy's QuakeML holds {found} event elements, expected {n_events}")
+    return document[:start], document[start:end], document[end:]
 
 
 def _m(km: object) -> float | None:
@@ -662,15 +808,14 @@ def export_catalog(run: RunDir) -> dict:
     picks = read_run_table(picks_path) if picks_path else None
     assignments = read_run_table(assignments_path) if assignments_path.is_file() else None
     station_mags = read_run_table(station_mags_path) if station_mags_path.is_file() else None
-    qml = to_quakeml_catalog(catalog, picks, assignments, arrival_residuals(run), station_mags)
     outputs = [
         write_parquet_atomic(full, out / "catalog_all.parquet"),
         write_text_atomic(out / "catalog_all.csv", _csv(full)),
         write_parquet_atomic(catalog, out / "catalog.parquet"),
         write_text_atomic(out / "catalog.csv", _csv(catalog)),
     ]
-    with atomic_path(out / "catalog.xml") as tmp:
-        qml.write(str(tmp), format="QUAKEML")
+    batches = quakeml_batches(catalog, picks, assignments, arrival_residuals(run), station_mags)
+    _, picks_in_quakeml = write_quakeml(out / "catalog.xml", batches)
     outputs.append(out / "catalog.xml")
     if picks_path:
         used.append(picks_path)
@@ -686,6 +831,6 @@ def export_catalog(run: RunDir) -> dict:
         "catalog",
         inputs={str(p.relative_to(run.root)): sha256_file(p) for p in used},
         outputs=[str(p.relative_to(run.root)) for p in outputs],
-        counts={**counts, "picks_in_quakeml": sum(len(e.picks) for e in qml)},
+        counts={**counts, "picks_in_quakeml": picks_in_quakeml},
         wall_time_s=time.monotonic() - started,
     )

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import tracemalloc
 from pathlib import Path
 
 import browser
 import numpy as np
 import pandas as pd
 import pytest
-from obspy import read_events
+from obspy import UTCDateTime, read_events
 from obspy.io.quakeml.core import _validate as validate_quakeml
 
-from pipeline.catalog import CATALOG_COLUMNS, export_catalog
+from pipeline.catalog import (
+    CATALOG_COLUMNS,
+    arrival_residuals,
+    assemble_catalog,
+    export_catalog,
+    quakeml_batches,
+    write_quakeml,
+)
 from pipeline.completeness import CompletenessConfig
 from pipeline.report.html import ReferenceCatalog, ReportConfig, write_report
 from pipeline.rundir import RunDir
@@ -24,10 +33,14 @@ N_RELOCATED = 450
 T0 = pd.Timestamp("2000-10-06T04:30:00", tz="UTC")
 
 
-def make_run(root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 30) -> RunDir:
+def make_run(
+    root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 30, picked_stations: int = 4
+) -> RunDir:
     """A run with stations, picks, association, locations, relocations and magnitudes.
 
     Origin times follow an aftershock-like decay over ``span_days`` days from :data:`T0`.
+    Each event has picks at its first ``picked_stations`` (at most 8) stations: P and S, the
+    last station P only (4 stations: 7 picks; 8 stations: 15 picks).
     """
     rng = np.random.default_rng(seed)
     run = RunDir(root)
@@ -53,8 +66,8 @@ def make_run(root, n_events: int = N_EVENTS, seed: int = 0, span_days: float = 3
     depth = np.clip(10 + 3 * rng.standard_normal(n_events), 1, 20)
     picks, assignments, arrivals = [], [], []
     for k, eid in enumerate(ids):
-        for j in range(4):
-            for phase in ("P", "S") if j < 3 else ("P",):
+        for j in range(picked_stations):
+            for phase in ("P", "S") if j < picked_stations - 1 else ("P",):
                 pid = f"{eid}-S{j:02d}-{phase}"
                 picks.append(
                     {
@@ -216,6 +229,82 @@ def test_export_catalog(tmp_path):
     mag = first.preferred_magnitude()
     assert mag.magnitude_type == "ML" and len(first.station_magnitudes) == 2
     assert len(first.amplitudes) == 2 and first.amplitudes[0].unit == "m"
+
+
+def _quakeml_tables(run: RunDir) -> tuple[pd.DataFrame, ...]:
+    """The catalog table of ``run`` and the tables its QuakeML export reads: picks,
+    assignments, residuals, station magnitudes (the arguments of ``quakeml_batches``)."""
+    catalog, _, _ = assemble_catalog(run)
+    return (
+        catalog,
+        pd.read_parquet(run.root / "picks" / "picks.parquet"),
+        pd.read_parquet(run.root / "association" / "assignments.parquet"),
+        arrival_residuals(run),
+        pd.read_parquet(run.root / "magnitude" / "station_magnitudes.parquet"),
+    )
+
+
+def test_quakeml_batches_make_the_one_catalog_document(tmp_path):
+    """Events written 3 at a time are the document ObsPy writes for all of them at once."""
+    tables = _quakeml_tables(make_run(tmp_path / "run", n_events=11))
+    n_events = len(tables[0])
+    made = UTCDateTime("2024-01-01T00:00:00")
+    batches = quakeml_batches(*tables, batch_events=3, creation_time=made)
+    first = next(batches)  # built when asked for: one batch at a time
+    assert len(first) == 3
+    counts = write_quakeml(tmp_path / "batched.xml", itertools.chain([first], batches))
+    assert counts == (n_events, 7 * n_events)
+    (whole,) = quakeml_batches(*tables, batch_events=n_events, creation_time=made)
+    whole.write(str(tmp_path / "whole.xml"), format="QUAKEML")  # ObsPy's writer, one catalog
+    assert (tmp_path / "batched.xml").read_bytes() == (tmp_path / "whole.xml").read_bytes()
+
+    assert validate_quakeml(str(tmp_path / "batched.xml"))  # QuakeML 1.2 schema
+    batched, reference = (read_events(str(tmp_path / n)) for n in ("batched.xml", "whole.xml"))
+    assert batched == reference and len(batched) == n_events
+    pick_ids = [p.resource_id.id for e in batched for p in e.picks]
+    assert len(set(pick_ids)) == len(pick_ids) == 7 * n_events
+    for event in batched:  # every arrival refers to a pick of its own event
+        origin = event.preferred_origin()
+        assert {a.pick_id for a in origin.arrivals} == {p.resource_id for p in event.picks}
+        assert all(a.pick_id.get_referred_object() in event.picks for a in origin.arrivals)
+    magnitudes = [e.preferred_magnitude() for e in batched]
+    assert [m.mag if m else None for m in magnitudes] == [
+        m.mag if m else None for m in (e.preferred_magnitude() for e in reference)
+    ]
+    assert sum(m is not None for m in magnitudes) == tables[0]["magnitude"].notna().sum()
+
+
+def test_quakeml_without_events_and_mismatched_batches(tmp_path):
+    """An empty catalog is a valid document without events; batches of two different
+    catalogs (creation times) are refused and leave no file."""
+    catalog, *others = _quakeml_tables(make_run(tmp_path / "run", n_events=8))
+    empty = tmp_path / "empty.xml"
+    assert write_quakeml(empty, quakeml_batches(catalog.iloc[0:0], *others)) == (0, 0)
+    assert validate_quakeml(str(empty)) and len(read_events(str(empty))) == 0
+    mixed = itertools.chain(
+        quakeml_batches(catalog.iloc[:3], *others, creation_time=UTCDateTime(2024, 1, 1)),
+        quakeml_batches(catalog.iloc[3:], *others, creation_time=UTCDateTime(2024, 1, 2)),
+    )
+    with pytest.raises(ValueError, match="batches differ outside their events"):
+        write_quakeml(tmp_path / "mixed.xml", mixed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.xml", "run"]
+
+
+def test_quakeml_export_memory_follows_the_batch(tmp_path):
+    """Python memory at the peak of the QuakeML export, 5 events at a time, is the same for
+    20 and 60 events, and under half of that with all 60 in one ObsPy Catalog."""
+
+    def peak_bytes(n_events: int, batch_events: int) -> int:
+        tables = _quakeml_tables(make_run(tmp_path / f"run{n_events}", n_events=n_events))
+        tracemalloc.start()
+        try:
+            write_quakeml(tmp_path / "c.xml", quakeml_batches(*tables, batch_events=batch_events))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large, whole = peak_bytes(20, 5), peak_bytes(60, 5), peak_bytes(60, 60)
+    assert large < 1.25 * small and large < 0.5 * whole, (small, large, whole)
 
 
 def test_report_renders_every_figure(tmp_path):
