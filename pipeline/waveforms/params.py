@@ -135,14 +135,10 @@ class FDSNService(_Section):
         )
 
 
-class FDSNStationQuery(FDSNService):
-    """Stations from an fdsnws-station query (level=response)."""
+class StationRegion(_Section):
+    """Where stations are looked for: a box (all four edges, or some of them for an FDSN
+    query) or a circle (centre and radius); :func:`region_kind` says which."""
 
-    kind: Literal["fdsn"] = Field("fdsn", description="an fdsnws-station query")
-    network: str = Field("*", description="network pattern(s), comma separated")
-    station: str = Field("*", description="station pattern(s)")
-    location: str = Field("*", description="location pattern(s)")
-    channel: str = Field("HH?,BH?,EH?,HN?", description="channel pattern(s)")
     min_latitude: float | None = Field(
         None, ge=-90, le=90, description="box: south edge, degrees north"
     )
@@ -159,7 +155,17 @@ class FDSNStationQuery(FDSNService):
     longitude: float | None = Field(
         None, ge=-180, le=180, description="circle centre, degrees east"
     )
-    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, deg")
+    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, degrees")
+
+
+class FDSNStationQuery(FDSNService, StationRegion):
+    """Stations from an fdsnws-station query (level=response)."""
+
+    kind: Literal["fdsn"] = Field("fdsn", description="an fdsnws-station query")
+    network: str = Field("*", description="network pattern(s), comma separated")
+    station: str = Field("*", description="station pattern(s)")
+    location: str = Field("*", description="location pattern(s)")
+    channel: str = Field("HH?,BH?,EH?,HN?", description="channel pattern(s)")
     starttime: datetime | None = Field(None, description="default: the build's start")
     endtime: datetime | None = Field(None, description="default: the build's end")
 
@@ -235,7 +241,7 @@ class SDSSource(_Section):
         return value
 
 
-class HinetStationRule(_Section):
+class HinetStationRule(StationRegion):
     """Hi-net stations chosen by rule from NIED's station list (the list HinetPy's
     ``Client.get_station_list`` reads), like HinetPy's ``select_stations`` circle or box, then
     the ``max_stations`` nearest the centre (circle centre, or the box centre).
@@ -243,21 +249,6 @@ class HinetStationRule(_Section):
     Codes and coordinates of the data then come from the channel tables that come with it.
     """
 
-    latitude: float | None = Field(None, ge=-90, le=90, description="circle centre, degrees N")
-    longitude: float | None = Field(None, ge=-180, le=180, description="circle centre, degrees E")
-    max_radius_deg: float | None = Field(None, gt=0, le=180, description="circle radius, degrees")
-    min_latitude: float | None = Field(
-        None, ge=-90, le=90, description="box: south edge, degrees north"
-    )
-    max_latitude: float | None = Field(
-        None, ge=-90, le=90, description="box: north edge, degrees north"
-    )
-    min_longitude: float | None = Field(
-        None, ge=-180, le=180, description="box: west edge, degrees east"
-    )
-    max_longitude: float | None = Field(
-        None, ge=-180, le=180, description="box: east edge, degrees east"
-    )
     max_stations: int | None = Field(
         None, ge=1, description="keep this many, nearest the centre first; None = all inside"
     )
