@@ -5,11 +5,11 @@ import pytest
 
 from pipeline.velocity import (
     available_models,
-    elevation_problem,
     load_velocity_model,
     travel_time,
     travel_time_below_surface,
 )
+from pipeline.waveforms.params import elevation_problem
 
 
 def test_shipped_models_load():

@@ -42,7 +42,8 @@ from pipeline.association.refine import add_leftover_events, merge_split_events
 from pipeline.association.timebased import OriginGrid, associate_time
 from pipeline.picking.params import MODEL_RATE
 from pipeline.rundir import RunDir, read_run_table, sha256_file, write_parquet_atomic
-from pipeline.velocity import VelocityModel, elevation_problem
+from pipeline.velocity import VelocityModel
+from pipeline.waveforms.params import elevation_problem
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def read_stations(path: Path) -> pd.DataFrame:
 
     Raises:
         AssociationInputError: missing columns, a non-numeric coordinate, or an elevation no
-            station can have (:data:`pipeline.velocity.STATION_ELEVATION_RANGE_M`; the
+            station can have (:data:`pipeline.waveforms.params.STATION_ELEVATION_RANGE_M`; the
             download skips such stations, so this is a table written otherwise).
     """
     path = Path(path)

@@ -31,10 +31,10 @@ from obspy.geodetics import gps2dist_azimuth
 
 from pipeline.errors import OLD_RUN_HINT, EqcatInputError
 from pipeline.rundir import atomic_path, atomic_write
-from pipeline.velocity import elevation_problem
 from pipeline.waveforms.params import (
     InlineStations,
     check_code,
+    elevation_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def select_channels(
     Skipped, and recorded in ``skipped`` (``NET.STA`` -> why) when it is given, else logged
     as warnings: stations with no matching channel, stations with invalid SEED codes and
     stations whose elevation no station can have
-    (:data:`pipeline.velocity.STATION_ELEVATION_RANGE_M`).
+    (:data:`pipeline.waveforms.params.STATION_ELEVATION_RANGE_M`).
     Used, but recorded in ``notes`` (``NET.STA`` -> what to know) when it is given, else
     logged: a station whose entries place it more than :data:`EPOCH_MOVE_M` apart, and one
     whose entries' chosen channels leave part of the span uncovered (another entry's

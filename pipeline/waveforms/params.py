@@ -13,6 +13,7 @@ Hi-net credentials never appear here: they come from the environment (``HINET_US
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +49,26 @@ def check_code(kind: str, value: str) -> str:
     return value
 
 
+#: Elevations (m above sea level) a station can have: from the bottom of the deepest hole
+#: ever drilled, the Kola Superdeep Borehole SG-3 (12,262 m, 1989), which lies deeper than
+#: the ocean floor anywhere (Challenger Deep, 10,935 +- 6 m, Guinness World Records 2020
+#: submersible survey), up to the highest summit (Mount Everest, 8,848.86 m, 2020 Nepal-China
+#: survey). Ocean-bottom stations in trenches and borehole stations lie within it; a value
+#: outside is a unit or sign error (feet, km, depth given as elevation) or a placeholder.
+STATION_ELEVATION_RANGE_M = (-12262.0, 8848.86)
+
+
+def elevation_problem(elevation_m: float) -> str | None:
+    """Why ``elevation_m`` (m) cannot be a station's elevation, None when it can."""
+    low, high = STATION_ELEVATION_RANGE_M
+    if math.isfinite(elevation_m) and low <= elevation_m <= high:
+        return None
+    return (
+        f"elevation_m = {elevation_m:g}: expected {low:g} to {high:g} m above sea level "
+        "(the deepest borehole to the highest summit)"
+    )
+
+
 class _Section(BaseModel):
     model_config = SECTION_CONFIG
 
@@ -72,8 +93,6 @@ class InlineStation(_Section):
     @field_validator("elevation_m")
     @classmethod
     def _on_earth(cls, value: float) -> float:
-        from pipeline.velocity import elevation_problem
-
         problem = elevation_problem(value)
         if problem:
             raise ValueError(problem.split(": ", 1)[1])
