@@ -500,3 +500,34 @@ def test_failed_rebuild_leaves_no_stale_catalog_or_report(
     assert (run.root / "report" / "index.html").is_file()
     assert {m["status"] for m in run.read_manifest().values()} == {"current"}
     assert resumed["report"]["counts"]["events"] >= 0
+
+
+def test_a_sensor_dead_for_part_of_a_chunk_is_a_gap_there(archive, tmp_path):
+    """Every component of a station holds one value for 10 minutes inside a 30-minute chunk
+    (it died and came back). The chunk as a whole is live, so the dead stretch was filtered
+    with the live data around it (a step that rings through the band-pass) and picked as data
+    (STA/LTA triggered at its edges). Now a stretch at least one model window long that is
+    flat by the dead-channel rule is cut out like a gap: no pick in it, and a note names it."""
+    from pipeline.picking import PickerConfig
+    from pipeline.picking.stage import SpanStats, pick_span
+
+    station = station_codes(archive)[0]
+    net = network_dir(archive).name
+    sds = copy_archive(archive, tmp_path / "sds")
+    dead = (T0 + 600, T0 + 1200)
+    for channel in ("HHE", "HHN", "HHZ"):
+        rewrite(day_file(sds, station, channel), _dead_between(*dead))
+
+    def read(t0, t1):
+        return read_station(sds, net, station, "", "HH", t0, t1)
+
+    stats = SpanStats()
+    cfg = PickerConfig(picker="stalta")
+    picks = pick_span(read, (net, station, ""), T0, T0 + 1800, cfg, stats=stats)
+    times = pd.to_datetime(picks["time"], utc=True)
+    inside = (times >= pd.Timestamp(dead[0].datetime, tz="UTC")) & (
+        times <= pd.Timestamp(dead[1].datetime, tz="UTC")
+    )
+    assert not picks.empty and not inside.any(), picks[inside]
+    flat_notes = [n for n in stats.notes if "dead (flat) within the data" in n]
+    assert len(flat_notes) == 3 and all("600 s" in n for n in flat_notes), stats.notes

@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.ndimage
 import scipy.signal
 from obspy import Stream, Trace, UTCDateTime
 
@@ -44,6 +45,11 @@ COMPONENTS = ("E", "N", "Z")
 MIN_SEGMENT_S = 1.0
 #: Longest cosine taper (s) at each end of a segment.
 TAPER_S = 1.0
+#: A run of raw samples at least this long (s) whose peak-to-peak stays within the dead-channel
+#: rule (``flat_max_ptp``) is a dead stretch, treated as a gap: one EQTransformer window, so a
+#: run that long holds nothing the network could pick, and live data never repeats one value
+#: that long.
+FLAT_RUN_S = 60.0
 
 
 @dataclass
@@ -174,14 +180,75 @@ def condition(y: np.ndarray, sampling_rate: float, freqmin: float, freqmax: floa
     return scipy.signal.sosfilt(sos, y[::-1])[::-1].copy()
 
 
+def _runs(flags: np.ndarray, min_length: int) -> list[tuple[int, int]]:
+    """(start, end) index pairs (end excluded) of the runs of True in ``flags`` at least
+    ``min_length`` long."""
+    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
+    starts, ends = edges[0::2], edges[1::2]
+    keep = ends - starts >= min_length
+    return list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+
+
+def mask_flat_runs(tr: Trace, flat_max_ptp: float, min_run_s: float = FLAT_RUN_S) -> float:
+    """Mask, in place, the samples of ``tr`` that lie in a run of at least ``min_run_s``
+    seconds whose peak-to-peak is at most ``flat_max_ptp`` (counts): a channel that died
+    (or stopped moving) for part of the span. Masked samples become a gap of the trace.
+
+    A run that flat has no step between neighbours above ``flat_max_ptp``, so only stretches
+    of such small steps are searched (with ``flat_max_ptp`` 0 they are the runs themselves);
+    live data rarely has any, and a day of it costs a few tens of milliseconds.
+
+    Returns:
+        the seconds masked (0.0 when none).
+    """
+    width = int(round(min_run_s * tr.stats.sampling_rate))
+    if width < 2 or tr.stats.npts < width:
+        return 0.0
+    data = np.ma.getdata(tr.data)
+    gap = np.ma.getmaskarray(tr.data)
+    if flat_max_ptp == 0:
+        small = data[1:] == data[:-1]
+    else:
+        small = np.abs(np.diff(data.astype(np.float64))) <= flat_max_ptp
+    if gap.any():
+        small &= ~gap[1:] & ~gap[:-1]  # a run never spans a gap
+    flat = np.zeros(len(data), dtype=bool)
+    for a, b in _runs(small, width - 1):  # samples a .. b (b - a + 1 >= width)
+        if flat_max_ptp == 0:
+            flat[a : b + 1] = True
+            continue
+        stretch = data[a : b + 1].astype(np.float64)
+        ahead = -(width // 2)  # window k .. k + width - 1
+        ptp = scipy.ndimage.maximum_filter1d(
+            stretch, width, origin=ahead
+        ) - scipy.ndimage.minimum_filter1d(stretch, width, origin=ahead)
+        cover = np.zeros(len(stretch) + 1, dtype=np.int32)
+        starts = np.flatnonzero(ptp[: len(stretch) - width + 1] <= flat_max_ptp)
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + width, -1)
+        flat[a : b + 1] = np.cumsum(cover[:-1]) > 0
+    if not flat.any():
+        return 0.0
+    tr.data = np.ma.masked_array(data, mask=gap | flat)
+    return float(flat.sum() / tr.stats.sampling_rate)
+
+
 def _filtered_segments(
-    traces: list[Trace], freqmin: float, freqmax: float, label: str
+    traces: list[Trace],
+    freqmin: float,
+    freqmax: float,
+    label: str,
+    flat_max_ptp: float = 0.0,
+    notes: list[str] | None = None,
 ) -> list[Trace]:
     """Contiguous segments, each conditioned (:func:`condition`) and resampled to 100 Hz.
 
     Traces are merged per sampling rate, so a channel whose rate changes within the read
     (100 Hz, then 200 Hz) gives segments at each rate instead of ObsPy's "Sampling rate
-    differs" TypeError, which failed the station-day.
+    differs" TypeError, which failed the station-day. Dead stretches of at least
+    :data:`FLAT_RUN_S` (:func:`mask_flat_runs`) are cut out like gaps (a channel that dies
+    at noon is not filtered across the step and fed to the network as data); each one is
+    noted in ``notes``.
 
     Raises:
         ValueError: a trace's rate leaves no room for the band (its Nyquist frequency is
@@ -191,6 +258,12 @@ def _filtered_segments(
     for rate in sorted({tr.stats.sampling_rate for tr in traces}):  # merge() needs one rate
         group = Stream([tr.copy() for tr in traces if tr.stats.sampling_rate == rate])
         group.merge(method=1, fill_value=None)
+        for tr in group:
+            seconds = mask_flat_runs(tr, flat_max_ptp)
+            if seconds and notes is not None:
+                notes.append(
+                    f"{tr.id}: {seconds:.0f} s dead (flat) within the data, taken as a gap"
+                )
         segments += group.split()
     out = []
     for tr in sorted(segments, key=lambda tr: tr.stats.starttime):
@@ -320,8 +393,9 @@ def preprocess_stream(
     """
     slots = _slot_traces(stream, label)
     dead = {slot: traces for slot, traces in slots.items() if is_dead(traces, flat_max_ptp, core)}
+    flat_notes: list[str] = []
     segments = {
-        slot: _filtered_segments(traces, freqmin, freqmax, label)
+        slot: _filtered_segments(traces, freqmin, freqmax, label, flat_max_ptp, flat_notes)
         for slot, traces in slots.items()
         if slot not in dead
     }
@@ -345,6 +419,9 @@ def preprocess_stream(
     dead_components = tuple(COMPONENTS[s] for s in sorted(dead))
     record = Record(label, start, MODEL_RATE, data, gap_mask, channels, dead=dead_components,
                     component_gaps=~covered)  # fmt: skip
+    for note in flat_notes:
+        log.warning(note)
+        record.notes.append(note)
     rotated = rotate_to_north_east(data, covered, channels, azimuths or {}, label)
     if rotated:
         log.info(rotated)
