@@ -1433,3 +1433,28 @@ def test_a_scheduled_run_keeps_the_span_start_of_the_one_before(tmp_path):
     for damaged in ("starttime: [", "starttime: not a time\n", "- a list\n"):
         path.write_text(damaged, encoding="utf-8")
         assert _scheduled_start(path) == []
+
+
+def test_the_pickers_notes_on_stations_reach_the_report(tmp_path):
+    """What the picker noted about the data of a station it used (a stretch dead within the
+    data, a component picked as zeros, horizontals rotated) was only in the manifest; the
+    report's "Station notes" cell and the terminal's data line name it now, folded after 8."""
+    from pipeline.report.data_quality import notes_cell, station_notes, terminal_lines
+    from pipeline.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    notes = [
+        "XX.A..HHZ: 600 s dead (flat) within the data, taken as a gap",
+        "XX.A.: component(s) E missing (zeros)",
+        *(f"XX.B{k:02d}.: component(s) N missing (zeros)" for k in range(9)),
+    ]
+    run.record_stage("picks", details={"notes": notes})
+    found = station_notes(run)
+    assert found["XX.A"] == (
+        "XX.A..HHZ: 600 s dead (flat) within the data, taken as a gap; "
+        "component(s) E missing (zeros)"
+    )
+    assert len(found) == 10
+    cell = notes_cell(found)
+    assert cell.count("XX.B") == 9 and "<details><summary>and 2 more</summary>" in cell
+    assert any(line.startswith("data: notes on 10 station(s) used") for line in terminal_lines(run))

@@ -256,12 +256,23 @@ def data_gaps(run: RunDir) -> dict[str, str]:
 
 def station_notes(run: RunDir) -> dict[str, str]:
     """What a user should know about stations the build used, per the manifest:
-    ``NET.STA`` -> note (entries far apart, channels that leave part of the span uncovered;
-    :func:`pipeline.waveforms.inventory.select_channels`). Not failures: these stations are
-    used, so they are kept apart from :func:`data_gaps`."""
-    details = run.read_manifest().get("waveforms", {}).get("details", {})
+    ``NET.STA`` -> note. From the download (entries far apart, channels that leave part of
+    the span uncovered; :func:`pipeline.waveforms.inventory.select_channels`) and from the
+    picker (a component missing or dead and picked as zeros, horizontals rotated by their
+    azimuths, a stretch dead within the data taken as a gap;
+    :func:`pipeline.picking.preprocess.preprocess_stream`), several joined by "; ". Not
+    failures: these stations are used, so they are kept apart from :func:`data_gaps`."""
+    manifest = run.read_manifest()
+    details = manifest.get("waveforms", {}).get("details", {})
     notes = details.get("station_notes", {})
-    return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    out = {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    picked = manifest.get("picks", {}).get("details", {}).get("notes", [])
+    for note in picked if isinstance(picked, list) else []:
+        source, _, text = str(note).partition(": ")
+        label = ".".join(source.split(".")[:2])  # NET.STA of 'NET.STA.LOC' or a channel id
+        text = f"{source}: {text}" if source.count(".") == 3 else text  # keep the channel
+        out[label] = f"{out[label]}; {text}" if label in out else text
+    return out
 
 
 #: Most failed or skipped units a terminal line names before "and N more".
@@ -341,10 +352,24 @@ def station_problems(flagged: pd.DataFrame) -> dict[str, str]:
 
 def notes_cell(notes: dict[str, str]) -> str:
     """HTML of the summary's "Station notes" cell (:func:`station_notes`)."""
-    if not notes:
+    return _folded_cell([f"{label}: {note}" for label, note in notes.items()])
+
+
+def _folded_cell(parts: list[str]) -> str:
+    """HTML of a summary cell listing ``parts``: "none" when empty; the first
+    :data:`TERMINAL_MAX_NAMED` shown and the others folded into a ``<details>`` element (a
+    build with hundreds of them keeps a readable summary and loses none)."""
+    if not parts:
         return "none"
-    text = "; ".join(f"{label}: {note}" for label, note in notes.items())
-    return "<span class='warn'>" + html.escape(text) + "</span>"
+    shown, folded = parts[:TERMINAL_MAX_NAMED], parts[TERMINAL_MAX_NAMED:]
+    cell = "<span class='warn'>" + html.escape("; ".join(shown)) + "</span>"
+    if folded:
+        cell += (
+            f"<details><summary>and {len(folded)} more</summary>"
+            + "<br>".join(html.escape(part) for part in folded)
+            + "</details>"
+        )
+    return cell
 
 
 def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
@@ -361,17 +386,7 @@ def failures_cell(failed: dict[str, str], dq: DataQuality) -> str:
             f"data problems at {len(dq.problems)} station(s): {', '.join(dq.problems)} "
             "(see Data quality)",
         )
-    if not parts:
-        return "none"
-    shown, folded = parts[:TERMINAL_MAX_NAMED], parts[TERMINAL_MAX_NAMED:]
-    cell = "<span class='warn'>" + html.escape("; ".join(shown)) + "</span>"
-    if folded:
-        cell += (
-            f"<details><summary>and {len(folded)} more</summary>"
-            + "<br>".join(html.escape(part) for part in folded)
-            + "</details>"
-        )
-    return cell
+    return _folded_cell(parts)
 
 
 def _cell(value: object) -> str:
