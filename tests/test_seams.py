@@ -241,10 +241,12 @@ def test_corrupt_file_and_missing_responses_show_in_report_and_terminal(
     text = report_text(run)
     assert f"{net}.{no_response}" in text and "corrupt file" in text
     lines = terminal_lines(run)
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert f"{net}.{no_response} (magnitude: " in lines[0]
-    assert f"{net}.{corrupt} (HHZ 2000-10-08: corrupt file (" in lines[1]
-    assert lines[1].endswith("; all in the report's Data quality section")
+    assert lines[1].startswith("data: notes on 1 station(s) used: ")  # the picker's note
+    assert f"{net}.{corrupt} (" in lines[1] and "Z missing (zeros)" in lines[1]
+    assert f"{net}.{corrupt} (HHZ 2000-10-08: corrupt file (" in lines[2]
+    assert lines[2].endswith("; all in the report's Data quality section")
 
 
 def test_terminal_lines_are_empty_for_a_clean_run(tmp_path):

@@ -528,8 +528,8 @@ def test_a_short_name_whose_server_does_not_answer_is_unreachable_not_refused(mo
 
     from pipeline.errors import DataSourceError
     from pipeline.waveforms.fdsn import ServiceUnreachable, fdsn_client
-    from pipeline.waveforms.inventory import query_inventory
     from pipeline.waveforms.params import FDSNStationQuery
+    from pipeline.waveforms.station_sources import query_inventory
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
