@@ -173,3 +173,16 @@ def test_compressed_quakeml_read_as_obspy_reads_it(tmp_path, catalog_xml, read_c
     expected = pd.concat([plain] * copies, ignore_index=True)
     pd.testing.assert_frame_equal(packed, expected)
     assert max(read_calls) == 3
+
+
+def test_xml_comments_between_events_are_skipped(tmp_path, catalog_xml, read_calls):
+    """Comments outside events (valid XML) stay out of the documents handed to ObsPy, whose
+    whole-file read failed on them ("... object is not subscriptable")."""
+    commented = tmp_path / "commented.xml"
+    good = catalog_xml.read_bytes()
+    commented.write_bytes(
+        good.replace(b"<eventParameters", b"<!-- first --><eventParameters", 1).replace(
+            b"<event ", b"<!-- an event --><event "
+        )
+    )
+    pd.testing.assert_frame_equal(read_catalog(commented), read_catalog(catalog_xml))
