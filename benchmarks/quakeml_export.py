@@ -87,29 +87,27 @@ def export_once(run_dir: Path) -> dict:
     }
 
 
-def timed_export(run_dir: Path, code: Path) -> dict:
-    """:func:`export_once` in a fresh process (``pipeline`` of ``code``) under GNU time; adds
-    peak_rss_mib, the process's maximum RSS (GNU time measures its own child, so no page of
-    this process counts)."""
+def timed_child(script: str, target: Path, code: Path) -> dict:
+    """``script --one target`` in a fresh process (``pipeline`` of ``code``) under GNU time:
+    the dict the child prints on its ``RESULT`` line plus peak_rss_mib, the process's maximum
+    RSS (GNU time measures its own child, so no page of this process counts)."""
     gnu_time = shutil.which("time")
     if gnu_time is None:
-        raise SystemExit("benchmarks/quakeml_export.py needs GNU time (apt-get install time)")
-    usage = run_dir / "export.usage"
-    command = [gnu_time, "-f", "%M", "-o", str(usage), sys.executable, __file__, "--one"]
-    done = subprocess.run(
-        [*command, str(run_dir)],
-        env={**os.environ, "PYTHONPATH": str(code)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"export of {run_dir} failed:\n{done.stderr[-3000:]}")
-    return {
-        **json.loads(lines[-1][len("RESULT ") :]),
-        "peak_rss_mib": int(usage.read_text().split()[-1]) / 1024.0,
-    }
+        raise SystemExit(f"{Path(script).name} needs GNU time (apt-get install time)")
+    with tempfile.TemporaryDirectory(prefix="usage_") as scratch:
+        usage = Path(scratch) / "usage"
+        done = subprocess.run(
+            [gnu_time, "-f", "%M", "-o", str(usage), sys.executable, script, "--one", str(target)],
+            env={**os.environ, "PYTHONPATH": str(code)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+        if done.returncode or not lines:
+            raise RuntimeError(f"{Path(script).name} on {target} failed:\n{done.stderr[-3000:]}")
+        peak_mib = int(usage.read_text().split()[-1]) / 1024.0
+    return {**json.loads(lines[-1][len("RESULT ") :]), "peak_rss_mib": peak_mib}
 
 
 def main() -> None:
@@ -135,7 +133,7 @@ def main() -> None:
         for n_events in args.sizes:
             run_dir = Path(workdir) / f"run_{n_events}"
             sizes = make_export_run(run_dir, n_events, args.picked_stations)
-            runs = [timed_export(run_dir, args.code) for _ in range(args.repeats)]
+            runs = [timed_child(__file__, run_dir, args.code) for _ in range(args.repeats)]
             print(
                 f"{sizes['events']} events ({sizes['picks']} picks, "
                 f"{sizes['station_magnitudes']} station magnitudes; QuakeML: {runs[0]['events']} "

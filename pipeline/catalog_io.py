@@ -4,7 +4,9 @@ Used by ``eqcat mc`` to report the completeness of catalogs eqcat did not build.
 
 Formats:
 
-- **QuakeML** (read with :func:`obspy.read_events`): per event the preferred origin (else
+- **QuakeML** (read with :func:`obspy.read_events`, in batches of events streamed from the
+  file so that memory does not grow with its size; tar and zip archives and gzip / bzip2
+  files are read as ObsPy reads them): per event the preferred origin (else
   the first) and the preferred magnitude (else the first); with a magnitude-type filter,
   the event's magnitude of that type is used when it has one.
 - **CSV** with a header row (fields separated by ',', ';', tabs or '|', as the header line
@@ -23,14 +25,25 @@ in which case it is read as metres (FDSN text exports of some agencies, e.g. SED
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import math
+import tarfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from lxml import etree
 
 from pipeline.errors import EqcatInputError
+
+if TYPE_CHECKING:
+    from obspy.core.event import Event
 
 #: Standard column -> accepted CSV header names (compared case-insensitively), in order.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -49,6 +62,9 @@ EVENT_COLUMNS = list(COLUMN_ALIASES)
 DEPTH_METRES_ABOVE = 1000.0
 
 QUAKEML_SUFFIXES = {".xml", ".qml", ".quakeml"}
+
+#: QuakeML is read this many events at a time (a few MB of ObsPy objects with picks).
+QUAKEML_BATCH_EVENTS = 200
 
 #: Values outside these ranges are not a place or a size of an earthquake (a placeholder
 #: such as -999 or 9999 for "unknown", or a wrong column): reading stops at the first.
@@ -191,42 +207,147 @@ def check_ranges(path: Path, table: pd.DataFrame, unit: str = "row") -> None:
 
 
 def _read_quakeml(path: Path, magnitude_types: tuple[str, ...]) -> pd.DataFrame:
+    """The event table of QuakeML ``path``, read in batches of :data:`QUAKEML_BATCH_EVENTS`
+    events (:func:`_quakeml_batches`) so that memory stays bounded for any file size; each
+    batch is read by :func:`obspy.read_events`, so rows equal a read of the whole file."""
     import obspy
 
-    try:
-        catalog = obspy.read_events(str(path), format="QUAKEML")
-    except Exception as exc:  # obspy raises many types for malformed XML
-        raise CatalogReadError(f"{path}: not readable as QuakeML ({exc})") from None
     wanted = {t.lower() for t in magnitude_types}
     rows = []
-    for event in catalog:
-        origin = event.preferred_origin() or (event.origins[0] if event.origins else None)
-        magnitude = event.preferred_magnitude() or (
-            event.magnitudes[0] if event.magnitudes else None
-        )
-        if wanted and (magnitude is None or (magnitude.magnitude_type or "").lower() not in wanted):
-            magnitude = next(
-                (m for m in event.magnitudes if (m.magnitude_type or "").lower() in wanted),
-                magnitude,
-            )
-        depth_m = origin.depth if origin is not None else None
-        rows.append(
-            {
-                "origin_time": pd.Timestamp(origin.time.datetime, tz="UTC")
-                if origin is not None and origin.time is not None
-                else pd.NaT,
-                "latitude": _float(origin.latitude if origin is not None else None),
-                "longitude": _float(origin.longitude if origin is not None else None),
-                "depth_km": _float(depth_m) / 1000.0,
-                "magnitude": _float(magnitude.mag if magnitude is not None else None),
-                "magnitude_type": (magnitude.magnitude_type or "") if magnitude else "",
-            }
-        )
+    for batch in (b for source in _xml_sources(path) for b in _quakeml_batches(path, source)):
+        try:
+            catalog = obspy.read_events(io.BytesIO(batch), format="QUAKEML")
+        except Exception as exc:  # obspy raises many types for malformed XML
+            raise CatalogReadError(f"{path}: not readable as QuakeML ({exc})") from None
+        rows.extend(_event_row(event, wanted) for event in catalog)
+        del catalog
     if not rows:
         raise CatalogReadError(f"{path}: QuakeML without events")
     table = pd.DataFrame(rows, columns=EVENT_COLUMNS)
     table["origin_time"] = pd.to_datetime(table["origin_time"], utc=True)
     return table
+
+
+def _event_row(event: Event, wanted: set[str]) -> dict[str, object]:
+    """One :data:`EVENT_COLUMNS` row of an ObsPy event (module docstring); ``wanted`` are
+    lower-case magnitude types to prefer."""
+    origin = event.preferred_origin() or (event.origins[0] if event.origins else None)
+    magnitude = event.preferred_magnitude() or (event.magnitudes[0] if event.magnitudes else None)
+    if wanted and (magnitude is None or (magnitude.magnitude_type or "").lower() not in wanted):
+        magnitude = next(
+            (m for m in event.magnitudes if (m.magnitude_type or "").lower() in wanted),
+            magnitude,
+        )
+    depth_m = origin.depth if origin is not None else None
+    return {
+        "origin_time": pd.Timestamp(origin.time.datetime, tz="UTC")
+        if origin is not None and origin.time is not None
+        else pd.NaT,
+        "latitude": _float(origin.latitude if origin is not None else None),
+        "longitude": _float(origin.longitude if origin is not None else None),
+        "depth_km": _float(depth_m) / 1000.0,
+        "magnitude": _float(magnitude.mag if magnitude is not None else None),
+        "magnitude_type": (magnitude.magnitude_type or "") if magnitude else "",
+    }
+
+
+def _xml_sources(path: Path) -> Iterator[IO[bytes]]:
+    """The XML documents in ``path`` as ObsPy's reader finds them, each opened for streaming:
+    every file of a tar or zip archive, the content of a bzip2 or gzip file, else the file
+    itself."""
+    if tarfile.is_tarfile(path):
+        with tarfile.open(path, "r|*") as archive:
+            for member in archive:
+                if member.isfile() and member.size:
+                    yield archive.extractfile(member)
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    yield member
+    else:
+        with open(path, "rb") as fh:
+            magic = fh.read(3)
+        opener = bz2.open if magic == b"BZh" else gzip.open if magic[:2] == b"\x1f\x8b" else open
+        with opener(path, "rb") as stream:
+            yield stream
+
+
+def _quakeml_batches(path: Path, source: IO[bytes]) -> Iterator[bytes]:
+    """QuakeML documents of at most :data:`QUAKEML_BATCH_EVENTS` children of the
+    eventParameters of ``source`` (an XML document of ``path``) each, streamed with
+    :func:`lxml.etree.iterparse`.
+
+    Each document has the source's root element and eventParameters (tag, attributes,
+    namespaces) around the batch, so ObsPy applies to it the checks it applies to the whole
+    file (root tag, eventParameters in the namespace of the root's first child, which
+    children are events). Elements are removed from the parsed tree once passed on, and
+    anything outside eventParameters is dropped as soon as it is parsed. A file without
+    eventParameters gives one document of the root and its first child, for ObsPy to
+    refuse; one without children of eventParameters gives one empty document.
+
+    Raises:
+        CatalogReadError: ``path`` is not well-formed XML (ObsPy's message, as before).
+    """
+    root = params = first = None
+    in_params = False
+    batch: etree._Element | None = None
+    sent = depth = 0
+    try:
+        for action, elem in etree.iterparse(source, events=("start", "end")):
+            if action == "start":
+                depth += 1
+                if depth == 1:
+                    root = elem
+                elif depth == 2 and first is None:
+                    first = _copy(elem)
+                if depth == 2 and params is None and _is_params(elem, first):
+                    params, in_params = elem, True
+                continue
+            depth -= 1
+            if in_params and depth == 2:
+                batch = batch if batch is not None else _batch_document(root, params)
+                batch[0].append(elem)  # moves it out of the parsed tree
+                if len(batch[0]) >= QUAKEML_BATCH_EVENTS:
+                    document, batch, sent = _document(batch), None, sent + 1
+                    yield document  # the batch's tree is freed while ObsPy reads it
+            elif in_params and depth == 1:
+                in_params = False
+            elif not in_params and depth >= 1:
+                elem.clear()
+    except (etree.LxmlError, OSError, EOFError):  # EOFError: a truncated .gz or .bz2
+        message = f"Could not parse '{path}' to an etree element."  # ObsPy's words
+        raise CatalogReadError(f"{path}: not readable as QuakeML ({message})") from None
+    if params is None:
+        skeleton = _copy(root)
+        if first is not None:
+            skeleton.append(first)
+        yield _document(skeleton)
+    elif batch is not None or not sent:
+        yield _document(batch if batch is not None else _batch_document(root, params))
+
+
+def _document(root: etree._Element) -> bytes:
+    """The UTF-8 XML document of the tree under ``root``."""
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _batch_document(root: etree._Element, params: etree._Element) -> etree._Element:
+    """A new root like ``root`` holding an empty eventParameters like ``params``."""
+    document = _copy(root)
+    document.append(_copy(params))
+    return document
+
+
+def _is_params(elem: etree._Element, first: etree._Element) -> bool:
+    """Whether ``elem`` is an eventParameters in the namespace of the root's first child
+    ``first`` (where ObsPy looks for it)."""
+    return elem.tag == etree.QName(etree.QName(first).namespace, "eventParameters").text
+
+
+def _copy(elem: etree._Element) -> etree._Element:
+    """A new element with ``elem``'s tag, attributes and namespaces in scope, no children."""
+    return etree.Element(elem.tag, attrib=dict(elem.attrib), nsmap=elem.nsmap)
 
 
 def _float(value: object) -> float:
